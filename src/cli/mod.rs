@@ -1,0 +1,27 @@
+//! The `meshmedic` command line.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod logs;
+
+#[derive(Parser, Debug)]
+#[command(name = "meshmedic", version, about = "Finds and fixes the Istio configurations that cause HTTP 503")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Diagnose Envoy access logs: 503s by response flag, mapped to meshmedic's finding codes.
+    Logs(logs::LogsArgs),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Logs(args) => logs::run(args),
+    }
+}

@@ -1,0 +1,8 @@
+//! meshmedic: finds the Istio / ASM configurations that make a mesh answer HTTP 503, and fixes them.
+//!
+//! The pipeline (see DESIGN.md): `model` (typed objects) → `snapshot` (indexed cluster view) →
+//! `analysis` (one pure detector per cause) → `remediation` (patches and new objects).
+//! `logs` diagnoses Envoy access logs; `cli` wires it all to the `meshmedic` binary.
+
+pub mod cli;
+pub mod logs;

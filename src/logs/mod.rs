@@ -1,0 +1,1 @@
+//! Envoy access-log diagnosis.
