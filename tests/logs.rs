@@ -14,7 +14,9 @@ use meshmedic::logs::{Analyzer, feed};
 const CUSTOM: &str = "%START_TIME(%s)% %RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_CLUSTER% \"%REQ(:AUTHORITY)%\" %RESPONSE_CODE_DETAILS% %BYTES_SENT%";
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/logs").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/logs")
+        .join(name)
 }
 
 fn analyze_with(names: &[&str], format: &str, limits: Limits) -> Report {
@@ -64,7 +66,10 @@ fn listener_change_uc_burst_shared_by_clusters_json() {
     assert_eq!(r.json_records, 720);
     let d = find(&r, "listener-change-503");
     assert_eq!(d.len(), 2, "{:?}", codes(&r));
-    assert!(d.iter().all(|d| d.confidence == Confidence::High && d.evidence.timing == Timing::Bursty));
+    assert!(
+        d.iter()
+            .all(|d| d.confidence == Confidence::High && d.evidence.timing == Timing::Bursty)
+    );
     assert_eq!(d[0].evidence.windows.len(), 1);
     assert_eq!(d[0].evidence.windows[0].start, "2024-05-01T10:30:00Z");
     assert!(find(&r, "idle-timeout-mismatch").is_empty());
@@ -77,7 +82,11 @@ fn listener_change_uc_burst_shared_by_clusters_json() {
 fn listener_change_single_cluster_is_medium() {
     // Only the first cluster's lines: the burst is no longer shared.
     let text = std::fs::read_to_string(fixture("listener-change.jsonl")).expect("fixture");
-    let only: String = text.lines().filter(|l| l.contains("v1|reviews.")).map(|l| format!("{l}\n")).collect();
+    let only: String = text
+        .lines()
+        .filter(|l| l.contains("v1|reviews."))
+        .map(|l| format!("{l}\n"))
+        .collect();
     let mut a = Analyzer::new(Format::istio_text(), Limits::default());
     feed(&mut a, only.as_bytes(), 0).expect("read");
     let r = Report::build(&a.stats, &["x".into()]);
@@ -131,7 +140,11 @@ fn no_healthy_upstream_hints_probe_failure_at_low_confidence() {
     assert_eq!(d[0].confidence, Confidence::Low);
     // UH failures are connection failures, but with no successes at all and not refused:
     // localhost-binding at medium at most.
-    assert!(find(&r, "localhost-binding").iter().all(|d| d.confidence == Confidence::Medium));
+    assert!(
+        find(&r, "localhost-binding")
+            .iter()
+            .all(|d| d.confidence == Confidence::Medium)
+    );
 }
 
 #[test]
@@ -154,12 +167,24 @@ fn too_few_uc_is_no_diagnosis_and_short_log_is_low_confidence() {
 
     // One minute of UC: timing unknown, so low confidence.
     let mut b = Analyzer::new(Format::istio_text(), Limits::default());
-    let minute: String = text.lines().take(5).map(|l| l.replace(" 200 - via_upstream", " 503 UC upstream_reset_before_response_started{connection_termination}") + "\n").collect();
+    let minute: String = text
+        .lines()
+        .take(5)
+        .map(|l| {
+            l.replace(
+                " 200 - via_upstream",
+                " 503 UC upstream_reset_before_response_started{connection_termination}",
+            ) + "\n"
+        })
+        .collect();
     feed(&mut b, minute.as_bytes(), 0).expect("read");
     let r = Report::build(&b.stats, &["x".into()]);
     let d = find(&r, "idle-timeout-mismatch");
     assert_eq!(d.len(), 1);
-    assert_eq!((d[0].confidence, d[0].evidence.timing), (Confidence::Low, Timing::Unknown));
+    assert_eq!(
+        (d[0].confidence, d[0].evidence.timing),
+        (Confidence::Low, Timing::Unknown)
+    );
 }
 
 #[test]
@@ -187,12 +212,30 @@ fn mixed_input_malformed_proxy_lines_timestamps_crlf() {
     assert_eq!(r.records, 6);
     assert_eq!(r.json_records, 1);
     assert_eq!(r.malformed.count, 3);
-    assert_eq!(r.malformed.first, vec!["mixed.log:5", "mixed.log:9", "mixed.log:10"]);
+    assert_eq!(
+        r.malformed.first,
+        vec!["mixed.log:5", "mixed.log:9", "mixed.log:10"]
+    );
     let flag = |f: &str| r.flags.iter().find(|x| x.flag == f).map_or(0, |x| x.count);
-    assert_eq!((flag("UF"), flag("URX"), flag("UC"), flag("NR"), flag("UT")), (1, 1, 1, 1, 1));
-    assert!(r.cannot_tell.iter().any(|n| n.contains("filter_chain_not_found")));
-    assert!(r.status_flags.iter().any(|s| s.code == 503 && s.flags == "UF,URX"));
-    assert!(r.methods.iter().any(|m| m.key == "POST" && m.status_503 == 1));
+    assert_eq!(
+        (flag("UF"), flag("URX"), flag("UC"), flag("NR"), flag("UT")),
+        (1, 1, 1, 1, 1)
+    );
+    assert!(
+        r.cannot_tell
+            .iter()
+            .any(|n| n.contains("filter_chain_not_found"))
+    );
+    assert!(
+        r.status_flags
+            .iter()
+            .any(|s| s.code == 503 && s.flags == "UF,URX")
+    );
+    assert!(
+        r.methods
+            .iter()
+            .any(|m| m.key == "POST" && m.status_503 == 1)
+    );
 }
 
 #[test]
@@ -218,7 +261,10 @@ fn gzip_input_by_magic_bytes_and_multiple_members() {
 
 #[test]
 fn key_caps_bound_memory_and_keep_totals() {
-    let limits = Limits { max_keys: 1, ..Limits::default() };
+    let limits = Limits {
+        max_keys: 1,
+        ..Limits::default()
+    };
     let r = analyze_with(&["listener-change.jsonl"], ISTIO_TEXT_FORMAT, limits);
     assert_eq!(r.overflow.clusters, 360);
     let total: u64 = r.clusters.iter().map(|c| c.requests).sum();
@@ -228,23 +274,52 @@ fn key_caps_bound_memory_and_keep_totals() {
 
 #[test]
 fn long_logs_widen_buckets() {
-    let limits = Limits { max_buckets: 16, ..Limits::default() };
+    let limits = Limits {
+        max_buckets: 16,
+        ..Limits::default()
+    };
     let r = analyze_with(&["idle-timeout.log"], ISTIO_TEXT_FORMAT, limits);
     assert!(r.time.bucket_seconds >= 240, "{}", r.time.bucket_seconds);
     assert!(r.timeline.len() <= 16);
-    assert_eq!(r.timeline.iter().map(|b| b.requests as u64).sum::<u64>(), 300);
+    assert_eq!(
+        r.timeline.iter().map(|b| b.requests as u64).sum::<u64>(),
+        300
+    );
 }
 
 #[test]
 fn json_output_is_deterministic_across_inputs_order() {
-    let a = analyze_with(&["idle-timeout.log", "sidecar-lifecycle.log"], ISTIO_TEXT_FORMAT, Limits::default());
-    let b = analyze_with(&["idle-timeout.log", "sidecar-lifecycle.log"], ISTIO_TEXT_FORMAT, Limits::default());
+    let a = analyze_with(
+        &["idle-timeout.log", "sidecar-lifecycle.log"],
+        ISTIO_TEXT_FORMAT,
+        Limits::default(),
+    );
+    let b = analyze_with(
+        &["idle-timeout.log", "sidecar-lifecycle.log"],
+        ISTIO_TEXT_FORMAT,
+        Limits::default(),
+    );
     assert_eq!(a.to_json(), b.to_json());
     let v: serde_json::Value = serde_json::from_str(&a.to_json()).expect("json");
-    for key in ["lines", "records", "malformed", "status", "flags", "clusters", "diagnoses", "cannot_tell", "timeline"] {
+    for key in [
+        "lines",
+        "records",
+        "malformed",
+        "status",
+        "flags",
+        "clusters",
+        "diagnoses",
+        "cannot_tell",
+        "timeline",
+    ] {
         assert!(v.get(key).is_some(), "{key}");
     }
-    let codes: Vec<&str> = v["diagnoses"].as_array().expect("array").iter().filter_map(|d| d["code"].as_str()).collect();
+    let codes: Vec<&str> = v["diagnoses"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|d| d["code"].as_str())
+        .collect();
     assert!(codes.contains(&"sidecar-lifecycle") && codes.contains(&"idle-timeout-mismatch"));
 }
 
@@ -253,7 +328,9 @@ fn json_output_is_deterministic_across_inputs_order() {
 fn meshmedic(args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshmedic"));
     cmd.arg("logs").args(args);
-    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    cmd.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().expect("spawn");
     if let Some(mut si) = child.stdin.take() {
         si.write_all(stdin.unwrap_or_default()).expect("stdin");
@@ -271,7 +348,10 @@ fn cli_table_and_json() {
     let f = fixture("localhost-binding.log");
     let (code, out, _) = meshmedic(&[f.to_str().expect("utf8")], None);
     assert_eq!(code, 0);
-    assert!(out.contains("localhost-binding [High] inbound|8080||"), "{out}");
+    assert!(
+        out.contains("localhost-binding [High] inbound|8080||"),
+        "{out}"
+    );
     assert!(out.contains("CANNOT TELL"));
     let (code, out, _) = meshmedic(&["-o", "json", f.to_str().expect("utf8")], None);
     assert_eq!(code, 0);
@@ -303,4 +383,39 @@ fn cli_bad_format_exits_2() {
     let (code, _, err) = meshmedic(&["--format", "%BYTES_SENT%", "-"], Some(b""));
     assert_eq!(code, 2);
     assert!(err.contains("--format"), "{err}");
+}
+
+#[test]
+fn parallel_matches_sequential_across_block_edges() {
+    let names = [
+        "idle-timeout.log",
+        "mixed.log",
+        "listener-change.jsonl",
+        "custom-format.log",
+        "sidecar-lifecycle.log",
+    ];
+    let run = |threads: usize, block: usize| {
+        let mut a = Analyzer::new(Format::istio_text(), Limits::default())
+            .with_threads(threads)
+            .with_block_size(block);
+        for (i, n) in names.iter().enumerate() {
+            feed(&mut a, std::fs::File::open(fixture(n)).expect("fixture"), i).expect("read");
+        }
+        Report::build(
+            &a.stats,
+            &names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+        .to_json()
+    };
+    let reference = run(1, 1 << 20);
+    for (threads, block) in [(2, 64), (3, 1000), (2, 4096), (1, 100)] {
+        assert_eq!(
+            run(threads, block),
+            reference,
+            "threads {threads}, block {block}"
+        );
+    }
+    let v: serde_json::Value = serde_json::from_str(&reference).expect("json");
+    // custom-format.log lines are malformed in the default format: numbered within their file.
+    assert_eq!(v["malformed"]["first"][0], "mixed.log:5");
 }

@@ -34,6 +34,9 @@ pub struct LogsArgs {
     /// Cap on distinct keys per breakdown (clusters, authorities, ...); the rest count as (other).
     #[arg(long, default_value_t = 10_000)]
     pub max_keys: usize,
+    /// Parsing threads (default: the number of CPUs, at most 8).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 pub fn run(args: LogsArgs) -> ExitCode {
@@ -49,16 +52,29 @@ pub fn run(args: LogsArgs) -> ExitCode {
         bucket_secs: (args.bucket.as_secs() as i64).max(1),
         ..Limits::default()
     };
-    let mut analyzer = Analyzer::new(format, limits);
-    let files = if args.files.is_empty() { vec!["-".to_string()] } else { args.files };
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(8)));
+    let mut analyzer = Analyzer::new(format, limits).with_threads(threads);
+    let files = if args.files.is_empty() {
+        vec!["-".to_string()]
+    } else {
+        args.files
+    };
     for (i, name) in files.iter().enumerate() {
         let res = if name == "-" {
-            feed(&mut analyzer, io::stdin().lock(), i)
+            feed(&mut analyzer, io::stdin(), i)
         } else {
             File::open(name).and_then(|f| feed(&mut analyzer, f, i))
         };
         if let Err(source) = res {
-            eprintln!("meshmedic logs: {}", InputError { name: name.clone(), source });
+            eprintln!(
+                "meshmedic logs: {}",
+                InputError {
+                    name: name.clone(),
+                    source
+                }
+            );
             return ExitCode::from(2);
         }
     }

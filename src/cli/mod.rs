@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 pub mod logs;
 
 #[derive(Parser, Debug)]
-#[command(name = "meshmedic", version, about = "Finds and fixes the Istio configurations that cause HTTP 503")]
+#[command(
+    name = "meshmedic",
+    version,
+    about = "Finds and fixes the Istio configurations that cause HTTP 503"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

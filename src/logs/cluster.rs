@@ -34,7 +34,9 @@ impl ClusterName {
         let direction = match head {
             "inbound" => Direction::Inbound,
             "outbound" => Direction::Outbound,
-            "PassthroughCluster" | "InboundPassthroughClusterIpv4" | "InboundPassthroughClusterIpv6"
+            "PassthroughCluster"
+            | "InboundPassthroughClusterIpv4"
+            | "InboundPassthroughClusterIpv6"
             | "InboundPassthroughCluster" => Direction::Passthrough,
             "BlackHoleCluster" => Direction::Blackhole,
             _ => Direction::Other,
@@ -78,10 +80,16 @@ mod tests {
         assert_eq!(c.service.as_deref(), Some("ratings"));
         assert_eq!(c.namespace.as_deref(), Some("prod"));
         let i = ClusterName::parse("inbound|9080||");
-        assert_eq!((i.direction, i.port, i.host), (Direction::Inbound, Some(9080), None));
+        assert_eq!(
+            (i.direction, i.port, i.host),
+            (Direction::Inbound, Some(9080), None)
+        );
         let old = ClusterName::parse("inbound|9080|http|reviews.default.svc.cluster.local");
         assert_eq!(old.service.as_deref(), Some("reviews"));
-        assert_eq!(ClusterName::parse("PassthroughCluster").direction, Direction::Passthrough);
+        assert_eq!(
+            ClusterName::parse("PassthroughCluster").direction,
+            Direction::Passthrough
+        );
         assert_eq!(ClusterName::parse("").direction, Direction::Other);
         assert_eq!(ClusterName::parse("outbound|x").port, None);
     }

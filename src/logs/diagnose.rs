@@ -101,7 +101,8 @@ pub struct Diagnosis {
 
 const SC_IDLE: &str = "Intermittent 503 from idle connection timeout mismatch";
 const SC_LISTENER: &str = "Brief 503 spike after a metric customization config change";
-const SC_LIFECYCLE: &str = "Intermittent 503 during pod restarts due to sidecar lifecycle misconfiguration";
+const SC_LIFECYCLE: &str =
+    "Intermittent 503 during pod restarts due to sidecar lifecycle misconfiguration";
 const SC_LOCALHOST: &str = "Application listening on localhost";
 const SC_MTLS: &str = "Health check failure after enabling mTLS";
 const SC_RETRY: &str = "Retry policy without reset (remedy of the UC scenarios)";
@@ -175,12 +176,23 @@ fn spread(series: Option<&Series>, width: i64, pick: fn(&super::stats::Bucket) -
     } else {
         Timing::Mixed
     };
-    Spread { timing, active, with_failures, hot_share, windows, hot_buckets, answered_after_last_window }
+    Spread {
+        timing,
+        active,
+        with_failures,
+        hot_share,
+        windows,
+        hot_buckets,
+        answered_after_last_window,
+    }
 }
 
 fn evidence(cs: &ClusterStats, sp: &Spread, width: i64) -> Evidence {
-    let mut details: Vec<(String, u64)> =
-        cs.details503.iter().map(|(d, n)| (String::from_utf8_lossy(d).into_owned(), *n)).collect();
+    let mut details: Vec<(String, u64)> = cs
+        .details503
+        .iter()
+        .map(|(d, n)| (String::from_utf8_lossy(d).into_owned(), *n))
+        .collect();
     details.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     details.truncate(3);
     Evidence {
@@ -198,7 +210,11 @@ fn evidence(cs: &ClusterStats, sp: &Spread, width: i64) -> Evidence {
             .windows
             .iter()
             .take(MAX_WINDOWS)
-            .map(|&(s, e, n)| Window { start: format_secs(s), end: format_secs(e + width), failures: n })
+            .map(|&(s, e, n)| Window {
+                start: format_secs(s),
+                end: format_secs(e + width),
+                failures: n,
+            })
             .collect(),
         top_details: details,
     }
@@ -208,23 +224,47 @@ fn evidence(cs: &ClusterStats, sp: &Spread, width: i64) -> Evidence {
 /// rule order above, so output is deterministic.
 pub fn diagnose(stats: &Stats) -> Vec<Diagnosis> {
     let width = stats.bucket_secs;
-    let mut clusters: Vec<(&[u8], &ClusterStats)> =
-        stats.clusters.map.iter().map(|(k, v)| (&**k, v)).filter(|(_, v)| v.counts.s503 > 0).collect();
-    clusters.sort_by(|a, b| b.1.counts.s503.cmp(&a.1.counts.s503).then_with(|| a.0.cmp(b.0)));
+    let mut clusters: Vec<(&[u8], &ClusterStats)> = stats
+        .clusters
+        .map
+        .iter()
+        .map(|(k, v)| (&**k, v))
+        .filter(|(_, v)| v.counts.s503 > 0)
+        .collect();
+    clusters.sort_by(|a, b| {
+        b.1.counts
+            .s503
+            .cmp(&a.1.counts.s503)
+            .then_with(|| a.0.cmp(b.0))
+    });
 
     // Buckets holding a UC burst, per cluster, to spot bursts shared across clusters.
-    let uc_spreads: Vec<Spread> =
-        clusters.iter().map(|(_, cs)| spread(cs.series.as_deref(), width, |b| b.uc503)).collect();
+    let uc_spreads: Vec<Spread> = clusters
+        .iter()
+        .map(|(_, cs)| spread(cs.series.as_deref(), width, |b| b.uc503))
+        .collect();
 
     let mut out = Vec::new();
     for (ci, (raw, cs)) in clusters.iter().enumerate() {
         let raw = String::from_utf8_lossy(raw).into_owned();
         let name = ClusterName::parse(&raw);
-        let label = if raw.is_empty() { "(no cluster)".to_string() } else { raw.clone() };
+        let label = if raw.is_empty() {
+            "(no cluster)".to_string()
+        } else {
+            raw.clone()
+        };
         let inbound = name.direction == Direction::Inbound;
         let answered_ratio = cs.counts.answered as f64 / cs.counts.requests.max(1) as f64;
         let mut push = |code, scenario, confidence, why: String, ev: Evidence| {
-            out.push(Diagnosis { code, scenario, confidence, cluster: label.clone(), name: name.clone(), why, evidence: ev })
+            out.push(Diagnosis {
+                code,
+                scenario,
+                confidence,
+                cluster: label.clone(),
+                name: name.clone(),
+                why,
+                evidence: ev,
+            })
         };
 
         // UC rules.
@@ -249,7 +289,11 @@ pub fn diagnose(stats: &Stats) -> Vec<Diagnosis> {
                             Timing::Mixed => " (partly in bursts: see also listener-change-503)",
                             _ => "",
                         },
-                        if inbound { "" } else { "; seen on the client side: check the server's inbound cluster" },
+                        if inbound {
+                            ""
+                        } else {
+                            "; seen on the client side: check the server's inbound cluster"
+                        },
                     );
                     push("idle-timeout-mismatch", SC_IDLE, conf, why, ev.clone());
                 }
@@ -257,13 +301,21 @@ pub fn diagnose(stats: &Stats) -> Vec<Diagnosis> {
                     let shared = uc_spreads.iter().enumerate().any(|(j, o)| {
                         j != ci && o.hot_buckets.iter().any(|k| uc.hot_buckets.contains(k))
                     });
-                    let conf = if shared { Confidence::High } else { Confidence::Medium };
+                    let conf = if shared {
+                        Confidence::High
+                    } else {
+                        Confidence::Medium
+                    };
                     let why = format!(
                         "{} 503 UC in {} short window(s) ({:.0}% of them in hot buckets){}: in-flight requests reset at once, as when a listener is rewritten over LDS (e.g. an EnvoyFilter/Telemetry change to istio.stats); a restart of the upstream can look the same",
                         cs.uc503,
                         uc.windows.len(),
                         uc.hot_share * 100.0,
-                        if shared { ", at the same time as a UC burst on another cluster" } else { "" },
+                        if shared {
+                            ", at the same time as a UC burst on another cluster"
+                        } else {
+                            ""
+                        },
                     );
                     push("listener-change-503", SC_LISTENER, conf, why, ev.clone());
                 }
@@ -271,11 +323,19 @@ pub fn diagnose(stats: &Stats) -> Vec<Diagnosis> {
             {
                 let urx = cs.flags503[flags::lookup(b"URX").unwrap_or(0)];
                 let outbound = name.direction == Direction::Outbound;
-                let conf = if outbound && urx == 0 { Confidence::High } else { Confidence::Medium };
+                let conf = if outbound && urx == 0 {
+                    Confidence::High
+                } else {
+                    Confidence::Medium
+                };
                 let why = format!(
                     "{} 503 UC reached the caller; a connection reset matches only retryOn `reset` (not `503`), which Istio's default retry policy lacks{}",
                     cs.uc503,
-                    if outbound && urx == 0 { "; none was retried (no URX)" } else { "" },
+                    if outbound && urx == 0 {
+                        "; none was retried (no URX)"
+                    } else {
+                        ""
+                    },
                 );
                 push("missing-reset-retry", SC_RETRY, conf, why, ev);
             }
@@ -286,8 +346,13 @@ pub fn diagnose(stats: &Stats) -> Vec<Diagnosis> {
             let cf = spread(cs.series.as_deref(), width, |b| b.connfail503);
             let ev = evidence(cs, &cf, width);
             let share = cs.connfail503 as f64 / cs.counts.requests.max(1) as f64;
-            if cf.timing == Timing::Bursty && answered_ratio >= 0.5 && cf.answered_after_last_window {
-                let conf = if cf.windows.len() >= 2 { Confidence::High } else { Confidence::Medium };
+            if cf.timing == Timing::Bursty && answered_ratio >= 0.5 && cf.answered_after_last_window
+            {
+                let conf = if cf.windows.len() >= 2 {
+                    Confidence::High
+                } else {
+                    Confidence::Medium
+                };
                 let why = format!(
                     "{} connection-failure 503s in {} burst(s) while the app answered {:.0}% of requests and recovered after each: the proxy was not ready, or already gone, while the app was (pod start/stop)",
                     cs.connfail503,
@@ -296,15 +361,22 @@ pub fn diagnose(stats: &Stats) -> Vec<Diagnosis> {
                 );
                 push("sidecar-lifecycle", SC_LIFECYCLE, conf, why, ev);
             } else if share >= 0.5 && answered_ratio <= 0.05 && cf.timing != Timing::Bursty {
-                let conf =
-                    if cs.refused503 > 0 && inbound { Confidence::High } else { Confidence::Medium };
+                let conf = if cs.refused503 > 0 && inbound {
+                    Confidence::High
+                } else {
+                    Confidence::Medium
+                };
                 let why = format!(
                     "{} of {} requests failed to connect ({} refused) and only {} were answered, throughout the log: nothing accepts connections on the pod IP, as when the app listens on 127.0.0.1 only{}",
                     cs.connfail503,
                     cs.counts.requests,
                     cs.refused503,
                     cs.counts.answered,
-                    if inbound { "" } else { " (client side: the server's inbound log would show UF, connection refused)" },
+                    if inbound {
+                        ""
+                    } else {
+                        " (client side: the server's inbound log would show UF, connection refused)"
+                    },
                 );
                 push("localhost-binding", SC_LOCALHOST, conf, why, ev);
             }
@@ -313,7 +385,13 @@ pub fn diagnose(stats: &Stats) -> Vec<Diagnosis> {
                 let why = format!(
                     "{uh} 503 UH (no healthy upstream) with almost nothing answered: no endpoint is ready; failing readiness probes (e.g. kubelet probes on an mTLS-STRICT port without probe rewrite) do this, as does a service scaled to zero"
                 );
-                push("mtls-probe-failure", SC_MTLS, Confidence::Low, why, evidence(cs, &cf, width));
+                push(
+                    "mtls-probe-failure",
+                    SC_MTLS,
+                    Confidence::Low,
+                    why,
+                    evidence(cs, &cf, width),
+                );
             }
         }
     }
@@ -348,7 +426,10 @@ pub fn cannot_tell(stats: &Stats) -> Vec<String> {
         v.push(format!("{ut} request(s) had UT (upstream request timeout, 504): a route timeout, not one of the six causes."));
     }
     if stats.untimed > 0 {
-        v.push(format!("{} record(s) had no usable START_TIME: counted, but not in any time bucket.", stats.untimed));
+        v.push(format!(
+            "{} record(s) had no usable START_TIME: counted, but not in any time bucket.",
+            stats.untimed
+        ));
     }
     v
 }

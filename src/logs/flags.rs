@@ -13,36 +13,156 @@ pub struct FlagInfo {
 
 /// Every flag Envoy documents, in a fixed order: a flag's bit is its index here.
 pub const FLAGS: &[FlagInfo] = &[
-    FlagInfo { short: "UH", long: "NoHealthyUpstream", meaning: "no healthy upstream host" },
-    FlagInfo { short: "UF", long: "UpstreamConnectionFailure", meaning: "upstream connection failure" },
-    FlagInfo { short: "UO", long: "UpstreamOverflow", meaning: "upstream overflow (circuit breaking)" },
-    FlagInfo { short: "NR", long: "NoRouteFound", meaning: "no route or no matching filter chain" },
-    FlagInfo { short: "URX", long: "UpstreamRetryLimitExceeded", meaning: "upstream retry limit exceeded" },
-    FlagInfo { short: "NC", long: "NoClusterFound", meaning: "upstream cluster not found" },
-    FlagInfo { short: "DT", long: "DurationTimeout", meaning: "max stream/connection duration reached" },
-    FlagInfo { short: "DC", long: "DownstreamConnectionTermination", meaning: "downstream connection termination" },
-    FlagInfo { short: "LH", long: "FailedLocalHealthCheck", meaning: "local service failed health check" },
-    FlagInfo { short: "UT", long: "UpstreamRequestTimeout", meaning: "upstream request timeout" },
-    FlagInfo { short: "LR", long: "LocalReset", meaning: "connection local reset" },
-    FlagInfo { short: "UR", long: "UpstreamRemoteReset", meaning: "upstream remote reset" },
-    FlagInfo { short: "UC", long: "UpstreamConnectionTermination", meaning: "upstream connection termination" },
-    FlagInfo { short: "DI", long: "DelayInjected", meaning: "delay injected by fault injection" },
-    FlagInfo { short: "FI", long: "FaultInjected", meaning: "aborted by fault injection" },
-    FlagInfo { short: "RL", long: "RateLimited", meaning: "rate limited locally" },
-    FlagInfo { short: "UAEX", long: "UnauthorizedExternalService", meaning: "denied by external authorization" },
-    FlagInfo { short: "RLSE", long: "RateLimitServiceError", meaning: "rate limit service error" },
-    FlagInfo { short: "IH", long: "InvalidEnvoyRequestHeaders", meaning: "invalid x-envoy-* request header" },
-    FlagInfo { short: "SI", long: "StreamIdleTimeout", meaning: "stream idle timeout" },
-    FlagInfo { short: "DPE", long: "DownstreamProtocolError", meaning: "downstream HTTP protocol error" },
-    FlagInfo { short: "UPE", long: "UpstreamProtocolError", meaning: "upstream HTTP protocol error" },
-    FlagInfo { short: "UMSDR", long: "UpstreamMaxStreamDurationReached", meaning: "upstream max stream duration reached" },
-    FlagInfo { short: "RFCF", long: "ResponseFromCacheFilter", meaning: "response served from cache" },
-    FlagInfo { short: "NFCF", long: "NoFilterConfigFound", meaning: "no filter config found (ECDS)" },
-    FlagInfo { short: "OM", long: "OverloadManagerTerminated", meaning: "terminated by the overload manager" },
-    FlagInfo { short: "DF", long: "DnsResolutionFailed", meaning: "DNS resolution failed" },
-    FlagInfo { short: "DO", long: "DropOverload", meaning: "dropped by drop_overload" },
-    FlagInfo { short: "DR", long: "DownstreamRemoteReset", meaning: "downstream remote reset" },
-    FlagInfo { short: "UDO", long: "UnconditionalDropOverload", meaning: "dropped unconditionally by drop_overload" },
+    FlagInfo {
+        short: "UH",
+        long: "NoHealthyUpstream",
+        meaning: "no healthy upstream host",
+    },
+    FlagInfo {
+        short: "UF",
+        long: "UpstreamConnectionFailure",
+        meaning: "upstream connection failure",
+    },
+    FlagInfo {
+        short: "UO",
+        long: "UpstreamOverflow",
+        meaning: "upstream overflow (circuit breaking)",
+    },
+    FlagInfo {
+        short: "NR",
+        long: "NoRouteFound",
+        meaning: "no route or no matching filter chain",
+    },
+    FlagInfo {
+        short: "URX",
+        long: "UpstreamRetryLimitExceeded",
+        meaning: "upstream retry limit exceeded",
+    },
+    FlagInfo {
+        short: "NC",
+        long: "NoClusterFound",
+        meaning: "upstream cluster not found",
+    },
+    FlagInfo {
+        short: "DT",
+        long: "DurationTimeout",
+        meaning: "max stream/connection duration reached",
+    },
+    FlagInfo {
+        short: "DC",
+        long: "DownstreamConnectionTermination",
+        meaning: "downstream connection termination",
+    },
+    FlagInfo {
+        short: "LH",
+        long: "FailedLocalHealthCheck",
+        meaning: "local service failed health check",
+    },
+    FlagInfo {
+        short: "UT",
+        long: "UpstreamRequestTimeout",
+        meaning: "upstream request timeout",
+    },
+    FlagInfo {
+        short: "LR",
+        long: "LocalReset",
+        meaning: "connection local reset",
+    },
+    FlagInfo {
+        short: "UR",
+        long: "UpstreamRemoteReset",
+        meaning: "upstream remote reset",
+    },
+    FlagInfo {
+        short: "UC",
+        long: "UpstreamConnectionTermination",
+        meaning: "upstream connection termination",
+    },
+    FlagInfo {
+        short: "DI",
+        long: "DelayInjected",
+        meaning: "delay injected by fault injection",
+    },
+    FlagInfo {
+        short: "FI",
+        long: "FaultInjected",
+        meaning: "aborted by fault injection",
+    },
+    FlagInfo {
+        short: "RL",
+        long: "RateLimited",
+        meaning: "rate limited locally",
+    },
+    FlagInfo {
+        short: "UAEX",
+        long: "UnauthorizedExternalService",
+        meaning: "denied by external authorization",
+    },
+    FlagInfo {
+        short: "RLSE",
+        long: "RateLimitServiceError",
+        meaning: "rate limit service error",
+    },
+    FlagInfo {
+        short: "IH",
+        long: "InvalidEnvoyRequestHeaders",
+        meaning: "invalid x-envoy-* request header",
+    },
+    FlagInfo {
+        short: "SI",
+        long: "StreamIdleTimeout",
+        meaning: "stream idle timeout",
+    },
+    FlagInfo {
+        short: "DPE",
+        long: "DownstreamProtocolError",
+        meaning: "downstream HTTP protocol error",
+    },
+    FlagInfo {
+        short: "UPE",
+        long: "UpstreamProtocolError",
+        meaning: "upstream HTTP protocol error",
+    },
+    FlagInfo {
+        short: "UMSDR",
+        long: "UpstreamMaxStreamDurationReached",
+        meaning: "upstream max stream duration reached",
+    },
+    FlagInfo {
+        short: "RFCF",
+        long: "ResponseFromCacheFilter",
+        meaning: "response served from cache",
+    },
+    FlagInfo {
+        short: "NFCF",
+        long: "NoFilterConfigFound",
+        meaning: "no filter config found (ECDS)",
+    },
+    FlagInfo {
+        short: "OM",
+        long: "OverloadManagerTerminated",
+        meaning: "terminated by the overload manager",
+    },
+    FlagInfo {
+        short: "DF",
+        long: "DnsResolutionFailed",
+        meaning: "DNS resolution failed",
+    },
+    FlagInfo {
+        short: "DO",
+        long: "DropOverload",
+        meaning: "dropped by drop_overload",
+    },
+    FlagInfo {
+        short: "DR",
+        long: "DownstreamRemoteReset",
+        meaning: "downstream remote reset",
+    },
+    FlagInfo {
+        short: "UDO",
+        long: "UnconditionalDropOverload",
+        meaning: "dropped unconditionally by drop_overload",
+    },
 ];
 
 /// Number of known flags; the bit set holds them in a `u32`.

@@ -73,7 +73,11 @@ impl Scan<'_> {
             } else {
                 let end = self.i;
                 self.i += 1;
-                return Some(Span { start, end, escaped });
+                return Some(Span {
+                    start,
+                    end,
+                    escaped,
+                });
             }
         }
     }
@@ -110,7 +114,10 @@ impl Scan<'_> {
             _ => {
                 let start = self.i;
                 while self.i < self.b.len()
-                    && !matches!(self.b[self.i], b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n')
+                    && !matches!(
+                        self.b[self.i],
+                        b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n'
+                    )
                 {
                     self.i += 1;
                 }
@@ -118,9 +125,15 @@ impl Scan<'_> {
                 match tok {
                     b"null" | b"true" | b"false" => Some(Span::default()),
                     _ if !tok.is_empty()
-                        && tok.iter().all(|c| c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E')) =>
+                        && tok.iter().all(|c| {
+                            c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E')
+                        }) =>
                     {
-                        Some(Span { start, end: self.i, escaped: false })
+                        Some(Span {
+                            start,
+                            end: self.i,
+                            escaped: false,
+                        })
                     }
                     _ => None,
                 }
@@ -178,7 +191,11 @@ pub fn parse<'a>(line: &'a [u8], scratch: &'a mut Vec<u8>) -> Option<Record<'a>>
     let mut rec = Record::default();
     for (i, sp) in spans.iter().enumerate() {
         if let Some(sp) = sp {
-            let v = if sp.escaped { &scratch[at[i].0..at[i].1] } else { &line[sp.start..sp.end] };
+            let v = if sp.escaped {
+                &scratch[at[i].0..at[i].1]
+            } else {
+                &line[sp.start..sp.end]
+            };
             rec.vals[i] = if v == b"-" { b"" } else { v };
         }
     }
@@ -219,7 +236,8 @@ fn unescape(s: &[u8], out: &mut Vec<u8>) {
                         match hex4(&s[i + 2..]) {
                             Some(l @ 0xDC00..=0xDFFF) => {
                                 i += 6;
-                                char::from_u32(0x10000 + ((h - 0xD800) << 10) + (l - 0xDC00)).unwrap_or('\u{FFFD}')
+                                char::from_u32(0x10000 + ((h - 0xD800) << 10) + (l - 0xDC00))
+                                    .unwrap_or('\u{FFFD}')
                             }
                             _ => '\u{FFFD}',
                         }
@@ -254,9 +272,22 @@ mod tests {
     #[test]
     fn escapes_and_malformed() {
         let mut scratch = Vec::new();
-        let r = parse(br#"{"path":"/a\"b\u00e9\ud83d\ude00","response_code":"200"}"#, &mut scratch).expect("parses");
+        let r = parse(
+            br#"{"path":"/a\"b\u00e9\ud83d\ude00","response_code":"200"}"#,
+            &mut scratch,
+        )
+        .expect("parses");
         assert_eq!(r.get(Field::Path), "/a\"b\u{e9}\u{1F600}".as_bytes());
-        for bad in [&b"{"[..], b"{\"a\":}", b"{\"a\":1", b"{\"a\":1} x", b"[1]", b"{\"a\":\"\\", b"{\"a\":nope}", b"{\"a\":\"\\u12\"}"] {
+        for bad in [
+            &b"{"[..],
+            b"{\"a\":}",
+            b"{\"a\":1",
+            b"{\"a\":1} x",
+            b"[1]",
+            b"{\"a\":\"\\",
+            b"{\"a\":nope}",
+            b"{\"a\":\"\\u12\"}",
+        ] {
             let mut scratch = Vec::new();
             let _ = parse(bad, &mut scratch);
         }

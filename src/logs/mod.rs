@@ -10,7 +10,9 @@ pub mod cluster;
 pub mod diagnose;
 pub mod flags;
 pub mod format;
+pub mod fuzzing;
 pub mod json;
+mod parallel;
 pub mod prometheus;
 pub mod report;
 pub mod stats;
@@ -26,12 +28,32 @@ pub struct Analyzer {
     format: Format,
     pub stats: Stats,
     scratch: Vec<u8>,
+    threads: usize,
+    block: usize,
 }
 
 impl Analyzer {
     /// `format`: the TEXT format (JSON lines are recognised whatever it is).
     pub fn new(format: Format, limits: Limits) -> Analyzer {
-        Analyzer { format, stats: Stats::new(limits), scratch: Vec::new() }
+        Analyzer {
+            format,
+            stats: Stats::new(limits),
+            scratch: Vec::new(),
+            threads: 1,
+            block: BLOCK,
+        }
+    }
+
+    /// Parse on `n` worker threads (blocks of lines go round-robin; the aggregates are merged).
+    pub fn with_threads(mut self, n: usize) -> Analyzer {
+        self.threads = n.max(1);
+        self
+    }
+
+    /// Bytes read at a time (and handed to a worker); small values exercise block edges in tests.
+    pub fn with_block_size(mut self, bytes: usize) -> Analyzer {
+        self.block = bytes.max(16);
+        self
     }
 
     /// Count one line (without its `\n`).
@@ -62,7 +84,12 @@ impl Analyzer {
     }
 
     fn record(&mut self, line: &[u8]) -> bool {
-        let Analyzer { format, stats, scratch } = self;
+        let Analyzer {
+            format,
+            stats,
+            scratch,
+            ..
+        } = self;
         if line.first() == Some(&b'{') {
             match json::parse(line, scratch) {
                 Some(r) if stats.add(&r) => {
@@ -81,9 +108,20 @@ impl Analyzer {
 /// (`[2024-05-01 10:00:00.000][15][warning][config] ...`) write their own logs to the same stream.
 fn looks_like_proxy_log(line: &[u8]) -> bool {
     let head = &line[..line.len().min(64)];
-    let levels: [&[u8]; 5] = [b"\tinfo\t", b"\twarn\t", b"\twarning\t", b"\terror\t", b"\tdebug\t"];
-    (line[0].is_ascii_digit() && levels.iter().any(|l| memchr::memmem::find(head, l).is_some()))
-        || (line[0] == b'[' && memchr::memmem::find(head, b"][").is_some() && memchr::memchr(b'"', head).is_none())
+    let levels: [&[u8]; 5] = [
+        b"\tinfo\t",
+        b"\twarn\t",
+        b"\twarning\t",
+        b"\terror\t",
+        b"\tdebug\t",
+    ];
+    (line[0].is_ascii_digit()
+        && levels
+            .iter()
+            .any(|l| memchr::memmem::find(head, l).is_some()))
+        || (line[0] == b'['
+            && memchr::memmem::find(head, b"][").is_some()
+            && memchr::memchr(b'"', head).is_none())
 }
 
 /// Why reading an input failed.
@@ -100,7 +138,7 @@ const BLOCK: usize = 1 << 20;
 const MAX_LINE: usize = 1 << 24;
 
 /// Feed every line of a reader (gzip recognised by its magic bytes) to the analyzer.
-pub fn feed<R: Read>(analyzer: &mut Analyzer, mut r: R, input: usize) -> io::Result<()> {
+pub fn feed<R: Read + Send>(analyzer: &mut Analyzer, mut r: R, input: usize) -> io::Result<()> {
     let mut head = [0u8; 2];
     let mut got = 0;
     while got < 2 {
@@ -112,15 +150,20 @@ pub fn feed<R: Read>(analyzer: &mut Analyzer, mut r: R, input: usize) -> io::Res
         }
     }
     let prefix = io::Cursor::new(head[..got].to_vec());
-    if got == 2 && head == [0x1f, 0x8b] {
-        feed_plain(analyzer, flate2::read::MultiGzDecoder::new(prefix.chain(r)), input)
+    let r: Box<dyn Read + Send + '_> = if got == 2 && head == [0x1f, 0x8b] {
+        Box::new(flate2::read::MultiGzDecoder::new(prefix.chain(r)))
     } else {
-        feed_plain(analyzer, prefix.chain(r), input)
+        Box::new(prefix.chain(r))
+    };
+    if analyzer.threads > 1 {
+        parallel::feed(analyzer, r, input)
+    } else {
+        feed_plain(analyzer, r, input)
     }
 }
 
 fn feed_plain<R: Read>(analyzer: &mut Analyzer, mut r: R, input: usize) -> io::Result<()> {
-    let mut buf = vec![0u8; BLOCK];
+    let mut buf = vec![0u8; analyzer.block];
     let mut filled = 0usize;
     let mut line_no = 0u64;
     // Skipping the rest of an over-long line.
@@ -134,7 +177,10 @@ fn feed_plain<R: Read>(analyzer: &mut Analyzer, mut r: R, input: usize) -> io::R
                 if !skipping {
                     line_no += 1;
                     analyzer.stats.lines += 1;
-                    analyzer.stats.note_malformed(Location { input, line: line_no });
+                    analyzer.stats.note_malformed(Location {
+                        input,
+                        line: line_no,
+                    });
                 }
                 skipping = true;
                 filled = 0;
@@ -148,7 +194,13 @@ fn feed_plain<R: Read>(analyzer: &mut Analyzer, mut r: R, input: usize) -> io::R
         if n == 0 {
             if filled > 0 && !skipping {
                 line_no += 1;
-                analyzer.line(&buf[..filled], Location { input, line: line_no });
+                analyzer.line(
+                    &buf[..filled],
+                    Location {
+                        input,
+                        line: line_no,
+                    },
+                );
             }
             return Ok(());
         }
@@ -161,7 +213,13 @@ fn feed_plain<R: Read>(analyzer: &mut Analyzer, mut r: R, input: usize) -> io::R
                 skipping = false;
             } else {
                 line_no += 1;
-                analyzer.line(&buf[start..nl], Location { input, line: line_no });
+                analyzer.line(
+                    &buf[start..nl],
+                    Location {
+                        input,
+                        line: line_no,
+                    },
+                );
             }
             start = nl + 1;
             from = start;

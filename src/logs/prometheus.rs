@@ -87,7 +87,8 @@ fn sorted(mut v: Vec<FlagCount>) -> Vec<FlagCount> {
 
 /// Parse an instant-query answer (`resultType: vector`) of [`query_503_by_flag`].
 pub fn parse_query_response(body: &[u8]) -> Result<Vec<FlagCount>, PromError> {
-    let r: ApiResponse = serde_json::from_slice(body).map_err(|e| PromError::Parse(e.to_string()))?;
+    let r: ApiResponse =
+        serde_json::from_slice(body).map_err(|e| PromError::Parse(e.to_string()))?;
     if r.status != "success" {
         return Err(PromError::Api(
             r.error_type.unwrap_or_else(|| r.status.clone()),
@@ -96,11 +97,18 @@ pub fn parse_query_response(body: &[u8]) -> Result<Vec<FlagCount>, PromError> {
     }
     let data = r.data.ok_or_else(|| PromError::Parse("no data".into()))?;
     if data.result_type != "vector" {
-        return Err(PromError::Parse(format!("expected a vector, got {}", data.result_type)));
+        return Err(PromError::Parse(format!(
+            "expected a vector, got {}",
+            data.result_type
+        )));
     }
     let mut out = Vec::with_capacity(data.result.len());
     for s in data.result {
-        let value: f64 = s.value.1.parse().map_err(|_| PromError::Parse(format!("bad sample value {:?}", s.value.1)))?;
+        let value: f64 = s
+            .value
+            .1
+            .parse()
+            .map_err(|_| PromError::Parse(format!("bad sample value {:?}", s.value.1)))?;
         out.push(FlagCount {
             destination_service: label(&s.metric, "destination_service"),
             response_flags: label(&s.metric, "response_flags"),
@@ -121,7 +129,10 @@ fn parse_sample(line: &str) -> Option<(&str, BTreeMap<String, String>, f64)> {
         let mut chars = r.char_indices().peekable();
         let mut end = None;
         loop {
-            while chars.next_if(|(_, c)| c.is_whitespace() || *c == ',').is_some() {}
+            while chars
+                .next_if(|(_, c)| c.is_whitespace() || *c == ',')
+                .is_some()
+            {}
             match chars.peek() {
                 Some((i, '}')) => {
                     end = Some(i + 1);
@@ -178,7 +189,9 @@ pub fn parse_exposition(text: &str, code: &str) -> (Vec<FlagCount>, usize) {
             bad += 1;
             continue;
         };
-        if name != "istio_requests_total" || labels.get("response_code").map(String::as_str) != Some(code) {
+        if name != "istio_requests_total"
+            || labels.get("response_code").map(String::as_str) != Some(code)
+        {
             continue;
         }
         *sums
@@ -191,12 +204,14 @@ pub fn parse_exposition(text: &str, code: &str) -> (Vec<FlagCount>, usize) {
     }
     let v = sums
         .into_iter()
-        .map(|((destination_service, response_flags, reporter), value)| FlagCount {
-            destination_service,
-            response_flags,
-            reporter,
-            value,
-        })
+        .map(
+            |((destination_service, response_flags, reporter), value)| FlagCount {
+                destination_service,
+                response_flags,
+                reporter,
+                value,
+            },
+        )
         .collect();
     (sorted(v), bad)
 }
@@ -219,14 +234,23 @@ const MAX_BODY: usize = 64 << 20;
 
 /// GET a URL (http only) within `timeout`; the body of a 2xx answer.
 pub async fn fetch(url: &str, timeout: Duration) -> Result<Bytes, PromError> {
-    let uri: hyper::Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| PromError::InvalidUrl(url.into(), e.to_string()))?;
+    let uri: hyper::Uri = url.parse().map_err(|e: hyper::http::uri::InvalidUri| {
+        PromError::InvalidUrl(url.into(), e.to_string())
+    })?;
     match uri.scheme_str() {
         Some("http") => {}
-        other => return Err(PromError::UnsupportedScheme(other.unwrap_or("").to_string())),
+        other => {
+            return Err(PromError::UnsupportedScheme(
+                other.unwrap_or("").to_string(),
+            ));
+        }
     }
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let work = async {
-        let resp = client.get(uri).await.map_err(|e| PromError::Http(url.into(), e.to_string()))?;
+        let resp = client
+            .get(uri)
+            .await
+            .map_err(|e| PromError::Http(url.into(), e.to_string()))?;
         let status = resp.status();
         let body = Limited::new(resp.into_body(), MAX_BODY)
             .collect()
@@ -239,13 +263,23 @@ pub async fn fetch(url: &str, timeout: Duration) -> Result<Bytes, PromError> {
         }
         Ok(body)
     };
-    tokio::time::timeout(timeout, work).await.map_err(|_| PromError::Timeout(url.into(), timeout))?
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| PromError::Timeout(url.into(), timeout))?
 }
 
 /// Ask a Prometheus server (e.g. `http://prometheus.istio-system:9090`) for 503s by flag over
 /// `window` (e.g. `1h`).
-pub async fn query_prometheus(base: &str, window: &str, timeout: Duration) -> Result<Vec<FlagCount>, PromError> {
-    let url = format!("{}/api/v1/query?query={}", base.trim_end_matches('/'), encode(&query_503_by_flag(window)));
+pub async fn query_prometheus(
+    base: &str,
+    window: &str,
+    timeout: Duration,
+) -> Result<Vec<FlagCount>, PromError> {
+    let url = format!(
+        "{}/api/v1/query?query={}",
+        base.trim_end_matches('/'),
+        encode(&query_503_by_flag(window))
+    );
     let body = fetch(&url, timeout).await?;
     parse_query_response(&body)
 }
@@ -269,7 +303,8 @@ mod tests {
 
     #[test]
     fn sample_lines() {
-        let (n, l, v) = parse_sample(r#"istio_requests_total{a="x\"y",b="1"} 3 1700000000000"#).expect("sample");
+        let (n, l, v) = parse_sample(r#"istio_requests_total{a="x\"y",b="1"} 3 1700000000000"#)
+            .expect("sample");
         assert_eq!((n, v), ("istio_requests_total", 3.0));
         assert_eq!(l.get("a").map(String::as_str), Some("x\"y"));
         assert!(parse_sample(r#"istio_requests_total{a="x} 3"#).is_none());

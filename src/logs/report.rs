@@ -112,20 +112,39 @@ pub struct Overflow {
 }
 
 fn lossy(b: &[u8]) -> String {
-    if b.is_empty() { "-".to_string() } else { String::from_utf8_lossy(b).into_owned() }
+    if b.is_empty() {
+        "-".to_string()
+    } else {
+        String::from_utf8_lossy(b).into_owned()
+    }
 }
 
 fn key_rows(map: &super::stats::Bounded<Box<[u8]>, Counts>) -> Vec<KeyRow> {
     let mut rows: Vec<KeyRow> = map
         .map
         .iter()
-        .map(|(k, c)| KeyRow { key: lossy(k), requests: c.requests, status_5xx: c.s5xx, status_503: c.s503 })
+        .map(|(k, c)| KeyRow {
+            key: lossy(k),
+            requests: c.requests,
+            status_5xx: c.s5xx,
+            status_503: c.s503,
+        })
         .collect();
     if map.overflowed > 0 {
         let c = &map.other;
-        rows.push(KeyRow { key: "(other)".into(), requests: c.requests, status_5xx: c.s5xx, status_503: c.s503 });
+        rows.push(KeyRow {
+            key: "(other)".into(),
+            requests: c.requests,
+            status_5xx: c.s5xx,
+            status_503: c.s503,
+        });
     }
-    rows.sort_by(|a, b| b.status_503.cmp(&a.status_503).then(b.requests.cmp(&a.requests)).then_with(|| a.key.cmp(&b.key)));
+    rows.sort_by(|a, b| {
+        b.status_503
+            .cmp(&a.status_503)
+            .then(b.requests.cmp(&a.requests))
+            .then_with(|| a.key.cmp(&b.key))
+    });
     rows.truncate(TOP);
     rows
 }
@@ -137,33 +156,56 @@ impl Report {
             .iter()
             .enumerate()
             .filter(|(_, n)| **n > 0)
-            .map(|(c, n)| StatusRow { code: c as u16, count: *n })
+            .map(|(c, n)| StatusRow {
+                code: c as u16,
+                count: *n,
+            })
             .collect();
         status.sort_by(|a, b| b.count.cmp(&a.count).then(a.code.cmp(&b.code)));
         let mut flags: Vec<FlagRow> = FLAGS
             .iter()
             .zip(stats.flags.iter())
             .filter(|(_, n)| **n > 0)
-            .map(|(f, n)| FlagRow { flag: f.short, meaning: f.meaning, count: *n })
+            .map(|(f, n)| FlagRow {
+                flag: f.short,
+                meaning: f.meaning,
+                count: *n,
+            })
             .collect();
         if stats.unknown_flags > 0 {
-            flags.push(FlagRow { flag: "?", meaning: "a flag this version does not know", count: stats.unknown_flags });
+            flags.push(FlagRow {
+                flag: "?",
+                meaning: "a flag this version does not know",
+                count: stats.unknown_flags,
+            });
         }
         flags.sort_by(|a, b| b.count.cmp(&a.count).then(a.flag.cmp(b.flag)));
         let mut status_flags: Vec<StatusFlagRow> = stats
             .status_flags
             .map
             .iter()
-            .map(|((c, f), n)| StatusFlagRow { code: *c, flags: f.render(), count: *n })
+            .map(|((c, f), n)| StatusFlagRow {
+                code: *c,
+                flags: f.render(),
+                count: *n,
+            })
             .collect();
-        status_flags.sort_by(|a, b| b.count.cmp(&a.count).then(a.code.cmp(&b.code)).then_with(|| a.flags.cmp(&b.flags)));
+        status_flags.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then(a.code.cmp(&b.code))
+                .then_with(|| a.flags.cmp(&b.flags))
+        });
         status_flags.truncate(TOP);
         let mut clusters: Vec<ClusterRow> = stats
             .clusters
             .map
             .iter()
             .map(|(k, c)| (lossy(k), c))
-            .chain((stats.clusters.overflowed > 0).then(|| ("(other)".to_string(), &stats.clusters.other)))
+            .chain(
+                (stats.clusters.overflowed > 0)
+                    .then(|| ("(other)".to_string(), &stats.clusters.other)),
+            )
             .map(|(name, c)| ClusterRow {
                 name: ClusterName::parse(&name),
                 cluster: name,
@@ -182,7 +224,10 @@ impl Report {
             })
             .collect();
         clusters.sort_by(|a, b| {
-            b.status_503.cmp(&a.status_503).then(b.requests.cmp(&a.requests)).then_with(|| a.cluster.cmp(&b.cluster))
+            b.status_503
+                .cmp(&a.status_503)
+                .then(b.requests.cmp(&a.requests))
+                .then_with(|| a.cluster.cmp(&b.cluster))
         });
         clusters.truncate(TOP);
         let timeline = stats
@@ -209,7 +254,13 @@ impl Report {
                 first: stats
                     .malformed_at
                     .iter()
-                    .map(|l| format!("{}:{}", inputs.get(l.input).map_or("?", String::as_str), l.line))
+                    .map(|l| {
+                        format!(
+                            "{}:{}",
+                            inputs.get(l.input).map_or("?", String::as_str),
+                            l.line
+                        )
+                    })
                     .collect(),
             },
             time: TimeRange {
@@ -247,13 +298,22 @@ impl Report {
         let _ = writeln!(
             o,
             "{} lines: {} records ({} JSON), {} malformed, {} proxy log lines, {} blank",
-            self.lines, self.records, self.json_records, self.malformed.count, self.proxy_log_lines, self.blank_lines
+            self.lines,
+            self.records,
+            self.json_records,
+            self.malformed.count,
+            self.proxy_log_lines,
+            self.blank_lines
         );
         if !self.malformed.first.is_empty() {
             let _ = writeln!(o, "  first malformed: {}", self.malformed.first.join(", "));
         }
         if let (Some(f), Some(l)) = (&self.time.first, &self.time.last) {
-            let _ = writeln!(o, "time: {f} .. {l} (buckets of {}s)", self.time.bucket_seconds);
+            let _ = writeln!(
+                o,
+                "time: {f} .. {l} (buckets of {}s)",
+                self.time.bucket_seconds
+            );
         }
         let _ = writeln!(o, "\nSTATUS  FLAGS        COUNT");
         for r in &self.status_flags {
@@ -265,9 +325,16 @@ impl Report {
                 let _ = writeln!(o, "{:<6} {:<10} {}", r.flag, r.count, r.meaning);
             }
         }
-        let _ = writeln!(o, "\nCLUSTER                                                   REQUESTS   503    UC  CONNFAIL  FLAGS(503)");
+        let _ = writeln!(
+            o,
+            "\nCLUSTER                                                   REQUESTS   503    UC  CONNFAIL  FLAGS(503)"
+        );
         for c in &self.clusters {
-            let flags: Vec<String> = c.flags_503.iter().map(|(f, n)| format!("{f}:{n}")).collect();
+            let flags: Vec<String> = c
+                .flags_503
+                .iter()
+                .map(|(f, n)| format!("{f}:{n}"))
+                .collect();
             let _ = writeln!(
                 o,
                 "{:<57} {:>9} {:>5} {:>5} {:>9}  {}",
@@ -282,7 +349,11 @@ impl Report {
         for (title, rows) in [("AUTHORITY", &self.authorities), ("METHOD", &self.methods)] {
             let _ = writeln!(o, "\n{title:<45} REQUESTS   5XX   503");
             for r in rows.iter() {
-                let _ = writeln!(o, "{:<45} {:>8} {:>5} {:>5}", r.key, r.requests, r.status_5xx, r.status_503);
+                let _ = writeln!(
+                    o,
+                    "{:<45} {:>8} {:>5} {:>5}",
+                    r.key, r.requests, r.status_5xx, r.status_503
+                );
             }
         }
         let _ = writeln!(o, "\nDIAGNOSES");
@@ -294,7 +365,11 @@ impl Report {
             let _ = writeln!(o, "    scenario: {}", d.scenario);
             let _ = writeln!(o, "    why: {}", d.why);
             for w in d.evidence.windows.iter().take(3) {
-                let _ = writeln!(o, "    burst: {} .. {} ({} failures)", w.start, w.end, w.failures);
+                let _ = writeln!(
+                    o,
+                    "    burst: {} .. {} ({} failures)",
+                    w.start, w.end, w.failures
+                );
             }
             for (det, n) in &d.evidence.top_details {
                 let _ = writeln!(o, "    details: {det} ({n})");

@@ -4,14 +4,14 @@
 //! "other" entry, so totals stay exact while memory stays constant. Time series keep at most
 //! `max_buckets` buckets: when a log spans more, the bucket width doubles and buckets merge.
 
-use std::collections::HashMap;
 use std::hash::Hash;
+
+use hashbrown::HashMap;
+use hashbrown::hash_map::EntryRef;
 
 use super::flags::{self, FlagSet, N_FLAGS};
 use super::format::{Field, Record};
 use super::time;
-
-type Hasher = foldhash::fast::FixedState;
 
 /// Caps on memory; the defaults keep a run well under 100 MiB whatever the input.
 #[derive(Clone, Copy, Debug)]
@@ -28,14 +28,19 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_keys: 10_000, max_series: 1_000, max_buckets: 1_440, bucket_secs: 60 }
+        Limits {
+            max_keys: 10_000,
+            max_series: 1_000,
+            max_buckets: 1_440,
+            bucket_secs: 60,
+        }
     }
 }
 
 /// A map with a cap on distinct keys; overflow goes to `other`.
 #[derive(Clone, Debug)]
 pub struct Bounded<K, V> {
-    pub map: HashMap<K, V, Hasher>,
+    pub map: HashMap<K, V>,
     pub other: V,
     /// Records counted under `other` because the map was full.
     pub overflowed: u64,
@@ -44,7 +49,12 @@ pub struct Bounded<K, V> {
 
 impl<K: Eq + Hash, V: Default> Bounded<K, V> {
     pub fn new(cap: usize) -> Self {
-        Bounded { map: HashMap::with_hasher(Hasher::default()), other: V::default(), overflowed: 0, cap }
+        Bounded {
+            map: HashMap::new(),
+            other: V::default(),
+            overflowed: 0,
+            cap,
+        }
     }
 
     pub fn entry(&mut self, key: K) -> &mut V {
@@ -58,18 +68,17 @@ impl<K: Eq + Hash, V: Default> Bounded<K, V> {
 }
 
 impl<V: Default> Bounded<Box<[u8]>, V> {
-    /// Look up by slice: no allocation when the key exists.
+    /// Look up by slice: one hash, and no allocation when the key exists.
     pub fn slot(&mut self, key: &[u8]) -> &mut V {
-        if self.map.contains_key(key) {
-            // Looked up twice, because the borrow checker cannot return the first lookup's
-            // reference from one branch and insert in the other.
-            return self.map.get_mut(key).unwrap_or(&mut self.other);
+        let room = self.map.len() < self.cap;
+        match self.map.entry_ref(key) {
+            EntryRef::Occupied(o) => o.into_mut(),
+            EntryRef::Vacant(v) if room => v.insert(V::default()),
+            EntryRef::Vacant(_) => {
+                self.overflowed += 1;
+                &mut self.other
+            }
         }
-        if self.map.len() < self.cap {
-            return self.map.entry(key.into()).or_default();
-        }
-        self.overflowed += 1;
-        &mut self.other
     }
 }
 
@@ -284,7 +293,10 @@ impl Stats {
 
     fn secs(&mut self, v: &[u8]) -> Option<i64> {
         // Consecutive lines mostly share the second: compare the first 19 bytes before parsing.
-        if v.len() >= 19 && v[19..].first().is_none_or(|&c| c == b'.' || c == b'Z') && v[..19] == self.time_cache.0 {
+        if v.len() >= 19
+            && v[19..].first().is_none_or(|&c| c == b'.' || c == b'Z')
+            && v[..19].iter().zip(&self.time_cache.0).all(|(a, b)| a == b)
+        {
             return Some(self.time_cache.1);
         }
         let t = time::parse_secs(v)?;
@@ -327,10 +339,12 @@ impl Stats {
         let mut refused = false;
         if is503 {
             let reason = rec.get(Field::UpstreamTransportFailureReason);
-            connfail = fl.has(flags::UF | flags::UH) || has_any(details, &[b"connection_failure", b"connect_error"]);
+            connfail = fl.has(flags::UF | flags::UH)
+                || has_any(details, &[b"connection_failure", b"connect_error"]);
             uc = !connfail && (fl.has(flags::UC) || has_any(details, &[b"connection_termination"]));
             refused = connfail
-                && (has_any(details, &[b"refused", b"_111"]) || has_any(reason, &[b"refused", b"111"]));
+                && (has_any(details, &[b"refused", b"_111"])
+                    || has_any(reason, &[b"refused", b"111"]));
         }
         let delta = Counts {
             requests: 1,
@@ -388,7 +402,9 @@ impl Stats {
         self.series_count += new_series as usize;
         self.authorities.slot(rec.get(Field::Authority)).add(&delta);
         self.methods.slot(rec.get(Field::Method)).add(&delta);
-        if series_len > self.limits.max_buckets || self.timeline.buckets.len() > self.limits.max_buckets {
+        if series_len > self.limits.max_buckets
+            || self.timeline.buckets.len() > self.limits.max_buckets
+        {
             self.widen(self.bucket_secs * 2);
         }
         true
@@ -446,7 +462,10 @@ impl Stats {
         }
         self.clusters.other.add(&o.clusters.other);
         self.clusters.overflowed += o.clusters.overflowed;
-        for (mine, theirs) in [(&mut self.authorities, o.authorities), (&mut self.methods, o.methods)] {
+        for (mine, theirs) in [
+            (&mut self.authorities, o.authorities),
+            (&mut self.methods, o.methods),
+        ] {
             for (k, v) in theirs.map {
                 mine.slot(&k).add(&v);
             }
@@ -468,7 +487,10 @@ fn min_opt(a: Option<i64>, b: Option<i64>, f: fn(i64, i64) -> i64) -> Option<i64
 }
 
 fn has_any(hay: &[u8], needles: &[&[u8]]) -> bool {
-    !hay.is_empty() && needles.iter().any(|n| memchr::memmem::find(hay, n).is_some())
+    !hay.is_empty()
+        && needles
+            .iter()
+            .any(|n| memchr::memmem::find(hay, n).is_some())
 }
 
 /// A status code: 0..=999 digits. `-` (TCP entries in some formats) counts as 0.

@@ -24,7 +24,15 @@ fn civil_from_days(z: i64) -> (i64, i64, i64) {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
 }
 
 fn num(b: &[u8]) -> Option<i64> {
@@ -39,7 +47,14 @@ pub fn parse_secs(v: &[u8]) -> Option<i64> {
     if v.len() >= 19 && v[4] == b'-' && v[7] == b'-' && (v[10] == b'T' || v[10] == b' ') {
         let (y, mo, d) = (num(&v[0..4])?, num(&v[5..7])?, num(&v[8..10])?);
         let (h, mi, s) = (num(&v[11..13])?, num(&v[14..16])?, num(&v[17..19])?);
-        if v[13] != b':' || v[16] != b':' || !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        if v[13] != b':'
+            || v[16] != b':'
+            || !(1..=12).contains(&mo)
+            || !(1..=31).contains(&d)
+            || h > 23
+            || mi > 59
+            || s > 60
+        {
             return None;
         }
         let mut t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s;
@@ -77,7 +92,12 @@ pub fn parse_secs(v: &[u8]) -> Option<i64> {
 pub fn format_secs(t: i64) -> String {
     let (days, s) = (t.div_euclid(86400), t.rem_euclid(86400));
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", s / 3600, s % 3600 / 60, s % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        s / 3600,
+        s % 3600 / 60,
+        s % 60
+    )
 }
 
 #[cfg(test)]
