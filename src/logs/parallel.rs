@@ -21,6 +21,9 @@ struct Block {
     overlong: bool,
 }
 
+/// A worker's analyzer and its first malformed lines as (block, line in block).
+type WorkerResult = (Analyzer, Vec<(usize, u64)>);
+
 struct Done {
     seq: usize,
     lines: u64,
@@ -82,7 +85,7 @@ pub(super) fn feed(
     let block = analyzer.block;
     let (done_tx, done_rx) = sync_channel::<Done>(n * 2);
     let mut line_counts: Vec<u64> = Vec::new();
-    let results = std::thread::scope(|scope| -> io::Result<Vec<(Analyzer, Vec<(usize, u64)>)>> {
+    let results = std::thread::scope(|scope| -> io::Result<Vec<WorkerResult>> {
         let mut senders = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
         for _ in 0..n {
