@@ -99,7 +99,8 @@ impl Analyzer {
                 _ => false,
             }
         } else {
-            matches!(format.parse(line), Some(r) if stats.add(&r))
+            let mut rec = format::Record::default();
+            format.parse_into(line, &mut rec) && stats.add(&rec)
         }
     }
 }
