@@ -419,3 +419,19 @@ fn parallel_matches_sequential_across_block_edges() {
     // custom-format.log lines are malformed in the default format: numbered within their file.
     assert_eq!(v["malformed"]["first"][0], "mixed.log:5");
 }
+
+#[test]
+fn json_shaped_custom_format_is_matched_as_a_format() {
+    let fmt = r#"{"code":"%RESPONSE_CODE%","flags":"%RESPONSE_FLAGS%","cluster":"%UPSTREAM_CLUSTER%","at":"%START_TIME%"}"#;
+    let mut a = Analyzer::new(Format::compile(fmt).expect("format"), Limits::default());
+    let lines = "{\"code\":\"503\",\"flags\":\"UC\",\"cluster\":\"inbound|80||\",\"at\":\"2024-05-01T10:00:00Z\"}\n\
+                 {\"start_time\":\"2024-05-01T10:00:01Z\",\"response_code\":200,\"upstream_cluster\":\"inbound|80||\"}\n";
+    feed(&mut a, lines.as_bytes(), 0).expect("read");
+    let r = Report::build(&a.stats, &["x".into()]);
+    assert_eq!((r.records, r.json_records, r.malformed.count), (2, 1, 0));
+    assert!(
+        r.status_flags
+            .iter()
+            .any(|s| s.code == 503 && s.flags == "UC")
+    );
+}

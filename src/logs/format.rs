@@ -222,6 +222,12 @@ impl Format {
         }
     }
 
+    /// Whether lines of this format start with `{` (a JSON-shaped format string): such lines are
+    /// then matched against the format before being read as Istio JSON.
+    pub fn starts_with_brace(&self) -> bool {
+        matches!(self.segs.first(), Some(Seg::Lit(l)) if l.first() == Some(&b'{'))
+    }
+
     /// Whether the format has a given field.
     pub fn has(&self, f: Field) -> bool {
         self.segs.contains(&Seg::Op(Some(f)))

@@ -90,7 +90,7 @@ impl Analyzer {
             scratch,
             ..
         } = self;
-        if line.first() == Some(&b'{') {
+        if line.first() == Some(&b'{') && !format.starts_with_brace() {
             match json::parse(line, scratch) {
                 Some(r) if stats.add(&r) => {
                     stats.json_records += 1;
@@ -100,7 +100,18 @@ impl Analyzer {
             }
         } else {
             let mut rec = format::Record::default();
-            format.parse_into(line, &mut rec) && stats.add(&rec)
+            if format.parse_into(line, &mut rec) {
+                return stats.add(&rec);
+            }
+            // A JSON-shaped custom format that did not match: maybe Istio's JSON after all.
+            if line.first() == Some(&b'{')
+                && let Some(r) = json::parse(line, scratch)
+                && stats.add(&r)
+            {
+                stats.json_records += 1;
+                return true;
+            }
+            false
         }
     }
 }
