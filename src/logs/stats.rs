@@ -7,7 +7,7 @@
 use std::hash::Hash;
 
 use hashbrown::HashMap;
-use hashbrown::hash_map::EntryRef;
+use hashbrown::hash_map::{Entry, EntryRef};
 
 use super::flags::{self, FlagSet, N_FLAGS};
 use super::format::{Field, Record};
@@ -58,11 +58,14 @@ impl<K: Eq + Hash, V: Default> Bounded<K, V> {
     }
 
     pub fn entry(&mut self, key: K) -> &mut V {
-        if self.map.len() < self.cap || self.map.contains_key(&key) {
-            self.map.entry(key).or_default()
-        } else {
-            self.overflowed += 1;
-            &mut self.other
+        let room = self.map.len() < self.cap;
+        match self.map.entry(key) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) if room => v.insert(V::default()),
+            Entry::Vacant(_) => {
+                self.overflowed += 1;
+                &mut self.other
+            }
         }
     }
 }
@@ -252,7 +255,7 @@ pub struct Stats {
     /// clients such as kubelet probes on an mTLS-STRICT port.
     pub filter_chain_not_found: u64,
     series_count: usize,
-    time_cache: ([u8; 19], i64),
+    time_cache: Option<([u8; 19], i64)>,
 }
 
 impl Stats {
@@ -280,7 +283,7 @@ impl Stats {
             timeline: Series::default(),
             filter_chain_not_found: 0,
             series_count: 0,
-            time_cache: ([0; 19], 0),
+            time_cache: None,
         }
     }
 
@@ -293,16 +296,18 @@ impl Stats {
 
     fn secs(&mut self, v: &[u8]) -> Option<i64> {
         // Consecutive lines mostly share the second: compare the first 19 bytes before parsing.
-        if v.len() >= 19
-            && v[19..].first().is_none_or(|&c| c == b'.' || c == b'Z')
-            && v[..19].iter().zip(&self.time_cache.0).all(|(a, b)| a == b)
+        let cacheable = v.len() >= 19 && v[19..].first().is_none_or(|&c| c == b'.' || c == b'Z');
+        if cacheable
+            && let Some((key, t)) = &self.time_cache
+            && v[..19].iter().zip(key).all(|(a, b)| a == b)
         {
-            return Some(self.time_cache.1);
+            return Some(*t);
         }
         let t = time::parse_secs(v)?;
-        if v.len() >= 19 && v[19..].first().is_none_or(|&c| c == b'.' || c == b'Z') {
-            self.time_cache.0.copy_from_slice(&v[..19]);
-            self.time_cache.1 = t;
+        if cacheable {
+            let mut key = [0u8; 19];
+            key.copy_from_slice(&v[..19]);
+            self.time_cache = Some((key, t));
         }
         Some(t)
     }
