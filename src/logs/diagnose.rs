@@ -405,6 +405,7 @@ pub fn cannot_tell(stats: &Stats) -> Vec<String> {
         "Logs show symptoms, not configuration: confirm each diagnosis with `meshmedic analyze` (idle timeouts, retry policies, pod lifecycle settings, bind addresses).".to_string(),
         "A log is one proxy's view: a 503 on a client's outbound cluster may have been produced by the server's sidecar, whose inbound log holds the cause.".to_string(),
         "Only the final attempt of a retried request is logged; URX means the retries ran out.".to_string(),
+        "An app that starts before its proxy fails its own outbound calls before they reach Envoy, so those never appear here; only bursts on the callers' side or in the app's own logs show that half of `sidecar-lifecycle`.".to_string(),
     ];
     let get = |short: &str| flags::lookup(short.as_bytes()).map_or(0, |i| stats.flags[i]);
     let nr = get("NR");
