@@ -99,6 +99,9 @@ fn pathological_inputs() {
         b"%REQ(",
         b"%RESPONSE_CODE%\n503",
         b"%RESPONSE_CODE%%RESPONSE_FLAGS%\n503UC",
+        // Found by the libFuzzer target: an all-digit start time overflowing i64.
+        b"99999999999999999999999999",
+        b"[99999999999999999999999999] \"GET / HTTP/1.1\" 503 UC",
         b"{\"a\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]",
     ] {
         exercise(input);

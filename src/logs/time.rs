@@ -39,7 +39,10 @@ fn num(b: &[u8]) -> Option<i64> {
     if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(b.iter().fold(0i64, |a, &c| a * 10 + i64::from(c - b'0')))
+    // Checked: a field of many digits must not overflow (found by the fuzz target).
+    b.iter().try_fold(0i64, |a, &c| {
+        a.checked_mul(10)?.checked_add(i64::from(c - b'0'))
+    })
 }
 
 /// Unix seconds of a start time; `None` when it is not a form meshmedic knows.
@@ -116,6 +119,7 @@ mod tests {
         assert_eq!(parse_secs(b"2020-13-25T21:26:18Z"), None);
         assert_eq!(parse_secs(b"yesterday"), None);
         assert_eq!(parse_secs(b""), None);
+        assert_eq!(parse_secs(b"99999999999999999999999999"), None);
         assert_eq!(format_secs(0), "1970-01-01T00:00:00Z");
     }
 }
