@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Throughput of `meshmedic logs` beside `wc -l` and an awk pipeline counting the same
 # (status, flags) pairs, on one generated Istio TEXT log (default ~1 GB), measured in one run.
-# Usage: benches/logs.sh [SIZE_MB]   (env KEEP=1 keeps the log, LOG=path reuses one)
+# Usage: benches/logs.sh [SIZE_MB]   (env KEEP=1 keeps the log, LOG=path reuses one,
+# AWK=gawk picks the awk that counts, RUNS=n best of n, default 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size_mb=${1:-1024}
@@ -41,7 +42,7 @@ measure() {
 }
 
 read -r wc_s wc_rss < <(measure wc wc -l "$log")
-read -r awk_s awk_rss < <(measure awk awk '{ c[$5 " " $6]++ } END { for (k in c) print k, c[k] }' "$log")
+read -r awk_s awk_rss < <(measure awk "${AWK:-awk}" '{ c[$5 " " $6]++ } END { for (k in c) print k, c[k] }' "$log")
 read -r mm_s mm_rss < <(measure meshmedic "$bin" logs -o json "$log")
 
 rate() { awk -v mb="$mb" -v s="$1" 'BEGIN { printf "%.0f", (s > 0 ? mb / s : 0) }'; }
@@ -59,7 +60,7 @@ sort -o "$tmp/mm.sorted" "$tmp/mm.sorted"
 if cmp -s "$tmp/awk.sorted" "$tmp/mm.sorted"; then agree=yes; else agree=NO; diff "$tmp/awk.sorted" "$tmp/mm.sorted" || true; fi
 
 echo
-echo "input: $mb MiB, $(cat "$tmp/wc.out" | awk '{print $1}') lines; $(nproc) cores; awk is $(readlink -f "$(command -v awk)")"
+echo "input: $mb MiB, $(cat "$tmp/wc.out" | awk '{print $1}') lines; $(nproc) cores; awk is $(readlink -f "$(command -v "${AWK:-awk}")")"
 printf "%-22s %8s %10s %12s\n" tool seconds "MiB/s" "peak RSS MiB"
 printf "%-22s %8s %10s %12s\n" "wc -l" "$wc_s" "$wc_r" "$(( wc_rss / 1024 ))"
 printf "%-22s %8s %10s %12s\n" "awk (status, flags)" "$awk_s" "$awk_r" "$(( awk_rss / 1024 ))"
