@@ -284,18 +284,20 @@ fn starts_with(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// First occurrence of a byte. Fields are mostly short, where memchr's setup costs more than
-/// the search: look at the first 32 bytes a word at a time (SWAR), then hand over to memchr.
+/// the search: look at the first 64 bytes a word at a time (SWAR), then hand over to memchr.
 #[inline(always)]
 fn find_byte(hay: &[u8], b: u8) -> Option<usize> {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
+    const NEAR: usize = 64;
     let pattern = LO * u64::from(b);
+    let head = &hay[..hay.len().min(NEAR)];
+    let mut words = head.chunks_exact(8);
     let mut i = 0;
-    while i < 32 {
-        let Some(w) = hay[i..].first_chunk::<8>() else {
-            return hay[i..].iter().position(|&c| c == b).map(|p| i + p);
-        };
-        let x = u64::from_le_bytes(*w) ^ pattern;
+    for w in &mut words {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(w);
+        let x = u64::from_le_bytes(a) ^ pattern;
         // The lowest flagged byte is always a real match (borrows only run upwards).
         let t = x.wrapping_sub(LO) & !x & HI;
         if t != 0 {
@@ -303,7 +305,13 @@ fn find_byte(hay: &[u8], b: u8) -> Option<usize> {
         }
         i += 8;
     }
-    memchr::memchr(b, &hay[i..]).map(|p| i + p)
+    if let Some(p) = words.remainder().iter().position(|&c| c == b) {
+        return Some(i + p);
+    }
+    if hay.len() <= NEAR {
+        return None;
+    }
+    memchr::memchr(b, &hay[NEAR..]).map(|p| NEAR + p)
 }
 
 /// First occurrence of a short needle.
