@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::cluster::ClusterName;
 use super::diagnose::{self, Diagnosis};
 use super::flags::FLAGS;
-use super::stats::{Counts, Stats};
+use super::stats::{Counts, METHODS, Stats};
 use super::time::format_secs;
 
 /// Rows shown per breakdown; the JSON keeps the same cut so its size stays bounded too.
@@ -119,25 +119,29 @@ fn lossy(b: &[u8]) -> String {
     }
 }
 
-fn key_rows(map: &super::stats::Bounded<Box<[u8]>, Counts>) -> Vec<KeyRow> {
+fn key_rows(
+    map: &super::stats::Bounded<Box<[u8]>, Counts>,
+    extra: &[(&[u8], Counts)],
+) -> Vec<KeyRow> {
+    let row = |k: &[u8], c: &Counts| KeyRow {
+        key: lossy(k),
+        requests: c.requests,
+        status_5xx: c.s5xx,
+        status_503: c.s503,
+    };
     let mut rows: Vec<KeyRow> = map
         .map
         .iter()
-        .map(|(k, c)| KeyRow {
-            key: lossy(k),
-            requests: c.requests,
-            status_5xx: c.s5xx,
-            status_503: c.s503,
-        })
+        .map(|(k, c)| row(k, c))
+        .chain(
+            extra
+                .iter()
+                .filter(|(_, c)| c.requests > 0)
+                .map(|(k, c)| row(k, c)),
+        )
         .collect();
     if map.overflowed > 0 {
-        let c = &map.other;
-        rows.push(KeyRow {
-            key: "(other)".into(),
-            requests: c.requests,
-            status_5xx: c.s5xx,
-            status_503: c.s503,
-        });
+        rows.push(row(b"(other)", &map.other));
     }
     rows.sort_by(|a, b| {
         b.status_503
@@ -189,6 +193,18 @@ impl Report {
                 flags: f.render(),
                 count: *n,
             })
+            .chain(
+                stats
+                    .status_unflagged
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(c, n)| StatusFlagRow {
+                        code: c as u16,
+                        flags: "-".to_string(),
+                        count: *n,
+                    }),
+            )
             .collect();
         status_flags.sort_by(|a, b| {
             b.count
@@ -273,8 +289,15 @@ impl Report {
             flags,
             status_flags,
             clusters,
-            authorities: key_rows(&stats.authorities),
-            methods: key_rows(&stats.methods),
+            authorities: key_rows(&stats.authorities, &[]),
+            methods: key_rows(
+                &stats.methods,
+                &METHODS
+                    .iter()
+                    .zip(stats.methods_known.iter())
+                    .map(|(m, c)| (*m, *c))
+                    .collect::<Vec<_>>(),
+            ),
             timeline,
             diagnoses: diagnose::diagnose(stats),
             cannot_tell: diagnose::cannot_tell(stats),

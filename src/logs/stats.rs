@@ -224,6 +224,11 @@ pub struct Location {
 
 pub const MAX_MALFORMED_EXAMPLES: usize = 5;
 
+/// HTTP methods counted without a map lookup.
+pub const METHODS: [&[u8]; 9] = [
+    b"GET", b"POST", b"PUT", b"DELETE", b"PATCH", b"HEAD", b"OPTIONS", b"CONNECT", b"TRACE",
+];
+
 /// The aggregate of any number of lines.
 #[derive(Clone, Debug)]
 pub struct Stats {
@@ -246,9 +251,14 @@ pub struct Stats {
     pub status: Vec<u64>,
     pub flags: [u64; N_FLAGS],
     pub unknown_flags: u64,
+    /// Records without flags by status (most lines: kept out of the map to save a hash).
+    pub status_unflagged: Vec<u64>,
+    /// Records with flags by (status, flags).
     pub status_flags: Bounded<(u16, FlagSet), u64>,
     pub clusters: Bounded<Box<[u8]>, ClusterStats>,
     pub authorities: Bounded<Box<[u8]>, Counts>,
+    /// The standard methods ([`METHODS`]) in an array, others in the map.
+    pub methods_known: [Counts; METHODS.len()],
     pub methods: Bounded<Box<[u8]>, Counts>,
     pub timeline: Series,
     /// Connections that matched no filter chain (`filter_chain_not_found`): e.g. plain-text
@@ -276,9 +286,11 @@ impl Stats {
             status: vec![0; 1000],
             flags: [0; N_FLAGS],
             unknown_flags: 0,
+            status_unflagged: vec![0; 1000],
             status_flags: Bounded::new(limits.max_keys),
             clusters: Bounded::new(limits.max_keys),
             authorities: Bounded::new(limits.max_keys),
+            methods_known: [Counts::default(); METHODS.len()],
             methods: Bounded::new(limits.max_keys),
             timeline: Series::default(),
             filter_chain_not_found: 0,
@@ -331,7 +343,11 @@ impl Stats {
                 self.unknown_flags += 1;
             }
         }
-        *self.status_flags.entry((code, fl)) += 1;
+        if fl.is_empty() {
+            self.status_unflagged[code as usize] += 1;
+        } else {
+            *self.status_flags.entry((code, fl)) += 1;
+        }
 
         let details = rec.get(Field::ResponseCodeDetails);
         if fl.has(flags::NR) && memchr::memmem::find(details, b"filter_chain_not_found").is_some() {
@@ -406,7 +422,11 @@ impl Stats {
         }
         self.series_count += new_series as usize;
         self.authorities.slot(rec.get(Field::Authority)).add(&delta);
-        self.methods.slot(rec.get(Field::Method)).add(&delta);
+        let method = rec.get(Field::Method);
+        match METHODS.iter().position(|m| *m == method) {
+            Some(i) => self.methods_known[i].add(&delta),
+            None => self.methods.slot(method).add(&delta),
+        }
         if series_len > self.limits.max_buckets
             || self.timeline.buckets.len() > self.limits.max_buckets
         {
@@ -457,6 +477,16 @@ impl Stats {
         }
         self.unknown_flags += o.unknown_flags;
         self.filter_chain_not_found += o.filter_chain_not_found;
+        for (a, b) in self
+            .status_unflagged
+            .iter_mut()
+            .zip(o.status_unflagged.iter())
+        {
+            *a += b;
+        }
+        for (a, b) in self.methods_known.iter_mut().zip(o.methods_known.iter()) {
+            a.add(b);
+        }
         for (k, v) in o.status_flags.map {
             *self.status_flags.entry(k) += v;
         }
