@@ -435,3 +435,16 @@ fn json_shaped_custom_format_is_matched_as_a_format() {
             .any(|s| s.code == 503 && s.flags == "UC")
     );
 }
+
+#[test]
+fn retried_uc_lowers_missing_reset_retry_to_medium() {
+    // The caller did retry (URX on the UC lines): a reset retry exists, it just ran out.
+    let text = std::fs::read_to_string(fixture("listener-change.jsonl")).expect("fixture");
+    let retried = text.replace(r#""response_flags":"UC""#, r#""response_flags":"UC,URX""#);
+    let mut a = Analyzer::new(Format::istio_text(), Limits::default());
+    feed(&mut a, retried.as_bytes(), 0).expect("read");
+    let r = Report::build(&a.stats, &["x".into()]);
+    let m = find(&r, "missing-reset-retry");
+    assert_eq!(m.len(), 2);
+    assert!(m.iter().all(|d| d.confidence == Confidence::Medium));
+}

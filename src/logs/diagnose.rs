@@ -321,7 +321,7 @@ pub fn diagnose(stats: &Stats) -> Vec<Diagnosis> {
                 }
             }
             {
-                let urx = cs.flags503[flags::lookup(b"URX").unwrap_or(0)];
+                let urx = cs.uc_urx503;
                 let outbound = name.direction == Direction::Outbound;
                 let conf = if outbound && urx == 0 {
                     Confidence::High

@@ -395,7 +395,7 @@ impl Report {
                 );
             }
             for (det, n) in &d.evidence.top_details {
-                let _ = writeln!(o, "    details: {det} ({n})");
+                let _ = writeln!(o, "    503 details: {det} ({n})");
             }
         }
         let _ = writeln!(o, "\nCANNOT TELL FROM LOGS");

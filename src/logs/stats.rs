@@ -175,6 +175,8 @@ impl Counts {
 pub struct ClusterStats {
     pub counts: Counts,
     pub uc503: u64,
+    /// UC 503s that also carry URX: the caller did retry them.
+    pub uc_urx503: u64,
     pub connfail503: u64,
     /// Connection failures whose details say the connection was refused (ECONNREFUSED).
     pub refused503: u64,
@@ -192,6 +194,7 @@ impl ClusterStats {
     fn add(&mut self, o: &ClusterStats) {
         self.counts.add(&o.counts);
         self.uc503 += o.uc503;
+        self.uc_urx503 += o.uc_urx503;
         self.connfail503 += o.connfail503;
         self.refused503 += o.refused503;
         self.urx_only503 += o.urx_only503;
@@ -400,6 +403,7 @@ impl Stats {
         let mut series_len = 0;
         if is503 {
             cs.uc503 += uc as u64;
+            cs.uc_urx503 += (uc && fl.has(flags::URX)) as u64;
             cs.connfail503 += connfail as u64;
             cs.refused503 += refused as u64;
             cs.urx_only503 += (fl.has(flags::URX) && !uc && !connfail) as u64;
