@@ -198,7 +198,11 @@ pub fn retry_findings(
             namespace: ns.clone(),
             service: Some(service.meta.name.clone()),
             workload: None,
-            message: format!("requests to {host} are not retried on connection reset (503 UC); a VirtualService adds {}", add.join(",")),
+            message: format!(
+                "{}requests to {host} are not retried on connection reset (503 UC); a VirtualService adds {}",
+                lead(code),
+                add.join(",")
+            ),
             evidence,
             remediation: Remediation::create(resource, true),
         }));
@@ -291,7 +295,8 @@ pub fn retry_findings(
                 service: Some(service.meta.name.clone()),
                 workload: None,
                 message: format!(
-                    "routes of {} to {host} are not retried on connection reset (503 UC)",
+                    "{}routes of {} to {host} are not retried on connection reset (503 UC)",
+                    lead(code),
                     vs.describe()
                 ),
                 evidence,
@@ -300,6 +305,14 @@ pub fn retry_findings(
         );
     }
     out
+}
+
+/// A listener change is the cause the message leads with; a missing retry needs no preface.
+fn lead(code: Code) -> &'static str {
+    match code {
+        Code::ListenerChange503 => "metric changes rewrite listeners and reset in-flight requests; ",
+        _ => "",
+    }
 }
 
 fn non_idempotent_note() -> String {
