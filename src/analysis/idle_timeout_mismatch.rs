@@ -60,11 +60,8 @@ fn effective(level: Option<&PoolLevel>, protocol: Protocol) -> (Option<Duration>
     } else {
         duration::format(value)
     };
-    let value = if value.is_zero() && field.starts_with("tcp") {
-        None
-    } else {
-        Some(value)
-    };
+    // `0s` disables the timeout for http (Envoy `idle_timeout: 0`) as for tcp.
+    let value = if value.is_zero() { None } else { Some(value) };
     (value, format!("{}: {field} {shown}", level.description))
 }
 

@@ -100,9 +100,12 @@ pub fn only_non_idempotent(route: &HttpRoute) -> bool {
                 match (exact, sm.regex.as_deref()) {
                     (Some(e), _) => NON_IDEMPOTENT.contains(&e.to_ascii_uppercase().as_str()),
                     (None, Some(re)) => {
+                        // Anchors and groups on each alternative: `^(POST|PATCH)$`, `^POST$|^PATCH$`.
                         let alts: Vec<&str> = re
-                            .trim_matches(|c| c == '^' || c == '$' || c == '(' || c == ')')
                             .split('|')
+                            .map(|a| {
+                                a.trim_matches(|c| c == '^' || c == '$' || c == '(' || c == ')')
+                            })
                             .collect();
                         alts.iter()
                             .all(|a| NON_IDEMPOTENT.contains(&a.to_ascii_uppercase().as_str()))
@@ -310,7 +313,9 @@ pub fn retry_findings(
 /// A listener change is the cause the message leads with; a missing retry needs no preface.
 fn lead(code: Code) -> &'static str {
     match code {
-        Code::ListenerChange503 => "metric changes rewrite listeners and reset in-flight requests; ",
+        Code::ListenerChange503 => {
+            "metric changes rewrite listeners and reset in-flight requests; "
+        }
         _ => "",
     }
 }
