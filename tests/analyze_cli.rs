@@ -67,11 +67,23 @@ fn shop_example_has_every_cause_and_no_finding_on_healthy_services() {
     }
     // The contract's field names.
     for f in findings {
-        for key in ["code", "severity", "namespace", "service", "workload", "message", "evidence", "remediation"] {
+        for key in [
+            "code",
+            "severity",
+            "namespace",
+            "service",
+            "workload",
+            "message",
+            "evidence",
+            "remediation",
+        ] {
             assert!(f.get(key).is_some(), "finding lacks {key}");
         }
         for key in ["action", "target", "patch", "resource", "safeToAutoApply"] {
-            assert!(f["remediation"].get(key).is_some(), "remediation lacks {key}");
+            assert!(
+                f["remediation"].get(key).is_some(),
+                "remediation lacks {key}"
+            );
         }
     }
 }
@@ -84,8 +96,13 @@ fn every_patch_applied_to_its_input_gives_the_corrected_resource() {
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     let mut patched = 0;
     for f in &report.findings {
-        let Some(patch) = &f.remediation.patch else { continue };
-        let mut doc = snapshot.raw_object(&f.remediation.target).expect("target is an input object").clone();
+        let Some(patch) = &f.remediation.patch else {
+            continue;
+        };
+        let mut doc = snapshot
+            .raw_object(&f.remediation.target)
+            .expect("target is an input object")
+            .clone();
         apply(&mut doc, patch).expect("patch applies to its input");
         assert_eq!(doc, f.remediation.resource, "{}", f.remediation.target);
         patched += 1;
@@ -95,11 +112,36 @@ fn every_patch_applied_to_its_input_gives_the_corrected_resource() {
 
 #[test]
 fn fail_on_sets_the_exit_code() {
-    assert_eq!(meshmedic(&["analyze", "examples/shop"]).status.code(), Some(0));
-    assert_eq!(meshmedic(&["analyze", "examples/shop", "--fail-on", "error"]).status.code(), Some(1));
-    assert_eq!(meshmedic(&["analyze", "examples/shop", "--fail-on", "warning"]).status.code(), Some(1));
-    let healthy = meshmedic(&["analyze", "examples/shop/healthy.yaml", "examples/shop/00-namespaces.yaml", "examples/shop/01-mesh-config.yaml", "--fail-on", "info"]);
-    assert_eq!(healthy.status.code(), Some(0), "{}", String::from_utf8_lossy(&healthy.stdout));
+    assert_eq!(
+        meshmedic(&["analyze", "examples/shop"]).status.code(),
+        Some(0)
+    );
+    assert_eq!(
+        meshmedic(&["analyze", "examples/shop", "--fail-on", "error"])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(
+        meshmedic(&["analyze", "examples/shop", "--fail-on", "warning"])
+            .status
+            .code(),
+        Some(1)
+    );
+    let healthy = meshmedic(&[
+        "analyze",
+        "examples/shop/healthy.yaml",
+        "examples/shop/00-namespaces.yaml",
+        "examples/shop/01-mesh-config.yaml",
+        "--fail-on",
+        "info",
+    ]);
+    assert_eq!(
+        healthy.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&healthy.stdout)
+    );
 }
 
 #[test]
@@ -107,13 +149,20 @@ fn yaml_output_is_one_object_per_target_ready_for_kubectl() {
     let out = meshmedic(&["analyze", "examples/shop", "-o", "yaml"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = String::from_utf8(out.stdout).expect("utf-8");
-    let docs = meshmedic::snapshot::load::parse_documents("out.yaml", &text).expect("valid yaml stream");
+    let docs =
+        meshmedic::snapshot::load::parse_documents("out.yaml", &text).expect("valid yaml stream");
     let mut targets = std::collections::BTreeSet::new();
     for (_, doc) in &docs {
         let kind = doc["kind"].as_str().expect("kind");
-        let name = doc.pointer("/metadata/name").and_then(Value::as_str).expect("name");
+        let name = doc
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .expect("name");
         assert!(doc["apiVersion"].is_string());
-        assert!(targets.insert(format!("{kind}/{name}")), "{kind}/{name} twice");
+        assert!(
+            targets.insert(format!("{kind}/{name}")),
+            "{kind}/{name} twice"
+        );
     }
     // ratings-route carries both the missing-reset-retry and the listener-change fix once.
     assert!(targets.contains("VirtualService/ratings-route"));
@@ -128,7 +177,10 @@ fn stdin_lists_and_unknown_kinds() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn");
-    let input = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/list-and-unknown.yaml")).expect("fixture");
+    let input = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/list-and-unknown.yaml"),
+    )
+    .expect("fixture");
     std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), &input).expect("write");
     let out = child.wait_with_output().expect("wait");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -136,7 +188,12 @@ fn stdin_lists_and_unknown_kinds() {
     assert_eq!(report["skipped"]["cert-manager.io/v1/Certificate"], 1);
     assert_eq!(report["skipped"]["networking.k8s.io/v1/Ingress"], 1);
     let findings = report["findings"].as_array().expect("findings");
-    assert!(findings.iter().any(|f| f["code"] == "localhost-binding" && f["service"] == "web"), "{findings:?}");
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["code"] == "localhost-binding" && f["service"] == "web"),
+        "{findings:?}"
+    );
 }
 
 #[test]
@@ -144,7 +201,10 @@ fn broken_yaml_names_file_and_document() {
     let out = meshmedic(&["analyze", "tests/fixtures/bad/broken.yaml"]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("tests/fixtures/bad/broken.yaml (document 1)"), "{err}");
+    assert!(
+        err.contains("tests/fixtures/bad/broken.yaml (document 1)"),
+        "{err}"
+    );
     assert!(err.contains("not valid YAML"), "{err}");
 }
 
@@ -154,7 +214,10 @@ fn bad_duration_names_object_and_field() {
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(err.contains("DestinationRule prod/reviews"), "{err}");
-    assert!(err.contains("spec.trafficPolicy.connectionPool.tcp.idleTimeout"), "{err}");
+    assert!(
+        err.contains("spec.trafficPolicy.connectionPool.tcp.idleTimeout"),
+        "{err}"
+    );
     assert!(err.contains("1hh"), "{err}");
 }
 
@@ -172,7 +235,10 @@ fn bad_hint_annotation_is_an_error_not_ignored() {
     let out = meshmedic(&["analyze", "tests/fixtures/bad/annotation.yaml"]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("spec.template.metadata.annotations[\"meshmedic.io/app-idle-timeout\"]"), "{err}");
+    assert!(
+        err.contains("spec.template.metadata.annotations[\"meshmedic.io/app-idle-timeout\"]"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -190,18 +256,41 @@ fn istio_version_and_mesh_config_flags() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mesh = dir.path().join("mesh.yaml");
     std::fs::write(&mesh, "defaultHttpRetryPolicy:\n  attempts: 0\n").expect("write");
-    let out = meshmedic(&["analyze", "examples/shop", "-o", "json", "--istio-version", "1.23.4", "--mesh-config", mesh.to_str().expect("utf-8")]);
+    let out = meshmedic(&[
+        "analyze",
+        "examples/shop",
+        "-o",
+        "json",
+        "--istio-version",
+        "1.23.4",
+        "--mesh-config",
+        mesh.to_str().expect("utf-8"),
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let report: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(report["istioVersion"]["minor"], 23);
     assert_eq!(report["istioVersion"]["source"], "--istio-version");
     // The --mesh-config replaces the ConfigMap's: holdApplicationUntilProxyStarts is gone, so
     // every injected workload now gets a startup (info) lifecycle finding.
-    let lifecycle = report["findings"].as_array().expect("findings").iter().filter(|f| f["code"] == "sidecar-lifecycle").count();
+    let lifecycle = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["code"] == "sidecar-lifecycle")
+        .count();
     assert!(lifecycle > 3, "{lifecycle}");
 
     std::fs::write(&mesh, "defaultHttpRetryPolicy:\n  perTryTimeout: 1hh\n").expect("write");
-    let out = meshmedic(&["analyze", "examples/shop", "--mesh-config", mesh.to_str().expect("utf-8")]);
+    let out = meshmedic(&[
+        "analyze",
+        "examples/shop",
+        "--mesh-config",
+        mesh.to_str().expect("utf-8"),
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("defaultHttpRetryPolicy.perTryTimeout"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("defaultHttpRetryPolicy.perTryTimeout"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -177,7 +177,10 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
                 });
             }
         }
-        for dr in &snapshot.destination_rules {
+        for dr in snapshot
+            .destination_rules_naming(&host)
+            .map(|i| &snapshot.destination_rules[i])
+        {
             let rule_host =
                 hosts::resolve(&dr.spec.host, &dr.meta.namespace, &snapshot.cluster_domain);
             if hosts::matches(&rule_host, &host)
@@ -189,13 +192,20 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
                     dr.spec.export_to
                 ));
             }
-            if dr.meta.namespace == *ns
-                && hosts::looks_like_unexpanded_short_name(&dr.spec.host)
-                && dr.spec.host.starts_with(&format!("{}.", service.meta.name))
+        }
+        // `name.namespace` is not expanded by Istio: such a rule applies to nothing.
+        let short = format!("{}.{ns}", service.meta.name);
+        for dr in snapshot
+            .destination_rules_naming(&short)
+            .map(|i| &snapshot.destination_rules[i])
+        {
+            if hosts::looks_like_unexpanded_short_name(&dr.spec.host)
+                && dr.spec.host.eq_ignore_ascii_case(&short)
             {
                 evidence_extra.push(format!(
                     "{} has host {:?}, which Istio does not expand to {host}: it applies to nothing",
-                    dr.describe(), dr.spec.host
+                    dr.describe(),
+                    dr.spec.host
                 ));
             }
         }

@@ -144,10 +144,13 @@ fn additions(non_idempotent: bool) -> &'static [&'static str] {
     }
 }
 
+/// Whether the conditions already retry a reset connection. Envoy counts an upstream reset as a
+/// 5xx (`wouldRetryFromReset`), so `5xx` and `gateway-error` cover it as `reset` does.
 fn has_reset(retry_on: &str, non_idempotent: bool) -> bool {
-    conditions(retry_on)
-        .iter()
-        .any(|c| c == "reset" || (non_idempotent && c == "reset-before-request"))
+    conditions(retry_on).iter().any(|c| {
+        matches!(c.as_str(), "reset" | "5xx" | "gateway-error")
+            || (non_idempotent && c == "reset-before-request")
+    })
 }
 
 /// The findings of one cause (`missing-reset-retry`, or `listener-change-503` with its own
@@ -273,7 +276,7 @@ pub fn retry_findings(
                 }
             }
             evidence.push(format!(
-                "http[{i}]{name}: {} retries on {:?}, without {}",
+                "http[{i}]{name}: {}: retryOn {:?}, without {}",
                 eff.source,
                 eff.retry_on,
                 if non_idempotent {

@@ -201,19 +201,14 @@ fn ignored(snapshot: &Snapshot, finding: &Finding) -> bool {
     };
     let ns = &finding.namespace;
     let by_workload = finding.workload.as_ref().is_some_and(|w| {
-        snapshot.workloads.iter().any(|x| {
-            &x.meta.namespace == ns
-                && x.kind == w.kind
-                && x.meta.name == w.name
-                && lists(&x.pod_annotations)
-        })
+        snapshot
+            .workload(&w.kind, ns, &w.name)
+            .is_some_and(|x| lists(&x.pod_annotations))
     });
     let by_service = finding.service.as_ref().is_some_and(|s| {
-        snapshot.services.iter().enumerate().any(|(i, x)| {
-            &x.meta.namespace == ns
-                && &x.meta.name == s
-                && (lists(&x.meta.annotations)
-                    || snapshot.workloads_of(i).any(|w| lists(&w.pod_annotations)))
+        snapshot.service_index(ns, s).is_some_and(|i| {
+            lists(&snapshot.services[i].meta.annotations)
+                || snapshot.workloads_of(i).any(|w| lists(&w.pod_annotations))
         })
     });
     by_workload || by_service

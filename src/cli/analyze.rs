@@ -62,7 +62,7 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
     let mesh_config = args
         .mesh_config
         .as_ref()
-        .map(|p| read_mesh_config(p))
+        .map(read_mesh_config)
         .transpose()?;
     let options = SnapshotOptions {
         cluster_domain: args.cluster_domain.clone(),

@@ -40,11 +40,11 @@ pub fn parse(text: &str) -> Result<Duration, String> {
 /// `time.ParseDuration` and Istio's CEL `duration()` accept.
 pub fn format(d: Duration) -> String {
     let millis = d.as_millis();
-    if millis % 1000 == 0 {
+    if millis.is_multiple_of(1000) {
         let secs = millis / 1000;
-        if secs != 0 && secs % 3600 == 0 {
+        if secs != 0 && secs.is_multiple_of(3600) {
             format!("{}h", secs / 3600)
-        } else if secs != 0 && secs % 60 == 0 {
+        } else if secs != 0 && secs.is_multiple_of(60) {
             format!("{}m", secs / 60)
         } else {
             format!("{secs}s")

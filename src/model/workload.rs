@@ -27,6 +27,7 @@ pub struct Workload {
 }
 
 impl Workload {
+    #[allow(clippy::too_many_arguments)]
     pub fn from_template(
         api_version: &str,
         kind: &str,

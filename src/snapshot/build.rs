@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{IstioVersion, NamespaceIndex, Obj, Snapshot, SnapshotOptions};
+use super::{IstioVersion, NamespaceIndex, Obj, Snapshot, SnapshotOptions, hosts};
 use crate::analysis::Code;
 use crate::error::{Error, Result, Source};
 use crate::model::istio::ProxyConfig;
@@ -552,7 +552,68 @@ impl SnapshotBuilder {
             &mut n.peer_authentications
         });
 
+        let mut objects = std::collections::HashMap::new();
+        fn keys<T>(
+            objs: &[Obj<T>],
+            out: &mut std::collections::HashMap<(String, String, String), usize>,
+        ) {
+            for (i, o) in objs.iter().enumerate() {
+                out.entry((
+                    o.kind.clone(),
+                    o.meta.namespace.clone(),
+                    o.meta.name.clone(),
+                ))
+                .or_insert(i);
+            }
+        }
+        keys(&parts.services, &mut objects);
+        keys(&parts.destination_rules, &mut objects);
+        keys(&parts.virtual_services, &mut objects);
+        keys(&parts.sidecars, &mut objects);
+        keys(&parts.peer_authentications, &mut objects);
+        keys(&parts.envoy_filters, &mut objects);
+        keys(&parts.telemetries, &mut objects);
+        for (i, w) in parts.workloads.iter().enumerate() {
+            objects
+                .entry((
+                    w.kind.clone(),
+                    w.meta.namespace.clone(),
+                    w.meta.name.clone(),
+                ))
+                .or_insert(i);
+        }
+        let domain = &options.cluster_domain;
+        let mut rules_by_host = super::HostIndex::default();
+        for (i, vs) in parts.virtual_services.iter().enumerate() {
+            for h in &vs.spec.hosts {
+                let resolved = hosts::resolve(h, &vs.meta.namespace, domain);
+                if resolved.starts_with('*') {
+                    rules_by_host.virtual_services_wildcard.push(i);
+                } else {
+                    rules_by_host
+                        .virtual_services
+                        .entry(resolved.to_ascii_lowercase())
+                        .or_default()
+                        .push(i);
+                }
+            }
+        }
+        for (i, dr) in parts.destination_rules.iter().enumerate() {
+            let resolved = hosts::resolve(&dr.spec.host, &dr.meta.namespace, domain);
+            if resolved.starts_with('*') {
+                rules_by_host.destination_rules_wildcard.push(i);
+            } else {
+                rules_by_host
+                    .destination_rules
+                    .entry(resolved.to_ascii_lowercase())
+                    .or_default()
+                    .push(i);
+            }
+        }
+
         Ok(Snapshot {
+            objects,
+            rules_by_host,
             cluster_domain: options.cluster_domain,
             namespaces: parts.namespaces,
             services: parts.services,

@@ -117,9 +117,8 @@ impl Snapshot {
         service_port: i32,
     ) -> Vec<PoolLevel> {
         let mut levels = Vec::new();
-        if let Some((_, sidecar)) = self.sidecar_for(workload)
-            && sidecar.meta.namespace == workload.meta.namespace
-        {
+        // The root namespace's default Sidecar applies where a namespace has none of its own.
+        if let Some((_, sidecar)) = self.sidecar_for(workload) {
             for (i, ingress) in sidecar.spec.ingress.iter().enumerate() {
                 if ingress.port.as_ref().map(|p| p.number as i32) == Some(target_port)
                     && let Some(pool) = &ingress.connection_pool
@@ -161,9 +160,20 @@ impl Snapshot {
         host: &str,
         from_namespace: &str,
     ) -> Vec<(usize, &Obj<VirtualServiceSpec>)> {
-        self.virtual_services
-            .iter()
-            .enumerate()
+        let mut candidates: Vec<usize> = self
+            .rules_by_host
+            .virtual_services
+            .get(&host.to_ascii_lowercase())
+            .into_iter()
+            .flatten()
+            .chain(&self.rules_by_host.virtual_services_wildcard)
+            .copied()
+            .collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        candidates
+            .into_iter()
+            .map(|i| (i, &self.virtual_services[i]))
             .filter(|(_, vs)| {
                 (vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh"))
                     && hosts::visible(&vs.spec.export_to, &vs.meta.namespace, from_namespace)

@@ -7,7 +7,7 @@ pub mod hosts;
 pub mod load;
 pub mod lookup;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::ServiceSpec;
 use serde_json::Value;
@@ -140,6 +140,19 @@ pub struct Snapshot {
     pub(crate) workload_services: Vec<Vec<usize>>,
     /// Index: rule objects by namespace, so lookups touch one namespace at a time.
     pub(crate) by_namespace: BTreeMap<String, NamespaceIndex>,
+    /// Index: (kind, namespace, name) → position in that kind's list.
+    pub(crate) objects: HashMap<(String, String, String), usize>,
+    /// Index: resolved host → VirtualServices / DestinationRules naming it exactly; wildcard
+    /// hosts are kept apart and always checked.
+    pub(crate) rules_by_host: HostIndex,
+}
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HostIndex {
+    pub virtual_services: HashMap<String, Vec<usize>>,
+    pub virtual_services_wildcard: Vec<usize>,
+    pub destination_rules: HashMap<String, Vec<usize>>,
+    pub destination_rules_wildcard: Vec<usize>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -180,27 +193,49 @@ impl Snapshot {
 
     /// The raw object a remediation targets, if it is in the snapshot.
     pub fn raw_object(&self, target: &ObjectRef) -> Option<&Value> {
-        fn find<'a, T>(objs: &'a [Obj<T>], t: &ObjectRef) -> Option<&'a Value> {
-            objs.iter()
-                .find(|o| o.meta.namespace == t.namespace && o.meta.name == t.name)
-                .map(|o| &o.raw)
-        }
-        match target.kind.as_str() {
-            "DestinationRule" => find(&self.destination_rules, target),
-            "VirtualService" => find(&self.virtual_services, target),
-            "Sidecar" => find(&self.sidecars, target),
-            "PeerAuthentication" => find(&self.peer_authentications, target),
-            "Service" => find(&self.services, target),
-            _ => self
-                .workloads
-                .iter()
-                .find(|w| {
-                    w.kind == target.kind
-                        && w.meta.namespace == target.namespace
-                        && w.meta.name == target.name
-                })
-                .map(|w| &w.raw),
-        }
+        let key = (
+            target.kind.clone(),
+            target.namespace.clone(),
+            target.name.clone(),
+        );
+        let &i = self.objects.get(&key)?;
+        Some(match target.kind.as_str() {
+            "DestinationRule" => &self.destination_rules[i].raw,
+            "VirtualService" => &self.virtual_services[i].raw,
+            "Sidecar" => &self.sidecars[i].raw,
+            "PeerAuthentication" => &self.peer_authentications[i].raw,
+            "EnvoyFilter" => &self.envoy_filters[i].raw,
+            "Telemetry" => &self.telemetries[i].raw,
+            "Service" => &self.services[i].raw,
+            _ => &self.workloads[i].raw,
+        })
+    }
+
+    /// A workload by kind, namespace and name.
+    pub fn workload(&self, kind: &str, namespace: &str, name: &str) -> Option<&Workload> {
+        let key = (kind.to_string(), namespace.to_string(), name.to_string());
+        self.objects.get(&key).map(|&i| &self.workloads[i])
+    }
+
+    /// A Service's position by namespace and name.
+    pub fn service_index(&self, namespace: &str, name: &str) -> Option<usize> {
+        let key = (
+            "Service".to_string(),
+            namespace.to_string(),
+            name.to_string(),
+        );
+        self.objects.get(&key).copied()
+    }
+
+    /// DestinationRules whose host (resolved in their namespace) may match `host`.
+    pub fn destination_rules_naming(&self, host: &str) -> impl Iterator<Item = usize> + '_ {
+        self.rules_by_host
+            .destination_rules
+            .get(host)
+            .into_iter()
+            .flatten()
+            .chain(&self.rules_by_host.destination_rules_wildcard)
+            .copied()
     }
 
     /// Whether a workload gets an Istio sidecar: an `istio-proxy` container, the pod label (or
@@ -218,7 +253,7 @@ impl Snapshot {
         match pod_choice {
             Some("false") => return false,
             // The injector's object selector matches this label in any namespace.
-            Some("true") if workload.pod_labels.get(keys::INJECT).is_some() => return true,
+            Some("true") if workload.pod_labels.contains_key(keys::INJECT) => return true,
             _ => {}
         }
         let Some(ns) = self.namespaces.get(&workload.meta.namespace) else {

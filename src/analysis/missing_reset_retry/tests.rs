@@ -188,7 +188,7 @@ fn route_retries_without_reset_keep_their_conditions() {
     let f = only(&snap);
     assert!(has_evidence(
         &f,
-        "http[0] (primary): the route's retries retries on \"connect-failure,refused-stream\", without reset"
+        "http[0] (primary): the route's retries: retryOn \"connect-failure,refused-stream\", without reset"
     ));
     let r = &f.remediation;
     assert_eq!(r.action, Action::Patch);
@@ -556,4 +556,17 @@ fn only_non_idempotent_reads_method_matches() {
         ]}))),
         "one alternative reaches every method"
     );
+}
+
+#[test]
+fn retry_on_5xx_or_gateway_error_already_covers_resets() {
+    // Envoy counts an upstream reset as a 5xx (`wouldRetryFromReset`).
+    for cond in ["5xx", "gateway-error"] {
+        none(&with(&vs(
+            "cart",
+            &format!(
+                "  hosts: [cart]\n  http:\n  - route: [{{destination: {{host: cart}}}}]\n    retries: {{attempts: 2, retryOn: \"{cond}\"}}\n"
+            ),
+        )));
+    }
 }
