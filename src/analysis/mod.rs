@@ -264,6 +264,32 @@ pub(crate) mod test_support {
         builder.build().expect("snapshot builds")
     }
 
+    /// The findings of one code.
+    pub fn findings_of(snap: &Snapshot, code: super::Code) -> Vec<super::Finding> {
+        super::analyze(snap)
+            .findings
+            .into_iter()
+            .filter(|f| f.code == code)
+            .collect()
+    }
+
+    /// The one finding of a code; fails the test when there is not exactly one.
+    pub fn only_of(snap: &Snapshot, code: super::Code) -> super::Finding {
+        let mut all = findings_of(snap, code);
+        assert_eq!(all.len(), 1, "expected one {code} finding: {all:#?}");
+        all.remove(0)
+    }
+
+    /// Fails the test when the manifests give any finding of a code.
+    pub fn none_of(yaml: &str, code: super::Code) {
+        let all = findings_of(&snapshot(yaml), code);
+        assert!(all.is_empty(), "expected no {code} finding: {all:#?}");
+    }
+
+    pub fn has_evidence(f: &super::Finding, needle: &str) -> bool {
+        f.evidence.iter().any(|e| e.contains(needle))
+    }
+
     /// Applying the finding's patch to the input object gives exactly its `resource`.
     pub fn assert_patch_consistent(snapshot: &Snapshot, f: &super::Finding) {
         let r = &f.remediation;

@@ -3,7 +3,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::proposed_timeout;
-use crate::analysis::test_support::{assert_patch_consistent, snapshot};
+use crate::analysis::test_support::{
+    assert_patch_consistent, findings_of, has_evidence, none_of, only_of, snapshot,
+};
 use crate::analysis::{Code, Finding, Severity, WorkloadRef, analyze};
 use crate::remediation::Action;
 use crate::snapshot::Snapshot;
@@ -55,28 +57,18 @@ fn with(base: &str, extra: &str) -> String {
     format!("{base}---\n{extra}")
 }
 
+const CODE: Code = Code::IdleTimeoutMismatch;
+
 fn findings(snap: &Snapshot) -> Vec<Finding> {
-    analyze(snap)
-        .findings
-        .into_iter()
-        .filter(|f| f.code == Code::IdleTimeoutMismatch)
-        .collect()
+    findings_of(snap, CODE)
 }
 
 fn only(snap: &Snapshot) -> Finding {
-    let mut all = findings(snap);
-    assert_eq!(all.len(), 1, "expected one finding: {all:#?}");
-    all.remove(0)
+    only_of(snap, CODE)
 }
 
 fn none(yaml: &str) {
-    let snap = snapshot(yaml);
-    let all = findings(&snap);
-    assert!(all.is_empty(), "expected no finding: {all:#?}");
-}
-
-fn has_evidence(f: &Finding, needle: &str) -> bool {
-    f.evidence.iter().any(|e| e.contains(needle))
+    none_of(yaml, CODE)
 }
 
 fn dr(name: &str, host: &str, traffic_policy: &str) -> String {

@@ -1,7 +1,9 @@
 use serde_json::json;
 
 use super::{merged_retry_on, only_non_idempotent};
-use crate::analysis::test_support::{assert_patch_consistent, snapshot, snapshot_with};
+use crate::analysis::test_support::{
+    assert_patch_consistent, findings_of, has_evidence, none_of, only_of, snapshot, snapshot_with,
+};
 use crate::analysis::{Code, Finding, Severity, analyze};
 use crate::model::istio::HttpRoute;
 use crate::remediation::Action;
@@ -50,27 +52,18 @@ fn vs(name: &str, spec: &str) -> String {
     )
 }
 
+const CODE: Code = Code::MissingResetRetry;
+
 fn findings(snap: &Snapshot) -> Vec<Finding> {
-    analyze(snap)
-        .findings
-        .into_iter()
-        .filter(|f| f.code == Code::MissingResetRetry)
-        .collect()
+    findings_of(snap, CODE)
 }
 
 fn only(snap: &Snapshot) -> Finding {
-    let mut all = findings(snap);
-    assert_eq!(all.len(), 1, "expected one finding: {all:#?}");
-    all.remove(0)
+    only_of(snap, CODE)
 }
 
 fn none(yaml: &str) {
-    let all = findings(&snapshot(yaml));
-    assert!(all.is_empty(), "expected no finding: {all:#?}");
-}
-
-fn has_evidence(f: &Finding, needle: &str) -> bool {
-    f.evidence.iter().any(|e| e.contains(needle))
+    none_of(yaml, CODE)
 }
 
 fn new_virtual_service(retries: serde_json::Value) -> serde_json::Value {

@@ -3,7 +3,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::app_shutdown;
-use crate::analysis::test_support::{assert_patch_consistent, snapshot};
+use crate::analysis::test_support::{
+    assert_patch_consistent, findings_of, has_evidence, none_of, only_of, snapshot,
+};
 use crate::analysis::{Code, Finding, Severity, WorkloadRef, analyze};
 use crate::remediation::Action;
 use crate::snapshot::Snapshot;
@@ -50,27 +52,18 @@ fn mesh_config(default_config: &str) -> String {
     )
 }
 
+const CODE: Code = Code::SidecarLifecycle;
+
 fn findings(snap: &Snapshot) -> Vec<Finding> {
-    analyze(snap)
-        .findings
-        .into_iter()
-        .filter(|f| f.code == Code::SidecarLifecycle)
-        .collect()
+    findings_of(snap, CODE)
 }
 
 fn only(snap: &Snapshot) -> Finding {
-    let mut all = findings(snap);
-    assert_eq!(all.len(), 1, "expected one finding: {all:#?}");
-    all.remove(0)
+    only_of(snap, CODE)
 }
 
 fn none(yaml: &str) {
-    let all = findings(&snapshot(yaml));
-    assert!(all.is_empty(), "expected no finding: {all:#?}");
-}
-
-fn has_evidence(f: &Finding, needle: &str) -> bool {
-    f.evidence.iter().any(|e| e.contains(needle))
+    none_of(yaml, CODE)
 }
 
 /// The `proxy.istio.io/config` annotation of the corrected Deployment, parsed.
