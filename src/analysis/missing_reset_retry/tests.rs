@@ -4,7 +4,7 @@ use super::{merged_retry_on, only_non_idempotent};
 use crate::analysis::test_support::{
     assert_patch_consistent, findings_of, has_evidence, none_of, only_of, snapshot, snapshot_with,
 };
-use crate::analysis::{Code, Finding, Severity, analyze};
+use crate::analysis::{Code, Finding, Severity};
 use crate::model::istio::HttpRoute;
 use crate::remediation::Action;
 use crate::snapshot::{Snapshot, SnapshotOptions};

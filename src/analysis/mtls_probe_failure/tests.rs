@@ -1,9 +1,9 @@
 use serde_json::json;
 
 use crate::analysis::test_support::{
-    assert_patch_consistent, findings_of, has_evidence, none_of, only_of, snapshot,
+    assert_patch_consistent, has_evidence, none_of, only_of, snapshot,
 };
-use crate::analysis::{Code, Finding, Severity, WorkloadRef, analyze};
+use crate::analysis::{Code, Finding, Severity, WorkloadRef};
 use crate::remediation::Action;
 use crate::snapshot::Snapshot;
 
@@ -65,10 +65,6 @@ data:
 "#;
 
 const CODE: Code = Code::MtlsProbeFailure;
-
-fn findings(snap: &Snapshot) -> Vec<Finding> {
-    findings_of(snap, CODE)
-}
 
 fn only(snap: &Snapshot) -> Finding {
     only_of(snap, CODE)

@@ -4,9 +4,9 @@ use serde_json::{Value, json};
 
 use super::app_shutdown;
 use crate::analysis::test_support::{
-    assert_patch_consistent, findings_of, has_evidence, none_of, only_of, snapshot,
+    assert_patch_consistent, has_evidence, none_of, only_of, snapshot,
 };
-use crate::analysis::{Code, Finding, Severity, WorkloadRef, analyze};
+use crate::analysis::{Code, Finding, Severity, WorkloadRef};
 use crate::remediation::Action;
 use crate::snapshot::Snapshot;
 
@@ -53,10 +53,6 @@ fn mesh_config(default_config: &str) -> String {
 }
 
 const CODE: Code = Code::SidecarLifecycle;
-
-fn findings(snap: &Snapshot) -> Vec<Finding> {
-    findings_of(snap, CODE)
-}
 
 fn only(snap: &Snapshot) -> Finding {
     only_of(snap, CODE)
