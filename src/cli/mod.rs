@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod analyze;
+pub mod crd;
 pub mod logs;
 
 #[derive(Parser, Debug)]
@@ -22,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Analyse manifests offline: every configuration that makes the mesh answer 503, with its fix.
     Analyze(analyze::AnalyzeArgs),
+    /// Print the Remediation CustomResourceDefinition (YAML).
+    Crd,
     /// Diagnose Envoy access logs: 503s by response flag, mapped to meshmedic's finding codes.
     Logs(logs::LogsArgs),
 }
@@ -30,6 +33,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Analyze(args) => analyze::run(args),
+        Command::Crd => crd::run(),
         Command::Logs(args) => logs::run(args),
     }
 }

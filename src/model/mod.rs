@@ -3,6 +3,7 @@
 
 pub mod duration;
 pub mod istio;
+pub mod remediation;
 pub mod workload;
 
 pub use duration::GoDuration;
