@@ -77,6 +77,9 @@ struct PortProblem {
 
 pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
     for (s, service) in snapshot.services.iter().enumerate() {
+        if !sink.wants(&service.meta.namespace) {
+            continue;
+        }
         let host = snapshot.service_host(service);
         let ns = &service.meta.namespace;
         // Problems grouped by the object the fix patches (or a new DR when none applies).

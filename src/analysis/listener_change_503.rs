@@ -58,6 +58,9 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
     let root = snapshot.root_namespace();
     let mut claimed = BTreeSet::new();
     for (s, service) in snapshot.services.iter().enumerate() {
+        if !sink.wants(&service.meta.namespace) {
+            continue;
+        }
         let ns = &service.meta.namespace;
         let cause: Vec<String> = changes
             .iter()

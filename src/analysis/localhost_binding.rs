@@ -152,6 +152,9 @@ pub fn loopback_binds(container: &Container) -> Vec<LoopbackBind> {
 
 pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
     for (w, workload) in snapshot.workloads.iter().enumerate() {
+        if !sink.wants(&workload.meta.namespace) {
+            continue;
+        }
         if !snapshot.is_injected(workload) {
             continue;
         }

@@ -332,6 +332,9 @@ fn non_idempotent_note() -> String {
 pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
     let mut claimed = BTreeSet::new();
     for s in 0..snapshot.services.len() {
+        if !sink.wants(&snapshot.services[s].meta.namespace) {
+            continue;
+        }
         for f in retry_findings(snapshot, s, Code::MissingResetRetry, &[], &mut claimed) {
             sink.push(f);
         }

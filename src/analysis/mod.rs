@@ -143,9 +143,17 @@ pub struct Report {
 pub struct Sink {
     pub findings: Vec<Finding>,
     pub errors: Vec<String>,
+    /// Namespaces to analyse; `None` for all. The operator re-analyses only the namespaces an
+    /// event touched.
+    pub scope: Option<std::collections::BTreeSet<String>>,
 }
 
 impl Sink {
+    /// Whether the detectors should look at objects in this namespace.
+    pub fn wants(&self, namespace: &str) -> bool {
+        self.scope.as_ref().is_none_or(|s| s.contains(namespace))
+    }
+
     pub fn push(&mut self, finding: Result<Finding, crate::remediation::PlanError>) {
         match finding {
             Ok(f) => self.findings.push(f),
@@ -156,7 +164,19 @@ impl Sink {
 
 /// Runs every detector over the snapshot.
 pub fn analyze(snapshot: &Snapshot) -> Report {
-    let mut sink = Sink::default();
+    analyze_in(snapshot, None)
+}
+
+/// Runs every detector over the services and workloads of some namespaces only (all when
+/// `scope` is `None`). Rules elsewhere (root namespace, exported rules) still count.
+pub fn analyze_in(
+    snapshot: &Snapshot,
+    scope: Option<std::collections::BTreeSet<String>>,
+) -> Report {
+    let mut sink = Sink {
+        scope,
+        ..Sink::default()
+    };
     idle_timeout_mismatch::detect(snapshot, &mut sink);
     missing_reset_retry::detect(snapshot, &mut sink);
     listener_change_503::detect(snapshot, &mut sink);

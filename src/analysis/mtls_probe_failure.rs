@@ -64,6 +64,9 @@ fn captured(workload: &Workload, port: i32) -> bool {
 
 pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
     for (w, workload) in snapshot.workloads.iter().enumerate() {
+        if !sink.wants(&workload.meta.namespace) {
+            continue;
+        }
         if !snapshot.is_injected(workload) {
             continue;
         }

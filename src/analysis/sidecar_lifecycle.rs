@@ -154,6 +154,9 @@ fn exit_on_zero(config: &ProxyConfig, workload: &Workload) -> bool {
 
 pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
     for (w, workload) in snapshot.workloads.iter().enumerate() {
+        if !sink.wants(&workload.meta.namespace) {
+            continue;
+        }
         if !snapshot.is_injected(workload) || workload.has_native_sidecar() {
             continue;
         }
