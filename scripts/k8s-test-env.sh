@@ -117,6 +117,7 @@ else
     [ -n "$dir" ] && [ -s "$dir/kubernetes/customresourcedefinitions.gen.yaml" ] \
         || die "istio.io/api $istio_version has no kubernetes/customresourcedefinitions.gen.yaml (go said: $json)"
     cp "$dir/kubernetes/customresourcedefinitions.gen.yaml" "$istio_crds.tmp.$$"
+    chmod 644 "$istio_crds.tmp.$$" # the module cache is read-only
     mv -f "$istio_crds.tmp.$$" "$istio_crds"
     log "istio CRDs: istio.io/api $istio_version -> $istio_crds"
 fi
