@@ -165,7 +165,17 @@ pub fn control_plane() -> &'static ControlPlane {
         std::thread::Builder::new()
             .name("meshmedic-control-plane".into())
             .spawn(move || {
-                let _ = sender.send(start_with_retries());
+                let started = Instant::now();
+                let result = start_with_retries();
+                if let Ok(cp) = &result {
+                    eprintln!(
+                        "test control plane: kube-apiserver at {} ready with CRDs in {:.1}s (files in {})",
+                        cp.url,
+                        started.elapsed().as_secs_f64(),
+                        cp.dir.display()
+                    );
+                }
+                let _ = sender.send(result);
                 loop {
                     std::thread::park();
                 }
