@@ -12,8 +12,9 @@
 # and an unchanged tree reuses what is there (a cached run takes well under a second).
 #
 # Prints `export NAME=VALUE` lines on stdout, and writes the same to $MESHMEDIC_TEST_ASSETS/env,
-# so a test command can do:
-#     eval "$(scripts/k8s-test-env.sh)" && cargo test --test cluster
+# so a test command can do (the assignment keeps `set -e` able to see a failure, which a bare
+# `eval "$(...)"` would hide):
+#     exports="$(scripts/k8s-test-env.sh)" && eval "$exports" && cargo test
 # Progress and build logs go to stderr.
 set -euo pipefail
 
@@ -34,7 +35,8 @@ export GOFLAGS="-trimpath -buildvcs=false -mod=readonly"
 export CGO_ENABLED=0
 ldflags_common="-s -w"
 
-go_version="$(go env GOVERSION)"
+# Asked inside a module: with GOTOOLCHAIN=auto an older go switches to the go.mod version.
+go_version="$(cd "$modules/kube-apiserver" && go env GOVERSION)"
 
 mkdir -p "$assets"
 assets="$(cd "$assets" && pwd)"

@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -12,65 +11,6 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use support::{Target, control_plane, error_message};
-
-/// Objects from `dir` (recursively), Namespaces and CRDs first so the rest can land.
-fn manifests_under(dir: &Path) -> Vec<(String, Value)> {
-    let mut objects = Vec::new();
-    for file in support::yaml_files_under(dir) {
-        let documents = support::read_yaml_documents(&file).expect("readable YAML");
-        for document in documents {
-            objects.push((file.display().to_string(), document));
-        }
-    }
-    let rank = |obj: &Value| match obj["kind"].as_str() {
-        Some("Namespace") => 0,
-        Some("CustomResourceDefinition") => 1,
-        _ => 2,
-    };
-    objects.sort_by_key(|(_, obj)| rank(obj));
-    objects
-}
-
-/// Server-side applies every object under `dir`, each in its own namespace (created if
-/// missing) or, without one, in `default_namespace`. Returns what failed.
-async fn apply_all(client: &kube::Client, dir: &Path, default_namespace: &str) -> Vec<String> {
-    let mut failures = Vec::new();
-    let mut applied = 0;
-    for (file, mut obj) in manifests_under(dir) {
-        let kind = obj["kind"].as_str().unwrap_or("?").to_string();
-        let name = obj["metadata"]["name"].as_str().unwrap_or("?").to_string();
-        let (_, _, namespaced) = match support::dynamic_api(
-            client,
-            obj["apiVersion"].as_str().unwrap_or_default(),
-            &kind,
-            None,
-        )
-        .await
-        {
-            Ok(found) => found,
-            Err(e) => {
-                failures.push(format!("{file}: {kind} {name}: {}", error_message(&e)));
-                continue;
-            }
-        };
-        if namespaced {
-            let ns = match obj["metadata"]["namespace"].as_str() {
-                Some(ns) => ns.to_string(),
-                None => default_namespace.to_string(),
-            };
-            support::ensure_namespace(client, &ns)
-                .await
-                .expect("creating the object's namespace");
-            obj["metadata"]["namespace"] = json!(ns);
-        }
-        match support::apply(client, &obj).await {
-            Ok(_) => applied += 1,
-            Err(e) => failures.push(format!("{file}: {kind} {name}: {}", error_message(&e))),
-        }
-    }
-    eprintln!("applied {applied} objects from {}", dir.display());
-    failures
-}
 
 #[tokio::test]
 async fn identities_authenticate_and_rbac_is_enforced() {
@@ -150,10 +90,10 @@ async fn fixture_objects_are_created_and_stored() {
     let client = cp.admin();
     let ns = support::namespace(&client, "fixture").await;
     let dir = support::repo_path("tests/fixtures/cluster");
-    let failures = apply_all(&client, &dir, &ns).await;
+    let failures = support::apply_all(&client, &dir, &ns).await;
     assert!(failures.is_empty(), "rejected:\n{}", failures.join("\n"));
 
-    for (_, obj) in manifests_under(&dir) {
+    for (_, obj) in support::manifests_under(&dir) {
         let (api, _, _) = support::dynamic_api(
             &client,
             obj["apiVersion"].as_str().expect("apiVersion"),
@@ -173,9 +113,9 @@ async fn every_example_is_accepted_by_the_api_server() {
     let cp = control_plane();
     let client = cp.admin();
     let dir = support::repo_path("examples");
-    let count = manifests_under(&dir).len();
+    let count = support::manifests_under(&dir).len();
     eprintln!("{count} objects under {}", dir.display());
-    let failures = apply_all(&client, &dir, "default").await;
+    let failures = support::apply_all(&client, &dir, "default").await;
     assert!(
         failures.is_empty(),
         "the API server rejected examples:\n{}",
@@ -377,7 +317,7 @@ async fn analyze_proposals_pass_server_side_dry_run() {
     let cp = control_plane();
     let client = cp.admin();
     let examples = support::repo_path("examples");
-    let failures = apply_all(&client, &examples, "default").await;
+    let failures = support::apply_all(&client, &examples, "default").await;
     assert!(
         failures.is_empty(),
         "examples rejected:\n{}",

@@ -703,6 +703,65 @@ pub fn read_yaml_documents(path: &Path) -> Result<Vec<Value>, String> {
         .collect())
 }
 
+/// Objects from `dir` (recursively), Namespaces and CRDs first so the rest can land.
+pub fn manifests_under(dir: &Path) -> Vec<(String, Value)> {
+    let mut objects = Vec::new();
+    for file in yaml_files_under(dir) {
+        let documents = read_yaml_documents(&file).unwrap_or_else(|e| panic!("{e}"));
+        for document in documents {
+            objects.push((file.display().to_string(), document));
+        }
+    }
+    let rank = |obj: &Value| match obj["kind"].as_str() {
+        Some("Namespace") => 0,
+        Some("CustomResourceDefinition") => 1,
+        _ => 2,
+    };
+    objects.sort_by_key(|(_, obj)| rank(obj));
+    objects
+}
+
+/// Server-side applies every object under `dir`, each in its own namespace (created if
+/// missing) or, without one, in `default_namespace`. Returns what failed.
+pub async fn apply_all(client: &Client, dir: &Path, default_namespace: &str) -> Vec<String> {
+    let mut failures = Vec::new();
+    let mut applied = 0;
+    for (file, mut obj) in manifests_under(dir) {
+        let kind = obj["kind"].as_str().unwrap_or("?").to_string();
+        let name = obj["metadata"]["name"].as_str().unwrap_or("?").to_string();
+        let (_, _, namespaced) = match dynamic_api(
+            client,
+            obj["apiVersion"].as_str().unwrap_or_default(),
+            &kind,
+            None,
+        )
+        .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                failures.push(format!("{file}: {kind} {name}: {}", error_message(&e)));
+                continue;
+            }
+        };
+        if namespaced {
+            let ns = match obj["metadata"]["namespace"].as_str() {
+                Some(ns) => ns.to_string(),
+                None => default_namespace.to_string(),
+            };
+            ensure_namespace(client, &ns)
+                .await
+                .expect("creating the object's namespace");
+            obj["metadata"]["namespace"] = json!(ns);
+        }
+        match apply(client, &obj).await {
+            Ok(_) => applied += 1,
+            Err(e) => failures.push(format!("{file}: {kind} {name}: {}", error_message(&e))),
+        }
+    }
+    eprintln!("applied {applied} objects from {}", dir.display());
+    failures
+}
+
 /// Creates a namespace named after `hint` plus a server-chosen suffix and returns its name.
 pub async fn namespace(client: &Client, hint: &str) -> String {
     static COUNT: AtomicU32 = AtomicU32::new(0);
