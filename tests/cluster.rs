@@ -274,7 +274,7 @@ async fn dry_run_json_patch_is_judged_by_the_schema_and_test_operations() {
         .await
         .unwrap_or_else(|e| panic!("a valid patch passes: {}", error_message(&e)));
     assert_eq!(
-        patched["spec"]["trafficPolicy"]["connectionPool"]["http"]["idleTimeout"],
+        patched.data["spec"]["trafficPolicy"]["connectionPool"]["http"]["idleTimeout"],
         "4s"
     );
     let (api, _, _) = support::dynamic_api(&client, &target.api_version, &target.kind, Some(&ns))

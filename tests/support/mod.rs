@@ -40,7 +40,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::config::AuthInfo;
-use kube::core::{GroupVersionKind, Request};
+use kube::core::GroupVersionKind;
 use kube::discovery::{self, ApiResource, Scope};
 use kube::{Client, Config};
 use serde_json::{Value, json};
@@ -879,12 +879,13 @@ pub struct Target {
 
 /// Sends the RFC 6902 JSON patch `patch` (a JSON array of operations) to `target` with
 /// `dryRun=All` and returns the object as it would be stored. A failing `test` operation, a
-/// schema or CEL violation, or a missing target comes back as the API server's error.
+/// schema or CEL violation, or a missing target comes back as the API server's error; a
+/// `patch` that is no list of RFC 6902 operations, as `kube::Error::SerdeError`.
 pub async fn dry_run_json_patch(
     client: &Client,
     target: &Target,
     patch: &Value,
-) -> Result<Value, kube::Error> {
+) -> Result<DynamicObject, kube::Error> {
     json_patch_request(client, target, patch, true).await
 }
 
@@ -893,7 +894,7 @@ pub async fn json_patch(
     client: &Client,
     target: &Target,
     patch: &Value,
-) -> Result<Value, kube::Error> {
+) -> Result<DynamicObject, kube::Error> {
     json_patch_request(client, target, patch, false).await
 }
 
@@ -902,48 +903,19 @@ async fn json_patch_request(
     target: &Target,
     patch: &Value,
     dry_run: bool,
-) -> Result<Value, kube::Error> {
-    let (_, resource, namespaced) = dynamic_api(
-        client,
-        &target.api_version,
-        &target.kind,
-        target.namespace.as_deref(),
-    )
-    .await?;
-    let namespace = if namespaced {
-        Some(target.namespace.as_deref().unwrap_or("default"))
-    } else {
-        None
-    };
-    let url_path = resource_url_path(&resource, namespace);
+) -> Result<DynamicObject, kube::Error> {
+    let namespace = target.namespace.as_deref().unwrap_or("default");
+    let (api, _, _) =
+        dynamic_api(client, &target.api_version, &target.kind, Some(namespace)).await?;
+    let operations: json_patch::Patch =
+        serde_json::from_value(patch.clone()).map_err(kube::Error::SerdeError)?;
     let mut params = PatchParams {
         field_manager: Some(FIELD_MANAGER.to_string()),
         ..PatchParams::default()
     };
     params.dry_run = dry_run;
-    // kube builds the URL and query (dryRun, fieldManager) for a merge patch; the body of a
-    // JSON patch is the operations array, so only the content type differs. (kube's own
-    // Patch::Json needs its "jsonpatch" feature and json-patch 4, while meshmedic uses 5.)
-    let mut request = Request::new(url_path)
-        .patch(&target.name, &params, &Patch::Merge(patch))
-        .map_err(kube::Error::BuildRequest)?;
-    request.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json-patch+json"),
-    );
-    client.request::<Value>(request).await
-}
-
-fn resource_url_path(resource: &ApiResource, namespace: Option<&str>) -> String {
-    let prefix = if resource.group.is_empty() {
-        format!("/api/{}", resource.version)
-    } else {
-        format!("/apis/{}/{}", resource.group, resource.version)
-    };
-    match namespace {
-        Some(ns) => format!("{prefix}/namespaces/{ns}/{}", resource.plural),
-        None => format!("{prefix}/{}", resource.plural),
-    }
+    api.patch(&target.name, &params, &Patch::Json::<()>(operations))
+        .await
 }
 
 /// The API server's message for a rejected request, for assertions and failure messages.
