@@ -77,8 +77,15 @@ build() {
         cat "$out/build-$name.log" >&2
         die "$name: go build failed (log: $out/build-$name.log)"
     fi
+    # A binary that cannot even say its version must not land in the cache.
+    local version
+    if ! version="$("$tmp" --version 2>&1)"; then
+        rm -f "$tmp"
+        die "$name: the built binary does not run: $version"
+    fi
+    version="${version%%$'\n'*}"
     mv -f "$tmp" "$out/$name"
-    log "$name: built in $((SECONDS - start))s -> $out/$name"
+    log "$name: built in $((SECONDS - start))s ($version) -> $out/$name"
 }
 
 # kube-apiserver ------------------------------------------------------------------------
@@ -116,8 +123,9 @@ else
     json="$(cd "$istio_dir" && go mod download -json istio.io/api)" \
         || die "go mod download istio.io/api failed: $json"
     dir="$(printf '%s\n' "$json" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
-    [ -n "$dir" ] && [ -s "$dir/kubernetes/customresourcedefinitions.gen.yaml" ] \
-        || die "istio.io/api $istio_version has no kubernetes/customresourcedefinitions.gen.yaml (go said: $json)"
+    if [ -z "$dir" ] || [ ! -s "$dir/kubernetes/customresourcedefinitions.gen.yaml" ]; then
+        die "istio.io/api $istio_version has no kubernetes/customresourcedefinitions.gen.yaml (go said: $json)"
+    fi
     cp "$dir/kubernetes/customresourcedefinitions.gen.yaml" "$istio_crds.tmp.$$"
     chmod 644 "$istio_crds.tmp.$$" # the module cache is read-only
     mv -f "$istio_crds.tmp.$$" "$istio_crds"
