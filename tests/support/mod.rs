@@ -333,7 +333,7 @@ fn start(binaries: &Binaries) -> Result<ControlPlane, String> {
         dir: dir.clone(),
         pids: vec![etcd_pid, apiserver_pid],
     };
-    write_kubeconfig(&control_plane, &pki.ca_pem)?;
+    write_kubeconfig(&control_plane)?;
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -625,9 +625,8 @@ fn write(path: &Path, contents: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn write_kubeconfig(control_plane: &ControlPlane, ca_pem: &str) -> Result<(), String> {
+fn write_kubeconfig(control_plane: &ControlPlane) -> Result<(), String> {
     let ca = control_plane.dir.join("pki").join("ca.crt");
-    debug_assert!(!ca_pem.is_empty());
     let kubeconfig = json!({
         "apiVersion": "v1",
         "kind": "Config",
