@@ -376,7 +376,11 @@ async fn prepare(control_plane: &ControlPlane, istio_crds: &Path) -> Result<(), 
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let params = PatchParams::apply(FIELD_MANAGER).force();
     for file in &files {
-        for crd in read_yaml_documents(file)? {
+        // crds/ also holds its kustomization.yaml: only CRDs are installed.
+        for crd in read_yaml_documents(file)?
+            .into_iter()
+            .filter(|d| d["kind"] == "CustomResourceDefinition")
+        {
             let name = crd["metadata"]["name"]
                 .as_str()
                 .ok_or_else(|| format!("{}: a CRD without metadata.name", file.display()))?
