@@ -56,6 +56,8 @@ async fn install_once() {
 /// An operator replica on its own thread and runtime, like a separate pod: `stop` shuts it down
 /// gracefully (it releases the lease), `kill` drops its runtime mid-flight (it does not).
 struct Replica {
+    /// Where its /metrics, /healthz and /readyz answer.
+    metrics_port: u16,
     stop: watch::Sender<bool>,
     kill: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -63,8 +65,12 @@ struct Replica {
 
 impl Replica {
     fn start(config: Config, lease: &str, identity: &str) -> Replica {
+        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
         let args = RunArgs {
-            metrics_addr: "127.0.0.1:0".parse().expect("address"),
+            metrics_addr: ([127, 0, 0, 1], metrics_port).into(),
             log_format: LogFormat::Text,
             lease_namespace: "meshmedic".into(),
             lease_name: lease.into(),
@@ -93,6 +99,7 @@ impl Replica {
             rt.shutdown_background();
         });
         Replica {
+            metrics_port,
             stop,
             kill: Some(kill),
             thread: Some(thread),
@@ -123,6 +130,26 @@ impl Drop for Replica {
             let _ = k.send(());
         }
     }
+}
+
+/// A plain HTTP/1.1 GET on loopback: (status code, body).
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
 }
 
 /// The shop example in a fresh namespace `ns` (its hosts rewritten to that namespace).
