@@ -26,6 +26,8 @@
 //! directory (logs, kubeconfig) for a look after the run.
 #![allow(dead_code)] // each test binary uses a part of this module
 
+pub mod operator;
+
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::TcpListener;
