@@ -4,6 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod analyze;
+pub mod crd;
 pub mod logs;
 
 #[derive(Parser, Debug)]
@@ -19,6 +21,12 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Analyse manifests offline: every configuration that makes the mesh answer 503, with its fix.
+    Analyze(analyze::AnalyzeArgs),
+    /// Run the operator: watch opted-in namespaces, write Remediations, apply approved fixes.
+    Run(crate::controller::RunArgs),
+    /// Print the Remediation CustomResourceDefinition (YAML).
+    Crd,
     /// Diagnose Envoy access logs: 503s by response flag, mapped to meshmedic's finding codes.
     Logs(logs::LogsArgs),
 }
@@ -26,6 +34,28 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Analyze(args) => analyze::run(args),
+        Command::Crd => crd::run(),
+        Command::Run(args) => run_operator(args),
         Command::Logs(args) => logs::run(args),
+    }
+}
+
+fn run_operator(args: crate::controller::RunArgs) -> ExitCode {
+    crate::controller::init_logging(args.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("meshmedic: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(crate::controller::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "meshmedic stopped");
+            eprintln!("meshmedic: {e}");
+            ExitCode::from(1)
+        }
     }
 }

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Every test meshmedic has, in the order a failure is cheapest to see: formatting, lints, then
+# the Kubernetes test control plane (built from Go modules on first use, cached after), then
+# unit and integration tests, then a short fuzz run of the access-log parser.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --check
+
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+echo "== provisioning the test control plane (scripts/k8s-test-env.sh)"
+exports="$(scripts/k8s-test-env.sh)"
+eval "$exports"
+
+echo "== cargo test"
+cargo test --all-features
+
+if [ -x fuzz/run-short.sh ]; then
+    echo "== short fuzz run (fuzz/run-short.sh)"
+    fuzz/run-short.sh
+fi

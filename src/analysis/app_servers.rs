@@ -1,0 +1,352 @@
+//! What an application server does with idle keep-alive connections, learned from the pod
+//! template: meshmedic's annotation, a server's own flag or env var, or the known default of the
+//! server detected from image, command and args. When nothing is known the answer is
+//! [`AppIdle::Unknown`] and no finding follows: meshmedic never guesses.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Container;
+
+use crate::model::{duration, keys};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum AppIdle {
+    /// The app closes idle connections after this long.
+    Closes {
+        after: Duration,
+        why: String,
+    },
+    /// The app keeps no idle connections, or never times them out: it cannot race the proxy.
+    NoRace {
+        why: String,
+    },
+    Unknown,
+}
+
+/// Splits command and args into words, so `sh -c "gunicorn -k gevent app"` is read too.
+pub fn words(container: &Container) -> Vec<String> {
+    container
+        .command
+        .iter()
+        .flatten()
+        .chain(container.args.iter().flatten())
+        .flat_map(|a| a.split_whitespace())
+        .map(|w| w.trim_matches(|c| c == '"' || c == '\'').to_string())
+        .collect()
+}
+
+/// The value of `--flag VALUE` or `--flag=VALUE` among words.
+pub fn flag_value<'a>(words: &'a [String], names: &[&str]) -> Option<&'a str> {
+    for (i, w) in words.iter().enumerate() {
+        for name in names {
+            if w == name {
+                return words.get(i + 1).map(String::as_str);
+            }
+            if let Some(v) = w.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
+                return Some(v);
+            }
+        }
+    }
+    None
+}
+
+fn env<'a>(container: &'a Container, name: &str) -> Option<&'a str> {
+    container
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.as_deref())
+}
+
+fn runs(words: &[String], program: &str) -> bool {
+    words
+        .iter()
+        .any(|w| w.rsplit('/').next() == Some(program) || w.starts_with(&format!("{program}:")))
+}
+
+/// `registry/path/name:tag@digest` → (`path/name`, tag).
+pub fn image_name_and_tag(image: &str) -> (String, Option<String>) {
+    let image = image.split('@').next().unwrap_or(image);
+    let (name, tag) = match image.rsplit_once(':') {
+        Some((n, t)) if !t.contains('/') => (n, Some(t.to_string())),
+        _ => (image, None),
+    };
+    // Drop a registry host (it has a dot or a port, or is localhost).
+    let name = match name.split_once('/') {
+        Some((first, rest))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
+            rest
+        }
+        _ => name,
+    };
+    (name.trim_start_matches("library/").to_string(), tag)
+}
+
+fn major_version(tag: Option<&str>) -> Option<u32> {
+    let tag = tag?.trim_start_matches('v');
+    tag.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn secs(n: &str) -> Option<Duration> {
+    n.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| *v >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+/// What the app in `container` does with idle connections. `annotation` is the
+/// `meshmedic.io/app-idle-timeout` value from the pod template or the Service, already validated
+/// when the snapshot was built.
+pub fn app_idle(container: &Container, annotation: Option<(&str, &str)>) -> AppIdle {
+    if let Some((value, owner)) = annotation
+        && let Ok(after) = duration::parse(value)
+    {
+        return AppIdle::Closes {
+            after,
+            why: format!("{} {value:?} on {owner}", keys::APP_IDLE_TIMEOUT),
+        };
+    }
+    let words = words(container);
+    let image = container.image.as_deref().unwrap_or_default();
+    let (image_name, tag) = image_name_and_tag(image);
+    let base = image_name.rsplit('/').next().unwrap_or_default();
+
+    // gunicorn (docs.gunicorn.org, settings: `keepalive` default 2s; the default `sync` worker
+    // closes every connection after the response, so only other worker classes keep them).
+    if runs(&words, "gunicorn") {
+        let mut gunicorn_words = words.clone();
+        if let Some(extra) = env(container, "GUNICORN_CMD_ARGS") {
+            gunicorn_words.extend(extra.split_whitespace().map(str::to_string));
+        }
+        let worker = flag_value(&gunicorn_words, &["-k", "--worker-class"]).unwrap_or("sync");
+        if worker == "sync" {
+            return AppIdle::NoRace {
+                why: "gunicorn's default sync worker does not keep connections alive".to_string(),
+            };
+        }
+        if let Some(after) =
+            flag_value(&gunicorn_words, &["--keep-alive", "--keepalive"]).and_then(secs)
+        {
+            return AppIdle::Closes {
+                after,
+                why: format!("gunicorn --keep-alive with worker {worker}"),
+            };
+        }
+        return AppIdle::Closes {
+            after: Duration::from_secs(2),
+            why: format!("gunicorn default keepalive (2s) with worker {worker}"),
+        };
+    }
+    // uvicorn (uvicorn.org/settings: `--timeout-keep-alive`, default 5s).
+    if runs(&words, "uvicorn") {
+        let flag = flag_value(&words, &["--timeout-keep-alive"])
+            .or_else(|| env(container, "UVICORN_TIMEOUT_KEEP_ALIVE"));
+        return match flag.and_then(secs) {
+            Some(after) => AppIdle::Closes {
+                after,
+                why: "uvicorn --timeout-keep-alive".to_string(),
+            },
+            None => AppIdle::Closes {
+                after: Duration::from_secs(5),
+                why: "uvicorn default --timeout-keep-alive (5s)".to_string(),
+            },
+        };
+    }
+    // hypercorn (hypercorn docs, configuration: `keep_alive_timeout` default 5s).
+    if runs(&words, "hypercorn") {
+        return match flag_value(&words, &["--keep-alive"]).and_then(secs) {
+            Some(after) => AppIdle::Closes {
+                after,
+                why: "hypercorn --keep-alive".to_string(),
+            },
+            None => AppIdle::Closes {
+                after: Duration::from_secs(5),
+                why: "hypercorn default keep_alive_timeout (5s)".to_string(),
+            },
+        };
+    }
+    // Puma (puma.io, `persistent_timeout`: 20s; 65s from Puma 7). The image does not tell the
+    // Puma version, so the shorter value is used: a fix for it is also right for Puma 7.
+    if runs(&words, "puma") {
+        return AppIdle::Closes {
+            after: Duration::from_secs(20),
+            why: "Puma default persistent_timeout (20s before Puma 7, 65s from 7; the shorter is assumed)"
+                .to_string(),
+        };
+    }
+    // Node.js (nodejs.org/api/http.html, `server.keepAliveTimeout`: 5s; 65s from Node 26).
+    if base == "node" || runs(&words, "node") || runs(&words, "npm") {
+        let major = if base == "node" {
+            major_version(tag.as_deref())
+        } else {
+            None
+        };
+        return match major {
+            Some(v) if v >= 26 => AppIdle::Closes {
+                after: Duration::from_secs(65),
+                why: format!("Node.js {v} default server.keepAliveTimeout (65s)"),
+            },
+            Some(v) => AppIdle::Closes {
+                after: Duration::from_secs(5),
+                why: format!("Node.js {v} default server.keepAliveTimeout (5s)"),
+            },
+            None => AppIdle::Closes {
+                after: Duration::from_secs(5),
+                why: "Node.js default server.keepAliveTimeout (5s before Node 26; version unknown, the shorter is assumed)".to_string(),
+            },
+        };
+    }
+    let known = |secs: u64, why: &str| AppIdle::Closes {
+        after: Duration::from_secs(secs),
+        why: format!("{why} (image {image})"),
+    };
+    match base {
+        // nginx.org/en/docs/http/ngx_http_core_module.html#keepalive_timeout: 75s.
+        "nginx" | "nginx-unprivileged" | "openresty" => {
+            known(75, "nginx default keepalive_timeout 75s")
+        }
+        // httpd.apache.org/docs/2.4/mod/core.html#keepalivetimeout: 5s.
+        "httpd" => known(5, "Apache httpd default KeepAliveTimeout 5s"),
+        // The official tomcat image's conf/server.xml sets connectionTimeout="20000", and
+        // keepAliveTimeout defaults to connectionTimeout (tomcat.apache.org/tomcat-10.1-doc/config/http.html).
+        // (Embedded Tomcat without server.xml, as in Spring Boot, uses the attribute default 60s.)
+        "tomcat" => known(
+            20,
+            "Tomcat image server.xml connectionTimeout 20s (keepAliveTimeout defaults to it)",
+        ),
+        // eclipse.dev/jetty documentation: connector idleTimeout 30000ms.
+        "jetty" => known(30, "Jetty default connector idleTimeout 30s"),
+        // learn.microsoft.com, KestrelServerLimits.KeepAliveTimeout: 130s.
+        "aspnet" if image_name.contains("dotnet") => {
+            known(130, "Kestrel default KeepAliveTimeout 130s")
+        }
+        // Envoy's own HTTP connection manager idle_timeout default: 1h.
+        "envoy" | "envoy-distroless" => known(3600, "Envoy default idle_timeout 1h"),
+        _ => AppIdle::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::EnvVar;
+
+    fn container(image: &str, args: &[&str]) -> Container {
+        Container {
+            name: "app".into(),
+            image: Some(image.into()),
+            args: Some(args.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        }
+    }
+
+    fn after(a: AppIdle) -> Option<Duration> {
+        match a {
+            AppIdle::Closes { after, .. } => Some(after),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn annotation_wins() {
+        let c = container("nginx:1.27", &[]);
+        assert_eq!(
+            after(app_idle(&c, Some(("10s", "Deployment a/b")))),
+            Some(Duration::from_secs(10))
+        );
+    }
+
+    #[test]
+    fn gunicorn_sync_cannot_race_but_other_workers_can() {
+        let c = container("python:3.12", &["gunicorn", "app:app"]);
+        assert!(matches!(app_idle(&c, None), AppIdle::NoRace { .. }));
+        let c = container(
+            "python:3.12",
+            &["gunicorn -k gevent --keep-alive 7 app:app"],
+        );
+        assert_eq!(after(app_idle(&c, None)), Some(Duration::from_secs(7)));
+        let mut c = container("python:3.12", &["gunicorn", "app:app"]);
+        c.env = Some(vec![EnvVar {
+            name: "GUNICORN_CMD_ARGS".into(),
+            value: Some("--worker-class=gthread".into()),
+            ..Default::default()
+        }]);
+        assert_eq!(after(app_idle(&c, None)), Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn uvicorn_flag_and_default() {
+        let c = container(
+            "python:3.12",
+            &["uvicorn", "main:app", "--timeout-keep-alive=30"],
+        );
+        assert_eq!(after(app_idle(&c, None)), Some(Duration::from_secs(30)));
+        let c = container("python:3.12", &["python", "-m", "uvicorn", "main:app"]);
+        assert_eq!(after(app_idle(&c, None)), Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn node_version_from_tag() {
+        assert_eq!(
+            after(app_idle(&container("node:20-alpine", &[]), None)),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            after(app_idle(&container("docker.io/library/node:26", &[]), None)),
+            Some(Duration::from_secs(65))
+        );
+        assert_eq!(
+            after(app_idle(&container("node:lts", &[]), None)),
+            Some(Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn images_and_unknowns() {
+        assert_eq!(
+            after(app_idle(&container("nginx:1.27", &[]), None)),
+            Some(Duration::from_secs(75))
+        );
+        assert_eq!(
+            after(app_idle(
+                &container("registry.example.com:5000/httpd:2.4", &[]),
+                None
+            )),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            after(app_idle(
+                &container("mcr.microsoft.com/dotnet/aspnet:8.0", &[]),
+                None
+            )),
+            Some(Duration::from_secs(130))
+        );
+        assert_eq!(
+            app_idle(&container("golang:1.23", &["/app"]), None),
+            AppIdle::Unknown
+        );
+        assert_eq!(
+            app_idle(&container("example/shop:1.0", &[]), None),
+            AppIdle::Unknown
+        );
+    }
+
+    #[test]
+    fn image_parsing() {
+        assert_eq!(image_name_and_tag("nginx"), ("nginx".into(), None));
+        assert_eq!(
+            image_name_and_tag("localhost:5000/a/b:1@sha256:x"),
+            ("a/b".into(), Some("1".into()))
+        );
+        assert_eq!(
+            image_name_and_tag("docker.io/library/node:20"),
+            ("node".into(), Some("20".into()))
+        );
+    }
+}

@@ -1,0 +1,398 @@
+//! `idle-timeout-mismatch`: the server's sidecar keeps idle upstream connections to the app
+//! longer than the app does. The app closes one first, the proxy reuses it, and the request
+//! fails with 503 UC. Fix: an idle timeout slightly shorter than the app's, at the level that is
+//! in force today (so that it wins), on the DestinationRule or Sidecar Istio applies, or on a new
+//! DestinationRule when none applies.
+//!
+//! The value written is `app − max(1s, 10% of app)`, in whole seconds from 2s up (a 5s app gets
+//! 4s, 75s gets 67s); an app at 1s or less gets half of it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::{Value, json};
+
+use super::app_servers::{AppIdle, app_idle};
+use super::{Code, Finding, Protocol, Severity, Sink, WorkloadRef, port_protocol};
+use crate::model::workload::Workload;
+use crate::model::{ObjectRef, duration, keys};
+use crate::remediation::{Edit, Remediation, creation_labels};
+use crate::snapshot::lookup::PoolLevel;
+use crate::snapshot::{Snapshot, hosts};
+
+/// Envoy's and Istio's default idle timeout for upstream connections.
+pub const PROXY_DEFAULT: Duration = Duration::from_secs(3600);
+
+/// The idle timeout meshmedic proposes for an app that closes idle connections after `app`.
+pub fn proposed_timeout(app: Duration) -> Duration {
+    if app <= Duration::from_secs(1) {
+        return app / 2;
+    }
+    let margin = std::cmp::max(Duration::from_secs(1), app / 10);
+    let value = app - margin;
+    if value >= Duration::from_secs(2) {
+        Duration::from_secs(value.as_secs())
+    } else {
+        Duration::from_millis(value.as_millis() as u64)
+    }
+}
+
+/// The proxy's effective idle timeout from the level in force (`None` when `0s` disables it).
+fn effective(level: Option<&PoolLevel>, protocol: Protocol) -> (Option<Duration>, String) {
+    let Some(level) = level else {
+        return (
+            Some(PROXY_DEFAULT),
+            "Istio default (1h): no connection pool sets one".to_string(),
+        );
+    };
+    let http = level.pool.http.as_ref().and_then(|h| h.idle_timeout);
+    let tcp = level.pool.tcp.as_ref().and_then(|t| t.idle_timeout);
+    let (value, field) = match (protocol, http, tcp) {
+        (Protocol::Tcp, _, Some(t)) => (t.0, "tcp.idleTimeout"),
+        (Protocol::Tcp, _, None) => (PROXY_DEFAULT, "no tcp.idleTimeout, default 1h"),
+        (_, Some(h), _) => (h.0, "http.idleTimeout"),
+        (_, None, Some(t)) => (t.0, "tcp.idleTimeout (no http.idleTimeout)"),
+        (_, None, None) => (PROXY_DEFAULT, "no idleTimeout, default 1h"),
+    };
+    let shown = if value.is_zero() {
+        "0s (disabled: never times out)".to_string()
+    } else {
+        duration::format(value)
+    };
+    // `0s` disables the timeout for http (Envoy `idle_timeout: 0`) as for tcp.
+    let value = if value.is_zero() { None } else { Some(value) };
+    (value, format!("{}: {field} {shown}", level.description))
+}
+
+struct PortProblem {
+    service_port: i32,
+    protocol: Protocol,
+    app: Duration,
+    app_why: String,
+    proxy_why: String,
+    workload: String,
+    level: Option<PoolLevel>,
+}
+
+pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
+    for (s, service) in snapshot.services.iter().enumerate() {
+        if !sink.wants(&service.meta.namespace) {
+            continue;
+        }
+        let host = snapshot.service_host(service);
+        let ns = &service.meta.namespace;
+        // Problems grouped by the object the fix patches (or a new DR when none applies).
+        let mut by_target: BTreeMap<Option<ObjectRef>, (Option<usize>, Vec<PortProblem>)> =
+            BTreeMap::new();
+        let mut evidence_extra = Vec::new();
+        for workload in snapshot.workloads_of(s) {
+            if !snapshot.is_injected(workload) {
+                continue;
+            }
+            let applied = snapshot.destination_rule_for(&host, ns, ns, &workload.pod_labels);
+            for port in service.spec.ports.iter().flatten() {
+                let protocol = port_protocol(port);
+                let target = port
+                    .target_port
+                    .clone()
+                    .unwrap_or(IntOrString::Int(port.port));
+                let Some(target_port) = workload.resolve_port(&target) else {
+                    continue;
+                };
+                let Some(container) = container_for(workload, target_port) else {
+                    continue;
+                };
+                let annotation = workload
+                    .annotation(keys::APP_IDLE_TIMEOUT)
+                    .map(|v| (v, format!("{} pod template", describe(workload))))
+                    .or_else(|| {
+                        service
+                            .meta
+                            .annotations
+                            .get(keys::APP_IDLE_TIMEOUT)
+                            .map(|v| (v.as_str(), service.describe()))
+                    });
+                let app = app_idle(
+                    container,
+                    annotation.as_ref().map(|(v, o)| (*v, o.as_str())),
+                );
+                let AppIdle::Closes { after, why } = app else {
+                    continue;
+                };
+                let levels = snapshot.inbound_pool_levels(
+                    workload,
+                    target_port,
+                    applied.as_ref(),
+                    port.port,
+                );
+                let level = levels.first().cloned();
+                let (proxy, proxy_why) = effective(level.as_ref(), protocol);
+                if proxy.is_some_and(|p| p < after) {
+                    continue;
+                }
+                // Which object the fix goes to: the Sidecar whose level is in force; else the DR
+                // Istio applies when it is this service's own (same namespace, exact host); else a
+                // new DR for this host.
+                let (target, dr_index) = match &level {
+                    Some(l)
+                        if l.pointer.starts_with("/spec/ingress")
+                            || l.pointer.starts_with("/spec/inboundConnectionPool") =>
+                    {
+                        (
+                            snapshot
+                                .sidecar_for(workload)
+                                .map(|(_, sc)| sc.object_ref()),
+                            None,
+                        )
+                    }
+                    _ => match &applied {
+                        Some(a)
+                            if a.rule.meta.namespace == *ns
+                                && hosts::resolve(
+                                    &a.rule.spec.host,
+                                    ns,
+                                    &snapshot.cluster_domain,
+                                ) == host =>
+                        {
+                            (Some(a.rule.object_ref()), Some(a.index))
+                        }
+                        Some(a) => {
+                            evidence_extra.push(format!(
+                                "{} applies to {host} but is shared (another namespace or a wildcard host); \
+                                 a DestinationRule for this host alone is proposed, copying its trafficPolicy",
+                                a.rule.describe()
+                            ));
+                            (None, Some(a.index))
+                        }
+                        None => (None, None),
+                    },
+                };
+                let entry = by_target.entry(target).or_insert((dr_index, Vec::new()));
+                entry.1.push(PortProblem {
+                    service_port: port.port,
+                    protocol,
+                    app: after,
+                    app_why: why,
+                    proxy_why,
+                    workload: describe(workload),
+                    level,
+                });
+            }
+        }
+        for dr in snapshot
+            .destination_rules_naming(&host)
+            .map(|i| &snapshot.destination_rules[i])
+        {
+            let rule_host =
+                hosts::resolve(&dr.spec.host, &dr.meta.namespace, &snapshot.cluster_domain);
+            if hosts::matches(&rule_host, &host)
+                && !hosts::visible(&dr.spec.export_to, &dr.meta.namespace, ns)
+            {
+                evidence_extra.push(format!(
+                    "{} is not visible from namespace {ns} (exportTo {:?}), so the server's sidecar does not apply it",
+                    dr.describe(),
+                    dr.spec.export_to
+                ));
+            }
+        }
+        // `name.namespace` is not expanded by Istio: such a rule applies to nothing.
+        let short = format!("{}.{ns}", service.meta.name);
+        for dr in snapshot
+            .destination_rules_naming(&short)
+            .map(|i| &snapshot.destination_rules[i])
+        {
+            if hosts::looks_like_unexpanded_short_name(&dr.spec.host)
+                && dr.spec.host.eq_ignore_ascii_case(&short)
+            {
+                evidence_extra.push(format!(
+                    "{} has host {:?}, which Istio does not expand to {host}: it applies to nothing",
+                    dr.describe(),
+                    dr.spec.host
+                ));
+            }
+        }
+        for (target, (dr_index, problems)) in by_target {
+            sink.push(finding(
+                snapshot,
+                s,
+                &host,
+                target,
+                dr_index,
+                problems,
+                &evidence_extra,
+            ));
+        }
+    }
+}
+
+fn describe(w: &Workload) -> String {
+    format!("{} {}/{}", w.kind, w.meta.namespace, w.meta.name)
+}
+
+/// The app container that listens on a port (or the only app container).
+fn container_for(workload: &Workload, port: i32) -> Option<&k8s_openapi::api::core::v1::Container> {
+    let mut apps = workload.app_containers();
+    let by_port = workload
+        .app_containers()
+        .find(|c| c.ports.iter().flatten().any(|p| p.container_port == port));
+    by_port.or_else(|| {
+        let first = apps.next();
+        if apps.next().is_none() { first } else { None }
+    })
+}
+
+fn field_for(protocol: Protocol) -> &'static str {
+    if protocol == Protocol::Tcp {
+        "tcp"
+    } else {
+        "http"
+    }
+}
+
+fn finding(
+    snapshot: &Snapshot,
+    s: usize,
+    host: &str,
+    target: Option<ObjectRef>,
+    dr_index: Option<usize>,
+    problems: Vec<PortProblem>,
+    evidence_extra: &[String],
+) -> Result<Finding, crate::remediation::PlanError> {
+    let service = &snapshot.services[s];
+    let ns = &service.meta.namespace;
+    let app = problems
+        .iter()
+        .map(|p| p.app)
+        .min()
+        .unwrap_or(PROXY_DEFAULT);
+    let value = proposed_timeout(app);
+    let value_text = duration::format(value);
+    let mut evidence: Vec<String> = problems
+        .iter()
+        .map(|p| {
+            format!(
+                "port {}: {} closes idle connections after {} ({}); the server's sidecar keeps them for {}",
+                p.service_port, p.workload, duration::format(p.app), p.app_why, p.proxy_why
+            )
+        })
+        .collect();
+    evidence.extend(evidence_extra.iter().cloned());
+    evidence.sort();
+    evidence.dedup();
+
+    let remediation = match target {
+        Some(target) => {
+            let raw = snapshot.raw_object(&target).cloned().unwrap_or(Value::Null);
+            let mut edits = Vec::new();
+            for p in &problems {
+                let base = match &p.level {
+                    Some(l)
+                        if target.kind == "Sidecar"
+                            || l.pointer.starts_with("/spec/trafficPolicy") =>
+                    {
+                        l.pointer.clone()
+                    }
+                    _ => "/spec/trafficPolicy/connectionPool".to_string(),
+                };
+                let edit = Edit::at(
+                    &format!("{base}/{}/idleTimeout", field_for(p.protocol)),
+                    None,
+                    json!(value_text),
+                );
+                if !edits.contains(&edit) {
+                    edits.push(edit);
+                }
+            }
+            // Lowering an idle timeout only opens a few more connections: safe to apply.
+            Remediation::patch(target, &raw, edits, true)?
+        }
+        None => {
+            let mut spec = match dr_index {
+                Some(i) => snapshot.destination_rules[i]
+                    .raw
+                    .get("spec")
+                    .cloned()
+                    .unwrap_or_else(|| json!({})),
+                None => json!({}),
+            };
+            if let Some(map) = spec.as_object_mut() {
+                map.insert("host".into(), json!(host));
+                map.remove("exportTo");
+            }
+            let mut resource = json!({
+                "apiVersion": "networking.istio.io/v1",
+                "kind": "DestinationRule",
+                "metadata": {
+                    "name": format!("{}-idle-timeout", service.meta.name),
+                    "namespace": ns,
+                    "labels": creation_labels(),
+                },
+                "spec": spec,
+            });
+            for p in &problems {
+                let pointer = match &p.level {
+                    Some(l) if l.pointer.starts_with("/spec/trafficPolicy") => l.pointer.clone(),
+                    _ => "/spec/trafficPolicy/connectionPool".to_string(),
+                };
+                let path = format!("{pointer}/{}/idleTimeout", field_for(p.protocol));
+                set_pointer(&mut resource, &path, json!(value_text));
+            }
+            Remediation::create(resource, true)
+        }
+    };
+    Ok(Finding {
+        code: Code::IdleTimeoutMismatch,
+        severity: Severity::Warning,
+        namespace: ns.clone(),
+        service: Some(service.meta.name.clone()),
+        workload: None,
+        message: format!(
+            "sidecar idle timeout is not shorter than the app's ({}): idle connections the app closes are reused and answer 503 UC; set it to {value_text} on {}",
+            duration::format(app),
+            remediation.target
+        ),
+        evidence,
+        remediation,
+    })
+    .map(|mut f| {
+        if let [only] = problems.as_slice()
+            && let Some(w) = snapshot.workloads_of(s).find(|w| describe(w) == only.workload)
+        {
+            f.workload = Some(WorkloadRef { kind: w.kind.clone(), name: w.meta.name.clone() });
+        }
+        f
+    })
+}
+
+/// Sets a value at a JSON pointer, creating objects on the way.
+fn set_pointer(doc: &mut Value, pointer: &str, value: Value) {
+    let mut node = doc;
+    let tokens: Vec<&str> = pointer.split('/').skip(1).collect();
+    for (i, token) in tokens.iter().enumerate() {
+        let last = i + 1 == tokens.len();
+        node = match node {
+            Value::Array(items) => match token.parse::<usize>().ok().and_then(|i| items.get_mut(i))
+            {
+                Some(n) => n,
+                None => return,
+            },
+            other => {
+                if !other.is_object() {
+                    *other = json!({});
+                }
+                let Some(map) = other.as_object_mut() else {
+                    return;
+                };
+                if last {
+                    map.insert((*token).to_string(), value);
+                    return;
+                }
+                map.entry((*token).to_string()).or_insert_with(|| json!({}))
+            }
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,637 @@
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::proposed_timeout;
+use crate::analysis::test_support::{
+    assert_patch_consistent, has_evidence, none_of, only_of, snapshot,
+};
+use crate::analysis::{Code, Finding, Severity, WorkloadRef};
+use crate::remediation::Action;
+use crate::snapshot::Snapshot;
+
+const FQDN: &str = "web.shop.svc.cluster.local";
+
+const NS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio-injection: enabled}}
+"#;
+
+const SERVICE: &str = r#"
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {selector: {app: web}, ports: [{name: http, port: 80, targetPort: 8080}]}
+"#;
+
+/// The namespace, a Deployment `web` whose only container is `container` (a flow mapping) with
+/// pod-template `annotations` (a flow mapping), and the Service `web` (80 → 8080).
+fn mesh_with(container: &str, annotations: &str) -> String {
+    format!(
+        r#"{NS}---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: shop}}
+spec:
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}, annotations: {annotations}}}
+    spec:
+      containers:
+      - {container}
+{SERVICE}"#
+    )
+}
+
+/// nginx: keep-alive idle timeout 75s.
+fn nginx() -> String {
+    mesh_with(
+        r#"{name: nginx, image: "nginx:1.27", ports: [{containerPort: 8080}]}"#,
+        "{}",
+    )
+}
+
+fn with(base: &str, extra: &str) -> String {
+    format!("{base}---\n{extra}")
+}
+
+const CODE: Code = Code::IdleTimeoutMismatch;
+
+fn only(snap: &Snapshot) -> Finding {
+    only_of(snap, CODE)
+}
+
+fn none(yaml: &str) {
+    none_of(yaml, CODE)
+}
+
+fn dr(name: &str, host: &str, traffic_policy: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  host: {host}\n  trafficPolicy: {traffic_policy}\n"
+    )
+}
+
+#[test]
+fn no_destination_rule_creates_one_against_the_1h_default() {
+    let snap = snapshot(&nginx());
+    let f = only(&snap);
+    assert_eq!(f.severity, Severity::Warning);
+    assert_eq!(f.namespace, "shop");
+    assert_eq!(f.service.as_deref(), Some("web"));
+    assert_eq!(
+        f.workload,
+        Some(WorkloadRef {
+            kind: "Deployment".into(),
+            name: "web".into()
+        })
+    );
+    assert!(has_evidence(&f, "Istio default (1h)"));
+    assert!(has_evidence(&f, "75s"));
+    let r = &f.remediation;
+    assert_eq!(r.action, Action::Create);
+    assert!(r.safe_to_auto_apply);
+    assert!(r.patch.is_none());
+    assert_eq!(r.target.kind, "DestinationRule");
+    assert_eq!(r.target.namespace, "shop");
+    assert_eq!(r.target.name, "web-idle-timeout");
+    assert_eq!(
+        r.resource,
+        json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "DestinationRule",
+            "metadata": {
+                "name": "web-idle-timeout",
+                "namespace": "shop",
+                "labels": {"app.kubernetes.io/managed-by": "meshmedic"},
+            },
+            "spec": {
+                "host": FQDN,
+                "trafficPolicy": {"connectionPool": {"http": {"idleTimeout": "67s"}}},
+            },
+        })
+    );
+    assert_patch_consistent(&snap, &f);
+}
+
+#[test]
+fn tcp_idle_timeout_longer_than_the_app_gets_an_http_idle_timeout() {
+    let yaml = with(
+        &nginx(),
+        &dr(
+            "web",
+            "web",
+            "{connectionPool: {tcp: {idleTimeout: 2h, maxConnections: 100}}, tls: {mode: ISTIO_MUTUAL}}",
+        ),
+    );
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert!(has_evidence(&f, "tcp.idleTimeout (no http.idleTimeout) 2h"));
+    let r = &f.remediation;
+    assert_eq!(r.action, Action::Patch);
+    assert!(r.safe_to_auto_apply);
+    assert_eq!(
+        (r.target.kind.as_str(), r.target.name.as_str()),
+        ("DestinationRule", "web")
+    );
+    assert_eq!(
+        r.resource["spec"]["trafficPolicy"],
+        json!({
+            "connectionPool": {
+                "tcp": {"idleTimeout": "2h", "maxConnections": 100},
+                "http": {"idleTimeout": "67s"},
+            },
+            "tls": {"mode": "ISTIO_MUTUAL"},
+        })
+    );
+    assert_patch_consistent(&snap, &f);
+}
+
+#[test]
+fn a_5s_app_gets_4s() {
+    let yaml = with(
+        &mesh_with(
+            r#"{name: httpd, image: "httpd:2.4", ports: [{containerPort: 8080}]}"#,
+            "{}",
+        ),
+        &dr("web", "web", "{connectionPool: {http: {idleTimeout: 30s}}}"),
+    );
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    let r = &f.remediation;
+    assert_eq!(r.action, Action::Patch);
+    assert_eq!(
+        r.resource["spec"]["trafficPolicy"]["connectionPool"]["http"]["idleTimeout"],
+        "4s"
+    );
+    assert!(
+        r.patch.as_ref().unwrap().contains(&json!({
+            "op": "test",
+            "path": "/spec/trafficPolicy/connectionPool/http/idleTimeout",
+            "value": "30s",
+        })),
+        "the patch pins the old value"
+    );
+    assert_patch_consistent(&snap, &f);
+}
+
+#[test]
+fn a_shorter_proxy_timeout_is_no_finding() {
+    none(&with(
+        &nginx(),
+        &dr("web", "web", "{connectionPool: {http: {idleTimeout: 30s}}}"),
+    ));
+    // tcp.idleTimeout counts when http.idleTimeout is unset.
+    none(&with(
+        &nginx(),
+        &dr("web", "web", "{connectionPool: {tcp: {idleTimeout: 60s}}}"),
+    ));
+    // http.idleTimeout wins over a longer tcp one.
+    none(&with(
+        &nginx(),
+        &dr(
+            "web",
+            "web",
+            "{connectionPool: {http: {idleTimeout: 60s}, tcp: {idleTimeout: 2h}}}",
+        ),
+    ));
+}
+
+#[test]
+fn an_http_idle_timeout_of_0s_disables_it_and_is_a_finding() {
+    // Envoy: "To disable idle timeouts explicitly set this to 0"; the proxy never closes them.
+    let yaml = with(
+        &nginx(),
+        &dr("web", "web", "{connectionPool: {http: {idleTimeout: 0s}}}"),
+    );
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert!(has_evidence(&f, "disabled"));
+    assert_eq!(
+        f.remediation.resource["spec"]["trafficPolicy"]["connectionPool"]["http"]["idleTimeout"],
+        "67s"
+    );
+    assert_patch_consistent(&snap, &f);
+}
+
+#[test]
+fn port_level_settings_for_the_port_win_and_get_the_patch() {
+    let yaml = with(
+        &nginx(),
+        &dr(
+            "web",
+            "web",
+            "{connectionPool: {http: {idleTimeout: 30s}}, portLevelSettings: [{port: {number: 80}, connectionPool: {http: {idleTimeout: 2h}}}]}",
+        ),
+    );
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert!(has_evidence(&f, "portLevelSettings[0] (port 80)"));
+    let r = &f.remediation;
+    assert_eq!(r.target.name, "web");
+    let ops = r.patch.as_ref().unwrap();
+    assert!(ops.contains(&json!({
+        "op": "replace",
+        "path": "/spec/trafficPolicy/portLevelSettings/0/connectionPool/http/idleTimeout",
+        "value": "67s",
+    })));
+    let policy = &r.resource["spec"]["trafficPolicy"];
+    assert_eq!(
+        policy["portLevelSettings"][0]["connectionPool"]["http"]["idleTimeout"],
+        "67s"
+    );
+    assert_eq!(
+        policy["connectionPool"]["http"]["idleTimeout"], "30s",
+        "top level untouched"
+    );
+    assert_patch_consistent(&snap, &f);
+
+    // The reverse: a short port-level value wins over a long top-level one.
+    none(&with(
+        &nginx(),
+        &dr(
+            "web",
+            "web",
+            "{connectionPool: {http: {idleTimeout: 2h}}, portLevelSettings: [{port: {number: 80}, connectionPool: {http: {idleTimeout: 30s}}}]}",
+        ),
+    ));
+}
+
+#[test]
+fn port_level_settings_for_another_port_do_not_apply() {
+    none(&with(
+        &nginx(),
+        &dr(
+            "web",
+            "web",
+            "{connectionPool: {http: {idleTimeout: 30s}}, portLevelSettings: [{port: {number: 9090}, connectionPool: {http: {idleTimeout: 2h}}}]}",
+        ),
+    ));
+}
+
+#[test]
+fn a_subset_idle_timeout_does_not_fix_the_inbound_side() {
+    let yaml = with(
+        &nginx(),
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: web, namespace: shop}\nspec:\n  host: web\n  subsets:\n  - {name: v1, labels: {version: v1}, trafficPolicy: {connectionPool: {http: {idleTimeout: 30s}}}}\n",
+    );
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    let r = &f.remediation;
+    assert_eq!(r.action, Action::Patch);
+    assert_eq!(r.target.name, "web");
+    assert_eq!(
+        r.resource["spec"]["trafficPolicy"],
+        json!({"connectionPool": {"http": {"idleTimeout": "67s"}}})
+    );
+    assert_eq!(
+        r.resource["spec"]["subsets"][0]["trafficPolicy"]["connectionPool"]["http"]["idleTimeout"],
+        "30s",
+        "subsets are kept as they are"
+    );
+    assert_patch_consistent(&snap, &f);
+}
+
+#[test]
+fn a_rule_exported_only_to_another_namespace_is_not_applied() {
+    let yaml = with(
+        &nginx(),
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: web, namespace: shop}\nspec:\n  host: web\n  exportTo: [other]\n  trafficPolicy: {connectionPool: {http: {idleTimeout: 30s}}}\n",
+    );
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert!(has_evidence(
+        &f,
+        "DestinationRule shop/web is not visible from namespace shop"
+    ));
+    let r = &f.remediation;
+    assert_eq!(r.action, Action::Create);
+    assert_eq!(r.target.name, "web-idle-timeout");
+    assert_eq!(
+        r.resource["spec"],
+        json!({"host": FQDN, "trafficPolicy": {"connectionPool": {"http": {"idleTimeout": "67s"}}}})
+    );
+    assert_patch_consistent(&snap, &f);
+
+    // Exported to its own namespace: applied, and 30s is already shorter.
+    none(&with(
+        &nginx(),
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: web, namespace: shop}\nspec:\n  host: web\n  exportTo: [\".\"]\n  trafficPolicy: {connectionPool: {http: {idleTimeout: 30s}}}\n",
+    ));
+}
+
+#[test]
+fn short_and_full_host_names_both_name_the_service() {
+    for host in ["web", FQDN] {
+        let yaml = with(
+            &nginx(),
+            &dr(
+                "web-dr",
+                host,
+                "{connectionPool: {http: {idleTimeout: 2h}}}",
+            ),
+        );
+        let snap = snapshot(&yaml);
+        let f = only(&snap);
+        let r = &f.remediation;
+        assert_eq!(r.action, Action::Patch, "host {host}");
+        assert_eq!(r.target.name, "web-dr", "host {host}");
+        assert_eq!(r.resource["spec"]["host"], host, "host kept as written");
+        assert_eq!(
+            r.resource["spec"]["trafficPolicy"]["connectionPool"]["http"]["idleTimeout"],
+            "67s"
+        );
+        assert_patch_consistent(&snap, &f);
+    }
+}
+
+#[test]
+fn name_dot_namespace_is_not_expanded_and_applies_to_nothing() {
+    let yaml = with(
+        &nginx(),
+        &dr(
+            "web-dr",
+            "web.shop",
+            "{connectionPool: {http: {idleTimeout: 30s}}}",
+        ),
+    );
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert!(has_evidence(
+        &f,
+        "has host \"web.shop\", which Istio does not expand"
+    ));
+    let r = &f.remediation;
+    assert_eq!(r.action, Action::Create);
+    assert_eq!(r.target.name, "web-idle-timeout");
+    assert_eq!(r.resource["spec"]["host"], FQDN);
+    assert_patch_consistent(&snap, &f);
+}
+
+#[test]
+fn a_wildcard_rule_in_the_root_namespace_applies_and_is_copied() {
+    let root_rule = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: mesh-defaults, namespace: istio-system}\nspec:\n  host: \"*.cluster.local\"\n  exportTo: [\"*\"]\n  trafficPolicy:\n    connectionPool: {http: {idleTimeout: 2h, maxRequestsPerConnection: 10}}\n    tls: {mode: ISTIO_MUTUAL}\n";
+    let snap = snapshot(&with(&nginx(), root_rule));
+    let f = only(&snap);
+    assert!(has_evidence(
+        &f,
+        "DestinationRule istio-system/mesh-defaults applies to web.shop.svc.cluster.local but is shared"
+    ));
+    assert!(has_evidence(
+        &f,
+        "mesh-defaults trafficPolicy.connectionPool"
+    ));
+    let r = &f.remediation;
+    assert_eq!(r.action, Action::Create);
+    assert!(r.safe_to_auto_apply);
+    assert_eq!(
+        (r.target.namespace.as_str(), r.target.name.as_str()),
+        ("shop", "web-idle-timeout")
+    );
+    assert_eq!(
+        r.resource["spec"],
+        json!({
+            "host": FQDN,
+            "trafficPolicy": {
+                "connectionPool": {"http": {"idleTimeout": "67s", "maxRequestsPerConnection": 10}},
+                "tls": {"mode": "ISTIO_MUTUAL"},
+            },
+        }),
+        "trafficPolicy copied, host narrowed, exportTo dropped"
+    );
+    assert_patch_consistent(&snap, &f);
+
+    // The same rule with a short timeout already covers the service.
+    none(&with(
+        &nginx(),
+        &root_rule.replace("idleTimeout: 2h", "idleTimeout: 30s"),
+    ));
+}
+
+#[test]
+fn a_sidecar_ingress_pool_for_the_port_wins_over_the_destination_rule() {
+    let sidecar = |timeout: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: web, namespace: shop}}\nspec:\n  workloadSelector: {{labels: {{app: web}}}}\n  ingress:\n  - port: {{number: 8080, protocol: HTTP, name: http}}\n    defaultEndpoint: \"0.0.0.0:8080\"\n    connectionPool: {{http: {{idleTimeout: {timeout}}}}}\n"
+        )
+    };
+    let yaml = with(
+        &with(
+            &nginx(),
+            &dr("web", "web", "{connectionPool: {http: {idleTimeout: 30s}}}"),
+        ),
+        &sidecar("2h"),
+    );
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert!(has_evidence(
+        &f,
+        "Sidecar shop/web ingress[0].connectionPool"
+    ));
+    let r = &f.remediation;
+    assert_eq!(r.action, Action::Patch);
+    assert!(r.safe_to_auto_apply);
+    assert_eq!(
+        (r.target.kind.as_str(), r.target.name.as_str()),
+        ("Sidecar", "web")
+    );
+    assert!(r.patch.as_ref().unwrap().contains(&json!({
+        "op": "replace",
+        "path": "/spec/ingress/0/connectionPool/http/idleTimeout",
+        "value": "67s",
+    })));
+    assert_eq!(
+        r.resource["spec"]["ingress"][0]["defaultEndpoint"],
+        "0.0.0.0:8080"
+    );
+    assert_patch_consistent(&snap, &f);
+
+    // A short Sidecar value wins over a long DestinationRule one.
+    none(&with(
+        &with(
+            &nginx(),
+            &dr("web", "web", "{connectionPool: {http: {idleTimeout: 2h}}}"),
+        ),
+        &sidecar("30s"),
+    ));
+}
+
+#[test]
+fn a_sidecar_inbound_connection_pool_is_patched_where_it_is() {
+    let yaml = with(
+        &nginx(),
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: shop}\nspec:\n  inboundConnectionPool: {http: {idleTimeout: 2h}}\n  egress: [{hosts: [\"./*\"]}]\n",
+    );
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    let r = &f.remediation;
+    assert_eq!(
+        (r.target.kind.as_str(), r.target.name.as_str()),
+        ("Sidecar", "default")
+    );
+    assert_eq!(
+        r.resource["spec"]["inboundConnectionPool"]["http"]["idleTimeout"],
+        "67s"
+    );
+    assert_eq!(r.resource["spec"]["egress"], json!([{"hosts": ["./*"]}]));
+    assert_patch_consistent(&snap, &f);
+}
+
+#[test]
+fn the_app_timeout_annotation_on_the_pod_template() {
+    let yaml = mesh_with(
+        r#"{name: app, image: "example/app:1", ports: [{containerPort: 8080}]}"#,
+        r#"{meshmedic.io/app-idle-timeout: "10s"}"#,
+    );
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert!(has_evidence(
+        &f,
+        "meshmedic.io/app-idle-timeout \"10s\" on Deployment shop/web pod template"
+    ));
+    assert_eq!(
+        f.remediation.resource["spec"]["trafficPolicy"]["connectionPool"]["http"]["idleTimeout"],
+        "9s"
+    );
+    assert_patch_consistent(&snap, &f);
+}
+
+#[test]
+fn the_app_timeout_annotation_on_the_service() {
+    let yaml = mesh_with(
+        r#"{name: app, image: "example/app:1", ports: [{containerPort: 8080}]}"#,
+        "{}",
+    )
+    .replace(
+        "metadata: {name: web, namespace: shop}\nspec: {selector",
+        "metadata: {name: web, namespace: shop, annotations: {meshmedic.io/app-idle-timeout: \"5s\"}}\nspec: {selector",
+    );
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert!(has_evidence(
+        &f,
+        "meshmedic.io/app-idle-timeout \"5s\" on Service shop/web"
+    ));
+    assert_eq!(
+        f.remediation.resource["spec"]["trafficPolicy"]["connectionPool"]["http"]["idleTimeout"],
+        "4s"
+    );
+    assert_patch_consistent(&snap, &f);
+}
+
+#[test]
+fn the_pod_template_annotation_wins_over_the_server_default() {
+    let yaml = mesh_with(
+        r#"{name: nginx, image: "nginx:1.27", ports: [{containerPort: 8080}]}"#,
+        r#"{meshmedic.io/app-idle-timeout: "20s"}"#,
+    );
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert_eq!(
+        f.remediation.resource["spec"]["trafficPolicy"]["connectionPool"]["http"]["idleTimeout"],
+        "18s"
+    );
+}
+
+#[test]
+fn an_unknown_server_is_never_guessed() {
+    none(&mesh_with(
+        r#"{name: app, image: "example/app:1", ports: [{containerPort: 8080}]}"#,
+        "{}",
+    ));
+}
+
+#[test]
+fn gunicorn_sync_workers_keep_no_idle_connections() {
+    none(&mesh_with(
+        r#"{name: app, image: "python:3.12", command: [gunicorn, "-b", "0.0.0.0:8080", "app:app"], ports: [{containerPort: 8080}]}"#,
+        "{}",
+    ));
+    // Another worker class keeps them for gunicorn's 2s keepalive.
+    let snap = snapshot(&mesh_with(
+        r#"{name: app, image: "python:3.12", command: [gunicorn, "-k", gevent, "-b", "0.0.0.0:8080", "app:app"], ports: [{containerPort: 8080}]}"#,
+        "{}",
+    ));
+    let f = only(&snap);
+    assert_eq!(
+        f.remediation.resource["spec"]["trafficPolicy"]["connectionPool"]["http"]["idleTimeout"],
+        "1s"
+    );
+}
+
+#[test]
+fn workloads_without_a_sidecar_are_not_checked() {
+    none(&nginx().replace("labels: {istio-injection: enabled}", "labels: {}"));
+    none(&nginx().replace(
+        "labels: {app: web}, annotations",
+        "labels: {app: web, sidecar.istio.io/inject: \"false\"}, annotations",
+    ));
+}
+
+#[test]
+fn a_tcp_port_uses_the_tcp_idle_timeout() {
+    let tcp = nginx().replace("name: http, port: 80", "name: tcp-web, port: 80");
+    let yaml = with(
+        &tcp,
+        &dr(
+            "web",
+            "web",
+            "{connectionPool: {http: {idleTimeout: 30s}, tcp: {idleTimeout: 2h}}}",
+        ),
+    );
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert!(has_evidence(&f, "tcp.idleTimeout 2h"));
+    let r = &f.remediation;
+    assert_eq!(
+        r.resource["spec"]["trafficPolicy"]["connectionPool"],
+        json!({"http": {"idleTimeout": "30s"}, "tcp": {"idleTimeout": "67s"}})
+    );
+    assert_patch_consistent(&snap, &f);
+
+    // Without any rule, the new one sets tcp.idleTimeout.
+    let snap = snapshot(&tcp);
+    let f = only(&snap);
+    assert_eq!(
+        f.remediation.resource["spec"]["trafficPolicy"],
+        json!({"connectionPool": {"tcp": {"idleTimeout": "67s"}}})
+    );
+
+    // tcp.idleTimeout 0s disables the timeout: a finding.
+    let snap = snapshot(&with(
+        &tcp,
+        &dr("web", "web", "{connectionPool: {tcp: {idleTimeout: 0s}}}"),
+    ));
+    let f = only(&snap);
+    assert!(has_evidence(&f, "disabled"));
+    assert_patch_consistent(&snap, &f);
+}
+
+#[test]
+fn proposed_timeout_is_the_app_minus_a_margin() {
+    let s = Duration::from_secs;
+    assert_eq!(proposed_timeout(s(75)), s(67));
+    assert_eq!(proposed_timeout(s(5)), s(4));
+    assert_eq!(proposed_timeout(s(60)), s(54));
+    assert_eq!(
+        proposed_timeout(s(65)),
+        s(58),
+        "whole seconds, rounded down"
+    );
+    assert_eq!(proposed_timeout(s(130)), s(117));
+    assert_eq!(proposed_timeout(s(3)), s(2));
+    assert_eq!(proposed_timeout(s(2)), s(1));
+    assert_eq!(
+        proposed_timeout(Duration::from_millis(2500)),
+        Duration::from_millis(1500)
+    );
+    assert_eq!(proposed_timeout(s(1)), Duration::from_millis(500));
+    assert_eq!(
+        proposed_timeout(Duration::from_millis(400)),
+        Duration::from_millis(200)
+    );
+    for app in [1u64, 2, 5, 20, 75, 3600] {
+        assert!(proposed_timeout(s(app)) < s(app), "{app}s");
+    }
+}

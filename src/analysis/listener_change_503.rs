@@ -1,0 +1,188 @@
+//! `listener-change-503`: a metric customisation (an EnvoyFilter patching `istio.stats`, or a
+//! Telemetry resource that customises metrics) is delivered over LDS and rewrites listeners;
+//! in-flight requests on the reset connections answer 503 UC. Every service whose workloads the
+//! change reaches and whose routes still lack `reset` retries gets a finding, with the same fix
+//! as `missing-reset-retry`.
+
+use std::collections::BTreeSet;
+
+use super::missing_reset_retry::retry_findings;
+use super::{Code, Sink};
+use crate::model::selects;
+use crate::snapshot::Snapshot;
+
+/// A metric change: where it applies (namespace, optional workload labels) and what it is.
+struct MetricChange {
+    namespace: String,
+    labels: Option<std::collections::BTreeMap<String, String>>,
+    description: String,
+}
+
+fn metric_changes(snapshot: &Snapshot) -> Vec<MetricChange> {
+    let mut out = Vec::new();
+    for ef in &snapshot.envoy_filters {
+        let touches_stats = ef
+            .spec
+            .config_patches
+            .iter()
+            .any(|p| p.to_string().contains("istio.stats"));
+        if touches_stats {
+            out.push(MetricChange {
+                namespace: ef.meta.namespace.clone(),
+                labels: ef
+                    .spec
+                    .workload_selector
+                    .as_ref()
+                    .map(|s| s.labels().clone()),
+                description: format!("{} patches istio.stats", ef.describe()),
+            });
+        }
+    }
+    for t in &snapshot.telemetries {
+        if !t.spec.metrics.is_empty() {
+            out.push(MetricChange {
+                namespace: t.meta.namespace.clone(),
+                labels: t.spec.selector.as_ref().map(|s| s.labels().clone()),
+                description: format!("{} customises metrics", t.describe()),
+            });
+        }
+    }
+    out
+}
+
+pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
+    let changes = metric_changes(snapshot);
+    if changes.is_empty() {
+        return;
+    }
+    let root = snapshot.root_namespace();
+    let mut claimed = BTreeSet::new();
+    for (s, service) in snapshot.services.iter().enumerate() {
+        if !sink.wants(&service.meta.namespace) {
+            continue;
+        }
+        let ns = &service.meta.namespace;
+        let cause: Vec<String> = changes
+            .iter()
+            .filter(|c| {
+                (c.namespace == *ns || c.namespace == root)
+                    && snapshot.workloads_of(s).any(|w| {
+                        snapshot.is_injected(w)
+                            && c.labels.as_ref().is_none_or(|l| selects(l, &w.pod_labels))
+                    })
+            })
+            .map(|c| {
+                format!(
+                    "{}: each change is pushed over LDS and resets in-flight requests on the listeners it rewrites",
+                    c.description
+                )
+            })
+            .collect();
+        if cause.is_empty() {
+            continue;
+        }
+        for f in retry_findings(snapshot, s, Code::ListenerChange503, &cause, &mut claimed) {
+            sink.push(f);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::analysis::test_support::{assert_patch_consistent, snapshot};
+    use crate::analysis::{Code, analyze};
+
+    const MESH: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio-injection: enabled}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: cart, namespace: shop}
+spec:
+  selector: {matchLabels: {app: cart}}
+  template:
+    metadata: {labels: {app: cart}}
+    spec: {containers: [{name: app, image: example/cart:1, ports: [{containerPort: 8080}]}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: cart, namespace: shop}
+spec: {selector: {app: cart}, ports: [{name: http, port: 80, targetPort: 8080}]}
+"#;
+
+    const STATS_FILTER: &str = r#"
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: stats-custom, namespace: istio-system}
+spec:
+  configPatches:
+  - applyTo: HTTP_FILTER
+    match: {context: SIDECAR_INBOUND, listener: {filterChain: {filter: {name: envoy.filters.network.http_connection_manager, subFilter: {name: istio.stats}}}}}
+    patch: {operation: MERGE, value: {name: istio.stats}}
+"#;
+
+    #[test]
+    fn root_namespace_stats_filter_reaches_every_service_without_reset() {
+        let snap = snapshot(&format!("{MESH}{STATS_FILTER}"));
+        let report = analyze(&snap);
+        let f = report
+            .findings
+            .iter()
+            .find(|f| f.code == Code::ListenerChange503)
+            .expect("listener finding");
+        assert_eq!(f.service.as_deref(), Some("cart"));
+        assert!(f.evidence[0].contains("EnvoyFilter istio-system/stats-custom"));
+        assert_patch_consistent(&snap, f);
+    }
+
+    #[test]
+    fn telemetry_metrics_in_another_namespace_do_not_count() {
+        let yaml = format!(
+            "{MESH}---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: m, namespace: other}}\nspec: {{metrics: [{{providers: [{{name: prometheus}}]}}]}}\n"
+        );
+        let report = analyze(&snapshot(&yaml));
+        assert!(
+            !report
+                .findings
+                .iter()
+                .any(|f| f.code == Code::ListenerChange503)
+        );
+    }
+
+    #[test]
+    fn no_finding_once_reset_is_retried() {
+        let yaml = format!(
+            "{MESH}{STATS_FILTER}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: cart, namespace: shop}}\nspec:\n  hosts: [cart]\n  http:\n  - route: [{{destination: {{host: cart}}}}]\n    retries: {{attempts: 2, retryOn: \"reset,503\"}}\n"
+        );
+        let report = analyze(&snapshot(&yaml));
+        assert!(
+            !report
+                .findings
+                .iter()
+                .any(|f| f.code == Code::ListenerChange503)
+        );
+        assert!(
+            !report
+                .findings
+                .iter()
+                .any(|f| f.code == Code::MissingResetRetry)
+        );
+    }
+
+    #[test]
+    fn telemetry_with_selector_reaches_only_selected_workloads() {
+        let yaml = format!(
+            "{MESH}---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: m, namespace: shop}}\nspec: {{selector: {{matchLabels: {{app: other}}}}, metrics: [{{providers: [{{name: prometheus}}]}}]}}\n"
+        );
+        let report = analyze(&snapshot(&yaml));
+        assert!(
+            !report
+                .findings
+                .iter()
+                .any(|f| f.code == Code::ListenerChange503)
+        );
+    }
+}

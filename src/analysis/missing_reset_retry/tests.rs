@@ -1,0 +1,565 @@
+use serde_json::json;
+
+use super::{merged_retry_on, only_non_idempotent};
+use crate::analysis::test_support::{
+    assert_patch_consistent, findings_of, has_evidence, none_of, only_of, snapshot, snapshot_with,
+};
+use crate::analysis::{Code, Finding, Severity};
+use crate::model::istio::HttpRoute;
+use crate::remediation::Action;
+use crate::snapshot::{Snapshot, SnapshotOptions};
+
+const FQDN: &str = "cart.shop.svc.cluster.local";
+const DEFAULT_RETRY_ON: &str =
+    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+
+/// An injected Deployment `cart` behind the Service `cart` (http 80 → 8080).
+const MESH: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio-injection: enabled}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: cart, namespace: shop}
+spec:
+  selector: {matchLabels: {app: cart}}
+  template:
+    metadata: {labels: {app: cart}}
+    spec: {containers: [{name: app, image: "example/cart:1", ports: [{containerPort: 8080}]}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: cart, namespace: shop}
+spec: {selector: {app: cart}, ports: [{name: http, port: 80, targetPort: 8080}]}
+"#;
+
+fn with(extra: &str) -> String {
+    format!("{MESH}---\n{extra}")
+}
+
+fn mesh_config(mesh: &str) -> String {
+    let indented: String = mesh.lines().map(|l| format!("    {l}\n")).collect();
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\ndata:\n  mesh: |\n{indented}"
+    )
+}
+
+/// A VirtualService in `shop` with the given spec lines (indented by two spaces).
+fn vs(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n{spec}"
+    )
+}
+
+const CODE: Code = Code::MissingResetRetry;
+
+fn findings(snap: &Snapshot) -> Vec<Finding> {
+    findings_of(snap, CODE)
+}
+
+fn only(snap: &Snapshot) -> Finding {
+    only_of(snap, CODE)
+}
+
+fn none(yaml: &str) {
+    none_of(yaml, CODE)
+}
+
+fn new_virtual_service(retries: serde_json::Value) -> serde_json::Value {
+    json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {
+            "name": "cart-retries",
+            "namespace": "shop",
+            "labels": {"app.kubernetes.io/managed-by": "meshmedic"},
+        },
+        "spec": {
+            "hosts": [FQDN],
+            "http": [{"route": [{"destination": {"host": FQDN}}], "retries": retries}],
+        },
+    })
+}
+
+#[test]
+fn no_virtual_service_and_no_mesh_default_gets_a_new_one() {
+    let snap = snapshot(MESH);
+    let f = only(&snap);
+    assert_eq!(f.severity, Severity::Warning);
+    assert_eq!(f.namespace, "shop");
+    assert_eq!(f.service.as_deref(), Some("cart"));
+    assert!(has_evidence(
+        &f,
+        &format!("no VirtualService routes {FQDN}; Istio 1.31 default retry policy applies")
+    ));
+    let r = &f.remediation;
+    assert_eq!(r.action, Action::Create);
+    assert!(r.safe_to_auto_apply);
+    assert!(r.patch.is_none());
+    assert_eq!(
+        (r.target.kind.as_str(), r.target.name.as_str()),
+        ("VirtualService", "cart-retries")
+    );
+    assert_eq!(
+        r.resource,
+        new_virtual_service(json!({
+            "attempts": 2,
+            "retryOn": format!("{DEFAULT_RETRY_ON},reset,503"),
+        }))
+    );
+    assert_patch_consistent(&snap, &f);
+}
+
+#[test]
+fn istio_1_23_default_also_retried_503() {
+    let version = |v: &str| SnapshotOptions {
+        istio_version: Some(v.into()),
+        ..Default::default()
+    };
+    let snap = snapshot_with(MESH, version("1.23"));
+    let f = only(&snap);
+    assert!(has_evidence(&f, "Istio 1.23 default retry policy"));
+    assert_eq!(
+        f.remediation.resource["spec"]["http"][0]["retries"],
+        json!({"attempts": 2, "retryOn": format!("{DEFAULT_RETRY_ON},503,reset")}),
+        "503 is already there and kept in place; only reset is added"
+    );
+
+    let snap = snapshot_with(MESH, version("1.24"));
+    let f = only(&snap);
+    assert!(has_evidence(&f, "Istio 1.24 default retry policy"));
+    assert_eq!(
+        f.remediation.resource["spec"]["http"][0]["retries"]["retryOn"],
+        format!("{DEFAULT_RETRY_ON},reset,503")
+    );
+}
+
+#[test]
+fn a_mesh_default_with_reset_is_enough() {
+    none(&with(&mesh_config(
+        "defaultHttpRetryPolicy:\n  attempts: 3\n  retryOn: connect-failure,reset",
+    )));
+}
+
+#[test]
+fn a_mesh_default_with_attempts_0_turns_retries_off_on_purpose() {
+    none(&with(&mesh_config(
+        "defaultHttpRetryPolicy:\n  attempts: 0\n  retryOn: connect-failure",
+    )));
+}
+
+#[test]
+fn a_mesh_default_without_reset_is_kept_and_extended() {
+    let snap = snapshot(&with(&mesh_config(
+        "defaultHttpRetryPolicy:\n  attempts: 4\n  perTryTimeout: 2s\n  retryOn: connect-failure,refused-stream",
+    )));
+    let f = only(&snap);
+    assert!(has_evidence(
+        &f,
+        "mesh config defaultHttpRetryPolicy applies"
+    ));
+    let r = &f.remediation;
+    assert_eq!(r.action, Action::Create);
+    assert_eq!(
+        r.resource,
+        new_virtual_service(json!({
+            "attempts": 4,
+            "perTryTimeout": "2s",
+            "retryOn": "connect-failure,refused-stream,reset,503",
+        }))
+    );
+}
+
+#[test]
+fn route_retries_without_reset_keep_their_conditions() {
+    let yaml = with(&vs(
+        "cart",
+        "  hosts: [cart]\n  http:\n  - name: primary\n    route: [{destination: {host: cart}}]\n    retries: {attempts: 3, perTryTimeout: 1s, retryOn: \"connect-failure,refused-stream\"}\n",
+    ));
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert!(has_evidence(
+        &f,
+        "http[0] (primary): the route's retries: retryOn \"connect-failure,refused-stream\", without reset"
+    ));
+    let r = &f.remediation;
+    assert_eq!(r.action, Action::Patch);
+    assert!(r.safe_to_auto_apply);
+    assert_eq!(
+        (r.target.kind.as_str(), r.target.name.as_str()),
+        ("VirtualService", "cart")
+    );
+    let ops = r.patch.as_ref().unwrap();
+    assert!(ops.contains(&json!({
+        "op": "test",
+        "path": "/spec/http/0/retries/retryOn",
+        "value": "connect-failure,refused-stream",
+    })));
+    assert_eq!(
+        r.resource["spec"]["http"][0]["retries"],
+        json!({"attempts": 3, "perTryTimeout": "1s", "retryOn": "connect-failure,refused-stream,reset,503"})
+    );
+    assert_patch_consistent(&snap, &f);
+}
+
+#[test]
+fn a_route_without_retries_gets_the_default_plus_reset() {
+    let yaml = with(&vs(
+        "cart",
+        "  hosts: [cart]\n  http:\n  - route: [{destination: {host: cart}}]\n    timeout: 10s\n",
+    ));
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    let r = &f.remediation;
+    assert_eq!(r.action, Action::Patch);
+    assert_eq!(
+        r.resource["spec"]["http"][0]["retries"],
+        json!({"attempts": 2, "retryOn": format!("{DEFAULT_RETRY_ON},reset,503")})
+    );
+    assert_eq!(r.resource["spec"]["http"][0]["timeout"], "10s");
+    assert_patch_consistent(&snap, &f);
+
+    // With a mesh default, the route inherits it, and the fix keeps its perTryTimeout.
+    let snap = snapshot(&format!(
+        "{yaml}---\n{}",
+        mesh_config(
+            "defaultHttpRetryPolicy:\n  attempts: 5\n  perTryTimeout: 3s\n  retryOn: connect-failure"
+        )
+    ));
+    let f = only(&snap);
+    assert_eq!(
+        f.remediation.resource["spec"]["http"][0]["retries"],
+        json!({"attempts": 5, "perTryTimeout": "3s", "retryOn": "connect-failure,reset,503"})
+    );
+    assert_patch_consistent(&snap, &f);
+}
+
+#[test]
+fn a_route_that_already_retries_reset_is_fine() {
+    none(&with(&vs(
+        "cart",
+        "  hosts: [cart]\n  http:\n  - route: [{destination: {host: cart}}]\n    retries: {attempts: 2, retryOn: \"connect-failure,reset\"}\n",
+    )));
+}
+
+#[test]
+fn explicit_attempts_0_is_a_choice() {
+    none(&with(&vs(
+        "cart",
+        "  hosts: [cart]\n  http:\n  - route: [{destination: {host: cart}}]\n    retries: {attempts: 0}\n",
+    )));
+}
+
+#[test]
+fn retries_without_attempts_are_off_and_get_attempts() {
+    let yaml = with(&vs(
+        "cart",
+        "  hosts: [cart]\n  http:\n  - route: [{destination: {host: cart}}]\n    retries: {retryOn: connect-failure}\n",
+    ));
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert!(has_evidence(
+        &f,
+        "http[0]: retries has no attempts, which Istio reads as 0 (retries off); attempts 2 added"
+    ));
+    assert_eq!(
+        f.remediation.resource["spec"]["http"][0]["retries"],
+        json!({"attempts": 2, "retryOn": "connect-failure,reset,503"})
+    );
+    assert_patch_consistent(&snap, &f);
+
+    // Even when retryOn already has reset, the missing attempts leave retries off.
+    let yaml = with(&vs(
+        "cart",
+        "  hosts: [cart]\n  http:\n  - route: [{destination: {host: cart}}]\n    retries: {retryOn: reset}\n",
+    ));
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert_eq!(
+        f.remediation.resource["spec"]["http"][0]["retries"],
+        json!({"attempts": 2, "retryOn": "reset,503"})
+    );
+    assert_patch_consistent(&snap, &f);
+}
+
+#[test]
+fn a_post_only_route_gets_reset_before_request() {
+    let yaml = with(&vs(
+        "cart",
+        "  hosts: [cart]\n  http:\n  - name: checkout\n    match: [{method: {exact: POST}}]\n    route: [{destination: {host: cart}}]\n",
+    ));
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert!(has_evidence(
+        &f,
+        "without reset or reset-before-request (non-idempotent route)"
+    ));
+    assert!(has_evidence(&f, "duplicate operations"));
+    let r = &f.remediation;
+    assert!(r.safe_to_auto_apply);
+    let retry_on = r.resource["spec"]["http"][0]["retries"]["retryOn"]
+        .as_str()
+        .unwrap();
+    assert_eq!(retry_on, format!("{DEFAULT_RETRY_ON},reset-before-request"));
+    assert_patch_consistent(&snap, &f);
+}
+
+#[test]
+fn post_and_other_routes_in_one_virtual_service() {
+    let yaml = with(&vs(
+        "cart",
+        "  hosts: [cart]\n  http:\n  - match: [{method: {regex: \"^(POST|PATCH)$\"}}]\n    route: [{destination: {host: cart}}]\n  - route: [{destination: {host: cart}}]\n",
+    ));
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    let http = &f.remediation.resource["spec"]["http"];
+    assert_eq!(
+        http[0]["retries"]["retryOn"],
+        format!("{DEFAULT_RETRY_ON},reset-before-request")
+    );
+    assert_eq!(
+        http[1]["retries"]["retryOn"],
+        format!("{DEFAULT_RETRY_ON},reset,503")
+    );
+    assert!(
+        !has_evidence(&f, "duplicate operations"),
+        "the note is for all-non-idempotent fixes"
+    );
+    assert_patch_consistent(&snap, &f);
+}
+
+#[test]
+fn a_non_idempotent_workload_gets_reset_before_request() {
+    let yaml = MESH.replace(
+        "metadata: {labels: {app: cart}}",
+        "metadata: {labels: {app: cart}, annotations: {meshmedic.io/non-idempotent: \"true\"}}",
+    );
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert!(has_evidence(&f, "duplicate operations"));
+    let r = &f.remediation;
+    assert_eq!(r.action, Action::Create);
+    assert!(r.safe_to_auto_apply);
+    assert_eq!(
+        r.resource["spec"]["http"][0]["retries"],
+        json!({"attempts": 2, "retryOn": format!("{DEFAULT_RETRY_ON},reset-before-request")})
+    );
+
+    // reset-before-request already there: nothing to do for a non-idempotent workload.
+    none(&format!(
+        "{yaml}---\n{}",
+        vs(
+            "cart",
+            "  hosts: [cart]\n  http:\n  - route: [{destination: {host: cart}}]\n    retries: {attempts: 2, retryOn: \"connect-failure,reset-before-request\"}\n",
+        )
+    ));
+}
+
+#[test]
+fn reset_before_request_is_not_enough_for_an_idempotent_route() {
+    let snap = snapshot(&with(&vs(
+        "cart",
+        "  hosts: [cart]\n  http:\n  - route: [{destination: {host: cart}}]\n    retries: {attempts: 2, retryOn: reset-before-request}\n",
+    )));
+    let f = only(&snap);
+    assert_eq!(
+        f.remediation.resource["spec"]["http"][0]["retries"]["retryOn"],
+        "reset-before-request,reset,503"
+    );
+}
+
+#[test]
+fn several_virtual_services_for_one_host_are_each_patched() {
+    let yaml = format!(
+        "{}---\n{}",
+        with(&vs(
+            "cart-a",
+            "  hosts: [cart]\n  http:\n  - match: [{uri: {prefix: /a}}]\n    route: [{destination: {host: cart}}]\n",
+        )),
+        vs(
+            "cart-b",
+            "  hosts: [cart.shop.svc.cluster.local]\n  http:\n  - match: [{uri: {prefix: /b}}]\n    route: [{destination: {host: cart.shop.svc.cluster.local}}]\n    retries: {attempts: 3, retryOn: connect-failure}\n",
+        )
+    );
+    let snap = snapshot(&yaml);
+    let all = findings(&snap);
+    let targets: Vec<&str> = all
+        .iter()
+        .map(|f| f.remediation.target.name.as_str())
+        .collect();
+    assert_eq!(targets, ["cart-a", "cart-b"]);
+    assert_eq!(
+        all[0].remediation.resource["spec"]["http"][0]["retries"],
+        json!({"attempts": 2, "retryOn": format!("{DEFAULT_RETRY_ON},reset,503")})
+    );
+    assert_eq!(
+        all[1].remediation.resource["spec"]["http"][0]["retries"],
+        json!({"attempts": 3, "retryOn": "connect-failure,reset,503"})
+    );
+    for f in &all {
+        assert_eq!(f.remediation.action, Action::Patch);
+        assert_patch_consistent(&snap, f);
+    }
+}
+
+#[test]
+fn a_gateway_only_virtual_service_is_ignored() {
+    let snap = snapshot(&with(&vs(
+        "cart-public",
+        "  hosts: [cart.example.com, cart]\n  gateways: [istio-system/public]\n  http:\n  - route: [{destination: {host: cart}}]\n",
+    )));
+    let f = only(&snap);
+    assert_eq!(f.remediation.action, Action::Create);
+    assert_eq!(f.remediation.target.name, "cart-retries");
+
+    // Bound to the mesh as well: patched.
+    let snap = snapshot(&with(&vs(
+        "cart-public",
+        "  hosts: [cart.example.com, cart]\n  gateways: [istio-system/public, mesh]\n  http:\n  - route: [{destination: {host: cart}}]\n",
+    )));
+    let f = only(&snap);
+    assert_eq!(f.remediation.action, Action::Patch);
+    assert_eq!(f.remediation.target.name, "cart-public");
+    assert_patch_consistent(&snap, &f);
+}
+
+#[test]
+fn a_virtual_service_exported_elsewhere_is_not_visible() {
+    let snap = snapshot(&with(&vs(
+        "cart",
+        "  hosts: [cart]\n  exportTo: [other]\n  http:\n  - route: [{destination: {host: cart}}]\n    retries: {attempts: 2, retryOn: reset}\n",
+    )));
+    let f = only(&snap);
+    assert_eq!(f.remediation.action, Action::Create);
+    assert_eq!(f.remediation.target.name, "cart-retries");
+}
+
+#[test]
+fn redirect_routes_are_skipped() {
+    let yaml = with(&vs(
+        "cart",
+        "  hosts: [cart]\n  http:\n  - match: [{uri: {prefix: /old}}]\n    redirect: {uri: /new}\n  - route: [{destination: {host: cart}}]\n",
+    ));
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    let r = &f.remediation;
+    assert!(r.resource["spec"]["http"][0].get("retries").is_none());
+    assert_eq!(
+        r.resource["spec"]["http"][0]["redirect"],
+        json!({"uri": "/new"})
+    );
+    assert!(r.resource["spec"]["http"][1]["retries"].is_object());
+    assert!(
+        r.patch
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|op| !op["path"].as_str().unwrap().starts_with("/spec/http/0")),
+        "{:?}",
+        r.patch
+    );
+    assert_patch_consistent(&snap, &f);
+
+    // Only redirects: nothing to retry.
+    none(&with(&vs(
+        "cart",
+        "  hosts: [cart]\n  http:\n  - redirect: {uri: /new}\n",
+    )));
+}
+
+#[test]
+fn the_ignore_annotation_suppresses_the_finding() {
+    none(&MESH.replace(
+        "metadata: {labels: {app: cart}}",
+        "metadata: {labels: {app: cart}, annotations: {meshmedic.io/ignore: \"idle-timeout-mismatch,missing-reset-retry\"}}",
+    ));
+    none(&MESH.replace(
+        "metadata: {name: cart, namespace: shop}\nspec: {selector",
+        "metadata: {name: cart, namespace: shop, annotations: {meshmedic.io/ignore: missing-reset-retry}}\nspec: {selector",
+    ));
+    // Another code in the list does not suppress this one.
+    let snap = snapshot(&MESH.replace(
+        "metadata: {labels: {app: cart}}",
+        "metadata: {labels: {app: cart}, annotations: {meshmedic.io/ignore: sidecar-lifecycle}}",
+    ));
+    only(&snap);
+}
+
+#[test]
+fn tcp_only_and_uninjected_services_are_out_of_scope() {
+    none(&MESH.replace("name: http, port: 80", "name: tcp-cart, port: 80"));
+    none(&MESH.replace("labels: {istio-injection: enabled}", "labels: {}"));
+}
+
+#[test]
+fn merged_retry_on_keeps_order_and_appends_what_is_missing() {
+    assert_eq!(
+        merged_retry_on("connect-failure,refused-stream", &["reset", "503"]),
+        "connect-failure,refused-stream,reset,503"
+    );
+    assert_eq!(
+        merged_retry_on(" 503 , connect-failure,", &["reset", "503"]),
+        "503,connect-failure,reset"
+    );
+    assert_eq!(merged_retry_on("reset,503", &["reset", "503"]), "reset,503");
+    assert_eq!(merged_retry_on("", &["reset", "503"]), "reset,503");
+    assert_eq!(
+        merged_retry_on("connect-failure", &["reset-before-request"]),
+        "connect-failure,reset-before-request"
+    );
+}
+
+fn route(value: serde_json::Value) -> HttpRoute {
+    serde_json::from_value(value).expect("route")
+}
+
+#[test]
+fn only_non_idempotent_reads_method_matches() {
+    let m = |method: serde_json::Value| route(json!({"match": [{"method": method}]}));
+    assert!(
+        !only_non_idempotent(&route(json!({}))),
+        "no match: any method"
+    );
+    assert!(!only_non_idempotent(&route(
+        json!({"match": [{"uri": {"prefix": "/"}}]})
+    )));
+    assert!(only_non_idempotent(&m(json!({"exact": "POST"}))));
+    assert!(only_non_idempotent(&m(json!({"exact": "patch"}))));
+    assert!(only_non_idempotent(&m(json!({"prefix": "POST"}))));
+    assert!(!only_non_idempotent(&m(json!({"exact": "GET"}))));
+    assert!(
+        !only_non_idempotent(&m(json!({"exact": "PUT"}))),
+        "PUT is idempotent"
+    );
+    assert!(only_non_idempotent(&m(json!({"regex": "^(POST|PATCH)$"}))));
+    assert!(only_non_idempotent(&m(json!({"regex": "^POST$|^PATCH$"}))));
+    assert!(only_non_idempotent(&m(json!({"regex": "(POST)|(PATCH)"}))));
+    assert!(!only_non_idempotent(&m(json!({"regex": "POST|GET"}))));
+    assert!(!only_non_idempotent(&m(json!({"regex": "^POST$|^GET$"}))));
+    assert!(!only_non_idempotent(&m(json!({"regex": "P.*"}))));
+    assert!(only_non_idempotent(&route(json!({"match": [
+        {"method": {"exact": "POST"}},
+        {"method": {"exact": "PATCH"}},
+    ]}))));
+    assert!(
+        !only_non_idempotent(&route(json!({"match": [
+            {"method": {"exact": "POST"}},
+            {"uri": {"prefix": "/read"}},
+        ]}))),
+        "one alternative reaches every method"
+    );
+}
+
+#[test]
+fn retry_on_5xx_or_gateway_error_already_covers_resets() {
+    // Envoy counts an upstream reset as a 5xx (`wouldRetryFromReset`).
+    for cond in ["5xx", "gateway-error"] {
+        none(&with(&vs(
+            "cart",
+            &format!(
+                "  hosts: [cart]\n  http:\n  - route: [{{destination: {{host: cart}}}}]\n    retries: {{attempts: 2, retryOn: \"{cond}\"}}\n"
+            ),
+        )));
+    }
+}

@@ -1,0 +1,325 @@
+//! One pure detector per 503 cause. Each is a function from the [`Snapshot`] to findings: no I/O,
+//! no clock, so every detector is tested with YAML fixtures alone. A detector lives in the file
+//! named by its finding code.
+
+pub mod app_servers;
+pub mod idle_timeout_mismatch;
+pub mod listener_change_503;
+pub mod localhost_binding;
+pub mod missing_reset_retry;
+pub mod mtls_probe_failure;
+pub mod sidecar_lifecycle;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::keys;
+use crate::remediation::Remediation;
+use crate::snapshot::Snapshot;
+
+/// Stable finding codes (the JSON output and the Remediation CRD use these strings).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Code {
+    IdleTimeoutMismatch,
+    MissingResetRetry,
+    #[serde(rename = "listener-change-503")]
+    ListenerChange503,
+    SidecarLifecycle,
+    LocalhostBinding,
+    MtlsProbeFailure,
+}
+
+impl Code {
+    pub const ALL: [Code; 6] = [
+        Code::IdleTimeoutMismatch,
+        Code::MissingResetRetry,
+        Code::ListenerChange503,
+        Code::SidecarLifecycle,
+        Code::LocalhostBinding,
+        Code::MtlsProbeFailure,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::IdleTimeoutMismatch => "idle-timeout-mismatch",
+            Code::MissingResetRetry => "missing-reset-retry",
+            Code::ListenerChange503 => "listener-change-503",
+            Code::SidecarLifecycle => "sidecar-lifecycle",
+            Code::LocalhostBinding => "localhost-binding",
+            Code::MtlsProbeFailure => "mtls-probe-failure",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Code> {
+        Code::ALL.into_iter().find(|c| c.as_str() == text.trim())
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Worth knowing; most apps survive it.
+    Info,
+    /// Intermittent 503s.
+    Warning,
+    /// Persistent 503s or failing pods.
+    Error,
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct WorkloadRef {
+    pub kind: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Finding {
+    pub code: Code,
+    pub severity: Severity,
+    pub namespace: String,
+    /// The Service's name, or null for a finding about a workload alone.
+    pub service: Option<String>,
+    pub workload: Option<WorkloadRef>,
+    pub message: String,
+    pub evidence: Vec<String>,
+    pub remediation: Remediation,
+}
+
+/// Everything the analysis produced, ready to print.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub findings: Vec<Finding>,
+    pub istio_version: crate::snapshot::IstioVersion,
+    /// Documents of kinds meshmedic does not read, by `apiVersion/kind`.
+    pub skipped: std::collections::BTreeMap<String, usize>,
+    /// Fixes that could not be planned (never expected; reported rather than dropped).
+    pub errors: Vec<String>,
+}
+
+/// Collects findings from detectors, and the rare fix that cannot be planned.
+#[derive(Default)]
+pub struct Sink {
+    pub findings: Vec<Finding>,
+    pub errors: Vec<String>,
+    /// Namespaces to analyse; `None` for all. The operator re-analyses only the namespaces an
+    /// event touched.
+    pub scope: Option<std::collections::BTreeSet<String>>,
+}
+
+impl Sink {
+    /// Whether the detectors should look at objects in this namespace.
+    pub fn wants(&self, namespace: &str) -> bool {
+        self.scope.as_ref().is_none_or(|s| s.contains(namespace))
+    }
+
+    pub fn push(&mut self, finding: Result<Finding, crate::remediation::PlanError>) {
+        match finding {
+            Ok(f) => self.findings.push(f),
+            Err(e) => self.errors.push(e.to_string()),
+        }
+    }
+}
+
+/// Runs every detector over the snapshot.
+pub fn analyze(snapshot: &Snapshot) -> Report {
+    analyze_in(snapshot, None)
+}
+
+/// Runs every detector over the services and workloads of some namespaces only (all when
+/// `scope` is `None`). Rules elsewhere (root namespace, exported rules) still count.
+pub fn analyze_in(
+    snapshot: &Snapshot,
+    scope: Option<std::collections::BTreeSet<String>>,
+) -> Report {
+    let mut sink = Sink {
+        scope,
+        ..Sink::default()
+    };
+    idle_timeout_mismatch::detect(snapshot, &mut sink);
+    missing_reset_retry::detect(snapshot, &mut sink);
+    listener_change_503::detect(snapshot, &mut sink);
+    sidecar_lifecycle::detect(snapshot, &mut sink);
+    localhost_binding::detect(snapshot, &mut sink);
+    mtls_probe_failure::detect(snapshot, &mut sink);
+    let mut findings: Vec<Finding> = sink
+        .findings
+        .into_iter()
+        .filter(|f| !ignored(snapshot, f))
+        .collect();
+    findings.sort_by(|a, b| {
+        (
+            &a.namespace,
+            &a.service,
+            a.code,
+            &a.workload,
+            &a.remediation.target,
+        )
+            .cmp(&(
+                &b.namespace,
+                &b.service,
+                b.code,
+                &b.workload,
+                &b.remediation.target,
+            ))
+    });
+    Report {
+        findings,
+        istio_version: snapshot.istio_version.clone(),
+        skipped: snapshot.skipped.clone(),
+        errors: sink.errors,
+    }
+}
+
+/// `meshmedic.io/ignore: "code,code"` on the workload's pod template, or on the Service.
+fn ignored(snapshot: &Snapshot, finding: &Finding) -> bool {
+    let lists = |annotations: &std::collections::BTreeMap<String, String>| {
+        annotations
+            .get(keys::IGNORE)
+            .is_some_and(|v| v.split(',').any(|c| Code::parse(c) == Some(finding.code)))
+    };
+    let ns = &finding.namespace;
+    let by_workload = finding.workload.as_ref().is_some_and(|w| {
+        snapshot
+            .workload(&w.kind, ns, &w.name)
+            .is_some_and(|x| lists(&x.pod_annotations))
+    });
+    let by_service = finding.service.as_ref().is_some_and(|s| {
+        snapshot.service_index(ns, s).is_some_and(|i| {
+            lists(&snapshot.services[i].meta.annotations)
+                || snapshot.workloads_of(i).any(|w| lists(&w.pod_annotations))
+        })
+    });
+    by_workload || by_service
+}
+
+/// The worst severity among findings (for `--fail-on`).
+pub fn worst(findings: &[Finding]) -> Option<Severity> {
+    findings.iter().map(|f| f.severity).max()
+}
+
+/// Service port protocol as Istio infers it: `appProtocol`, else the port name's prefix.
+pub fn port_protocol(port: &k8s_openapi::api::core::v1::ServicePort) -> Protocol {
+    let named = port
+        .app_protocol
+        .as_deref()
+        .or_else(|| {
+            port.name
+                .as_deref()
+                .map(|n| n.split('-').next().unwrap_or(n))
+        })
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    match named.as_str() {
+        "http" | "http2" | "grpc" | "grpc-web" | "h2c" | "kubernetes.io/h2c" => Protocol::Http,
+        "tcp" | "tls" | "https" | "mongo" | "mysql" | "redis" | "udp" => Protocol::Tcp,
+        _ if port.protocol.as_deref().is_some_and(|p| p != "TCP") => Protocol::Tcp,
+        _ => Protocol::Unknown,
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    Tcp,
+    /// Istio sniffs the protocol; HTTP traffic is handled as HTTP.
+    Unknown,
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use crate::snapshot::{Snapshot, SnapshotBuilder, SnapshotOptions, load::parse_documents};
+
+    /// A snapshot from inline YAML documents.
+    pub fn snapshot(yaml: &str) -> Snapshot {
+        snapshot_with(yaml, SnapshotOptions::default())
+    }
+
+    pub fn snapshot_with(yaml: &str, options: SnapshotOptions) -> Snapshot {
+        let mut builder = SnapshotBuilder::new(options);
+        for (source, value) in parse_documents("test.yaml", yaml).expect("valid yaml") {
+            builder.add(source, value).expect("valid object");
+        }
+        builder.build().expect("snapshot builds")
+    }
+
+    /// The findings of one code.
+    pub fn findings_of(snap: &Snapshot, code: super::Code) -> Vec<super::Finding> {
+        super::analyze(snap)
+            .findings
+            .into_iter()
+            .filter(|f| f.code == code)
+            .collect()
+    }
+
+    /// The one finding of a code; fails the test when there is not exactly one.
+    pub fn only_of(snap: &Snapshot, code: super::Code) -> super::Finding {
+        let mut all = findings_of(snap, code);
+        assert_eq!(all.len(), 1, "expected one {code} finding: {all:#?}");
+        all.remove(0)
+    }
+
+    /// Fails the test when the manifests give any finding of a code.
+    pub fn none_of(yaml: &str, code: super::Code) {
+        let all = findings_of(&snapshot(yaml), code);
+        assert!(all.is_empty(), "expected no {code} finding: {all:#?}");
+    }
+
+    pub fn has_evidence(f: &super::Finding, needle: &str) -> bool {
+        f.evidence.iter().any(|e| e.contains(needle))
+    }
+
+    /// Applying the finding's patch to the input object gives exactly its `resource`.
+    pub fn assert_patch_consistent(snapshot: &Snapshot, f: &super::Finding) {
+        let r = &f.remediation;
+        if let Some(patch) = &r.patch {
+            let mut doc = snapshot
+                .raw_object(&r.target)
+                .expect("target in snapshot")
+                .clone();
+            crate::remediation::apply(&mut doc, patch).expect("patch applies");
+            assert_eq!(doc, r.resource, "patch result differs from resource");
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! `mtls-probe-failure`: kubelet probes an app port that the sidecar captures, probe rewrite is
+//! off, and the effective PeerAuthentication for that port is STRICT. The kubelet has no
+//! Istio-issued certificate, so HTTP and gRPC probes fail (503) and the pod never becomes ready;
+//! a TCP probe is answered by the proxy itself and passes even when the app is down.
+//!
+//! Fix: when the probe has a port of its own, keep that port out of capture
+//! (`traffic.sidecar.istio.io/excludeInboundPorts`, merged with what is there). When the probe
+//! shares the serving port, re-enable probe rewrite instead: excluding the serving port would
+//! also take real traffic out of mTLS.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::Probe;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::json;
+
+use super::{Code, Finding, Severity, Sink, WorkloadRef};
+use crate::model::istio::MtlsMode;
+use crate::model::keys;
+use crate::model::workload::Workload;
+use crate::remediation::{Edit, Remediation};
+use crate::snapshot::Snapshot;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum ProbeKind {
+    Http,
+    Grpc,
+    Tcp,
+}
+
+fn probe_port(workload: &Workload, probe: &Probe) -> Option<(ProbeKind, i32)> {
+    if let Some(h) = &probe.http_get {
+        return workload.resolve_port(&h.port).map(|p| (ProbeKind::Http, p));
+    }
+    if let Some(g) = &probe.grpc {
+        return Some((ProbeKind::Grpc, g.port));
+    }
+    if let Some(t) = &probe.tcp_socket {
+        return workload.resolve_port(&t.port).map(|p| (ProbeKind::Tcp, p));
+    }
+    None
+}
+
+fn port_list(value: Option<&str>) -> BTreeSet<String> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// Whether the sidecar captures inbound traffic on this port.
+fn captured(workload: &Workload, port: i32) -> bool {
+    let p = port.to_string();
+    if port_list(workload.annotation(keys::EXCLUDE_INBOUND_PORTS)).contains(&p) {
+        return false;
+    }
+    match workload.annotation("traffic.sidecar.istio.io/includeInboundPorts") {
+        None => true,
+        Some(v) => v.trim() == "*" || port_list(Some(v)).contains(&p),
+    }
+}
+
+pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
+    for (w, workload) in snapshot.workloads.iter().enumerate() {
+        if !sink.wants(&workload.meta.namespace) {
+            continue;
+        }
+        if !snapshot.is_injected(workload) {
+            continue;
+        }
+        let rewrite_off = match workload.annotation(keys::REWRITE_PROBES) {
+            Some(v) => v.trim() == "false",
+            None => !snapshot.rewrite_probes_by_default,
+        };
+        if !rewrite_off {
+            continue;
+        }
+        let serving: BTreeSet<i32> = snapshot
+            .services_of(w)
+            .flat_map(|(_, s)| s.spec.ports.iter().flatten())
+            .filter_map(|p| {
+                workload.resolve_port(&p.target_port.clone().unwrap_or(IntOrString::Int(p.port)))
+            })
+            .collect();
+        // Probe port → (kinds, which probes, policy that makes it STRICT).
+        let mut failing: BTreeMap<i32, (BTreeSet<ProbeKind>, Vec<String>, String)> =
+            BTreeMap::new();
+        for c in workload.app_containers() {
+            for (name, probe) in [
+                ("livenessProbe", &c.liveness_probe),
+                ("readinessProbe", &c.readiness_probe),
+                ("startupProbe", &c.startup_probe),
+            ] {
+                let Some((kind, port)) = probe.as_ref().and_then(|p| probe_port(workload, p))
+                else {
+                    continue;
+                };
+                if !captured(workload, port) {
+                    continue;
+                }
+                let (mode, from) = snapshot.mtls_mode(workload, port);
+                if mode != MtlsMode::Strict {
+                    continue;
+                }
+                let entry = failing.entry(port).or_insert_with(|| {
+                    (
+                        BTreeSet::new(),
+                        Vec::new(),
+                        from.unwrap_or_else(|| "mesh".to_string()),
+                    )
+                });
+                entry.0.insert(kind);
+                entry.1.push(format!("{}.{name}", c.name));
+            }
+        }
+        if failing.is_empty() {
+            continue;
+        }
+        sink.push(finding(snapshot, w, workload, &serving, failing));
+    }
+}
+
+fn finding(
+    snapshot: &Snapshot,
+    w: usize,
+    workload: &Workload,
+    serving: &BTreeSet<i32>,
+    failing: BTreeMap<i32, (BTreeSet<ProbeKind>, Vec<String>, String)>,
+) -> Result<Finding, crate::remediation::PlanError> {
+    let pod_says_off = workload.annotation(keys::REWRITE_PROBES).is_some();
+    let mut evidence = vec![if pod_says_off {
+        format!(
+            "probe rewrite is off: pod annotation {}: \"false\"",
+            keys::REWRITE_PROBES
+        )
+    } else {
+        "probe rewrite is off mesh-wide (sidecarInjectorWebhook.rewriteAppHTTPProbe: false)"
+            .to_string()
+    }];
+    let mut own_ports = BTreeSet::new();
+    let mut shared = false;
+    let mut only_tcp = true;
+    for (port, (kinds, probes, policy)) in &failing {
+        let tcp = kinds.iter().all(|k| *k == ProbeKind::Tcp);
+        only_tcp &= tcp;
+        let effect = if tcp {
+            "the proxy accepts the TCP connection itself, so the probe passes even when the app is down"
+        } else {
+            "the kubelet has no mesh certificate, so the probe fails the mTLS handshake"
+        };
+        evidence.push(format!(
+            "port {port}: {} — STRICT mTLS from {policy}; {effect}",
+            probes.join(", ")
+        ));
+        if serving.contains(port) {
+            shared = true;
+            evidence.push(format!(
+                "port {port} also serves traffic: excluding it from capture would switch mTLS off for real requests, so probe rewrite is re-enabled instead"
+            ));
+        } else {
+            own_ports.insert(port.to_string());
+        }
+    }
+    let annotations = workload.annotations_pointer();
+    let mut edits = Vec::new();
+    if !own_ports.is_empty() {
+        let mut ports = port_list(workload.annotation(keys::EXCLUDE_INBOUND_PORTS));
+        let existing: Vec<String> = workload
+            .annotation(keys::EXCLUDE_INBOUND_PORTS)
+            .unwrap_or_default()
+            .split(',')
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect();
+        ports.extend(own_ports.iter().cloned());
+        // Keep the user's order, then append the new ports.
+        let mut value = existing.clone();
+        value.extend(ports.into_iter().filter(|p| !existing.contains(p)));
+        edits.push(Edit::at(
+            &annotations,
+            Some(keys::EXCLUDE_INBOUND_PORTS),
+            json!(value.join(",")),
+        ));
+    }
+    if shared {
+        edits.push(Edit::at(
+            &annotations,
+            Some(keys::REWRITE_PROBES),
+            json!("true"),
+        ));
+    }
+    // A pod-template change rolls the workload's pods: always a proposal.
+    let remediation = Remediation::patch(workload.object_ref(), &workload.raw, edits, false)?;
+    Ok(Finding {
+        code: Code::MtlsProbeFailure,
+        severity: if only_tcp {
+            Severity::Warning
+        } else {
+            Severity::Error
+        },
+        namespace: workload.meta.namespace.clone(),
+        service: snapshot
+            .services_of(w)
+            .next()
+            .map(|(_, s)| s.meta.name.clone()),
+        workload: Some(WorkloadRef {
+            kind: workload.kind.clone(),
+            name: workload.meta.name.clone(),
+        }),
+        message: format!(
+            "probes of {} {} hit STRICT-mTLS ports the sidecar captures (ports {}) with probe rewrite off",
+            workload.kind,
+            workload.meta.name,
+            failing
+                .keys()
+                .map(i32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        evidence,
+        remediation,
+    })
+}
+
+#[cfg(test)]
+mod tests;

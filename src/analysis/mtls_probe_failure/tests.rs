@@ -1,0 +1,361 @@
+use serde_json::json;
+
+use crate::analysis::test_support::{
+    assert_patch_consistent, has_evidence, none_of, only_of, snapshot,
+};
+use crate::analysis::{Code, Finding, Severity, WorkloadRef};
+use crate::remediation::Action;
+use crate::snapshot::Snapshot;
+
+const NS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio-injection: enabled}}
+"#;
+
+const REWRITE_OFF: &str = r#"{sidecar.istio.io/rewriteAppHTTPProbers: "false"}"#;
+const HEALTH_PORT_PROBE: &str = "{httpGet: {path: /healthz, port: 8081}}";
+const SERVING_PORT_PROBE: &str = "{httpGet: {path: /healthz, port: 8080}}";
+
+/// The namespace, a Deployment `api` with pod-template `annotations` and a readiness `probe`
+/// (flow mappings) on a container that serves 8080 and has a health port 8081, the Service
+/// `api` (80 → 8080), and `extra` documents.
+fn mesh(annotations: &str, probe: &str, extra: &str) -> String {
+    format!(
+        r#"{NS}---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: api, namespace: shop}}
+spec:
+  selector: {{matchLabels: {{app: api}}}}
+  template:
+    metadata: {{labels: {{app: api}}, annotations: {annotations}}}
+    spec:
+      containers:
+      - name: app
+        image: "example/api:1"
+        ports: [{{name: http, containerPort: 8080}}, {{name: health, containerPort: 8081}}]
+        readinessProbe: {probe}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: api, namespace: shop}}
+spec: {{selector: {{app: api}}, ports: [{{name: http, port: 80, targetPort: 8080}}]}}
+{extra}"#
+    )
+}
+
+fn peer_authentication(namespace: &str, name: &str, spec: &str) -> String {
+    format!(
+        "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec: {spec}\n"
+    )
+}
+
+fn strict() -> String {
+    peer_authentication("shop", "default", "{mtls: {mode: STRICT}}")
+}
+
+const INJECTOR_REWRITE_OFF: &str = r#"---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio-sidecar-injector, namespace: istio-system}
+data:
+  values: '{"sidecarInjectorWebhook":{"rewriteAppHTTPProbe":false}}'
+  config: "policy: enabled"
+"#;
+
+const CODE: Code = Code::MtlsProbeFailure;
+
+fn only(snap: &Snapshot) -> Finding {
+    only_of(snap, CODE)
+}
+
+fn none(yaml: &str) {
+    none_of(yaml, CODE)
+}
+
+fn annotations(f: &Finding) -> &serde_json::Value {
+    &f.remediation.resource["spec"]["template"]["metadata"]["annotations"]
+}
+
+#[test]
+fn a_probe_on_its_own_port_is_excluded_from_capture() {
+    let snap = snapshot(&mesh(REWRITE_OFF, HEALTH_PORT_PROBE, &strict()));
+    let f = only(&snap);
+    assert_eq!(f.severity, Severity::Error);
+    assert_eq!(f.service.as_deref(), Some("api"));
+    assert_eq!(
+        f.workload,
+        Some(WorkloadRef {
+            kind: "Deployment".into(),
+            name: "api".into()
+        })
+    );
+    assert!(has_evidence(
+        &f,
+        "probe rewrite is off: pod annotation sidecar.istio.io/rewriteAppHTTPProbers: \"false\""
+    ));
+    assert!(has_evidence(
+        &f,
+        "port 8081: app.readinessProbe — STRICT mTLS from PeerAuthentication shop/default"
+    ));
+    let r = &f.remediation;
+    assert_eq!(r.action, Action::Patch);
+    assert!(!r.safe_to_auto_apply, "it rolls the pods");
+    assert_eq!(
+        (r.target.kind.as_str(), r.target.name.as_str()),
+        ("Deployment", "api")
+    );
+    assert_eq!(
+        *annotations(&f),
+        json!({
+            "sidecar.istio.io/rewriteAppHTTPProbers": "false",
+            "traffic.sidecar.istio.io/excludeInboundPorts": "8081",
+        }),
+        "probe rewrite stays off: the user chose it"
+    );
+    assert_patch_consistent(&snap, &f);
+}
+
+#[test]
+fn excluded_ports_are_merged_in_the_users_order() {
+    let snap = snapshot(&mesh(
+        r#"{sidecar.istio.io/rewriteAppHTTPProbers: "false", traffic.sidecar.istio.io/excludeInboundPorts: "9100, 3306"}"#,
+        HEALTH_PORT_PROBE,
+        &strict(),
+    ));
+    let f = only(&snap);
+    assert!(f.remediation.patch.as_ref().unwrap().contains(&json!({
+        "op": "test",
+        "path": "/spec/template/metadata/annotations/traffic.sidecar.istio.io~1excludeInboundPorts",
+        "value": "9100, 3306",
+    })));
+    assert_eq!(
+        annotations(&f)["traffic.sidecar.istio.io/excludeInboundPorts"],
+        "9100,3306,8081"
+    );
+    assert_patch_consistent(&snap, &f);
+}
+
+#[test]
+fn a_probe_on_the_serving_port_re_enables_probe_rewrite() {
+    let snap = snapshot(&mesh(REWRITE_OFF, SERVING_PORT_PROBE, &strict()));
+    let f = only(&snap);
+    assert!(has_evidence(
+        &f,
+        "port 8080 also serves traffic: excluding it from capture would switch mTLS off for real requests"
+    ));
+    let r = &f.remediation;
+    assert!(!r.safe_to_auto_apply);
+    assert!(r.patch.as_ref().unwrap().contains(&json!({
+        "op": "replace",
+        "path": "/spec/template/metadata/annotations/sidecar.istio.io~1rewriteAppHTTPProbers",
+        "value": "true",
+    })));
+    assert_eq!(
+        *annotations(&f),
+        json!({"sidecar.istio.io/rewriteAppHTTPProbers": "true"}),
+        "the serving port is never excluded"
+    );
+    assert_patch_consistent(&snap, &f);
+}
+
+#[test]
+fn a_named_probe_port_is_resolved() {
+    let snap = snapshot(&mesh(
+        REWRITE_OFF,
+        "{httpGet: {path: /healthz, port: health}}",
+        &strict(),
+    ));
+    let f = only(&snap);
+    assert_eq!(
+        annotations(&f)["traffic.sidecar.istio.io/excludeInboundPorts"],
+        "8081"
+    );
+}
+
+#[test]
+fn permissive_or_no_policy_is_fine() {
+    none(&mesh(
+        REWRITE_OFF,
+        HEALTH_PORT_PROBE,
+        &peer_authentication("shop", "default", "{mtls: {mode: PERMISSIVE}}"),
+    ));
+    none(&mesh(REWRITE_OFF, HEALTH_PORT_PROBE, ""));
+}
+
+#[test]
+fn probe_rewrite_on_by_default_is_fine() {
+    none(&mesh("{}", HEALTH_PORT_PROBE, &strict()));
+    none(&mesh(
+        r#"{sidecar.istio.io/rewriteAppHTTPProbers: "true"}"#,
+        SERVING_PORT_PROBE,
+        &strict(),
+    ));
+}
+
+#[test]
+fn probe_rewrite_off_mesh_wide() {
+    let snap = snapshot(&mesh(
+        "{}",
+        SERVING_PORT_PROBE,
+        &format!("{}{INJECTOR_REWRITE_OFF}", strict()),
+    ));
+    let f = only(&snap);
+    assert!(has_evidence(
+        &f,
+        "probe rewrite is off mesh-wide (sidecarInjectorWebhook.rewriteAppHTTPProbe: false)"
+    ));
+    assert_eq!(
+        *annotations(&f),
+        json!({"sidecar.istio.io/rewriteAppHTTPProbers": "true"})
+    );
+    assert_patch_consistent(&snap, &f);
+
+    // A pod that turns it back on is fine.
+    none(&mesh(
+        r#"{sidecar.istio.io/rewriteAppHTTPProbers: "true"}"#,
+        SERVING_PORT_PROBE,
+        &format!("{}{INJECTOR_REWRITE_OFF}", strict()),
+    ));
+}
+
+#[test]
+fn a_pod_template_without_annotations_gets_them() {
+    let yaml = mesh(
+        "{}",
+        HEALTH_PORT_PROBE,
+        &format!("{}{INJECTOR_REWRITE_OFF}", strict()),
+    )
+    .replace(", annotations: {}", "");
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert_eq!(
+        *annotations(&f),
+        json!({"traffic.sidecar.istio.io/excludeInboundPorts": "8081"})
+    );
+    assert_patch_consistent(&snap, &f);
+}
+
+#[test]
+fn a_workload_port_level_disable_overrides_namespace_strict() {
+    let workload_policy = peer_authentication(
+        "shop",
+        "api-health",
+        "{selector: {matchLabels: {app: api}}, portLevelMtls: {\"8081\": {mode: DISABLE}}}",
+    );
+    none(&mesh(
+        REWRITE_OFF,
+        HEALTH_PORT_PROBE,
+        &format!("{}{workload_policy}", strict()),
+    ));
+    // The port-level setting is for 8081 only: a probe on 8080 still meets STRICT.
+    let snap = snapshot(&mesh(
+        REWRITE_OFF,
+        SERVING_PORT_PROBE,
+        &format!("{}{workload_policy}", strict()),
+    ));
+    only(&snap);
+}
+
+#[test]
+fn a_workload_policy_that_selects_other_pods_does_not_apply() {
+    let other = peer_authentication(
+        "shop",
+        "other",
+        "{selector: {matchLabels: {app: other}}, mtls: {mode: PERMISSIVE}}",
+    );
+    let snap = snapshot(&mesh(
+        REWRITE_OFF,
+        HEALTH_PORT_PROBE,
+        &format!("{}{other}", strict()),
+    ));
+    only(&snap);
+}
+
+#[test]
+fn root_namespace_strict_applies() {
+    let root = peer_authentication("istio-system", "default", "{mtls: {mode: STRICT}}");
+    let snap = snapshot(&mesh(REWRITE_OFF, HEALTH_PORT_PROBE, &root));
+    let f = only(&snap);
+    assert!(has_evidence(
+        &f,
+        "STRICT mTLS from PeerAuthentication istio-system/default"
+    ));
+    assert_patch_consistent(&snap, &f);
+
+    // The namespace's own policy wins over the root one.
+    none(&mesh(
+        REWRITE_OFF,
+        HEALTH_PORT_PROBE,
+        &format!(
+            "{root}{}",
+            peer_authentication("shop", "default", "{mtls: {mode: PERMISSIVE}}")
+        ),
+    ));
+}
+
+#[test]
+fn a_tcp_only_probe_is_a_warning() {
+    let snap = snapshot(&mesh(REWRITE_OFF, "{tcpSocket: {port: 8081}}", &strict()));
+    let f = only(&snap);
+    assert_eq!(f.severity, Severity::Warning);
+    assert!(has_evidence(&f, "passes even when the app is down"));
+    assert_eq!(
+        annotations(&f)["traffic.sidecar.istio.io/excludeInboundPorts"],
+        "8081"
+    );
+    assert_patch_consistent(&snap, &f);
+}
+
+#[test]
+fn a_grpc_probe_is_an_error() {
+    let snap = snapshot(&mesh(REWRITE_OFF, "{grpc: {port: 8081}}", &strict()));
+    assert_eq!(only(&snap).severity, Severity::Error);
+}
+
+#[test]
+fn an_already_excluded_port_is_fine() {
+    none(&mesh(
+        r#"{sidecar.istio.io/rewriteAppHTTPProbers: "false", traffic.sidecar.istio.io/excludeInboundPorts: "9100,8081"}"#,
+        HEALTH_PORT_PROBE,
+        &strict(),
+    ));
+    // Not in includeInboundPorts: not captured either.
+    none(&mesh(
+        r#"{sidecar.istio.io/rewriteAppHTTPProbers: "false", traffic.sidecar.istio.io/includeInboundPorts: "8080"}"#,
+        HEALTH_PORT_PROBE,
+        &strict(),
+    ));
+}
+
+#[test]
+fn workloads_without_a_sidecar_are_not_checked() {
+    none(
+        &mesh(REWRITE_OFF, HEALTH_PORT_PROBE, &strict())
+            .replace("labels: {istio-injection: enabled}", "labels: {}"),
+    );
+}
+
+#[test]
+fn a_workload_strict_policy_overrides_a_permissive_namespace() {
+    let snap = snapshot(&mesh(
+        REWRITE_OFF,
+        HEALTH_PORT_PROBE,
+        &format!(
+            "{}{}",
+            peer_authentication("shop", "default", "{mtls: {mode: PERMISSIVE}}"),
+            peer_authentication(
+                "shop",
+                "api-strict",
+                "{selector: {matchLabels: {app: api}}, mtls: {mode: STRICT}}"
+            ),
+        ),
+    ));
+    let f = only(&snap);
+    assert!(has_evidence(
+        &f,
+        "STRICT mTLS from PeerAuthentication shop/api-strict"
+    ));
+    assert_patch_consistent(&snap, &f);
+}

@@ -1,0 +1,281 @@
+//! `sidecar-lifecycle`: the proxy starts after, or stops before, the app, so requests fail with
+//! 503 around every pod restart.
+//!
+//! Shutdown (severity warning): the app keeps serving after SIGTERM (a preStop hook, or a
+//! graceful-shutdown setting) for longer than the proxy's `terminationDrainDuration` (5s by
+//! default), and `EXIT_ON_ZERO_ACTIVE_CONNECTIONS` is not set. Startup (severity info, most apps
+//! survive it): `holdApplicationUntilProxyStarts` is not on. Neither applies when the proxy runs
+//! as a native sidecar, which Kubernetes starts first and stops last. The fix merges the needed
+//! keys into the pod template's `proxy.istio.io/config` annotation, keeping what is there; it is
+//! never applied automatically because it restarts pods.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Container;
+use serde_json::{Value, json};
+
+use super::app_servers::{flag_value, words};
+use super::{Code, Finding, Severity, Sink, WorkloadRef};
+use crate::model::istio::ProxyConfig;
+use crate::model::workload::Workload;
+use crate::model::{duration, keys};
+use crate::remediation::{Edit, Remediation};
+use crate::snapshot::Snapshot;
+
+/// Istio's `terminationDrainDuration` default.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(5);
+
+/// Extra time the proposed drain gives the proxy beyond the app's shutdown.
+const DRAIN_MARGIN: Duration = Duration::from_secs(5);
+
+/// How long an app container keeps working after the pod is told to stop, and why.
+pub fn app_shutdown(container: &Container, annotation: Option<&str>) -> Option<(Duration, String)> {
+    let mut total = Duration::ZERO;
+    let mut why = Vec::new();
+    if let Some(pre_stop) = container
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.pre_stop.as_ref())
+    {
+        let sleep = pre_stop
+            .sleep
+            .as_ref()
+            .map(|s| Duration::from_secs(s.seconds.max(0) as u64))
+            .or_else(|| {
+                let cmd = pre_stop.exec.as_ref()?.command.as_ref()?;
+                let words: Vec<&str> = cmd.iter().flat_map(|c| c.split_whitespace()).collect();
+                let at = words.iter().position(|w| *w == "sleep")?;
+                words
+                    .get(at + 1)?
+                    .trim_end_matches(['s', ';', '&'])
+                    .parse::<f64>()
+                    .ok()
+                    .map(Duration::from_secs_f64)
+            });
+        if let Some(sleep) = sleep {
+            total += sleep;
+            why.push(format!("preStop sleeps {}", duration::format(sleep)));
+        }
+    }
+    let graceful = if let Some(value) = annotation.and_then(|v| duration::parse(v).ok()) {
+        Some((
+            value,
+            format!("{} {}", keys::APP_SHUTDOWN_TIMEOUT, duration::format(value)),
+        ))
+    } else {
+        let w = words(container);
+        let secs = |v: &str| v.parse::<f64>().ok().map(Duration::from_secs_f64);
+        flag_value(&w, &["--graceful-timeout"])
+            .and_then(secs)
+            .map(|d| {
+                (
+                    d,
+                    format!("gunicorn --graceful-timeout {}", duration::format(d)),
+                )
+            })
+            .or_else(|| {
+                flag_value(&w, &["--timeout-graceful-shutdown"])
+                    .and_then(secs)
+                    .map(|d| {
+                        (
+                            d,
+                            format!(
+                                "uvicorn --timeout-graceful-shutdown {}",
+                                duration::format(d)
+                            ),
+                        )
+                    })
+            })
+            .or_else(|| spring_graceful(container))
+    };
+    if let Some((d, text)) = graceful {
+        total += d;
+        why.push(text);
+    }
+    (!why.is_empty()).then(|| (total, why.join(" + ")))
+}
+
+/// Spring Boot with `server.shutdown=graceful` waits `spring.lifecycle.timeout-per-shutdown-phase`
+/// (30s by default) for requests in flight.
+fn spring_graceful(container: &Container) -> Option<(Duration, String)> {
+    let env = |n: &str| {
+        container
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == n)
+            .and_then(|e| e.value.clone())
+    };
+    let w = words(container);
+    let graceful = env("SERVER_SHUTDOWN").as_deref() == Some("graceful")
+        || w.iter()
+            .any(|a| a == "--server.shutdown=graceful" || a == "-Dserver.shutdown=graceful");
+    if !graceful {
+        return None;
+    }
+    let timeout = env("SPRING_LIFECYCLE_TIMEOUT_PER_SHUTDOWN_PHASE")
+        .or_else(|| {
+            flag_value(&w, &["--spring.lifecycle.timeout-per-shutdown-phase"]).map(str::to_string)
+        })
+        .and_then(|v| duration::parse(&v).ok())
+        .unwrap_or(Duration::from_secs(30));
+    Some((
+        timeout,
+        format!(
+            "Spring Boot graceful shutdown {}",
+            duration::format(timeout)
+        ),
+    ))
+}
+
+/// The proxy config a pod gets: mesh `defaultConfig`, overlaid by its annotation.
+pub fn proxy_config(snapshot: &Snapshot, workload: &Workload) -> ProxyConfig {
+    let mesh = snapshot.mesh.default_config.clone().unwrap_or_default();
+    let pod: ProxyConfig = workload
+        .annotation(keys::PROXY_CONFIG)
+        .and_then(|v| serde_saphyr::from_str(v).ok())
+        .unwrap_or_default();
+    mesh.overlay(&pod)
+}
+
+fn exit_on_zero(config: &ProxyConfig, workload: &Workload) -> bool {
+    let truthy = |v: &str| v.eq_ignore_ascii_case("true");
+    config
+        .proxy_metadata
+        .get("EXIT_ON_ZERO_ACTIVE_CONNECTIONS")
+        .is_some_and(|v| truthy(v))
+        || workload.proxy_container().is_some_and(|c| {
+            c.env.iter().flatten().any(|e| {
+                e.name == "EXIT_ON_ZERO_ACTIVE_CONNECTIONS"
+                    && e.value.as_deref().is_some_and(truthy)
+            })
+        })
+}
+
+pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
+    for (w, workload) in snapshot.workloads.iter().enumerate() {
+        if !sink.wants(&workload.meta.namespace) {
+            continue;
+        }
+        if !snapshot.is_injected(workload) || workload.has_native_sidecar() {
+            continue;
+        }
+        let config = proxy_config(snapshot, workload);
+        let drain = config
+            .termination_drain_duration
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_DRAIN);
+        let shutdown = workload
+            .app_containers()
+            .filter_map(|c| app_shutdown(c, workload.annotation(keys::APP_SHUTDOWN_TIMEOUT)))
+            .max_by_key(|(d, _)| *d);
+        let shutdown_problem = shutdown
+            .as_ref()
+            .filter(|(d, _)| *d > drain && !exit_on_zero(&config, workload));
+        let startup_problem = config.hold_application_until_proxy_starts != Some(true);
+        if shutdown_problem.is_none() && !startup_problem {
+            continue;
+        }
+        let mut evidence = Vec::new();
+        let mut keys_to_set: Vec<(&str, Value)> = Vec::new();
+        if let Some((app, why)) = shutdown_problem {
+            let proposed = Duration::from_secs((*app + DRAIN_MARGIN).as_secs());
+            evidence.push(format!(
+                "the app keeps working {} after the pod is stopped ({why}); the proxy drains for {} and exits first, so requests in flight answer 503",
+                duration::format(*app),
+                duration::format(drain)
+            ));
+            let grace = workload
+                .pod_spec
+                .termination_grace_period_seconds
+                .unwrap_or(30);
+            if Duration::from_secs(grace.max(0) as u64) < proposed {
+                evidence.push(format!(
+                    "terminationGracePeriodSeconds is {grace}s: raise it to at least {} too, or the kubelet kills both first",
+                    proposed.as_secs()
+                ));
+            }
+            keys_to_set.push((
+                "terminationDrainDuration",
+                json!(duration::format(proposed)),
+            ));
+        }
+        if startup_problem {
+            evidence.push(
+                "holdApplicationUntilProxyStarts is not set (pod annotation or mesh defaultConfig): the app can start, and call out, before its proxy is ready"
+                    .to_string(),
+            );
+            keys_to_set.push(("holdApplicationUntilProxyStarts", json!(true)));
+        }
+        sink.push(finding(
+            snapshot,
+            w,
+            workload,
+            shutdown_problem.is_some(),
+            keys_to_set,
+            evidence,
+        ));
+    }
+}
+
+fn finding(
+    snapshot: &Snapshot,
+    w: usize,
+    workload: &Workload,
+    shutdown: bool,
+    keys_to_set: Vec<(&str, Value)>,
+    evidence: Vec<String>,
+) -> Result<Finding, crate::remediation::PlanError> {
+    // Keep every key the user wrote in the annotation; add or replace only ours.
+    let mut config: Value = workload
+        .annotation(keys::PROXY_CONFIG)
+        .and_then(|v| serde_saphyr::from_str(v).ok())
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}));
+    for (k, v) in keys_to_set {
+        config[k] = v;
+    }
+    let text = serde_saphyr::to_string(&config).map_err(|e| crate::remediation::PlanError {
+        target: workload.object_ref().to_string(),
+        message: e.to_string(),
+    })?;
+    let edit = Edit::at(
+        &workload.annotations_pointer(),
+        Some(keys::PROXY_CONFIG),
+        json!(text),
+    );
+    let remediation = Remediation::patch(workload.object_ref(), &workload.raw, vec![edit], false)?;
+    Ok(Finding {
+        code: Code::SidecarLifecycle,
+        severity: if shutdown {
+            Severity::Warning
+        } else {
+            Severity::Info
+        },
+        namespace: workload.meta.namespace.clone(),
+        service: snapshot
+            .services_of(w)
+            .next()
+            .map(|(_, s)| s.meta.name.clone()),
+        workload: Some(WorkloadRef {
+            kind: workload.kind.clone(),
+            name: workload.meta.name.clone(),
+        }),
+        message: if shutdown {
+            format!(
+                "the proxy of {} {} exits before the app finishes: 503s at every pod restart",
+                workload.kind, workload.meta.name
+            )
+        } else {
+            format!(
+                "{} {} may start before its proxy is ready",
+                workload.kind, workload.meta.name
+            )
+        },
+        evidence,
+        remediation,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,310 @@
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::app_shutdown;
+use crate::analysis::test_support::{
+    assert_patch_consistent, has_evidence, none_of, only_of, snapshot,
+};
+use crate::analysis::{Code, Finding, Severity, WorkloadRef};
+use crate::remediation::Action;
+use crate::snapshot::Snapshot;
+
+const NS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio-injection: enabled}}
+"#;
+
+const SERVICE: &str = r#"
+---
+apiVersion: v1
+kind: Service
+metadata: {name: orders, namespace: shop}
+spec: {selector: {app: orders}, ports: [{name: http, port: 80, targetPort: 8080}]}
+"#;
+
+const PRE_STOP_15: &str = r#"{name: app, image: "example/orders:1", lifecycle: {preStop: {exec: {command: [sh, -c, "sleep 15"]}}}}"#;
+const NO_PRE_STOP: &str = r#"{name: app, image: "example/orders:1"}"#;
+
+/// The namespace, a Deployment `orders` with pod-template `annotations` (a flow mapping) and
+/// `container` (a flow mapping), and its Service.
+fn mesh(annotations: &str, container: &str) -> String {
+    format!(
+        r#"{NS}---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: orders, namespace: shop}}
+spec:
+  selector: {{matchLabels: {{app: orders}}}}
+  template:
+    metadata: {{labels: {{app: orders}}, annotations: {annotations}}}
+    spec:
+      containers:
+      - {container}
+{SERVICE}"#
+    )
+}
+
+fn mesh_config(default_config: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: istio, namespace: istio-system}}\ndata:\n  mesh: |\n    defaultConfig: {default_config}\n"
+    )
+}
+
+const CODE: Code = Code::SidecarLifecycle;
+
+fn only(snap: &Snapshot) -> Finding {
+    only_of(snap, CODE)
+}
+
+fn none(yaml: &str) {
+    none_of(yaml, CODE)
+}
+
+/// The `proxy.istio.io/config` annotation of the corrected Deployment, parsed.
+fn proxy_config(f: &Finding) -> Value {
+    let text = f.remediation.resource["spec"]["template"]["metadata"]["annotations"]
+        ["proxy.istio.io/config"]
+        .as_str()
+        .expect("proxy.istio.io/config annotation");
+    serde_saphyr::from_str(text).expect("annotation is YAML")
+}
+
+#[test]
+fn a_pre_stop_longer_than_the_drain_keeps_existing_proxy_config_keys() {
+    let yaml = mesh(
+        r#"{proxy.istio.io/config: "concurrency: 2\nproxyMetadata: {FOO: bar}\n", prometheus.io/scrape: "true"}"#,
+        PRE_STOP_15,
+    );
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert_eq!(f.severity, Severity::Warning);
+    assert_eq!(f.service.as_deref(), Some("orders"));
+    assert_eq!(
+        f.workload,
+        Some(WorkloadRef {
+            kind: "Deployment".into(),
+            name: "orders".into()
+        })
+    );
+    assert!(has_evidence(&f, "preStop sleeps 15s"));
+    assert!(has_evidence(&f, "the proxy drains for 5s"));
+    assert!(
+        !has_evidence(&f, "terminationGracePeriodSeconds"),
+        "30s grace is enough for 20s"
+    );
+    let r = &f.remediation;
+    assert_eq!(r.action, Action::Patch);
+    assert!(!r.safe_to_auto_apply, "it restarts pods");
+    assert_eq!(
+        (r.target.kind.as_str(), r.target.name.as_str()),
+        ("Deployment", "orders")
+    );
+    assert_eq!(
+        proxy_config(&f),
+        json!({
+            "concurrency": 2,
+            "proxyMetadata": {"FOO": "bar"},
+            "terminationDrainDuration": "20s",
+            "holdApplicationUntilProxyStarts": true,
+        })
+    );
+    assert_eq!(
+        r.resource["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"],
+        "true"
+    );
+    assert_patch_consistent(&snap, &f);
+}
+
+#[test]
+fn a_pod_without_annotations_gets_the_annotation() {
+    let yaml = mesh("{}", PRE_STOP_15).replace(", annotations: {}", "");
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert_eq!(
+        proxy_config(&f),
+        json!({"terminationDrainDuration": "20s", "holdApplicationUntilProxyStarts": true})
+    );
+    assert_patch_consistent(&snap, &f);
+}
+
+#[test]
+fn a_long_enough_drain_leaves_only_the_startup_advice() {
+    let yaml = mesh(
+        r#"{proxy.istio.io/config: "terminationDrainDuration: 30s"}"#,
+        PRE_STOP_15,
+    );
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert_eq!(f.severity, Severity::Info);
+    assert!(!has_evidence(&f, "preStop"));
+    assert!(has_evidence(
+        &f,
+        "holdApplicationUntilProxyStarts is not set"
+    ));
+    assert!(!f.remediation.safe_to_auto_apply);
+    assert_eq!(
+        proxy_config(&f),
+        json!({"terminationDrainDuration": "30s", "holdApplicationUntilProxyStarts": true})
+    );
+    assert_patch_consistent(&snap, &f);
+
+    // And nothing at all once the mesh holds the app until the proxy starts.
+    none(&format!(
+        "{yaml}{}",
+        mesh_config("{holdApplicationUntilProxyStarts: true}")
+    ));
+}
+
+#[test]
+fn exit_on_zero_active_connections_covers_the_shutdown() {
+    let yaml = mesh(
+        r#"{proxy.istio.io/config: "proxyMetadata: {EXIT_ON_ZERO_ACTIVE_CONNECTIONS: \"true\"}"}"#,
+        PRE_STOP_15,
+    );
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert_eq!(f.severity, Severity::Info, "startup advice only");
+    assert!(!has_evidence(&f, "preStop"));
+    assert!(proxy_config(&f).get("terminationDrainDuration").is_none());
+    assert_patch_consistent(&snap, &f);
+
+    // From mesh defaultConfig too, with the hold set there: no finding.
+    none(&format!(
+        "{}{}",
+        mesh("{}", PRE_STOP_15),
+        mesh_config(
+            "{holdApplicationUntilProxyStarts: true, proxyMetadata: {EXIT_ON_ZERO_ACTIVE_CONNECTIONS: \"true\"}}"
+        )
+    ));
+}
+
+#[test]
+fn a_native_sidecar_starts_first_and_stops_last() {
+    let yaml = mesh("{}", PRE_STOP_15).replace(
+        "      containers:\n",
+        "      initContainers:\n      - {name: istio-proxy, image: \"docker.io/istio/proxyv2:1.28.0\", restartPolicy: Always}\n      containers:\n",
+    );
+    none(&yaml);
+}
+
+#[test]
+fn a_mesh_wide_hold_removes_only_the_startup_part() {
+    let yaml = format!(
+        "{}{}",
+        mesh("{}", PRE_STOP_15),
+        mesh_config("{holdApplicationUntilProxyStarts: true}")
+    );
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert_eq!(f.severity, Severity::Warning);
+    assert!(!has_evidence(&f, "holdApplicationUntilProxyStarts"));
+    assert_eq!(proxy_config(&f), json!({"terminationDrainDuration": "20s"}));
+    assert_patch_consistent(&snap, &f);
+
+    none(&format!(
+        "{}{}",
+        mesh("{}", NO_PRE_STOP),
+        mesh_config("{holdApplicationUntilProxyStarts: true}")
+    ));
+}
+
+#[test]
+fn a_mesh_wide_drain_counts() {
+    none(&format!(
+        "{}{}",
+        mesh("{}", PRE_STOP_15),
+        mesh_config("{holdApplicationUntilProxyStarts: true, terminationDrainDuration: 20s}")
+    ));
+}
+
+#[test]
+fn uvicorn_graceful_shutdown() {
+    let yaml = mesh(
+        r#"{proxy.istio.io/config: "holdApplicationUntilProxyStarts: true"}"#,
+        r#"{name: app, image: "python:3.12", command: [uvicorn, "main:app", --host, 0.0.0.0, --timeout-graceful-shutdown, "20"]}"#,
+    );
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert_eq!(f.severity, Severity::Warning);
+    assert!(has_evidence(&f, "uvicorn --timeout-graceful-shutdown 20s"));
+    assert_eq!(
+        proxy_config(&f),
+        json!({"holdApplicationUntilProxyStarts": true, "terminationDrainDuration": "25s"})
+    );
+    assert!(!f.remediation.safe_to_auto_apply);
+    assert_patch_consistent(&snap, &f);
+}
+
+#[test]
+fn pre_stop_and_graceful_shutdown_add_up_and_the_grace_period_is_checked() {
+    let yaml = mesh(
+        r#"{proxy.istio.io/config: "holdApplicationUntilProxyStarts: true"}"#,
+        r#"{name: app, image: "python:3.12", command: [gunicorn, --graceful-timeout, "30", "app:app"], lifecycle: {preStop: {sleep: {seconds: 10}}}}"#,
+    );
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert!(has_evidence(
+        &f,
+        "preStop sleeps 10s + gunicorn --graceful-timeout 30s"
+    ));
+    assert!(has_evidence(
+        &f,
+        "terminationGracePeriodSeconds is 30s: raise it to at least 45"
+    ));
+    assert_eq!(proxy_config(&f)["terminationDrainDuration"], json!("45s"));
+    assert_patch_consistent(&snap, &f);
+}
+
+#[test]
+fn a_short_pre_stop_with_the_hold_set_is_fine() {
+    none(&mesh(
+        r#"{proxy.istio.io/config: "holdApplicationUntilProxyStarts: true"}"#,
+        r#"{name: app, image: "example/orders:1", lifecycle: {preStop: {exec: {command: [sleep, "3"]}}}}"#,
+    ));
+}
+
+#[test]
+fn workloads_without_a_sidecar_are_not_checked() {
+    none(&mesh("{}", PRE_STOP_15).replace("labels: {istio-injection: enabled}", "labels: {}"));
+}
+
+#[test]
+fn app_shutdown_reads_hooks_and_flags() {
+    let container = |value: Value| -> k8s_openapi::api::core::v1::Container {
+        serde_json::from_value(value).expect("container")
+    };
+    assert_eq!(app_shutdown(&container(json!({"name": "a"})), None), None);
+    let (d, _) = app_shutdown(
+        &container(json!({"name": "a", "lifecycle": {"preStop": {"exec": {"command": ["/bin/sh", "-c", "sleep 5s; nginx -s quit"]}}}})),
+        None,
+    )
+    .unwrap();
+    assert_eq!(d, Duration::from_secs(5));
+    let (d, why) = app_shutdown(
+        &container(json!({"name": "a", "env": [{"name": "SERVER_SHUTDOWN", "value": "graceful"}]})),
+        None,
+    )
+    .unwrap();
+    assert_eq!(d, Duration::from_secs(30));
+    assert!(why.contains("Spring Boot"));
+    let (d, _) = app_shutdown(&container(json!({"name": "a"})), Some("12s")).unwrap();
+    assert_eq!(d, Duration::from_secs(12));
+}
+
+#[test]
+fn the_native_sidecar_annotation_counts_too() {
+    none(&mesh(
+        r#"{sidecar.istio.io/nativeSidecar: "true"}"#,
+        PRE_STOP_15,
+    ));
+}
+
+#[test]
+fn the_ignore_annotation_suppresses_the_finding() {
+    none(&mesh(
+        r#"{meshmedic.io/ignore: "sidecar-lifecycle"}"#,
+        PRE_STOP_15,
+    ));
+}

@@ -1,0 +1,208 @@
+//! Watches and reflector stores for every kind the analysis reads, and the snapshot built from
+//! them. Stores keep only what analysis needs: `managedFields`, the last-applied annotation and
+//! `status` are dropped as objects arrive.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::Value;
+use tokio::sync::{Mutex, Notify};
+
+use crate::error::Source;
+use crate::snapshot::{Snapshot, SnapshotBuilder, SnapshotOptions};
+
+/// Namespaces that changed since the last reconcile (`all` after a cluster-wide change).
+#[derive(Default, Debug)]
+pub struct Dirty {
+    pub namespaces: BTreeSet<String>,
+    pub all: bool,
+}
+
+/// Shared between the watchers (which mark) and the reconcile loop (which takes).
+#[derive(Default)]
+pub struct Changes {
+    pub dirty: Mutex<Dirty>,
+    pub notify: Notify,
+}
+
+impl Changes {
+    pub async fn mark(&self, namespace: Option<&str>, all: bool) {
+        let mut d = self.dirty.lock().await;
+        match namespace {
+            _ if all => d.all = true,
+            Some(ns) => {
+                d.namespaces.insert(ns.to_string());
+            }
+            None => d.all = true,
+        }
+        drop(d);
+        self.notify.notify_one();
+    }
+
+    pub async fn take(&self) -> Dirty {
+        std::mem::take(&mut *self.dirty.lock().await)
+    }
+}
+
+/// One watched kind.
+pub struct Watched {
+    pub resource: ApiResource,
+    pub store: Store<DynamicObject>,
+    /// Istio kinds may be absent (no CRD); core kinds must sync before the operator is ready.
+    pub optional: bool,
+}
+
+/// The kinds meshmedic watches: (group, version, kind, plural, optional, namespace-restricted).
+const KINDS: [(&str, &str, &str, &str, bool); 12] = [
+    ("", "v1", "Namespace", "namespaces", false),
+    ("", "v1", "Service", "services", false),
+    ("", "v1", "Pod", "pods", false),
+    ("apps", "v1", "Deployment", "deployments", false),
+    ("apps", "v1", "StatefulSet", "statefulsets", false),
+    ("apps", "v1", "DaemonSet", "daemonsets", false),
+    (
+        "networking.istio.io",
+        "v1",
+        "DestinationRule",
+        "destinationrules",
+        true,
+    ),
+    (
+        "networking.istio.io",
+        "v1",
+        "VirtualService",
+        "virtualservices",
+        true,
+    ),
+    ("networking.istio.io", "v1", "Sidecar", "sidecars", true),
+    (
+        "networking.istio.io",
+        "v1alpha3",
+        "EnvoyFilter",
+        "envoyfilters",
+        true,
+    ),
+    (
+        "security.istio.io",
+        "v1",
+        "PeerAuthentication",
+        "peerauthentications",
+        true,
+    ),
+    ("telemetry.istio.io", "v1", "Telemetry", "telemetries", true),
+];
+
+pub fn api_resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+}
+
+/// Drops what the analysis never reads, so stores stay small at scale.
+fn strip(obj: &mut DynamicObject) {
+    obj.metadata.managed_fields = None;
+    if let Some(a) = obj.metadata.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+    if let Some(map) = obj.data.as_object_mut() {
+        map.remove("status");
+    }
+}
+
+/// Starts a watcher per kind (and one for ConfigMaps in the root namespace); every change marks
+/// its namespace dirty. Returns the stores; the watchers run until the process ends.
+pub fn start(client: &Client, root_namespace: &str, changes: Arc<Changes>) -> Vec<Watched> {
+    let mut watched = Vec::new();
+    for (group, version, kind, plural, optional) in KINDS {
+        let ar = api_resource(group, version, kind, plural);
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+        watched.push(spawn(api, ar, optional, root_namespace, changes.clone()));
+    }
+    // Mesh config and injector values live in ConfigMaps of the root namespace only: meshmedic
+    // reads no other ConfigMap (its RBAC grants none).
+    let ar = api_resource("", "v1", "ConfigMap", "configmaps");
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), root_namespace, &ar);
+    watched.push(spawn(api, ar, true, root_namespace, changes));
+    watched
+}
+
+fn spawn(
+    api: Api<DynamicObject>,
+    ar: ApiResource,
+    optional: bool,
+    root: &str,
+    changes: Arc<Changes>,
+) -> Watched {
+    let writer = reflector::store::Writer::new(ar.clone());
+    let store = writer.as_reader();
+    let kind = ar.kind.clone();
+    let root = root.to_string();
+    let is_namespace = kind == "Namespace";
+    let stream = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(strip)
+        .reflect(writer)
+        .touched_objects();
+    tokio::spawn(async move {
+        let mut reported = false;
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(obj) => {
+                    if reported {
+                        tracing::info!(kind, "watching again");
+                        reported = false;
+                    }
+                    let ns = if is_namespace {
+                        Some(obj.name_any())
+                    } else {
+                        obj.namespace()
+                    };
+                    let all = ns.as_deref() == Some(root.as_str()) && !is_namespace;
+                    changes.mark(ns.as_deref(), all).await;
+                }
+                // A missing CRD (404) or a forbidden kind is reported once; the watcher keeps
+                // retrying with backoff and picks the kind up when it appears.
+                Err(e) if !reported => {
+                    tracing::warn!(kind, error = %e, "cannot watch; analysing without it until it can be watched");
+                    reported = true;
+                }
+                Err(_) => {}
+            }
+        }
+    });
+    Watched {
+        resource: ar,
+        store,
+        optional,
+    }
+}
+
+/// The snapshot of everything in the stores. An object that does not decode is logged and left
+/// out: one bad object must not stop the analysis of the rest.
+pub fn snapshot(watched: &[Watched], options: SnapshotOptions) -> crate::Result<Snapshot> {
+    let mut builder = SnapshotBuilder::new(options);
+    for w in watched {
+        for obj in w.store.state() {
+            let Ok(mut raw) = serde_json::to_value(&*obj) else {
+                continue;
+            };
+            if let Some(map) = raw.as_object_mut() {
+                // List responses may omit the type; the watch knows it.
+                map.insert(
+                    "apiVersion".into(),
+                    Value::String(w.resource.api_version.clone()),
+                );
+                map.insert("kind".into(), Value::String(w.resource.kind.clone()));
+            }
+            let source = Source::new("cluster", 0);
+            if let Err(e) = builder.add(source, raw) {
+                tracing::warn!(error = %e, "object left out of the analysis");
+            }
+        }
+    }
+    builder.build()
+}

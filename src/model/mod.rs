@@ -1,0 +1,98 @@
+//! Typed Kubernetes and Istio objects (k8s-openapi for core kinds, `kube::CustomResource` views for
+//! Istio kinds) and the small value types shared by every stage.
+
+pub mod duration;
+pub mod istio;
+pub mod remediation;
+pub mod workload;
+
+pub use duration::GoDuration;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// Annotations and labels meshmedic reads and writes.
+pub mod keys {
+    pub const MODE: &str = "meshmedic.io/mode";
+    pub const APP_IDLE_TIMEOUT: &str = "meshmedic.io/app-idle-timeout";
+    pub const APP_SHUTDOWN_TIMEOUT: &str = "meshmedic.io/app-shutdown-timeout";
+    pub const NON_IDEMPOTENT: &str = "meshmedic.io/non-idempotent";
+    pub const IGNORE: &str = "meshmedic.io/ignore";
+    pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+    pub const MANAGED_BY_VALUE: &str = "meshmedic";
+
+    pub const PROXY_CONFIG: &str = "proxy.istio.io/config";
+    pub const INJECT: &str = "sidecar.istio.io/inject";
+    pub const NATIVE_SIDECAR: &str = "sidecar.istio.io/nativeSidecar";
+    pub const REWRITE_PROBES: &str = "sidecar.istio.io/rewriteAppHTTPProbers";
+    pub const EXCLUDE_INBOUND_PORTS: &str = "traffic.sidecar.istio.io/excludeInboundPorts";
+    pub const NS_INJECTION: &str = "istio-injection";
+    pub const NS_REV: &str = "istio.io/rev";
+}
+
+/// The metadata fields the analysis reads, the same for every kind.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Meta {
+    pub name: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// RFC 3339, as the API server writes it; Istio breaks ties between rules by age.
+    pub creation_timestamp: Option<String>,
+}
+
+impl Meta {
+    pub fn from_object_meta(
+        meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+        default_namespace: &str,
+    ) -> Meta {
+        Meta {
+            name: meta.name.clone().unwrap_or_default(),
+            namespace: meta
+                .namespace
+                .clone()
+                .unwrap_or_else(|| default_namespace.to_string()),
+            labels: meta.labels.clone().unwrap_or_default(),
+            annotations: meta.annotations.clone().unwrap_or_default(),
+            creation_timestamp: meta.creation_timestamp.as_ref().map(|t| {
+                serde_json::to_value(t)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            }),
+        }
+    }
+}
+
+/// A reference to an object a remediation targets.
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectRef {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// `true` when every label of `selector` is on `labels` (an empty selector selects everything).
+pub fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}

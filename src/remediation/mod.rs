@@ -1,0 +1,292 @@
+//! From a finding to a concrete change: an RFC 6902 JSON patch whose `test` operations pin what
+//! it assumes, or a whole new object; in both cases also the corrected full resource.
+//!
+//! Detectors describe a change as [`Edit`]s (set this value at this path). The patch is derived
+//! from the edits against the object as it is, so several findings on one object compose (the
+//! `yaml` output applies them one after another), and the inverse patch (rollback) is exact.
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::model::ObjectRef;
+
+/// One change: put `value` at `path` (JSON pointer tokens, unescaped).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Edit {
+    pub path: Vec<String>,
+    pub value: Value,
+}
+
+impl Edit {
+    /// `pointer` is an escaped JSON pointer such as `/spec/template/metadata/annotations`; `key`
+    /// is appended unescaped (annotation keys contain `/`).
+    pub fn at(pointer: &str, key: Option<&str>, value: Value) -> Edit {
+        let mut path: Vec<String> = pointer
+            .split('/')
+            .skip(1)
+            .map(|t| t.replace("~1", "/").replace("~0", "~"))
+            .collect();
+        if let Some(key) = key {
+            path.push(key.to_string());
+        }
+        Edit { path, value }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Patch,
+    Create,
+}
+
+/// The fix attached to a finding.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Remediation {
+    pub action: Action,
+    pub target: ObjectRef,
+    /// RFC 6902 operations (`action: patch`), or null for a new object.
+    pub patch: Option<Vec<Value>>,
+    /// The corrected (or new) resource in full.
+    pub resource: Value,
+    pub safe_to_auto_apply: bool,
+    /// The edits behind `patch`, kept to compose fixes on one object.
+    #[serde(skip)]
+    pub edits: Vec<Edit>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot plan a patch of {target}: {message}")]
+pub struct PlanError {
+    pub target: String,
+    pub message: String,
+}
+
+fn escape(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+fn pointer(tokens: &[String]) -> String {
+    tokens.iter().map(|t| format!("/{}", escape(t))).collect()
+}
+
+/// Builds the JSON patch for `edits` against `doc`. For each edit it pins the deepest value that
+/// exists on the path with a `test` (the old value itself when the path exists, else the nearest
+/// existing parent, so a concurrent edit anywhere the change relies on makes the patch fail
+/// instead of being overwritten), then adds or replaces.
+pub fn plan_patch(doc: &Value, edits: &[Edit]) -> Result<Vec<Value>, String> {
+    let mut working = doc.clone();
+    let mut ops = Vec::new();
+    for edit in edits {
+        let mut depth = 0;
+        let mut node = &working;
+        for token in &edit.path {
+            match child(node, token) {
+                Some(next) => {
+                    node = next;
+                    depth += 1;
+                }
+                None => break,
+            }
+        }
+        if depth == edit.path.len() {
+            if *node == edit.value {
+                continue;
+            }
+            ops.push(json!({"op": "test", "path": pointer(&edit.path), "value": node}));
+            ops.push(json!({"op": "replace", "path": pointer(&edit.path), "value": edit.value}));
+        } else {
+            if !(node.is_object() || node.is_array()) {
+                return Err(format!(
+                    "{} is not an object or list",
+                    pointer(&edit.path[..depth])
+                ));
+            }
+            // Build the missing part of the path as nested objects around the value.
+            let mut value = edit.value.clone();
+            for token in edit.path[depth + 1..].iter().rev() {
+                value = json!({ token: value });
+            }
+            ops.push(json!({"op": "test", "path": pointer(&edit.path[..depth]), "value": node}));
+            ops.push(json!({"op": "add", "path": pointer(&edit.path[..=depth]), "value": value}));
+        }
+        apply(&mut working, &ops[ops.len() - 2..])?;
+    }
+    Ok(ops)
+}
+
+fn child<'a>(node: &'a Value, token: &str) -> Option<&'a Value> {
+    match node {
+        Value::Object(map) => map.get(token),
+        Value::Array(items) => token.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => None,
+    }
+}
+
+/// Applies RFC 6902 operations (json-patch crate); all or nothing.
+pub fn apply(doc: &mut Value, ops: &[Value]) -> Result<(), String> {
+    let patch: json_patch::Patch =
+        serde_json::from_value(Value::Array(ops.to_vec())).map_err(|e| e.to_string())?;
+    json_patch::patch(doc, &patch).map_err(|e| e.to_string())
+}
+
+/// The patch that undoes `forward` on the object it was applied to: for every path it changed,
+/// `test` the new value and restore the old one (or remove what it added).
+pub fn rollback_patch(before: &Value, forward: &[Value]) -> Result<Vec<Value>, String> {
+    let mut after = before.clone();
+    apply(&mut after, forward)?;
+    let mut ops = Vec::new();
+    for op in forward.iter().rev() {
+        let kind = op.get("op").and_then(Value::as_str).unwrap_or_default();
+        let path = op.get("path").and_then(Value::as_str).unwrap_or_default();
+        let new = after.pointer(path).cloned().unwrap_or(Value::Null);
+        match (kind, before.pointer(path)) {
+            ("replace", Some(old)) => {
+                ops.push(json!({"op": "test", "path": path, "value": new}));
+                ops.push(json!({"op": "replace", "path": path, "value": old}));
+            }
+            ("add", None) => {
+                ops.push(json!({"op": "test", "path": path, "value": new}));
+                ops.push(json!({"op": "remove", "path": path}));
+            }
+            ("add", Some(old)) => {
+                ops.push(json!({"op": "test", "path": path, "value": new}));
+                ops.push(json!({"op": "replace", "path": path, "value": old}));
+            }
+            _ => {}
+        }
+    }
+    Ok(ops)
+}
+
+impl Remediation {
+    /// A patch of an existing object.
+    pub fn patch(
+        target: ObjectRef,
+        original: &Value,
+        edits: Vec<Edit>,
+        safe_to_auto_apply: bool,
+    ) -> Result<Remediation, PlanError> {
+        let err = |message| PlanError {
+            target: target.to_string(),
+            message,
+        };
+        let ops = plan_patch(original, &edits).map_err(err)?;
+        let mut resource = original.clone();
+        apply(&mut resource, &ops).map_err(err)?;
+        Ok(Remediation {
+            action: Action::Patch,
+            target,
+            patch: Some(ops),
+            resource,
+            safe_to_auto_apply,
+            edits,
+        })
+    }
+
+    /// A new object.
+    pub fn create(resource: Value, safe_to_auto_apply: bool) -> Remediation {
+        let target = ObjectRef {
+            api_version: str_at(&resource, "/apiVersion"),
+            kind: str_at(&resource, "/kind"),
+            namespace: str_at(&resource, "/metadata/namespace"),
+            name: str_at(&resource, "/metadata/name"),
+        };
+        Remediation {
+            action: Action::Create,
+            target,
+            patch: None,
+            resource,
+            safe_to_auto_apply,
+            edits: Vec::new(),
+        }
+    }
+}
+
+fn str_at(v: &Value, pointer: &str) -> String {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The label every object meshmedic creates carries.
+pub fn creation_labels() -> Value {
+    json!({ crate::model::keys::MANAGED_BY_LABEL: crate::model::keys::MANAGED_BY_VALUE })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc() -> Value {
+        json!({"spec": {"a": {"b": 1}, "list": [{"x": 1}]}, "metadata": {"annotations": {"k/1": "v"}}})
+    }
+
+    #[test]
+    fn replace_pins_the_old_value() {
+        let ops = plan_patch(&doc(), &[Edit::at("/spec/a/b", None, json!(2))]).unwrap();
+        assert_eq!(
+            ops[0],
+            json!({"op": "test", "path": "/spec/a/b", "value": 1})
+        );
+        assert_eq!(
+            ops[1],
+            json!({"op": "replace", "path": "/spec/a/b", "value": 2})
+        );
+    }
+
+    #[test]
+    fn add_builds_missing_parents_and_pins_the_nearest_existing_one() {
+        let ops = plan_patch(&doc(), &[Edit::at("/spec/c/d", None, json!("x"))]).unwrap();
+        assert_eq!(ops[0]["op"], "test");
+        assert_eq!(ops[0]["path"], "/spec");
+        assert_eq!(
+            ops[1],
+            json!({"op": "add", "path": "/spec/c", "value": {"d": "x"}})
+        );
+    }
+
+    #[test]
+    fn keys_with_slashes_are_escaped() {
+        let edit = Edit::at("/metadata/annotations", Some("k/2"), json!("w"));
+        let ops = plan_patch(&doc(), &[edit]).unwrap();
+        assert_eq!(ops[1]["path"], "/metadata/annotations/k~12");
+        let mut d = doc();
+        apply(&mut d, &ops).unwrap();
+        assert_eq!(d["metadata"]["annotations"]["k/2"], "w");
+        assert_eq!(d["metadata"]["annotations"]["k/1"], "v");
+    }
+
+    #[test]
+    fn a_changed_target_fails_the_test_operation() {
+        let ops = plan_patch(&doc(), &[Edit::at("/spec/a/b", None, json!(2))]).unwrap();
+        let mut changed = doc();
+        changed["spec"]["a"]["b"] = json!(5);
+        assert!(apply(&mut changed, &ops).is_err());
+        assert_eq!(changed["spec"]["a"]["b"], 5, "nothing applied");
+    }
+
+    #[test]
+    fn rollback_restores_the_original_exactly() {
+        let edits = [
+            Edit::at("/spec/a/b", None, json!(2)),
+            Edit::at("/spec/c/d", None, json!("x")),
+            Edit::at("/spec/list/0/y", None, json!(true)),
+        ];
+        let original = doc();
+        let forward = plan_patch(&original, &edits).unwrap();
+        let mut patched = original.clone();
+        apply(&mut patched, &forward).unwrap();
+        let back = rollback_patch(&original, &forward).unwrap();
+        apply(&mut patched, &back).unwrap();
+        assert_eq!(patched, original);
+    }
+
+    #[test]
+    fn an_edit_that_changes_nothing_adds_no_operations() {
+        let ops = plan_patch(&doc(), &[Edit::at("/spec/a/b", None, json!(1))]).unwrap();
+        assert!(ops.is_empty());
+    }
+}

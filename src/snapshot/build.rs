@@ -1,0 +1,724 @@
+//! Turns raw objects (from files or from the API server) into a typed, indexed [`Snapshot`].
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, PodTemplateSpec, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::{IstioVersion, NamespaceIndex, Obj, Snapshot, SnapshotOptions, hosts};
+use crate::analysis::Code;
+use crate::error::{Error, Result, Source};
+use crate::model::istio::ProxyConfig;
+use crate::model::istio::{
+    DestinationRuleSpec, EnvoyFilterSpec, MeshConfig, PeerAuthenticationSpec, SidecarSpec,
+    TelemetrySpec, VirtualServiceSpec,
+};
+use crate::model::workload::Workload;
+use crate::model::{Meta, duration, keys, selects};
+
+/// Collects objects one at a time; [`SnapshotBuilder::build`] indexes them.
+#[derive(Default)]
+pub struct SnapshotBuilder {
+    options: SnapshotOptions,
+    snapshot_parts: Parts,
+}
+
+#[derive(Default)]
+struct Parts {
+    namespaces: BTreeMap<String, Meta>,
+    services: Vec<Obj<k8s_openapi::api::core::v1::ServiceSpec>>,
+    workloads: Vec<Workload>,
+    destination_rules: Vec<Obj<DestinationRuleSpec>>,
+    virtual_services: Vec<Obj<VirtualServiceSpec>>,
+    sidecars: Vec<Obj<SidecarSpec>>,
+    peer_authentications: Vec<Obj<PeerAuthenticationSpec>>,
+    envoy_filters: Vec<Obj<EnvoyFilterSpec>>,
+    telemetries: Vec<Obj<TelemetrySpec>>,
+    mesh_configs: Vec<(Source, String, MeshConfig)>,
+    rewrite_probes: Option<bool>,
+    istiod_images: Vec<String>,
+    skipped: BTreeMap<String, usize>,
+}
+
+const DEFAULT_NAMESPACE: &str = "default";
+
+fn describe(kind: &str, value: &Value) -> String {
+    let meta = value.get("metadata");
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("<unnamed>");
+    match meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+    {
+        Some(ns) => format!("{kind} {ns}/{name}"),
+        None => format!("{kind} {name}"),
+    }
+}
+
+/// Deserializes with the path of the failing field, so the message can name it.
+fn decode<T: DeserializeOwned>(at: &Source, object: &str, value: &Value) -> Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let field = e.path().to_string();
+        Error::InvalidField {
+            at: at.clone(),
+            object: object.to_string(),
+            field: if field == "." {
+                "(object)".to_string()
+            } else {
+                field
+            },
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
+fn group_of(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(g, _)| g)
+}
+
+impl SnapshotBuilder {
+    pub fn new(options: SnapshotOptions) -> SnapshotBuilder {
+        SnapshotBuilder {
+            options,
+            snapshot_parts: Parts::default(),
+        }
+    }
+
+    /// Adds one document: an object, or a `kind: List` of objects. Documents of kinds the
+    /// analysis does not read are counted in `skipped`; objects of known kinds whose fields have
+    /// the wrong type are errors naming the field.
+    pub fn add(&mut self, at: Source, value: Value) -> Result<()> {
+        if value.is_null() {
+            return Ok(());
+        }
+        let Some(map) = value.as_object() else {
+            return Err(Error::InvalidField {
+                at,
+                object: "(document)".to_string(),
+                field: "(document)".to_string(),
+                message: "expected a Kubernetes object (a mapping with apiVersion and kind)"
+                    .to_string(),
+            });
+        };
+        let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let api_version = map
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if kind.is_empty() || api_version.is_empty() {
+            let field = if kind.is_empty() {
+                "kind"
+            } else {
+                "apiVersion"
+            };
+            return Err(Error::InvalidField {
+                object: describe(if kind.is_empty() { "(object)" } else { kind }, &value),
+                at,
+                field: field.to_string(),
+                message: "missing; every Kubernetes object needs apiVersion and kind".to_string(),
+            });
+        }
+        if kind == "List" || (kind.ends_with("List") && map.contains_key("items")) {
+            let items = match map.get("items") {
+                Some(Value::Array(items)) => items.clone(),
+                Some(Value::Null) | None => Vec::new(),
+                Some(_) => {
+                    return Err(Error::InvalidField {
+                        at,
+                        object: kind.to_string(),
+                        field: "items".to_string(),
+                        message: "expected a list of objects".to_string(),
+                    });
+                }
+            };
+            for (i, item) in items.into_iter().enumerate() {
+                let mut item_at = at.clone();
+                item_at.item = Some(i);
+                self.add(item_at, item)?;
+            }
+            return Ok(());
+        }
+        let object = describe(kind, &value);
+        let api_version = api_version.to_string();
+        let kind = kind.to_string();
+        self.add_object(at, &api_version, &kind, &object, value)
+    }
+
+    fn add_object(
+        &mut self,
+        at: Source,
+        api_version: &str,
+        kind: &str,
+        object: &str,
+        value: Value,
+    ) -> Result<()> {
+        let parts = &mut self.snapshot_parts;
+        match (group_of(api_version), kind) {
+            ("", "Namespace") => {
+                let ns: Namespace = decode(&at, object, &value)?;
+                let meta = Meta::from_object_meta(&ns.metadata, "");
+                parts.namespaces.insert(meta.name.clone(), meta);
+            }
+            ("", "Service") => {
+                let svc: Service = decode(&at, object, &value)?;
+                let meta = Meta::from_object_meta(&svc.metadata, DEFAULT_NAMESPACE);
+                validate_annotations(&at, object, "metadata.annotations", &meta.annotations)?;
+                parts.services.push(Obj {
+                    api_version: api_version.to_string(),
+                    kind: kind.to_string(),
+                    meta,
+                    source: at,
+                    raw: value,
+                    spec: svc.spec.unwrap_or_default(),
+                });
+            }
+            ("", "ConfigMap") => {
+                let cm: ConfigMap = decode(&at, object, &value)?;
+                self.add_config_map(at, object, cm)?;
+            }
+            ("", "Pod") => {
+                let pod: Pod = decode(&at, object, &value)?;
+                // A pod that a controller made is analysed through its controller's template.
+                if has_controller(&pod.metadata) {
+                    return Ok(());
+                }
+                let meta = Meta::from_object_meta(&pod.metadata, DEFAULT_NAMESPACE);
+                validate_annotations(&at, object, "metadata.annotations", &meta.annotations)?;
+                let template = PodTemplateSpec {
+                    metadata: Some(pod.metadata.clone()),
+                    spec: pod.spec.clone(),
+                };
+                parts.workloads.push(Workload::from_template(
+                    api_version,
+                    kind,
+                    meta,
+                    at,
+                    value,
+                    "",
+                    &template,
+                    None,
+                ));
+            }
+            ("apps", "Deployment") => {
+                let d: Deployment = decode(&at, object, &value)?;
+                self.note_istiod(&d);
+                let spec = d.spec;
+                self.push_workload(
+                    api_version,
+                    kind,
+                    &d.metadata,
+                    at,
+                    value,
+                    "/spec/template",
+                    &spec.template,
+                    spec.selector.match_labels,
+                )?;
+            }
+            ("apps", "StatefulSet") => {
+                let s: StatefulSet = decode(&at, object, &value)?;
+                let spec = s.spec;
+                self.push_workload(
+                    api_version,
+                    kind,
+                    &s.metadata,
+                    at,
+                    value,
+                    "/spec/template",
+                    &spec.template,
+                    spec.selector.match_labels,
+                )?;
+            }
+            ("apps", "DaemonSet") => {
+                let s: DaemonSet = decode(&at, object, &value)?;
+                let spec = s.spec;
+                self.push_workload(
+                    api_version,
+                    kind,
+                    &s.metadata,
+                    at,
+                    value,
+                    "/spec/template",
+                    &spec.template,
+                    spec.selector.match_labels,
+                )?;
+            }
+            ("apps", "ReplicaSet") => {
+                let s: ReplicaSet = decode(&at, object, &value)?;
+                if has_controller(&s.metadata) {
+                    return Ok(());
+                }
+                let spec = s.spec;
+                self.push_workload(
+                    api_version,
+                    kind,
+                    &s.metadata,
+                    at,
+                    value,
+                    "/spec/template",
+                    &spec.template.unwrap_or_default(),
+                    spec.selector.match_labels,
+                )?;
+            }
+            ("batch", "Job") => {
+                let j: Job = decode(&at, object, &value)?;
+                if has_controller(&j.metadata) {
+                    return Ok(());
+                }
+                let spec = j.spec.unwrap_or_default();
+                let labels = spec.selector.and_then(|s| s.match_labels);
+                self.push_workload(
+                    api_version,
+                    kind,
+                    &j.metadata,
+                    at,
+                    value,
+                    "/spec/template",
+                    &spec.template,
+                    labels,
+                )?;
+            }
+            ("batch", "CronJob") => {
+                let c: CronJob = decode(&at, object, &value)?;
+                let template = c
+                    .spec
+                    .job_template
+                    .spec
+                    .map(|s| s.template)
+                    .unwrap_or_default();
+                self.push_workload(
+                    api_version,
+                    kind,
+                    &c.metadata,
+                    at,
+                    value,
+                    "/spec/jobTemplate/spec/template",
+                    &template,
+                    None,
+                )?;
+            }
+            ("networking.istio.io", "DestinationRule") => {
+                let obj = istio_obj(at, api_version, kind, object, value)?;
+                parts.destination_rules.push(obj);
+            }
+            ("networking.istio.io", "VirtualService") => {
+                let obj = istio_obj(at, api_version, kind, object, value)?;
+                parts.virtual_services.push(obj);
+            }
+            ("networking.istio.io", "Sidecar") => {
+                let obj = istio_obj(at, api_version, kind, object, value)?;
+                parts.sidecars.push(obj);
+            }
+            ("networking.istio.io", "EnvoyFilter") => {
+                let obj = istio_obj(at, api_version, kind, object, value)?;
+                parts.envoy_filters.push(obj);
+            }
+            ("security.istio.io", "PeerAuthentication") => {
+                let obj = istio_obj(at, api_version, kind, object, value)?;
+                parts.peer_authentications.push(obj);
+            }
+            ("telemetry.istio.io", "Telemetry") => {
+                let obj = istio_obj(at, api_version, kind, object, value)?;
+                parts.telemetries.push(obj);
+            }
+            _ => {
+                *parts
+                    .skipped
+                    .entry(format!("{api_version}/{kind}"))
+                    .or_default() += 1;
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push_workload(
+        &mut self,
+        api_version: &str,
+        kind: &str,
+        metadata: &ObjectMeta,
+        at: Source,
+        raw: Value,
+        template_pointer: &'static str,
+        template: &PodTemplateSpec,
+        match_labels: Option<BTreeMap<String, String>>,
+    ) -> Result<()> {
+        let meta = Meta::from_object_meta(metadata, DEFAULT_NAMESPACE);
+        let object = format!("{kind} {}/{}", meta.namespace, meta.name);
+        let pod_annotations = template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.clone())
+            .unwrap_or_default();
+        let field = format!(
+            "{}.metadata.annotations",
+            template_pointer.trim_start_matches('/').replace('/', ".")
+        );
+        validate_annotations(&at, &object, &field, &pod_annotations)?;
+        self.snapshot_parts.workloads.push(Workload::from_template(
+            api_version,
+            kind,
+            meta,
+            at,
+            raw,
+            template_pointer,
+            template,
+            match_labels,
+        ));
+        Ok(())
+    }
+
+    /// istiod's image tag tells which Istio version (and so which defaults) the mesh runs.
+    fn note_istiod(&mut self, d: &Deployment) {
+        let name = d.metadata.name.as_deref().unwrap_or_default();
+        if name != "istiod" && !name.starts_with("istiod-") {
+            return;
+        }
+        let containers = d
+            .spec
+            .template
+            .spec
+            .as_ref()
+            .map(|s| s.containers.as_slice())
+            .unwrap_or_default();
+        if let Some(image) = containers
+            .iter()
+            .find(|c| c.name == "discovery")
+            .and_then(|c| c.image.clone())
+        {
+            self.snapshot_parts.istiod_images.push(image);
+        }
+    }
+
+    fn add_config_map(&mut self, at: Source, object: &str, cm: ConfigMap) -> Result<()> {
+        let name = cm.metadata.name.as_deref().unwrap_or_default();
+        let data = cm.data.unwrap_or_default();
+        if (name == "istio" || name.starts_with("istio-"))
+            && let Some(mesh) = data.get("mesh")
+        {
+            let value: Value = serde_saphyr::from_str(mesh).map_err(|e| Error::InvalidField {
+                at: at.clone(),
+                object: object.to_string(),
+                field: "data.mesh".to_string(),
+                message: format!("not valid YAML: {e}"),
+            })?;
+            let mesh_config: MeshConfig =
+                decode(&at, object, &value).map_err(|e| prefix_field(e, "data.mesh."))?;
+            self.snapshot_parts
+                .mesh_configs
+                .push((at, name.to_string(), mesh_config));
+            return Ok(());
+        }
+        if name.starts_with("istio-sidecar-injector")
+            && let Some(values) = data.get("values")
+        {
+            let value: Value = serde_json::from_str(values).map_err(|e| Error::InvalidField {
+                at: at.clone(),
+                object: object.to_string(),
+                field: "data.values".to_string(),
+                message: format!("not valid JSON: {e}"),
+            })?;
+            if let Some(rewrite) = value
+                .pointer("/sidecarInjectorWebhook/rewriteAppHTTPProbe")
+                .and_then(Value::as_bool)
+            {
+                self.snapshot_parts.rewrite_probes = Some(rewrite);
+            }
+            return Ok(());
+        }
+        *self
+            .snapshot_parts
+            .skipped
+            .entry("v1/ConfigMap".to_string())
+            .or_default() += 1;
+        Ok(())
+    }
+
+    pub fn build(self) -> Result<Snapshot> {
+        let SnapshotBuilder {
+            options,
+            snapshot_parts: mut parts,
+        } = self;
+
+        let istio_version = match &options.istio_version {
+            Some(text) => IstioVersion::parse(text, "--istio-version").ok_or_else(|| {
+                Error::InvalidArgument {
+                    flag: "--istio-version".to_string(),
+                    message: format!("{text:?} is not a version like 1.24 or 1.24.2"),
+                }
+            })?,
+            None => parts
+                .istiod_images
+                .iter()
+                .find_map(|image| {
+                    let tag = image.rsplit_once(':')?.1;
+                    IstioVersion::parse(tag, &format!("istiod image {image}"))
+                })
+                .unwrap_or_else(IstioVersion::assumed),
+        };
+
+        // `istio` (the default revision) wins over `istio-<rev>`; `--mesh-config` over both.
+        parts
+            .mesh_configs
+            .sort_by(|a, b| (a.1 != "istio", &a.0).cmp(&(b.1 != "istio", &b.0)));
+        let (mesh_source, mesh) = match options.mesh_config {
+            Some((source, mesh)) => (Some(source), mesh),
+            None => match parts.mesh_configs.into_iter().next() {
+                Some((source, _, mesh)) => (Some(source), mesh),
+                None => (None, MeshConfig::default()),
+            },
+        };
+
+        // Istio breaks ties between rules by age, then name: keep that order everywhere.
+        fn order<T>(objs: &mut [Obj<T>]) {
+            objs.sort_by(|a, b| {
+                (
+                    &a.meta.namespace,
+                    a.meta.creation_timestamp.is_none(),
+                    &a.meta.creation_timestamp,
+                    &a.meta.name,
+                )
+                    .cmp(&(
+                        &b.meta.namespace,
+                        b.meta.creation_timestamp.is_none(),
+                        &b.meta.creation_timestamp,
+                        &b.meta.name,
+                    ))
+            });
+        }
+        order(&mut parts.services);
+        order(&mut parts.destination_rules);
+        order(&mut parts.virtual_services);
+        order(&mut parts.sidecars);
+        order(&mut parts.peer_authentications);
+        order(&mut parts.envoy_filters);
+        order(&mut parts.telemetries);
+        parts.workloads.sort_by(|a, b| {
+            (&a.meta.namespace, &a.kind, &a.meta.name).cmp(&(
+                &b.meta.namespace,
+                &b.kind,
+                &b.meta.name,
+            ))
+        });
+
+        let mut by_namespace: BTreeMap<String, super::NamespaceIndex> = BTreeMap::new();
+        let mut workloads_by_ns: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, w) in parts.workloads.iter().enumerate() {
+            workloads_by_ns
+                .entry(&w.meta.namespace)
+                .or_default()
+                .push(i);
+        }
+        let mut service_workloads = Vec::with_capacity(parts.services.len());
+        let mut workload_services = vec![Vec::new(); parts.workloads.len()];
+        for (s, svc) in parts.services.iter().enumerate() {
+            let mut picked = Vec::new();
+            if let Some(selector) = svc.spec.selector.as_ref().filter(|s| !s.is_empty()) {
+                for &w in workloads_by_ns
+                    .get(svc.meta.namespace.as_str())
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+                {
+                    if selects(selector, &parts.workloads[w].pod_labels) {
+                        picked.push(w);
+                        workload_services[w].push(s);
+                    }
+                }
+            }
+            service_workloads.push(picked);
+        }
+        fn index<T>(
+            objs: &[Obj<T>],
+            by_ns: &mut BTreeMap<String, NamespaceIndex>,
+            field: fn(&mut NamespaceIndex) -> &mut Vec<usize>,
+        ) {
+            for (i, o) in objs.iter().enumerate() {
+                field(by_ns.entry(o.meta.namespace.clone()).or_default()).push(i);
+            }
+        }
+        index(&parts.destination_rules, &mut by_namespace, |n| {
+            &mut n.destination_rules
+        });
+        index(&parts.virtual_services, &mut by_namespace, |n| {
+            &mut n.virtual_services
+        });
+        index(&parts.sidecars, &mut by_namespace, |n| &mut n.sidecars);
+        index(&parts.peer_authentications, &mut by_namespace, |n| {
+            &mut n.peer_authentications
+        });
+
+        let mut objects = std::collections::HashMap::new();
+        fn keys<T>(
+            objs: &[Obj<T>],
+            out: &mut std::collections::HashMap<(String, String, String), usize>,
+        ) {
+            for (i, o) in objs.iter().enumerate() {
+                out.entry((
+                    o.kind.clone(),
+                    o.meta.namespace.clone(),
+                    o.meta.name.clone(),
+                ))
+                .or_insert(i);
+            }
+        }
+        keys(&parts.services, &mut objects);
+        keys(&parts.destination_rules, &mut objects);
+        keys(&parts.virtual_services, &mut objects);
+        keys(&parts.sidecars, &mut objects);
+        keys(&parts.peer_authentications, &mut objects);
+        keys(&parts.envoy_filters, &mut objects);
+        keys(&parts.telemetries, &mut objects);
+        for (i, w) in parts.workloads.iter().enumerate() {
+            objects
+                .entry((
+                    w.kind.clone(),
+                    w.meta.namespace.clone(),
+                    w.meta.name.clone(),
+                ))
+                .or_insert(i);
+        }
+        let domain = &options.cluster_domain;
+        let mut rules_by_host = super::HostIndex::default();
+        for (i, vs) in parts.virtual_services.iter().enumerate() {
+            for h in &vs.spec.hosts {
+                let resolved = hosts::resolve(h, &vs.meta.namespace, domain);
+                if resolved.starts_with('*') {
+                    rules_by_host.virtual_services_wildcard.push(i);
+                } else {
+                    rules_by_host
+                        .virtual_services
+                        .entry(resolved.to_ascii_lowercase())
+                        .or_default()
+                        .push(i);
+                }
+            }
+        }
+        for (i, dr) in parts.destination_rules.iter().enumerate() {
+            let resolved = hosts::resolve(&dr.spec.host, &dr.meta.namespace, domain);
+            if resolved.starts_with('*') {
+                rules_by_host.destination_rules_wildcard.push(i);
+            } else {
+                rules_by_host
+                    .destination_rules
+                    .entry(resolved.to_ascii_lowercase())
+                    .or_default()
+                    .push(i);
+            }
+        }
+
+        Ok(Snapshot {
+            objects,
+            rules_by_host,
+            cluster_domain: options.cluster_domain,
+            namespaces: parts.namespaces,
+            services: parts.services,
+            workloads: parts.workloads,
+            destination_rules: parts.destination_rules,
+            virtual_services: parts.virtual_services,
+            sidecars: parts.sidecars,
+            peer_authentications: parts.peer_authentications,
+            envoy_filters: parts.envoy_filters,
+            telemetries: parts.telemetries,
+            mesh,
+            mesh_source,
+            rewrite_probes_by_default: parts.rewrite_probes.unwrap_or(true),
+            istio_version,
+            skipped: parts.skipped,
+            service_workloads,
+            workload_services,
+            by_namespace,
+        })
+    }
+}
+
+/// meshmedic's hints and the proxy config annotation are user input: a value that does not parse
+/// is an error naming the field, not a silently ignored hint.
+fn validate_annotations(
+    at: &Source,
+    object: &str,
+    field_prefix: &str,
+    annotations: &BTreeMap<String, String>,
+) -> Result<()> {
+    let bad = |key: &str, message: String| Error::InvalidField {
+        at: at.clone(),
+        object: object.to_string(),
+        field: format!("{field_prefix}[{key:?}]"),
+        message,
+    };
+    for key in [keys::APP_IDLE_TIMEOUT, keys::APP_SHUTDOWN_TIMEOUT] {
+        if let Some(v) = annotations.get(key) {
+            duration::parse(v).map_err(|e| bad(key, e))?;
+        }
+    }
+    if let Some(v) = annotations.get(keys::PROXY_CONFIG) {
+        let value: Value = serde_saphyr::from_str(v)
+            .map_err(|e| bad(keys::PROXY_CONFIG, format!("not valid YAML: {e}")))?;
+        serde_path_to_error::deserialize::<_, ProxyConfig>(&value)
+            .map_err(|e| bad(keys::PROXY_CONFIG, format!("{}: {}", e.path(), e.inner())))?;
+    }
+    if let Some(v) = annotations.get(keys::IGNORE) {
+        for code in v.split(',').filter(|c| !c.trim().is_empty()) {
+            if Code::parse(code).is_none() {
+                return Err(bad(
+                    keys::IGNORE,
+                    format!("unknown finding code {:?}", code.trim()),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn has_controller(meta: &ObjectMeta) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true))
+}
+
+fn prefix_field(e: Error, prefix: &str) -> Error {
+    match e {
+        Error::InvalidField {
+            at,
+            object,
+            field,
+            message,
+        } => Error::InvalidField {
+            at,
+            object,
+            field: format!("{prefix}{field}"),
+            message,
+        },
+        other => other,
+    }
+}
+
+/// Decodes an Istio object: metadata through k8s-openapi, spec through meshmedic's typed view.
+fn istio_obj<T: DeserializeOwned + Default>(
+    at: Source,
+    api_version: &str,
+    kind: &str,
+    object: &str,
+    value: Value,
+) -> Result<Obj<T>> {
+    #[derive(serde::Deserialize)]
+    struct Shape<T> {
+        #[serde(default)]
+        metadata: ObjectMeta,
+        spec: Option<T>,
+    }
+    let shape: Shape<T> = decode(&at, object, &value)?;
+    Ok(Obj {
+        api_version: api_version.to_string(),
+        kind: kind.to_string(),
+        meta: Meta::from_object_meta(&shape.metadata, DEFAULT_NAMESPACE),
+        source: at,
+        raw: value,
+        spec: shape.spec.unwrap_or_default(),
+    })
+}

@@ -1,0 +1,296 @@
+//! `meshmedic analyze` end to end: the golden output on the bundled examples, exit codes, the
+//! YAML stream, and clear errors for bad input.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use meshmedic::analysis::analyze;
+use meshmedic::remediation::apply;
+use meshmedic::snapshot::SnapshotOptions;
+use meshmedic::snapshot::load::snapshot_from_paths;
+use serde_json::Value;
+
+fn meshmedic(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_meshmedic"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("meshmedic runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const GOLDEN: &str = "tests/fixtures/shop.golden.json";
+
+/// The JSON contract on examples/shop. `MESHMEDIC_UPDATE_GOLDEN=1` rewrites the golden file;
+/// review its diff like code.
+#[test]
+fn golden_json_on_the_shop_example() {
+    let out = meshmedic(&["analyze", "examples/shop", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let actual: Value = serde_json::from_slice(&out.stdout).expect("json output");
+    let golden_path = Path::new(env!("CARGO_MANIFEST_DIR")).join(GOLDEN);
+    if std::env::var_os("MESHMEDIC_UPDATE_GOLDEN").is_some() {
+        let text = serde_json::to_string_pretty(&actual).expect("serialise") + "\n";
+        std::fs::write(&golden_path, text).expect("write golden");
+    }
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(&golden_path).expect("golden file exists"))
+            .expect("golden is json");
+    assert_eq!(actual, golden, "analyze -o json differs from {GOLDEN}");
+}
+
+#[test]
+fn shop_example_has_every_cause_and_no_finding_on_healthy_services() {
+    let out = meshmedic(&["analyze", "examples/shop", "-o", "json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json output");
+    let findings = report["findings"].as_array().expect("findings");
+    let codes: std::collections::BTreeSet<&str> =
+        findings.iter().filter_map(|f| f["code"].as_str()).collect();
+    for code in [
+        "idle-timeout-mismatch",
+        "missing-reset-retry",
+        "listener-change-503",
+        "sidecar-lifecycle",
+        "localhost-binding",
+        "mtls-probe-failure",
+    ] {
+        assert!(codes.contains(code), "no {code} finding");
+    }
+    for healthy in ["frontend", "inventory", "search"] {
+        assert!(
+            !findings.iter().any(|f| f["service"] == healthy),
+            "unexpected finding for {healthy}"
+        );
+    }
+    // The contract's field names.
+    for f in findings {
+        for key in [
+            "code",
+            "severity",
+            "namespace",
+            "service",
+            "workload",
+            "message",
+            "evidence",
+            "remediation",
+        ] {
+            assert!(f.get(key).is_some(), "finding lacks {key}");
+        }
+        for key in ["action", "target", "patch", "resource", "safeToAutoApply"] {
+            assert!(
+                f["remediation"].get(key).is_some(),
+                "remediation lacks {key}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_patch_applied_to_its_input_gives_the_corrected_resource() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let snapshot = snapshot_from_paths(&[dir], SnapshotOptions::default()).expect("examples load");
+    let report = analyze(&snapshot);
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let mut patched = 0;
+    for f in &report.findings {
+        let Some(patch) = &f.remediation.patch else {
+            continue;
+        };
+        let mut doc = snapshot
+            .raw_object(&f.remediation.target)
+            .expect("target is an input object")
+            .clone();
+        apply(&mut doc, patch).expect("patch applies to its input");
+        assert_eq!(doc, f.remediation.resource, "{}", f.remediation.target);
+        patched += 1;
+    }
+    assert!(patched >= 5, "only {patched} patches checked");
+}
+
+#[test]
+fn fail_on_sets_the_exit_code() {
+    assert_eq!(
+        meshmedic(&["analyze", "examples/shop"]).status.code(),
+        Some(0)
+    );
+    assert_eq!(
+        meshmedic(&["analyze", "examples/shop", "--fail-on", "error"])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(
+        meshmedic(&["analyze", "examples/shop", "--fail-on", "warning"])
+            .status
+            .code(),
+        Some(1)
+    );
+    let healthy = meshmedic(&[
+        "analyze",
+        "examples/shop/healthy.yaml",
+        "examples/shop/00-namespaces.yaml",
+        "examples/shop/01-mesh-config.yaml",
+        "--fail-on",
+        "info",
+    ]);
+    assert_eq!(
+        healthy.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&healthy.stdout)
+    );
+}
+
+#[test]
+fn yaml_output_is_one_object_per_target_ready_for_kubectl() {
+    let out = meshmedic(&["analyze", "examples/shop", "-o", "yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let docs =
+        meshmedic::snapshot::load::parse_documents("out.yaml", &text).expect("valid yaml stream");
+    let mut targets = std::collections::BTreeSet::new();
+    for (_, doc) in &docs {
+        let kind = doc["kind"].as_str().expect("kind");
+        let name = doc
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .expect("name");
+        assert!(doc["apiVersion"].is_string());
+        assert!(
+            targets.insert(format!("{kind}/{name}")),
+            "{kind}/{name} twice"
+        );
+    }
+    // ratings-route carries both the missing-reset-retry and the listener-change fix once.
+    assert!(targets.contains("VirtualService/ratings-route"));
+    assert_eq!(docs.len(), 7, "{targets:?}");
+}
+
+#[test]
+fn stdin_lists_and_unknown_kinds() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meshmedic"))
+        .args(["analyze", "-", "-o", "json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let input = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/list-and-unknown.yaml"),
+    )
+    .expect("fixture");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), &input).expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["skipped"]["cert-manager.io/v1/Certificate"], 1);
+    assert_eq!(report["skipped"]["networking.k8s.io/v1/Ingress"], 1);
+    let findings = report["findings"].as_array().expect("findings");
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["code"] == "localhost-binding" && f["service"] == "web"),
+        "{findings:?}"
+    );
+}
+
+#[test]
+fn broken_yaml_names_file_and_document() {
+    let out = meshmedic(&["analyze", "tests/fixtures/bad/broken.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("tests/fixtures/bad/broken.yaml (document 1)"),
+        "{err}"
+    );
+    assert!(err.contains("not valid YAML"), "{err}");
+}
+
+#[test]
+fn bad_duration_names_object_and_field() {
+    let out = meshmedic(&["analyze", "tests/fixtures/bad/duration.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("DestinationRule prod/reviews"), "{err}");
+    assert!(
+        err.contains("spec.trafficPolicy.connectionPool.tcp.idleTimeout"),
+        "{err}"
+    );
+    assert!(err.contains("1hh"), "{err}");
+}
+
+#[test]
+fn wrong_type_names_object_and_field() {
+    let out = meshmedic(&["analyze", "tests/fixtures/bad/wrong-type.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("Deployment prod/web"), "{err}");
+    assert!(err.contains("spec.replicas"), "{err}");
+}
+
+#[test]
+fn bad_hint_annotation_is_an_error_not_ignored() {
+    let out = meshmedic(&["analyze", "tests/fixtures/bad/annotation.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("spec.template.metadata.annotations[\"meshmedic.io/app-idle-timeout\"]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_file_and_bad_flags() {
+    let out = meshmedic(&["analyze", "no/such/file.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no/such/file.yaml"));
+    let out = meshmedic(&["analyze", "examples/shop", "--istio-version", "latest"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--istio-version"));
+}
+
+#[test]
+fn istio_version_and_mesh_config_flags() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mesh = dir.path().join("mesh.yaml");
+    std::fs::write(&mesh, "defaultHttpRetryPolicy:\n  attempts: 0\n").expect("write");
+    let out = meshmedic(&[
+        "analyze",
+        "examples/shop",
+        "-o",
+        "json",
+        "--istio-version",
+        "1.23.4",
+        "--mesh-config",
+        mesh.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(report["istioVersion"]["minor"], 23);
+    assert_eq!(report["istioVersion"]["source"], "--istio-version");
+    // The --mesh-config replaces the ConfigMap's: holdApplicationUntilProxyStarts is gone, so
+    // every injected workload now gets a startup (info) lifecycle finding.
+    let lifecycle = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["code"] == "sidecar-lifecycle")
+        .count();
+    assert!(lifecycle > 3, "{lifecycle}");
+
+    std::fs::write(&mesh, "defaultHttpRetryPolicy:\n  perTryTimeout: 1hh\n").expect("write");
+    let out = meshmedic(&[
+        "analyze",
+        "examples/shop",
+        "--mesh-config",
+        mesh.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("defaultHttpRetryPolicy.perTryTimeout"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -1,0 +1,260 @@
+//! Helpers for tests that run the operator: installing `deploy/` with kubectl, operator
+//! replicas on their own runtimes, the shop example in a fresh namespace, and polling.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::{Client, Config};
+use meshmedic::controller::{LogFormat, RunArgs, run_with};
+use meshmedic::model::remediation::{Phase, Remediation};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::control_plane;
+
+/// `deploy/` (Namespace, ServiceAccount, RBAC, CRD, Deployment, Service) applied once per
+/// binary, as `kubectl apply -k deploy/` would, plus the examples' mesh config in istio-system.
+pub async fn install_once() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    if DONE.get().is_some() {
+        return;
+    }
+    let cp = control_plane();
+    let admin = cp.admin();
+    // Istio is installed first in a real cluster; deploy/ has a Role in its root namespace.
+    super::ensure_namespace(&admin, "istio-system")
+        .await
+        .expect("istio-system");
+    // The real thing: kubectl renders the kustomization and applies it.
+    let out = std::process::Command::new("kubectl")
+        .args(["apply", "-k", "deploy/", "--server-side", "--kubeconfig"])
+        .arg(cp.kubeconfig())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("kubectl is installed");
+    assert!(
+        out.status.success(),
+        "kubectl apply -k deploy/ failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mesh = super::read_yaml_documents(&super::repo_path("examples/shop/01-mesh-config.yaml"))
+        .expect("mesh config");
+    for doc in mesh {
+        super::apply(&admin, &doc)
+            .await
+            .expect("mesh config applied");
+    }
+    let _ = DONE.set(());
+}
+
+/// An operator replica on its own thread and runtime, like a separate pod: `stop` shuts it down
+/// gracefully (it releases the lease), `kill` drops its runtime mid-flight (it does not).
+pub struct Replica {
+    /// Where its /metrics, /healthz and /readyz answer.
+    pub metrics_port: u16,
+    stop: watch::Sender<bool>,
+    kill: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Replica {
+    pub fn start(config: Config, lease: &str, identity: &str) -> Replica {
+        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let args = RunArgs {
+            metrics_addr: ([127, 0, 0, 1], metrics_port).into(),
+            log_format: LogFormat::Text,
+            lease_namespace: "meshmedic".into(),
+            lease_name: lease.into(),
+            identity: identity.into(),
+            lease_duration: 4,
+            root_namespace: "istio-system".into(),
+            istio_version: None,
+            cluster_domain: "cluster.local".into(),
+            resync_seconds: 300,
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let (kill, kill_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let client = Client::try_from(config).expect("client");
+                tokio::select! {
+                    r = run_with(client, args, stop_rx) => if let Err(e) = r { eprintln!("operator stopped: {e}") },
+                    _ = kill_rx => {}
+                }
+            });
+            rt.shutdown_background();
+        });
+        Replica {
+            metrics_port,
+            stop,
+            kill: Some(kill),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    pub fn kill(mut self) {
+        if let Some(k) = self.kill.take() {
+            let _ = k.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(k) = self.kill.take() {
+            let _ = k.send(());
+        }
+    }
+}
+
+/// A plain HTTP/1.1 GET on loopback: (status code, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+/// The shop example in a fresh namespace `ns` (its hosts rewritten to that namespace).
+pub async fn shop(admin: &Client, hint: &str, mode: Option<&str>) -> String {
+    let ns = super::namespace(admin, hint).await;
+    let mut ns_patch = json!({"metadata": {"labels": {"istio-injection": "enabled"}}});
+    if let Some(mode) = mode {
+        ns_patch["metadata"]["annotations"] = json!({"meshmedic.io/mode": mode});
+    }
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone())
+        .patch(&ns, &PatchParams::default(), &Patch::Merge(&ns_patch))
+        .await
+        .expect("namespace labelled");
+    for file in super::yaml_files_under(&super::repo_path("examples/shop")) {
+        let text = std::fs::read_to_string(&file)
+            .expect("example")
+            .replace("namespace: shop", &format!("namespace: {ns}"))
+            .replace(
+                ".shop.svc.cluster.local",
+                &format!(".{ns}.svc.cluster.local"),
+            );
+        for (_, doc) in meshmedic::snapshot::load::parse_documents("example", &text).expect("yaml")
+        {
+            let kind = doc["kind"].as_str().unwrap_or_default();
+            if kind == "Namespace" || kind == "ConfigMap" {
+                continue;
+            }
+            super::apply(admin, &doc)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {}", file.display(), super::error_message(&e)));
+        }
+    }
+    ns
+}
+
+pub async fn remediations(client: &Client, ns: &str) -> Vec<Remediation> {
+    Api::<Remediation>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("list remediations")
+        .items
+}
+
+/// Polls `check` until it returns Some, or fails the test after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn phase(r: &Remediation) -> Phase {
+    r.status.as_ref().map(|s| s.phase).unwrap_or_default()
+}
+
+pub async fn remediation_for(client: &Client, ns: &str, code: &str, kind: &str) -> Remediation {
+    eventually(
+        Duration::from_secs(30),
+        &format!("a {code} Remediation for a {kind}"),
+        || async {
+            remediations(client, ns).await.into_iter().find(|r| {
+                r.spec.code.as_str() == code && r.spec.target.kind == kind && r.status.is_some()
+            })
+        },
+    )
+    .await
+}
+
+pub async fn set_spec(client: &Client, ns: &str, name: &str, spec: Value) {
+    Api::<Remediation>::namespaced(client.clone(), ns)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": spec})),
+        )
+        .await
+        .expect("reviewer edits the Remediation");
+}
+
+pub async fn wait_phase(client: &Client, ns: &str, name: &str, want: Phase) -> Remediation {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{name} to be {want:?}"),
+        || async {
+            let r = Api::<Remediation>::namespaced(client.clone(), ns)
+                .get(name)
+                .await
+                .ok()?;
+            (phase(&r) == want).then_some(r)
+        },
+    )
+    .await
+}
+
+pub async fn get_target(client: &Client, r: &Remediation) -> DynamicObject {
+    let t = &r.spec.target;
+    let (api, _, _) = super::dynamic_api(client, &t.api_version, &t.kind, Some(&t.namespace))
+        .await
+        .expect("api");
+    api.get(&t.name).await.expect("target")
+}
