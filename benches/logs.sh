@@ -42,6 +42,7 @@ measure() {
 }
 
 read -r wc_s wc_rss < <(measure wc wc -l "$log")
+# shellcheck disable=SC2016 # the awk program is meant literally
 read -r awk_s awk_rss < <(measure awk "${AWK:-awk}" '{ c[$5 " " $6]++ } END { for (k in c) print k, c[k] }' "$log")
 read -r mm_s mm_rss < <(measure meshmedic "$bin" logs -o json "$log")
 
@@ -60,7 +61,7 @@ sort -o "$tmp/mm.sorted" "$tmp/mm.sorted"
 if cmp -s "$tmp/awk.sorted" "$tmp/mm.sorted"; then agree=yes; else agree=NO; diff "$tmp/awk.sorted" "$tmp/mm.sorted" || true; fi
 
 echo
-echo "input: $mb MiB, $(cat "$tmp/wc.out" | awk '{print $1}') lines; $(nproc) cores; awk is $(readlink -f "$(command -v "${AWK:-awk}")")"
+echo "input: $mb MiB, $(awk '{print $1}' "$tmp/wc.out") lines; $(nproc) cores; awk is $(readlink -f "$(command -v "${AWK:-awk}")")"
 printf "%-22s %8s %10s %12s\n" tool seconds "MiB/s" "peak RSS MiB"
 printf "%-22s %8s %10s %12s\n" "wc -l" "$wc_s" "$wc_r" "$(( wc_rss / 1024 ))"
 printf "%-22s %8s %10s %12s\n" "awk (status, flags)" "$awk_s" "$awk_r" "$(( awk_rss / 1024 ))"

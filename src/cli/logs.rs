@@ -29,7 +29,7 @@ pub struct LogsArgs {
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<String>,
     /// Width of a time bucket (widened automatically for long logs).
-    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1m", value_parser = crate::model::duration::parse)]
     pub bucket: std::time::Duration,
     /// Cap on distinct keys per breakdown (clusters, authorities, ...); the rest count as (other).
     #[arg(long, default_value_t = 10_000)]
