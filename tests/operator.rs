@@ -346,3 +346,142 @@ async fn latency_from_misconfiguration_to_remediation() {
     assert!(p99 < Duration::from_secs(10), "p99 {p99:?}");
     operator.stop();
 }
+
+/// A stand-in for Prometheus and for a sidecar's merged metrics, on loopback, answering with
+/// 503 counts for services of namespace `ns`.
+async fn data_plane_server(ns: String) -> u16 {
+    use axum::routing::get;
+    let query = json!({"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": {"destination_service": format!("ratings.{ns}.svc.cluster.local"), "response_flags": "UC", "reporter": "destination"},
+         "value": [1_764_000_000.0, "42"]},
+        {"metric": {"destination_service": format!("ratings.{ns}.svc.cluster.local"), "response_flags": "UC", "reporter": "source"},
+         "value": [1_764_000_000.0, "40"]}
+    ]}});
+    let exposition = format!(
+        "# TYPE istio_requests_total counter\nistio_requests_total{{reporter=\"destination\",destination_service=\"catalog.{ns}.svc.cluster.local\",response_code=\"503\",response_flags=\"UC\"}} 7\nistio_requests_total{{reporter=\"destination\",destination_service=\"catalog.{ns}.svc.cluster.local\",response_code=\"200\",response_flags=\"-\"}} 900\n"
+    );
+    let app = axum::Router::new()
+        .route(
+            "/api/v1/query",
+            get(move || {
+                let q = query.to_string();
+                async move { ([("content-type", "application/json")], q) }
+            }),
+        )
+        .route(
+            "/stats/prometheus",
+            get(move || {
+                let e = exposition.clone();
+                async move { e }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    port
+}
+
+#[tokio::test]
+async fn observed_503s_from_prometheus_or_sidecars_become_evidence() {
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+
+    // From Prometheus.
+    let ns = shop(&admin, "shop-prometheus", Some("propose")).await;
+    let port = data_plane_server(ns.clone()).await;
+    let operator = Replica::start_with(cp.meshmedic_config(), "lease-prom", "replica-prom", |a| {
+        a.prometheus_url = Some(format!("http://127.0.0.1:{port}"));
+    });
+    let ratings = eventually(
+        Duration::from_secs(60),
+        "the ratings Remediation with evidence",
+        || async {
+            remediations(&admin, &ns).await.into_iter().find(|r| {
+                r.spec.code.as_str() == "missing-reset-retry"
+                    && r.spec.target.name == "ratings-route"
+                    && r.spec
+                        .evidence
+                        .iter()
+                        .any(|e| e.contains("observed 42 HTTP 503"))
+            })
+        },
+    )
+    .await;
+    assert_eq!(
+        ratings.spec.severity,
+        meshmedic::analysis::Severity::Error,
+        "warning raised by observed 503s"
+    );
+    // A service without observed 503s keeps its severity.
+    let cart = remediations(&admin, &ns)
+        .await
+        .into_iter()
+        .find(|r| r.spec.target.name == "cart")
+        .expect("cart");
+    assert_eq!(cart.spec.severity, meshmedic::analysis::Severity::Warning);
+    operator.stop();
+
+    // Without Prometheus, from a pod's sidecar metrics (the pod's IP is loopback here).
+    let ns2 = shop(&admin, "shop-sidecar", Some("propose")).await;
+    let port2 = data_plane_server(ns2.clone()).await;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(admin.clone(), &ns2);
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": "catalog-0", "labels": {"app": "catalog"}},
+        "spec": {"containers": [{"name": "nginx", "image": "nginx:1.27", "ports": [{"containerPort": 80}]}]}
+    }))
+    .expect("pod");
+    pods.create(&Default::default(), &pod)
+        .await
+        .expect("create pod");
+    pods.patch_status(
+        "catalog-0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"podIP": "127.0.0.1"}})),
+    )
+    .await
+    .expect("pod IP");
+    let operator = Replica::start_with(
+        cp.meshmedic_config(),
+        "lease-sidecar",
+        "replica-sidecar",
+        |a| {
+            a.sidecar_metrics_port = Some(port2);
+        },
+    );
+    eventually(
+        Duration::from_secs(60),
+        "the catalog Remediation with sidecar evidence",
+        || async {
+            remediations(&admin, &ns2).await.into_iter().find(|r| {
+                r.spec.code.as_str() == "idle-timeout-mismatch"
+                    && r.spec
+                        .evidence
+                        .iter()
+                        .any(|e| e.contains("observed 7 HTTP 503"))
+            })
+        },
+    )
+    .await;
+    operator.stop();
+
+    // An unreachable Prometheus is reported, never fatal: Remediations still come.
+    let ns3 = shop(&admin, "shop-no-prometheus", Some("propose")).await;
+    let operator = Replica::start_with(
+        cp.meshmedic_config(),
+        "lease-noprom",
+        "replica-noprom",
+        |a| {
+            a.prometheus_url = Some("http://127.0.0.1:9".into());
+        },
+    );
+    eventually(
+        Duration::from_secs(60),
+        "Remediations without Prometheus",
+        || async { (remediations(&admin, &ns3).await.len() >= 8).then_some(()) },
+    )
+    .await;
+    operator.stop();
+}

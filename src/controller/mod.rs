@@ -7,6 +7,7 @@
 //! [`plan::plan_namespace`] (pure, tested without a cluster). Only the leader writes.
 
 pub mod apply;
+pub mod evidence;
 pub mod metrics;
 pub mod plan;
 pub mod stores;
@@ -68,6 +69,30 @@ pub struct RunArgs {
     /// Full re-analysis this often even without events.
     #[arg(long, default_value_t = 300)]
     pub resync_seconds: u64,
+    /// Prometheus to ask for observed 503s (e.g. http://prometheus.istio-system:9090); they are
+    /// attached to findings as evidence and raise their severity. Off by default.
+    #[arg(long, value_name = "URL")]
+    pub prometheus_url: Option<String>,
+    /// Window of the Prometheus query.
+    #[arg(long, default_value = "1h")]
+    pub prometheus_window: String,
+    /// Without Prometheus: read 503 counters from a pod's sidecar (merged metrics on this port,
+    /// `/stats/prometheus`), where reachable. Off by default.
+    #[arg(long, value_name = "PORT")]
+    pub sidecar_metrics_port: Option<u16>,
+}
+
+impl RunArgs {
+    fn evidence_source(&self) -> Option<evidence::EvidenceSource> {
+        match (&self.prometheus_url, self.sidecar_metrics_port) {
+            (Some(url), _) => Some(evidence::EvidenceSource::Prometheus {
+                url: url.clone(),
+                window: self.prometheus_window.clone(),
+            }),
+            (None, Some(port)) => Some(evidence::EvidenceSource::Sidecars { port }),
+            (None, None) => None,
+        }
+    }
 }
 
 /// Everything the reconcile loop needs.
@@ -79,7 +104,12 @@ pub struct Context {
     pub changes: Arc<stores::Changes>,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
+    /// Data-plane evidence is fetched at most once a minute, however often events come: an
+    /// unreachable Prometheus must not slow every pass.
+    pub evidence: tokio::sync::Mutex<Option<(Instant, evidence::Observed)>>,
 }
+
+const EVIDENCE_TTL: Duration = Duration::from_secs(60);
 
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -163,6 +193,7 @@ pub async fn run_with(
         changes,
         metrics,
         recorder,
+        evidence: tokio::sync::Mutex::new(None),
     });
 
     // Ready once the core kinds (and Remediations) have synced; Istio kinds may be absent.
@@ -306,7 +337,35 @@ pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
         update_phase_gauge(ctx);
         return Ok(());
     }
-    let report = analyze_in(&snapshot, Some(scope.clone()));
+    let mut report = analyze_in(&snapshot, Some(scope.clone()));
+    if let Some(source) = ctx.args.evidence_source() {
+        let mut cache = ctx.evidence.lock().await;
+        let observed = match cache.as_ref() {
+            Some((at, observed)) if at.elapsed() < EVIDENCE_TTL => observed.clone(),
+            _ => {
+                let (observed, errors) =
+                    evidence::collect(&source, &snapshot, &report.findings, Duration::from_secs(3))
+                        .await;
+                for e in errors {
+                    ctx.metrics.api_error("evidence");
+                    tracing::warn!(error = %e, "no 503 evidence from the data plane (analysis goes on without it)");
+                }
+                *cache = Some((Instant::now(), observed.clone()));
+                observed
+            }
+        };
+        drop(cache);
+        let window = match &source {
+            evidence::EvidenceSource::Prometheus { window, .. } => window.clone(),
+            evidence::EvidenceSource::Sidecars { .. } => "proxy's lifetime".to_string(),
+        };
+        evidence::attach(
+            &mut report.findings,
+            &observed,
+            &ctx.args.cluster_domain,
+            &window,
+        );
+    }
     for e in &report.errors {
         tracing::warn!(error = %e, "a fix could not be planned");
     }

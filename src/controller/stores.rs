@@ -108,7 +108,12 @@ fn strip(obj: &mut DynamicObject) {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
     if let Some(map) = obj.data.as_object_mut() {
+        // A pod's IP is kept: the sidecar-metrics evidence reads it.
+        let pod_ip = map.get("status").and_then(|s| s.get("podIP")).cloned();
         map.remove("status");
+        if let Some(ip) = pod_ip {
+            map.insert("status".into(), serde_json::json!({"podIP": ip}));
+        }
     }
 }
 

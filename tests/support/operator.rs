@@ -61,11 +61,21 @@ pub struct Replica {
 
 impl Replica {
     pub fn start(config: Config, lease: &str, identity: &str) -> Replica {
+        Replica::start_with(config, lease, identity, |_| {})
+    }
+
+    /// Starts a replica with its arguments adjusted by `adjust`.
+    pub fn start_with(
+        config: Config,
+        lease: &str,
+        identity: &str,
+        adjust: impl FnOnce(&mut RunArgs),
+    ) -> Replica {
         let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let args = RunArgs {
+        let mut args = RunArgs {
             metrics_addr: ([127, 0, 0, 1], metrics_port).into(),
             log_format: LogFormat::Text,
             lease_namespace: "meshmedic".into(),
@@ -76,7 +86,11 @@ impl Replica {
             istio_version: None,
             cluster_domain: "cluster.local".into(),
             resync_seconds: 300,
+            prometheus_url: None,
+            prometheus_window: "1h".into(),
+            sidecar_metrics_port: None,
         };
+        adjust(&mut args);
         let (stop, stop_rx) = watch::channel(false);
         let (kill, kill_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
