@@ -16,7 +16,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
 use super::app_servers::{flag_value, words};
-use super::{Code, Finding, Protocol, Severity, Sink, WorkloadRef, port_protocol};
+use super::{
+    Code, Finding, Protocol, Severity, Sink, WorkloadRef, first_service, joined_ports,
+    port_protocol,
+};
 use crate::model::workload::Workload;
 use crate::remediation::{Edit, Remediation, creation_labels};
 use crate::snapshot::Snapshot;
@@ -315,23 +318,13 @@ fn finding(
         code: Code::LocalhostBinding,
         severity: Severity::Error,
         namespace: ns.clone(),
-        service: snapshot
-            .services_of(w)
-            .next()
-            .map(|(_, s)| s.meta.name.clone()),
-        workload: Some(WorkloadRef {
-            kind: workload.kind.clone(),
-            name: workload.meta.name.clone(),
-        }),
+        service: first_service(snapshot, w),
+        workload: Some(WorkloadRef::of(workload)),
         message: format!(
             "{} {} listens on loopback only (ports {}): every request from other pods answers 503",
             workload.kind,
             workload.meta.name,
-            loopback
-                .keys()
-                .map(i32::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
+            joined_ports(loopback.keys())
         ),
         evidence,
         remediation,

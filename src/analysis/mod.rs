@@ -113,6 +113,28 @@ pub struct WorkloadRef {
     pub name: String,
 }
 
+impl WorkloadRef {
+    pub fn of(w: &crate::model::workload::Workload) -> WorkloadRef {
+        WorkloadRef {
+            kind: w.kind.clone(),
+            name: w.meta.name.clone(),
+        }
+    }
+}
+
+/// The name of the first Service that selects workload `w`, for findings about a workload.
+pub(crate) fn first_service(snapshot: &Snapshot, w: usize) -> Option<String> {
+    snapshot
+        .services_of(w)
+        .next()
+        .map(|(_, s)| s.meta.name.clone())
+}
+
+/// `8080,9090`, for messages.
+pub(crate) fn joined_ports<'a>(ports: impl Iterator<Item = &'a i32>) -> String {
+    ports.map(i32::to_string).collect::<Vec<_>>().join(",")
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Finding {
     pub code: Code,

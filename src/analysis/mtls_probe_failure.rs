@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Probe;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::json;
 
-use super::{Code, Finding, Severity, Sink, WorkloadRef};
+use super::{Code, Finding, Severity, Sink, WorkloadRef, first_service, joined_ports};
 use crate::model::istio::MtlsMode;
 use crate::model::keys;
 use crate::model::workload::Workload;
@@ -201,23 +201,13 @@ fn finding(
             Severity::Error
         },
         namespace: workload.meta.namespace.clone(),
-        service: snapshot
-            .services_of(w)
-            .next()
-            .map(|(_, s)| s.meta.name.clone()),
-        workload: Some(WorkloadRef {
-            kind: workload.kind.clone(),
-            name: workload.meta.name.clone(),
-        }),
+        service: first_service(snapshot, w),
+        workload: Some(WorkloadRef::of(workload)),
         message: format!(
             "probes of {} {} hit STRICT-mTLS ports the sidecar captures (ports {}) with probe rewrite off",
             workload.kind,
             workload.meta.name,
-            failing
-                .keys()
-                .map(i32::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
+            joined_ports(failing.keys())
         ),
         evidence,
         remediation,

@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::Container;
 use serde_json::{Value, json};
 
 use super::app_servers::{flag_value, words};
-use super::{Code, Finding, Severity, Sink, WorkloadRef};
+use super::{Code, Finding, Severity, Sink, WorkloadRef, first_service};
 use crate::model::istio::ProxyConfig;
 use crate::model::workload::Workload;
 use crate::model::{duration, keys};
@@ -253,14 +253,8 @@ fn finding(
             Severity::Info
         },
         namespace: workload.meta.namespace.clone(),
-        service: snapshot
-            .services_of(w)
-            .next()
-            .map(|(_, s)| s.meta.name.clone()),
-        workload: Some(WorkloadRef {
-            kind: workload.kind.clone(),
-            name: workload.meta.name.clone(),
-        }),
+        service: first_service(snapshot, w),
+        workload: Some(WorkloadRef::of(workload)),
         message: if shutdown {
             format!(
                 "the proxy of {} {} exits before the app finishes: 503s at every pod restart",

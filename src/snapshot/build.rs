@@ -208,7 +208,7 @@ impl SnapshotBuilder {
             ("apps", "Deployment") => {
                 let d: Deployment = decode(&at, object, &value)?;
                 self.note_istiod(&d);
-                let spec = d.spec;
+                let (template, labels) = (&d.spec.template, d.spec.selector.match_labels.clone());
                 self.push_workload(
                     api_version,
                     kind,
@@ -216,36 +216,36 @@ impl SnapshotBuilder {
                     at,
                     value,
                     "/spec/template",
-                    &spec.template,
-                    spec.selector.match_labels,
+                    template,
+                    labels,
                 )?;
             }
             ("apps", "StatefulSet") => {
-                let s: StatefulSet = decode(&at, object, &value)?;
-                let spec = s.spec;
+                let o: StatefulSet = decode(&at, object, &value)?;
+                let (template, labels) = (&o.spec.template, o.spec.selector.match_labels.clone());
                 self.push_workload(
                     api_version,
                     kind,
-                    &s.metadata,
+                    &o.metadata,
                     at,
                     value,
                     "/spec/template",
-                    &spec.template,
-                    spec.selector.match_labels,
+                    template,
+                    labels,
                 )?;
             }
             ("apps", "DaemonSet") => {
-                let s: DaemonSet = decode(&at, object, &value)?;
-                let spec = s.spec;
+                let o: DaemonSet = decode(&at, object, &value)?;
+                let (template, labels) = (&o.spec.template, o.spec.selector.match_labels.clone());
                 self.push_workload(
                     api_version,
                     kind,
-                    &s.metadata,
+                    &o.metadata,
                     at,
                     value,
                     "/spec/template",
-                    &spec.template,
-                    spec.selector.match_labels,
+                    template,
+                    labels,
                 )?;
             }
             ("apps", "ReplicaSet") => {
