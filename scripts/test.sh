@@ -16,9 +16,15 @@ exports="$(scripts/k8s-test-env.sh)"
 eval "$exports"
 
 echo "== cargo test"
-cargo test --all-features
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+cargo test --all-features 2>&1 | tee "$log"
 
 if [ -x fuzz/run-short.sh ]; then
     echo "== short fuzz run (fuzz/run-short.sh)"
     fuzz/run-short.sh
 fi
+
+# One closing line for every test run above, in the plain form CI reads.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
