@@ -57,14 +57,19 @@ pub struct Watched {
     pub optional: bool,
 }
 
-/// The kinds meshmedic watches: (group, version, kind, plural, optional, namespace-restricted).
-const KINDS: [(&str, &str, &str, &str, bool); 12] = [
+/// The kinds meshmedic watches: (group, version, kind, plural, optional).
+const KINDS: [(&str, &str, &str, &str, bool); 15] = [
     ("", "v1", "Namespace", "namespaces", false),
     ("", "v1", "Service", "services", false),
     ("", "v1", "Pod", "pods", false),
     ("apps", "v1", "Deployment", "deployments", false),
     ("apps", "v1", "StatefulSet", "statefulsets", false),
     ("apps", "v1", "DaemonSet", "daemonsets", false),
+    // Bare ReplicaSets and Jobs, and CronJobs, are workloads too (owned ones are analysed
+    // through their owner's template).
+    ("apps", "v1", "ReplicaSet", "replicasets", false),
+    ("batch", "v1", "Job", "jobs", false),
+    ("batch", "v1", "CronJob", "cronjobs", false),
     (
         "networking.istio.io",
         "v1",
