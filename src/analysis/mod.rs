@@ -293,6 +293,28 @@ pub enum Protocol {
 pub(crate) mod test_support {
     use crate::snapshot::{Snapshot, SnapshotBuilder, SnapshotOptions, load::parse_documents};
 
+    /// An injected nginx Deployment `web` behind the Service `web` in namespace `shop` (an
+    /// idle-timeout-mismatch with Istio's defaults), for tests of the stages after analysis.
+    pub const NGINX_WEB: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio-injection: enabled}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: "nginx:1.27", ports: [{containerPort: 80}]}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {selector: {app: web}, ports: [{name: http, port: 80}]}
+"#;
+
     /// A snapshot from inline YAML documents.
     pub fn snapshot(yaml: &str) -> Snapshot {
         snapshot_with(yaml, SnapshotOptions::default())

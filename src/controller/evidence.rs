@@ -150,7 +150,7 @@ fn pod_ip(raw: &serde_json::Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::test_support::snapshot;
+    use crate::analysis::test_support::{NGINX_WEB, snapshot};
     use crate::analysis::{Code, analyze};
 
     fn sample(service: &str, flags: &str, reporter: &str, value: f64) -> FlagCount {
@@ -175,27 +175,7 @@ mod tests {
 
     #[test]
     fn observed_503s_raise_the_severity_of_that_service_only() {
-        let snap = snapshot(
-            r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop, labels: {istio-injection: enabled}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: shop}
-spec:
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec: {containers: [{name: web, image: "nginx:1.27", ports: [{containerPort: 80}]}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: shop}
-spec: {selector: {app: web}, ports: [{name: http, port: 80}]}
-"#,
-        );
+        let snap = snapshot(NGINX_WEB);
         let mut findings = analyze(&snap).findings;
         let idle = findings
             .iter()

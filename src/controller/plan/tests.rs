@@ -1,29 +1,12 @@
 use serde_json::json;
 
 use super::*;
-use crate::analysis::test_support::snapshot;
+use crate::analysis::test_support::{NGINX_WEB, snapshot};
 use crate::analysis::{Finding, analyze};
 use crate::model::remediation::{RemediationAction, RemediationStatus};
 
-const SHOP: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop, labels: {istio-injection: enabled}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: shop}
-spec:
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec: {containers: [{name: web, image: "nginx:1.27", ports: [{containerPort: 80}]}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: shop}
-spec: {selector: {app: web}, ports: [{name: http, port: 80}]}
----
+/// The nginx service plus a mesh config under which idle-timeout-mismatch is its only finding.
+const MESH_CONFIG: &str = r#"
 apiVersion: v1
 kind: ConfigMap
 metadata: {name: istio, namespace: istio-system}
@@ -34,7 +17,7 @@ data:
 "#;
 
 fn findings() -> Vec<Finding> {
-    analyze(&snapshot(SHOP)).findings
+    analyze(&snapshot(&format!("{NGINX_WEB}---\n{MESH_CONFIG}"))).findings
 }
 
 /// A Remediation as the API server would hold it after meshmedic wrote it for `f`.
