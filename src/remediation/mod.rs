@@ -51,6 +51,10 @@ pub struct Remediation {
     /// The corrected (or new) resource in full.
     pub resource: Value,
     pub safe_to_auto_apply: bool,
+    /// Whether applying this fix removes its own finding. `false` marks a mitigation whose real
+    /// cure is in the app (the operator then neither expects the finding to go away nor
+    /// re-plans it in a loop).
+    pub resolves: bool,
     /// The edits behind `patch`, kept to compose fixes on one object.
     #[serde(skip)]
     pub edits: Vec<Edit>,
@@ -181,6 +185,7 @@ impl Remediation {
             patch: Some(ops),
             resource,
             safe_to_auto_apply,
+            resolves: true,
             edits,
         })
     }
@@ -199,6 +204,7 @@ impl Remediation {
             patch: None,
             resource,
             safe_to_auto_apply,
+            resolves: true,
             edits: Vec::new(),
         }
     }
