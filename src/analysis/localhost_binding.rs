@@ -201,6 +201,19 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
                 }
             }
         }
+        // A Sidecar (meshmedic's fix or one written by hand) that already sends the port to the
+        // address the app binds makes traffic flow: nothing to report for that port.
+        if let Some((_, sc)) = snapshot.sidecar_for(workload) {
+            loopback.retain(|&port, (ipv6, _)| {
+                !sc.spec.ingress.iter().any(|l| {
+                    l.port.as_ref().map(|p| p.number as i32) == Some(port)
+                        && l.default_endpoint
+                            .as_deref()
+                            .and_then(parse_address)
+                            .is_some_and(|(v6, p)| v6 == *ipv6 && p == Some(port))
+                })
+            });
+        }
         if loopback.is_empty() {
             continue;
         }

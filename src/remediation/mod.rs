@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 
 use crate::model::ObjectRef;
 
+pub mod simulate;
+
 /// One change: put `value` at `path` (JSON pointer tokens, unescaped).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Edit {

@@ -342,3 +342,18 @@ fn loopback_binds_reads_the_usual_forms() {
             .is_empty()
     );
 }
+
+#[test]
+fn a_sidecar_that_already_sends_the_port_to_loopback_ends_the_finding() {
+    let app = mesh(r#"[uvicorn, "main:app", --host, 127.0.0.1, --port, "8080"]"#);
+    // Written by hand, under another name than meshmedic's, with a different listener name.
+    let by_hand = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: api-ingress, namespace: shop}\nspec:\n  workloadSelector: {labels: {app: api}}\n  ingress:\n  - {port: {number: 8080, protocol: HTTP, name: web}, defaultEndpoint: \"127.0.0.1:8080\"}\n";
+    none(&with(&app, by_hand));
+    // The wrong family or port does not restore traffic: still a finding.
+    let v6 = by_hand
+        .replace("127.0.0.1:8080", "\"[::1]:8080\"")
+        .replace("\"\"", "\"");
+    assert_eq!(only(&snapshot(&with(&app, &v6))).code, CODE);
+    let other_port = by_hand.replace("127.0.0.1:8080", "127.0.0.1:9999");
+    assert_eq!(only(&snapshot(&with(&app, &other_port))).code, CODE);
+}
