@@ -320,12 +320,23 @@ spec: {selector: {app: web}, ports: [{name: http, port: 80}]}
         snapshot_with(yaml, SnapshotOptions::default())
     }
 
+    /// Also checks, for every input a detector test uses, that each fix removes its own finding
+    /// and brings no new one (`remediation::simulate`).
     pub fn snapshot_with(yaml: &str, options: SnapshotOptions) -> Snapshot {
-        let mut builder = SnapshotBuilder::new(options);
-        for (source, value) in parse_documents("test.yaml", yaml).expect("valid yaml") {
+        let docs = parse_documents("test.yaml", yaml).expect("valid yaml");
+        let mut builder = SnapshotBuilder::new(options.clone());
+        for (source, value) in docs.clone() {
             builder.add(source, value).expect("valid object");
         }
-        builder.build().expect("snapshot builds")
+        let snapshot = builder.build().expect("snapshot builds");
+        let check =
+            crate::remediation::simulate::check_fixes(&docs, &options).expect("input analyses");
+        assert!(
+            check.problems.is_empty(),
+            "fixes that do not stick:\n{}",
+            check.problems.join("\n")
+        );
+        snapshot
     }
 
     /// The findings of one code.

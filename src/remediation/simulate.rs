@@ -43,9 +43,11 @@ pub fn with_fix(
     Ok(out)
 }
 
-/// What identifies a finding across re-analysis: the code and what it is about (the remediation
-/// target changes once a fix exists, e.g. a Sidecar is created and then is what a patch targets).
-pub fn finding_key(f: &Finding) -> (Code, String, Option<String>, Option<String>) {
+/// What identifies a finding across re-analysis: the code, what it is about, and the object its
+/// fix patches (a created object has no identity before it exists; once it exists a finding that
+/// stays patches it, and so shows up as a new finding).
+pub fn finding_key(f: &Finding) -> (Code, String, Option<String>, Option<String>, String) {
+    let r = &f.remediation;
     (
         f.code,
         f.namespace.clone(),
@@ -53,6 +55,10 @@ pub fn finding_key(f: &Finding) -> (Code, String, Option<String>, Option<String>
         f.workload
             .as_ref()
             .map(|w| format!("{}/{}", w.kind, w.name)),
+        match r.action {
+            Action::Patch => r.target.to_string(),
+            Action::Create => format!("new {}", r.target.kind),
+        },
     )
 }
 
