@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod evidence;
+pub mod gitops;
 pub mod metrics;
 pub mod plan;
 pub mod stores;

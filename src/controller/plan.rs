@@ -78,38 +78,13 @@ pub fn desired_spec(f: &Finding) -> Value {
     })
 }
 
-/// Labels and annotations that say a target belongs to a GitOps tool, which would revert an
-/// in-cluster change: such targets get proposals only.
+/// Labels and annotations that say a target belongs to a GitOps tool or Helm, which would revert
+/// an in-cluster change: such targets get proposals only. See [`super::gitops`].
 pub fn gitops_owner(
     labels: &BTreeMap<String, String>,
     annotations: &BTreeMap<String, String>,
 ) -> Option<String> {
-    const LABELS: [&str; 4] = [
-        "argocd.argoproj.io/instance",
-        "kustomize.toolkit.fluxcd.io/name",
-        "helm.toolkit.fluxcd.io/name",
-        "app.kubernetes.io/instance-argocd",
-    ];
-    const ANNOTATIONS: [&str; 3] = [
-        "argocd.argoproj.io/tracking-id",
-        "kustomize.toolkit.fluxcd.io/checksum",
-        "fluxcd.io/sync-checksum",
-    ];
-    if let Some(k) = LABELS.iter().find(|k| labels.contains_key(**k)) {
-        return Some(format!("label {k}"));
-    }
-    if let Some(k) = ANNOTATIONS.iter().find(|k| annotations.contains_key(**k)) {
-        return Some(format!("annotation {k}"));
-    }
-    match labels
-        .get("app.kubernetes.io/managed-by")
-        .map(String::as_str)
-    {
-        Some(m @ ("argocd" | "Argo CD" | "flux" | "fluxcd")) => {
-            Some(format!("app.kubernetes.io/managed-by={m}"))
-        }
-        _ => None,
-    }
+    super::gitops::owner(labels, annotations).map(|o| format!("{o}; {}", o.advice()))
 }
 
 /// One write the operator should make.
