@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 
 pub mod analyze;
 pub mod crd;
+pub mod explain;
+pub mod kube_args;
 pub mod logs;
 
 #[derive(Parser, Debug)]
@@ -29,6 +31,9 @@ pub enum Command {
     Crd,
     /// Diagnose Envoy access logs: 503s by response flag, mapped to meshmedic's finding codes.
     Logs(logs::LogsArgs),
+    /// Explain a Remediation (its finding, evidence, why it is a 503, the planned change), or a
+    /// finding code.
+    Explain(explain::ExplainArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -38,6 +43,7 @@ pub fn main() -> ExitCode {
         Command::Crd => crd::run(),
         Command::Run(args) => run_operator(args),
         Command::Logs(args) => logs::run(args),
+        Command::Explain(args) => explain::run(args),
     }
 }
 
