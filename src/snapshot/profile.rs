@@ -524,7 +524,12 @@ impl MeshProfile {
             injector.rewrite_app_http_probe,
             true,
         );
-        if injector.source.is_empty() && file.is_none() {
+        let file_states_injector = file.is_some_and(|f| {
+            f.enable_namespaces_by_default.is_some()
+                || f.hold_application_until_proxy_starts.is_some()
+                || f.rewrite_app_http_probe.is_some()
+        });
+        if injector.source.is_empty() && !file_states_injector {
             assumptions.push(
                 "injector: Istio defaults (no istio-sidecar-injector ConfigMap): policy enabled, enableNamespacesByDefault false, rewriteAppHTTPProbe true"
                     .to_string(),
@@ -757,5 +762,13 @@ mod tests {
         assert!(err.contains("istioVersoin"), "{err}");
         let ok = ProfileFile::parse("p.yaml", "nativeSidecars: false\n").unwrap();
         assert_eq!(ok.native_sidecars.as_deref(), Some("false"));
+        // `1.30` unquoted is the float 1.3 to YAML: read as written.
+        let ok = ProfileFile::parse(
+            "p.yaml",
+            "istioVersion: 1.30  # the release\nkubernetesVersion: v1.33.2\n",
+        )
+        .unwrap();
+        assert_eq!(ok.istio_version.as_deref(), Some("1.30"));
+        assert_eq!(ok.kubernetes_version.as_deref(), Some("v1.33.2"));
     }
 }

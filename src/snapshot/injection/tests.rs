@@ -303,3 +303,35 @@ fn gateways_and_ambient() {
     let snap = snapshot(&format!("{both}{}", deployment("shop", APP, "{}", "")));
     assert!(plane(&snap).is_sidecar());
 }
+
+#[test]
+fn ambient_keeps_the_l7_causes_only_behind_a_waypoint() {
+    use crate::analysis::{Code, analyze};
+    // Istio's default retry policy lacks `reset`: a missing-reset-retry wherever an Envoy routes.
+    let service = r#"---
+apiVersion: v1
+kind: Service
+metadata: {name: app, namespace: shop}
+spec: {selector: {app: app}, ports: [{name: http, port: 80, targetPort: 8080}]}
+"#;
+    let codes = |ns_labels: &str| -> Vec<Code> {
+        let snap = snapshot(&format!(
+            "{}{}{service}",
+            namespace("shop", ns_labels),
+            deployment("shop", APP, "{}", "")
+        ));
+        analyze(&snap).findings.iter().map(|f| f.code).collect()
+    };
+    assert_eq!(
+        codes("{istio-injection: enabled}"),
+        vec![Code::MissingResetRetry]
+    );
+    assert!(
+        codes("{istio.io/dataplane-mode: ambient}").is_empty(),
+        "ztunnel has no L7 retries"
+    );
+    assert_eq!(
+        codes("{istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}"),
+        vec![Code::MissingResetRetry]
+    );
+}
