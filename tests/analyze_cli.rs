@@ -479,7 +479,7 @@ fn table_and_yaml_outputs_state_the_assumptions() {
     let text = String::from_utf8(out.stdout).expect("utf-8");
     assert!(text.starts_with("# meshmedic: Istio 1.31"), "{text}");
     assert!(
-        text.contains("# meshmedic: assumed: Kubernetes 1.31: --kubernetes-version"),
+        text.contains("# meshmedic: assumed: Kubernetes 1.31: from --kubernetes-version"),
         "{text}"
     );
     let docs = meshmedic::snapshot::load::parse_documents("out.yaml", &text).expect("valid yaml");

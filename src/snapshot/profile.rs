@@ -326,6 +326,15 @@ impl Default for MeshProfile {
     }
 }
 
+/// A fact's source as an assumption line says it: `from --flag`, `from profile f`, `assumed (...)`.
+fn stated(source: &str) -> String {
+    if source.starts_with("--") || source.starts_with("profile ") {
+        format!("from {source}")
+    } else {
+        source.to_string()
+    }
+}
+
 fn istiod_version(image: &str, object: &str) -> Option<IstioVersion> {
     // `docker.io/istio/pilot:1.28.1`, `gcr.io/istio-release/pilot:1.28.1-distroless`, digests
     // (`...@sha256:...`) have no version.
@@ -381,7 +390,9 @@ impl MeshProfile {
         if !kubernetes.source.starts_with("Node ") {
             assumptions.push(format!(
                 "Kubernetes {}.{}: {}",
-                kubernetes.major, kubernetes.minor, kubernetes.source
+                kubernetes.major,
+                kubernetes.minor,
+                stated(&kubernetes.source)
             ));
         }
 
@@ -487,7 +498,9 @@ impl MeshProfile {
         if !istio.source.starts_with("istiod image") {
             assumptions.push(format!(
                 "Istio {}.{}: {}",
-                istio.major, istio.minor, istio.source
+                istio.major,
+                istio.minor,
+                stated(&istio.source)
             ));
         }
         if !default_plane.native_sidecars_source.starts_with("env ")
@@ -496,7 +509,7 @@ impl MeshProfile {
             assumptions.push(format!(
                 "ENABLE_NATIVE_SIDECARS={}: {}",
                 default_plane.native_sidecars.as_str(),
-                default_plane.native_sidecars_source
+                stated(&default_plane.native_sidecars_source)
             ));
         }
 
