@@ -294,3 +294,198 @@ fn istio_version_and_mesh_config_flags() {
         stderr(&out)
     );
 }
+
+// --- The mesh profile: flags, the profile file, and the assumptions in every output --------------
+
+const REPO: &str = "tests/fixtures/profile/repo.yaml";
+
+fn json_of(out: &Output) -> Value {
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(out));
+    serde_json::from_slice(&out.stdout).expect("json output")
+}
+
+/// (code, workload) of every finding.
+fn codes(report: &Value) -> Vec<(String, String)> {
+    report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .map(|f| {
+            (
+                f["code"].as_str().unwrap_or_default().to_string(),
+                f["workload"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The workloads with a sidecar-lifecycle finding.
+fn lifecycle(report: &Value) -> Vec<String> {
+    codes(report)
+        .into_iter()
+        .filter(|(c, _)| c == "sidecar-lifecycle")
+        .map(|(_, w)| w)
+        .collect()
+}
+
+#[test]
+fn a_repository_without_namespaces_needs_assume_injected() {
+    let report = json_of(&meshmedic(&["analyze", REPO, "-o", "json"]));
+    assert!(
+        codes(&report).is_empty(),
+        "nothing says the namespace is injected"
+    );
+    let assumptions = report["profile"]["assumptions"]
+        .as_array()
+        .expect("assumptions");
+    assert!(
+        assumptions.iter().any(|a| a
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Kubernetes 1.34")),
+        "{assumptions:?}"
+    );
+
+    // Injected, on the documented default (Istio 1.31, kubelets 1.34): native sidecars, so no
+    // lifecycle race; the gateway is never a sidecar workload. Istio's default retry policy
+    // lacks `reset`, which now matters.
+    let report = json_of(&meshmedic(&[
+        "analyze",
+        REPO,
+        "-o",
+        "json",
+        "--assume-injected",
+    ]));
+    assert_eq!(
+        codes(&report),
+        vec![("missing-reset-retry".to_string(), String::new())]
+    );
+    assert!(
+        report["profile"]["assumptions"]
+            .as_array()
+            .expect("assumptions")
+            .iter()
+            .any(|a| a.as_str().unwrap_or_default().contains("--assume-injected"))
+    );
+
+    // An older cluster: classic sidecars, so the app outlives its proxy.
+    let report = json_of(&meshmedic(&[
+        "analyze",
+        REPO,
+        "-o",
+        "json",
+        "--assume-injected",
+        "--kubernetes-version",
+        "v1.32.4",
+    ]));
+    assert_eq!(lifecycle(&report), vec!["orders".to_string()]);
+    assert_eq!(report["profile"]["kubernetes"]["minor"], 32);
+    assert_eq!(
+        report["profile"]["kubernetes"]["source"],
+        "--kubernetes-version"
+    );
+}
+
+#[test]
+fn the_profile_file_states_what_the_input_lacks_and_flags_win() {
+    let profile = "tests/fixtures/profile/old-cluster.profile.yaml";
+    let report = json_of(&meshmedic(&[
+        "analyze",
+        REPO,
+        "-o",
+        "json",
+        "--profile",
+        profile,
+    ]));
+    assert_eq!(lifecycle(&report), vec!["orders".to_string()]);
+    assert_eq!(report["istioVersion"]["minor"], 28);
+    assert!(
+        report["istioVersion"]["source"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("old-cluster.profile.yaml")
+    );
+    // The flag wins over the file: kubelets 1.33 make `auto` native again.
+    let report = json_of(&meshmedic(&[
+        "analyze",
+        REPO,
+        "-o",
+        "json",
+        "--profile",
+        profile,
+        "--kubernetes-version",
+        "1.33",
+    ]));
+    assert!(lifecycle(&report).is_empty(), "{:?}", codes(&report));
+
+    let out = meshmedic(&[
+        "analyze",
+        REPO,
+        "--profile",
+        "tests/fixtures/profile/bad.profile.yaml",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("bad.profile.yaml") && err.contains("nativeSidecars"),
+        "{err}"
+    );
+    let out = meshmedic(&["analyze", REPO, "--kubernetes-version", "newest"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--kubernetes-version"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn table_and_yaml_outputs_state_the_assumptions() {
+    let out = meshmedic(&[
+        "analyze",
+        REPO,
+        "--assume-injected",
+        "--kubernetes-version",
+        "1.31",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let table = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(
+        table.contains("profile: Kubernetes 1.31; ENABLE_NATIVE_SIDECARS=auto → classic sidecars"),
+        "{table}"
+    );
+    assert!(
+        table.contains("assumed: Istio 1.31: assumed (newest known)"),
+        "{table}"
+    );
+    assert!(
+        table.contains("assumed: namespaces absent from the input are injected"),
+        "{table}"
+    );
+
+    let out = meshmedic(&[
+        "analyze",
+        REPO,
+        "-o",
+        "yaml",
+        "--assume-injected",
+        "--kubernetes-version",
+        "1.31",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(text.starts_with("# meshmedic: Istio 1.31"), "{text}");
+    assert!(
+        text.contains("# meshmedic: assumed: Kubernetes 1.31: from --kubernetes-version"),
+        "{text}"
+    );
+    let docs = meshmedic::snapshot::load::parse_documents("out.yaml", &text).expect("valid yaml");
+    assert!(
+        docs.iter()
+            .any(|(_, d)| d["kind"] == "Deployment" && d["metadata"]["name"] == "orders"),
+        "the corrected orders Deployment: {text}"
+    );
+}

@@ -155,6 +155,9 @@ pub struct Finding {
 pub struct Report {
     pub findings: Vec<Finding>,
     pub istio_version: crate::snapshot::IstioVersion,
+    /// The mesh the findings assume: versions, native sidecars, injector settings, and the
+    /// `assumptions` not read from the input.
+    pub profile: crate::snapshot::MeshProfile,
     /// Documents of kinds meshmedic does not read, by `apiVersion/kind`.
     pub skipped: std::collections::BTreeMap<String, usize>,
     /// Fixes that could not be planned (never expected; reported rather than dropped).
@@ -230,6 +233,7 @@ pub fn analyze_in(
     Report {
         findings,
         istio_version: snapshot.istio_version.clone(),
+        profile: snapshot.profile().clone(),
         skipped: snapshot.skipped.clone(),
         errors: sink.errors,
     }

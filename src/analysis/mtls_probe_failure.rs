@@ -67,7 +67,8 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
         if !sink.wants(&workload.meta.namespace) {
             continue;
         }
-        if !snapshot.is_injected(workload) {
+        // A sidecar-only cause: gateways and ambient pods have no sidecar in front of an app.
+        if snapshot.sidecar(workload).is_none() {
             continue;
         }
         let rewrite_off = match workload.annotation(keys::REWRITE_PROBES) {

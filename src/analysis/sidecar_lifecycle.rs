@@ -5,7 +5,9 @@
 //! graceful-shutdown setting) for longer than the proxy's `terminationDrainDuration` (5s by
 //! default), and `EXIT_ON_ZERO_ACTIVE_CONNECTIONS` is not set. Startup (severity info, most apps
 //! survive it): `holdApplicationUntilProxyStarts` is not on. Neither applies when the proxy runs
-//! as a native sidecar, which Kubernetes starts first and stops last. The fix merges the needed
+//! as a native sidecar, which Kubernetes starts first and stops last: the mesh profile decides
+//! that per pod (istiod's `ENABLE_NATIVE_SIDECARS`, the kubelets, the pod annotation), and
+//! gateways and ambient pods, which have no sidecar beside an app, are not checked. The fix merges the needed
 //! keys into the pod template's `proxy.istio.io/config` annotation, keeping what is there; it is
 //! never applied automatically because it restarts pods.
 
@@ -157,7 +159,13 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
         if !sink.wants(&workload.meta.namespace) {
             continue;
         }
-        if !snapshot.is_injected(workload) || workload.has_native_sidecar() {
+        // Only a sidecar beside an app races it; gateways and ambient pods have none. A native
+        // sidecar starts before the app and stops after it (the profile says which one istiod
+        // injects), so neither race exists.
+        let Some((native, sidecar_why)) = snapshot.sidecar(workload) else {
+            continue;
+        };
+        if native {
             continue;
         }
         let config = proxy_config(snapshot, workload);
@@ -172,7 +180,10 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
         let shutdown_problem = shutdown
             .as_ref()
             .filter(|(d, _)| *d > drain && !exit_on_zero(&config, workload));
-        let startup_problem = config.hold_application_until_proxy_starts != Some(true);
+        // The injection template holds the app when the proxy config or the injector's
+        // `values.global.proxy.holdApplicationUntilProxyStarts` says so.
+        let startup_problem = config.hold_application_until_proxy_starts != Some(true)
+            && !snapshot.profile().hold_application_until_proxy_starts;
         if shutdown_problem.is_none() && !startup_problem {
             continue;
         }
@@ -207,6 +218,7 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
             );
             keys_to_set.push(("holdApplicationUntilProxyStarts", json!(true)));
         }
+        evidence.push(format!("classic sidecar: {sidecar_why}"));
         sink.push(finding(
             snapshot,
             w,

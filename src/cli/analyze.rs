@@ -14,6 +14,7 @@ use crate::model::ObjectRef;
 use crate::model::istio::MeshConfig;
 use crate::remediation::{Action, apply, plan_patch};
 use crate::snapshot::load::{parse_documents, snapshot_from_paths};
+use crate::snapshot::profile::ProfileFile;
 use crate::snapshot::{Snapshot, SnapshotOptions};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +44,19 @@ pub struct AnalyzeArgs {
     /// input, else the newest known.
     #[arg(long, value_name = "VERSION")]
     pub istio_version: Option<String>,
+    /// The oldest kubelet's version (e.g. 1.32): with Istio ≥ 1.27 it decides whether sidecars
+    /// are native. Default: the oldest Node in the input, else 1.34.
+    #[arg(long, value_name = "VERSION")]
+    pub kubernetes_version: Option<String>,
+    /// A mesh profile file (YAML: istioVersion, kubernetesVersion, nativeSidecars,
+    /// enableNamespacesByDefault, holdApplicationUntilProxyStarts, rewriteAppHTTPProbe,
+    /// assumeInjected); wins over the input, loses to the flags.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+    /// Treat namespaces that have no Namespace object in the input as `istio-injection=enabled`
+    /// (a repository of Deployments whose namespaces are labelled elsewhere).
+    #[arg(long)]
+    pub assume_injected: bool,
     /// The cluster's DNS domain.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
@@ -64,10 +78,14 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
         .as_ref()
         .map(read_mesh_config)
         .transpose()?;
+    let profile = args.profile.as_ref().map(read_profile).transpose()?;
     let options = SnapshotOptions {
         cluster_domain: args.cluster_domain.clone(),
         istio_version: args.istio_version.clone(),
         mesh_config,
+        kubernetes_version: args.kubernetes_version.clone(),
+        assume_injected: args.assume_injected,
+        profile,
     };
     let snapshot = snapshot_from_paths(&args.paths, options)?;
     let report = analyze(&snapshot);
@@ -76,7 +94,9 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
         Output::Json => {
             serde_json::to_string_pretty(&report).map_err(|e| Error::Other(e.to_string()))? + "\n"
         }
-        Output::Yaml => render_yaml(&snapshot, &report.findings)?,
+        Output::Yaml => {
+            render_assumptions_comment(&report) + &render_yaml(&snapshot, &report.findings)?
+        }
     };
     let mut out = std::io::stdout().lock();
     // A closed pipe (`| head`) is not an error worth a message.
@@ -95,6 +115,29 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Reads `--profile`: a small YAML file stating what the input lacks.
+pub fn read_profile(path: &PathBuf) -> Result<ProfileFile> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.clone(),
+        source,
+    })?;
+    ProfileFile::parse(&path.display().to_string(), &text)
+}
+
+/// The profile as YAML comments ahead of the resources: `kubectl apply` ignores them, a reviewer
+/// sees what the fixes assume.
+pub fn render_assumptions_comment(report: &Report) -> String {
+    let mut out = format!(
+        "# meshmedic: Istio {}; {}\n",
+        report.istio_version,
+        report.profile.summary()
+    );
+    for a in &report.profile.assumptions {
+        out.push_str(&format!("# meshmedic: assumed: {a}\n"));
+    }
+    out
 }
 
 /// Reads `--mesh-config`: MeshConfig YAML, or an `istio` ConfigMap holding it under `data.mesh`.
@@ -189,6 +232,10 @@ pub fn render_table(report: &Report) -> String {
         report.findings.len(),
         report.istio_version
     ));
+    out.push_str(&format!("profile: {}\n", report.profile.summary()));
+    for a in &report.profile.assumptions {
+        out.push_str(&format!("assumed: {a}\n"));
+    }
     if !report.skipped.is_empty() {
         let skipped: Vec<String> = report
             .skipped

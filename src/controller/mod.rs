@@ -320,6 +320,7 @@ pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
         cluster_domain: ctx.args.cluster_domain.clone(),
         istio_version: ctx.args.istio_version.clone(),
         mesh_config: None,
+        ..SnapshotOptions::default()
     };
     let snapshot = stores::snapshot(&ctx.watched, options)?;
     let modes = modes(&snapshot);

@@ -9,7 +9,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{IstioVersion, NamespaceIndex, Obj, Snapshot, SnapshotOptions, hosts};
+use super::profile::{InjectorSettings, IstiodSeen, MeshProfile, ProfileInputs, ProfileOverrides};
+use super::{NamespaceIndex, Obj, Snapshot, SnapshotOptions, hosts};
 use crate::analysis::Code;
 use crate::error::{Error, Result, Source};
 use crate::model::istio::ProxyConfig;
@@ -38,9 +39,9 @@ struct Parts {
     peer_authentications: Vec<Obj<PeerAuthenticationSpec>>,
     envoy_filters: Vec<Obj<EnvoyFilterSpec>>,
     telemetries: Vec<Obj<TelemetrySpec>>,
+    /// (source, `ns/name`, mesh config).
     mesh_configs: Vec<(Source, String, MeshConfig)>,
-    rewrite_probes: Option<bool>,
-    istiod_images: Vec<String>,
+    profile: ProfileInputs,
     skipped: BTreeMap<String, usize>,
 }
 
@@ -181,6 +182,49 @@ impl SnapshotBuilder {
             ("", "ConfigMap") => {
                 let cm: ConfigMap = decode(&at, object, &value)?;
                 self.add_config_map(at, object, cm)?;
+            }
+            // Kubelet versions decide whether istiod injects native sidecars.
+            ("", "Node") => {
+                let name = value
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("<unnamed>");
+                match value.pointer("/status/nodeInfo/kubeletVersion") {
+                    Some(Value::String(v)) => {
+                        parts.profile.nodes.push((name.to_string(), v.clone()))
+                    }
+                    None | Some(Value::Null) => {}
+                    Some(_) => {
+                        return Err(Error::InvalidField {
+                            at,
+                            object: object.to_string(),
+                            field: "status.nodeInfo.kubeletVersion".to_string(),
+                            message: "expected a string such as v1.33.2".to_string(),
+                        });
+                    }
+                }
+            }
+            // `istioctl tag set` writes `istio-revision-tag-<tag>` webhooks labelled with the tag
+            // and the revision it points to.
+            ("admissionregistration.k8s.io", "MutatingWebhookConfiguration") => {
+                let labels = |key: &str| {
+                    value
+                        .pointer("/metadata/labels")
+                        .and_then(|l| l.get(key))
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                };
+                match (labels("istio.io/tag"), labels(keys::NS_REV)) {
+                    (Some(tag), Some(rev)) => {
+                        parts.profile.tags.insert(tag, rev);
+                    }
+                    _ => {
+                        *parts
+                            .skipped
+                            .entry(format!("{api_version}/{kind}"))
+                            .or_default() += 1;
+                    }
+                }
             }
             ("", "Pod") => {
                 let pod: Pod = decode(&at, object, &value)?;
@@ -373,7 +417,8 @@ impl SnapshotBuilder {
         Ok(())
     }
 
-    /// istiod's image tag tells which Istio version (and so which defaults) the mesh runs.
+    /// istiod's image tag tells which Istio version (and so which defaults) the mesh runs; its
+    /// env which sidecars it injects; its `istio.io/rev` label which revision it serves.
     fn note_istiod(&mut self, d: &Deployment) {
         let name = d.metadata.name.as_deref().unwrap_or_default();
         if name != "istiod" && !name.starts_with("istiod-") {
@@ -386,13 +431,33 @@ impl SnapshotBuilder {
             .as_ref()
             .map(|s| s.containers.as_slice())
             .unwrap_or_default();
-        if let Some(image) = containers
+        let Some(discovery) = containers.iter().find(|c| c.name == "discovery") else {
+            return;
+        };
+        let revision = d
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(keys::NS_REV))
+            .cloned()
+            .or_else(|| name.strip_prefix("istiod-").map(str::to_string))
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "default".to_string());
+        let native_sidecars = discovery
+            .env
             .iter()
-            .find(|c| c.name == "discovery")
-            .and_then(|c| c.image.clone())
-        {
-            self.snapshot_parts.istiod_images.push(image);
-        }
+            .flatten()
+            .find(|e| e.name == "ENABLE_NATIVE_SIDECARS")
+            .and_then(|e| e.value.clone());
+        self.snapshot_parts.profile.istiods.push(IstiodSeen {
+            revision,
+            image: discovery.image.clone(),
+            native_sidecars,
+            object: format!(
+                "Deployment {}/{name}",
+                d.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+            ),
+        });
     }
 
     fn add_config_map(&mut self, at: Source, object: &str, cm: ConfigMap) -> Result<()> {
@@ -411,7 +476,7 @@ impl SnapshotBuilder {
                 decode(&at, object, &value).map_err(|e| prefix_field(e, "data.mesh."))?;
             self.snapshot_parts
                 .mesh_configs
-                .push((at, name.to_string(), mesh_config));
+                .push((at, object.to_string(), mesh_config));
             return Ok(());
         }
         if name.starts_with("istio-sidecar-injector")
@@ -423,12 +488,46 @@ impl SnapshotBuilder {
                 field: "data.values".to_string(),
                 message: format!("not valid JSON: {e}"),
             })?;
-            if let Some(rewrite) = value
-                .pointer("/sidecarInjectorWebhook/rewriteAppHTTPProbe")
-                .and_then(Value::as_bool)
-            {
-                self.snapshot_parts.rewrite_probes = Some(rewrite);
-            }
+            let flag = |pointer: &str| value.pointer(pointer).and_then(Value::as_bool);
+            let revision = value
+                .get("revision")
+                .and_then(Value::as_str)
+                .filter(|r| !r.is_empty())
+                .map(str::to_string)
+                .or_else(|| {
+                    name.strip_prefix("istio-sidecar-injector-")
+                        .map(str::to_string)
+                })
+                .unwrap_or_else(|| "default".to_string());
+            // `config.policy`: a top-level key of the injector config (YAML with Go templates in
+            // block strings, so it is read by line, not parsed).
+            let policy_enabled = data.get("config").and_then(|c| {
+                c.lines().find_map(|l| {
+                    let v = l.strip_prefix("policy:")?.trim().trim_matches('"');
+                    Some(v != "disabled")
+                })
+            });
+            self.snapshot_parts.profile.injectors.insert(
+                revision,
+                InjectorSettings {
+                    enable_namespaces_by_default: flag(
+                        "/sidecarInjectorWebhook/enableNamespacesByDefault",
+                    ),
+                    policy_enabled,
+                    hold_application_until_proxy_starts: flag(
+                        "/global/proxy/holdApplicationUntilProxyStarts",
+                    ),
+                    rewrite_app_http_probe: flag("/sidecarInjectorWebhook/rewriteAppHTTPProbe"),
+                    native_sidecars: value.pointer("/pilot/env/ENABLE_NATIVE_SIDECARS").and_then(
+                        |v| match v {
+                            Value::String(s) => Some(s.clone()),
+                            Value::Bool(b) => Some(b.to_string()),
+                            _ => None,
+                        },
+                    ),
+                    source: object.to_string(),
+                },
+            );
             return Ok(());
         }
         *self
@@ -445,34 +544,31 @@ impl SnapshotBuilder {
             snapshot_parts: mut parts,
         } = self;
 
-        let istio_version = match &options.istio_version {
-            Some(text) => IstioVersion::parse(text, "--istio-version").ok_or_else(|| {
-                Error::InvalidArgument {
-                    flag: "--istio-version".to_string(),
-                    message: format!("{text:?} is not a version like 1.24 or 1.24.2"),
-                }
-            })?,
-            None => parts
-                .istiod_images
-                .iter()
-                .find_map(|image| {
-                    let tag = image.rsplit_once(':')?.1;
-                    IstioVersion::parse(tag, &format!("istiod image {image}"))
-                })
-                .unwrap_or_else(IstioVersion::assumed),
-        };
-
         // `istio` (the default revision) wins over `istio-<rev>`; `--mesh-config` over both.
-        parts
-            .mesh_configs
-            .sort_by(|a, b| (a.1 != "istio", &a.0).cmp(&(b.1 != "istio", &b.0)));
+        parts.mesh_configs.sort_by(|a, b| {
+            (!a.1.ends_with("/istio"), &a.0).cmp(&(!b.1.ends_with("/istio"), &b.0))
+        });
         let (mesh_source, mesh) = match options.mesh_config {
-            Some((source, mesh)) => (Some(source), mesh),
+            Some((source, mesh)) => {
+                parts.profile.mesh_config = Some(format!("--mesh-config {}", source.file));
+                (Some(source), mesh)
+            }
             None => match parts.mesh_configs.into_iter().next() {
-                Some((source, _, mesh)) => (Some(source), mesh),
+                Some((source, object, mesh)) => {
+                    parts.profile.mesh_config = Some(format!("{object} ({source})"));
+                    (Some(source), mesh)
+                }
                 None => (None, MeshConfig::default()),
             },
         };
+        let overrides = ProfileOverrides {
+            istio_version: options.istio_version.clone(),
+            kubernetes_version: options.kubernetes_version.clone(),
+            assume_injected: options.assume_injected,
+            file: options.profile.clone(),
+        };
+        let profile = MeshProfile::build(std::mem::take(&mut parts.profile), &overrides)?;
+        let istio_version = profile.istio.clone();
 
         // Istio breaks ties between rules by age, then name: keep that order everywhere.
         fn order<T>(objs: &mut [Obj<T>]) {
@@ -626,8 +722,9 @@ impl SnapshotBuilder {
             telemetries: parts.telemetries,
             mesh,
             mesh_source,
-            rewrite_probes_by_default: parts.rewrite_probes.unwrap_or(true),
+            rewrite_probes_by_default: profile.rewrite_app_http_probe,
             istio_version,
+            profile,
             skipped: parts.skipped,
             service_workloads,
             workload_services,

@@ -4,8 +4,10 @@
 
 pub mod build;
 pub mod hosts;
+pub mod injection;
 pub mod load;
 pub mod lookup;
+pub mod profile;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -21,6 +23,8 @@ use crate::model::workload::Workload;
 use crate::model::{Meta, ObjectRef};
 
 pub use build::SnapshotBuilder;
+pub use injection::Dataplane;
+pub use profile::MeshProfile;
 
 /// One object: where it came from, what the user wrote, and the typed view of it.
 #[derive(Clone, Debug)]
@@ -102,6 +106,12 @@ pub struct SnapshotOptions {
     pub istio_version: Option<String>,
     /// `--mesh-config`; wins over an `istio` ConfigMap in the input.
     pub mesh_config: Option<(Source, MeshConfig)>,
+    /// `--kubernetes-version`: the oldest kubelet; wins over Node objects.
+    pub kubernetes_version: Option<String>,
+    /// `--assume-injected`: namespaces absent from the input are `istio-injection=enabled`.
+    pub assume_injected: bool,
+    /// `--profile FILE`, parsed: wins over the input, loses to the flags.
+    pub profile: Option<profile::ProfileFile>,
 }
 
 impl Default for SnapshotOptions {
@@ -110,6 +120,9 @@ impl Default for SnapshotOptions {
             cluster_domain: "cluster.local".to_string(),
             istio_version: None,
             mesh_config: None,
+            kubernetes_version: None,
+            assume_injected: false,
+            profile: None,
         }
     }
 }
@@ -131,7 +144,10 @@ pub struct Snapshot {
     pub mesh_source: Option<Source>,
     /// Mesh-wide probe rewrite (`sidecarInjectorWebhook.rewriteAppHTTPProbe`), on by default.
     pub rewrite_probes_by_default: bool,
+    /// The default revision's Istio version (the same as `profile.istio`).
     pub istio_version: IstioVersion,
+    /// Which Istio and Kubernetes the analysis assumes, and where each fact came from.
+    pub profile: MeshProfile,
     /// Documents of kinds meshmedic does not read, counted by `apiVersion/kind`.
     pub skipped: BTreeMap<String, usize>,
     /// Index: for each service, the workloads its selector picks.
@@ -164,6 +180,11 @@ pub(crate) struct NamespaceIndex {
 }
 
 impl Snapshot {
+    /// The mesh profile detectors read (versions, native sidecars, injector settings).
+    pub fn profile(&self) -> &MeshProfile {
+        &self.profile
+    }
+
     pub fn root_namespace(&self) -> &str {
         self.mesh
             .root_namespace
@@ -236,33 +257,5 @@ impl Snapshot {
             .flatten()
             .chain(&self.rules_by_host.destination_rules_wildcard)
             .copied()
-    }
-
-    /// Whether a workload gets an Istio sidecar: an `istio-proxy` container, the pod label (or
-    /// annotation) `sidecar.istio.io/inject`, or an injection-enabled namespace.
-    pub fn is_injected(&self, workload: &Workload) -> bool {
-        use crate::model::keys;
-        if workload.proxy_container().is_some() {
-            return true;
-        }
-        let pod_choice = workload
-            .pod_labels
-            .get(keys::INJECT)
-            .or_else(|| workload.pod_annotations.get(keys::INJECT))
-            .map(String::as_str);
-        match pod_choice {
-            Some("false") => return false,
-            // The injector's object selector matches this label in any namespace.
-            Some("true") if workload.pod_labels.contains_key(keys::INJECT) => return true,
-            _ => {}
-        }
-        let Some(ns) = self.namespaces.get(&workload.meta.namespace) else {
-            return false;
-        };
-        match ns.labels.get(keys::NS_INJECTION).map(String::as_str) {
-            Some("enabled") => true,
-            Some(_) => false,
-            None => ns.labels.contains_key(keys::NS_REV),
-        }
     }
 }

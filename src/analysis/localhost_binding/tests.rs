@@ -357,3 +357,28 @@ fn a_sidecar_that_already_sends_the_port_to_loopback_ends_the_finding() {
     let other_port = by_hand.replace("127.0.0.1:8080", "127.0.0.1:9999");
     assert_eq!(only(&snapshot(&with(&app, &other_port))).code, CODE);
 }
+
+// --- Gateways and ambient: no sidecar in front of an app -----------------------------------------
+
+const LOOPBACK_ARGS: &str = r#"[serve, --host, 127.0.0.1, --port, "8080"]"#;
+
+#[test]
+fn a_gateway_is_not_checked() {
+    let yaml = mesh(LOOPBACK_ARGS).replace(
+        "labels: {app: api, version: v1}}",
+        "labels: {app: api, version: v1}, annotations: {inject.istio.io/templates: gateway}}",
+    );
+    assert!(yaml.contains("inject.istio.io/templates"));
+    none(&yaml);
+}
+
+#[test]
+fn ambient_workloads_are_not_checked() {
+    let ambient = mesh(LOOPBACK_ARGS).replace(
+        "labels: {istio-injection: enabled}",
+        "labels: {istio.io/dataplane-mode: ambient}",
+    );
+    none(&ambient);
+    // The same workload with a sidecar is reported.
+    only(&snapshot(&mesh(LOOPBACK_ARGS)));
+}

@@ -359,3 +359,23 @@ fn a_workload_strict_policy_overrides_a_permissive_namespace() {
     ));
     assert_patch_consistent(&snap, &f);
 }
+
+// --- Gateways and ambient: no sidecar in front of an app -----------------------------------------
+
+#[test]
+fn gateways_and_ambient_workloads_are_not_checked() {
+    let sidecar = mesh(REWRITE_OFF, HEALTH_PORT_PROBE, &strict());
+    only(&snapshot(&sidecar));
+    // Ambient: the CNI lets the kubelet's probes through (they are not captured).
+    none(&sidecar.replace(
+        "labels: {istio-injection: enabled}",
+        "labels: {istio.io/dataplane-mode: ambient}",
+    ));
+    // A gateway deployed by istiod for a Gateway API Gateway.
+    let gateway = sidecar.replace(
+        "labels: {app: api}, annotations",
+        "labels: {app: api, gateway.networking.k8s.io/gateway-name: api}, annotations",
+    );
+    assert!(gateway.contains("gateway-name"));
+    none(&gateway);
+}

@@ -4,16 +4,24 @@ use serde_json::{Value, json};
 
 use super::app_shutdown;
 use crate::analysis::test_support::{
-    assert_patch_consistent, has_evidence, none_of, only_of, snapshot,
+    assert_patch_consistent, findings_of, has_evidence, none_of, only_of, snapshot, snapshot_with,
 };
 use crate::analysis::{Code, Finding, Severity, WorkloadRef};
 use crate::remediation::Action;
 use crate::snapshot::Snapshot;
+use crate::snapshot::SnapshotOptions;
 
+/// The injected namespace, in a cluster with one kubelet below 1.33: istiod's default
+/// `ENABLE_NATIVE_SIDECARS=auto` injects classic sidecars there, so the races exist.
 const NS: &str = r#"
 apiVersion: v1
 kind: Namespace
 metadata: {name: shop, labels: {istio-injection: enabled}}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: pool-a-1}
+status: {nodeInfo: {kubeletVersion: v1.32.6}}
 "#;
 
 const SERVICE: &str = r#"
@@ -307,4 +315,294 @@ fn the_ignore_annotation_suppresses_the_finding() {
         r#"{meshmedic.io/ignore: "sidecar-lifecycle"}"#,
         PRE_STOP_15,
     ));
+}
+
+// --- The mesh profile: which sidecar istiod injects --------------------------------------------
+
+/// The Deployment with a 15s preStop in an injected namespace, with nothing about the cluster.
+fn workload_only(annotations: &str) -> String {
+    mesh(annotations, PRE_STOP_15).replace(
+        "---\napiVersion: v1\nkind: Node\nmetadata: {name: pool-a-1}\nstatus: {nodeInfo: {kubeletVersion: v1.32.6}}\n",
+        "",
+    )
+}
+
+fn istiod(version: &str, env: Option<&str>) -> String {
+    let env = env
+        .map(|v| format!(", env: [{{name: ENABLE_NATIVE_SIDECARS, value: \"{v}\"}}]"))
+        .unwrap_or_default();
+    format!(
+        r#"---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: istiod, namespace: istio-system, labels: {{app: istiod}}}}
+spec:
+  selector: {{matchLabels: {{app: istiod}}}}
+  template:
+    metadata: {{labels: {{app: istiod}}}}
+    spec: {{containers: [{{name: discovery, image: "docker.io/istio/pilot:{version}"{env}}}]}}
+"#
+    )
+}
+
+fn nodes(versions: &[&str]) -> String {
+    versions
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            format!(
+                "---\napiVersion: v1\nkind: Node\nmetadata: {{name: node-{i}}}\nstatus: {{nodeInfo: {{kubeletVersion: {v}}}}}\n"
+            )
+        })
+        .collect()
+}
+
+fn lifecycle(yaml: &str) -> Vec<Finding> {
+    findings_of(&snapshot(yaml), CODE)
+}
+
+#[test]
+fn istio_before_1_27_injects_classic_sidecars_even_on_new_kubelets() {
+    let yaml = format!(
+        "{}{}{}",
+        workload_only("{}"),
+        istiod("1.26.4", None),
+        nodes(&["v1.34.1", "v1.33.0"])
+    );
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert_eq!(f.severity, Severity::Warning);
+    assert!(
+        has_evidence(
+            &f,
+            "ENABLE_NATIVE_SIDECARS=false (Istio 1.26 default (false))"
+        ),
+        "{:?}",
+        f.evidence
+    );
+    assert_eq!(snap.profile().istio.minor, 26);
+}
+
+#[test]
+fn istio_1_27_and_every_kubelet_at_1_33_inject_native_sidecars() {
+    let yaml = format!(
+        "{}{}{}",
+        workload_only("{}"),
+        istiod("1.31.0", None),
+        nodes(&["v1.34.1", "v1.33.2-eks-4f9e"])
+    );
+    assert!(
+        lifecycle(&yaml).is_empty(),
+        "native: no startup or shutdown race"
+    );
+    let yaml = format!(
+        "{}{}{}",
+        workload_only("{}"),
+        istiod("1.27.0", None),
+        nodes(&["v1.33.0"])
+    );
+    assert!(lifecycle(&yaml).is_empty());
+}
+
+#[test]
+fn one_older_kubelet_turns_auto_off_for_the_whole_cluster() {
+    let yaml = format!(
+        "{}{}{}",
+        workload_only("{}"),
+        istiod("1.31.0", None),
+        nodes(&["v1.34.1", "v1.32.9", "v1.34.1"])
+    );
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert!(
+        has_evidence(&f, "ENABLE_NATIVE_SIDECARS=auto"),
+        "{:?}",
+        f.evidence
+    );
+    assert!(has_evidence(&f, "1.32"), "{:?}", f.evidence);
+    assert!(has_evidence(&f, "node-1"), "{:?}", f.evidence);
+}
+
+#[test]
+fn the_env_forces_it_off_or_on() {
+    let off = format!(
+        "{}{}{}",
+        workload_only("{}"),
+        istiod("1.31.0", Some("false")),
+        nodes(&["v1.34.1"])
+    );
+    let snap = snapshot(&off);
+    let f = only(&snap);
+    assert!(
+        has_evidence(
+            &f,
+            "env ENABLE_NATIVE_SIDECARS=false on Deployment istio-system/istiod"
+        ),
+        "{:?}",
+        f.evidence
+    );
+
+    let on = format!(
+        "{}{}{}",
+        workload_only("{}"),
+        istiod("1.25.2", Some("true")),
+        nodes(&["v1.30.1"])
+    );
+    assert!(lifecycle(&on).is_empty());
+}
+
+#[test]
+fn the_pod_annotation_wins_both_ways() {
+    // Native mesh, pod opts out: classic, so the race is back.
+    let native_mesh = format!("{}{}", istiod("1.31.0", None), nodes(&["v1.34.1"]));
+    let yaml = format!(
+        "{}{native_mesh}",
+        workload_only(r#"{sidecar.istio.io/nativeSidecar: "false"}"#)
+    );
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert!(has_evidence(
+        &f,
+        "pod annotation sidecar.istio.io/nativeSidecar: \"false\""
+    ));
+
+    // Classic mesh, pod opts in: native.
+    let classic_mesh = format!("{}{}", istiod("1.28.0", None), nodes(&["v1.31.0"]));
+    let yaml = format!(
+        "{}{classic_mesh}",
+        workload_only(r#"{sidecar.istio.io/nativeSidecar: "true"}"#)
+    );
+    assert!(lifecycle(&yaml).is_empty());
+
+    // Istio 1.23 did not read the annotation yet.
+    let yaml = format!(
+        "{}{}",
+        workload_only(r#"{sidecar.istio.io/nativeSidecar: "true"}"#),
+        istiod("1.23.1", None)
+    );
+    assert_eq!(lifecycle(&yaml).len(), 1);
+}
+
+#[test]
+fn a_template_already_carrying_a_native_proxy_in_a_classic_mesh() {
+    let yaml = format!("{}{}", mesh("{}", PRE_STOP_15), istiod("1.26.0", None)).replace(
+        "      containers:\n",
+        "      initContainers:\n      - {name: istio-proxy, image: \"docker.io/istio/proxyv2:1.26.0\", restartPolicy: Always}\n      containers:\n",
+    );
+    none(&yaml);
+}
+
+#[test]
+fn nothing_known_assumes_the_documented_default_a_native_mesh() {
+    let snap = snapshot(&workload_only("{}"));
+    assert!(findings_of(&snap, CODE).is_empty());
+    let p = snap.profile();
+    assert!(
+        p.assumptions
+            .iter()
+            .any(|a| a.starts_with("Kubernetes 1.34")),
+        "{:?}",
+        p.assumptions
+    );
+    // Flags state what the input lacks.
+    let snap = snapshot_with(
+        &workload_only("{}"),
+        SnapshotOptions {
+            kubernetes_version: Some("1.32".into()),
+            ..SnapshotOptions::default()
+        },
+    );
+    assert_eq!(findings_of(&snap, CODE).len(), 1);
+    let snap = snapshot_with(
+        &workload_only("{}"),
+        SnapshotOptions {
+            istio_version: Some("1.26".into()),
+            ..SnapshotOptions::default()
+        },
+    );
+    assert_eq!(findings_of(&snap, CODE).len(), 1);
+}
+
+#[test]
+fn the_injector_values_hold_the_app() {
+    let yaml = format!(
+        "{}{}",
+        mesh("{}", NO_PRE_STOP),
+        r#"---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio-sidecar-injector, namespace: istio-system}
+data:
+  values: '{"global":{"proxy":{"holdApplicationUntilProxyStarts":true}}}'
+"#
+    );
+    none(&yaml);
+}
+
+// --- Gateways and ambient have no sidecar beside an app ------------------------------------------
+
+#[test]
+fn gateways_get_no_lifecycle_finding() {
+    // The gateway Helm chart: the injection template `gateway`, an `image: auto` proxy.
+    let chart = format!(
+        "{NS}{}",
+        r#"---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: istio-ingressgateway, namespace: shop}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  template:
+    metadata:
+      labels: {istio: ingressgateway, sidecar.istio.io/inject: "true"}
+      annotations: {inject.istio.io/templates: gateway}
+    spec:
+      containers:
+      - {name: istio-proxy, image: auto, lifecycle: {preStop: {exec: {command: [sleep, "30"]}}}}
+"#
+    );
+    none(&chart);
+    // Without the annotation: the image-auto proxy alone, or the istio label.
+    none(&chart.replace(
+        "annotations: {inject.istio.io/templates: gateway}",
+        "annotations: {}",
+    ));
+    none(
+        &chart
+            .replace(
+                "annotations: {inject.istio.io/templates: gateway}",
+                "annotations: {}",
+            )
+            .replace("image: auto", "image: docker.io/istio/proxyv2:1.26.0"),
+    );
+    // A Gateway API gateway deployed by istiod.
+    none(&format!(
+        "{NS}{}",
+        r#"---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web-istio, namespace: shop, labels: {gateway.networking.k8s.io/gateway-name: web}}
+spec:
+  selector: {matchLabels: {gateway.networking.k8s.io/gateway-name: web}}
+  template:
+    metadata: {labels: {gateway.networking.k8s.io/gateway-name: web, sidecar.istio.io/inject: "false"}}
+    spec: {containers: [{name: istio-proxy, image: "docker.io/istio/proxyv2:1.26.0", args: [proxy, router]}]}
+"#
+    ));
+}
+
+#[test]
+fn ambient_pods_have_no_sidecar() {
+    let ambient_ns = mesh("{}", PRE_STOP_15).replace(
+        "labels: {istio-injection: enabled}",
+        "labels: {istio.io/dataplane-mode: ambient}",
+    );
+    none(&ambient_ns);
+    let ambient_pod = mesh("{}", PRE_STOP_15)
+        .replace("labels: {istio-injection: enabled}", "labels: {}")
+        .replace(
+            "labels: {app: orders}",
+            "labels: {app: orders, istio.io/dataplane-mode: ambient}",
+        );
+    none(&ambient_pod);
 }

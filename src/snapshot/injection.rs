@@ -1,0 +1,296 @@
+//! Which proxy, if any, handles a workload's traffic, decided as Istio decides it.
+//!
+//! Sidecar injection follows the injector's MutatingWebhookConfiguration
+//! (`manifests/charts/istio-control/istio-discovery/templates/mutatingwebhook.yaml`) and its
+//! policy check (`injectRequired`, `pkg/kube/inject/inject.go`):
+//! - a namespace labelled `istio-injection` takes precedence over `istio.io/rev`: `enabled` injects
+//!   with the default revision, any other value injects nothing, whatever the pod says;
+//! - a namespace labelled `istio.io/rev=<revision or tag>` injects with that revision;
+//! - in an unlabelled namespace a pod injects with its own `istio.io/rev` label, or with the
+//!   default revision when it carries the label `sidecar.istio.io/inject: "true"` (the
+//!   annotation alone matches no webhook), or when `enableNamespacesByDefault` is on;
+//! - the pod label `sidecar.istio.io/inject: "false"` is excluded by every webhook; then the
+//!   label (else the annotation) `"true"`/`"false"` decides, else the injector's `policy`;
+//! - `hostNetwork` pods and the system namespaces (`kube-system`, `kube-public`,
+//!   `kube-node-lease`, `local-path-storage`) are never injected.
+//!
+//! Gateways run the proxy as the pod's only process; ambient pods (`istio.io/dataplane-mode:
+//! ambient` on the namespace or the pod; the CNI skips pods that have a sidecar,
+//! `cni/pkg/util/podutil.go`) have no sidecar at all: ztunnel on the node carries L4, and a
+//! waypoint (`istio.io/use-waypoint`) is the Envoy that applies L7 rules.
+
+use super::Snapshot;
+use crate::model::keys;
+use crate::model::workload::Workload;
+
+const DATAPLANE_MODE: &str = "istio.io/dataplane-mode";
+const USE_WAYPOINT: &str = "istio.io/use-waypoint";
+const INJECT_TEMPLATES: &str = "inject.istio.io/templates";
+const GATEWAY_API_NAME: &str = "gateway.networking.k8s.io/gateway-name";
+const ISTIO_GATEWAY_NAME: &str = "istio.io/gateway-name";
+const SIDECAR_STATUS: &str = "sidecar.istio.io/status";
+const PROXY: &str = "istio-proxy";
+
+/// Namespaces Istio never injects (`IgnoredNamespaces`, `pkg/kube/inject/initializer.go`).
+pub const IGNORED_NAMESPACES: [&str; 4] = [
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "local-path-storage",
+];
+
+/// The proxy that handles a workload's traffic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dataplane {
+    /// No Istio proxy.
+    None,
+    /// A sidecar beside the app: `native` when it runs as a Kubernetes native sidecar (an init
+    /// container with `restartPolicy: Always`), which starts before and stops after the app.
+    Sidecar {
+        native: bool,
+        /// The revision (or tag) that injects it.
+        revision: String,
+        /// Why native or not, for evidence.
+        why: String,
+    },
+    /// A gateway: the proxy is the pod's only process, there is no app behind it.
+    Gateway { why: String },
+    /// Ambient mode: no sidecar; `waypoint` when a waypoint proxy applies L7 rules.
+    Ambient { waypoint: bool },
+}
+
+impl Dataplane {
+    /// A sidecar sits beside an app container (the only case the sidecar-only causes apply to).
+    pub fn is_sidecar(&self) -> bool {
+        matches!(self, Dataplane::Sidecar { .. })
+    }
+}
+
+fn proxy_in_containers(w: &Workload) -> Option<&k8s_openapi::api::core::v1::Container> {
+    w.pod_spec.containers.iter().find(|c| c.name == PROXY)
+}
+
+fn native_proxy_in_init_containers(w: &Workload) -> bool {
+    w.pod_spec
+        .init_containers
+        .iter()
+        .flatten()
+        .any(|c| c.name == PROXY && c.restart_policy.as_deref() == Some("Always"))
+}
+
+/// Why a workload is a gateway, if it is one.
+pub fn gateway_reason(w: &Workload) -> Option<String> {
+    let labels = |key: &str| {
+        w.pod_labels
+            .get(key)
+            .or_else(|| w.meta.labels.get(key))
+            .cloned()
+    };
+    if let Some(t) = w.annotation(INJECT_TEMPLATES)
+        && t.split(',').any(|t| t.trim() == "gateway")
+    {
+        return Some(format!("{INJECT_TEMPLATES}: {t}"));
+    }
+    for key in [GATEWAY_API_NAME, ISTIO_GATEWAY_NAME] {
+        if let Some(name) = labels(key) {
+            return Some(format!(
+                "label {key}: {name} (a gateway deployed by istiod)"
+            ));
+        }
+    }
+    if let Some(v) = labels("istio").filter(|v| v.ends_with("gateway"))
+        && w.app_containers().count() <= 1
+    {
+        return Some(format!("label istio: {v}"));
+    }
+    if let Some(c) = proxy_in_containers(w) {
+        if c.image.as_deref() == Some("auto") && w.pod_spec.containers.len() == 1 {
+            return Some("its only container is istio-proxy with image: auto".to_string());
+        }
+        let args: Vec<&str> = c.args.iter().flatten().map(String::as_str).collect();
+        if args.starts_with(&["proxy", "router"]) {
+            return Some("istio-proxy runs `proxy router`".to_string());
+        }
+    }
+    None
+}
+
+impl Snapshot {
+    /// The proxy that handles this workload's traffic.
+    pub fn dataplane(&self, w: &Workload) -> Dataplane {
+        if let Some(why) = gateway_reason(w) {
+            return Dataplane::Gateway { why };
+        }
+        let revision = self.injecting_revision(w);
+        if native_proxy_in_init_containers(w) {
+            return Dataplane::Sidecar {
+                native: true,
+                revision: revision.unwrap_or_else(|| "default".to_string()),
+                why: "istio-proxy is already an init container with restartPolicy: Always"
+                    .to_string(),
+            };
+        }
+        if proxy_in_containers(w).is_some()
+            && (w.pod_annotations.contains_key(SIDECAR_STATUS) || revision.is_none())
+        {
+            return Dataplane::Sidecar {
+                native: false,
+                revision: revision.unwrap_or_else(|| "default".to_string()),
+                why: "istio-proxy is already a regular container of the pod".to_string(),
+            };
+        }
+        if let Some(revision) = revision {
+            let (native, why) = self.native_for(w, &revision);
+            return Dataplane::Sidecar {
+                native,
+                revision,
+                why,
+            };
+        }
+        if self.is_ambient(w) {
+            return Dataplane::Ambient {
+                waypoint: self.uses_waypoint(w),
+            };
+        }
+        Dataplane::None
+    }
+
+    /// Whether an Envoy that Istio configures handles this workload's traffic: a sidecar, a
+    /// gateway, or (ambient) a waypoint. The L7 causes (timeouts, retries, listener drains)
+    /// apply exactly there.
+    pub fn is_injected(&self, w: &Workload) -> bool {
+        match self.dataplane(w) {
+            Dataplane::Sidecar { .. } | Dataplane::Gateway { .. } => true,
+            Dataplane::Ambient { waypoint } => waypoint,
+            Dataplane::None => false,
+        }
+    }
+
+    /// The sidecar beside the app, if there is one: `(native, why)`.
+    pub fn sidecar(&self, w: &Workload) -> Option<(bool, String)> {
+        match self.dataplane(w) {
+            Dataplane::Sidecar { native, why, .. } => Some((native, why)),
+            _ => None,
+        }
+    }
+
+    /// Native or classic sidecar for a pod that the injector will inject.
+    fn native_for(&self, w: &Workload, revision: &str) -> (bool, String) {
+        let plane = self.profile.control_plane(revision);
+        if plane.version.at_least(
+            super::profile::NATIVE_ANNOTATION_SINCE.0,
+            super::profile::NATIVE_ANNOTATION_SINCE.1,
+        ) {
+            match w.annotation(keys::NATIVE_SIDECAR).map(str::trim) {
+                Some("true") => {
+                    return (
+                        true,
+                        format!("pod annotation {}: \"true\"", keys::NATIVE_SIDECAR),
+                    );
+                }
+                Some("false") => {
+                    return (
+                        false,
+                        format!("pod annotation {}: \"false\"", keys::NATIVE_SIDECAR),
+                    );
+                }
+                _ => {}
+            }
+        }
+        self.profile.native_sidecars(revision)
+    }
+
+    /// The revision (or tag) whose injector injects this pod, if any.
+    pub fn injecting_revision(&self, w: &Workload) -> Option<String> {
+        if w.pod_spec.host_network == Some(true) {
+            return None;
+        }
+        let ns_name = w.meta.namespace.as_str();
+        if IGNORED_NAMESPACES.contains(&ns_name) {
+            return None;
+        }
+        let label = w.pod_labels.get(keys::INJECT).map(|v| v.trim());
+        let pod_rev = w.pod_labels.get(keys::NS_REV).cloned();
+        let profile = &self.profile;
+        // The webhook for unlabelled namespaces: the pod's revision label, or its inject label.
+        let by_object = || -> Option<String> {
+            if let Some(rev) = pod_rev.clone() {
+                return (label != Some("false")).then_some(rev);
+            }
+            match label {
+                Some("true") => Some("default".to_string()),
+                None if profile.enable_namespaces_by_default => Some("default".to_string()),
+                _ => None,
+            }
+        };
+        let matched = match self.namespaces.get(ns_name) {
+            Some(ns) => match (
+                ns.labels.get(keys::NS_INJECTION),
+                ns.labels.get(keys::NS_REV),
+            ) {
+                (Some(v), _) => {
+                    (v.trim() == "enabled" && label != Some("false")).then(|| "default".to_string())
+                }
+                (None, Some(rev)) => (label != Some("false")).then(|| rev.clone()),
+                (None, None) => by_object(),
+            },
+            // Nothing in the input says how the namespace is labelled.
+            None if profile.assume_injected
+                && w.pod_labels.get(DATAPLANE_MODE).map(String::as_str) != Some("ambient") =>
+            {
+                (label != Some("false"))
+                    .then(|| pod_rev.clone().unwrap_or_else(|| "default".into()))
+            }
+            None => by_object(),
+        }?;
+        // injectRequired: the label wins over the annotation, then the injector's policy.
+        let choice = label.or_else(|| w.pod_annotations.get(keys::INJECT).map(|v| v.trim()));
+        let required = match choice {
+            Some("true") => true,
+            Some("false") => false,
+            _ => profile.injection_policy_enabled,
+        };
+        required.then_some(matched)
+    }
+
+    fn is_ambient(&self, w: &Workload) -> bool {
+        match w.pod_labels.get(DATAPLANE_MODE).map(String::as_str) {
+            Some("ambient") => true,
+            Some("none") => false,
+            _ => self
+                .namespaces
+                .get(&w.meta.namespace)
+                .and_then(|ns| ns.labels.get(DATAPLANE_MODE))
+                .is_some_and(|m| m == "ambient"),
+        }
+    }
+
+    /// A waypoint serves the pod, a Service selecting it, or its namespace.
+    fn uses_waypoint(&self, w: &Workload) -> bool {
+        let named = |labels: &std::collections::BTreeMap<String, String>| {
+            labels
+                .get(USE_WAYPOINT)
+                .is_some_and(|v| !v.is_empty() && v != "none")
+        };
+        if named(&w.pod_labels) {
+            return true;
+        }
+        let key = (
+            w.kind.clone(),
+            w.meta.namespace.clone(),
+            w.meta.name.clone(),
+        );
+        if let Some(&i) = self.objects.get(&key)
+            && i < self.workloads.len()
+            && self.services_of(i).any(|(_, s)| named(&s.meta.labels))
+        {
+            return true;
+        }
+        self.namespaces
+            .get(&w.meta.namespace)
+            .is_some_and(|ns| named(&ns.labels))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,337 @@
+//! Injection as Istio decides it, from YAML fixtures written for meshmedic.
+
+use super::Dataplane;
+use crate::analysis::test_support::{snapshot, snapshot_with};
+use crate::snapshot::{Snapshot, SnapshotOptions};
+
+/// A Deployment `app` in `namespace` with pod-template `labels` and `annotations` (flow mappings)
+/// and an optional `spec` addition (e.g. `hostNetwork: true`).
+fn deployment(namespace: &str, labels: &str, annotations: &str, extra_spec: &str) -> String {
+    format!(
+        r#"---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: app, namespace: {namespace}}}
+spec:
+  selector: {{matchLabels: {{app: app}}}}
+  template:
+    metadata: {{labels: {labels}, annotations: {annotations}}}
+    spec: {{containers: [{{name: app, image: "example/app:1"}}]{extra_spec}}}
+"#
+    )
+}
+
+fn namespace(name: &str, labels: &str) -> String {
+    format!("---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}, labels: {labels}}}\n")
+}
+
+fn plane(snap: &Snapshot) -> Dataplane {
+    snap.dataplane(&snap.workloads[0])
+}
+
+fn injected(yaml: &str) -> bool {
+    let snap = snapshot(yaml);
+    snap.is_injected(&snap.workloads[0])
+}
+
+const APP: &str = "{app: app}";
+
+#[test]
+fn the_namespace_label_injects_unless_the_pod_says_false() {
+    let ns = namespace("shop", "{istio-injection: enabled}");
+    assert!(injected(&format!(
+        "{ns}{}",
+        deployment("shop", APP, "{}", "")
+    )));
+    assert!(!injected(&format!(
+        "{ns}{}",
+        deployment(
+            "shop",
+            r#"{app: app, sidecar.istio.io/inject: "false"}"#,
+            "{}",
+            ""
+        )
+    )));
+    assert!(!injected(&format!(
+        "{ns}{}",
+        deployment("shop", APP, r#"{sidecar.istio.io/inject: "false"}"#, "")
+    )));
+    // The label wins over the annotation.
+    assert!(injected(&format!(
+        "{ns}{}",
+        deployment(
+            "shop",
+            r#"{app: app, sidecar.istio.io/inject: "true"}"#,
+            r#"{sidecar.istio.io/inject: "false"}"#,
+            ""
+        )
+    )));
+}
+
+#[test]
+fn istio_injection_disabled_wins_over_the_pod() {
+    let ns = namespace("shop", "{istio-injection: disabled, istio.io/rev: canary}");
+    assert!(!injected(&format!(
+        "{ns}{}",
+        deployment(
+            "shop",
+            r#"{app: app, sidecar.istio.io/inject: "true"}"#,
+            "{}",
+            ""
+        )
+    )));
+}
+
+#[test]
+fn a_revision_label_injects_with_that_revision() {
+    let ns = namespace("shop", "{istio.io/rev: canary}");
+    let snap = snapshot(&format!("{ns}{}", deployment("shop", APP, "{}", "")));
+    assert!(matches!(plane(&snap), Dataplane::Sidecar { revision, .. } if revision == "canary"));
+}
+
+#[test]
+fn in_an_unlabelled_namespace_only_the_pod_label_injects() {
+    let ns = namespace("shop", "{}");
+    assert!(injected(&format!(
+        "{ns}{}",
+        deployment(
+            "shop",
+            r#"{app: app, sidecar.istio.io/inject: "true"}"#,
+            "{}",
+            ""
+        )
+    )));
+    // The annotation alone matches no webhook.
+    assert!(!injected(&format!(
+        "{ns}{}",
+        deployment("shop", APP, r#"{sidecar.istio.io/inject: "true"}"#, "")
+    )));
+    assert!(injected(&format!(
+        "{ns}{}",
+        deployment("shop", r#"{app: app, istio.io/rev: 1-28}"#, "{}", "")
+    )));
+    assert!(!injected(&format!(
+        "{ns}{}",
+        deployment("shop", APP, "{}", "")
+    )));
+}
+
+const INJECTOR_BY_DEFAULT: &str = r#"---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio-sidecar-injector, namespace: istio-system}
+data:
+  values: '{"sidecarInjectorWebhook":{"enableNamespacesByDefault":true}}'
+  config: "policy: enabled\n"
+"#;
+
+#[test]
+fn enable_namespaces_by_default_injects_everywhere_but_the_system_namespaces() {
+    let ns = namespace("shop", "{}");
+    assert!(injected(&format!(
+        "{ns}{}{INJECTOR_BY_DEFAULT}",
+        deployment("shop", APP, "{}", "")
+    )));
+    assert!(!injected(&format!(
+        "{}{INJECTOR_BY_DEFAULT}",
+        deployment("kube-system", APP, "{}", "")
+    )));
+    assert!(!injected(&format!(
+        "{ns}{}{INJECTOR_BY_DEFAULT}",
+        deployment("shop", APP, r#"{sidecar.istio.io/inject: "false"}"#, "")
+    )));
+}
+
+#[test]
+fn policy_disabled_injects_only_pods_that_ask() {
+    let injector = INJECTOR_BY_DEFAULT
+        .replace(
+            "\"enableNamespacesByDefault\":true",
+            "\"enableNamespacesByDefault\":false",
+        )
+        .replace("policy: enabled", "policy: disabled");
+    let ns = namespace("shop", "{istio-injection: enabled}");
+    assert!(!injected(&format!(
+        "{ns}{}{injector}",
+        deployment("shop", APP, "{}", "")
+    )));
+    assert!(injected(&format!(
+        "{ns}{}{injector}",
+        deployment("shop", APP, r#"{sidecar.istio.io/inject: "true"}"#, "")
+    )));
+}
+
+#[test]
+fn host_network_pods_are_never_injected() {
+    let ns = namespace("shop", "{istio-injection: enabled}");
+    assert!(!injected(&format!(
+        "{ns}{}",
+        deployment("shop", APP, "{}", ", hostNetwork: true")
+    )));
+}
+
+#[test]
+fn assume_injected_covers_namespaces_absent_from_the_input() {
+    let yaml = deployment("shop", APP, "{}", "");
+    assert!(!injected(&yaml), "nothing says it is injected");
+    let assume = SnapshotOptions {
+        assume_injected: true,
+        ..SnapshotOptions::default()
+    };
+    let snap = snapshot_with(&yaml, assume.clone());
+    assert!(snap.is_injected(&snap.workloads[0]));
+    // A pod that opts out stays out, and a namespace the input shows keeps its labels.
+    let snap = snapshot_with(
+        &deployment(
+            "shop",
+            r#"{app: app, sidecar.istio.io/inject: "false"}"#,
+            "{}",
+            "",
+        ),
+        assume.clone(),
+    );
+    assert!(!snap.is_injected(&snap.workloads[0]));
+    let snap = snapshot_with(&format!("{}{yaml}", namespace("shop", "{}")), assume);
+    assert!(!snap.is_injected(&snap.workloads[0]));
+}
+
+#[test]
+fn revision_tags_pick_their_revisions_control_plane() {
+    let yaml = format!(
+        "{}{}{}",
+        namespace("shop", "{istio.io/rev: prod}"),
+        deployment("shop", APP, "{}", ""),
+        r#"---
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata: {name: istio-revision-tag-prod, labels: {istio.io/tag: prod, istio.io/rev: 1-26}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: istiod-1-26, namespace: istio-system, labels: {istio.io/rev: 1-26}}
+spec:
+  selector: {matchLabels: {app: istiod}}
+  template:
+    metadata: {labels: {app: istiod}}
+    spec: {containers: [{name: discovery, image: "docker.io/istio/pilot:1.26.2"}]}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: istiod, namespace: istio-system}
+spec:
+  selector: {matchLabels: {app: istiod}}
+  template:
+    metadata: {labels: {app: istiod}}
+    spec: {containers: [{name: discovery, image: "docker.io/istio/pilot:1.30.1"}]}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: n1}
+status: {nodeInfo: {kubeletVersion: v1.34.0}}
+"#
+    );
+    let snap = snapshot(&yaml);
+    let w = snap.workload("Deployment", "shop", "app").expect("app");
+    match snap.dataplane(w) {
+        Dataplane::Sidecar {
+            native, revision, ..
+        } => {
+            assert_eq!(revision, "prod");
+            assert!(!native, "the 1.26 control plane injects classic sidecars");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        snap.profile().istio.minor,
+        30,
+        "the default revision's version"
+    );
+    assert!(snap.profile().native_sidecars("default").0);
+}
+
+#[test]
+fn gateways_and_ambient() {
+    let ns = namespace("shop", "{istio-injection: enabled}");
+    let snap = snapshot(&format!(
+        "{ns}{}",
+        deployment(
+            "shop",
+            "{istio: ingressgateway}",
+            "{inject.istio.io/templates: gateway}",
+            ""
+        )
+    ));
+    assert!(matches!(plane(&snap), Dataplane::Gateway { .. }));
+    assert!(
+        snap.is_injected(&snap.workloads[0]),
+        "a gateway's Envoy still applies L7 rules"
+    );
+
+    let ambient = namespace("shop", "{istio.io/dataplane-mode: ambient}");
+    let snap = snapshot(&format!("{ambient}{}", deployment("shop", APP, "{}", "")));
+    assert_eq!(plane(&snap), Dataplane::Ambient { waypoint: false });
+    assert!(!snap.is_injected(&snap.workloads[0]));
+    let with_waypoint = namespace(
+        "shop",
+        "{istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}",
+    );
+    let snap = snapshot(&format!(
+        "{with_waypoint}{}",
+        deployment("shop", APP, "{}", "")
+    ));
+    assert_eq!(plane(&snap), Dataplane::Ambient { waypoint: true });
+    assert!(
+        snap.is_injected(&snap.workloads[0]),
+        "the waypoint applies L7 rules"
+    );
+    // A pod that opts out of ambient.
+    let snap = snapshot(&format!(
+        "{ambient}{}",
+        deployment(
+            "shop",
+            "{app: app, istio.io/dataplane-mode: none}",
+            "{}",
+            ""
+        )
+    ));
+    assert_eq!(plane(&snap), Dataplane::None);
+    // Sidecar injection wins over ambient (the CNI skips pods with a sidecar).
+    let both = namespace(
+        "shop",
+        "{istio-injection: enabled, istio.io/dataplane-mode: ambient}",
+    );
+    let snap = snapshot(&format!("{both}{}", deployment("shop", APP, "{}", "")));
+    assert!(plane(&snap).is_sidecar());
+}
+
+#[test]
+fn ambient_keeps_the_l7_causes_only_behind_a_waypoint() {
+    use crate::analysis::{Code, analyze};
+    // Istio's default retry policy lacks `reset`: a missing-reset-retry wherever an Envoy routes.
+    let service = r#"---
+apiVersion: v1
+kind: Service
+metadata: {name: app, namespace: shop}
+spec: {selector: {app: app}, ports: [{name: http, port: 80, targetPort: 8080}]}
+"#;
+    let codes = |ns_labels: &str| -> Vec<Code> {
+        let snap = snapshot(&format!(
+            "{}{}{service}",
+            namespace("shop", ns_labels),
+            deployment("shop", APP, "{}", "")
+        ));
+        analyze(&snap).findings.iter().map(|f| f.code).collect()
+    };
+    assert_eq!(
+        codes("{istio-injection: enabled}"),
+        vec![Code::MissingResetRetry]
+    );
+    assert!(
+        codes("{istio.io/dataplane-mode: ambient}").is_empty(),
+        "ztunnel has no L7 retries"
+    );
+    assert_eq!(
+        codes("{istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}"),
+        vec![Code::MissingResetRetry]
+    );
+}
