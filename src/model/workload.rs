@@ -88,23 +88,6 @@ impl Workload {
             .find(|c| c.name == "istio-proxy")
     }
 
-    /// The proxy runs as a Kubernetes native sidecar: an init container with
-    /// `restartPolicy: Always`, or the pod asks for one with `sidecar.istio.io/nativeSidecar`.
-    /// Kubernetes then starts it before and stops it after the app.
-    pub fn has_native_sidecar(&self) -> bool {
-        let init_proxy = self
-            .pod_spec
-            .init_containers
-            .iter()
-            .flatten()
-            .any(|c| c.name == "istio-proxy" && c.restart_policy.as_deref() == Some("Always"));
-        init_proxy
-            || self
-                .pod_annotations
-                .get(keys::NATIVE_SIDECAR)
-                .is_some_and(|v| v == "true")
-    }
-
     /// The pod-template annotation a user set, if any.
     pub fn annotation(&self, key: &str) -> Option<&str> {
         self.pod_annotations.get(key).map(String::as_str)
