@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 use serde_json::Value;
 
-use super::{Meta, ObjectRef, keys};
+use super::{Meta, ObjectRef};
 use crate::error::Source;
 
 #[derive(Clone, Debug)]
