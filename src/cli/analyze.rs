@@ -105,6 +105,13 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
     report.skipped_files = std::mem::take(&mut input.skipped_files);
     report.invalid_documents = std::mem::take(&mut input.invalid_documents);
     eprint!("{}", render_input_problems(&report));
+    if let Some(first) = input.duplicates.first() {
+        eprintln!(
+            "meshmedic: note: {} object(s) defined more than once; the last definition of each is \
+             analysed, as `kubectl apply -f` would leave it (e.g. {first})",
+            input.duplicates.len()
+        );
+    }
     if read == 0 {
         eprintln!(
             "meshmedic: nothing to analyse: no Kubernetes object could be read from the input"

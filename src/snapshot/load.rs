@@ -63,6 +63,8 @@ pub struct Input {
     pub objects: Vec<ObjectDocument>,
     pub skipped_files: Vec<SkippedFile>,
     pub invalid_documents: Vec<InvalidDocument>,
+    /// Objects defined more than once (kind, namespace, name), said on stderr.
+    pub duplicates: Vec<String>,
 }
 
 impl Input {
@@ -71,39 +73,88 @@ impl Input {
     pub fn build(&mut self, options: SnapshotOptions) -> Result<(Snapshot, usize)> {
         let mut builder = SnapshotBuilder::new(options);
         let mut read = 0;
-        for mut obj in std::mem::take(&mut self.objects) {
-            let value = std::mem::take(&mut obj.document.value);
+        let objects = std::mem::take(&mut self.objects);
+        // Every object (List items apart), with the document it came from.
+        let mut entries = Vec::new();
+        for (i, obj) in objects.iter().enumerate() {
+            let value = obj.document.value.clone();
             for (source, value, prefix) in flatten_lists(obj.source.clone(), value) {
-                match builder.add(source.clone(), value) {
-                    Ok(()) => read += 1,
-                    Err(Error::InvalidField {
-                        object,
-                        field,
-                        message,
-                        ..
-                    }) => {
-                        let path = if field.starts_with('(') {
-                            prefix.clone()
-                        } else if prefix.is_empty() {
-                            field.clone()
-                        } else {
-                            format!("{prefix}.{field}")
-                        };
-                        let line = obj.document.line_of(&path).unwrap_or(1);
-                        self.invalid_documents.push(InvalidDocument {
-                            file: source.file.clone(),
-                            document: source.document,
-                            item: source.item,
-                            line: obj.first_line + line - 1,
-                            message: format!("{object}: field `{field}`: {message}"),
-                        });
-                    }
-                    Err(e) => return Err(e),
+                entries.push((i, source, value, prefix));
+            }
+        }
+        // The same object twice (two variants of one manifest in a repository): the last one
+        // is analysed, as `kubectl apply -f DIR` would leave it.
+        let mut last: HashMap<(String, String, String), usize> = HashMap::new();
+        for (n, (_, _, value, _)) in entries.iter().enumerate() {
+            if let Some(key) = object_key(value) {
+                if let Some(&earlier) = last.get(&key) {
+                    let (_, first, ..) = &entries[earlier];
+                    let (_, later, ..) = &entries[n];
+                    self.duplicates.push(format!(
+                        "{} {}/{} is in {first} and {later}: the last one is analysed",
+                        key.0, key.1, key.2
+                    ));
                 }
+                last.insert(key, n);
+            }
+        }
+        for (n, (i, source, value, prefix)) in entries.into_iter().enumerate() {
+            if object_key(&value).is_some_and(|k| last.get(&k) != Some(&n)) {
+                continue;
+            }
+            match builder.add(source.clone(), value) {
+                Ok(()) => read += 1,
+                Err(Error::InvalidField {
+                    object,
+                    field,
+                    message,
+                    ..
+                }) => {
+                    let path = if field.starts_with('(') {
+                        prefix.clone()
+                    } else if prefix.is_empty() {
+                        field.clone()
+                    } else {
+                        format!("{prefix}.{field}")
+                    };
+                    let obj = &objects[i];
+                    let line = obj.document.line_of(&path).unwrap_or(1);
+                    self.invalid_documents.push(InvalidDocument {
+                        file: source.file.clone(),
+                        document: source.document,
+                        item: source.item,
+                        line: obj.first_line + line - 1,
+                        message: format!("{object}: field `{field}`: {message}"),
+                    });
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok((builder.build()?, read))
     }
+}
+
+/// `(kind[.group], namespace, name)`; objects without a namespace are in `default`, as kubectl
+/// puts them.
+fn object_key(value: &Value) -> Option<(String, String, String)> {
+    let kind = value.get("kind")?.as_str()?;
+    let group = value
+        .get("apiVersion")?
+        .as_str()?
+        .rsplit_once('/')
+        .map(|(g, _)| g);
+    let meta = value.get("metadata")?;
+    let name = meta.get("name")?.as_str()?;
+    let namespace = match meta.get("namespace").and_then(Value::as_str) {
+        Some(ns) => ns,
+        None if kind == "Namespace" => "",
+        None => "default",
+    };
+    let kind = match group {
+        Some(group) => format!("{kind}.{group}"),
+        None => kind.to_string(),
+    };
+    Some((kind, namespace.to_string(), name.to_string()))
 }
 
 /// The items of a `kind: List` (each with its source and field-path prefix), or the object.
@@ -560,6 +611,28 @@ mod tests {
         let bad = &input.invalid_documents[1];
         assert_eq!((bad.document, bad.line), (2, 13), "{bad}");
         assert!(bad.message.contains("spec.replicas"), "{bad}");
+    }
+
+    #[test]
+    fn the_same_object_twice_is_analysed_once_the_last_one() {
+        let a = "apiVersion: v1\nkind: Service\nmetadata: {name: p, namespace: x}\nspec: {ports: [{port: 80}]}\n";
+        let b = "apiVersion: v1\nkind: Service\nmetadata: {name: p, namespace: x}\nspec: {ports: [{port: 90}]}\n\
+                 ---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: x}\n\
+                 ---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: x}\n";
+        let mut input = Input::default();
+        let mut charts = HashMap::new();
+        read_file(Path::new("a.yaml"), "a.yaml", a, &mut charts, &mut input);
+        read_file(Path::new("b.yaml"), "b.yaml", b, &mut charts, &mut input);
+        let (snapshot, read) = input.build(SnapshotOptions::default()).unwrap();
+        assert_eq!(read, 3);
+        assert_eq!(snapshot.services.len(), 1);
+        assert_eq!(snapshot.services[0].source.file, "b.yaml");
+        assert_eq!(input.duplicates.len(), 1, "{:?}", input.duplicates);
+        assert!(
+            input.duplicates[0].contains("Service x/p"),
+            "{:?}",
+            input.duplicates
+        );
     }
 
     #[test]
