@@ -74,6 +74,9 @@ pub fn parse_document(text: &str) -> Result<Document, YamlError> {
     }
 }
 
+/// Upper bound on nesting: the tree is walked recursively.
+const MAX_DEPTH: usize = 512;
+
 /// Upper bound on nodes built, aliases expanded: an alias bomb must not exhaust memory.
 const MAX_NODES: usize = 2_000_000;
 
@@ -147,6 +150,12 @@ fn build_tree(text: &str) -> Result<Option<Node>, YamlError> {
                     return Ok(None);
                 }
                 continue;
+            }
+            Event::SequenceStart(..) | Event::MappingStart(..) if stack.len() >= MAX_DEPTH => {
+                return Err(YamlError {
+                    line: line_of(&span),
+                    message: format!("nested deeper than {MAX_DEPTH} levels"),
+                });
             }
             Event::SequenceStart(_, anchor, _) => {
                 stack.push(Frame::Seq(Vec::new(), anchor, line_of(&span)));
@@ -506,12 +515,8 @@ fn go_parse_int(s: &str) -> Option<Scalar> {
     if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
         return None;
     }
-    let magnitude = u128::from_str_radix(digits, radix).ok()?;
-    let value = if negative {
-        -(magnitude as i128)
-    } else {
-        magnitude as i128
-    };
+    let magnitude = i128::try_from(u128::from_str_radix(digits, radix).ok()?).ok()?;
+    let value = if negative { -magnitude } else { magnitude };
     if let Ok(i) = i64::try_from(value) {
         return Some(Scalar::Int(i));
     }
@@ -724,6 +729,32 @@ mod tests {
         let v = read("a: 1\na: 2\n");
         assert_eq!(v, json!({"a": 2}));
         assert!(from_str("a: *nope\n").is_err());
+    }
+
+    #[test]
+    fn hostile_input_is_an_error_not_a_crash() {
+        assert!(from_str(&"[".repeat(100_000)).is_err());
+        let deep = format!("{}{}", "[".repeat(600), "]".repeat(600));
+        let err = from_str(&deep).unwrap_err();
+        assert!(
+            err.message.contains("deeper") || err.message.contains("recursion"),
+            "{err}"
+        );
+        for text in [
+            "a: -0x80000000000000000000000000000000",
+            "a: 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF",
+            "a: !!binary \"@@\"",
+            "a: [",
+            "\u{0}",
+            "? : :",
+            "--- !!map\n",
+        ] {
+            let _ = from_str(text);
+        }
+        assert_eq!(
+            read("a: -0x80000000000000000000000000000000\n")["a"],
+            json!("-0x80000000000000000000000000000000")
+        );
     }
 
     #[test]
