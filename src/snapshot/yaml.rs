@@ -468,7 +468,9 @@ fn resolve_plain(s: &str) -> Scalar {
     let plain: String = s.chars().filter(|&c| c != '_').collect();
     match s.as_bytes()[0] {
         b'.' => {
-            if is_yaml_float(&plain)
+            // Here Go's ParseFloat sees the underscores: each must sit between two digits.
+            if underscores_between_digits(s)
+                && is_yaml_float(&plain)
                 && let Ok(f) = plain.parse::<f64>()
                 && f.is_finite()
             {
@@ -490,6 +492,14 @@ fn resolve_plain(s: &str) -> Scalar {
         _ => {}
     }
     Scalar::Str(s.to_string())
+}
+
+fn underscores_between_digits(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.iter().enumerate().all(|(i, &c)| {
+        c != b'_'
+            || (i > 0 && b[i - 1].is_ascii_digit() && b.get(i + 1).is_some_and(u8::is_ascii_digit))
+    })
 }
 
 /// Go's `strconv.ParseInt(s, 0, 64)`, then `ParseUint(s, 0, 64)`: an optional sign (ParseInt
@@ -619,6 +629,8 @@ mod tests {
             ("0x_1F", json!(31)),
             (".5", json!(0.5)),
             (".5_0", json!(0.5)),
+            ("._8", json!("._8")),
+            (".5__0", json!(".5__0")),
             ("-.5", json!(-0.5)),
             ("1e3", json!(1000)),
             ("1E3", json!(1000)),
