@@ -769,6 +769,58 @@ mod tests {
         );
     }
 
+    /// `analyze -o yaml` writes with serde-saphyr for `kubectl apply -f -`: every string that
+    /// kubectl would read as something else must come out quoted.
+    #[test]
+    fn yaml_we_write_reads_back_unchanged_under_kubectls_rules() {
+        let strings = [
+            "no",
+            "yes",
+            "on",
+            "Off",
+            "y",
+            "N",
+            "~",
+            "null",
+            "0400",
+            "08",
+            "0o17",
+            "0x1F",
+            "0b101",
+            "1_000",
+            "+12",
+            ".5",
+            "1e3",
+            "1:20",
+            "2024-01-01",
+            "true",
+            "<<",
+            "",
+            " x",
+            "a: b",
+            "- a",
+            "#x",
+            "{a}",
+            "[a]",
+            "*a",
+            "&a",
+            "!a",
+            "%a",
+            "@a",
+            "`a",
+            "|",
+            ">",
+        ];
+        let value: Value = strings
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("k{i}"), json!(s)))
+            .collect::<Map<String, Value>>()
+            .into();
+        let text = serde_saphyr::to_string(&value).expect("serialises");
+        assert_eq!(read(&text), value, "{text}");
+    }
+
     #[test]
     fn alias_bombs_are_refused() {
         let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
