@@ -205,7 +205,19 @@ pub fn read_paths(paths: &[PathBuf]) -> Result<Input> {
     let mut charts = HashMap::new();
     let mut input = Input::default();
     for file in files {
-        let (name, text) = read_input(&file)?;
+        let (name, text) = match read_input(&file) {
+            Ok(read) => read,
+            // A file found in a directory that cannot be read as text is skipped; one the user
+            // named is an error.
+            Err(Error::Io { source, .. }) if !paths.contains(&file) => {
+                input.skipped_files.push(SkippedFile {
+                    file: file.display().to_string(),
+                    reason: format!("cannot be read as UTF-8 text: {source}"),
+                });
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(kustomization) = patches.get(&normalize(&file)) {
             input.skipped_files.push(SkippedFile {
                 file: name,
@@ -427,8 +439,10 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         .map_err(io)?;
     entries.sort();
     for path in entries {
+        // A symlinked directory is not followed: a link to a parent would never end.
+        let is_link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
         if path.is_dir() {
-            if path.file_name().is_some_and(|n| n == ".git") {
+            if is_link || path.file_name().is_some_and(|n| n == ".git") {
                 continue;
             }
             walk(&path, out)?;
@@ -633,6 +647,25 @@ mod tests {
             "{:?}",
             input.duplicates
         );
+    }
+
+    #[test]
+    fn directories_skip_unreadable_files_and_do_not_follow_symlinked_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("utf16.yaml"), [0xff, 0xfe, b'a', 0, b':', 0]).unwrap();
+        std::fs::write(
+            root.join("ok.yaml"),
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(root, root.join("loop")).unwrap();
+        let input = read_paths(&[root.to_path_buf()]).unwrap();
+        assert_eq!(input.objects.len(), 1);
+        assert_eq!(input.skipped_files.len(), 1, "{:?}", input.skipped_files);
+        assert!(input.skipped_files[0].reason.contains("UTF-8"));
+        // Named explicitly, it is an error.
+        assert!(read_paths(&[root.join("utf16.yaml")]).is_err());
     }
 
     #[test]
