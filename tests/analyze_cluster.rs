@@ -319,12 +319,20 @@ async fn analyze_cluster_reads_the_live_cluster_with_the_operators_permissions()
     assert_eq!(localhost_findings(&out, &ns), 0, "{err}");
     assert!(err.contains("replace 1 cluster object"), "{err}");
 
-    // Every namespace.
+    // Every namespace; and the same in pages of 2 objects (list continue tokens).
     let mut args = base.to_vec();
     args.push("-A");
     let out = meshmedic(&args);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(localhost_findings(&out, &ns), 1);
+    args.extend(["--page-size", "2"]);
+    let paged = meshmedic(&args);
+    let err = text(&paged.stderr);
+    assert_eq!(paged.status.code(), Some(0), "{err}");
+    assert!(err.contains("so far"), "{err}");
+    let findings =
+        |o: &Output| serde_json::from_slice::<Value>(&o.stdout).expect("json")["findings"].clone();
+    assert_eq!(findings(&paged), findings(&out));
 
     // Read-only: nothing was written (the web Deployment is as the admin left it).
     let (api, _, _) = support::dynamic_api(&admin, "apps/v1", "Deployment", Some(&ns))

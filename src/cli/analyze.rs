@@ -72,6 +72,9 @@ pub struct AnalyzeArgs {
     /// With --cluster: the mesh root namespace (its rules, mesh config and istiod are read too).
     #[arg(long, requires = "cluster", default_value = "istio-system")]
     pub root_namespace: String,
+    /// With --cluster: objects per list request (tests use small pages).
+    #[arg(long, hide = true, default_value_t = 500)]
+    pub page_size: u32,
 }
 
 pub fn run(args: AnalyzeArgs) -> ExitCode {
@@ -186,7 +189,14 @@ fn read_cluster(args: &AnalyzeArgs) -> Result<(Input, Option<BTreeSet<String>>)>
             }
         );
         let mut progress = |line: String| eprintln!("meshmedic:   {line}");
-        let objects = cluster::read(&client, &scope, &args.root_namespace, &mut progress).await?;
+        let objects = cluster::read(
+            &client,
+            &scope,
+            &args.root_namespace,
+            args.page_size,
+            &mut progress,
+        )
+        .await?;
         Ok::<_, Error>((objects, namespace, scope))
     })?;
     let replaced = cluster::overlay(objects, &mut local, &namespace);

@@ -55,13 +55,15 @@ pub async fn connect(connection: &Connection) -> Result<(Client, String)> {
     Ok((client, namespace))
 }
 
-/// Lists every kind the operator reads, in the scope, as documents for the snapshot builder.
+/// Lists every kind the operator reads, in the scope, `page_size` objects per request, as
+/// documents for the snapshot builder.
 /// Kinds the API server does not serve (no Istio CRDs) or the user may not list are reported
 /// through `progress` and left out. `progress` gets one line per kind.
 pub async fn read(
     client: &Client,
     scope: &Scope,
     root_namespace: &str,
+    page_size: u32,
     progress: &mut dyn FnMut(String),
 ) -> Result<Vec<ObjectDocument>> {
     let mut out = Vec::new();
@@ -89,7 +91,7 @@ pub async fn read(
                 Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
                 None => Api::all_with(client.clone(), &ar),
             };
-            let mut params = ListParams::default().limit(500);
+            let mut params = ListParams::default().limit(page_size.max(1));
             loop {
                 let page = match api.list(&params).await {
                     Ok(page) => page,
