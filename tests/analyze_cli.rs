@@ -197,15 +197,19 @@ fn stdin_lists_and_unknown_kinds() {
 }
 
 #[test]
-fn broken_yaml_names_file_and_document() {
+fn broken_yaml_names_file_and_line_and_the_rest_is_analysed() {
     let out = meshmedic(&["analyze", "tests/fixtures/bad/broken.yaml"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
-        err.contains("tests/fixtures/bad/broken.yaml (document 1)"),
+        err.contains("tests/fixtures/bad/broken.yaml:9 (document 1)"),
         "{err}"
     );
     assert!(err.contains("not valid YAML"), "{err}");
+    // --strict: any unreadable document fails the run.
+    let out = meshmedic(&["analyze", "tests/fixtures/bad/broken.yaml", "--strict"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--strict"), "{}", stderr(&out));
 }
 
 #[test]
@@ -297,7 +301,7 @@ fn istio_version_and_mesh_config_flags() {
 
 // --- The mesh profile: flags, the profile file, and the assumptions in every output --------------
 
-const REPO: &str = "tests/fixtures/profile/repo.yaml";
+const PROFILE_REPO: &str = "tests/fixtures/profile/repo.yaml";
 
 fn json_of(out: &Output) -> Value {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(out));
@@ -333,7 +337,7 @@ fn lifecycle(report: &Value) -> Vec<String> {
 
 #[test]
 fn a_repository_without_namespaces_needs_assume_injected() {
-    let report = json_of(&meshmedic(&["analyze", REPO, "-o", "json"]));
+    let report = json_of(&meshmedic(&["analyze", PROFILE_REPO, "-o", "json"]));
     assert!(
         codes(&report).is_empty(),
         "nothing says the namespace is injected"
@@ -354,7 +358,7 @@ fn a_repository_without_namespaces_needs_assume_injected() {
     // lacks `reset`, which now matters.
     let report = json_of(&meshmedic(&[
         "analyze",
-        REPO,
+        PROFILE_REPO,
         "-o",
         "json",
         "--assume-injected",
@@ -374,7 +378,7 @@ fn a_repository_without_namespaces_needs_assume_injected() {
     // An older cluster: classic sidecars, so the app outlives its proxy.
     let report = json_of(&meshmedic(&[
         "analyze",
-        REPO,
+        PROFILE_REPO,
         "-o",
         "json",
         "--assume-injected",
@@ -394,7 +398,7 @@ fn the_profile_file_states_what_the_input_lacks_and_flags_win() {
     let profile = "tests/fixtures/profile/old-cluster.profile.yaml";
     let report = json_of(&meshmedic(&[
         "analyze",
-        REPO,
+        PROFILE_REPO,
         "-o",
         "json",
         "--profile",
@@ -411,7 +415,7 @@ fn the_profile_file_states_what_the_input_lacks_and_flags_win() {
     // The flag wins over the file: kubelets 1.33 make `auto` native again.
     let report = json_of(&meshmedic(&[
         "analyze",
-        REPO,
+        PROFILE_REPO,
         "-o",
         "json",
         "--profile",
@@ -423,7 +427,7 @@ fn the_profile_file_states_what_the_input_lacks_and_flags_win() {
 
     let out = meshmedic(&[
         "analyze",
-        REPO,
+        PROFILE_REPO,
         "--profile",
         "tests/fixtures/profile/bad.profile.yaml",
     ]);
@@ -433,7 +437,7 @@ fn the_profile_file_states_what_the_input_lacks_and_flags_win() {
         err.contains("bad.profile.yaml") && err.contains("nativeSidecars"),
         "{err}"
     );
-    let out = meshmedic(&["analyze", REPO, "--kubernetes-version", "newest"]);
+    let out = meshmedic(&["analyze", PROFILE_REPO, "--kubernetes-version", "newest"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("--kubernetes-version"),
@@ -446,7 +450,7 @@ fn the_profile_file_states_what_the_input_lacks_and_flags_win() {
 fn table_and_yaml_outputs_state_the_assumptions() {
     let out = meshmedic(&[
         "analyze",
-        REPO,
+        PROFILE_REPO,
         "--assume-injected",
         "--kubernetes-version",
         "1.31",
@@ -468,7 +472,7 @@ fn table_and_yaml_outputs_state_the_assumptions() {
 
     let out = meshmedic(&[
         "analyze",
-        REPO,
+        PROFILE_REPO,
         "-o",
         "yaml",
         "--assume-injected",
@@ -487,5 +491,176 @@ fn table_and_yaml_outputs_state_the_assumptions() {
         docs.iter()
             .any(|(_, d)| d["kind"] == "Deployment" && d["metadata"]["name"] == "orders"),
         "the corrected orders Deployment: {text}"
+    );
+}
+
+const REPO: &str = "tests/fixtures/repo";
+
+/// The repository-shaped fixture: every manifest read, every other file skipped with its reason,
+/// the broken document reported with its line, and no exit 2.
+#[test]
+fn repository_tree_is_analysed_and_every_skip_has_its_reason() {
+    let out = meshmedic(&["analyze", REPO, "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("json output");
+    let skipped: std::collections::BTreeMap<String, String> = report["skippedFiles"]
+        .as_array()
+        .expect("skippedFiles")
+        .iter()
+        .map(|s| {
+            let file = s["file"].as_str().expect("file");
+            let file = file.strip_prefix(&format!("{REPO}/")).unwrap_or(file);
+            (
+                file.to_string(),
+                s["reason"].as_str().expect("reason").to_string(),
+            )
+        })
+        .collect();
+    let expected = [
+        (".github/workflows/ci.yml", "no Kubernetes objects"),
+        ("charts/orders/Chart.yaml", "Helm chart metadata"),
+        ("charts/orders/templates/deployment.yaml", "template"),
+        ("charts/orders/templates/service.yaml", "template"),
+        ("charts/orders/templates/virtualservice.yaml", "template"),
+        ("charts/orders/values-prod.yaml", "Helm values"),
+        ("charts/orders/values.yaml", "Helm values"),
+        (
+            "kustomize/base/kustomization.yaml",
+            "kustomize configuration",
+        ),
+        (
+            "kustomize/overlays/prod/kustomization.yaml",
+            "kustomize configuration",
+        ),
+        ("kustomize/overlays/prod/replicas.yaml", "kustomize patch"),
+        ("kustomize/overlays/prod/resources.yaml", "kustomize patch"),
+        ("renovate.json", "no Kubernetes objects"),
+    ];
+    assert_eq!(
+        skipped.keys().map(String::as_str).collect::<Vec<_>>(),
+        expected.iter().map(|(f, _)| *f).collect::<Vec<_>>(),
+        "{skipped:#?}"
+    );
+    for (file, reason) in expected {
+        assert!(skipped[file].contains(reason), "{file}: {}", skipped[file]);
+    }
+    let invalid = report["invalidDocuments"]
+        .as_array()
+        .expect("invalidDocuments");
+    assert_eq!(invalid.len(), 1, "{invalid:?}");
+    assert_eq!(invalid[0]["file"], format!("{REPO}/manifests/mixed.yaml"));
+    assert_eq!(invalid[0]["document"], 1);
+    let line = invalid[0]["line"].as_u64().expect("line");
+    assert!((11..=14).contains(&line), "line {line}");
+    // The YAML 1.1 manifest is analysed: its loopback-bound app is found.
+    let findings = report["findings"].as_array().expect("findings");
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["code"] == "localhost-binding" && f["namespace"] == "ledger"),
+        "{findings:#?}"
+    );
+    assert_eq!(
+        report["skipped"]["monitoring.coreos.com/v1/PrometheusRule"],
+        1
+    );
+    let err = stderr(&out);
+    assert!(err.contains("SKIPPED FILE"), "{err}");
+    assert!(err.contains("manifests/mixed.yaml:"), "{err}");
+
+    // Under --strict the broken document fails the run.
+    let strict = meshmedic(&["analyze", REPO, "--strict"]);
+    assert_eq!(strict.status.code(), Some(2));
+    // A directory with nothing readable is exit 2.
+    let nothing = meshmedic(&["analyze", "tests/fixtures/repo/charts"]);
+    assert_eq!(nothing.status.code(), Some(2));
+    assert!(
+        stderr(&nothing).contains("nothing to analyse"),
+        "{}",
+        stderr(&nothing)
+    );
+}
+
+#[test]
+fn repository_tree_reads_every_manifest_with_kubectl_values() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join(REPO);
+    let mut input = meshmedic::snapshot::load::read_paths(&[repo]).expect("reads");
+    let (snapshot, _) = input.build(SnapshotOptions::default()).expect("builds");
+    let workloads: Vec<String> = snapshot
+        .workloads
+        .iter()
+        .map(|w| format!("{} {}/{}", w.kind, w.meta.namespace, w.meta.name))
+        .collect();
+    assert_eq!(
+        workloads,
+        [
+            "Deployment billing/invoices",
+            "Deployment catalog/catalog",
+            "Deployment ledger/audit",
+            "Deployment ledger/ledger",
+        ]
+    );
+    let services: Vec<String> = snapshot
+        .services
+        .iter()
+        .map(|s| format!("{}/{}", s.meta.namespace, s.meta.name))
+        .collect();
+    assert_eq!(
+        services,
+        [
+            "billing/invoices",
+            "catalog/catalog",
+            "ledger/audit",
+            "ledger/ledger"
+        ]
+    );
+    assert_eq!(
+        snapshot.namespaces.keys().collect::<Vec<_>>(),
+        ["billing", "ledger"]
+    );
+    let ledger = snapshot
+        .workload("Deployment", "ledger", "ledger")
+        .expect("ledger");
+    let raw = &ledger.raw;
+    for (pointer, want) in [
+        ("/spec/replicas", serde_json::json!(3)),
+        ("/spec/revisionHistoryLimit", serde_json::json!(10)),
+        (
+            "/spec/template/spec/automountServiceAccountToken",
+            serde_json::json!(false),
+        ),
+        (
+            "/spec/template/spec/enableServiceLinks",
+            serde_json::json!(false),
+        ),
+        (
+            "/spec/template/spec/terminationGracePeriodSeconds",
+            serde_json::json!(30),
+        ),
+        ("/spec/template/spec/nodeSelector", Value::Null),
+        (
+            "/spec/template/spec/containers/0/ports/0/containerPort",
+            serde_json::json!(8080),
+        ),
+        (
+            "/spec/template/spec/containers/0/readinessProbe/periodSeconds",
+            serde_json::json!(10),
+        ),
+        (
+            "/spec/template/spec/containers/0/volumeMounts/0/readOnly",
+            serde_json::json!(true),
+        ),
+        (
+            "/spec/template/spec/volumes/0/configMap/defaultMode",
+            serde_json::json!(256),
+        ),
+        ("/metadata/labels/canary", serde_json::json!("no")),
+    ] {
+        assert_eq!(raw.pointer(pointer), Some(&want), "{pointer}");
+    }
+    let service = &snapshot.services[snapshot.service_index("ledger", "ledger").expect("svc")];
+    assert_eq!(
+        service.raw.pointer("/spec/ports/0/targetPort"),
+        Some(&serde_json::json!(8080))
     );
 }

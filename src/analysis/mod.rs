@@ -162,6 +162,10 @@ pub struct Report {
     pub skipped: std::collections::BTreeMap<String, usize>,
     /// Fixes that could not be planned (never expected; reported rather than dropped).
     pub errors: Vec<String>,
+    /// Input files that are not manifests (chart metadata, values, templates, ...), with why.
+    pub skipped_files: Vec<crate::snapshot::load::SkippedFile>,
+    /// Documents that could not be read, with file and line; the rest was analysed.
+    pub invalid_documents: Vec<crate::snapshot::load::InvalidDocument>,
 }
 
 /// Collects findings from detectors, and the rare fix that cannot be planned.
@@ -236,6 +240,8 @@ pub fn analyze_in(
         profile: snapshot.profile().clone(),
         skipped: snapshot.skipped.clone(),
         errors: sink.errors,
+        skipped_files: Vec::new(),
+        invalid_documents: Vec::new(),
     }
 }
 

@@ -1,21 +1,22 @@
 //! `meshmedic analyze`: the offline analysis of manifests, for people (table), for tools (json)
 //! and for `kubectl apply -f -` (yaml).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use serde_json::Value;
 
-use crate::analysis::{Finding, Report, Severity, analyze};
+use crate::analysis::{Finding, Report, Severity, analyze_in};
 use crate::error::{Error, Result, Source};
 use crate::model::ObjectRef;
 use crate::model::istio::MeshConfig;
 use crate::remediation::{Action, apply, plan_patch};
-use crate::snapshot::load::{parse_documents, snapshot_from_paths};
+use crate::snapshot::cluster::{self, Connection, Scope};
+use crate::snapshot::load::{Input, parse_documents, read_paths};
 use crate::snapshot::profile::ProfileFile;
-use crate::snapshot::{Snapshot, SnapshotOptions};
+use crate::snapshot::{Snapshot, SnapshotOptions, yaml};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Output {
@@ -26,8 +27,10 @@ pub enum Output {
 
 #[derive(clap::Args, Debug)]
 pub struct AnalyzeArgs {
-    /// Manifest files or directories (searched for *.yaml, *.yml, *.json); `-` reads stdin.
-    #[arg(required = true)]
+    /// Manifest files or directories (searched for *.yaml, *.yml, *.json; files that are not
+    /// manifests are skipped and listed); `-` reads stdin. With --cluster, local changes laid
+    /// over the cluster's objects.
+    #[arg(required_unless_present = "cluster")]
     pub paths: Vec<PathBuf>,
     /// table for people; json (stable fields) for tools; yaml: the corrected and new Istio
     /// resources, ready for `kubectl apply -f -`.
@@ -60,6 +63,32 @@ pub struct AnalyzeArgs {
     /// The cluster's DNS domain.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// Exit 2 when any document cannot be read (by default it is reported and the rest is
+    /// analysed; exit 2 only when nothing could be read).
+    #[arg(long)]
+    pub strict: bool,
+    /// Analyse the live cluster (read-only, through the kubeconfig); PATHS, if given, replace
+    /// the cluster's objects of the same kind, namespace and name.
+    #[arg(long)]
+    pub cluster: bool,
+    /// The kubeconfig context to use with --cluster.
+    #[arg(long, requires = "cluster")]
+    pub context: Option<String>,
+    /// The kubeconfig file to use with --cluster (default: KUBECONFIG, else ~/.kube/config).
+    #[arg(long, requires = "cluster", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// With --cluster: the namespace to analyse (default: the context's namespace).
+    #[arg(short, long, requires = "cluster", conflicts_with = "all_namespaces")]
+    pub namespace: Option<String>,
+    /// With --cluster: analyse every namespace.
+    #[arg(short = 'A', long, requires = "cluster")]
+    pub all_namespaces: bool,
+    /// With --cluster: the mesh root namespace (its rules, mesh config and istiod are read too).
+    #[arg(long, requires = "cluster", default_value = "istio-system")]
+    pub root_namespace: String,
+    /// With --cluster: objects per list request (tests use small pages).
+    #[arg(long, hide = true, default_value_t = 500)]
+    pub page_size: u32,
 }
 
 pub fn run(args: AnalyzeArgs) -> ExitCode {
@@ -87,8 +116,29 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
         assume_injected: args.assume_injected,
         profile,
     };
-    let snapshot = snapshot_from_paths(&args.paths, options)?;
-    let report = analyze(&snapshot);
+    let (mut input, scope) = if args.cluster {
+        read_cluster(args)?
+    } else {
+        (read_paths(&args.paths)?, None)
+    };
+    let (snapshot, read) = input.build(options)?;
+    let mut report = analyze_in(&snapshot, scope);
+    report.skipped_files = std::mem::take(&mut input.skipped_files);
+    report.invalid_documents = std::mem::take(&mut input.invalid_documents);
+    eprint!("{}", render_input_problems(&report));
+    if let Some(first) = input.duplicates.first() {
+        eprintln!(
+            "meshmedic: note: {} object(s) defined more than once; the last definition of each is \
+             analysed, as `kubectl apply -f` would leave it (e.g. {first})",
+            input.duplicates.len()
+        );
+    }
+    if read == 0 {
+        eprintln!(
+            "meshmedic: nothing to analyse: no Kubernetes object could be read from the input"
+        );
+        return Ok(ExitCode::from(2));
+    }
     let text = match args.output {
         Output::Table => render_table(&report),
         Output::Json => {
@@ -105,6 +155,13 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
         for e in &report.errors {
             eprintln!("meshmedic: {e}");
         }
+        return Ok(ExitCode::from(2));
+    }
+    if args.strict && !report.invalid_documents.is_empty() {
+        eprintln!(
+            "meshmedic: --strict: {} document(s) could not be read",
+            report.invalid_documents.len()
+        );
         return Ok(ExitCode::from(2));
     }
     let failed = args
@@ -140,6 +197,84 @@ pub fn render_assumptions_comment(report: &Report) -> String {
     out
 }
 
+/// `--cluster`: the cluster's objects in scope, with the local files laid over them, and the
+/// namespaces whose findings to report (`None` for all).
+fn read_cluster(args: &AnalyzeArgs) -> Result<(Input, Option<BTreeSet<String>>)> {
+    let mut local = if args.paths.is_empty() {
+        Input::default()
+    } else {
+        read_paths(&args.paths)?
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))?;
+    let connection = Connection {
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.context.clone(),
+    };
+    let (objects, namespace, scope) = runtime.block_on(async {
+        let (client, context_namespace) = cluster::connect(&connection).await?;
+        let namespace = args.namespace.clone().unwrap_or(context_namespace);
+        let scope = if args.all_namespaces {
+            Scope::All
+        } else {
+            Scope::Namespace(namespace.clone())
+        };
+        eprintln!(
+            "meshmedic: reading the cluster ({}), read-only",
+            match &scope {
+                Scope::All => "all namespaces".to_string(),
+                Scope::Namespace(ns) => format!(
+                    "namespace {ns}, and {} for mesh-wide config",
+                    args.root_namespace
+                ),
+            }
+        );
+        let mut progress = |line: String| eprintln!("meshmedic:   {line}");
+        let objects = cluster::read(
+            &client,
+            &scope,
+            &args.root_namespace,
+            args.page_size,
+            &mut progress,
+        )
+        .await?;
+        Ok::<_, Error>((objects, namespace, scope))
+    })?;
+    let replaced = cluster::overlay(objects, &mut local, &namespace);
+    if !args.paths.is_empty() {
+        eprintln!("meshmedic: local files replace {replaced} cluster object(s)");
+    }
+    let scope = match scope {
+        Scope::All => None,
+        Scope::Namespace(ns) => Some(BTreeSet::from([ns])),
+    };
+    Ok((local, scope))
+}
+
+/// The skipped files and unreadable documents, for stderr.
+pub fn render_input_problems(report: &Report) -> String {
+    let mut out = String::new();
+    if !report.skipped_files.is_empty() {
+        let width = report
+            .skipped_files
+            .iter()
+            .map(|s| s.file.len())
+            .max()
+            .unwrap_or(0)
+            .max("SKIPPED FILE".len());
+        out.push_str(&format!("{:<width$}  REASON\n", "SKIPPED FILE"));
+        for s in &report.skipped_files {
+            out.push_str(&format!("{:<width$}  {}\n", s.file, s.reason));
+        }
+    }
+    for bad in &report.invalid_documents {
+        out.push_str(&format!("meshmedic: left out: {bad}\n"));
+    }
+    out
+}
+
 /// Reads `--mesh-config`: MeshConfig YAML, or an `istio` ConfigMap holding it under `data.mesh`.
 pub fn read_mesh_config(path: &PathBuf) -> Result<(Source, MeshConfig)> {
     let name = path.display().to_string();
@@ -156,7 +291,7 @@ pub fn read_mesh_config(path: &PathBuf) -> Result<(Source, MeshConfig)> {
             .pointer("/data/mesh")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let parsed: Value = serde_saphyr::from_str(mesh).map_err(|e| Error::InvalidField {
+        let parsed: Value = yaml::from_str(mesh).map_err(|e| Error::InvalidField {
             at: source.clone(),
             object: "ConfigMap".to_string(),
             field: "data.mesh".to_string(),
@@ -245,6 +380,13 @@ pub fn render_table(report: &Report) -> String {
         out.push_str(&format!(
             "skipped (not read by meshmedic): {}\n",
             skipped.join(", ")
+        ));
+    }
+    if !report.skipped_files.is_empty() || !report.invalid_documents.is_empty() {
+        out.push_str(&format!(
+            "{} file(s) skipped as not manifests, {} document(s) left out as unreadable (listed on stderr)\n",
+            report.skipped_files.len(),
+            report.invalid_documents.len()
         ));
     }
     out

@@ -57,8 +57,9 @@ pub struct Watched {
     pub optional: bool,
 }
 
-/// The kinds meshmedic watches: (group, version, kind, plural, optional).
-const KINDS: [(&str, &str, &str, &str, bool); 15] = [
+/// The kinds meshmedic watches: (group, version, kind, plural, optional). `analyze --cluster`
+/// lists the same.
+pub const KINDS: [(&str, &str, &str, &str, bool); 15] = [
     ("", "v1", "Namespace", "namespaces", false),
     ("", "v1", "Service", "services", false),
     ("", "v1", "Pod", "pods", false),
@@ -106,8 +107,8 @@ pub fn api_resource(group: &str, version: &str, kind: &str, plural: &str) -> Api
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
 }
 
-/// Drops what the analysis never reads, so stores stay small at scale.
-fn strip(obj: &mut DynamicObject) {
+/// Drops what the analysis never reads, so stores (and `analyze --cluster`) stay small at scale.
+pub fn strip(obj: &mut DynamicObject) {
     obj.metadata.managed_fields = None;
     if let Some(a) = obj.metadata.annotations.as_mut() {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");

@@ -466,7 +466,7 @@ impl SnapshotBuilder {
         if (name == "istio" || name.starts_with("istio-"))
             && let Some(mesh) = data.get("mesh")
         {
-            let value: Value = serde_saphyr::from_str(mesh).map_err(|e| Error::InvalidField {
+            let value: Value = super::yaml::from_str(mesh).map_err(|e| Error::InvalidField {
                 at: at.clone(),
                 object: object.to_string(),
                 field: "data.mesh".to_string(),
@@ -753,7 +753,7 @@ fn validate_annotations(
         }
     }
     if let Some(v) = annotations.get(keys::PROXY_CONFIG) {
-        let value: Value = serde_saphyr::from_str(v)
+        let value: Value = super::yaml::from_str(v)
             .map_err(|e| bad(keys::PROXY_CONFIG, format!("not valid YAML: {e}")))?;
         serde_path_to_error::deserialize::<_, ProxyConfig>(&value)
             .map_err(|e| bad(keys::PROXY_CONFIG, format!("{}: {}", e.path(), e.inner())))?;

@@ -1,29 +1,412 @@
-//! Reading manifests from files, directories and stdin.
+//! Reading manifests from files, directories and stdin, as a repository holds them.
+//!
+//! A directory is scanned for `*.yaml`, `*.yml` and `*.json` (sorted, so output is
+//! deterministic; `.git` is not entered). Every file holding Kubernetes objects is read; files
+//! that are not manifests (Helm chart metadata, values files, templates, kustomize files and the
+//! patches they list, files with no `apiVersion`/`kind` at all) are skipped with a reason. A
+//! document that cannot be read is reported with its file and line, and the rest is still read.
+//! Scalars resolve as kubectl resolves them ([`super::yaml`]).
 
+use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::yaml::{self, Document};
 use super::{Snapshot, SnapshotBuilder, SnapshotOptions};
 use crate::error::{Error, Result, Source};
 
-/// Builds a snapshot from paths: files, directories (recursively, `*.yaml`, `*.yml`, `*.json`, in
-/// sorted order so output is deterministic) and `-` for stdin.
+/// A file left out of the analysis, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SkippedFile {
+    pub file: String,
+    pub reason: String,
+}
+
+/// A document that could not be read; the others in its file still are.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InvalidDocument {
+    pub file: String,
+    /// Zero-based index of the document in the file.
+    pub document: usize,
+    /// Zero-based index of the item when the document is a `kind: List`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item: Option<usize>,
+    /// 1-based line of the error (a syntax error) or of the field (a wrong field).
+    pub line: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for InvalidDocument {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{} (document {}", self.file, self.line, self.document)?;
+        if let Some(item) = self.item {
+            write!(f, ", item {item}")?;
+        }
+        write!(f, "): {}", self.message)
+    }
+}
+
+/// One document that holds an object (or a `kind: List`), with the line of each field.
+#[derive(Debug, Clone)]
+pub struct ObjectDocument {
+    pub source: Source,
+    /// The document's first line in its file (1-based).
+    pub first_line: usize,
+    pub document: Document,
+}
+
+/// Everything read from the inputs.
+#[derive(Debug, Default)]
+pub struct Input {
+    pub objects: Vec<ObjectDocument>,
+    pub skipped_files: Vec<SkippedFile>,
+    pub invalid_documents: Vec<InvalidDocument>,
+    /// Objects defined more than once (kind, namespace, name), said on stderr.
+    pub duplicates: Vec<String>,
+}
+
+impl Input {
+    /// Builds the snapshot. Objects whose fields have the wrong type are reported in
+    /// `invalid_documents` and left out; the others are analysed.
+    pub fn build(&mut self, options: SnapshotOptions) -> Result<(Snapshot, usize)> {
+        let mut builder = SnapshotBuilder::new(options);
+        let mut read = 0;
+        let objects = std::mem::take(&mut self.objects);
+        // Every object (List items apart), with the document it came from.
+        let mut entries = Vec::new();
+        for (i, obj) in objects.iter().enumerate() {
+            let value = obj.document.value.clone();
+            for (source, value, prefix) in flatten_lists(obj.source.clone(), value) {
+                entries.push((i, source, value, prefix));
+            }
+        }
+        // The same object twice (two variants of one manifest in a repository): the last one
+        // is analysed, as `kubectl apply -f DIR` would leave it.
+        let mut last: HashMap<(String, String, String), usize> = HashMap::new();
+        for (n, (_, _, value, _)) in entries.iter().enumerate() {
+            if let Some(key) = object_key(value) {
+                if let Some(&earlier) = last.get(&key) {
+                    let (_, first, ..) = &entries[earlier];
+                    let (_, later, ..) = &entries[n];
+                    self.duplicates.push(format!(
+                        "{} {}/{} is in {first} and {later}: the last one is analysed",
+                        key.0, key.1, key.2
+                    ));
+                }
+                last.insert(key, n);
+            }
+        }
+        for (n, (i, source, value, prefix)) in entries.into_iter().enumerate() {
+            if object_key(&value).is_some_and(|k| last.get(&k) != Some(&n)) {
+                continue;
+            }
+            match builder.add(source.clone(), value) {
+                Ok(()) => read += 1,
+                Err(Error::InvalidField {
+                    object,
+                    field,
+                    message,
+                    ..
+                }) => {
+                    let path = if field.starts_with('(') {
+                        prefix.clone()
+                    } else if prefix.is_empty() {
+                        field.clone()
+                    } else {
+                        format!("{prefix}.{field}")
+                    };
+                    let obj = &objects[i];
+                    let line = obj.document.line_of(&path).unwrap_or(1);
+                    self.invalid_documents.push(InvalidDocument {
+                        file: source.file.clone(),
+                        document: source.document,
+                        item: source.item,
+                        line: obj.first_line + line - 1,
+                        message: format!("{object}: field `{field}`: {message}"),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((builder.build()?, read))
+    }
+}
+
+/// `(kind[.group], namespace, name)`; objects without a namespace are in `default`, as kubectl
+/// puts them.
+fn object_key(value: &Value) -> Option<(String, String, String)> {
+    let kind = value.get("kind")?.as_str()?;
+    let group = value
+        .get("apiVersion")?
+        .as_str()?
+        .rsplit_once('/')
+        .map(|(g, _)| g);
+    let meta = value.get("metadata")?;
+    let name = meta.get("name")?.as_str()?;
+    let namespace = match meta.get("namespace").and_then(Value::as_str) {
+        Some(ns) => ns,
+        None if kind == "Namespace" => "",
+        None => "default",
+    };
+    let kind = match group {
+        Some(group) => format!("{kind}.{group}"),
+        None => kind.to_string(),
+    };
+    Some((kind, namespace.to_string(), name.to_string()))
+}
+
+/// The items of a `kind: List` (each with its source and field-path prefix), or the object.
+fn flatten_lists(source: Source, value: Value) -> Vec<(Source, Value, String)> {
+    let is_list = value.get("apiVersion").and_then(Value::as_str).is_some()
+        && value
+            .get("kind")
+            .and_then(Value::as_str)
+            .is_some_and(|k| k == "List" || k.ends_with("List"))
+        && value.get("items").is_some_and(Value::is_array);
+    if !is_list {
+        return vec![(source, value, String::new())];
+    }
+    let Value::Object(mut map) = value else {
+        return Vec::new();
+    };
+    let Some(Value::Array(items)) = map.remove("items") else {
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let mut at = source.clone();
+            at.item = Some(i);
+            (at, item, format!("items[{i}]"))
+        })
+        .collect()
+}
+
+/// Builds a snapshot from paths, strictly: the first unreadable document is an error.
 pub fn snapshot_from_paths(paths: &[PathBuf], options: SnapshotOptions) -> Result<Snapshot> {
-    let mut builder = SnapshotBuilder::new(options);
-    for file in expand_paths(paths)? {
-        let (name, text) = read_input(&file)?;
-        for (source, value) in parse_documents(&name, &text)? {
-            builder.add(source, value)?;
+    let mut input = read_paths(paths)?;
+    if let Some(bad) = input.invalid_documents.first() {
+        return Err(Error::Other(bad.to_string()));
+    }
+    let (snapshot, _) = input.build(options)?;
+    if let Some(bad) = input.invalid_documents.first() {
+        return Err(Error::Other(bad.to_string()));
+    }
+    Ok(snapshot)
+}
+
+/// Reads files, directories and `-` (stdin). Only a path that cannot be read is an error.
+pub fn read_paths(paths: &[PathBuf]) -> Result<Input> {
+    let files = expand_paths(paths)?;
+    let patches = kustomize_patches(&files);
+    let mut charts = HashMap::new();
+    let mut input = Input::default();
+    for file in files {
+        let (name, text) = match read_input(&file) {
+            Ok(read) => read,
+            // A file found in a directory that cannot be read as text is skipped; one the user
+            // named is an error.
+            Err(Error::Io { source, .. }) if !paths.contains(&file) => {
+                input.skipped_files.push(SkippedFile {
+                    file: file.display().to_string(),
+                    reason: format!("cannot be read as UTF-8 text: {source}"),
+                });
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(kustomization) = patches.get(&normalize(&file)) {
+            input.skipped_files.push(SkippedFile {
+                file: name,
+                reason: format!("kustomize patch (listed in {kustomization})"),
+            });
+            continue;
+        }
+        read_file(&file, &name, &text, &mut charts, &mut input);
+    }
+    Ok(input)
+}
+
+fn read_file(
+    path: &Path,
+    name: &str,
+    text: &str,
+    charts: &mut HashMap<PathBuf, bool>,
+    input: &mut Input,
+) {
+    let skip = |input: &mut Input, reason: &str| {
+        input.skipped_files.push(SkippedFile {
+            file: name.to_string(),
+            reason: reason.to_string(),
+        })
+    };
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    if matches!(file_name, "Chart.yaml" | "Chart.yml") {
+        return skip(input, "Helm chart metadata");
+    }
+    if matches!(
+        file_name,
+        "kustomization.yaml" | "kustomization.yml" | "Kustomization"
+    ) {
+        return skip(
+            input,
+            "kustomize configuration (analyse its output: kustomize build DIR | meshmedic analyze -)",
+        );
+    }
+    let documents = read_documents(name, text);
+    let templated = text.contains("{{") && text.contains("}}");
+    if templated
+        && (in_chart_templates(path, charts)
+            || has_template_actions(text)
+            || documents.iter().any(|d| d.is_err()))
+    {
+        return skip(
+            input,
+            "Helm/Go template ({{ }}): render it first (helm template | meshmedic analyze -)",
+        );
+    }
+    let mut objects = Vec::new();
+    let mut invalid = Vec::new();
+    let mut others = Vec::new();
+    for doc in documents {
+        match doc {
+            Ok(obj) if is_object(&obj.document.value) => objects.push(obj),
+            Ok(other) => others.push(other),
+            Err(bad) => invalid.push(bad),
         }
     }
-    builder.build()
+    if objects.is_empty() && invalid.is_empty() {
+        let reason = if others.is_empty() {
+            "empty"
+        } else if file_name.starts_with("values") {
+            "Helm values file (no apiVersion/kind)"
+        } else {
+            "no Kubernetes objects (no document has apiVersion and kind)"
+        };
+        return skip(input, reason);
+    }
+    if !objects.is_empty() {
+        // In a file of manifests, a document without apiVersion/kind is a broken object.
+        for doc in others {
+            invalid.push(InvalidDocument {
+                file: name.to_string(),
+                document: doc.source.document,
+                item: None,
+                line: doc.first_line,
+                message: "not a Kubernetes object: apiVersion and kind are needed".to_string(),
+            });
+        }
+        invalid.sort_by_key(|d| d.document);
+    }
+    input.objects.extend(objects);
+    input.invalid_documents.extend(invalid);
+}
+
+/// A mapping with string `apiVersion` and `kind`.
+fn is_object(value: &Value) -> bool {
+    value.get("apiVersion").and_then(Value::as_str).is_some()
+        && value.get("kind").and_then(Value::as_str).is_some()
+}
+
+/// Template actions that are not text inside a value: a line that starts with `{{` (control
+/// flow, includes), or Helm's objects (`.Values`, `.Release`, `.Chart`, `include`). Alerting
+/// rules and Argo workflows carry `{{ $labels.x }}`-style text in values and stay manifests.
+fn has_template_actions(text: &str) -> bool {
+    text.lines().any(|l| l.trim_start().starts_with("{{"))
+        || [
+            ".Values",
+            ".Release.",
+            ".Chart.",
+            "{{ include",
+            "{{- include",
+            "{{ template",
+        ]
+        .iter()
+        .any(|m| text.contains(m))
+}
+
+/// Whether the file sits under `templates/` of a directory holding `Chart.yaml`.
+fn in_chart_templates(path: &Path, charts: &mut HashMap<PathBuf, bool>) -> bool {
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        if d.file_name().is_some_and(|n| n == "templates")
+            && let Some(chart) = d.parent()
+        {
+            let is_chart = *charts
+                .entry(chart.to_path_buf())
+                .or_insert_with(|| chart.join("Chart.yaml").is_file());
+            if is_chart {
+                return true;
+            }
+        }
+        dir = d.parent();
+    }
+    false
+}
+
+/// Files that kustomization files among `files` list as patches, with the kustomization's name.
+fn kustomize_patches(files: &[PathBuf]) -> HashMap<PathBuf, String> {
+    let mut out = HashMap::new();
+    for file in files {
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if !matches!(name, "kustomization.yaml" | "kustomization.yml") {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        let Ok(k) = yaml::from_str(&text) else {
+            continue;
+        };
+        let dir = file.parent().unwrap_or(Path::new(""));
+        let mut listed = Vec::new();
+        for key in ["patchesStrategicMerge"] {
+            for p in k.get(key).and_then(Value::as_array).into_iter().flatten() {
+                listed.extend(p.as_str().map(str::to_string));
+            }
+        }
+        for key in ["patches", "patchesJson6902"] {
+            for p in k.get(key).and_then(Value::as_array).into_iter().flatten() {
+                listed.extend(p.get("path").and_then(Value::as_str).map(str::to_string));
+            }
+        }
+        for p in listed {
+            out.insert(normalize(&dir.join(p)), file.display().to_string());
+        }
+    }
+    out
+}
+
+/// `a/./b/../c` → `a/c`, without touching the file system.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Expands directories into the manifest files below them.
 pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
+    let mut seen = BTreeSet::new();
     for path in paths {
         if path.as_os_str() == "-" {
             files.push(path.clone());
@@ -34,8 +417,10 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
             source,
         })?;
         if meta.is_dir() {
-            walk(path, &mut files)?;
-        } else {
+            let mut found = Vec::new();
+            walk(path, &mut found)?;
+            files.extend(found.into_iter().filter(|f| seen.insert(f.clone())));
+        } else if seen.insert(path.clone()) {
             files.push(path.clone());
         }
     }
@@ -54,7 +439,12 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         .map_err(io)?;
     entries.sort();
     for path in entries {
+        // A symlinked directory is not followed: a link to a parent would never end.
+        let is_link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
         if path.is_dir() {
+            if is_link || path.file_name().is_some_and(|n| n == ".git") {
+                continue;
+            }
             walk(&path, out)?;
         } else if matches!(
             path.extension().and_then(|e| e.to_str()),
@@ -76,29 +466,62 @@ fn read_input(path: &Path) -> Result<(String, String)> {
         std::io::stdin().read_to_string(&mut text).map_err(io)?;
         return Ok(("-".to_string(), text));
     }
-    let text = std::fs::read_to_string(path).map_err(io)?;
+    let bytes = std::fs::read(path).map_err(io)?;
+    let text = String::from_utf8(bytes).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })?;
     Ok((path.display().to_string(), text))
 }
 
-/// Splits a file into its YAML documents and parses each (JSON is YAML too). Each document is
-/// parsed on its own, so an error names the document and the line in the file.
-pub fn parse_documents(file: &str, text: &str) -> Result<Vec<(Source, Value)>> {
+/// Every non-empty document of a file, read or with its error. Each `---` chunk is parsed on
+/// its own (as kubectl's YAML reader splits the stream), so one broken document does not hide
+/// the others, and errors carry the line in the file.
+pub fn read_documents(
+    file: &str,
+    text: &str,
+) -> Vec<std::result::Result<ObjectDocument, InvalidDocument>> {
     let mut out = Vec::new();
     for (document, (first_line, chunk)) in split_documents(text).into_iter().enumerate() {
-        let source = Source::new(file, document);
         if is_blank(&chunk) {
             continue;
         }
-        let value: Value = serde_saphyr::from_str(&chunk).map_err(|e| Error::Syntax {
-            at: source.clone(),
-            message: format!(
-                "{} (the document starts at line {} of the file)",
-                e.to_string().lines().next().unwrap_or_default(),
-                first_line
-            ),
-        })?;
-        if !value.is_null() {
-            out.push((source, value));
+        match yaml::parse_document(&chunk) {
+            Ok(doc) if doc.value.is_null() => {}
+            Ok(doc) => out.push(Ok(ObjectDocument {
+                source: Source::new(file, document),
+                first_line,
+                document: doc,
+            })),
+            Err(e) => out.push(Err(InvalidDocument {
+                file: file.to_string(),
+                document,
+                item: None,
+                line: first_line + e.line.max(1) - 1,
+                message: format!("not valid YAML: {}", e.message),
+            })),
+        }
+    }
+    out
+}
+
+/// Splits a file into its YAML documents and parses each (JSON is YAML too); the first broken
+/// document is an error naming the file, the document and the line.
+pub fn parse_documents(file: &str, text: &str) -> Result<Vec<(Source, Value)>> {
+    let mut out = Vec::new();
+    for doc in read_documents(file, text) {
+        match doc {
+            Ok(d) => out.push((d.source, d.document.value)),
+            Err(bad) => {
+                return Err(Error::Syntax {
+                    at: Source::new(file, bad.document),
+                    message: format!(
+                        "{} (line {})",
+                        bad.message.trim_start_matches("not valid YAML: "),
+                        bad.line
+                    ),
+                });
+            }
         }
     }
     Ok(out)
@@ -120,6 +543,7 @@ fn split_documents(text: &str) -> Vec<(usize, String)> {
             if let Some(rest) = line.strip_prefix("--- ") {
                 current.push_str(rest);
                 current.push('\n');
+                start = i + 1;
             }
             continue;
         }
@@ -155,7 +579,7 @@ mod tests {
         let text = "a: 1\n---\nb: [1, 2\n";
         let err = parse_documents("bad.yaml", text).unwrap_err().to_string();
         assert!(err.contains("bad.yaml (document 1)"), "{err}");
-        assert!(err.contains("starts at line 3"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
     }
 
     #[test]
@@ -163,5 +587,122 @@ mod tests {
         let docs =
             parse_documents("x.json", r#"{"apiVersion":"v1","kind":"List","items":[]}"#).unwrap();
         assert_eq!(docs[0].1["kind"], "List");
+    }
+
+    #[test]
+    fn template_actions_are_told_from_template_text_in_values() {
+        assert!(has_template_actions(
+            "{{- if .Values.x }}\nkind: Service\n{{- end }}\n"
+        ));
+        assert!(has_template_actions(
+            "metadata:\n  name: {{ .Release.Name }}\n"
+        ));
+        assert!(!has_template_actions(
+            "annotations:\n  summary: \"{{ $labels.instance }} is down\"\n"
+        ));
+    }
+
+    #[test]
+    fn broken_document_is_reported_and_the_rest_is_read() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\napiVersion: v1\n\
+                    kind: Service\nmetadata: {name: b\n---\napiVersion: apps/v1\nkind: Deployment\n\
+                    metadata: {name: c}\nspec:\n  replicas: many\n  selector: {}\n  template: {}\n";
+        let mut input = Input::default();
+        read_file(
+            Path::new("m.yaml"),
+            "m.yaml",
+            text,
+            &mut HashMap::new(),
+            &mut input,
+        );
+        assert_eq!(input.objects.len(), 2);
+        assert_eq!(input.invalid_documents.len(), 1);
+        assert_eq!(input.invalid_documents[0].document, 1);
+        assert!(input.invalid_documents[0].line >= 7);
+        let (snapshot, read) = input.build(SnapshotOptions::default()).unwrap();
+        assert_eq!(read, 1);
+        assert_eq!(snapshot.services.len(), 1);
+        let bad = &input.invalid_documents[1];
+        assert_eq!((bad.document, bad.line), (2, 13), "{bad}");
+        assert!(bad.message.contains("spec.replicas"), "{bad}");
+    }
+
+    #[test]
+    fn the_same_object_twice_is_analysed_once_the_last_one() {
+        let a = "apiVersion: v1\nkind: Service\nmetadata: {name: p, namespace: x}\nspec: {ports: [{port: 80}]}\n";
+        let b = "apiVersion: v1\nkind: Service\nmetadata: {name: p, namespace: x}\nspec: {ports: [{port: 90}]}\n\
+                 ---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: x}\n\
+                 ---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: x}\n";
+        let mut input = Input::default();
+        let mut charts = HashMap::new();
+        read_file(Path::new("a.yaml"), "a.yaml", a, &mut charts, &mut input);
+        read_file(Path::new("b.yaml"), "b.yaml", b, &mut charts, &mut input);
+        let (snapshot, read) = input.build(SnapshotOptions::default()).unwrap();
+        assert_eq!(read, 3);
+        assert_eq!(snapshot.services.len(), 1);
+        assert_eq!(snapshot.services[0].source.file, "b.yaml");
+        assert_eq!(input.duplicates.len(), 1, "{:?}", input.duplicates);
+        assert!(
+            input.duplicates[0].contains("Service x/p"),
+            "{:?}",
+            input.duplicates
+        );
+    }
+
+    #[test]
+    fn directories_skip_unreadable_files_and_do_not_follow_symlinked_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("utf16.yaml"), [0xff, 0xfe, b'a', 0, b':', 0]).unwrap();
+        std::fs::write(
+            root.join("ok.yaml"),
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(root, root.join("loop")).unwrap();
+        let input = read_paths(&[root.to_path_buf()]).unwrap();
+        assert_eq!(input.objects.len(), 1);
+        assert_eq!(input.skipped_files.len(), 1, "{:?}", input.skipped_files);
+        assert!(input.skipped_files[0].reason.contains("UTF-8"));
+        // Named explicitly, it is an error.
+        assert!(read_paths(&[root.join("utf16.yaml")]).is_err());
+    }
+
+    #[test]
+    fn files_without_objects_are_skipped_with_a_reason() {
+        for (name, text, reason) in [
+            ("values.yaml", "replicas: 2\n", "Helm values"),
+            ("config.yaml", "a: 1\n---\nb: 2\n", "no Kubernetes objects"),
+            ("empty.yaml", "# nothing\n", "empty"),
+            ("Chart.yaml", "apiVersion: v2\nname: x\n", "Helm chart"),
+        ] {
+            let mut input = Input::default();
+            read_file(Path::new(name), name, text, &mut HashMap::new(), &mut input);
+            assert!(input.objects.is_empty(), "{name}");
+            assert!(
+                input.skipped_files[0].reason.contains(reason),
+                "{name}: {:?}",
+                input.skipped_files
+            );
+        }
+    }
+
+    #[test]
+    fn list_items_with_wrong_fields_name_their_line() {
+        let text = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  \
+                    metadata: {name: a}\n- apiVersion: apps/v1\n  kind: Deployment\n  metadata: {name: b}\n  \
+                    spec:\n    replicas: many\n";
+        let mut input = Input::default();
+        read_file(
+            Path::new("l.yaml"),
+            "l.yaml",
+            text,
+            &mut HashMap::new(),
+            &mut input,
+        );
+        let (snapshot, _) = input.build(SnapshotOptions::default()).unwrap();
+        assert_eq!(snapshot.services.len(), 1);
+        let bad = &input.invalid_documents[0];
+        assert_eq!((bad.item, bad.line), (Some(1), 11), "{bad}");
     }
 }

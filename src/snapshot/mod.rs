@@ -3,11 +3,13 @@
 //! from the controller's reflector stores; the analysis cannot tell the two apart.
 
 pub mod build;
+pub mod cluster;
 pub mod hosts;
 pub mod injection;
 pub mod load;
 pub mod lookup;
 pub mod profile;
+pub mod yaml;
 
 use std::collections::{BTreeMap, HashMap};
 
