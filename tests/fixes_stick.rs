@@ -6,15 +6,15 @@ use std::path::{Path, PathBuf};
 
 use meshmedic::remediation::simulate::check_fixes;
 use meshmedic::snapshot::SnapshotOptions;
-use meshmedic::snapshot::load::{expand_paths, parse_documents};
+use meshmedic::snapshot::load::read_paths;
 
 fn documents(dir: &Path) -> Vec<(meshmedic::error::Source, serde_json::Value)> {
-    let mut docs = Vec::new();
-    for file in expand_paths(&[dir.to_path_buf()]).expect("readable") {
-        let text = std::fs::read_to_string(&file).expect("readable");
-        docs.extend(parse_documents(&file.display().to_string(), &text).expect("valid YAML"));
-    }
-    docs
+    let input = read_paths(&[dir.to_path_buf()]).expect("readable");
+    input
+        .objects
+        .into_iter()
+        .map(|o| (o.source, o.document.value))
+        .collect()
 }
 
 /// Input sets: each example directory, and the fixtures that are meant to analyse cleanly.
@@ -25,7 +25,9 @@ fn inputs() -> Vec<PathBuf> {
         .map(|e| e.expect("entry").path())
         .filter(|p| p.is_dir())
         .collect();
-    dirs.push(root.join("tests/fixtures/cluster"));
+    for fixture in ["cluster", "repo", "profile"] {
+        dirs.push(root.join("tests/fixtures").join(fixture));
+    }
     dirs.sort();
     dirs
 }
