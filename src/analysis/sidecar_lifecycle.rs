@@ -135,7 +135,9 @@ pub fn proxy_config(snapshot: &Snapshot, workload: &Workload) -> ProxyConfig {
     let mesh = snapshot.mesh.default_config.clone().unwrap_or_default();
     let pod: ProxyConfig = workload
         .annotation(keys::PROXY_CONFIG)
-        .and_then(|v| serde_saphyr::from_str(v).ok())
+        // Read as the injector reads it (YAML 1.1, like kubectl): `holdApplicationUntilProxyStarts: yes`.
+        .and_then(|v| crate::snapshot::yaml::from_str(v).ok())
+        .and_then(|v| serde_json::from_value(v).ok())
         .unwrap_or_default();
     mesh.overlay(&pod)
 }
@@ -241,7 +243,7 @@ fn finding(
     // Keep every key the user wrote in the annotation; add or replace only ours.
     let mut config: Value = workload
         .annotation(keys::PROXY_CONFIG)
-        .and_then(|v| serde_saphyr::from_str(v).ok())
+        .and_then(|v| crate::snapshot::yaml::from_str(v).ok())
         .filter(Value::is_object)
         .unwrap_or_else(|| json!({}));
     for (k, v) in keys_to_set {
