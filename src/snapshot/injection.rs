@@ -234,8 +234,11 @@ impl Snapshot {
                 (None, Some(rev)) => (label != Some("false")).then(|| rev.clone()),
                 (None, None) => by_object(),
             },
-            // Nothing in the input says how the namespace is labelled.
+            // Nothing in the input says how the namespace is labelled. Istio's own namespace is
+            // not an application namespace: its installs leave it unlabelled (addons such as
+            // Prometheus or Loki in samples/ run there without a sidecar).
             None if profile.assume_injected
+                && ns_name != self.root_namespace()
                 && w.pod_labels.get(DATAPLANE_MODE).map(String::as_str) != Some("ambient") =>
             {
                 (label != Some("false"))
