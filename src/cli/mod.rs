@@ -6,7 +6,9 @@ use clap::{Parser, Subcommand};
 
 pub mod analyze;
 pub mod crd;
+pub mod fix;
 pub mod logs;
+pub mod sarif;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -29,6 +31,8 @@ pub enum Command {
     Crd,
     /// Diagnose Envoy access logs: 503s by response flag, mapped to meshmedic's finding codes.
     Logs(logs::LogsArgs),
+    /// Write the safe fixes into the manifest files (minimal edits; `--diff` only shows them).
+    Fix(fix::FixArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -38,6 +42,7 @@ pub fn main() -> ExitCode {
         Command::Crd => crd::run(),
         Command::Run(args) => run_operator(args),
         Command::Logs(args) => logs::run(args),
+        Command::Fix(args) => fix::run(args),
     }
 }
 
