@@ -117,25 +117,91 @@ fn read_back(file: &str, text: &str) -> Option<Value> {
 }
 
 fn apply_in_tree(old: &str, patches: &[&ObjectPatch], style: Style) -> Result<String, String> {
-    let parsed =
-        ParsedChunk::parse(old).ok_or("the YAML editor cannot read this document losslessly")?;
+    let unit = indent_unit(old);
+    let mut text = old.to_string();
     for p in patches {
-        let object = parsed
-            .object(p.source.item)
-            .ok_or_else(|| format!("{}: not found in its document", p.object))?;
         for op in &p.ops {
             let kind = op.get("op").and_then(Value::as_str).unwrap_or_default();
             let path = op.get("path").and_then(Value::as_str).unwrap_or_default();
             let value = op.get("value").cloned().unwrap_or(Value::Null);
             match kind {
-                "test" => {}
-                "replace" | "add" => put(&object, &pointer_tokens(path), &value, style, old)
-                    .map_err(|e| format!("{}: {path}: {e}", p.object))?,
+                "test" => continue,
+                "replace" | "add" => {}
                 other => return Err(format!("{}: operation {other} is not written", p.object)),
+            }
+            // One operation at a time on a fresh tree, so that byte offsets (quoting, the
+            // re-indentation below) always refer to the text as it now is.
+            let parsed = ParsedChunk::parse(&text)
+                .ok_or("the YAML editor cannot read this document losslessly")?;
+            let object = parsed
+                .object(p.source.item)
+                .ok_or_else(|| format!("{}: not found in its document", p.object))?;
+            let tokens = pointer_tokens(path);
+            let block = put(&object, &tokens, &value, style, &text, unit)
+                .map_err(|e| format!("{}: {path}: {e}", p.object))?;
+            text = parsed.file.to_string();
+            if block && unit > 2 {
+                text = reindent_inserted(&text, p.source.item, &tokens, unit - 2)
+                    .ok_or_else(|| format!("{}: {path}: cannot indent the new block", p.object))?;
             }
         }
     }
-    Ok(parsed.file.to_string())
+    Ok(text)
+}
+
+/// The indentation step of a document: the smallest indentation a block mapping's entries
+/// have beyond their parent key (2 when the document has no nesting to tell).
+fn indent_unit(text: &str) -> usize {
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .map(|l| (l.len() - l.trim_start_matches(' ').len(), l.trim()))
+        .filter(|(_, t)| !t.is_empty() && !t.starts_with('#'))
+        .collect();
+    lines
+        .windows(2)
+        .filter(|w| w[0].1.ends_with(':') && !w[1].1.starts_with('-'))
+        .filter_map(|w| {
+            w[1].0
+                .checked_sub(w[0].0 + usize::from(w[0].1.starts_with("- ")) * 2)
+        })
+        .filter(|&d| d > 0)
+        .min()
+        .unwrap_or(2)
+}
+
+/// Shifts the lines of the node at `path` right by `by` spaces (the editor indents a new
+/// block two spaces below its key; the document uses more).
+fn reindent_inserted(
+    text: &str,
+    item: Option<usize>,
+    path: &[String],
+    by: usize,
+) -> Option<String> {
+    let parsed = ParsedChunk::parse(text)?;
+    let mut node = parsed.object(item)?;
+    for token in path {
+        node = if let Some(m) = node.as_mapping() {
+            m.get(token.as_str())?
+        } else if let Some(s) = node.as_sequence() {
+            s.get(token.parse().ok()?)?
+        } else {
+            return None;
+        };
+    }
+    let range = node.byte_range();
+    let (start, end) = (range.start as usize, range.end as usize);
+    let first_line = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let pad = " ".repeat(by);
+    let mut out = String::with_capacity(text.len() + 64);
+    out.push_str(&text[..first_line]);
+    for line in text[first_line..end].split_inclusive('\n') {
+        if !line.trim().is_empty() {
+            out.push_str(&pad);
+        }
+        out.push_str(line);
+    }
+    out.push_str(&text[end..]);
+    Some(out)
 }
 
 /// Puts `value` at `path` below `object` (the parent must exist, as RFC 6902 requires).
@@ -145,7 +211,8 @@ fn put(
     value: &Value,
     style: Style,
     old_text: &str,
-) -> Result<(), String> {
+    unit: usize,
+) -> Result<bool, String> {
     let Some((last, parents)) = path.split_last() else {
         return Err("the whole object cannot be replaced in place".to_string());
     };
@@ -164,21 +231,23 @@ fn put(
         let quote = mapping
             .get(last.as_str())
             .and_then(|old| quote_of(&old, old_text));
-        let snippet = Snippet::new(value, style, quote, mapping.is_flow_style())?;
+        let flow = mapping.is_flow_style();
+        let snippet = Snippet::new(value, style, quote, flow, unit)?;
         set_in_mapping(mapping, last, &snippet);
-        return Ok(());
+        return Ok(!flow && is_block_collection(value));
     }
     if let Some(sequence) = node.as_sequence() {
+        let flow = sequence.is_flow_style();
         if last == "-" {
-            let snippet = Snippet::new(value, style, None, sequence.is_flow_style())?;
+            let snippet = Snippet::new(value, style, None, flow, unit)?;
             snippet.with(|v| sequence.push(v));
-            return Ok(());
+            return Ok(false);
         }
         let i: usize = last
             .parse()
             .map_err(|_| format!("{last} is not an index"))?;
         let quote = sequence.get(i).and_then(|old| quote_of(&old, old_text));
-        let snippet = Snippet::new(value, style, quote, sequence.is_flow_style())?;
+        let snippet = Snippet::new(value, style, quote, flow, unit)?;
         if i < sequence.len() {
             snippet.with(|v| {
                 sequence.set(i, v);
@@ -188,7 +257,7 @@ fn put(
         } else {
             return Err(format!("index {i} is past the end of the list"));
         }
-        return Ok(());
+        return Ok(false);
     }
     Err("the parent is not a mapping or a list".to_string())
 }
@@ -225,12 +294,13 @@ impl Snippet {
         style: Style,
         quote: Option<char>,
         flow: bool,
+        unit: usize,
     ) -> Result<Snippet, String> {
         let text = match value {
             Value::Object(_) | Value::Array(_) if flow || is_empty_collection(value) => {
                 flow_text(value)
             }
-            Value::Object(_) | Value::Array(_) => block_text(value, 0, style),
+            Value::Object(_) | Value::Array(_) => block_text(value, 0, unit, style),
             // A comma ends a plain scalar in a flow collection.
             Value::String(s) if flow && s.contains(',') => json_string(s),
             Value::String(s) => scalar_text(s, style, quote),
@@ -265,6 +335,10 @@ impl Snippet {
     }
 }
 
+fn is_block_collection(v: &Value) -> bool {
+    (v.is_object() || v.is_array()) && !is_empty_collection(v)
+}
+
 fn is_empty_collection(v: &Value) -> bool {
     matches!(v, Value::Object(m) if m.is_empty()) || matches!(v, Value::Array(a) if a.is_empty())
 }
@@ -285,18 +359,22 @@ fn scalar_text(s: &str, style: Style, quote: Option<char>) -> String {
         (Some('\''), Style::Natural) if !s.contains('\n') => format!("'{}'", s.replace('\'', "''")),
         (Some(_), _) | (None, Style::Quoted) => json_string(s),
         (None, Style::Natural) if is_plain_safe(s) => s.to_string(),
-        (None, Style::Natural) if s.contains('\n') && s.ends_with('\n') && !s.contains('\t') => {
-            block_literal(s, 2)
-        }
+        (None, Style::Natural) if is_literal_safe(s) => block_literal(s, 2, 2),
         (None, Style::Natural) => json_string(s),
     }
 }
 
-fn block_literal(s: &str, indent: usize) -> String {
+/// Multi-line text that a literal block scalar (`|`) holds as it is.
+fn is_literal_safe(s: &str) -> bool {
+    s.contains('\n') && s.ends_with('\n') && !s.contains('\t') && !s.contains('\r')
+}
+
+/// A literal block scalar whose lines sit at `indent`, `relative` deeper than its key.
+fn block_literal(s: &str, indent: usize, relative: usize) -> String {
     let pad = " ".repeat(indent);
     let mut out = "|".to_string();
     if s.starts_with(' ') {
-        out.push_str(&indent.to_string());
+        out.push_str(&relative.to_string());
     }
     if s.ends_with("\n\n") {
         out.push('+');
@@ -308,6 +386,11 @@ fn block_literal(s: &str, indent: usize) -> String {
             out.push_str(line);
         }
         out.push('\n');
+    }
+    if s.ends_with("\n\n") {
+        for _ in 0..(s.len() - s.trim_end_matches('\n').len() - 1) {
+            out.push('\n');
+        }
     }
     out
 }
@@ -353,9 +436,9 @@ fn is_plain_safe(s: &str) -> bool {
     )
 }
 
-/// Block YAML for a collection, two spaces a level (the editor indents the first level below
+/// Block YAML for a collection, `unit` spaces a level (the editor puts the first level below
 /// its key itself).
-fn block_text(value: &Value, indent: usize, style: Style) -> String {
+fn block_text(value: &Value, indent: usize, unit: usize, style: Style) -> String {
     let pad = " ".repeat(indent);
     let mut out = String::new();
     match value {
@@ -367,20 +450,21 @@ fn block_text(value: &Value, indent: usize, style: Style) -> String {
                     json_string(k)
                 };
                 out.push_str(&format!("{pad}{key}:"));
-                push_block_value(&mut out, v, indent, style);
+                push_block_value(&mut out, v, indent, unit, style);
             }
         }
         Value::Array(items) => {
+            let dash = format!("{pad}-{}", " ".repeat(unit.max(2) - 1));
             for item in items {
                 match item {
                     Value::Object(m) if !m.is_empty() => {
-                        let inner = block_text(item, indent + 2, style);
-                        out.push_str(&format!("{pad}- "));
-                        out.push_str(&inner[indent + 2..]);
+                        let inner = block_text(item, indent + unit.max(2), unit, style);
+                        out.push_str(&dash);
+                        out.push_str(&inner[indent + unit.max(2)..]);
                     }
                     _ => {
                         out.push_str(&format!("{pad}-"));
-                        push_block_value(&mut out, item, indent, style);
+                        push_block_value(&mut out, item, indent, unit, style);
                     }
                 }
             }
@@ -390,15 +474,19 @@ fn block_text(value: &Value, indent: usize, style: Style) -> String {
     out
 }
 
-fn push_block_value(out: &mut String, v: &Value, indent: usize, style: Style) {
+fn push_block_value(out: &mut String, v: &Value, indent: usize, unit: usize, style: Style) {
     match v {
         Value::Object(m) if !m.is_empty() => {
             out.push('\n');
-            out.push_str(&block_text(v, indent + 2, style));
+            out.push_str(&block_text(v, indent + unit, unit, style));
         }
         Value::Array(a) if !a.is_empty() => {
             out.push('\n');
-            out.push_str(&block_text(v, indent + 2, style));
+            out.push_str(&block_text(v, indent + unit, unit, style));
+        }
+        Value::String(s) if style == Style::Natural && is_literal_safe(s) => {
+            out.push(' ');
+            out.push_str(&block_literal(s, indent + unit, unit));
         }
         _ => {
             out.push(' ');
@@ -497,5 +585,45 @@ mod tests {
             out,
             "kind: List\nitems:\n- kind: A\n- kind: B\n  spec:\n    p: 2\n"
         );
+    }
+
+    #[test]
+    fn new_blocks_follow_the_document_indentation_and_line_ends() {
+        let text =
+            "spec:\r\n    trafficPolicy:\r\n        loadBalancer:\r\n            simple: X\r\n";
+        let p = patch(
+            0,
+            json!([{"op": "add", "path": "/spec/trafficPolicy/connectionPool", "value": {"http": {"idleTimeout": "67s"}}}]),
+        );
+        let out = edit_text("f.yaml", text, &[p]).unwrap();
+        assert_eq!(
+            out,
+            "spec:\r\n    trafficPolicy:\r\n        loadBalancer:\r\n            simple: X\r\n        connectionPool:\r\n            http:\r\n                idleTimeout: 67s\r\n"
+        );
+    }
+
+    #[test]
+    fn json_stays_json() {
+        let text = "{\"kind\": \"X\", \"spec\": {\"a\": \"b\"}}\n";
+        let p = patch(
+            0,
+            json!([{"op": "replace", "path": "/spec/a", "value": "c"},
+                   {"op": "add", "path": "/spec/n", "value": {"x": [1, "2"]}}]),
+        );
+        let out = edit_text("f.json", text, &[p]).unwrap();
+        let back: Value = serde_json::from_str(&out).expect("still JSON");
+        assert_eq!(back["spec"], json!({"a": "c", "n": {"x": [1, "2"]}}));
+    }
+
+    #[test]
+    fn a_fix_that_does_not_apply_writes_nothing() {
+        let text = "spec:\n  a: 1\n";
+        let p = patch(
+            0,
+            json!([{"op": "test", "path": "/spec/a", "value": 2},
+                                {"op": "replace", "path": "/spec/a", "value": 3}]),
+        );
+        let err = edit_text("f.yaml", text, &[p]).unwrap_err();
+        assert!(err.contains("f.yaml (document 0)"), "{err}");
     }
 }
