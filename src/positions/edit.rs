@@ -32,6 +32,8 @@ enum Style {
     Natural,
     /// Every new string double-quoted.
     Quoted,
+    /// A JSON document: new values in JSON, so that it stays JSON.
+    Json,
 }
 
 /// Applies patches to the text of one file; returns the new text. All or nothing per file.
@@ -92,7 +94,17 @@ fn edit_document(
             .map_err(|e| format!("{at}: {}: the fix does not apply: {e}", p.object))?;
     }
     let mut last_error = String::new();
-    for style in [Style::Natural, Style::Quoted] {
+    let json = old
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .is_some_and(|l| l.starts_with('{') || l.starts_with('['));
+    let styles: &[Style] = if json {
+        &[Style::Json]
+    } else {
+        &[Style::Natural, Style::Quoted]
+    };
+    for &style in styles {
         match apply_in_tree(old, patches, style) {
             Ok(new) => {
                 if read_back(file, &new).as_ref() == Some(&expected) {
@@ -263,7 +275,7 @@ fn put(
 }
 
 fn set_in_mapping(mapping: &Mapping, key: &str, snippet: &Snippet) {
-    match Snippet::key(key) {
+    match Snippet::key(key, snippet.style) {
         Some(k) => snippet.with(|v| k.with(|kv| mapping.set(kv, v))),
         None => snippet.with(|v| mapping.set(key, v)),
     }
@@ -286,6 +298,7 @@ fn quote_of(node: &YamlNode, text: &str) -> Option<char> {
 /// in the style chosen here (quoting, block or flow).
 struct Snippet {
     file: YamlFile,
+    style: Style,
 }
 
 impl Snippet {
@@ -298,7 +311,7 @@ impl Snippet {
     ) -> Result<Snippet, String> {
         let text = match value {
             Value::Object(_) | Value::Array(_) if flow || is_empty_collection(value) => {
-                flow_text(value)
+                flow_text(value, style)
             }
             Value::Object(_) | Value::Array(_) => block_text(value, 0, unit, style),
             // A comma ends a plain scalar in a flow collection.
@@ -307,16 +320,16 @@ impl Snippet {
             other => other.to_string(),
         };
         let file = YamlFile::from_str(&text).map_err(|e| format!("cannot render {text:?}: {e}"))?;
-        Ok(Snippet { file })
+        Ok(Snippet { file, style })
     }
 
     /// A mapping key: `None` when it is written plain.
-    fn key(key: &str) -> Option<Snippet> {
-        if is_plain_safe(key) {
+    fn key(key: &str, style: Style) -> Option<Snippet> {
+        if style != Style::Json && is_plain_safe(key) {
             return None;
         }
         let file = YamlFile::from_str(&json_string(key)).ok()?;
-        Some(Snippet { file })
+        Some(Snippet { file, style })
     }
 
     fn with<R>(&self, f: impl FnOnce(&dyn AsYaml) -> R) -> R {
@@ -343,9 +356,28 @@ fn is_empty_collection(v: &Value) -> bool {
     matches!(v, Value::Object(m) if m.is_empty()) || matches!(v, Value::Array(a) if a.is_empty())
 }
 
-/// JSON is YAML's flow style.
-fn flow_text(value: &Value) -> String {
-    value.to_string()
+/// A flow collection (`{a: b, c: [1, 2]}`); JSON in a JSON document.
+fn flow_text(value: &Value, style: Style) -> String {
+    let plain = |t: &str| style == Style::Natural && is_plain_safe(t) && !t.contains(',');
+    match value {
+        Value::Object(map) => {
+            let entries: Vec<String> = map
+                .iter()
+                .map(|(k, v)| {
+                    let key = if plain(k) { k.clone() } else { json_string(k) };
+                    format!("{key}: {}", flow_text(v, style))
+                })
+                .collect();
+            format!("{{{}}}", entries.join(", "))
+        }
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(|v| flow_text(v, style)).collect();
+            format!("[{}]", items.join(", "))
+        }
+        Value::String(s) if plain(s) => s.clone(),
+        Value::String(s) => json_string(s),
+        other => other.to_string(),
+    }
 }
 
 fn json_string(s: &str) -> String {
@@ -357,7 +389,7 @@ fn json_string(s: &str) -> String {
 fn scalar_text(s: &str, style: Style, quote: Option<char>) -> String {
     match (quote, style) {
         (Some('\''), Style::Natural) if !s.contains('\n') => format!("'{}'", s.replace('\'', "''")),
-        (Some(_), _) | (None, Style::Quoted) => json_string(s),
+        (Some(_), _) | (None, Style::Quoted | Style::Json) => json_string(s),
         (None, Style::Natural) if is_plain_safe(s) => s.to_string(),
         (None, Style::Natural) if is_literal_safe(s) => block_literal(s, 2, 2),
         (None, Style::Natural) => json_string(s),
@@ -500,7 +532,7 @@ fn inline_scalar(v: &Value, style: Style) -> String {
     match v {
         Value::String(s) if style == Style::Natural && is_plain_safe(s) => s.clone(),
         Value::String(s) => json_string(s),
-        other => flow_text(other),
+        other => flow_text(other, style),
     }
 }
 
@@ -603,6 +635,20 @@ mod tests {
     }
 
     #[test]
+    fn a_flow_mapping_gets_flow_yaml() {
+        let text = "metadata: {labels: {app: a}}\n";
+        let p = patch(
+            0,
+            json!([{"op": "add", "path": "/metadata/annotations", "value": {"proxy.istio.io/config": "a: 1\n", "x": "y,z"}}]),
+        );
+        let out = edit_text("f.yaml", text, &[p]).unwrap();
+        assert_eq!(
+            out,
+            "metadata: {labels: {app: a}, annotations: {proxy.istio.io/config: \"a: 1\\n\", x: \"y,z\"}}\n"
+        );
+    }
+
+    #[test]
     fn json_stays_json() {
         let text = "{\"kind\": \"X\", \"spec\": {\"a\": \"b\"}}\n";
         let p = patch(
@@ -611,6 +657,10 @@ mod tests {
                    {"op": "add", "path": "/spec/n", "value": {"x": [1, "2"]}}]),
         );
         let out = edit_text("f.json", text, &[p]).unwrap();
+        assert_eq!(
+            out,
+            "{\"kind\": \"X\", \"spec\": {\"a\": \"c\", \"n\": {\"x\": [1, \"2\"]}}}\n"
+        );
         let back: Value = serde_json::from_str(&out).expect("still JSON");
         assert_eq!(back["spec"], json!({"a": "c", "n": {"x": [1, "2"]}}));
     }
