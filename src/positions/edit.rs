@@ -105,7 +105,11 @@ fn edit_document(
         &[Style::Natural, Style::Quoted]
     };
     for &style in styles {
-        match apply_in_tree(old, patches, style) {
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            apply_in_tree(old, patches, style)
+        }))
+        .unwrap_or_else(|_| Err("the YAML editor failed on this document".to_string()));
+        match applied {
             Ok(new) => {
                 if read_back(file, &new).as_ref() == Some(&expected) {
                     return Ok(new);
@@ -333,8 +337,9 @@ impl Snippet {
     }
 
     fn with<R>(&self, f: impl FnOnce(&dyn AsYaml) -> R) -> R {
-        let document: Option<Document> = self.file.document();
-        let document = document.expect("a snippet has one document");
+        let Some(document): Option<Document> = self.file.document() else {
+            return f(&"");
+        };
         if let Some(m) = document.as_mapping() {
             return f(&m);
         }

@@ -186,6 +186,20 @@ pub fn locate_in_text(
     source: &Source,
     field: Option<&str>,
 ) -> Option<(LineCol, Option<(bool, LineCol)>)> {
+    // A position is worth less than the analysis: should the editor crate fail on some input,
+    // the finding just has no position.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        locate_unguarded(text, source, field)
+    }))
+    .ok()
+    .flatten()
+}
+
+fn locate_unguarded(
+    text: &str,
+    source: &Source,
+    field: Option<&str>,
+) -> Option<(LineCol, Option<(bool, LineCol)>)> {
     let chunk = *document_chunks(text).get(source.document)?;
     let chunk_text = &text[chunk.start..chunk.end];
     let parsed = ParsedChunk::parse(chunk_text)?;
