@@ -126,11 +126,42 @@ fn physical(file: &str, region: Region) -> PhysicalLocation {
         .build()
 }
 
-/// A file path as a relative URI reference (`/` separators, spaces escaped).
+/// A file path as a URI reference: relative paths stay relative (code scanning resolves them
+/// against the repository root), absolute ones become `file://` URIs.
 pub fn uri_of(file: &str) -> String {
     let path = file.replace('\\', "/");
     let path = path.strip_prefix("./").unwrap_or(&path);
-    path.replace('%', "%25").replace(' ', "%20")
+    let escaped = path
+        .replace('%', "%25")
+        .replace(' ', "%20")
+        .replace('#', "%23")
+        .replace('?', "%3F");
+    if escaped.starts_with('/') {
+        format!("file://{escaped}")
+    } else {
+        escaped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_become_uri_references() {
+        assert_eq!(uri_of("./k8s/a b.yaml"), "k8s/a%20b.yaml");
+        assert_eq!(uri_of("/repo/x#1.yaml"), "file:///repo/x%231.yaml");
+    }
+
+    #[test]
+    fn every_code_has_a_rule_with_descriptions() {
+        let rules = rules();
+        assert_eq!(rules.len(), Code::ALL.len());
+        for (rule, code) in rules.iter().zip(Code::ALL) {
+            assert_eq!(rule.id, code.as_str());
+            assert!(describe(code).1.len() > describe(code).0.len());
+        }
+    }
 }
 
 /// The SARIF log of a report. `locations` are the findings' (`positions::locate`).
