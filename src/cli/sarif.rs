@@ -143,27 +143,6 @@ pub fn uri_of(file: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_become_uri_references() {
-        assert_eq!(uri_of("./k8s/a b.yaml"), "k8s/a%20b.yaml");
-        assert_eq!(uri_of("/repo/x#1.yaml"), "file:///repo/x%231.yaml");
-    }
-
-    #[test]
-    fn every_code_has_a_rule_with_descriptions() {
-        let rules = rules();
-        assert_eq!(rules.len(), Code::ALL.len());
-        for (rule, code) in rules.iter().zip(Code::ALL) {
-            assert_eq!(rule.id, code.as_str());
-            assert!(describe(code).1.len() > describe(code).0.len());
-        }
-    }
-}
-
 /// The SARIF log of a report. `locations` are the findings' (`positions::locate`).
 pub fn render(
     snapshot: &Snapshot,
@@ -322,4 +301,25 @@ fn file_fix(snapshot: &Snapshot, f: &Finding, l: &Location, locator: &mut Locato
             ])
             .build(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_become_uri_references() {
+        assert_eq!(uri_of("./k8s/a b.yaml"), "k8s/a%20b.yaml");
+        assert_eq!(uri_of("/repo/x#1.yaml"), "file:///repo/x%231.yaml");
+    }
+
+    #[test]
+    fn every_code_has_a_rule_with_descriptions() {
+        let rules = rules();
+        assert_eq!(rules.len(), Code::ALL.len());
+        for (rule, code) in rules.iter().zip(Code::ALL) {
+            assert_eq!(rule.id, code.as_str());
+            assert!(describe(code).1.len() > describe(code).0.len());
+        }
+    }
 }
