@@ -320,3 +320,38 @@ fn files_of(dir: &Path) -> Vec<(PathBuf, String)> {
     out.sort();
     out
 }
+
+/// `fix --diff` is a patch `git apply` takes, and applying it gives what `fix` writes.
+#[test]
+fn the_diff_applies_with_git_apply_and_equals_the_written_fix() {
+    let run_in = |dir: &Path, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_meshmedic"))
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("meshmedic runs")
+    };
+    let (a, _) = copy_of("examples");
+    let (b, _) = copy_of("examples");
+    let diff = run_in(a.path(), &["fix", "examples", "--diff"]);
+    assert_eq!(diff.status.code(), Some(1));
+    std::fs::write(a.path().join("fix.diff"), &diff.stdout).expect("write diff");
+    let applied = Command::new("git")
+        .args(["apply", "fix.diff"])
+        .current_dir(a.path())
+        .output()
+        .expect("git runs");
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+    std::fs::remove_file(a.path().join("fix.diff")).expect("rm");
+    assert_eq!(
+        run_in(b.path(), &["fix", "examples"]).status.code(),
+        Some(0)
+    );
+    let strip = |dir: &Path| -> Vec<(PathBuf, String)> {
+        files_of(dir)
+            .into_iter()
+            .map(|(p, t)| (p.strip_prefix(dir).expect("inside").to_path_buf(), t))
+            .collect()
+    };
+    assert_eq!(strip(a.path()), strip(b.path()));
+}

@@ -175,14 +175,20 @@ fn run_inner(args: &FixArgs) -> Result<ExitCode> {
     })
 }
 
-/// `diff -u` of one file, with `a/` and `b/` headers as git prints them.
+/// `diff -u` of one file, with `a/` and `b/` headers as git prints them (`/dev/null` for a
+/// file that does not exist yet).
 pub fn unified_diff(path: &Path, old: &str, new: &str) -> String {
     let name = path.display().to_string();
     let name = name.trim_start_matches('/');
+    let from = if path.exists() {
+        format!("a/{name}")
+    } else {
+        "/dev/null".to_string()
+    };
     similar::TextDiff::from_lines(old, new)
         .unified_diff()
         .context_radius(3)
-        .header(&format!("a/{name}"), &format!("b/{name}"))
+        .header(&from, &format!("b/{name}"))
         .to_string()
 }
 
