@@ -15,6 +15,10 @@ echo "== provisioning the test control plane (scripts/k8s-test-env.sh)"
 exports="$(scripts/k8s-test-env.sh)"
 eval "$exports"
 
+echo "== SARIF 2.1.0 schema for tests/sarif.rs (scripts/sarif-schema.sh)"
+MESHMEDIC_SARIF_SCHEMA="$(scripts/sarif-schema.sh)"
+export MESHMEDIC_SARIF_SCHEMA
+
 echo "== cargo test"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

@@ -10,6 +10,7 @@ pub mod controller;
 pub mod error;
 pub mod logs;
 pub mod model;
+pub mod positions;
 pub mod remediation;
 pub mod snapshot;
 

@@ -12,6 +12,7 @@ use crate::analysis::{Finding, Report, Severity, analyze_in};
 use crate::error::{Error, Result, Source};
 use crate::model::ObjectRef;
 use crate::model::istio::MeshConfig;
+use crate::positions::Location;
 use crate::remediation::{Action, apply, plan_patch};
 use crate::snapshot::cluster::{self, Connection, Scope};
 use crate::snapshot::load::{Input, parse_documents, read_paths};
@@ -23,6 +24,8 @@ pub enum Output {
     Table,
     Json,
     Yaml,
+    /// SARIF 2.1.0, for code scanning (see `cli::sarif`).
+    Sarif,
 }
 
 #[derive(clap::Args, Debug)]
@@ -33,7 +36,7 @@ pub struct AnalyzeArgs {
     #[arg(required_unless_present = "cluster")]
     pub paths: Vec<PathBuf>,
     /// table for people; json (stable fields) for tools; yaml: the corrected and new Istio
-    /// resources, ready for `kubectl apply -f -`.
+    /// resources, ready for `kubectl apply -f -`; sarif: SARIF 2.1.0 for code scanning.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// Istio mesh config (the `mesh` key of the `istio` ConfigMap, or the ConfigMap itself);
@@ -123,6 +126,8 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
     };
     let (snapshot, read) = input.build(options)?;
     let mut report = analyze_in(&snapshot, scope);
+    // Where each finding is in the files (issue 13 §1): `path:line:col`.
+    let locations = crate::positions::locate(&snapshot, &report.findings);
     report.skipped_files = std::mem::take(&mut input.skipped_files);
     report.invalid_documents = std::mem::take(&mut input.invalid_documents);
     eprint!("{}", render_input_problems(&report));
@@ -140,13 +145,12 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     let text = match args.output {
-        Output::Table => render_table(&report),
-        Output::Json => {
-            serde_json::to_string_pretty(&report).map_err(|e| Error::Other(e.to_string()))? + "\n"
-        }
+        Output::Table => render_table_at(&report, &locations),
+        Output::Json => render_json(&report, &locations)?,
         Output::Yaml => {
             render_assumptions_comment(&report) + &render_yaml(&snapshot, &report.findings)?
         }
+        Output::Sarif => super::sarif::render(&snapshot, &report, &locations)?,
     };
     let mut out = std::io::stdout().lock();
     // A closed pipe (`| head`) is not an error worth a message.
@@ -321,36 +325,71 @@ fn subject(f: &Finding) -> String {
 }
 
 pub fn render_table(report: &Report) -> String {
-    let headers = [
-        "CODE",
-        "SEVERITY",
-        "NAMESPACE",
-        "SERVICE/WORKLOAD",
-        "MESSAGE",
-    ];
-    let rows: Vec<[String; 5]> = report
+    render_table_at(report, &[])
+}
+
+/// The JSON report; each finding read from a file also carries its `location`
+/// (`positions::Location`: object and changed field, each with `at` = `path:line:col`).
+pub fn render_json(report: &Report, locations: &[Option<Location>]) -> Result<String> {
+    let mut value = serde_json::to_value(report).map_err(|e| Error::Other(e.to_string()))?;
+    if let Some(findings) = value.get_mut("findings").and_then(Value::as_array_mut) {
+        for (f, l) in findings.iter_mut().zip(locations) {
+            if let (Some(map), Some(l)) = (f.as_object_mut(), l) {
+                let l = serde_json::to_value(l).map_err(|e| Error::Other(e.to_string()))?;
+                map.insert("location".to_string(), l);
+            }
+        }
+    }
+    serde_json::to_string_pretty(&value)
+        .map(|s| s + "\n")
+        .map_err(|e| Error::Other(e.to_string()))
+}
+
+/// Where to look: the changed field's position, else the object's.
+fn location_cell(l: Option<&Location>) -> String {
+    l.map_or_else(
+        || "-".to_string(),
+        |l| l.field.as_ref().map_or(l.at.clone(), |f| f.at.clone()),
+    )
+}
+
+/// The table, with a LOCATION column (`path:line:col`) when any finding has a location.
+pub fn render_table_at(report: &Report, locations: &[Option<Location>]) -> String {
+    let located = locations.iter().any(Option::is_some);
+    let mut headers = vec!["CODE", "SEVERITY", "NAMESPACE", "SERVICE/WORKLOAD"];
+    if located {
+        headers.push("LOCATION");
+    }
+    headers.push("MESSAGE");
+    let rows: Vec<Vec<String>> = report
         .findings
         .iter()
-        .map(|f| {
-            [
+        .enumerate()
+        .map(|(i, f)| {
+            let mut row = vec![
                 f.code.to_string(),
                 f.severity.to_string(),
                 f.namespace.clone(),
                 subject(f),
-                f.message.clone(),
-            ]
+            ];
+            if located {
+                row.push(location_cell(locations.get(i).and_then(Option::as_ref)));
+            }
+            row.push(f.message.clone());
+            row
         })
         .collect();
-    let mut widths = headers.map(str::len);
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
+            *w = (*w).max(cell.chars().count());
         }
     }
+    let last = headers.len() - 1;
     let mut out = String::new();
-    let line = |cells: [&str; 5], out: &mut String| {
+    let line = |cells: Vec<&str>, out: &mut String| {
         for (i, cell) in cells.iter().enumerate() {
-            if i == 4 {
+            if i == last {
                 out.push_str(cell);
             } else {
                 out.push_str(&format!("{cell:<width$}  ", width = widths[i]));
@@ -358,9 +397,9 @@ pub fn render_table(report: &Report) -> String {
         }
         out.push('\n');
     };
-    line(headers, &mut out);
+    line(headers.clone(), &mut out);
     for row in &rows {
-        line([&row[0], &row[1], &row[2], &row[3], &row[4]], &mut out);
+        line(row.iter().map(String::as_str).collect(), &mut out);
     }
     out.push_str(&format!(
         "\n{} finding(s); Istio {}\n",
@@ -397,9 +436,14 @@ pub fn render_table(report: &Report) -> String {
 pub fn render_yaml(snapshot: &Snapshot, findings: &[Finding]) -> Result<String> {
     let mut order: Vec<ObjectRef> = Vec::new();
     let mut objects: BTreeMap<ObjectRef, (Value, Vec<String>)> = BTreeMap::new();
+    let mut locator = crate::positions::Locator::default();
     for f in findings {
         let r = &f.remediation;
-        let note = format!("{} ({})", f.code, f.severity);
+        let at = locator
+            .locate(snapshot, f)
+            .map(|l| format!(" at {}", l.field.map_or(l.at, |field| field.at)))
+            .unwrap_or_default();
+        let note = format!("{} ({}){at}", f.code, f.severity);
         if let Some((doc, notes)) = objects.get_mut(&r.target) {
             if r.action == Action::Patch {
                 let ops = plan_patch(doc, &r.edits)

@@ -7,8 +7,10 @@ use clap::{Parser, Subcommand};
 pub mod analyze;
 pub mod crd;
 pub mod explain;
+pub mod fix;
 pub mod kube_args;
 pub mod logs;
+pub mod sarif;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -34,6 +36,8 @@ pub enum Command {
     /// Explain a Remediation (its finding, evidence, why it is a 503, the planned change), or a
     /// finding code.
     Explain(explain::ExplainArgs),
+    /// Write the safe fixes into the manifest files (minimal edits; `--diff` only shows them).
+    Fix(fix::FixArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -44,6 +48,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run_operator(args),
         Command::Logs(args) => logs::run(args),
         Command::Explain(args) => explain::run(args),
+        Command::Fix(args) => fix::run(args),
     }
 }
 

@@ -191,7 +191,10 @@ fn assume_injected_covers_namespaces_absent_from_the_input() {
         assume.clone(),
     );
     assert!(!snap.is_injected(&snap.workloads[0]));
-    let snap = snapshot_with(&format!("{}{yaml}", namespace("shop", "{}")), assume.clone());
+    let snap = snapshot_with(
+        &format!("{}{yaml}", namespace("shop", "{}")),
+        assume.clone(),
+    );
     assert!(!snap.is_injected(&snap.workloads[0]));
     // Istio's own namespace is not assumed injected.
     let snap = snapshot_with(&deployment("istio-system", APP, "{}", ""), assume);

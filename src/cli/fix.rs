@@ -1,0 +1,401 @@
+//! `meshmedic fix`: writes the safe fixes into the user's manifest files as minimal edits
+//! (`positions::edit`), new objects into a file of their own, or prints it all as a diff.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+use crate::analysis::{Code, Finding, analyze};
+use crate::error::{Error, Result};
+use crate::model::ObjectRef;
+use crate::positions::edit::{ObjectPatch, edit_text};
+use crate::positions::{self, Locator};
+use crate::remediation::{Action, plan_patch};
+use crate::snapshot::load::{parse_documents, read_paths};
+use crate::snapshot::{Snapshot, SnapshotOptions};
+
+#[derive(clap::Args, Debug)]
+pub struct FixArgs {
+    /// Manifest files or directories (searched for *.yaml, *.yml, *.json).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Print a unified diff of what would change and write nothing; exit 1 when something
+    /// would change.
+    #[arg(long)]
+    pub diff: bool,
+    /// Only fixes of these finding codes (repeat or comma-separate).
+    #[arg(long = "code", value_name = "CODE", value_delimiter = ',')]
+    pub codes: Vec<String>,
+    /// Also write the proposal-only fixes of these codes (they restart pods, or change
+    /// non-idempotent routes); never written otherwise.
+    #[arg(long = "include-unsafe", value_name = "CODE", value_delimiter = ',')]
+    pub include_unsafe: Vec<String>,
+    /// Where new objects go; default: `<file>.meshmedic-new.yaml` beside the file of the
+    /// workload or Service the finding is about.
+    #[arg(long, value_name = "FILE")]
+    pub new_objects: Option<PathBuf>,
+    /// Istio mesh config, as for `analyze`.
+    #[arg(long, value_name = "FILE")]
+    pub mesh_config: Option<PathBuf>,
+    /// Istio version whose defaults apply, as for `analyze`.
+    #[arg(long, value_name = "VERSION")]
+    pub istio_version: Option<String>,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// The oldest kubelet's version, as for `analyze`.
+    #[arg(long, value_name = "VERSION")]
+    pub kubernetes_version: Option<String>,
+    /// A mesh profile file, as for `analyze`.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+    /// Treat namespaces absent from the input as injected, as for `analyze`.
+    #[arg(long)]
+    pub assume_injected: bool,
+}
+
+pub fn run(args: FixArgs) -> ExitCode {
+    match run_inner(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("meshmedic: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn parse_codes(flag: &str, texts: &[String]) -> Result<BTreeSet<Code>> {
+    texts
+        .iter()
+        .map(|t| {
+            Code::parse(t).ok_or_else(|| Error::InvalidArgument {
+                flag: flag.to_string(),
+                message: format!(
+                    "unknown finding code {t:?}; known: {}",
+                    Code::ALL.map(Code::as_str).join(", ")
+                ),
+            })
+        })
+        .collect()
+}
+
+/// What `fix` will do: the new text of each file it changes.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// File → (old text, new text); old is empty for a new file.
+    pub files: BTreeMap<PathBuf, (String, String)>,
+    /// One line per fix written (`path:line:col: code: object`).
+    pub applied: Vec<String>,
+    /// Fixes left out, with the reason.
+    pub skipped: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+/// Which fixes are written.
+#[derive(Debug, Default, Clone)]
+pub struct Selection {
+    /// Empty: every code.
+    pub codes: BTreeSet<Code>,
+    pub include_unsafe: BTreeSet<Code>,
+    pub new_objects: Option<PathBuf>,
+}
+
+impl Selection {
+    fn wants(&self, f: &Finding) -> Result<(), String> {
+        if !self.codes.is_empty() && !self.codes.contains(&f.code) {
+            return Err(String::new());
+        }
+        if !f.remediation.safe_to_auto_apply && !self.include_unsafe.contains(&f.code) {
+            return Err(format!(
+                "a proposal (restarts pods or changes non-idempotent routes); write it with --include-unsafe {}",
+                f.code
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn run_inner(args: &FixArgs) -> Result<ExitCode> {
+    let mesh_config = args
+        .mesh_config
+        .as_ref()
+        .map(super::analyze::read_mesh_config)
+        .transpose()?;
+    let profile = args
+        .profile
+        .as_ref()
+        .map(super::analyze::read_profile)
+        .transpose()?;
+    let options = SnapshotOptions {
+        cluster_domain: args.cluster_domain.clone(),
+        istio_version: args.istio_version.clone(),
+        mesh_config,
+        kubernetes_version: args.kubernetes_version.clone(),
+        assume_injected: args.assume_injected,
+        profile,
+    };
+    if args.paths.iter().any(|p| p.as_os_str() == "-") {
+        return Err(Error::InvalidArgument {
+            flag: "PATHS".to_string(),
+            message: "fix edits files; stdin (-) cannot be written back".to_string(),
+        });
+    }
+    let selection = Selection {
+        codes: parse_codes("--code", &args.codes)?,
+        include_unsafe: parse_codes("--include-unsafe", &args.include_unsafe)?,
+        new_objects: args.new_objects.clone(),
+    };
+    // Read as `analyze` reads a repository: files that are not manifests are skipped, an
+    // unreadable document is left out (and never edited).
+    let mut input = read_paths(&args.paths)?;
+    for bad in &input.invalid_documents {
+        eprintln!("meshmedic: left out: {bad}");
+    }
+    let (snapshot, _) = input.build(options)?;
+    let plan = plan(&snapshot, &selection);
+    for line in &plan.skipped {
+        eprintln!("meshmedic: not written: {line}");
+    }
+    for e in &plan.errors {
+        eprintln!("meshmedic: {e}");
+    }
+    let changed: Vec<_> = plan
+        .files
+        .iter()
+        .filter(|(_, (old, new))| old != new)
+        .collect();
+    if args.diff {
+        let mut out = String::new();
+        for (path, (old, new)) in &changed {
+            out.push_str(&unified_diff(path, old, new));
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().lock().write_all(out.as_bytes());
+    } else {
+        for (path, (_, new)) in &changed {
+            std::fs::write(path, new).map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        for line in &plan.applied {
+            eprintln!("meshmedic: fixed {line}");
+        }
+        eprintln!(
+            "meshmedic: {} fix(es) written to {} file(s)",
+            plan.applied.len(),
+            changed.len()
+        );
+    }
+    Ok(if !plan.errors.is_empty() {
+        ExitCode::from(2)
+    } else if args.diff && !changed.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `diff -u` of one file, with `a/` and `b/` headers as git prints them (`/dev/null` for a
+/// file that does not exist yet).
+pub fn unified_diff(path: &Path, old: &str, new: &str) -> String {
+    let name = path.display().to_string();
+    let name = name.trim_start_matches('/');
+    let from = if path.exists() {
+        format!("a/{name}")
+    } else {
+        "/dev/null".to_string()
+    };
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(&from, &format!("b/{name}"))
+        .to_string()
+}
+
+/// Plans every selected fix of the snapshot's findings: patches into the files the targets
+/// came from, new objects into their own file. Reads the files; writes nothing.
+pub fn plan(snapshot: &Snapshot, selection: &Selection) -> Plan {
+    let report = analyze(snapshot);
+    let mut plan = Plan {
+        errors: report.errors.clone(),
+        ..Plan::default()
+    };
+    let mut locator = Locator::default();
+    // Patches by target, edits in finding order (several findings on one object compose).
+    let mut patches: BTreeMap<ObjectRef, Vec<&Finding>> = BTreeMap::new();
+    let mut creates: Vec<&Finding> = Vec::new();
+    for f in &report.findings {
+        match selection.wants(f) {
+            Ok(()) => {}
+            Err(reason) if reason.is_empty() => continue,
+            Err(reason) => {
+                let at = locator
+                    .locate(snapshot, f)
+                    .map(|l| format!("{}: ", l.at))
+                    .unwrap_or_default();
+                plan.skipped.push(format!(
+                    "{at}{}: {}: {reason}",
+                    f.code, f.remediation.target
+                ));
+                continue;
+            }
+        }
+        match f.remediation.action {
+            Action::Patch => patches
+                .entry(f.remediation.target.clone())
+                .or_default()
+                .push(f),
+            Action::Create => creates.push(f),
+        }
+    }
+    let mut by_file: BTreeMap<String, Vec<ObjectPatch>> = BTreeMap::new();
+    for (target, findings) in &patches {
+        let (Some(raw), Some(source)) = (
+            snapshot.raw_object(target),
+            positions::source_of(snapshot, target),
+        ) else {
+            plan.errors
+                .push(format!("{target}: not found among the input objects"));
+            continue;
+        };
+        if source.file == "-" || source.file == "cluster" {
+            plan.skipped
+                .push(format!("{target}: read from {}, not a file", source.file));
+            continue;
+        }
+        let mut edits = Vec::new();
+        for f in findings {
+            for e in &f.remediation.edits {
+                if !edits.contains(e) {
+                    edits.push(e.clone());
+                }
+            }
+        }
+        let ops = match plan_patch(raw, &edits) {
+            Ok(ops) => ops,
+            Err(e) => {
+                plan.errors.push(format!("{target}: {e}"));
+                continue;
+            }
+        };
+        if ops.is_empty() {
+            continue;
+        }
+        for f in findings {
+            let at = locator
+                .locate(snapshot, f)
+                .map(|l| l.field.map_or(l.at, |field| field.at))
+                .unwrap_or_else(|| source.to_string());
+            plan.applied.push(format!("{at}: {}: {target}", f.code));
+        }
+        by_file
+            .entry(source.file.clone())
+            .or_default()
+            .push(ObjectPatch {
+                source: source.clone(),
+                object: target.to_string(),
+                ops,
+            });
+    }
+    for (file, patches) in by_file {
+        let Some(text) = locator.text(&file).map(str::to_string) else {
+            plan.errors.push(format!("{file}: cannot be read again"));
+            continue;
+        };
+        match edit_text(&file, &text, &patches) {
+            Ok(new) => {
+                plan.files.insert(PathBuf::from(&file), (text, new));
+            }
+            Err(e) => plan.errors.push(e),
+        }
+    }
+    plan_creates(snapshot, selection, &creates, &mut locator, &mut plan);
+    plan
+}
+
+/// The default file for new objects: `<stem>.meshmedic-new.yaml` beside `file`.
+pub fn new_objects_file(file: &Path) -> PathBuf {
+    let stem = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "manifests".to_string());
+    let stem = stem.trim_end_matches(".meshmedic-new").to_string();
+    file.with_file_name(format!("{stem}.meshmedic-new.yaml"))
+}
+
+fn object_ref_of(v: &Value) -> ObjectRef {
+    let s = |p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    ObjectRef {
+        api_version: s("/apiVersion"),
+        kind: s("/kind"),
+        namespace: s("/metadata/namespace"),
+        name: s("/metadata/name"),
+    }
+}
+
+fn plan_creates(
+    snapshot: &Snapshot,
+    selection: &Selection,
+    creates: &[&Finding],
+    locator: &mut Locator,
+    plan: &mut Plan,
+) {
+    for f in creates {
+        let r = &f.remediation;
+        let anchor = locator.locate(snapshot, f);
+        let file = match (&selection.new_objects, &anchor) {
+            (Some(file), _) => file.clone(),
+            (None, Some(l)) => new_objects_file(Path::new(&l.file)),
+            (None, None) => {
+                plan.skipped.push(format!(
+                    "{}: {}: the finding's objects were not read from a file; name one with --new-objects",
+                    f.code, r.target
+                ));
+                continue;
+            }
+        };
+        let (old, mut new) = match plan.files.get(&file) {
+            Some((old, new)) => (old.clone(), new.clone()),
+            None => {
+                let old = std::fs::read_to_string(&file).unwrap_or_default();
+                (old.clone(), old)
+            }
+        };
+        // Already there (an earlier run): nothing to add.
+        let present = parse_documents(&file.display().to_string(), &new)
+            .map(|docs| docs.iter().any(|(_, v)| object_ref_of(v) == r.target))
+            .unwrap_or(false);
+        if present || snapshot.raw_object(&r.target).is_some() {
+            continue;
+        }
+        let yaml = match serde_saphyr::to_string(&r.resource) {
+            Ok(y) => y,
+            Err(e) => {
+                plan.errors.push(format!("{}: {e}", r.target));
+                continue;
+            }
+        };
+        if !new.is_empty() && !new.ends_with('\n') {
+            new.push('\n');
+        }
+        let about = anchor
+            .as_ref()
+            .map(|l| format!(" (for {}, {})", l.object, l.at))
+            .unwrap_or_default();
+        new.push_str(&format!("---\n# meshmedic fix: {}{about}\n{yaml}", f.code));
+        if !new.ends_with('\n') {
+            new.push('\n');
+        }
+        plan.applied
+            .push(format!("{}: {}: new {}", file.display(), f.code, r.target));
+        plan.files.insert(file, (old, new));
+    }
+}

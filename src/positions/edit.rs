@@ -1,0 +1,684 @@
+//! Writing fixes into the user's YAML: each RFC 6902 operation of a remediation becomes an
+//! edit of the node at its path in the lossless tree (`yaml-edit`), so comments, key order,
+//! quoting, indentation, flow or block style and document separators stay as they were and
+//! only the changed values are touched.
+//!
+//! Every edited document is read back with meshmedic's own loader and must equal the original
+//! document with the patch applied; an edit that would mean anything else is refused (then a
+//! second, more conservative rendering — every new string double-quoted — is tried).
+
+use std::str::FromStr;
+
+use serde_json::Value;
+use yaml_edit::{AsYaml, Document, Mapping, YamlFile, YamlNode};
+
+use super::{ParsedChunk, document_chunks, pointer_tokens};
+use crate::error::Source;
+
+/// The patch of one object.
+#[derive(Clone, Debug)]
+pub struct ObjectPatch {
+    pub source: Source,
+    /// `Kind namespace/name`, for messages.
+    pub object: String,
+    /// RFC 6902 operations against the object as the file has it.
+    pub ops: Vec<Value>,
+}
+
+/// How new values are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Style {
+    /// Plain scalars where YAML reads them back as the same string, the old quoting kept.
+    Natural,
+    /// Every new string double-quoted.
+    Quoted,
+    /// A JSON document: new values in JSON, so that it stays JSON.
+    Json,
+}
+
+/// Applies patches to the text of one file; returns the new text. All or nothing per file.
+pub fn edit_text(file: &str, text: &str, patches: &[ObjectPatch]) -> Result<String, String> {
+    let chunks = document_chunks(text);
+    let mut out = String::with_capacity(text.len() + 256);
+    let mut copied = 0;
+    let mut documents: Vec<usize> = patches.iter().map(|p| p.source.document).collect();
+    documents.sort_unstable();
+    documents.dedup();
+    for document in documents {
+        let Some(chunk) = chunks.get(document) else {
+            return Err(format!("{file}: no document {document}"));
+        };
+        let old = &text[chunk.start..chunk.end];
+        let mine: Vec<&ObjectPatch> = patches
+            .iter()
+            .filter(|p| p.source.document == document)
+            .collect();
+        let new = edit_document(file, document, old, &mine)?;
+        out.push_str(&text[copied..chunk.start]);
+        out.push_str(&new);
+        copied = chunk.end;
+    }
+    out.push_str(&text[copied..]);
+    Ok(out)
+}
+
+/// One document: apply, read back, compare; with the conservative style if needed.
+fn edit_document(
+    file: &str,
+    document: usize,
+    old: &str,
+    patches: &[&ObjectPatch],
+) -> Result<String, String> {
+    let at = format!("{file} (document {document})");
+    let before = read_back(file, old)
+        .ok_or_else(|| format!("{at}: the document does not read as one object"))?;
+    let mut expected = before.clone();
+    for p in patches {
+        let prefix = p
+            .source
+            .item
+            .map(|i| format!("/items/{i}"))
+            .unwrap_or_default();
+        let ops: Vec<Value> = p
+            .ops
+            .iter()
+            .map(|op| {
+                let mut op = op.clone();
+                if let Some(path) = op.get("path").and_then(Value::as_str) {
+                    op["path"] = Value::String(format!("{prefix}{path}"));
+                }
+                op
+            })
+            .collect();
+        crate::remediation::apply(&mut expected, &ops)
+            .map_err(|e| format!("{at}: {}: the fix does not apply: {e}", p.object))?;
+    }
+    let mut last_error = String::new();
+    let json = old
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .is_some_and(|l| l.starts_with('{') || l.starts_with('['));
+    let styles: &[Style] = if json {
+        &[Style::Json]
+    } else {
+        &[Style::Natural, Style::Quoted]
+    };
+    for &style in styles {
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            apply_in_tree(old, patches, style)
+        }))
+        .unwrap_or_else(|_| Err("the YAML editor failed on this document".to_string()));
+        match applied {
+            Ok(new) => {
+                if read_back(file, &new).as_ref() == Some(&expected) {
+                    return Ok(new);
+                }
+                last_error = "the edited YAML would not read back as the fixed object".to_string();
+            }
+            Err(e) => last_error = e,
+        }
+    }
+    let objects: Vec<&str> = patches.iter().map(|p| p.object.as_str()).collect();
+    Err(format!("{at}: {}: {last_error}", objects.join(", ")))
+}
+
+fn read_back(file: &str, text: &str) -> Option<Value> {
+    let docs = crate::snapshot::load::parse_documents(file, text).ok()?;
+    match docs.len() {
+        0 => Some(Value::Null),
+        1 => docs.into_iter().next().map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+fn apply_in_tree(old: &str, patches: &[&ObjectPatch], style: Style) -> Result<String, String> {
+    let unit = indent_unit(old);
+    let mut text = old.to_string();
+    for p in patches {
+        for op in &p.ops {
+            let kind = op.get("op").and_then(Value::as_str).unwrap_or_default();
+            let path = op.get("path").and_then(Value::as_str).unwrap_or_default();
+            let value = op.get("value").cloned().unwrap_or(Value::Null);
+            match kind {
+                "test" => continue,
+                "replace" | "add" => {}
+                other => return Err(format!("{}: operation {other} is not written", p.object)),
+            }
+            // One operation at a time on a fresh tree, so that byte offsets (quoting, the
+            // re-indentation below) always refer to the text as it now is.
+            let parsed = ParsedChunk::parse(&text)
+                .ok_or("the YAML editor cannot read this document losslessly")?;
+            let object = parsed
+                .object(p.source.item)
+                .ok_or_else(|| format!("{}: not found in its document", p.object))?;
+            let tokens = pointer_tokens(path);
+            let block = put(&object, &tokens, &value, style, &text, unit)
+                .map_err(|e| format!("{}: {path}: {e}", p.object))?;
+            text = parsed.file.to_string();
+            if block && unit > 2 {
+                text = reindent_inserted(&text, p.source.item, &tokens, unit - 2)
+                    .ok_or_else(|| format!("{}: {path}: cannot indent the new block", p.object))?;
+            }
+        }
+    }
+    Ok(text)
+}
+
+/// The indentation step of a document: the smallest indentation a block mapping's entries
+/// have beyond their parent key (2 when the document has no nesting to tell).
+fn indent_unit(text: &str) -> usize {
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .map(|l| (l.len() - l.trim_start_matches(' ').len(), l.trim()))
+        .filter(|(_, t)| !t.is_empty() && !t.starts_with('#'))
+        .collect();
+    lines
+        .windows(2)
+        .filter(|w| w[0].1.ends_with(':') && !w[1].1.starts_with('-'))
+        .filter_map(|w| {
+            w[1].0
+                .checked_sub(w[0].0 + usize::from(w[0].1.starts_with("- ")) * 2)
+        })
+        .filter(|&d| d > 0)
+        .min()
+        .unwrap_or(2)
+}
+
+/// Shifts the lines of the node at `path` right by `by` spaces (the editor indents a new
+/// block two spaces below its key; the document uses more).
+fn reindent_inserted(
+    text: &str,
+    item: Option<usize>,
+    path: &[String],
+    by: usize,
+) -> Option<String> {
+    let parsed = ParsedChunk::parse(text)?;
+    let mut node = parsed.object(item)?;
+    for token in path {
+        node = if let Some(m) = node.as_mapping() {
+            m.get(token.as_str())?
+        } else if let Some(s) = node.as_sequence() {
+            s.get(token.parse().ok()?)?
+        } else {
+            return None;
+        };
+    }
+    let range = node.byte_range();
+    let (start, end) = (range.start as usize, range.end as usize);
+    let first_line = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let pad = " ".repeat(by);
+    let mut out = String::with_capacity(text.len() + 64);
+    out.push_str(&text[..first_line]);
+    for line in text[first_line..end].split_inclusive('\n') {
+        if !line.trim().is_empty() {
+            out.push_str(&pad);
+        }
+        out.push_str(line);
+    }
+    out.push_str(&text[end..]);
+    Some(out)
+}
+
+/// Puts `value` at `path` below `object` (the parent must exist, as RFC 6902 requires).
+fn put(
+    object: &YamlNode,
+    path: &[String],
+    value: &Value,
+    style: Style,
+    old_text: &str,
+    unit: usize,
+) -> Result<bool, String> {
+    let Some((last, parents)) = path.split_last() else {
+        return Err("the whole object cannot be replaced in place".to_string());
+    };
+    let mut node = object.clone();
+    for token in parents {
+        let next = if let Some(m) = node.as_mapping() {
+            m.get(token.as_str())
+        } else if let Some(s) = node.as_sequence() {
+            token.parse::<usize>().ok().and_then(|i| s.get(i))
+        } else {
+            None
+        };
+        node = next.ok_or_else(|| format!("no {token} on the path"))?;
+    }
+    if let Some(mapping) = node.as_mapping() {
+        let quote = mapping
+            .get(last.as_str())
+            .and_then(|old| quote_of(&old, old_text));
+        let flow = mapping.is_flow_style();
+        let snippet = Snippet::new(value, style, quote, flow, unit)?;
+        set_in_mapping(mapping, last, &snippet);
+        return Ok(!flow && is_block_collection(value));
+    }
+    if let Some(sequence) = node.as_sequence() {
+        let flow = sequence.is_flow_style();
+        if last == "-" {
+            let snippet = Snippet::new(value, style, None, flow, unit)?;
+            snippet.with(|v| sequence.push(v));
+            return Ok(false);
+        }
+        let i: usize = last
+            .parse()
+            .map_err(|_| format!("{last} is not an index"))?;
+        let quote = sequence.get(i).and_then(|old| quote_of(&old, old_text));
+        let snippet = Snippet::new(value, style, quote, flow, unit)?;
+        if i < sequence.len() {
+            snippet.with(|v| {
+                sequence.set(i, v);
+            });
+        } else if i == sequence.len() {
+            snippet.with(|v| sequence.push(v));
+        } else {
+            return Err(format!("index {i} is past the end of the list"));
+        }
+        return Ok(false);
+    }
+    Err("the parent is not a mapping or a list".to_string())
+}
+
+fn set_in_mapping(mapping: &Mapping, key: &str, snippet: &Snippet) {
+    match Snippet::key(key, snippet.style) {
+        Some(k) => snippet.with(|v| k.with(|kv| mapping.set(kv, v))),
+        None => snippet.with(|v| mapping.set(key, v)),
+    }
+}
+
+/// The quote character of a scalar as the file writes it.
+fn quote_of(node: &YamlNode, text: &str) -> Option<char> {
+    let scalar = node.as_scalar()?;
+    if !scalar.is_quoted() {
+        return None;
+    }
+    let start = node.byte_range().start as usize;
+    text[start..]
+        .chars()
+        .next()
+        .filter(|c| *c == '"' || *c == '\'')
+}
+
+/// A value rendered as YAML and parsed by the editor, so that it goes into the tree as a node
+/// in the style chosen here (quoting, block or flow).
+struct Snippet {
+    file: YamlFile,
+    style: Style,
+}
+
+impl Snippet {
+    fn new(
+        value: &Value,
+        style: Style,
+        quote: Option<char>,
+        flow: bool,
+        unit: usize,
+    ) -> Result<Snippet, String> {
+        let text = match value {
+            Value::Object(_) | Value::Array(_) if flow || is_empty_collection(value) => {
+                flow_text(value, style)
+            }
+            Value::Object(_) | Value::Array(_) => block_text(value, 0, unit, style),
+            // A comma ends a plain scalar in a flow collection.
+            Value::String(s) if flow && s.contains(',') => json_string(s),
+            Value::String(s) => scalar_text(s, style, quote),
+            other => other.to_string(),
+        };
+        let file = YamlFile::from_str(&text).map_err(|e| format!("cannot render {text:?}: {e}"))?;
+        Ok(Snippet { file, style })
+    }
+
+    /// A mapping key: `None` when it is written plain.
+    fn key(key: &str, style: Style) -> Option<Snippet> {
+        if style != Style::Json && is_plain_safe(key) {
+            return None;
+        }
+        let file = YamlFile::from_str(&json_string(key)).ok()?;
+        Some(Snippet { file, style })
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&dyn AsYaml) -> R) -> R {
+        let Some(document): Option<Document> = self.file.document() else {
+            return f(&"");
+        };
+        if let Some(m) = document.as_mapping() {
+            return f(&m);
+        }
+        if let Some(s) = document.as_sequence() {
+            return f(&s);
+        }
+        if let Some(s) = document.as_scalar() {
+            return f(&s);
+        }
+        f(&"")
+    }
+}
+
+fn is_block_collection(v: &Value) -> bool {
+    (v.is_object() || v.is_array()) && !is_empty_collection(v)
+}
+
+fn is_empty_collection(v: &Value) -> bool {
+    matches!(v, Value::Object(m) if m.is_empty()) || matches!(v, Value::Array(a) if a.is_empty())
+}
+
+/// A flow collection (`{a: b, c: [1, 2]}`); JSON in a JSON document.
+fn flow_text(value: &Value, style: Style) -> String {
+    let plain = |t: &str| style == Style::Natural && is_plain_safe(t) && !t.contains(',');
+    match value {
+        Value::Object(map) => {
+            let entries: Vec<String> = map
+                .iter()
+                .map(|(k, v)| {
+                    let key = if plain(k) { k.clone() } else { json_string(k) };
+                    format!("{key}: {}", flow_text(v, style))
+                })
+                .collect();
+            format!("{{{}}}", entries.join(", "))
+        }
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(|v| flow_text(v, style)).collect();
+            format!("[{}]", items.join(", "))
+        }
+        Value::String(s) if plain(s) => s.clone(),
+        Value::String(s) => json_string(s),
+        other => other.to_string(),
+    }
+}
+
+fn json_string(s: &str) -> String {
+    Value::String(s.to_string()).to_string()
+}
+
+/// A string scalar: in the old quoting when there was one; else plain when YAML 1.1 and 1.2
+/// both read it back as this string; else double-quoted.
+fn scalar_text(s: &str, style: Style, quote: Option<char>) -> String {
+    match (quote, style) {
+        (Some('\''), Style::Natural) if !s.contains('\n') => format!("'{}'", s.replace('\'', "''")),
+        (Some(_), _) | (None, Style::Quoted | Style::Json) => json_string(s),
+        (None, Style::Natural) if is_plain_safe(s) => s.to_string(),
+        (None, Style::Natural) if is_literal_safe(s) => block_literal(s, 2, 2),
+        (None, Style::Natural) => json_string(s),
+    }
+}
+
+/// Multi-line text that a literal block scalar (`|`) holds as it is.
+fn is_literal_safe(s: &str) -> bool {
+    s.contains('\n') && s.ends_with('\n') && !s.contains('\t') && !s.contains('\r')
+}
+
+/// A literal block scalar whose lines sit at `indent`, `relative` deeper than its key.
+fn block_literal(s: &str, indent: usize, relative: usize) -> String {
+    let pad = " ".repeat(indent);
+    let mut out = "|".to_string();
+    if s.starts_with(' ') {
+        out.push_str(&relative.to_string());
+    }
+    if s.ends_with("\n\n") {
+        out.push('+');
+    }
+    out.push('\n');
+    for line in s.trim_end_matches('\n').split('\n') {
+        if !line.is_empty() {
+            out.push_str(&pad);
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    if s.ends_with("\n\n") {
+        for _ in 0..(s.len() - s.trim_end_matches('\n').len() - 1) {
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Plain scalars that every YAML reader (1.1 and 1.2) reads back as this very string: no
+/// indicator characters, not a bool/null word, and nothing a resolver could take for a number
+/// or a date (whatever starts like a number needs a letter other than `e`, and no radix prefix).
+fn is_plain_safe(s: &str) -> bool {
+    let Some(first) = s.chars().next() else {
+        return false;
+    };
+    if !(first.is_ascii_alphanumeric() || first == '/') {
+        return false;
+    }
+    if !s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_./,=+@".contains(c))
+    {
+        return false;
+    }
+    let lower = s.to_ascii_lowercase();
+    if first.is_ascii_digit() {
+        let radix = ["0x", "0o", "0b"].iter().any(|p| lower.starts_with(p));
+        let letter = lower.chars().any(|c| c.is_ascii_alphabetic() && c != 'e');
+        if radix || !letter {
+            return false;
+        }
+    }
+    !matches!(
+        lower.as_str(),
+        "y" | "n"
+            | "yes"
+            | "no"
+            | "on"
+            | "off"
+            | "true"
+            | "false"
+            | "null"
+            | "nan"
+            | ".nan"
+            | "inf"
+            | ".inf"
+    )
+}
+
+/// Block YAML for a collection, `unit` spaces a level (the editor puts the first level below
+/// its key itself).
+fn block_text(value: &Value, indent: usize, unit: usize, style: Style) -> String {
+    let pad = " ".repeat(indent);
+    let mut out = String::new();
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let key = if is_plain_safe(k) {
+                    k.clone()
+                } else {
+                    json_string(k)
+                };
+                out.push_str(&format!("{pad}{key}:"));
+                push_block_value(&mut out, v, indent, unit, style);
+            }
+        }
+        Value::Array(items) => {
+            let dash = format!("{pad}-{}", " ".repeat(unit.max(2) - 1));
+            for item in items {
+                match item {
+                    Value::Object(m) if !m.is_empty() => {
+                        let inner = block_text(item, indent + unit.max(2), unit, style);
+                        out.push_str(&dash);
+                        out.push_str(&inner[indent + unit.max(2)..]);
+                    }
+                    _ => {
+                        out.push_str(&format!("{pad}-"));
+                        push_block_value(&mut out, item, indent, unit, style);
+                    }
+                }
+            }
+        }
+        other => out.push_str(&format!("{pad}{}\n", inline_scalar(other, style))),
+    }
+    out
+}
+
+fn push_block_value(out: &mut String, v: &Value, indent: usize, unit: usize, style: Style) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            out.push('\n');
+            out.push_str(&block_text(v, indent + unit, unit, style));
+        }
+        Value::Array(a) if !a.is_empty() => {
+            out.push('\n');
+            out.push_str(&block_text(v, indent + unit, unit, style));
+        }
+        Value::String(s) if style == Style::Natural && is_literal_safe(s) => {
+            out.push(' ');
+            out.push_str(&block_literal(s, indent + unit, unit));
+        }
+        _ => {
+            out.push(' ');
+            out.push_str(&inline_scalar(v, style));
+            out.push('\n');
+        }
+    }
+}
+
+fn inline_scalar(v: &Value, style: Style) -> String {
+    match v {
+        Value::String(s) if style == Style::Natural && is_plain_safe(s) => s.clone(),
+        Value::String(s) => json_string(s),
+        other => flow_text(other, style),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn patch(document: usize, ops: Value) -> ObjectPatch {
+        ObjectPatch {
+            source: Source::new("f.yaml", document),
+            object: "X ns/x".to_string(),
+            ops: ops.as_array().unwrap().clone(),
+        }
+    }
+
+    #[test]
+    fn a_replaced_value_keeps_comments_and_quoting() {
+        let text = "# head\na: 1\n---\nspec:\n  # keep\n  t: \"30m\"   # why\n  u: x\n";
+        let p = patch(
+            1,
+            json!([{"op": "test", "path": "/spec/t", "value": "30m"},
+                   {"op": "replace", "path": "/spec/t", "value": "60s"}]),
+        );
+        let out = edit_text("f.yaml", text, &[p]).unwrap();
+        assert_eq!(
+            out,
+            "# head\na: 1\n---\nspec:\n  # keep\n  t: \"60s\"   # why\n  u: x\n"
+        );
+    }
+
+    #[test]
+    fn an_added_mapping_goes_in_block_style_and_flow_stays_flow() {
+        let text = "spec:\n  sel: {app: a}\n  x: 1\n";
+        let p = patch(
+            0,
+            json!([{"op": "add", "path": "/spec/retries", "value": {"attempts": 2, "retryOn": "reset,connect-failure"}},
+                   {"op": "add", "path": "/spec/sel/tier", "value": "web"}]),
+        );
+        let out = edit_text("f.yaml", text, &[p]).unwrap();
+        assert_eq!(
+            out,
+            "spec:\n  sel: {app: a, tier: web}\n  x: 1\n  retries:\n    attempts: 2\n    retryOn: reset,connect-failure\n"
+        );
+    }
+
+    #[test]
+    fn strings_that_look_like_other_types_are_quoted() {
+        let text = "metadata:\n  annotations:\n    a: b\n";
+        let p = patch(
+            0,
+            json!([{"op": "add", "path": "/metadata/annotations/sidecar.istio.io~1rewriteAppHTTPProbers", "value": "true"},
+                   {"op": "add", "path": "/metadata/annotations/ports", "value": "8080"}]),
+        );
+        let out = edit_text("f.yaml", text, &[p]).unwrap();
+        let back = crate::snapshot::load::parse_documents("f", &out).unwrap();
+        assert_eq!(
+            back[0].1["metadata"]["annotations"]["sidecar.istio.io/rewriteAppHTTPProbers"],
+            "true"
+        );
+        assert_eq!(back[0].1["metadata"]["annotations"]["ports"], "8080");
+    }
+
+    #[test]
+    fn a_multi_line_string_is_a_block_literal() {
+        let text = "metadata:\n  annotations:\n    a: b\n";
+        let p = patch(
+            0,
+            json!([{"op": "add", "path": "/metadata/annotations/proxy.istio.io~1config", "value": "holdApplicationUntilProxyStarts: true\n"}]),
+        );
+        let out = edit_text("f.yaml", text, &[p]).unwrap();
+        assert!(out.contains("proxy.istio.io/config: |\n"), "{out}");
+    }
+
+    #[test]
+    fn list_items_are_edited_where_they_are() {
+        let text = "kind: List\nitems:\n- kind: A\n- kind: B\n  spec:\n    p: 1\n";
+        let mut p = patch(0, json!([{"op": "replace", "path": "/spec/p", "value": 2}]));
+        p.source.item = Some(1);
+        let out = edit_text("f.yaml", text, &[p]).unwrap();
+        assert_eq!(
+            out,
+            "kind: List\nitems:\n- kind: A\n- kind: B\n  spec:\n    p: 2\n"
+        );
+    }
+
+    #[test]
+    fn new_blocks_follow_the_document_indentation_and_line_ends() {
+        let text =
+            "spec:\r\n    trafficPolicy:\r\n        loadBalancer:\r\n            simple: X\r\n";
+        let p = patch(
+            0,
+            json!([{"op": "add", "path": "/spec/trafficPolicy/connectionPool", "value": {"http": {"idleTimeout": "67s"}}}]),
+        );
+        let out = edit_text("f.yaml", text, &[p]).unwrap();
+        assert_eq!(
+            out,
+            "spec:\r\n    trafficPolicy:\r\n        loadBalancer:\r\n            simple: X\r\n        connectionPool:\r\n            http:\r\n                idleTimeout: 67s\r\n"
+        );
+    }
+
+    #[test]
+    fn a_flow_mapping_gets_flow_yaml() {
+        let text = "metadata: {labels: {app: a}}\n";
+        let p = patch(
+            0,
+            json!([{"op": "add", "path": "/metadata/annotations", "value": {"proxy.istio.io/config": "a: 1\n", "x": "y,z"}}]),
+        );
+        let out = edit_text("f.yaml", text, &[p]).unwrap();
+        assert_eq!(
+            out,
+            "metadata: {labels: {app: a}, annotations: {proxy.istio.io/config: \"a: 1\\n\", x: \"y,z\"}}\n"
+        );
+    }
+
+    #[test]
+    fn json_stays_json() {
+        let text = "{\"kind\": \"X\", \"spec\": {\"a\": \"b\"}}\n";
+        let p = patch(
+            0,
+            json!([{"op": "replace", "path": "/spec/a", "value": "c"},
+                   {"op": "add", "path": "/spec/n", "value": {"x": [1, "2"]}}]),
+        );
+        let out = edit_text("f.json", text, &[p]).unwrap();
+        assert_eq!(
+            out,
+            "{\"kind\": \"X\", \"spec\": {\"a\": \"c\", \"n\": {\"x\": [1, \"2\"]}}}\n"
+        );
+        let back: Value = serde_json::from_str(&out).expect("still JSON");
+        assert_eq!(back["spec"], json!({"a": "c", "n": {"x": [1, "2"]}}));
+    }
+
+    #[test]
+    fn a_fix_that_does_not_apply_writes_nothing() {
+        let text = "spec:\n  a: 1\n";
+        let p = patch(
+            0,
+            json!([{"op": "test", "path": "/spec/a", "value": 2},
+                                {"op": "replace", "path": "/spec/a", "value": 3}]),
+        );
+        let err = edit_text("f.yaml", text, &[p]).unwrap_err();
+        assert!(err.contains("f.yaml (document 0)"), "{err}");
+    }
+}

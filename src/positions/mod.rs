@@ -1,0 +1,378 @@
+//! Where in the user's files a finding is: `path:line:col` of the object and of the field its
+//! fix changes, as compilers print them.
+//!
+//! The snapshot keeps, for each object, its [`Source`] (file, document index, list item). This
+//! module reads the file again, splits it into documents exactly as `snapshot::load` does (a
+//! line `---`, `--- …` or `...` starts a new document), and finds the object and the field in a
+//! lossless syntax tree of that document (the `yaml-edit` crate, also used by `meshmedic fix`).
+//! Pure functions of the file text; only [`Locator`] reads files.
+
+pub mod edit;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use serde::Serialize;
+use serde_json::Value;
+use yaml_edit::{AsYaml, YamlFile, YamlNode};
+
+use crate::analysis::Finding;
+use crate::error::Source;
+use crate::model::ObjectRef;
+use crate::remediation::Action;
+use crate::snapshot::Snapshot;
+
+/// A finding's place in the files.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Location {
+    /// The object the position is of (the fix's target, or for a new object the workload or
+    /// Service the finding is about).
+    pub object: String,
+    pub file: String,
+    /// Zero-based document index in the file (as in error messages).
+    pub document: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item: Option<usize>,
+    /// 1-based line and column (columns count characters).
+    pub line: usize,
+    pub column: usize,
+    /// `file:line:col`.
+    pub at: String,
+    /// The field the fix changes, when the fix is a patch of this object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<FieldLocation>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldLocation {
+    /// JSON pointer of the changed field, relative to the object.
+    pub path: String,
+    /// `false` when the fix adds the field: the position is then that of its nearest parent
+    /// that exists.
+    pub exists: bool,
+    pub line: usize,
+    pub column: usize,
+    pub at: String,
+}
+
+/// 1-based line and column.
+pub type LineCol = (usize, usize);
+
+/// A document as `snapshot::load` splits a file: a byte range of the text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    pub start: usize,
+    pub end: usize,
+}
+
+/// The documents of a file, in the order (and with the indexes) `snapshot::load` gives them.
+pub fn document_chunks(text: &str) -> Vec<Chunk> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let mut offset = 0;
+    let mut index = 0;
+    while offset < text.len() {
+        let end_of_line = text[offset..]
+            .find('\n')
+            .map_or(text.len(), |i| offset + i + 1);
+        let line = text[offset..end_of_line].trim_end_matches(['\n', '\r']);
+        let is_marker =
+            line == "---" || line.starts_with("--- ") || line.starts_with("---\t") || line == "...";
+        if is_marker {
+            if index > 0 {
+                chunks.push(Chunk { start, end: offset });
+            }
+            start = if line.starts_with("--- ") {
+                offset + 4
+            } else {
+                end_of_line
+            };
+        }
+        offset = end_of_line;
+        index += 1;
+    }
+    chunks.push(Chunk {
+        start: start.min(text.len()),
+        end: text.len(),
+    });
+    chunks
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, text[line_start..offset].chars().count() + 1)
+}
+
+/// JSON pointer tokens, unescaped.
+pub fn pointer_tokens(pointer: &str) -> Vec<String> {
+    if pointer.is_empty() {
+        return Vec::new();
+    }
+    pointer
+        .split('/')
+        .skip(1)
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect()
+}
+
+/// A parsed document: the lossless tree of one chunk.
+pub struct ParsedChunk {
+    pub file: YamlFile,
+}
+
+impl ParsedChunk {
+    pub fn parse(chunk_text: &str) -> Option<ParsedChunk> {
+        let file = YamlFile::from_str(chunk_text).ok()?;
+        // Only a tree that gives back the text exactly may be used for positions or edits.
+        if file.to_string() != chunk_text {
+            return None;
+        }
+        Some(ParsedChunk { file })
+    }
+
+    /// The object node: the document's root, or item `item` of its `items` list.
+    pub fn object(&self, item: Option<usize>) -> Option<YamlNode> {
+        let document = self.file.document()?;
+        let mapping = document.as_mapping()?;
+        let root = YamlNode::from_syntax(AsYaml::as_node(&mapping)?.clone())?;
+        match item {
+            None => Some(root),
+            Some(i) => root.get("items")?.get_item(i),
+        }
+    }
+}
+
+/// The deepest node on `path` below `object`: its byte offset (of the key, for a mapping
+/// entry) and how many tokens of the path exist.
+pub fn find_path(object: &YamlNode, path: &[String]) -> (usize, usize) {
+    let mut node = object.clone();
+    let mut offset = node.byte_range().start as usize;
+    for (depth, token) in path.iter().enumerate() {
+        if let Some(mapping) = node.as_mapping() {
+            let Some(entry) = mapping.find_entry_by_key(token.as_str()) else {
+                return (offset, depth);
+            };
+            let Some(key) = entry.key_node() else {
+                return (offset, depth);
+            };
+            let Some(next) = mapping.get(token.as_str()) else {
+                return (offset, depth);
+            };
+            offset = key.byte_range().start as usize;
+            node = next;
+        } else if let Some(sequence) = node.as_sequence() {
+            let Some(next) = token.parse::<usize>().ok().and_then(|i| sequence.get(i)) else {
+                return (offset, depth);
+            };
+            offset = next.byte_range().start as usize;
+            node = next;
+        } else {
+            return (offset, depth);
+        }
+    }
+    (offset, path.len())
+}
+
+/// Where in the file text the object of a [`Source`] is, and (for `field`, a JSON pointer) the
+/// field. `None` when the document cannot be found or parsed losslessly.
+pub fn locate_in_text(
+    text: &str,
+    source: &Source,
+    field: Option<&str>,
+) -> Option<(LineCol, Option<(bool, LineCol)>)> {
+    // A position is worth less than the analysis: should the editor crate fail on some input,
+    // the finding just has no position.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        locate_unguarded(text, source, field)
+    }))
+    .ok()
+    .flatten()
+}
+
+fn locate_unguarded(
+    text: &str,
+    source: &Source,
+    field: Option<&str>,
+) -> Option<(LineCol, Option<(bool, LineCol)>)> {
+    let chunk = *document_chunks(text).get(source.document)?;
+    let chunk_text = &text[chunk.start..chunk.end];
+    let parsed = ParsedChunk::parse(chunk_text)?;
+    let object = parsed.object(source.item)?;
+    let at = line_col(text, chunk.start + object.byte_range().start as usize);
+    let field = field.map(|pointer| {
+        let tokens = pointer_tokens(pointer);
+        let (offset, depth) = find_path(&object, &tokens);
+        (depth == tokens.len(), line_col(text, chunk.start + offset))
+    });
+    Some((at, field))
+}
+
+/// Where each object of a snapshot came from.
+pub fn source_of<'a>(snapshot: &'a Snapshot, target: &ObjectRef) -> Option<&'a Source> {
+    let key = (
+        target.kind.clone(),
+        target.namespace.clone(),
+        target.name.clone(),
+    );
+    let &i = snapshot.objects.get(&key)?;
+    let source = match target.kind.as_str() {
+        "DestinationRule" => &snapshot.destination_rules.get(i)?.source,
+        "VirtualService" => &snapshot.virtual_services.get(i)?.source,
+        "Sidecar" => &snapshot.sidecars.get(i)?.source,
+        "PeerAuthentication" => &snapshot.peer_authentications.get(i)?.source,
+        "EnvoyFilter" => &snapshot.envoy_filters.get(i)?.source,
+        "Telemetry" => &snapshot.telemetries.get(i)?.source,
+        "Service" => &snapshot.services.get(i)?.source,
+        _ => &snapshot.workloads.get(i)?.source,
+    };
+    Some(source)
+}
+
+/// The object a finding points at, and the field its fix changes (a JSON pointer).
+pub fn subject_of(snapshot: &Snapshot, finding: &Finding) -> Option<(ObjectRef, Option<String>)> {
+    let r = &finding.remediation;
+    if r.action == Action::Patch && source_of(snapshot, &r.target).is_some() {
+        let field = r.patch.as_ref().and_then(|ops| {
+            ops.iter()
+                .find(|op| op.get("op").and_then(Value::as_str) != Some("test"))
+                .and_then(|op| op.get("path").and_then(Value::as_str))
+                .map(str::to_string)
+        });
+        return Some((r.target.clone(), field));
+    }
+    let ns = &finding.namespace;
+    if let Some(w) = &finding.workload
+        && let Some(x) = snapshot.workload(&w.kind, ns, &w.name)
+    {
+        return Some((x.object_ref(), None));
+    }
+    let service = finding.service.as_ref()?;
+    let i = snapshot.service_index(ns, service)?;
+    Some((snapshot.services[i].object_ref(), None))
+}
+
+/// Reads each file once and locates findings in it.
+#[derive(Default)]
+pub struct Locator {
+    texts: HashMap<String, Option<String>>,
+}
+
+impl Locator {
+    /// The text of a file named in a [`Source`]; `None` for stdin, the cluster, or an
+    /// unreadable file.
+    pub fn text(&mut self, file: &str) -> Option<&str> {
+        self.texts
+            .entry(file.to_string())
+            .or_insert_with(|| {
+                if file == "-" || file == "cluster" {
+                    return None;
+                }
+                std::fs::read_to_string(file).ok()
+            })
+            .as_deref()
+    }
+
+    /// The location of a finding, when its object was read from a file.
+    pub fn locate(&mut self, snapshot: &Snapshot, finding: &Finding) -> Option<Location> {
+        let (object, field) = subject_of(snapshot, finding)?;
+        let source = source_of(snapshot, &object)?.clone();
+        let text = self.text(&source.file)?;
+        let ((line, column), field_at) = match locate_in_text(text, &source, field.as_deref()) {
+            Some(found) => found,
+            // The document is there but its tree could not be had: its first line.
+            None => {
+                let chunk = *document_chunks(text).get(source.document)?;
+                (line_col(text, chunk.start), None)
+            }
+        };
+        let at = |line: usize, column: usize| format!("{}:{line}:{column}", source.file);
+        Some(Location {
+            object: object.to_string(),
+            file: source.file.clone(),
+            document: source.document,
+            item: source.item,
+            line,
+            column,
+            at: at(line, column),
+            field: field
+                .zip(field_at)
+                .map(|(path, (exists, (l, c)))| FieldLocation {
+                    path,
+                    exists,
+                    line: l,
+                    column: c,
+                    at: at(l, c),
+                }),
+        })
+    }
+}
+
+/// The locations of findings, in their order.
+pub fn locate(snapshot: &Snapshot, findings: &[Finding]) -> Vec<Option<Location>> {
+    let mut locator = Locator::default();
+    findings
+        .iter()
+        .map(|f| locator.locate(snapshot, f))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_match_the_loader_document_indexes() {
+        let text = "# head\n---\na: 1\n---\n# only a comment\n--- {b: 2}\n...\nc: 3\n";
+        let chunks = document_chunks(text);
+        let parts: Vec<&str> = chunks.iter().map(|c| &text[c.start..c.end]).collect();
+        assert_eq!(
+            parts,
+            vec![
+                "# head\n",
+                "a: 1\n",
+                "# only a comment\n",
+                "{b: 2}\n",
+                "c: 3\n"
+            ]
+        );
+        let docs = crate::snapshot::load::parse_documents("f.yaml", text).unwrap();
+        let indexes: Vec<usize> = docs.iter().map(|(s, _)| s.document).collect();
+        assert_eq!(indexes, vec![1, 3, 4]);
+    }
+
+    #[test]
+    fn leading_marker_is_not_an_empty_document() {
+        let chunks = document_chunks("---\na: 1\n");
+        assert_eq!(chunks.len(), 1);
+    }
+
+    #[test]
+    fn positions_of_object_and_field_in_the_second_document() {
+        let text = "a: 1\n---\n# comment\nkind: X\nspec:\n  list:\n  - name: x\n    port: 80 # c\n";
+        let source = Source::new("f.yaml", 1);
+        let (at, field) = locate_in_text(text, &source, Some("/spec/list/0/port")).unwrap();
+        assert_eq!(at, (4, 1));
+        assert_eq!(field, Some((true, (8, 5))));
+        let (_, missing) = locate_in_text(text, &source, Some("/spec/list/0/x/y")).unwrap();
+        assert_eq!(missing, Some((false, (7, 5))), "nearest parent that exists");
+    }
+
+    #[test]
+    fn items_of_a_list_document() {
+        let text = "apiVersion: v1\nkind: List\nitems:\n- kind: A\n- kind: B\n  spec: {x: 1}\n";
+        let source = Source {
+            file: "f".into(),
+            document: 0,
+            item: Some(1),
+        };
+        let (at, field) = locate_in_text(text, &source, Some("/spec/x")).unwrap();
+        assert_eq!(at, (5, 3));
+        assert_eq!(field, Some((true, (6, 10))));
+    }
+}

@@ -1,0 +1,357 @@
+//! `meshmedic fix` end to end, and the positions of findings: on a hand-written multi-document
+//! manifest full of comments (tests/fixtures/fix/commented.yaml) and on a copy of examples/.
+//! The diff touches only the fixed lines; re-analysis finds nothing left to fix; a second run
+//! changes nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const COMMENTED: &str = "tests/fixtures/fix/commented.yaml";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn meshmedic(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_meshmedic"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("meshmedic runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn analyze_json(path: &str) -> Value {
+    let out = meshmedic(&["analyze", path, "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// A copy of `from` (a file or a directory) in a fresh temporary directory.
+fn copy_of(from: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = root().join(from);
+    let dst = dir.path().join(src.file_name().expect("name"));
+    copy_tree(&src, &dst);
+    (dir, dst)
+}
+
+fn copy_tree(src: &Path, dst: &Path) {
+    if src.is_dir() {
+        std::fs::create_dir_all(dst).expect("mkdir");
+        for e in std::fs::read_dir(src).expect("read dir") {
+            let e = e.expect("entry");
+            copy_tree(&e.path(), &dst.join(e.file_name()));
+        }
+    } else {
+        std::fs::copy(src, dst).expect("copy");
+    }
+}
+
+/// 1-based number of the first line of `text` containing `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle:?}"))
+        + 1
+}
+
+#[test]
+fn positions_on_a_multi_document_file_name_object_and_field() {
+    let source = std::fs::read_to_string(root().join(COMMENTED)).expect("fixture");
+    let report = analyze_json(COMMENTED);
+    let findings = report["findings"].as_array().expect("findings");
+    let by_code = |code: &str| {
+        findings
+            .iter()
+            .find(|f| f["code"] == code)
+            .unwrap_or_else(|| panic!("no {code} finding"))["location"]
+            .clone()
+    };
+    // The DestinationRule: 6th document (index 5), four-space indentation.
+    let dr = by_code("idle-timeout-mismatch");
+    assert_eq!(dr["document"], 5);
+    assert_eq!(dr["object"], "DestinationRule store/web");
+    let dr_line = line_of(&source, "kind: DestinationRule") - 1;
+    assert_eq!(dr["at"], format!("{COMMENTED}:{dr_line}:1"));
+    let field_line = line_of(&source, "idleTimeout: \"1h\"");
+    assert_eq!(dr["field"]["exists"], true);
+    assert_eq!(
+        dr["field"]["path"],
+        "/spec/trafficPolicy/connectionPool/http/idleTimeout"
+    );
+    assert_eq!(dr["field"]["at"], format!("{COMMENTED}:{field_line}:17"));
+    // The VirtualService: item 0 of a List, after a `...` end marker earlier in the file.
+    let vs = by_code("missing-reset-retry");
+    assert_eq!(vs["item"], 0);
+    let item_line = line_of(&source, "- apiVersion: networking.istio.io/v1");
+    assert_eq!(vs["at"], format!("{COMMENTED}:{item_line}:3"));
+    let retry_line = line_of(&source, "retryOn: 'connect-failure");
+    assert_eq!(vs["field"]["at"], format!("{COMMENTED}:{retry_line}:9"));
+    // A field the fix adds: the position of its nearest parent that exists.
+    let dep = by_code("sidecar-lifecycle");
+    assert_eq!(dep["field"]["exists"], false);
+    assert_eq!(dep["object"], "Deployment store/web");
+    let meta_line = line_of(&source, "labels: {app: web}") - 1;
+    assert_eq!(dep["field"]["line"], meta_line);
+
+    // The table shows the same positions; the YAML stream names them in its comments.
+    let table = text(&meshmedic(&["analyze", COMMENTED]).stdout);
+    assert!(table.contains("LOCATION"), "{table}");
+    assert!(
+        table.contains(&format!("{COMMENTED}:{field_line}:17")),
+        "{table}"
+    );
+    let yaml = text(&meshmedic(&["analyze", COMMENTED, "-o", "yaml"]).stdout);
+    assert!(
+        yaml.contains(&format!("at {COMMENTED}:{retry_line}:9")),
+        "{yaml}"
+    );
+}
+
+/// Lines the diff removes and adds (without the `---`/`+++` headers).
+fn changed_lines(diff: &str) -> (Vec<&str>, Vec<&str>) {
+    let removed = diff
+        .lines()
+        .filter(|l| l.starts_with('-') && !l.starts_with("---"))
+        .collect();
+    let added = diff
+        .lines()
+        .filter(|l| l.starts_with('+') && !l.starts_with("+++"))
+        .collect();
+    (removed, added)
+}
+
+#[test]
+fn fix_on_a_commented_manifest_touches_only_the_fixed_lines() {
+    let (_dir, file) = copy_of(COMMENTED);
+    let path = file.to_str().expect("utf-8 path");
+    let before = std::fs::read_to_string(&file).expect("read");
+
+    let diff = meshmedic(&["fix", path, "--diff"]);
+    assert_eq!(diff.status.code(), Some(1), "changes pending: exit 1");
+    let diff_text = text(&diff.stdout);
+    let (removed, added) = changed_lines(&diff_text);
+    assert_eq!(
+        removed,
+        vec![
+            "-                idleTimeout: \"1h\"    # reviewed 2024",
+            "-        retryOn: 'connect-failure,refused-stream'   # no reset yet",
+        ],
+        "{diff_text}"
+    );
+    assert_eq!(
+        added,
+        vec![
+            "+                idleTimeout: \"67s\"    # reviewed 2024",
+            "+        retryOn: 'connect-failure,refused-stream,reset,503'   # no reset yet",
+        ],
+        "quoting and comments kept: {diff_text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).expect("read"),
+        before,
+        "--diff writes nothing"
+    );
+    // The proposal (sidecar-lifecycle restarts pods) is named, not written.
+    assert!(
+        text(&diff.stderr).contains("--include-unsafe sidecar-lifecycle"),
+        "{}",
+        text(&diff.stderr)
+    );
+
+    let out = meshmedic(&["fix", path]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let after = std::fs::read_to_string(&file).expect("read");
+    // Exactly what --diff showed.
+    let written = similar::TextDiff::from_lines(&before, &after)
+        .unified_diff()
+        .header(
+            &format!("a/{}", path.trim_start_matches('/')),
+            &format!("b/{}", path.trim_start_matches('/')),
+        )
+        .to_string();
+    assert_eq!(written, diff_text);
+
+    // Nothing safe left to fix for the fixed targets.
+    let report = analyze_json(path);
+    let codes: Vec<&str> = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter_map(|f| f["code"].as_str())
+        .collect();
+    assert_eq!(codes, vec!["sidecar-lifecycle"], "{report:#}");
+
+    // Idempotent.
+    let again = meshmedic(&["fix", path]);
+    assert_eq!(again.status.code(), Some(0));
+    assert_eq!(std::fs::read_to_string(&file).expect("read"), after);
+    let diff = meshmedic(&["fix", path, "--diff"]);
+    assert_eq!(diff.status.code(), Some(0));
+    assert!(diff.stdout.is_empty(), "{}", text(&diff.stdout));
+}
+
+#[test]
+fn proposals_are_written_only_when_named_and_code_limits() {
+    let (_dir, file) = copy_of(COMMENTED);
+    let path = file.to_str().expect("utf-8 path");
+    let before = std::fs::read_to_string(&file).expect("read");
+
+    let out = meshmedic(&["fix", path, "--code", "missing-reset-retry", "--diff"]);
+    let (removed, _) = changed_lines(std::str::from_utf8(&out.stdout).expect("utf-8"));
+    assert_eq!(removed.len(), 1, "{}", text(&out.stdout));
+    assert!(removed[0].contains("retryOn"));
+
+    // `--code` alone does not write a proposal.
+    let out = meshmedic(&["fix", path, "--code", "sidecar-lifecycle"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(std::fs::read_to_string(&file).expect("read"), before);
+
+    let out = meshmedic(&[
+        "fix",
+        path,
+        "--code",
+        "sidecar-lifecycle",
+        "--include-unsafe",
+        "sidecar-lifecycle",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let after = std::fs::read_to_string(&file).expect("read");
+    let (removed, added) = {
+        let d = similar::TextDiff::from_lines(&before, &after)
+            .unified_diff()
+            .to_string();
+        let (r, a) = changed_lines(&d);
+        (
+            r.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            a.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+    };
+    assert!(removed.is_empty(), "only additions: {removed:?}");
+    assert!(
+        added.iter().any(|l| l.contains("annotations:"))
+            && added.iter().any(|l| l.contains("proxy.istio.io/config")),
+        "{added:?}"
+    );
+    let report = analyze_json(path);
+    assert!(
+        report["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .all(|f| f["code"] != "sidecar-lifecycle"),
+        "{report:#}"
+    );
+
+    let bad = meshmedic(&["fix", path, "--code", "no-such-code"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad.stderr).contains("unknown finding code"));
+}
+
+#[test]
+fn fix_on_a_copy_of_the_examples_clears_every_safe_finding_and_is_idempotent() {
+    let (_dir, examples) = copy_of("examples");
+    let path = examples.to_str().expect("utf-8 path");
+    let out = meshmedic(&["fix", path]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // The new Sidecar for localhost-binding sits beside the Deployment's file.
+    let new_file = examples.join("shop/legacy-localhost-binding.meshmedic-new.yaml");
+    let new_text = std::fs::read_to_string(&new_file).expect("new objects file");
+    assert!(new_text.contains("kind: Sidecar"), "{new_text}");
+
+    let report = analyze_json(path);
+    for f in report["findings"].as_array().expect("findings") {
+        assert_eq!(
+            f["remediation"]["safeToAutoApply"], false,
+            "a safe fix left a finding: {f:#}"
+        );
+    }
+    let snapshot: Vec<(PathBuf, String)> = files_of(&examples);
+    let again = meshmedic(&["fix", path]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    assert_eq!(
+        files_of(&examples),
+        snapshot,
+        "a second run changes nothing"
+    );
+}
+
+#[test]
+fn new_objects_go_to_the_named_file_once() {
+    let (dir, examples) = copy_of("examples");
+    let target = dir.path().join("new.yaml");
+    let args = [
+        "fix",
+        examples.to_str().expect("utf-8"),
+        "--code",
+        "localhost-binding",
+        "--new-objects",
+        target.to_str().expect("utf-8"),
+    ];
+    assert_eq!(meshmedic(&args).status.code(), Some(0));
+    let first = std::fs::read_to_string(&target).expect("written");
+    assert_eq!(first.matches("kind: Sidecar").count(), 1, "{first}");
+    // The file is outside the analysed paths: the second run still finds the finding, and
+    // must not add the object twice.
+    assert_eq!(meshmedic(&args).status.code(), Some(0));
+    assert_eq!(std::fs::read_to_string(&target).expect("read"), first);
+}
+
+fn files_of(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let t = std::fs::read_to_string(&p).expect("read");
+                out.push((p, t));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `fix --diff` is a patch `git apply` takes, and applying it gives what `fix` writes.
+#[test]
+fn the_diff_applies_with_git_apply_and_equals_the_written_fix() {
+    let run_in = |dir: &Path, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_meshmedic"))
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("meshmedic runs")
+    };
+    let (a, _) = copy_of("examples");
+    let (b, _) = copy_of("examples");
+    let diff = run_in(a.path(), &["fix", "examples", "--diff"]);
+    assert_eq!(diff.status.code(), Some(1));
+    std::fs::write(a.path().join("fix.diff"), &diff.stdout).expect("write diff");
+    let applied = Command::new("git")
+        .args(["apply", "fix.diff"])
+        .current_dir(a.path())
+        .output()
+        .expect("git runs");
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+    std::fs::remove_file(a.path().join("fix.diff")).expect("rm");
+    assert_eq!(
+        run_in(b.path(), &["fix", "examples"]).status.code(),
+        Some(0)
+    );
+    let strip = |dir: &Path| -> Vec<(PathBuf, String)> {
+        files_of(dir)
+            .into_iter()
+            .map(|(p, t)| (p.strip_prefix(dir).expect("inside").to_path_buf(), t))
+            .collect()
+    };
+    assert_eq!(strip(a.path()), strip(b.path()));
+}
