@@ -4,14 +4,14 @@
 
 use std::path::PathBuf;
 
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::Client;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::snapshot::cluster;
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct KubeArgs {
-    /// Path to the kubeconfig file (default: $KUBECONFIG, else ~/.kube/config, else in-cluster).
+    /// Path to the kubeconfig file (default: $KUBECONFIG, else ~/.kube/config).
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
     /// The kubeconfig context to use (default: its current context).
@@ -30,35 +30,12 @@ pub struct Connection {
 
 impl KubeArgs {
     pub async fn connect(&self) -> Result<Connection> {
-        let options = KubeConfigOptions {
+        let (client, context_namespace) = crate::snapshot::cluster::connect(&cluster::Connection {
+            kubeconfig: self.kubeconfig.clone(),
             context: self.context.clone(),
-            ..KubeConfigOptions::default()
-        };
-        let bad = |flag: &str, message: String| Error::InvalidArgument {
-            flag: flag.into(),
-            message,
-        };
-        let config = match &self.kubeconfig {
-            Some(path) => {
-                let file = Kubeconfig::read_from(path)
-                    .map_err(|e| bad("--kubeconfig", format!("{}: {e}", path.display())))?;
-                Config::from_custom_kubeconfig(file, &options)
-                    .await
-                    .map_err(|e| bad("--kubeconfig", format!("{}: {e}", path.display())))?
-            }
-            None if self.context.is_some() => Config::from_kubeconfig(&options)
-                .await
-                .map_err(|e| bad("--context", e.to_string()))?,
-            // $KUBECONFIG, ~/.kube/config, or the in-cluster service account, as kubectl.
-            None => Config::infer()
-                .await
-                .map_err(|e| Error::Other(format!("no cluster configuration: {e}")))?,
-        };
-        let namespace = self
-            .namespace
-            .clone()
-            .unwrap_or_else(|| config.default_namespace.clone());
-        let client = Client::try_from(config)?;
+        })
+        .await?;
+        let namespace = self.namespace.clone().unwrap_or(context_namespace);
         Ok(Connection { client, namespace })
     }
 }

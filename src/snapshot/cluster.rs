@@ -38,7 +38,7 @@ pub async fn connect(connection: &Connection) -> Result<(Client, String)> {
         ..KubeConfigOptions::default()
     };
     let bad = |e: kube::config::KubeconfigError| Error::InvalidArgument {
-        flag: "--cluster".to_string(),
+        flag: "--kubeconfig/--context".to_string(),
         message: format!("cannot use the kubeconfig: {e}"),
     };
     let config = match &connection.kubeconfig {
