@@ -5,8 +5,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod analyze;
+pub mod approve;
 pub mod crd;
 pub mod logs;
+pub mod rollback;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -29,6 +31,10 @@ pub enum Command {
     Crd,
     /// Diagnose Envoy access logs: 503s by response flag, mapped to meshmedic's finding codes.
     Logs(logs::LogsArgs),
+    /// Show the change a Remediation would make, then approve exactly that plan (its digest).
+    Approve(approve::ApproveArgs),
+    /// Restore a Remediation's target to what it was before meshmedic first wrote it.
+    Rollback(rollback::RollbackArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -38,6 +44,8 @@ pub fn main() -> ExitCode {
         Command::Crd => crd::run(),
         Command::Run(args) => run_operator(args),
         Command::Logs(args) => logs::run(args),
+        Command::Approve(args) => approve::run(args),
+        Command::Rollback(args) => rollback::run(args),
     }
 }
 
