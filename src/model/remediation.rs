@@ -30,7 +30,6 @@ use crate::remediation::Action;
     printcolumn = r#"{"name":"Code","type":"string","jsonPath":".spec.code"}"#,
     printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.targetDisplay"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
-    printcolumn = r#"{"name":"Digest","type":"string","priority":1,"jsonPath":".spec.planDigest"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
