@@ -259,10 +259,14 @@ async fn a_target_deleted_mid_apply_gets_a_clear_condition_and_the_operator_goes
     let rem = find(&admin, &ns, "DestinationRule", "catalog").await;
     let name = rem.name_any();
     let api = target_api(&admin, &rem).await;
-    // Approve and delete at once: whichever wins, the Remediation says what happened.
+    // Approve (the digest shown) and delete at once: whichever wins, the Remediation says what
+    // happened. (`meshmedic approve` itself refuses once the target is gone.)
+    let digest = rem.spec.plan_digest.clone().expect("digest");
     let dp = DeleteParams::default();
-    let (approved, deleted) = tokio::join!(approve(&admin, &ns, &name), api.delete("catalog", &dp));
-    assert!(approved.starts_with("sha256:"));
+    let ((), deleted) = tokio::join!(
+        set_spec(&admin, &ns, &name, json!({"approvedDigest": digest})),
+        api.delete("catalog", &dp)
+    );
     deleted.expect("deleted");
     let r = wait_for(&admin, &ns, &name, "TargetDeleted", |r| {
         reason(r, "Ready").as_deref() == Some("TargetDeleted")
@@ -464,7 +468,15 @@ async fn the_shop_end_to_end_approve_verify_roll_back() {
         if reason(&done, "Verified").as_deref() == Some("Verified") {
             verified += 1;
         } else {
-            eprintln!("{}: {:?}", r.spec.target, done.status.map(|s| s.conditions));
+            // localhost-binding's detector learns to recognise its own Sidecar in issue 9 §2;
+            // until then the loop reports that fix as Ineffective (and never as Resolved).
+            assert!(
+                answers(&done, "localhost-binding"),
+                "{}: {:?}",
+                r.spec.target,
+                done.status
+            );
+            assert_ne!(phase(&done), Phase::Resolved);
         }
     }
     eprintln!("{verified} of {} safe fixes verified", originals.len());
