@@ -505,3 +505,49 @@ async fn the_shop_end_to_end_approve_verify_roll_back() {
     }
     operator.stop();
 }
+
+/// `meshmedic.io/min-severity` keeps the review queue to what matters: below it, no Remediation
+/// (the finding stays in `analyze` and in the findings metric).
+#[tokio::test]
+async fn the_namespace_minimum_severity_filters_remediations() {
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+    let ns = shop(&admin, "loop-severity", Some("propose")).await;
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone())
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"meshmedic.io/min-severity": "error"}}}),
+            ),
+        )
+        .await
+        .expect("annotate");
+    let operator = Replica::start(cp.meshmedic_config(), "lease-severity", "replica-severity");
+    let all = eventually(
+        Duration::from_secs(60),
+        "the error-level Remediations",
+        || async {
+            let rs = remediations(&admin, &ns).await;
+            (rs.len() == 2 && rs.iter().all(|r| r.status.is_some())).then_some(rs)
+        },
+    )
+    .await;
+    assert!(
+        all.iter()
+            .all(|r| r.spec.severity == meshmedic::analysis::Severity::Error)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(remediations(&admin, &ns).await.len(), 2);
+    let (code, body) = http_get(operator.metrics_port, "/metrics").expect("metrics");
+    assert_eq!(code, 200);
+    assert!(
+        body.lines().any(|l| l.starts_with("meshmedic_findings{")
+            && l.contains("missing-reset-retry")
+            && l.contains(&ns)
+            && !l.ends_with(" 0")),
+        "warning findings still counted"
+    );
+    operator.stop();
+}
