@@ -494,7 +494,20 @@ async fn the_shop_end_to_end_approve_verify_roll_back() {
             .expect("rollback");
     }
     for (r, original) in &originals {
-        wait_phase(&admin, &ns, &r.name_any(), Phase::RolledBack).await;
+        let start = std::time::Instant::now();
+        loop {
+            let now = get_remediation(&admin, &ns, &r.name_any()).await;
+            if phase(&now) == Phase::RolledBack {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{} not rolled back: {:#?}",
+                r.spec.target,
+                (now.spec.rollback, now.status)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let api = target_api(&admin, r).await;
         let now = api
             .get_opt(&r.spec.target.name)
@@ -513,14 +526,14 @@ async fn the_namespace_minimum_severity_filters_remediations() {
     install_once().await;
     let cp = control_plane();
     let admin = cp.admin();
-    let ns = shop(&admin, "loop-severity", Some("propose")).await;
+    // Opted in and given a minimum in one write (other tests' operators watch every namespace).
+    let ns = shop(&admin, "loop-severity", None).await;
     Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone())
         .patch(
             &ns,
             &PatchParams::default(),
-            &Patch::Merge(
-                json!({"metadata": {"annotations": {"meshmedic.io/min-severity": "error"}}}),
-            ),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "meshmedic.io/mode": "propose", "meshmedic.io/min-severity": "error"}}})),
         )
         .await
         .expect("annotate");

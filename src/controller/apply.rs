@@ -77,17 +77,15 @@ pub async fn apply_fix(
     api: &Api<Remediation>,
     rem: &Remediation,
     metrics: &Metrics,
+    identity: &str,
 ) -> Outcome {
     let target = &rem.spec.target;
     let mut status = rem.status.clone().unwrap_or_default();
     let digest = rem.spec.plan_digest.clone();
     let fail = |status: &RemediationStatus, phase, reason, message: String| {
         let mut status = status.clone();
-        // A conflict is retried on the next change (the watch then shows why); anything else
-        // waits for a new plan.
-        if reason != "Conflict" {
-            status.failed_digest = digest.clone();
-        }
+        // Not retried automatically: a new plan, or a new approval, tries again.
+        status.failed_digest = digest.clone();
         if status.written.is_none() {
             // Nothing was written: the next first write records the original anew.
             status.original = None;
@@ -131,6 +129,11 @@ pub async fn apply_fix(
         });
     }
     status.write_attempts += 1;
+    if writing(rem).is_some() {
+        return busy(status);
+    }
+    status.writer = Some(identity.to_string());
+    status.writer_since = Some(Time(k8s_openapi::jiff::Timestamp::now()));
     match claim(api, rem, &status).await {
         Ok(_) => {}
         Err(e) if is_conflict(&e) => return busy(status),
@@ -319,6 +322,7 @@ pub async fn rollback_fix(
     api: &Api<Remediation>,
     rem: &Remediation,
     metrics: &Metrics,
+    identity: &str,
 ) -> Outcome {
     let target = &rem.spec.target;
     let mut status = rem.status.clone().unwrap_or_default();
@@ -341,6 +345,11 @@ pub async fn rollback_fix(
         );
     };
     status.write_attempts += 1;
+    if writing(rem).is_some() {
+        return busy(status);
+    }
+    status.writer = Some(identity.to_string());
+    status.writer_since = Some(Time(k8s_openapi::jiff::Timestamp::now()));
     match claim(api, rem, &status).await {
         Ok(_) => {}
         Err(e) if is_conflict(&e) => return busy(status),
@@ -520,6 +529,17 @@ pub async fn rollback_fix(
     }
 }
 
+/// How long a claim holds: a replica that died mid-write does not block the Remediation longer.
+const CLAIM_SECONDS: i64 = 30;
+
+/// The other replica writing this Remediation's target right now, if any.
+pub fn writing(rem: &Remediation) -> Option<String> {
+    let s = rem.status.as_ref()?;
+    let since = s.writer_since.as_ref()?;
+    let age = k8s_openapi::jiff::Timestamp::now().as_second() - since.0.as_second();
+    (age < CLAIM_SECONDS).then(|| s.writer.clone()).flatten()
+}
+
 /// Another writer changed the Remediation since the decision: nothing done, decide again.
 pub const BUSY: &str = "Busy";
 
@@ -546,23 +566,42 @@ async fn claim(
         .await
 }
 
-/// Replaces the whole status (a JSON patch `add /status`): fields meshmedic removes disappear,
-/// records such as `original` are never merged with older ones.
+/// Replaces the whole status, only if the Remediation is still at the resourceVersion the
+/// decision was made on (409 otherwise: the caller decides again on the next pass). Fields
+/// meshmedic removes disappear; records such as `original` are never merged with older ones.
 pub async fn write_status(
     api: &Api<Remediation>,
     rem: &Remediation,
     status: &RemediationStatus,
 ) -> kube::Result<Remediation> {
-    let value = serde_json::to_value(status).map_err(kube::Error::SerdeError)?;
-    let patch: json_patch::Patch =
-        serde_json::from_value(json!([{"op": "add", "path": "/status", "value": value}]))
-            .map_err(kube::Error::SerdeError)?;
-    api.patch_status(
-        &rem.name_any(),
-        &PatchParams::default(),
-        &Patch::<()>::Json(patch),
-    )
-    .await
+    claim(api, rem, status).await
+}
+
+/// Records the status after a write to the target: it must not be lost, so a conflict (a
+/// reviewer edited the spec meanwhile) re-reads the Remediation and writes the status again.
+pub async fn record_status(
+    api: &Api<Remediation>,
+    name: &str,
+    status: &RemediationStatus,
+) -> kube::Result<Remediation> {
+    let mut status = status.clone();
+    status.writer = None;
+    status.writer_since = None;
+    let status = &status;
+    for _ in 0..4 {
+        let current = api.get(name).await?;
+        match claim(api, &current, status).await {
+            Err(e) if is_conflict(&e) => continue,
+            r => return r,
+        }
+    }
+    let current = api.get(name).await?;
+    claim(api, &current, status).await
+}
+
+/// Whether a Remediation write lost a race with another writer.
+pub fn lost_race(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
 }
 
 /// `status` with phase and Ready condition (and `observedGeneration`) set.

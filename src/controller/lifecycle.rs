@@ -91,6 +91,8 @@ pub enum Reason {
     TargetChanged,
     TargetDeleted,
     NothingWritten,
+    /// The finding came back after it had gone (nothing written meanwhile).
+    Reappeared,
 }
 
 impl Reason {
@@ -107,6 +109,7 @@ impl Reason {
             Reason::TargetChanged => "TargetChanged",
             Reason::TargetDeleted => "TargetDeleted",
             Reason::NothingWritten => "NothingWritten",
+            Reason::Reappeared => "Reappeared",
         }
     }
 }
@@ -237,6 +240,15 @@ pub fn decide(
         return Nothing;
     }
 
+    // 5b. A cause that went away (nothing written) and came back: a proposal again.
+    if !rem.wrote
+        && matches!(rem.reason.as_str(), "CauseGone" | "TargetDeleted")
+        && rem.published.as_deref() == Some(plan.digest.as_str())
+        && target != Target::Pending
+    {
+        return set(Phase::Proposed, Reason::Reappeared);
+    }
+
     // 6. A changed plan is published before anything can approve or apply it.
     if rem.published.as_deref() != Some(plan.digest.as_str()) {
         return Publish { first: false };
@@ -245,12 +257,13 @@ pub fn decide(
         return Nothing;
     }
 
-    // 7. Apply only the plan approved by digest, or (apply mode) a safe plan never written yet.
+    // 7. Apply only the plan approved by digest, or (apply mode) a safe plan never written nor
+    //    failed yet. An approval is used up by the attempt it allows, successful or not.
     let approved = rem.approved.as_deref() == Some(plan.digest.as_str());
     let already = rem.applied_digest.as_deref() == Some(plan.digest.as_str());
-    let auto = mode == Mode::Apply && plan.safe && !rem.reverted && !already;
     let failed = rem.failed_digest.as_deref() == Some(plan.digest.as_str());
-    if (approved && !(already && target == Target::AsWritten) || auto) && !failed {
+    let auto = mode == Mode::Apply && plan.safe && !rem.reverted && !already && !failed;
+    if approved && !(already && target == Target::AsWritten) || auto {
         if gitops.is_some() && !rem.allow_live_patch {
             return set(Phase::Proposed, Reason::GitOpsManaged);
         }

@@ -498,6 +498,12 @@ pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
             let Some(target) = plan.map(|p| &p.target).or(rem.map(|r| &r.spec.target)) else {
                 continue;
             };
+            if let Some(writer) = rem.and_then(apply::writing) {
+                // Another replica (e.g. the previous leader) is writing this target: wait.
+                tracing::debug!(remediation = %name, %writer, "being written; deciding later");
+                ctx.changes.mark(Some(ns), false).await;
+                continue;
+            }
             let view = target_view(ctx, &snapshot, target, rem);
             let decision = lifecycle::decide(
                 mode,
@@ -597,6 +603,12 @@ fn target_view(
     }
 }
 
+/// Another writer changed the Remediation since this pass read it: decide again on fresh state.
+async fn retry_later(ctx: &Context, ns: &str) -> Result<()> {
+    ctx.changes.mark(Some(ns), false).await;
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn execute(
     ctx: &Context,
@@ -632,40 +644,44 @@ async fn execute(
             let status = updated.status.clone().unwrap_or_default();
             let reason = if first { "Proposed" } else { "PlanChanged" };
             let status = apply::with_phase(&updated, status, Phase::Proposed, reason, &message);
-            let updated = apply::write_status(api, &updated, &status).await?;
+            let updated = match apply::write_status(api, &updated, &status).await {
+                Err(e) if apply::lost_race(&e) => return retry_later(ctx, ns).await,
+                r => r?,
+            };
             apply::event(&ctx.recorder, &updated, !first, reason, &message).await;
             ctx.remember(updated);
         }
         Decision::Apply { auto } => {
             let Some(r) = rem else { return Ok(()) };
-            let outcome = apply::apply_fix(&ctx.client, api, r, &ctx.metrics).await;
+            let outcome =
+                apply::apply_fix(&ctx.client, api, r, &ctx.metrics, &ctx.args.identity).await;
             if outcome.reason == apply::BUSY {
                 ctx.changes.mark(Some(ns), false).await;
                 return Ok(());
             }
-            let base = ctx.freshest(r.clone());
             let status = apply::with_phase(
-                &base,
+                r,
                 outcome.status,
                 outcome.phase,
                 outcome.reason,
                 &outcome.message,
             );
-            let updated = apply::write_status(api, &base, &status).await?;
+            let updated = apply::record_status(api, name, &status).await?;
             ctx.remember(updated.clone());
             let wrote = outcome.wrote.is_some();
             if let Some(rv) = outcome.wrote {
                 ctx.set_pending(r.spec.target.to_string(), rv_number(Some(&rv)));
                 ctx.metrics.outcome("applied");
-                if !auto && let Some(d) = r.spec.approved_digest.as_deref() {
-                    // The approval is used up by the write it allowed.
-                    match apply::consume_approval(api, name, d).await {
-                        Ok(u) => ctx.remember(u),
-                        Err(e) => tracing::debug!(error = %e, "approval not cleared"),
-                    }
-                }
             } else {
                 ctx.metrics.outcome("failed");
+            }
+            if !auto && let Some(d) = r.spec.approved_digest.as_deref() {
+                // The approval is used up by the attempt it allowed: a failed write is retried
+                // only on a new approval (no retry loop).
+                match apply::consume_approval(api, name, d).await {
+                    Ok(u) => ctx.remember(u),
+                    Err(e) => tracing::debug!(error = %e, "approval not cleared"),
+                }
             }
             apply::event(
                 &ctx.recorder,
@@ -679,12 +695,12 @@ async fn execute(
         }
         Decision::Rollback => {
             let Some(r) = rem else { return Ok(()) };
-            let outcome = apply::rollback_fix(&ctx.client, api, r, &ctx.metrics).await;
+            let outcome =
+                apply::rollback_fix(&ctx.client, api, r, &ctx.metrics, &ctx.args.identity).await;
             if outcome.reason == apply::BUSY {
                 ctx.changes.mark(Some(ns), false).await;
                 return Ok(());
             }
-            let r = &ctx.freshest(r.clone());
             let status = apply::with_phase(
                 r,
                 outcome.status,
@@ -692,7 +708,7 @@ async fn execute(
                 outcome.reason,
                 &outcome.message,
             );
-            let updated = apply::write_status(api, r, &status).await?;
+            let updated = apply::record_status(api, name, &status).await?;
             ctx.remember(updated.clone());
             let ok = outcome.phase == Phase::RolledBack;
             if ok {
@@ -760,6 +776,10 @@ async fn execute(
                 Reason::NothingWritten => {
                     "rollback requested; meshmedic had written nothing".to_string()
                 }
+                Reason::Reappeared => format!(
+                    "the cause is back; proposed plan {}",
+                    r.spec.plan_digest.as_deref().unwrap_or("?")
+                ),
             };
             if reason == Reason::Reverted {
                 status.reverted = true;
@@ -797,7 +817,10 @@ async fn execute(
                 _ => {}
             }
             let status = apply::with_phase(r, status, phase, reason.as_str(), &message);
-            let updated = apply::write_status(api, r, &status).await?;
+            let updated = match apply::write_status(api, r, &status).await {
+                Err(e) if apply::lost_race(&e) => return retry_later(ctx, ns).await,
+                r => r?,
+            };
             ctx.remember(updated.clone());
             let warning = matches!(
                 reason,

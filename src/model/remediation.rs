@@ -209,6 +209,12 @@ pub struct RemediationStatus {
     /// two writers never act on one decision).
     #[serde(default)]
     pub write_attempts: u32,
+    /// The replica writing the target right now (claimed before the write, cleared with the
+    /// result): no other replica decides anything for this Remediation meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer_since: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     /// Someone changed the fields meshmedic wrote: only a new approval writes again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reverted: bool,

@@ -457,3 +457,36 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_cause_that_comes_back_is_proposed_again() {
+    let p = plan("d1", false);
+    let mut r = proposed("d1");
+    r.phase = Phase::Resolved;
+    r.reason = "CauseGone".into();
+    assert_eq!(
+        decide(Mode::Propose, Some(&p), None, Some(&r), TargetView::Present),
+        Decision::Set {
+            phase: Phase::Proposed,
+            reason: Reason::Reappeared
+        }
+    );
+}
+
+#[test]
+fn a_failed_write_is_not_retried_until_a_new_plan_or_a_new_approval() {
+    let p = plan("d1", true);
+    let mut r = proposed("d1");
+    r.failed_digest = Some("d1".into());
+    r.phase = Phase::Stale;
+    r.reason = "Conflict".into();
+    assert_eq!(
+        decide(Mode::Apply, Some(&p), None, Some(&r), TargetView::Present),
+        Decision::Nothing
+    );
+    r.approved = Some("d1".into());
+    assert_eq!(
+        decide(Mode::Apply, Some(&p), None, Some(&r), TargetView::Present),
+        Decision::Apply { auto: false }
+    );
+}
