@@ -480,6 +480,58 @@ async fn the_shop_end_to_end_approve_verify_roll_back() {
         }
     }
     eprintln!("{verified} of {} safe fixes verified", originals.len());
+    // Re-read the live objects (as the operator does, through watches) and analyse them: no
+    // finding left on a verified target, and no new finding anywhere.
+    let watched = meshmedic::controller::stores::start(
+        &admin,
+        "istio-system",
+        std::sync::Arc::new(meshmedic::controller::stores::Changes::default()),
+    );
+    for w in &watched {
+        let _ = tokio::time::timeout(Duration::from_secs(20), w.store.wait_until_ready()).await;
+    }
+    let options = meshmedic::snapshot::SnapshotOptions {
+        cluster_domain: "cluster.local".into(),
+        ..Default::default()
+    };
+    let live = meshmedic::controller::stores::snapshot(&watched, options).expect("live snapshot");
+    let live = meshmedic::analysis::analyze_in(&live, Some([ns.clone()].into()));
+    let key = |f: &meshmedic::analysis::Finding| {
+        (
+            f.code.to_string(),
+            f.remediation.target.kind.clone(),
+            f.remediation.target.name.clone(),
+        )
+    };
+    let before: std::collections::BTreeSet<_> = report.findings.iter().map(key).collect();
+    // The fixes not approved (unsafe ones) are still found: the live analysis sees the namespace.
+    assert!(
+        live.findings
+            .iter()
+            .any(|f| f.code.as_str() == "mtls-probe-failure"),
+        "{:?}",
+        live.findings.iter().map(key).collect::<Vec<_>>()
+    );
+    for f in &live.findings {
+        assert!(
+            before.contains(&key(f)),
+            "a new finding after the fixes: {}",
+            f.message
+        );
+    }
+    for (r, _) in &originals {
+        let done = get_remediation(&admin, &ns, &r.name_any()).await;
+        if reason(&done, "Verified").as_deref() == Some("Verified") {
+            assert!(
+                !live
+                    .findings
+                    .iter()
+                    .any(|f| f.remediation.target == r.spec.target),
+                "{} verified but a finding is left on it",
+                r.spec.target
+            );
+        }
+    }
     // Roll back in a shuffled (seeded by the namespace name) order.
     let seed = ns
         .bytes()
