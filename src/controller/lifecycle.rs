@@ -170,6 +170,13 @@ pub fn decide(
                 set(Phase::RolledBack, Reason::NothingWritten)
             };
         }
+        // A refused rollback is not retried on its own (the view may lag behind the edit that
+        // made it refuse): withdraw and renew the request to try again.
+        if rem.phase == Phase::Refused
+            && matches!(rem.reason.as_str(), "TargetChanged" | "TargetDeleted")
+        {
+            return Nothing;
+        }
         return match target {
             Target::Pending => Nothing,
             Target::AsWritten => Rollback,

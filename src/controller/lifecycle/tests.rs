@@ -200,7 +200,8 @@ struct Spec {
 
 #[derive(Clone, Debug)]
 enum Act {
-    Pass,
+    /// A controller pass; `true`: the watch has caught up with the cluster before it.
+    Pass(bool),
     ApproveShown,
     ApproveOld,
     EditFix(i32),
@@ -212,7 +213,7 @@ enum Act {
 
 fn act() -> impl Strategy<Value = Act> {
     prop_oneof![
-        4 => Just(Act::Pass),
+        4 => any::<bool>().prop_map(Act::Pass),
         2 => Just(Act::ApproveShown),
         1 => Just(Act::ApproveOld),
         1 => (0..3i32).prop_map(Act::EditFix),
@@ -236,16 +237,20 @@ struct World {
     approvals: u32,
     approved_writes: u32,
     old_digests: Vec<String>,
+    /// The target as the controller's watch shows it (it lags behind `target`).
+    seen: Option<Spec>,
+    /// meshmedic wrote (or deleted) the target and the watch has not shown it yet.
+    unseen_write: bool,
 }
 
 impl World {
     fn plan(&self) -> Option<PlanView> {
-        let finding = match self.target {
+        let finding = match self.seen {
             None => self.creates,
             Some(s) => s.fix != 1,
         };
         finding.then(|| PlanView {
-            digest: format!("{:?}", self.target),
+            digest: format!("{:?}", self.seen),
             safe: self.safe,
             resolves: true,
             noop: false,
@@ -253,14 +258,17 @@ impl World {
     }
 
     fn view(&self) -> TargetView {
+        if self.unseen_write {
+            return TargetView::Pending;
+        }
         let Some(rem) = &self.rem else {
-            return if self.target.is_some() {
+            return if self.seen.is_some() {
                 TargetView::Present
             } else {
                 TargetView::Absent
             };
         };
-        match (rem.wrote, self.target, self.written) {
+        match (rem.wrote, self.seen, self.written) {
             (_, None, _) => TargetView::Absent,
             (true, Some(t), Some(w)) => {
                 let same = if rem.created { t == w } else { t.fix == w.fix };
@@ -310,6 +318,23 @@ impl World {
                     self.approved_writes += 1;
                 }
                 assert!(rem.writes < MAX_WRITES, "unbounded writes");
+                // The plan was made on the watched state; the write's `test` operations (and
+                // the create) fail if the live object differs where the plan relies on it.
+                let holds = match (self.seen, self.target) {
+                    (None, None) => true,
+                    (Some(s), Some(t)) => s.fix == t.fix,
+                    _ => false,
+                };
+                if !holds {
+                    rem.approved = None; // used up by the attempt
+                    rem.failed_digest = Some(plan.digest);
+                    rem.phase = Phase::Stale;
+                    rem.reason = "Conflict".into();
+                    if !rem.wrote {
+                        self.original = None;
+                    }
+                    return true;
+                }
                 if self.original.is_none() {
                     self.original = Some(self.target);
                     self.foreign_other = false;
@@ -321,6 +346,8 @@ impl World {
                 };
                 self.target = Some(new);
                 self.written = Some(new);
+                self.unseen_write = true;
+                rem.failed_digest = None;
                 rem.wrote = true;
                 rem.writes += 1;
                 rem.applied_digest = Some(plan.digest);
@@ -333,11 +360,16 @@ impl World {
                 let rem = self.rem.as_mut().expect("rollback without a Remediation");
                 let original = self.original.expect("rollback without an original");
                 let written = self.written.expect("rollback without a write");
-                // Restores or refuses: only over meshmedic's own values.
-                match self.target {
-                    None => assert!(rem.created),
-                    Some(t) if rem.created => assert_eq!(t, written),
-                    Some(t) => assert_eq!(t.fix, written.fix),
+                // Restores or refuses (on the live object): only over meshmedic's own values.
+                let intact = match self.target {
+                    None => rem.created,
+                    Some(t) if rem.created => t == written,
+                    Some(t) => t.fix == written.fix,
+                };
+                if !intact {
+                    rem.phase = Phase::Refused;
+                    rem.reason = "TargetChanged".into();
+                    return true;
                 }
                 self.target = match (original, self.target) {
                     (None, _) => None,
@@ -349,6 +381,7 @@ impl World {
                 }
                 self.original = None;
                 self.written = None;
+                self.unseen_write = true;
                 rem.wrote = false;
                 rem.created = false;
                 rem.writes = 0;
@@ -370,7 +403,12 @@ impl World {
 
     fn person(&mut self, a: &Act) {
         match a {
-            Act::Pass => {}
+            Act::Pass(caught_up) => {
+                if *caught_up {
+                    self.seen = self.target;
+                    self.unseen_write = false;
+                }
+            }
             Act::ApproveShown => {
                 if let Some(rem) = self.rem.as_mut()
                     && let Some(d) = rem.published.clone()
@@ -438,10 +476,13 @@ proptest! {
             approvals: 0,
             approved_writes: 0,
             old_digests: Vec::new(),
+            seen: None,
+            unseen_write: false,
         };
+        w.seen = w.target;
         for a in &acts {
             w.person(a);
-            if matches!(a, Act::Pass) {
+            if matches!(a, Act::Pass(_)) {
                 // The controller settles within a few passes: no unbounded loop of writes.
                 let mut n = 0;
                 while w.pass() {
@@ -488,5 +529,24 @@ fn a_failed_write_is_not_retried_until_a_new_plan_or_a_new_approval() {
     assert_eq!(
         decide(Mode::Apply, Some(&p), None, Some(&r), TargetView::Present),
         Decision::Apply { auto: false }
+    );
+}
+
+#[test]
+fn a_rollback_after_the_write_limit_still_runs_and_a_refused_one_waits_for_a_new_request() {
+    let mut r = proposed("d1");
+    r.wrote = true;
+    r.rollback = true;
+    r.writes = MAX_WRITES;
+    r.phase = Phase::Refused;
+    r.reason = "WriteLimit".into();
+    assert_eq!(
+        decide(Mode::Apply, None, None, Some(&r), TargetView::AsWritten),
+        Decision::Rollback
+    );
+    r.reason = "TargetChanged".into();
+    assert_eq!(
+        decide(Mode::Apply, None, None, Some(&r), TargetView::AsWritten),
+        Decision::Nothing
     );
 }
