@@ -616,3 +616,76 @@ async fn the_namespace_minimum_severity_filters_remediations() {
     );
     operator.stop();
 }
+
+/// In `apply` mode a target that keeps needing the fix (here another controller keeps adding
+/// routes without reset retries) is written at most 3 times per Remediation, counted in the
+/// status, then Refused until a person looks; rollback undoes each write exactly and keeps the
+/// other controller's routes.
+#[tokio::test]
+async fn apply_mode_re_applications_are_counted_capped_and_rolled_back_write_by_write() {
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+    let ns = shop(&admin, "loop-cap", Some("apply")).await;
+    let operator = Replica::start(cp.meshmedic_config(), "lease-cap", "replica-cap");
+    let rem = find(&admin, &ns, "VirtualService", "cart").await;
+    let name = rem.name_any();
+    let api = target_api(&admin, &rem).await;
+    let r = wait_for(&admin, &ns, &name, "the first write verified", |r| {
+        reason(r, "Verified").as_deref() == Some("Verified")
+    })
+    .await;
+    let original = r
+        .status
+        .clone()
+        .and_then(|s| s.original)
+        .expect("original")
+        .spec;
+    for i in 1..=3 {
+        let route = json!({"name": format!("extra-{i}"), "match": [{"uri": {"prefix": format!("/extra{i}")}}],
+                           "route": [{"destination": {"host": "cart"}}],
+                           "retries": {"attempts": 2, "retryOn": "connect-failure"}});
+        let patch: json_patch::Patch =
+            serde_json::from_value(json!([{"op": "add", "path": "/spec/http/-", "value": route}]))
+                .expect("patch");
+        let edited = api
+            .patch("cart", &PatchParams::default(), &Patch::<()>::Json(patch))
+            .await
+            .expect("another controller adds a route");
+        if i < 3 {
+            wait_for(&admin, &ns, &name, "the re-application", |r| {
+                r.status.as_ref().is_some_and(|s| s.writes == i + 1)
+                    && reason(r, "Verified").as_deref() == Some("Verified")
+            })
+            .await;
+        } else {
+            let refused = wait_for(&admin, &ns, &name, "the write limit", |r| {
+                reason(r, "Ready").as_deref() == Some("WriteLimit")
+            })
+            .await;
+            assert_eq!(phase(&refused), Phase::Refused);
+            assert_eq!(refused.status.as_ref().map(|s| s.writes), Some(3));
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            assert_eq!(
+                api.get("cart").await.expect("cart").resource_version(),
+                edited.resource_version(),
+                "a fourth write"
+            );
+        }
+    }
+    meshmedic::cli::rollback::rollback(&admin, &ns, &name)
+        .await
+        .expect("rollback");
+    wait_phase(&admin, &ns, &name, Phase::RolledBack).await;
+    let now = api.get("cart").await.expect("cart").data["spec"].clone();
+    assert_eq!(
+        now["http"][0], original["http"][0],
+        "meshmedic's first write undone"
+    );
+    let routes = now["http"].as_array().expect("routes");
+    assert_eq!(routes.len(), 4, "the other controller's routes stay");
+    for r in &routes[1..] {
+        assert_eq!(r["retries"]["retryOn"], "connect-failure", "{r}");
+    }
+    operator.stop();
+}

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::metrics::Metrics;
-use super::restore::{conflicts, restore_ops};
+use super::restore::{restore_ops, undo, undo_patch};
 use super::stores::api_resource;
 use crate::model::ObjectRef;
 use crate::model::remediation::{
@@ -257,8 +257,11 @@ pub async fn apply_fix(
     match result {
         Ok((before_rv, after)) => {
             let written = spec_of(&after);
-            let original = status.original.clone().map(|o| o.spec).unwrap_or_default();
-            status.rollback_patch = Some(restore_ops("/spec", &original, &written));
+            // This write's own undo: from what it found (others' changes included) to what it
+            // left. For a new object, from nothing.
+            let found = live.as_ref().map(spec_of).unwrap_or_else(|| json!({}));
+            status.undo.push(restore_ops("/spec", &found, &written));
+            status.rollback_patch = Some(undo_patch(&status.undo));
             status.applied_patch = rem.spec.patch.clone();
             status.target_resource_version_before = before_rv;
             status.target_resource_version_after = after.resource_version();
@@ -337,7 +340,8 @@ pub async fn rollback_fix(
             wrote: None,
         }
     };
-    let (Some(original), Some(written)) = (status.original.clone(), status.written.clone()) else {
+    let written = status.written.clone();
+    let (Some(original), Some(_)) = (status.original.clone(), written.as_ref()) else {
         return refuse(
             &status,
             "NothingWritten",
@@ -372,6 +376,7 @@ pub async fn rollback_fix(
     let done = |mut status: RemediationStatus, message: String, rv: Option<String>| {
         status.original = None;
         status.written = None;
+        status.undo = Vec::new();
         status.writes = 0;
         status.applied_digest = None;
         status.reverted = false;
@@ -420,21 +425,24 @@ pub async fn rollback_fix(
         };
     };
     let current = spec_of(&live);
-    let conflicts = conflicts("/spec", &original.spec, &written.spec, &current);
-    if !conflicts.is_empty() {
-        return refuse(
-            &status,
-            "TargetChanged",
-            format!(
-                "rollback refused, nothing written: someone changed {} of {target} after meshmedic wrote it ({}); restore meshmedic's values or edit the target by hand",
-                if conflicts.len() == 1 {
-                    "a field"
-                } else {
-                    "fields"
-                },
-                conflicts.join(", ")
-            ),
-        );
+    let refused = |path: String| {
+        format!(
+            "rollback refused, nothing written: someone changed {target} at {path} after meshmedic wrote it; restore meshmedic's value there (or edit the target by hand), then request the rollback again"
+        )
+    };
+    // An object meshmedic created goes if it is exactly as meshmedic last left it.
+    let as_left = written.map(|w| w.spec == current).unwrap_or(false);
+    let restored = match undo(&current, &status.undo) {
+        Ok(spec) => spec,
+        Err(_) if !original.existed && as_left => json!({}),
+        Err(path) => return refuse(&status, "TargetChanged", refused(path)),
+    };
+    if !original.existed && restored.as_object().is_some_and(|m| !m.is_empty()) {
+        let keys: Vec<String> = restored
+            .as_object()
+            .map(|m| m.keys().map(|k| format!("/spec/{k}")).collect())
+            .unwrap_or_default();
+        return refuse(&status, "TargetChanged", refused(keys.join(", ")));
     }
     if !original.existed {
         let dp = DeleteParams {
@@ -472,8 +480,12 @@ pub async fn rollback_fix(
             }
         };
     }
-    let ops = restore_ops("/spec", &original.spec, &written.spec);
-    if ops.is_empty() {
+    // The restored spec, as one patch pinned to the version just checked.
+    let mut ops = vec![
+        json!({"op": "test", "path": "/metadata/resourceVersion", "value": live.resource_version()}),
+    ];
+    ops.extend(restore_ops("/spec", &restored, &current));
+    if ops.len() == 1 {
         return done(
             status,
             format!("{target} already holds its original values"),

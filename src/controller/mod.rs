@@ -572,16 +572,13 @@ fn target_view(
         return TargetView::Pending;
     }
     let status = rem.and_then(|r| r.status.as_ref());
-    let (Some(original), Some(written)) = (
-        status.and_then(|s| s.original.as_ref()),
-        status.and_then(|s| s.written.as_ref()),
-    ) else {
+    if status.and_then(|s| s.written.as_ref()).is_none() {
         return if raw.is_some() {
             TargetView::Present
         } else {
             TargetView::Absent
         };
-    };
+    }
     let Some(raw) = raw else {
         return TargetView::Absent;
     };
@@ -596,7 +593,8 @@ fn target_view(
         .get("spec")
         .cloned()
         .unwrap_or_else(|| serde_json::json!({}));
-    if restore::conflicts("/spec", &original.spec, &written.spec, &current).is_empty() {
+    let undos = status.map(|s| s.undo.as_slice()).unwrap_or_default();
+    if restore::intact(&current, undos).is_ok() {
         TargetView::AsWritten
     } else {
         TargetView::Changed

@@ -73,6 +73,82 @@ pub fn restore_ops(prefix: &str, original: &Value, written: &Value) -> Vec<Value
     ops
 }
 
+fn overlaps(a: &str, b: &str) -> bool {
+    let within = |x: &str, y: &str| x == y || x.starts_with(&format!("{y}/"));
+    within(a, b) || within(b, a)
+}
+
+fn value_at<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
+    doc.pointer(path)
+}
+
+/// Whether every field meshmedic owns still holds the last value meshmedic wrote there (a field
+/// written by several writes is judged by the last one). Err: the first path someone changed.
+pub fn intact(spec: &Value, undos: &[Vec<Value>]) -> Result<(), String> {
+    let doc = json!({ "spec": spec });
+    let mut covered: Vec<String> = Vec::new();
+    for ops in undos.iter().rev() {
+        let mut touched = Vec::new();
+        for op in ops {
+            let path = op.get("path").and_then(Value::as_str).unwrap_or_default();
+            touched.push(path.to_string());
+            if op.get("op").and_then(Value::as_str) != Some("test")
+                || covered.iter().any(|c| overlaps(c, path))
+            {
+                continue;
+            }
+            if value_at(&doc, path) != op.get("value") {
+                return Err(path.to_string());
+            }
+        }
+        covered.extend(touched);
+    }
+    Ok(())
+}
+
+/// Undoes meshmedic's writes on `spec` (the target's current spec), last write first: each
+/// field goes back to the value it had before the write that changed it. A field already back
+/// at that value (someone reverted it) is left alone; a field holding anything else is someone
+/// else's edit: Err with its path, and nothing is to be written.
+pub fn undo(spec: &Value, undos: &[Vec<Value>]) -> Result<Value, String> {
+    let mut doc = json!({ "spec": spec });
+    for ops in undos.iter().rev() {
+        let mut k = 0;
+        while k < ops.len() {
+            let op = &ops[k];
+            let kind = op.get("op").and_then(Value::as_str).unwrap_or_default();
+            let path = op.get("path").and_then(Value::as_str).unwrap_or_default();
+            let (expected, restore) = if kind == "test" {
+                k += 1;
+                (op.get("value"), ops.get(k))
+            } else {
+                (None, Some(op))
+            };
+            k += 1;
+            let Some(restore) = restore else { break };
+            let before = match restore.get("op").and_then(Value::as_str) {
+                Some("remove") => None,
+                _ => restore.get("value"),
+            };
+            let now = value_at(&doc, path);
+            if now == before {
+                continue; // already as it was before this write
+            }
+            if now != expected {
+                return Err(path.to_string());
+            }
+            crate::remediation::apply(&mut doc, std::slice::from_ref(restore))
+                .map_err(|e| format!("{path} ({e})"))?;
+        }
+    }
+    Ok(doc.get("spec").cloned().unwrap_or(Value::Null))
+}
+
+/// The undo log as one RFC 6902 patch (last write first): atomic on the API server.
+pub fn undo_patch(undos: &[Vec<Value>]) -> Vec<Value> {
+    undos.iter().rev().flatten().cloned().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +182,71 @@ mod tests {
         apply(&mut obj, &restore_ops("/spec", &original, &written)).unwrap();
         assert_eq!(obj["spec"]["hosts"], json!(["cart", "cart.shop"]));
         assert!(obj["spec"]["http"][0].get("retries").is_none());
+    }
+
+    #[test]
+    fn a_chain_of_writes_with_someone_elses_change_between_them_is_undone_write_by_write() {
+        // meshmedic fixes route 0; another controller appends route 1; meshmedic fixes route 1.
+        let original = vs();
+        let mut w1 = vs();
+        w1["http"][0]["retries"] = json!({"retryOn": "reset"});
+        let undo1 = restore_ops("/spec", &original, &w1);
+        let mut before2 = w1.clone();
+        before2["http"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"route": [{"destination": {"host": "b"}}]}));
+        let mut w2 = before2.clone();
+        w2["http"][1]["retries"] = json!({"retryOn": "reset"});
+        let undo2 = restore_ops("/spec", &before2, &w2);
+        let undos = vec![undo1, undo2];
+        // Undone exactly: the other controller's route stays, meshmedic's retries go.
+        assert_eq!(
+            undo(&w2, &undos).unwrap(),
+            before2_without_retries(&before2)
+        );
+        let mut obj = json!({"spec": w2.clone()});
+        apply(&mut obj, &undo_patch(&undos)).unwrap();
+        assert_eq!(obj["spec"], before2_without_retries(&before2));
+        // Someone changed what the first write wrote: refused, naming the path.
+        let mut edited = w2.clone();
+        edited["http"][0]["retries"]["retryOn"] = json!("5xx");
+        assert_eq!(
+            undo(&edited, &undos),
+            Err("/spec/http/0/retries".to_string())
+        );
+        // Nothing else happened: back to the original byte for byte.
+        let undo_only = vec![restore_ops("/spec", &original, &w1)];
+        assert_eq!(undo(&w1, &undo_only).unwrap(), original);
+    }
+
+    #[test]
+    fn a_hand_revert_then_a_re_approved_write_still_rolls_back_and_a_revert_is_not_intact() {
+        let original = vs();
+        let mut w = vs();
+        w["http"][0]["timeout"] = json!("10s");
+        let first = restore_ops("/spec", &original, &w);
+        // A person reverts: meshmedic's field no longer holds what it wrote.
+        assert_eq!(
+            intact(&original, std::slice::from_ref(&first)),
+            Err("/spec/http/0/timeout".to_string())
+        );
+        // Re-approved, written again from the reverted state.
+        let second = restore_ops("/spec", &original, &w);
+        let undos = vec![first, second];
+        assert_eq!(intact(&w, &undos), Ok(()));
+        assert_eq!(undo(&w, &undos).unwrap(), original);
+        // Someone edits a field meshmedic does not own: still intact, and kept by the undo.
+        let mut other = w.clone();
+        other["hosts"] = json!(["cart", "x"]);
+        assert_eq!(intact(&other, &undos), Ok(()));
+        assert_eq!(undo(&other, &undos).unwrap()["hosts"], json!(["cart", "x"]));
+    }
+
+    fn before2_without_retries(before2: &Value) -> Value {
+        let mut v = before2.clone();
+        v["http"][0].as_object_mut().unwrap().remove("retries");
+        v
     }
 
     #[test]

@@ -202,6 +202,11 @@ pub struct RemediationStatus {
     /// changed no longer hold these values).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub written: Option<TargetRecord>,
+    /// One RFC 6902 patch per write since `original`, each undoing exactly that write (with
+    /// `test`s of what it wrote): rollback applies them last first, in one request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "undo_schema")]
+    pub undo: Vec<Vec<Value>>,
     /// Writes to the target since `original` was recorded (capped; see the README).
     #[serde(default)]
     pub writes: u32,
@@ -225,6 +230,16 @@ fn json_patch_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "type": "array",
         "nullable": true,
         "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+    })
+}
+
+fn undo_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": {
+            "type": "array",
+            "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+        }
     })
 }
 
