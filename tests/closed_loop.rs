@@ -131,6 +131,18 @@ async fn an_approval_racing_a_re_plan_never_applies_the_new_plan() {
     );
     assert!(!written(&get_remediation(&admin, &ns, &name).await));
 
+    // What `meshmedic approve` shows: the plan's digest and the change as a diff of the target.
+    let shown = meshmedic::cli::approve::approve(&admin, &ns, &name, None, true)
+        .await
+        .expect("dry run");
+    assert!(
+        shown.contains(replanned.spec.plan_digest.as_deref().expect("digest"))
+            && shown
+                .lines()
+                .any(|l| l.starts_with("+ ") && l.contains("http"))
+            && shown.contains("nothing approved"),
+        "{shown}"
+    );
     // Approving what is shown now applies exactly that plan, on top of the person's edit.
     let digest = approve(&admin, &ns, &name).await;
     assert_eq!(Some(&digest), replanned.spec.plan_digest.as_ref());
