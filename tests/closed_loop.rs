@@ -446,6 +446,18 @@ async fn the_shop_end_to_end_approve_verify_roll_back() {
         .collect();
     got.sort();
     assert_eq!(got, expected);
+    // Steady state before any approval: no write loops.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let versions = |rs: Vec<Remediation>| -> Vec<Option<String>> {
+        rs.iter().map(|r| r.resource_version()).collect()
+    };
+    let settled = versions(remediations(&admin, &ns).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        versions(remediations(&admin, &ns).await),
+        settled,
+        "Remediations keep changing"
+    );
 
     let safe: Vec<Remediation> = all
         .into_iter()
@@ -615,8 +627,19 @@ async fn the_namespace_minimum_severity_filters_remediations() {
         all.iter()
             .all(|r| r.spec.severity == meshmedic::analysis::Severity::Error)
     );
+    // Steady state: no write loops (every Remediation keeps its resourceVersion).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(remediations(&admin, &ns).await.len(), 2);
+    let versions = |rs: Vec<Remediation>| -> Vec<Option<String>> {
+        rs.iter().map(|r| r.resource_version()).collect()
+    };
+    let settled = versions(remediations(&admin, &ns).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        versions(remediations(&admin, &ns).await),
+        settled,
+        "Remediations keep changing"
+    );
+    assert_eq!(settled.len(), 2);
     let (code, body) = http_get(operator.metrics_port, "/metrics").expect("metrics");
     assert_eq!(code, 200);
     assert!(
