@@ -79,10 +79,23 @@ async fn an_approval_racing_a_re_plan_never_applies_the_new_plan() {
     )
     .await
     .expect("a person edits the DestinationRule");
+    // Back to Proposed, with a condition saying what changed.
     let replanned = wait_for(&admin, &ns, &name, "the re-plan", |r| {
         r.spec.plan_digest.as_deref() != Some(reviewed.as_str())
+            && reason(r, "Ready").as_deref() == Some("PlanChanged")
     })
     .await;
+    let said = replanned
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .expect("Ready");
+    assert_eq!(phase(&replanned), Phase::Proposed);
+    assert!(
+        said.message.contains(&reviewed) && said.message.contains("/spec/trafficPolicy"),
+        "{}",
+        said.message
+    );
     let edited_version = api
         .get("catalog")
         .await

@@ -501,7 +501,11 @@ pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
             if let Some(writer) = rem.and_then(apply::writing) {
                 // Another replica (e.g. the previous leader) is writing this target: wait.
                 tracing::debug!(remediation = %name, %writer, "being written; deciding later");
-                ctx.changes.mark(Some(ns), false).await;
+                let (changes, ns) = (ctx.changes.clone(), ns.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    changes.mark(Some(&ns), false).await;
+                });
                 continue;
             }
             let view = target_view(ctx, &snapshot, target, rem);
