@@ -177,12 +177,14 @@ pub fn decide(
         {
             return Nothing;
         }
+        // Changed: the executor checks field by field on the live object (a field put back by
+        // hand is fine; one changed to anything else refuses, nothing written).
         return match target {
             Target::Pending => Nothing,
-            Target::AsWritten => Rollback,
+            Target::AsWritten | Target::Changed => Rollback,
             Target::Absent if rem.created => Rollback,
             Target::Absent => set(Phase::Refused, Reason::TargetDeleted),
-            Target::Changed | Target::Present => set(Phase::Refused, Reason::TargetChanged),
+            Target::Present => set(Phase::Refused, Reason::TargetChanged),
         };
     }
 

@@ -101,12 +101,16 @@ fn rollback_refuses_over_someone_elses_edit() {
         decide(Mode::Propose, None, None, Some(&r), TargetView::AsWritten),
         Decision::Rollback
     );
+    // The executor judges a changed target field by field (and refuses, writing nothing).
     assert_eq!(
         decide(Mode::Propose, None, None, Some(&r), TargetView::Changed),
-        Decision::Set {
-            phase: Phase::Refused,
-            reason: Reason::TargetChanged
-        }
+        Decision::Rollback
+    );
+    r.phase = Phase::Refused;
+    r.reason = "TargetChanged".into();
+    assert_eq!(
+        decide(Mode::Propose, None, None, Some(&r), TargetView::Changed),
+        Decision::Nothing
     );
 }
 
@@ -360,11 +364,13 @@ impl World {
                 let rem = self.rem.as_mut().expect("rollback without a Remediation");
                 let original = self.original.expect("rollback without an original");
                 let written = self.written.expect("rollback without a write");
-                // Restores or refuses (on the live object): only over meshmedic's own values.
-                let intact = match self.target {
-                    None => rem.created,
-                    Some(t) if rem.created => t == written,
-                    Some(t) => t.fix == written.fix,
+                // Restores or refuses (on the live object): only over meshmedic's own values,
+                // or values already put back.
+                let intact = match (self.target, original) {
+                    (None, _) => rem.created,
+                    (Some(t), _) if rem.created => t == written,
+                    (Some(t), Some(o)) => t.fix == written.fix || t.fix == o.fix,
+                    (Some(_), None) => false,
                 };
                 if !intact {
                     rem.phase = Phase::Refused;
