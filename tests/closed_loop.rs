@@ -223,6 +223,13 @@ async fn a_human_revert_becomes_a_new_proposal_never_a_silent_re_apply() {
         );
         let r = get_remediation(&admin, ns, &name).await;
         assert_eq!(r.status.as_ref().map(|s| s.writes), Some(1));
+        // A rollback now has nothing left to undo: RolledBack, the person's spec untouched.
+        meshmedic::cli::rollback::rollback(&admin, ns, &name)
+            .await
+            .expect("rollback");
+        wait_phase(&admin, ns, &name, Phase::RolledBack).await;
+        let now = api.get("catalog").await.expect("catalog");
+        assert_eq!(now.data["spec"], original, "{ns}");
     }
     operator.stop();
 }
