@@ -24,19 +24,23 @@ async fn the_operator_proposes_applies_rolls_back_and_respects_opt_in() {
 
     let operator = Replica::start(cp.meshmedic_config(), "lease-main", "replica-a");
 
-    // Every cause in the examples yields its Remediation, one per (code, target).
+    // Every cause in the examples yields a Remediation, one per target object (the two causes
+    // on ratings-route share one).
     let all = eventually(
         Duration::from_secs(60),
-        "8 Remediations in the opted-in namespace",
+        "7 Remediations in the opted-in namespace",
         || async {
             let rs = remediations(&admin, &opted).await;
-            (rs.len() == 8 && rs.iter().all(|r| r.status.is_some())).then_some(rs)
+            (rs.len() == 7 && rs.iter().all(|r| r.status.is_some())).then_some(rs)
         },
     )
     .await;
-    let codes: std::collections::BTreeSet<&str> =
-        all.iter().map(|r| r.spec.code.as_str()).collect();
+    let codes: std::collections::BTreeSet<&str> = all
+        .iter()
+        .flat_map(|r| r.spec.causes.iter().map(|c| c.code.as_str()))
+        .collect();
     assert_eq!(codes.len(), 6, "{codes:?}");
+    assert!(all.iter().all(|r| r.spec.plan_digest.is_some()));
     assert!(all.iter().all(|r| phase(r) == Phase::Proposed));
     // `kubectl get rem` shows Code, Target, Phase, Age.
     assert!(all.iter().all(|r| r.spec.target_display.contains('/')));
@@ -54,7 +58,14 @@ async fn the_operator_proposes_applies_rolls_back_and_respects_opt_in() {
     let idle = remediation_for(&admin, &opted, "idle-timeout-mismatch", "DestinationRule").await;
     let name = idle.metadata.name.clone().expect("name");
     let before = get_target(&admin, &idle).await;
+    // The old boolean approval applies nothing: an approval names the digest of the plan.
     set_spec(&admin, &opted, &name, json!({"approved": true})).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        get_target(&admin, &idle).await.metadata.resource_version,
+        before.metadata.resource_version
+    );
+    approve(&admin, &opted, &name).await;
     let applied = eventually(Duration::from_secs(30), "the fix applied", || async {
         let r = Api::<Remediation>::namespaced(admin.clone(), &opted)
             .get(&name)
@@ -80,8 +91,13 @@ async fn the_operator_proposes_applies_rolls_back_and_respects_opt_in() {
         before.metadata.resource_version.as_deref()
     );
     assert!(status.rollback_patch.is_some());
-    // The cause is gone, so the Remediation becomes Resolved.
-    wait_phase(&admin, &opted, &name, Phase::Resolved).await;
+    // The cause is gone once the write is seen and re-analysed: Resolved, Verified.
+    let resolved = wait_phase(&admin, &opted, &name, Phase::Resolved).await;
+    assert_eq!(reason(&resolved, "Verified").as_deref(), Some("Verified"));
+    assert!(
+        resolved.spec.approved_digest.is_none(),
+        "the approval was used up"
+    );
 
     // Rollback restores the original spec exactly.
     set_spec(&admin, &opted, &name, json!({"rollback": true})).await;
@@ -91,17 +107,13 @@ async fn the_operator_proposes_applies_rolls_back_and_respects_opt_in() {
 
     // A concurrent edit between proposal and apply is never overwritten: a person changes the
     // cart route's timeout; meshmedic re-plans on top of it; the approved fix keeps the edit.
-    let cart = remediation_for(&admin, &opted, "missing-reset-retry", "VirtualService").await;
-    let cart = if cart.spec.target.name == "cart" {
-        cart
-    } else {
-        eventually(Duration::from_secs(10), "the cart Remediation", || async {
-            remediations(&admin, &opted).await.into_iter().find(|r| {
-                r.spec.code.as_str() == "missing-reset-retry" && r.spec.target.name == "cart"
-            })
-        })
-        .await
-    };
+    let cart = eventually(Duration::from_secs(10), "the cart Remediation", || async {
+        remediations(&admin, &opted)
+            .await
+            .into_iter()
+            .find(|r| answers(r, "missing-reset-retry") && r.spec.target.name == "cart")
+    })
+    .await;
     let cart_name = cart.metadata.name.clone().expect("name");
     let (vs_api, _, _) = support::dynamic_api(
         &admin,
@@ -120,7 +132,17 @@ async fn the_operator_proposes_applies_rolls_back_and_respects_opt_in() {
         })))
         .await
         .expect("a person edits the VirtualService");
-    set_spec(&admin, &opted, &cart_name, json!({"approved": true})).await;
+    // The edit re-plans the fix (a new digest), which is what gets approved.
+    eventually(
+        Duration::from_secs(30),
+        "the cart fix re-planned",
+        || async {
+            let r = get_remediation(&admin, &opted, &cart_name).await;
+            (r.spec.plan_digest != cart.spec.plan_digest).then_some(())
+        },
+    )
+    .await;
+    approve(&admin, &opted, &cart_name).await;
     eventually(
         Duration::from_secs(30),
         "the cart fix applied on top of the edit",
@@ -267,7 +289,7 @@ async fn two_replicas_elect_one_leader_and_the_other_takes_over_when_it_dies() {
     eventually(
         Duration::from_secs(60),
         "Remediations from the leader",
-        || async { (remediations(&admin, &ns).await.len() == 8).then_some(()) },
+        || async { (remediations(&admin, &ns).await.len() == 7).then_some(()) },
     )
     .await;
     let (leader, follower) = if first == "replica-1" { (a, b) } else { (b, a) };
@@ -298,7 +320,7 @@ async fn latency_from_misconfiguration_to_remediation() {
     eventually(
         Duration::from_secs(60),
         "the initial Remediations",
-        || async { (remediations(&admin, &ns).await.len() == 8).then_some(()) },
+        || async { (remediations(&admin, &ns).await.len() == 7).then_some(()) },
     )
     .await;
     let (vs_api, _, _) = support::dynamic_api(
@@ -400,7 +422,7 @@ async fn observed_503s_from_prometheus_or_sidecars_become_evidence() {
         "the ratings Remediation with evidence",
         || async {
             remediations(&admin, &ns).await.into_iter().find(|r| {
-                r.spec.code.as_str() == "missing-reset-retry"
+                answers(r, "missing-reset-retry")
                     && r.spec.target.name == "ratings-route"
                     && r.spec
                         .evidence
@@ -456,7 +478,7 @@ async fn observed_503s_from_prometheus_or_sidecars_become_evidence() {
         "the catalog Remediation with sidecar evidence",
         || async {
             remediations(&admin, &ns2).await.into_iter().find(|r| {
-                r.spec.code.as_str() == "idle-timeout-mismatch"
+                answers(r, "idle-timeout-mismatch")
                     && r.spec
                         .evidence
                         .iter()
@@ -480,7 +502,7 @@ async fn observed_503s_from_prometheus_or_sidecars_become_evidence() {
     eventually(
         Duration::from_secs(60),
         "Remediations without Prometheus",
-        || async { (remediations(&admin, &ns3).await.len() >= 8).then_some(()) },
+        || async { (remediations(&admin, &ns3).await.len() >= 7).then_some(()) },
     )
     .await;
     operator.stop();

@@ -68,7 +68,7 @@ async fn a_missing_istio_crd_is_skipped_and_picked_up_when_it_appears() {
         !remediations(&admin, &ns)
             .await
             .iter()
-            .any(|r| r.spec.code.as_str() == "listener-change-503")
+            .any(|r| answers(r, "listener-change-503"))
     );
 
     // ...and picks it up when the CRD appears, without a restart.
@@ -109,7 +109,7 @@ async fn a_missing_istio_crd_is_skipped_and_picked_up_when_it_appears() {
             remediations(&admin, &ns)
                 .await
                 .into_iter()
-                .find(|r| r.spec.code.as_str() == "listener-change-503")
+                .find(|r| answers(r, "listener-change-503"))
         },
     )
     .await;

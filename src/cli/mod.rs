@@ -5,11 +5,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod analyze;
+pub mod approve;
 pub mod crd;
 pub mod explain;
 pub mod fix;
 pub mod kube_args;
 pub mod logs;
+pub mod rollback;
 pub mod sarif;
 
 #[derive(Parser, Debug)]
@@ -38,6 +40,10 @@ pub enum Command {
     Explain(explain::ExplainArgs),
     /// Write the safe fixes into the manifest files (minimal edits; `--diff` only shows them).
     Fix(fix::FixArgs),
+    /// Show the change a Remediation would make, then approve exactly that plan (its digest).
+    Approve(approve::ApproveArgs),
+    /// Restore a Remediation's target to what it was before meshmedic first wrote it.
+    Rollback(rollback::RollbackArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -49,6 +55,8 @@ pub fn main() -> ExitCode {
         Command::Logs(args) => logs::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Fix(args) => fix::run(args),
+        Command::Approve(args) => approve::run(args),
+        Command::Rollback(args) => rollback::run(args),
     }
 }
 

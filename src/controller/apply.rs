@@ -1,5 +1,6 @@
 //! Writing to the API server: Remediation resources (server-side apply), fixes (JSON patch after
-//! a server-side dry-run, or a new object), rollbacks, status and events.
+//! a server-side dry-run, or a new object), exact rollbacks, status and events. What to write is
+//! decided by `lifecycle`; this module only does it and reports what happened.
 
 use std::collections::BTreeMap;
 
@@ -9,11 +10,15 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
 use super::metrics::Metrics;
+use super::restore::{restore_ops, undo, undo_patch};
 use super::stores::api_resource;
 use crate::model::ObjectRef;
-use crate::model::remediation::{Phase, Remediation, RemediationAction};
-use crate::remediation::rollback_patch;
+use crate::model::remediation::{
+    Phase, Remediation, RemediationAction, RemediationStatus, TargetRecord,
+};
 
 pub const FIELD_MANAGER: &str = "meshmedic";
 
@@ -39,8 +44,12 @@ pub fn target_api(client: &Client, target: &ObjectRef) -> Option<Api<DynamicObje
 /// What happened to an apply or rollback, for the status.
 pub struct Outcome {
     pub phase: Phase,
+    pub reason: &'static str,
     pub message: String,
-    pub status: Value,
+    /// The status after the write (records included).
+    pub status: RemediationStatus,
+    /// The target's resourceVersion after meshmedic's write, when it wrote.
+    pub wrote: Option<String>,
 }
 
 fn is_conflict(e: &kube::Error) -> bool {
@@ -48,83 +57,165 @@ fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 422 || s.code == 409)
 }
 
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
 fn json_patch(ops: &[Value]) -> Result<json_patch::Patch, String> {
     serde_json::from_value(Value::Array(ops.to_vec())).map_err(|e| e.to_string())
 }
 
-/// Applies a Remediation's fix: dry-run first, then for real.
-pub async fn apply_fix(client: &Client, rem: &Remediation, metrics: &Metrics) -> Outcome {
+fn spec_of(obj: &DynamicObject) -> Value {
+    obj.data.get("spec").cloned().unwrap_or_else(|| json!({}))
+}
+
+/// Writes a Remediation's plan to its target: records the target's original state before the
+/// first write for this Remediation (in the status, so it survives restarts), then dry-runs and
+/// writes. The caller has decided (see `lifecycle`) that this write is allowed.
+pub async fn apply_fix(
+    client: &Client,
+    api: &Api<Remediation>,
+    rem: &Remediation,
+    metrics: &Metrics,
+    identity: &str,
+) -> Outcome {
     let target = &rem.spec.target;
-    let Some(api) = target_api(client, target) else {
-        return failed(format!("meshmedic does not write {} objects", target.kind));
+    let mut status = rem.status.clone().unwrap_or_default();
+    let digest = rem.spec.plan_digest.clone();
+    let fail = |status: &RemediationStatus, phase, reason, message: String| {
+        let mut status = status.clone();
+        // Not retried automatically: a new plan, or a new approval, tries again.
+        status.failed_digest = digest.clone();
+        if status.written.is_none() {
+            // Nothing was written: the next first write records the original anew.
+            status.original = None;
+        }
+        status.last_error = Some(message.clone());
+        Outcome {
+            phase,
+            reason,
+            message,
+            status,
+            wrote: None,
+        }
     };
-    match rem.spec.action {
+    let Some(tapi) = target_api(client, target) else {
+        return fail(
+            &status,
+            Phase::Failed,
+            "Unsupported",
+            format!("meshmedic does not write {} objects", target.kind),
+        );
+    };
+    let live = match tapi.get_opt(&target.name).await {
+        Ok(o) => o,
+        Err(e) => {
+            metrics.api_error("get_target");
+            return fail(
+                &status,
+                Phase::Failed,
+                "Failed",
+                format!("cannot read {target}: {e}"),
+            );
+        }
+    };
+    // 1. Claim the write and record the original before the first write (never overwritten by
+    //    later writes), in one optimistic update: if the Remediation changed since this
+    //    decision was made (another writer, a new approval), nothing is written.
+    if status.original.is_none() {
+        status.original = Some(TargetRecord {
+            existed: live.is_some(),
+            spec: live.as_ref().map(spec_of).unwrap_or_else(|| json!({})),
+        });
+    }
+    status.write_attempts += 1;
+    if writing(rem).is_some() {
+        return busy(status);
+    }
+    status.writer = Some(identity.to_string());
+    status.writer_since = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+    match claim(api, rem, &status).await {
+        Ok(_) => {}
+        Err(e) if is_conflict(&e) => return busy(status),
+        Err(e) => {
+            metrics.api_error("record_original");
+            return fail(
+                &status,
+                Phase::Failed,
+                "Failed",
+                format!("cannot record {target}'s original state, so nothing was written: {e}"),
+            );
+        }
+    }
+    // 2. The write.
+    let result = match rem.spec.action {
         RemediationAction::Patch => {
+            let Some(before) = live.as_ref() else {
+                return fail(
+                    &status,
+                    Phase::Stale,
+                    "TargetDeleted",
+                    format!(
+                        "{target} does not exist (deleted since the fix was planned); nothing was written"
+                    ),
+                );
+            };
             let Some(ops) = rem.spec.patch.as_deref() else {
-                return failed("the Remediation has no patch".to_string());
+                return fail(
+                    &status,
+                    Phase::Failed,
+                    "Failed",
+                    "the Remediation has no patch".into(),
+                );
             };
-            let before = match api.get(&target.name).await {
-                Ok(o) => o,
-                Err(e) => {
-                    metrics.api_error("get_target");
-                    return failed(format!("cannot read {target}: {e}"));
-                }
-            };
-            let patch = match json_patch(ops) {
+            // Pinned to the version whose spec was just recorded as the original (when it is).
+            let mut pinned = vec![
+                json!({"op": "test", "path": "/metadata/resourceVersion", "value": before.resource_version()}),
+            ];
+            pinned.extend(ops.iter().cloned());
+            let patch = match json_patch(&pinned) {
                 Ok(p) => p,
-                Err(e) => return failed(format!("the patch is not RFC 6902: {e}")),
+                Err(e) => {
+                    return fail(
+                        &status,
+                        Phase::Failed,
+                        "Failed",
+                        format!("the patch is not RFC 6902: {e}"),
+                    );
+                }
             };
             let dry = PatchParams {
                 dry_run: true,
                 field_manager: Some(FIELD_MANAGER.into()),
                 ..Default::default()
             };
-            if let Err(e) = api
-                .patch(&target.name, &dry, &Patch::<()>::Json(patch.clone()))
-                .await
-            {
-                return if is_conflict(&e) {
-                    stale(format!(
-                        "{target} changed since the fix was planned ({e}); re-analysing"
-                    ))
-                } else {
-                    metrics.api_error("dry_run_patch");
-                    failed(format!("the API server rejects the fix (dry run): {e}"))
-                };
-            }
             let params = PatchParams {
                 field_manager: Some(FIELD_MANAGER.into()),
                 ..Default::default()
             };
-            match api
-                .patch(&target.name, &params, &Patch::<()>::Json(patch))
+            let r = match tapi
+                .patch(&target.name, &dry, &Patch::<()>::Json(patch.clone()))
                 .await
             {
-                Ok(after) => {
-                    let before_value = serde_json::to_value(&before).unwrap_or(Value::Null);
-                    let rollback = rollback_patch(&before_value, ops).ok();
-                    Outcome {
-                        phase: Phase::Applied,
-                        message: format!("patched {target}"),
-                        status: json!({
-                            "appliedPatch": ops,
-                            "rollbackPatch": rollback,
-                            "targetResourceVersionBefore": before.resource_version(),
-                            "targetResourceVersionAfter": after.resource_version(),
-                            "lastError": null,
-                        }),
-                    }
+                Ok(_) => {
+                    tapi.patch(&target.name, &params, &Patch::<()>::Json(patch))
+                        .await
                 }
-                Err(e) if is_conflict(&e) => {
-                    stale(format!("{target} changed underneath ({e}); re-analysing"))
-                }
-                Err(e) => {
-                    metrics.api_error("patch_target");
-                    failed(format!("cannot patch {target}: {e}"))
-                }
-            }
+                Err(e) => Err(e),
+            };
+            r.map(|after| (before.resource_version(), after))
         }
         RemediationAction::Create => {
+            if live.is_some() {
+                return fail(
+                    &status,
+                    Phase::Stale,
+                    "Conflict",
+                    format!(
+                        "{target} already exists (created by someone else since the fix was planned); nothing was written"
+                    ),
+                );
+            }
             let mut resource = rem.spec.resource.clone();
             // The new object belongs to its Remediation: deleting the Remediation deletes it.
             if let (Some(uid), Some(meta)) =
@@ -139,115 +230,466 @@ pub async fn apply_fix(client: &Client, rem: &Remediation, metrics: &Metrics) ->
             }
             let obj: DynamicObject = match serde_json::from_value(resource) {
                 Ok(o) => o,
-                Err(e) => return failed(format!("the new object is not valid: {e}")),
+                Err(e) => {
+                    return fail(
+                        &status,
+                        Phase::Failed,
+                        "Failed",
+                        format!("the new object is not valid: {e}"),
+                    );
+                }
             };
             let dry = PostParams {
                 dry_run: true,
                 field_manager: Some(FIELD_MANAGER.into()),
             };
-            if let Err(e) = api.create(&dry, &obj).await {
-                metrics.api_error("dry_run_create");
-                return failed(format!("the API server rejects {target} (dry run): {e}"));
-            }
             let params = PostParams {
                 dry_run: false,
                 field_manager: Some(FIELD_MANAGER.into()),
             };
-            match api.create(&params, &obj).await {
-                Ok(created) => Outcome {
-                    phase: Phase::Applied,
-                    message: format!("created {target}"),
-                    status: json!({
-                        "appliedPatch": null,
-                        "rollbackPatch": null,
-                        "targetResourceVersionBefore": null,
-                        "targetResourceVersionAfter": created.resource_version(),
-                        "lastError": null,
-                    }),
-                },
-                Err(e) => {
-                    metrics.api_error("create_target");
-                    failed(format!("cannot create {target}: {e}"))
-                }
+            let r = match tapi.create(&dry, &obj).await {
+                Ok(_) => tapi.create(&params, &obj).await,
+                Err(e) => Err(e),
+            };
+            r.map(|after| (None, after))
+        }
+    };
+    match result {
+        Ok((before_rv, after)) => {
+            let written = spec_of(&after);
+            // This write's own undo: from what it found (others' changes included) to what it
+            // left. For a new object, from nothing.
+            let found = live.as_ref().map(spec_of).unwrap_or_else(|| json!({}));
+            status.undo.push(restore_ops("/spec", &found, &written));
+            status.rollback_patch = Some(undo_patch(&status.undo));
+            status.applied_patch = rem.spec.patch.clone();
+            status.target_resource_version_before = before_rv;
+            status.target_resource_version_after = after.resource_version();
+            status.written = Some(TargetRecord {
+                existed: true,
+                spec: written,
+            });
+            status.writes += 1;
+            status.applied_digest = digest.clone();
+            status.failed_digest = None;
+            status.reverted = false;
+            status.last_error = None;
+            let verb = match rem.spec.action {
+                RemediationAction::Patch => "patched",
+                RemediationAction::Create => "created",
+            };
+            Outcome {
+                phase: Phase::Applied,
+                reason: "Applied",
+                message: format!(
+                    "{verb} {target} with plan {} (write {} of at most {}); verifying",
+                    digest.as_deref().unwrap_or("?"),
+                    status.writes,
+                    super::lifecycle::MAX_WRITES
+                ),
+                wrote: after.resource_version(),
+                status,
             }
+        }
+        Err(e) if is_not_found(&e) => fail(
+            &status,
+            Phase::Stale,
+            "TargetDeleted",
+            format!("{target} was deleted while the fix was applied; nothing was written ({e})"),
+        ),
+        Err(e) if is_conflict(&e) => fail(
+            &status,
+            Phase::Stale,
+            "Conflict",
+            format!(
+                "{target} changed since the fix was planned ({e}); nothing was written, re-analysing"
+            ),
+        ),
+        Err(e) => {
+            metrics.api_error("write_target");
+            fail(
+                &status,
+                Phase::Failed,
+                "Failed",
+                format!("the API server rejects the fix to {target}: {e}"),
+            )
         }
     }
 }
 
-/// Undoes an applied fix with the stored rollback patch (or deletes the object it created).
-pub async fn rollback_fix(client: &Client, rem: &Remediation, metrics: &Metrics) -> Outcome {
+/// Restores the target to the original recorded before meshmedic's first write: puts back the
+/// old value of every field meshmedic changed (or deletes the object it created). Refuses, and
+/// writes nothing, when someone else has changed any of those fields since.
+pub async fn rollback_fix(
+    client: &Client,
+    api: &Api<Remediation>,
+    rem: &Remediation,
+    metrics: &Metrics,
+    identity: &str,
+) -> Outcome {
     let target = &rem.spec.target;
-    let Some(api) = target_api(client, target) else {
-        return failed(format!("meshmedic does not write {} objects", target.kind));
-    };
-    let status = rem.status.clone().unwrap_or_default();
-    match rem.spec.action {
-        RemediationAction::Patch => {
-            let Some(ops) = status.rollback_patch.as_deref() else {
-                return failed("no rollback patch was recorded".to_string());
-            };
-            let patch = match json_patch(ops) {
-                Ok(p) => p,
-                Err(e) => return failed(format!("the rollback patch is not RFC 6902: {e}")),
-            };
-            let params = PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..Default::default()
-            };
-            match api
-                .patch(&target.name, &params, &Patch::<()>::Json(patch))
-                .await
-            {
-                Ok(after) => Outcome {
-                    phase: Phase::RolledBack,
-                    message: format!("restored {target}"),
-                    status: json!({"targetResourceVersionAfter": after.resource_version(), "lastError": null}),
-                },
-                Err(e) => {
-                    metrics.api_error("rollback_patch");
-                    failed(format!(
-                        "cannot roll back {target}: {e} (it changed since the fix; nothing was overwritten)"
-                    ))
-                }
-            }
+    let mut status = rem.status.clone().unwrap_or_default();
+    let refuse = |status: &RemediationStatus, reason, message: String| {
+        let mut status = status.clone();
+        status.last_error = Some(message.clone());
+        Outcome {
+            phase: Phase::Refused,
+            reason,
+            message,
+            status,
+            wrote: None,
         }
-        RemediationAction::Create => match api.delete(&target.name, &DeleteParams::default()).await
-        {
-            Ok(_) => Outcome {
-                phase: Phase::RolledBack,
-                message: format!("deleted {target}, which meshmedic had created"),
-                status: json!({"lastError": null}),
-            },
-            Err(kube::Error::Api(s)) if s.code == 404 => Outcome {
-                phase: Phase::RolledBack,
-                message: format!("{target} is already gone"),
-                status: json!({"lastError": null}),
-            },
+    };
+    let written = status.written.clone();
+    let (Some(original), Some(_)) = (status.original.clone(), written.as_ref()) else {
+        return refuse(
+            &status,
+            "NothingWritten",
+            "meshmedic has not written this target".into(),
+        );
+    };
+    status.write_attempts += 1;
+    if writing(rem).is_some() {
+        return busy(status);
+    }
+    status.writer = Some(identity.to_string());
+    status.writer_since = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+    match claim(api, rem, &status).await {
+        Ok(_) => {}
+        Err(e) if is_conflict(&e) => return busy(status),
+        Err(e) => {
+            metrics.api_error("claim");
+            return refuse(
+                &status,
+                "Failed",
+                format!("cannot update the Remediation, so nothing was written: {e}"),
+            );
+        }
+    }
+    let Some(tapi) = target_api(client, target) else {
+        return refuse(
+            &status,
+            "Unsupported",
+            format!("meshmedic does not write {} objects", target.kind),
+        );
+    };
+    let done = |mut status: RemediationStatus, message: String, rv: Option<String>| {
+        status.original = None;
+        status.written = None;
+        status.undo = Vec::new();
+        status.writes = 0;
+        status.applied_digest = None;
+        status.reverted = false;
+        status.last_error = None;
+        if rv.is_some() {
+            status.target_resource_version_after = rv.clone();
+        }
+        Outcome {
+            phase: Phase::RolledBack,
+            reason: "RolledBack",
+            message,
+            status,
+            wrote: rv,
+        }
+    };
+    let live = match tapi.get_opt(&target.name).await {
+        Ok(o) => o,
+        Err(e) => {
+            metrics.api_error("get_target");
+            let mut s = status.clone();
+            s.last_error = Some(format!("cannot read {target}: {e}"));
+            return Outcome {
+                phase: Phase::Failed,
+                reason: "Failed",
+                message: format!("cannot read {target}: {e}"),
+                status: s,
+                wrote: None,
+            };
+        }
+    };
+    let Some(live) = live else {
+        return if original.existed {
+            refuse(
+                &status,
+                "TargetDeleted",
+                format!(
+                    "{target} was deleted by someone else; nothing to restore, nothing written"
+                ),
+            )
+        } else {
+            done(
+                status,
+                format!("{target}, which meshmedic created, is already gone"),
+                None,
+            )
+        };
+    };
+    let current = spec_of(&live);
+    let refused = |path: String| {
+        format!(
+            "rollback refused, nothing written: someone changed {target} at {path} after meshmedic wrote it; restore meshmedic's value there (or edit the target by hand), then request the rollback again"
+        )
+    };
+    // An object meshmedic created goes if it is exactly as meshmedic last left it.
+    let as_left = written.map(|w| w.spec == current).unwrap_or(false);
+    let restored = match undo(&current, &status.undo) {
+        Ok(spec) => spec,
+        Err(_) if !original.existed && as_left => json!({}),
+        Err(path) => return refuse(&status, "TargetChanged", refused(path)),
+    };
+    if !original.existed && restored.as_object().is_some_and(|m| !m.is_empty()) {
+        let keys: Vec<String> = restored
+            .as_object()
+            .map(|m| m.keys().map(|k| format!("/spec/{k}")).collect())
+            .unwrap_or_default();
+        return refuse(&status, "TargetChanged", refused(keys.join(", ")));
+    }
+    if !original.existed {
+        let dp = DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                resource_version: live.resource_version(),
+                uid: None,
+            }),
+            ..Default::default()
+        };
+        return match tapi.delete(&target.name, &dp).await {
+            Ok(_) => done(
+                status,
+                format!("deleted {target}, which meshmedic had created"),
+                None,
+            ),
+            Err(e) if is_not_found(&e) => done(status, format!("{target} is already gone"), None),
+            Err(e) if is_conflict(&e) => refuse(
+                &status,
+                "TargetChanged",
+                format!(
+                    "rollback refused: {target} changed while it was being deleted ({e}); nothing written"
+                ),
+            ),
             Err(e) => {
                 metrics.api_error("rollback_delete");
-                failed(format!("cannot delete {target}: {e}"))
+                let mut s = status.clone();
+                s.last_error = Some(format!("cannot delete {target}: {e}"));
+                Outcome {
+                    phase: Phase::Failed,
+                    reason: "Failed",
+                    message: format!("cannot delete {target}: {e}"),
+                    status: s,
+                    wrote: None,
+                }
             }
-        },
+        };
+    }
+    // The restored spec, as one patch pinned to the version just checked.
+    let mut ops = vec![
+        json!({"op": "test", "path": "/metadata/resourceVersion", "value": live.resource_version()}),
+    ];
+    ops.extend(restore_ops("/spec", &restored, &current));
+    if ops.len() == 1 {
+        return done(
+            status,
+            format!("{target} already holds its original values"),
+            None,
+        );
+    }
+    let patch = match json_patch(&ops) {
+        Ok(p) => p,
+        Err(e) => {
+            return refuse(
+                &status,
+                "Failed",
+                format!("the rollback patch is not RFC 6902: {e}"),
+            );
+        }
+    };
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    status.rollback_patch = Some(ops);
+    match tapi
+        .patch(&target.name, &params, &Patch::<()>::Json(patch))
+        .await
+    {
+        Ok(after) => done(
+            status,
+            format!("restored {target} to its state before meshmedic's first write"),
+            after.resource_version(),
+        ),
+        Err(e) if is_conflict(&e) => refuse(
+            &status,
+            "TargetChanged",
+            format!("rollback refused: {target} changed meanwhile ({e}); nothing written"),
+        ),
+        Err(e) if is_not_found(&e) => refuse(
+            &status,
+            "TargetDeleted",
+            format!("{target} was deleted by someone else; nothing written"),
+        ),
+        Err(e) => {
+            metrics.api_error("rollback_patch");
+            let mut s = status.clone();
+            s.last_error = Some(format!("cannot roll back {target}: {e}"));
+            Outcome {
+                phase: Phase::Failed,
+                reason: "Failed",
+                message: format!("cannot roll back {target}: {e}"),
+                status: s,
+                wrote: None,
+            }
+        }
     }
 }
 
-fn failed(message: String) -> Outcome {
+/// How long a claim holds: a replica that died mid-write does not block the Remediation longer.
+const CLAIM_SECONDS: i64 = 30;
+
+/// The other replica writing this Remediation's target right now, if any.
+pub fn writing(rem: &Remediation) -> Option<String> {
+    let s = rem.status.as_ref()?;
+    let since = s.writer_since.as_ref()?;
+    let age = k8s_openapi::jiff::Timestamp::now().as_second() - since.0.as_second();
+    (age < CLAIM_SECONDS).then(|| s.writer.clone()).flatten()
+}
+
+/// Another writer changed the Remediation since the decision: nothing done, decide again.
+pub const BUSY: &str = "Busy";
+
+fn busy(status: RemediationStatus) -> Outcome {
     Outcome {
-        phase: Phase::Failed,
-        status: json!({"lastError": message}),
-        message,
+        phase: status.phase,
+        reason: BUSY,
+        message: "the Remediation changed meanwhile; deciding again".into(),
+        status,
+        wrote: None,
     }
 }
 
-fn stale(message: String) -> Outcome {
-    Outcome {
-        phase: Phase::Stale,
-        status: json!({"lastError": message}),
+/// Replaces the status only if the Remediation is still at the resourceVersion the decision
+/// was made on (409 otherwise).
+async fn claim(
+    api: &Api<Remediation>,
+    rem: &Remediation,
+    status: &RemediationStatus,
+) -> kube::Result<Remediation> {
+    let mut obj = rem.clone();
+    obj.status = Some(status.clone());
+    api.replace_status(&rem.name_any(), &PostParams::default(), &obj)
+        .await
+}
+
+/// Replaces the whole status, only if the Remediation is still at the resourceVersion the
+/// decision was made on (409 otherwise: the caller decides again on the next pass). Fields
+/// meshmedic removes disappear; records such as `original` are never merged with older ones.
+pub async fn write_status(
+    api: &Api<Remediation>,
+    rem: &Remediation,
+    status: &RemediationStatus,
+) -> kube::Result<Remediation> {
+    claim(api, rem, status).await
+}
+
+/// Records the status after a write to the target: it must not be lost, so a conflict (a
+/// reviewer edited the spec meanwhile) re-reads the Remediation and writes the status again.
+pub async fn record_status(
+    api: &Api<Remediation>,
+    name: &str,
+    status: &RemediationStatus,
+) -> kube::Result<Remediation> {
+    let mut status = status.clone();
+    status.writer = None;
+    status.writer_since = None;
+    let status = &status;
+    for _ in 0..4 {
+        let current = api.get(name).await?;
+        match claim(api, &current, status).await {
+            Err(e) if is_conflict(&e) => continue,
+            r => return r,
+        }
+    }
+    let current = api.get(name).await?;
+    claim(api, &current, status).await
+}
+
+/// Whether a Remediation write lost a race with another writer.
+pub fn lost_race(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+/// `status` with phase and Ready condition (and `observedGeneration`) set.
+pub fn with_phase(
+    rem: &Remediation,
+    mut status: RemediationStatus,
+    phase: Phase,
+    reason: &str,
+    message: &str,
+) -> RemediationStatus {
+    let ok = matches!(
+        phase,
+        Phase::Applied | Phase::Resolved | Phase::RolledBack | Phase::Proposed
+    );
+    status.phase = phase;
+    status.observed_generation = rem.metadata.generation;
+    set_condition(
+        &mut status,
+        rem.metadata.generation,
+        "Ready",
+        ok,
+        reason,
         message,
+    );
+    status
+}
+
+/// Sets one condition by type (the transition time changes only with its status).
+pub fn set_condition(
+    status: &mut RemediationStatus,
+    generation: Option<i64>,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+) {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let value = if ok { "True" } else { "False" };
+    let previous = status.conditions.iter().position(|c| c.type_ == type_);
+    let transition = previous
+        .map(|i| &status.conditions[i])
+        .filter(|c| c.status == value)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(now);
+    let condition = Condition {
+        type_: type_.to_string(),
+        status: value.to_string(),
+        reason: reason.to_string(),
+        message: message.chars().take(2000).collect(),
+        observed_generation: generation,
+        last_transition_time: transition,
+    };
+    match previous {
+        Some(i) => status.conditions[i] = condition,
+        None => status.conditions.push(condition),
     }
 }
 
-/// Server-side apply of the spec meshmedic owns (never `approved` or `rollback`).
+/// Consumes an approval: removes `spec.approvedDigest` only if it still names `digest` (a newer
+/// approval given meanwhile is kept).
+pub async fn consume_approval(
+    api: &Api<Remediation>,
+    name: &str,
+    digest: &str,
+) -> kube::Result<Remediation> {
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/spec/approvedDigest", "value": digest},
+        {"op": "remove", "path": "/spec/approvedDigest"}
+    ]))
+    .map_err(kube::Error::SerdeError)?;
+    api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+}
+
+/// Server-side apply of the spec meshmedic owns (never `approvedDigest`, `rollback` or
+/// `allowLivePatch`).
 pub async fn upsert(
     api: &Api<Remediation>,
     name: &str,
@@ -266,47 +708,6 @@ pub async fn upsert(
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(name, &params, &Patch::Apply(body)).await
-}
-
-/// Writes the status: phase, the condition for it (with `observedGeneration`), and `extra`.
-pub async fn set_status(
-    api: &Api<Remediation>,
-    rem: &Remediation,
-    phase: Phase,
-    reason: &str,
-    message: &str,
-    extra: Value,
-) -> kube::Result<Remediation> {
-    let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let generation = rem.metadata.generation;
-    let ok = matches!(
-        phase,
-        Phase::Applied | Phase::Resolved | Phase::RolledBack | Phase::Proposed
-    );
-    let mut status = json!({
-        "phase": phase,
-        "observedGeneration": generation,
-        "conditions": [{
-            "type": "Ready",
-            "status": if ok { "True" } else { "False" },
-            "reason": reason,
-            "message": message,
-            "observedGeneration": generation,
-            "lastTransitionTime": now,
-        }],
-    });
-    if let (Some(s), Some(extra)) = (status.as_object_mut(), extra.as_object()) {
-        for (k, v) in extra {
-            s.insert(k.clone(), v.clone());
-        }
-    }
-    let params = PatchParams::default();
-    api.patch_status(
-        &rem.name_any(),
-        &params,
-        &Patch::Merge(json!({"status": status})),
-    )
-    .await
 }
 
 /// Records an event on the Remediation and, where there is one, on the target.

@@ -30,6 +30,11 @@ pub struct OperationLabels {
     pub operation: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub findings: Family<FindingLabels, Gauge>,
@@ -37,6 +42,9 @@ pub struct Metrics {
     pub reconcile_seconds: Histogram,
     pub api_errors: Family<OperationLabels, Counter>,
     pub leader: Gauge,
+    /// What happened to fixes: applied, verified, ineffective, mitigation, reverted,
+    /// rolled_back, refused, failed.
+    pub outcomes: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -47,6 +55,12 @@ impl Default for Metrics {
         let reconcile_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 12));
         let api_errors = Family::<OperationLabels, Counter>::default();
         let leader = Gauge::default();
+        let outcomes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "remediation_outcomes",
+            "Writes meshmedic made and what came of them (applied, verified, ineffective, mitigation, reverted, rolled_back, refused, failed)",
+            outcomes.clone(),
+        );
         registry.register(
             "findings",
             "Findings by code and namespace",
@@ -79,11 +93,20 @@ impl Default for Metrics {
             reconcile_seconds,
             api_errors,
             leader,
+            outcomes,
         }
     }
 }
 
 impl Metrics {
+    pub fn outcome(&self, outcome: &str) {
+        self.outcomes
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
     pub fn api_error(&self, operation: &str) {
         self.api_errors
             .get_or_create(&OperationLabels {

@@ -3,14 +3,17 @@
 //!
 //! Shape: watchers fill reflector stores and mark the namespaces an event touched; one loop
 //! takes those marks, builds a snapshot from the stores, re-analyses only those namespaces with
-//! the same pure analysis as `meshmedic analyze`, and turns the result into writes through
-//! [`plan::plan_namespace`] (pure, tested without a cluster). Only the leader writes.
+//! the same pure analysis as `meshmedic analyze`, plans one change per target object
+//! ([`plan::plan_targets`]), and lets [`lifecycle::decide`] (pure, property-tested) choose the
+//! one step for each; this module only executes it. Only the leader writes.
 
 pub mod apply;
 pub mod evidence;
 pub mod gitops;
+pub mod lifecycle;
 pub mod metrics;
 pub mod plan;
+pub mod restore;
 pub mod stores;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,10 +33,12 @@ use tokio::sync::watch;
 use crate::analysis::analyze_in;
 use crate::error::{Error, Result};
 use crate::model::keys;
-use crate::model::remediation::{Phase, Remediation};
+use crate::model::remediation::{Phase, Remediation, RemediationAction};
 use crate::snapshot::{Snapshot, SnapshotOptions};
+use lifecycle::{Decision, Reason, TargetView};
 use metrics::{FindingLabels, Health, Metrics, PhaseLabels};
-use plan::{Mode, Step, gitops_owner, plan_namespace};
+use plan::{Mode, gitops_owner};
+use serde_json::Value;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -108,6 +113,69 @@ pub struct Context {
     /// Data-plane evidence is fetched at most once a minute, however often events come: an
     /// unreachable Prometheus must not slow every pass.
     pub evidence: tokio::sync::Mutex<Option<(Instant, evidence::Observed)>>,
+    /// The Remediations as meshmedic last wrote them: the watch may not have delivered them yet
+    /// when the next pass runs, and a pass must never act on an older status than its own.
+    pub latest: std::sync::Mutex<BTreeMap<(String, String), Remediation>>,
+    /// Targets meshmedic wrote whose write the watch has not shown yet (key, resourceVersion
+    /// after the write, when): the lifecycle waits for them instead of judging a stale view.
+    pub pending: std::sync::Mutex<BTreeMap<String, (Option<u64>, Instant)>>,
+}
+
+/// How long a write may take to reach the watch before the view is trusted again.
+const PENDING_TTL: Duration = Duration::from_secs(20);
+
+impl Context {
+    fn remember(&self, r: Remediation) {
+        let key = (r.namespace().unwrap_or_default(), r.name_any());
+        if let Ok(mut m) = self.latest.lock() {
+            m.insert(key, r);
+        }
+    }
+
+    /// The newer of the watched object and the one meshmedic last wrote.
+    fn freshest(&self, r: Remediation) -> Remediation {
+        let key = (r.namespace().unwrap_or_default(), r.name_any());
+        let Ok(mut m) = self.latest.lock() else {
+            return r;
+        };
+        let rv = |x: &Remediation| rv_number(x.metadata.resource_version.as_deref());
+        match m.get(&key) {
+            Some(mine) if rv(mine) > rv(&r) => mine.clone(),
+            Some(_) => {
+                m.remove(&key);
+                r
+            }
+            None => r,
+        }
+    }
+
+    fn set_pending(&self, key: String, rv: Option<u64>) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.insert(key, (rv, Instant::now()));
+        }
+    }
+
+    /// Whether a write to `key` is still on its way; `seen` is the resourceVersion the watch
+    /// shows (None: the object is absent from it).
+    fn is_pending(&self, key: &str, seen: Option<u64>) -> bool {
+        let Ok(mut p) = self.pending.lock() else {
+            return false;
+        };
+        let Some((rv, at)) = p.get(key).copied() else {
+            return false;
+        };
+        let arrived = match (rv, seen) {
+            (Some(rv), Some(seen)) => seen >= rv,
+            // A delete: done once the object is gone from the watch.
+            (None, None) => true,
+            _ => false,
+        };
+        if arrived || at.elapsed() > PENDING_TTL {
+            p.remove(key);
+            return false;
+        }
+        true
+    }
 }
 
 const EVIDENCE_TTL: Duration = Duration::from_secs(60);
@@ -195,6 +263,8 @@ pub async fn run_with(
         metrics,
         recorder,
         evidence: tokio::sync::Mutex::new(None),
+        latest: Default::default(),
+        pending: Default::default(),
     });
 
     // Ready once the core kinds (and Remediations) have synced; Istio kinds may be absent.
@@ -389,11 +459,30 @@ pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
                 })
                 .set(n as i64);
         }
-        let mine: Vec<&Remediation> = existing
+        // Below the namespace's minimum severity: in the findings metric, no Remediation.
+        let min = plan::min_severity(
+            snapshot
+                .namespaces
+                .get(ns)
+                .and_then(|m| m.annotations.get(plan::MIN_SEVERITY))
+                .map(String::as_str),
+        );
+        let eligible: Vec<&crate::analysis::Finding> = findings
             .iter()
-            .map(|r| &**r)
-            .filter(|r| r.namespace().as_deref() == Some(ns))
+            .copied()
+            .filter(|f| f.severity >= min)
             .collect();
+        let (planned, errors) = plan::plan_targets(&eligible);
+        for e in errors {
+            tracing::warn!(namespace = %ns, error = %e, "findings on one object could not be merged");
+        }
+        let mine: BTreeMap<String, Remediation> = existing
+            .iter()
+            .filter(|r| r.namespace().as_deref() == Some(ns))
+            .map(|r| (r.name_any(), ctx.freshest((**r).clone())))
+            .collect();
+        let planned: BTreeMap<String, plan::Planned> =
+            planned.into_iter().map(|p| (p.name.clone(), p)).collect();
         let gitops = |t: &crate::model::ObjectRef| {
             let raw = snapshot.raw_object(t)?;
             let map = |p: &str| -> BTreeMap<String, String> {
@@ -403,12 +492,35 @@ pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
             };
             gitops_owner(&map("/metadata/labels"), &map("/metadata/annotations"))
         };
-        let steps = plan_namespace(mode, &findings, &mine, &gitops);
         let api: Api<Remediation> = Api::namespaced(ctx.client.clone(), ns);
-        for step in steps {
-            if let Err(e) = execute(ctx, &api, ns, &mine, step).await {
+        let names: BTreeSet<&String> = planned.keys().chain(mine.keys()).collect();
+        for name in names {
+            let plan = planned.get(name);
+            let rem = mine.get(name);
+            let Some(target) = plan.map(|p| &p.target).or(rem.map(|r| &r.spec.target)) else {
+                continue;
+            };
+            if let Some(writer) = rem.and_then(apply::writing) {
+                // Another replica (e.g. the previous leader) is writing this target: wait.
+                tracing::debug!(remediation = %name, %writer, "being written; deciding later");
+                let (changes, ns) = (ctx.changes.clone(), ns.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    changes.mark(Some(&ns), false).await;
+                });
+                continue;
+            }
+            let view = target_view(ctx, &snapshot, target, rem);
+            let decision = lifecycle::decide(
+                mode,
+                plan.map(|p| &p.view),
+                gitops(target).as_deref(),
+                rem.map(rem_view).as_ref(),
+                view,
+            );
+            if let Err(e) = execute(ctx, &api, ns, name, decision, plan, rem, &gitops).await {
                 ctx.metrics.api_error("remediation");
-                tracing::warn!(namespace = %ns, error = %e, "writing a Remediation failed");
+                tracing::warn!(namespace = %ns, remediation = %name, error = %e, "writing a Remediation failed");
             }
         }
     }
@@ -416,16 +528,322 @@ pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
     Ok(())
 }
 
+/// What the lifecycle reads from a Remediation.
+pub fn rem_view(r: &Remediation) -> lifecycle::RemView {
+    let status = r.status.clone().unwrap_or_default();
+    let reason = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.reason.clone())
+        .unwrap_or_default();
+    lifecycle::RemView {
+        published: r.spec.plan_digest.clone(),
+        approved: r.spec.approved_digest.clone(),
+        rollback: r.spec.rollback,
+        allow_live_patch: r.spec.allow_live_patch,
+        creates: r.spec.action == RemediationAction::Create,
+        phase: status.phase,
+        reason,
+        applied_digest: status.applied_digest.clone(),
+        failed_digest: status.failed_digest.clone(),
+        resolves: r.spec.resolves,
+        wrote: status.written.is_some(),
+        created: status.original.as_ref().is_some_and(|o| !o.existed),
+        writes: status.writes,
+        reverted: status.reverted,
+    }
+}
+
+fn rv_number(rv: Option<&str>) -> Option<u64> {
+    rv?.parse().ok()
+}
+
+/// The target as the watch shows it, relative to meshmedic's last write.
+fn target_view(
+    ctx: &Context,
+    snapshot: &Snapshot,
+    target: &crate::model::ObjectRef,
+    rem: Option<&Remediation>,
+) -> TargetView {
+    let raw = snapshot.raw_object(target);
+    let key = target.to_string();
+    let seen = raw.and_then(|r| {
+        rv_number(
+            r.pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str),
+        )
+    });
+    if ctx.is_pending(&key, seen) {
+        return TargetView::Pending;
+    }
+    let status = rem.and_then(|r| r.status.as_ref());
+    if status.and_then(|s| s.written.as_ref()).is_none() {
+        return if raw.is_some() {
+            TargetView::Present
+        } else {
+            TargetView::Absent
+        };
+    }
+    let Some(raw) = raw else {
+        return TargetView::Absent;
+    };
+    // After a restart there is no pending entry: the recorded resourceVersion tells.
+    let after = status.and_then(|s| s.target_resource_version_after.as_deref());
+    if let (Some(seen), Some(after)) = (seen, rv_number(after))
+        && seen < after
+    {
+        return TargetView::Pending;
+    }
+    let current = raw
+        .get("spec")
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!({}));
+    let undos = status.map(|s| s.undo.as_slice()).unwrap_or_default();
+    if restore::intact(&current, undos).is_ok() {
+        TargetView::AsWritten
+    } else {
+        TargetView::Changed
+    }
+}
+
+/// Another writer changed the Remediation since this pass read it: decide again on fresh state.
+async fn retry_later(ctx: &Context, ns: &str) -> Result<()> {
+    ctx.changes.mark(Some(ns), false).await;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn execute(
+    ctx: &Context,
+    api: &Api<Remediation>,
+    ns: &str,
+    name: &str,
+    decision: Decision,
+    plan: Option<&plan::Planned>,
+    rem: Option<&Remediation>,
+    gitops: &dyn Fn(&crate::model::ObjectRef) -> Option<String>,
+) -> Result<()> {
+    match decision {
+        Decision::Nothing => {
+            // Same plan, other words (evidence, message): refresh the spec quietly.
+            if let (Some(p), Some(r)) = (plan, rem)
+                && r.spec.plan_digest.as_deref() == Some(p.view.digest.as_str())
+                && !plan::same_owned_spec(&r.spec, &p.spec)
+            {
+                let updated = apply::upsert(api, name, ns, &p.spec).await?;
+                ctx.remember(updated);
+            }
+        }
+        Decision::Publish { first } => {
+            let Some(p) = plan else { return Ok(()) };
+            let message = match rem {
+                Some(r) => plan::describe_change(&r.spec, &p.spec),
+                None => format!(
+                    "proposed plan {}; approve it with `meshmedic approve {name} -n {ns}`",
+                    p.view.digest
+                ),
+            };
+            let updated = apply::upsert(api, name, ns, &p.spec).await?;
+            let status = updated.status.clone().unwrap_or_default();
+            let reason = if first { "Proposed" } else { "PlanChanged" };
+            let status = apply::with_phase(&updated, status, Phase::Proposed, reason, &message);
+            let updated = match apply::write_status(api, &updated, &status).await {
+                Err(e) if apply::lost_race(&e) => return retry_later(ctx, ns).await,
+                r => r?,
+            };
+            apply::event(&ctx.recorder, &updated, !first, reason, &message).await;
+            ctx.remember(updated);
+        }
+        Decision::Apply { auto } => {
+            let Some(r) = rem else { return Ok(()) };
+            let outcome =
+                apply::apply_fix(&ctx.client, api, r, &ctx.metrics, &ctx.args.identity).await;
+            if outcome.reason == apply::BUSY {
+                ctx.changes.mark(Some(ns), false).await;
+                return Ok(());
+            }
+            let status = apply::with_phase(
+                r,
+                outcome.status,
+                outcome.phase,
+                outcome.reason,
+                &outcome.message,
+            );
+            let updated = apply::record_status(api, name, &status).await?;
+            ctx.remember(updated.clone());
+            let wrote = outcome.wrote.is_some();
+            if let Some(rv) = outcome.wrote {
+                ctx.set_pending(r.spec.target.to_string(), rv_number(Some(&rv)));
+                ctx.metrics.outcome("applied");
+            } else {
+                ctx.metrics.outcome("failed");
+            }
+            if !auto && let Some(d) = r.spec.approved_digest.as_deref() {
+                // The approval is used up by the attempt it allowed: a failed write is retried
+                // only on a new approval (no retry loop).
+                match apply::consume_approval(api, name, d).await {
+                    Ok(u) => ctx.remember(u),
+                    Err(e) => tracing::debug!(error = %e, "approval not cleared"),
+                }
+            }
+            apply::event(
+                &ctx.recorder,
+                &updated,
+                !wrote,
+                outcome.reason,
+                &outcome.message,
+            )
+            .await;
+            tracing::info!(remediation = %name, namespace = %ns, phase = outcome.phase.as_str(), "{}", outcome.message);
+        }
+        Decision::Rollback => {
+            let Some(r) = rem else { return Ok(()) };
+            let outcome =
+                apply::rollback_fix(&ctx.client, api, r, &ctx.metrics, &ctx.args.identity).await;
+            if outcome.reason == apply::BUSY {
+                ctx.changes.mark(Some(ns), false).await;
+                return Ok(());
+            }
+            let status = apply::with_phase(
+                r,
+                outcome.status,
+                outcome.phase,
+                outcome.reason,
+                &outcome.message,
+            );
+            let updated = apply::record_status(api, name, &status).await?;
+            ctx.remember(updated.clone());
+            let ok = outcome.phase == Phase::RolledBack;
+            if ok {
+                ctx.set_pending(
+                    r.spec.target.to_string(),
+                    outcome.wrote.as_deref().and_then(|rv| rv_number(Some(rv))),
+                );
+            }
+            ctx.metrics
+                .outcome(if ok { "rolled_back" } else { "refused" });
+            apply::event(
+                &ctx.recorder,
+                &updated,
+                !ok,
+                outcome.reason,
+                &outcome.message,
+            )
+            .await;
+            tracing::info!(remediation = %name, namespace = %ns, phase = outcome.phase.as_str(), "{}", outcome.message);
+        }
+        Decision::Set { phase, reason } => {
+            let Some(r) = rem else { return Ok(()) };
+            let target = &r.spec.target;
+            let mut status = r.status.clone().unwrap_or_default();
+            let still: Vec<&str> = plan
+                .map(|p| p.spec["message"].as_str().unwrap_or_default())
+                .into_iter()
+                .collect();
+            let message = match reason {
+                Reason::ApprovalOutdated => format!(
+                    "the approval names {} but the plan is {}: nothing is written; approve the current plan",
+                    r.spec.approved_digest.as_deref().unwrap_or("?"),
+                    r.spec.plan_digest.as_deref().unwrap_or("?")
+                ),
+                Reason::GitOpsManaged => format!(
+                    "{target} is managed by {}: proposal only (set spec.allowLivePatch: true on this Remediation to apply it live anyway)",
+                    gitops(target).unwrap_or_default()
+                ),
+                Reason::WriteLimit => format!(
+                    "meshmedic wrote {target} {} times for this Remediation; it writes no more until a person looks (roll back, or fix by hand)",
+                    status.writes
+                ),
+                Reason::Verified => format!(
+                    "verified: after the write, the analysis no longer finds {} on {target}",
+                    r.spec.code
+                ),
+                Reason::Ineffective => format!(
+                    "ineffective: after the write the analysis still finds: {}",
+                    still.join("; ")
+                ),
+                Reason::Mitigation => format!(
+                    "applied as a mitigation: {} is not expected to clear (the cure is in the app)",
+                    r.spec.code
+                ),
+                Reason::CauseGone => {
+                    "the analysis no longer finds this cause (meshmedic wrote nothing)".to_string()
+                }
+                Reason::Reverted => format!(
+                    "someone changed the fields meshmedic wrote on {target}: not re-applied; the fix is a new proposal and needs a new approval"
+                ),
+                Reason::TargetChanged => format!(
+                    "rollback refused, nothing written: someone changed the fields meshmedic wrote on {target} since"
+                ),
+                Reason::TargetDeleted => format!("{target} was deleted; nothing to do"),
+                Reason::NothingWritten => {
+                    "rollback requested; meshmedic had written nothing".to_string()
+                }
+                Reason::Reappeared => format!(
+                    "the cause is back; proposed plan {}",
+                    r.spec.plan_digest.as_deref().unwrap_or("?")
+                ),
+            };
+            if reason == Reason::Reverted {
+                status.reverted = true;
+                ctx.metrics.outcome("reverted");
+            }
+            let generation = r.metadata.generation;
+            match reason {
+                Reason::Verified => {
+                    apply::set_condition(
+                        &mut status,
+                        generation,
+                        "Verified",
+                        true,
+                        "Verified",
+                        &message,
+                    );
+                    ctx.metrics.outcome("verified");
+                }
+                Reason::Ineffective | Reason::Mitigation => {
+                    apply::set_condition(
+                        &mut status,
+                        generation,
+                        "Verified",
+                        false,
+                        reason.as_str(),
+                        &message,
+                    );
+                    ctx.metrics.outcome(if reason == Reason::Ineffective {
+                        "ineffective"
+                    } else {
+                        "mitigation"
+                    });
+                }
+                Reason::WriteLimit | Reason::TargetChanged => ctx.metrics.outcome("refused"),
+                _ => {}
+            }
+            let status = apply::with_phase(r, status, phase, reason.as_str(), &message);
+            let updated = match apply::write_status(api, r, &status).await {
+                Err(e) if apply::lost_race(&e) => return retry_later(ctx, ns).await,
+                r => r?,
+            };
+            ctx.remember(updated.clone());
+            let warning = matches!(
+                reason,
+                Reason::Ineffective
+                    | Reason::Reverted
+                    | Reason::TargetChanged
+                    | Reason::WriteLimit
+                    | Reason::GitOpsManaged
+                    | Reason::ApprovalOutdated
+            );
+            apply::event(&ctx.recorder, &updated, warning, reason.as_str(), &message).await;
+        }
+    }
+    Ok(())
+}
+
 fn update_phase_gauge(ctx: &Context) {
     let mut counts: BTreeMap<&'static str, i64> = BTreeMap::new();
-    for p in [
-        Phase::Proposed,
-        Phase::Applied,
-        Phase::Failed,
-        Phase::Stale,
-        Phase::Resolved,
-        Phase::RolledBack,
-    ] {
+    for p in Phase::ALL {
         counts.insert(p.as_str(), 0);
     }
     for r in ctx.remediations.state() {
@@ -440,123 +858,4 @@ fn update_phase_gauge(ctx: &Context) {
             })
             .set(n);
     }
-}
-
-async fn execute(
-    ctx: &Context,
-    api: &Api<Remediation>,
-    ns: &str,
-    mine: &[&Remediation],
-    step: Step,
-) -> Result<()> {
-    let find = |name: &str| {
-        mine.iter()
-            .find(|r| r.name_any() == name)
-            .map(|r| (*r).clone())
-    };
-    match step {
-        Step::Upsert { name, spec } => {
-            let rem = apply::upsert(api, &name, ns, &spec).await?;
-            let previous = find(&name).and_then(|r| r.status).map(|s| s.phase);
-            // A new or re-planned fix waits for review again; RolledBack stays as the reviewer left it.
-            if previous != Some(Phase::RolledBack) {
-                let message = if previous.is_none() {
-                    "proposed"
-                } else {
-                    "re-planned after a change"
-                };
-                apply::set_status(
-                    api,
-                    &rem,
-                    Phase::Proposed,
-                    "Planned",
-                    message,
-                    serde_json::json!({"lastError": null}),
-                )
-                .await?;
-                if previous.is_none() {
-                    apply::event(&ctx.recorder, &rem, false, "Proposed", &rem.spec.message).await;
-                }
-            }
-        }
-        Step::Resolve { name } => {
-            if let Some(rem) = find(&name) {
-                apply::set_status(
-                    api,
-                    &rem,
-                    Phase::Resolved,
-                    "CauseGone",
-                    "the analysis no longer finds this cause",
-                    serde_json::json!({}),
-                )
-                .await?;
-                apply::event(&ctx.recorder, &rem, false, "Resolved", "the cause is gone").await;
-            }
-        }
-        Step::Apply { name } => {
-            if let Some(rem) = find(&name) {
-                let outcome = apply::apply_fix(&ctx.client, &rem, &ctx.metrics).await;
-                let warning = outcome.phase != Phase::Applied;
-                apply::set_status(
-                    api,
-                    &rem,
-                    outcome.phase,
-                    outcome.phase.as_str(),
-                    &outcome.message,
-                    outcome.status,
-                )
-                .await?;
-                apply::event(
-                    &ctx.recorder,
-                    &rem,
-                    warning,
-                    outcome.phase.as_str(),
-                    &outcome.message,
-                )
-                .await;
-                tracing::info!(remediation = %name, namespace = %ns, phase = outcome.phase.as_str(), "{}", outcome.message);
-                if outcome.phase == Phase::Stale {
-                    ctx.changes.mark(Some(ns), false).await;
-                }
-            }
-        }
-        Step::Rollback { name } => {
-            if let Some(rem) = find(&name) {
-                let outcome = apply::rollback_fix(&ctx.client, &rem, &ctx.metrics).await;
-                let warning = outcome.phase != Phase::RolledBack;
-                apply::set_status(
-                    api,
-                    &rem,
-                    outcome.phase,
-                    outcome.phase.as_str(),
-                    &outcome.message,
-                    outcome.status,
-                )
-                .await?;
-                apply::event(&ctx.recorder, &rem, warning, "RolledBack", &outcome.message).await;
-            }
-        }
-        Step::Hold { name, reason } => {
-            if let Some(rem) = find(&name) {
-                let said = rem
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.first())
-                    .is_some_and(|c| c.message == reason);
-                if !said {
-                    apply::set_status(
-                        api,
-                        &rem,
-                        Phase::Proposed,
-                        "GitOpsManaged",
-                        &reason,
-                        serde_json::json!({}),
-                    )
-                    .await?;
-                    apply::event(&ctx.recorder, &rem, true, "GitOpsManaged", &reason).await;
-                }
-            }
-        }
-    }
-    Ok(())
 }

@@ -1,14 +1,16 @@
-//! What the operator should do with Remediation resources, decided without the API server: from
-//! the findings of one namespace, its mode and the Remediations already there, the list of
-//! writes. Kept pure so it is tested without a cluster.
+//! What the operator plans for a namespace, decided without the API server: its mode and minimum
+//! severity, one plan per target object (findings that change the same object merged), each
+//! with its digest. What to do with a plan is [`super::lifecycle`]'s decision.
 
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::analysis::{Code, Finding};
+use super::lifecycle::PlanView;
+use crate::analysis::{Code, Finding, Severity};
 use crate::model::ObjectRef;
-use crate::model::remediation::{Phase, Remediation, RemediationSpec};
+use crate::model::remediation::RemediationSpec;
+use crate::remediation::{Action, apply, plan_patch};
 
 /// `meshmedic.io/mode` on a Namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,22 +31,25 @@ impl Mode {
     }
 }
 
-/// The one Remediation name for a (code, target): stable across restarts and re-analysis.
-/// `<code>-<kind>-<name>`, cut to fit, with a hash of the full key so cut names stay unique.
-pub fn remediation_name(code: Code, target: &ObjectRef) -> String {
-    let key = format!(
-        "{}/{}/{}/{}",
-        code.as_str(),
-        target.kind,
-        target.namespace,
-        target.name
-    );
-    let mut hash: u32 = 0x811c_9dc5; // FNV-1a: small, stable across Rust versions.
+/// Labels and annotations that say a target belongs to a GitOps tool or Helm, which would revert
+/// an in-cluster change: such targets get proposals only. See [`super::gitops`].
+pub fn gitops_owner(
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+) -> Option<String> {
+    super::gitops::owner(labels, annotations).map(|o| format!("{o}; {}", o.advice()))
+}
+
+/// The Remediation name for a target object: one per object, stable across restarts and
+/// re-analysis. `<kind>-<name>`, cut to fit, with a hash of the full key so cut names stay unique.
+pub fn target_name(target: &ObjectRef) -> String {
+    let key = format!("{}/{}/{}", target.kind, target.namespace, target.name);
+    let mut hash: u32 = 0x811c_9dc5;
     for b in key.bytes() {
         hash ^= u32::from(b);
         hash = hash.wrapping_mul(0x0100_0193);
     }
-    let readable: String = format!("{}-{}-{}", code.as_str(), target.kind, target.name)
+    let readable: String = format!("{}-{}", target.kind, target.name)
         .to_ascii_lowercase()
         .chars()
         .map(|c| {
@@ -59,136 +64,250 @@ pub fn remediation_name(code: Code, target: &ObjectRef) -> String {
     format!("{}-{hash:08x}", readable.trim_end_matches('-'))
 }
 
-/// The spec meshmedic owns for a finding (`approved` and `rollback` are the reviewer's and are
-/// left out of what it applies).
-pub fn desired_spec(f: &Finding) -> Value {
-    let r = &f.remediation;
-    json!({
-        "code": f.code,
-        "severity": f.severity,
-        "target": r.target,
-        "targetDisplay": format!("{}/{}", r.target.kind, r.target.name),
-        "service": f.service,
-        "message": f.message,
-        "evidence": f.evidence,
-        "action": r.action,
-        "patch": r.patch,
-        "resource": r.resource,
-        "safeToAutoApply": r.safe_to_auto_apply,
-    })
-}
+/// Namespace annotation: the least severe finding that gets a Remediation.
+pub const MIN_SEVERITY: &str = "meshmedic.io/min-severity";
 
-/// Labels and annotations that say a target belongs to a GitOps tool or Helm, which would revert
-/// an in-cluster change: such targets get proposals only. See [`super::gitops`].
-pub fn gitops_owner(
-    labels: &BTreeMap<String, String>,
-    annotations: &BTreeMap<String, String>,
-) -> Option<String> {
-    super::gitops::owner(labels, annotations).map(|o| format!("{o}; {}", o.advice()))
-}
-
-/// One write the operator should make.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Step {
-    /// Server-side apply this spec to the Remediation of that name.
-    Upsert { name: String, spec: Value },
-    /// The cause is gone: mark it Resolved.
-    Resolve { name: String },
-    /// Apply the fix to the target.
-    Apply { name: String },
-    /// Undo an applied fix.
-    Rollback { name: String },
-    /// Say in the status why an approved fix is not applied.
-    Hold { name: String, reason: String },
-}
-
-/// Plans one namespace. `existing` are the Remediations meshmedic owns there; `gitops` tells
-/// whether a target is GitOps-managed (and by what).
-pub fn plan_namespace(
-    mode: Mode,
-    findings: &[&Finding],
-    existing: &[&Remediation],
-    gitops: &dyn Fn(&ObjectRef) -> Option<String>,
-) -> Vec<Step> {
-    let mut steps = Vec::new();
-    if mode == Mode::Off {
-        return steps;
+/// `meshmedic.io/min-severity` on a Namespace: findings below it get no Remediation (they stay in
+/// `analyze` output and in the findings metric). Absent or unknown: `warning`.
+pub fn min_severity(value: Option<&str>) -> Severity {
+    match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        Some("info") => Severity::Info,
+        Some("error") => Severity::Error,
+        _ => Severity::Warning,
     }
-    let by_name: BTreeMap<String, &Remediation> = existing
-        .iter()
-        .map(|r| (r.metadata.name.clone().unwrap_or_default(), *r))
-        .collect();
-    let mut wanted = std::collections::BTreeSet::new();
-    for f in findings {
-        let name = remediation_name(f.code, &f.remediation.target);
-        if !wanted.insert(name.clone()) {
-            continue;
+}
+
+/// JSON with object keys sorted and no whitespace: the bytes the plan digest is taken over.
+pub fn canonical_json(v: &Value) -> String {
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let fields: Vec<String> = keys
+                .into_iter()
+                .map(|k| format!("{}:{}", Value::String(k.clone()), canonical_json(&map[k])))
+                .collect();
+            format!("{{{}}}", fields.join(","))
         }
-        let spec = desired_spec(f);
-        let current = by_name.get(&name);
-        let unchanged = current.is_some_and(|r| same_owned_spec(&r.spec, &spec));
-        if !unchanged {
-            steps.push(Step::Upsert {
-                name: name.clone(),
-                spec,
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(canonical_json).collect();
+            format!("[{}]", items.join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// `sha256:<hex>` over the canonical JSON of {action, target, patch, resource} of a spec.
+pub fn plan_digest(spec: &Value) -> String {
+    let subject = json!({
+        "action": spec.get("action").cloned().unwrap_or(Value::Null),
+        "target": spec.get("target").cloned().unwrap_or(Value::Null),
+        "patch": spec.get("patch").cloned().unwrap_or(Value::Null),
+        "resource": spec.get("resource").cloned().unwrap_or(Value::Null),
+    });
+    let d = ring::digest::digest(&ring::digest::SHA256, canonical_json(&subject).as_bytes());
+    let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// Metadata the API server changes on every write: left out of a planned resource, so a plan
+/// (and its digest) changes only when what it would write changes.
+fn without_volatile_metadata(mut resource: Value) -> Value {
+    if let Some(meta) = resource.get_mut("metadata").and_then(Value::as_object_mut) {
+        for k in [
+            "resourceVersion",
+            "uid",
+            "generation",
+            "creationTimestamp",
+            "managedFields",
+        ] {
+            meta.remove(k);
+        }
+    }
+    resource
+}
+
+/// The plan for one target object: every finding that changes it, as one change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Planned {
+    pub name: String,
+    pub target: ObjectRef,
+    /// The spec meshmedic owns (never `approvedDigest`, `rollback`, `allowLivePatch`).
+    pub spec: Value,
+    pub view: PlanView,
+    pub codes: Vec<Code>,
+}
+
+/// Groups findings by the object their fix changes and composes their fixes into one plan per
+/// object: patches are planned one after another on the object as the previous one left it
+/// (as `analyze -o yaml` does), so the fields one Remediation changes have one owner.
+pub fn plan_targets(findings: &[&Finding]) -> (Vec<Planned>, Vec<String>) {
+    let mut order: Vec<ObjectRef> = Vec::new();
+    let mut groups: BTreeMap<ObjectRef, Vec<&Finding>> = BTreeMap::new();
+    for f in findings {
+        let t = &f.remediation.target;
+        if !groups.contains_key(t) {
+            order.push(t.clone());
+        }
+        groups.entry(t.clone()).or_default().push(f);
+    }
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for target in order {
+        let mut causes = groups.remove(&target).unwrap_or_default();
+        // The most severe first (stable: detectors' order otherwise).
+        causes.sort_by_key(|f| std::cmp::Reverse(f.severity));
+        let first = causes[0];
+        let r0 = &first.remediation;
+        let (action, patch, resource) = match r0.action {
+            Action::Create => (Action::Create, None, r0.resource.clone()),
+            Action::Patch => {
+                let mut ops = r0.patch.clone().unwrap_or_default();
+                let mut doc = r0.resource.clone();
+                let mut ok = true;
+                for f in &causes[1..] {
+                    let r = &f.remediation;
+                    if r.action != Action::Patch {
+                        continue;
+                    }
+                    match plan_patch(&doc, &r.edits).and_then(|more| {
+                        apply(&mut doc, &more)?;
+                        Ok(more)
+                    }) {
+                        Ok(more) => ops.extend(more),
+                        Err(e) => {
+                            errors.push(format!("{target}: cannot compose {}: {e}", f.code));
+                            ok = false;
+                        }
+                    }
+                }
+                if !ok {
+                    continue;
+                }
+                (Action::Patch, Some(ops), doc)
+            }
+        };
+        let resource = without_volatile_metadata(resource);
+        let noop = patch.as_ref().is_some_and(Vec::is_empty);
+        let safe = causes.iter().all(|f| f.remediation.safe_to_auto_apply);
+        let resolves = causes.iter().all(|f| f.remediation.resolves);
+        let mut evidence: Vec<String> = Vec::new();
+        for f in &causes {
+            for e in &f.evidence {
+                if !evidence.contains(e) {
+                    evidence.push(e.clone());
+                }
+            }
+        }
+        let message = causes
+            .iter()
+            .map(|f| f.message.as_str())
+            .collect::<Vec<_>>()
+            .join(" — ");
+        let cause_list: Vec<Value> = causes
+            .iter()
+            .map(|f| {
+                json!({"code": f.code, "severity": f.severity, "message": f.message,
+                       "resolves": f.remediation.resolves})
+            })
+            .collect();
+        let mut spec = json!({
+            "code": first.code,
+            "severity": first.severity,
+            "target": target,
+            "targetDisplay": format!("{}/{}", target.kind, target.name),
+            "service": first.service,
+            "message": message,
+            "evidence": evidence,
+            "action": action,
+            "patch": patch,
+            "resource": resource,
+            "safeToAutoApply": safe,
+            "causes": cause_list,
+            "resolves": resolves,
+        });
+        let digest = plan_digest(&spec);
+        spec["planDigest"] = json!(digest);
+        out.push(Planned {
+            name: target_name(&target),
+            codes: causes.iter().map(|f| f.code).collect(),
+            target,
+            spec,
+            view: PlanView {
+                digest,
+                safe,
+                resolves,
+                noop,
+            },
+        });
+    }
+    (out, errors)
+}
+
+/// In words, what differs between the published plan and a new one (for the condition a
+/// re-plan sets).
+pub fn describe_change(old: &RemediationSpec, new: &Value) -> String {
+    let Ok(old_value) = serde_json::to_value(old) else {
+        return "the plan changed".into();
+    };
+    let mut parts = Vec::new();
+    for key in ["action", "patch", "resource"] {
+        let a = old_value.get(key).unwrap_or(&Value::Null);
+        let b = new.get(key).unwrap_or(&Value::Null);
+        if a != b {
+            let paths = super::restore::changed_paths("", a, b);
+            let shown: Vec<&str> = paths.iter().take(3).map(String::as_str).collect();
+            let more = paths.len().saturating_sub(3);
+            parts.push(if paths.is_empty() || key == "action" {
+                key.to_string()
+            } else if more > 0 {
+                format!("{key} at {} (+{more} more)", shown.join(", "))
+            } else {
+                format!("{key} at {}", shown.join(", "))
             });
         }
-        let Some(r) = current else { continue };
-        let phase = r.status.as_ref().map(|s| s.phase).unwrap_or_default();
-        let fresh = r.status.as_ref().and_then(|s| s.observed_generation) == r.metadata.generation;
-        if r.spec.rollback {
-            if matches!(phase, Phase::Applied) {
-                steps.push(Step::Rollback { name });
-            }
-            continue;
-        }
-        let wants_apply = r.spec.approved || (mode == Mode::Apply && r.spec.safe_to_auto_apply);
-        // Apply only what was reviewed as it is now: an unchanged spec, Proposed (or a Stale or
-        // Failed one that has since been re-planned).
-        let ready = unchanged
-            && (phase == Phase::Proposed
-                || (matches!(phase, Phase::Stale | Phase::Failed) && !fresh));
-        if wants_apply && ready {
-            match gitops(&r.spec.target) {
-                Some(owner) => steps.push(Step::Hold {
-                    name,
-                    reason: format!(
-                        "{} is managed by GitOps ({owner}): proposal only; commit the fix to Git, or the tool reverts it",
-                        r.spec.target
-                    ),
-                }),
-                None => steps.push(Step::Apply { name }),
-            }
-        }
     }
-    for (name, r) in &by_name {
-        if wanted.contains(name) {
-            continue;
-        }
-        let phase = r.status.as_ref().map(|s| s.phase).unwrap_or_default();
-        // A fix meshmedic applied removes its own cause, so an applied Remediation is usually
-        // Resolved by the time a reviewer asks for a rollback.
-        let was_applied = r
-            .status
-            .as_ref()
-            .is_some_and(|s| s.target_resource_version_after.is_some());
-        if r.spec.rollback && phase == Phase::Resolved && was_applied {
-            steps.push(Step::Rollback { name: name.clone() });
-        } else if !matches!(phase, Phase::Resolved | Phase::RolledBack) {
-            steps.push(Step::Resolve { name: name.clone() });
-        }
+    let old_codes: Vec<String> = old.causes.iter().map(|c| c.code.to_string()).collect();
+    let new_codes: Vec<String> = new
+        .get("causes")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| c.get("code").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if old_codes != new_codes {
+        parts.push(format!(
+            "causes {} → {}",
+            old_codes.join(","),
+            new_codes.join(",")
+        ));
     }
-    steps
+    let old_digest = old.plan_digest.as_deref().unwrap_or("none");
+    let new_digest = new
+        .get("planDigest")
+        .and_then(Value::as_str)
+        .unwrap_or("none");
+    format!(
+        "the plan changed ({}) from {old_digest} to {new_digest}; an approval of the old plan applies nothing, approve the new digest to apply it",
+        if parts.is_empty() {
+            "metadata".to_string()
+        } else {
+            parts.join("; ")
+        }
+    )
 }
 
 /// Compares the fields meshmedic owns, ignoring the reviewer's.
-fn same_owned_spec(current: &RemediationSpec, desired: &Value) -> bool {
+pub fn same_owned_spec(current: &RemediationSpec, desired: &Value) -> bool {
     let Ok(mut current) = serde_json::to_value(current) else {
         return false;
     };
     if let Some(map) = current.as_object_mut() {
-        map.remove("approved");
-        map.remove("rollback");
+        for k in ["approved", "approvedDigest", "rollback", "allowLivePatch"] {
+            map.remove(k);
+        }
         map.retain(|_, v| !v.is_null());
     }
     let mut desired = desired.clone();

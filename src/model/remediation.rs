@@ -1,6 +1,12 @@
 //! meshmedic's own resource: `Remediation` (`meshmedic.io/v1alpha1`), one per (finding code,
-//! target). The operator writes the spec (except `approved` and `rollback`, which belong to a
-//! reviewer) and the status; `crds/` holds the CRD generated from these types.
+//! target object (every finding that wants to change that object is one of its `causes`). The
+//! operator writes the spec (except `approvedDigest`, `rollback` and `allowLivePatch`, which belong
+//! to a reviewer) and the status; `crds/` holds the CRD generated from these types.
+//!
+//! Versioning: still `v1alpha1`. Every field added for the closed loop is optional with a default,
+//! so objects written by earlier releases still decode and old clients keep working; the old
+//! boolean `approved` is still accepted but no longer applies anything (an approval must name the
+//! plan digest it approves).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
@@ -28,6 +34,7 @@ use crate::remediation::Action;
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RemediationSpec {
+    /// The most severe cause's code (every cause is listed in `causes`).
     pub code: Code,
     pub severity: Severity,
     pub target: ObjectRef,
@@ -47,12 +54,58 @@ pub struct RemediationSpec {
     #[schemars(schema_with = "any_object_schema")]
     pub resource: Value,
     pub safe_to_auto_apply: bool,
-    /// Set by a reviewer: apply this fix.
-    #[serde(default)]
+    /// Every finding this change answers (findings that change the same object share one
+    /// Remediation, so one object has one owner of each field meshmedic changes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub causes: Vec<Cause>,
+    /// false: a mitigation that cannot clear its finding (the cure is in the app); it is never
+    /// reported as Verified and never re-planned in a loop.
+    #[serde(default = "yes")]
+    pub resolves: bool,
+    /// `sha256:<hex>` over the canonical JSON of {action, target, patch, resource}: the plan a
+    /// reviewer approves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_digest: Option<String>,
+    /// Set by a reviewer (`meshmedic approve`): apply the plan with this digest. An approval of
+    /// any other digest applies nothing; it is consumed by the write it allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_digest: Option<String>,
+    /// Deprecated (v1alpha1 before the closed loop): ignored; approve a digest instead.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub approved: bool,
-    /// Set by a reviewer: undo an applied fix.
+    /// Set by a reviewer: restore the target to what it was before meshmedic first wrote it.
     #[serde(default)]
     pub rollback: bool,
+    /// Set by a reviewer: write this fix even though a GitOps tool manages the target.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_live_patch: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One finding a Remediation answers.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Cause {
+    pub code: Code,
+    pub severity: Severity,
+    pub message: String,
+    #[serde(default = "yes")]
+    pub resolves: bool,
+}
+
+/// The part of a target meshmedic writes and restores: whether it exists, and its `spec`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetRecord {
+    /// false: the object did not exist (meshmedic created it; rollback deletes it).
+    pub existed: bool,
+    /// `{}` when it did not exist.
+    #[serde(default)]
+    #[schemars(schema_with = "any_object_schema")]
+    pub spec: Value,
 }
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -76,13 +129,16 @@ pub enum Phase {
     /// Waiting for review (or for apply mode).
     #[default]
     Proposed,
+    /// Written; see the `Verified` condition for whether it worked.
     Applied,
     Failed,
-    /// The target changed since the fix was planned; meshmedic re-analyses.
+    /// The target changed (or vanished) since the fix was planned; meshmedic re-analyses.
     Stale,
-    /// The cause is gone.
+    /// The cause is gone: verified after meshmedic's write, or gone by itself (`CauseGone`).
     Resolved,
     RolledBack,
+    /// meshmedic declined to write (rollback over someone else's edit, write limit reached).
+    Refused,
 }
 
 impl Phase {
@@ -94,8 +150,19 @@ impl Phase {
             Phase::Stale => "Stale",
             Phase::Resolved => "Resolved",
             Phase::RolledBack => "RolledBack",
+            Phase::Refused => "Refused",
         }
     }
+
+    pub const ALL: [Phase; 7] = [
+        Phase::Proposed,
+        Phase::Applied,
+        Phase::Failed,
+        Phase::Stale,
+        Phase::Resolved,
+        Phase::RolledBack,
+        Phase::Refused,
+    ];
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -122,6 +189,40 @@ pub struct RemediationStatus {
     /// The last error, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The digest of the plan meshmedic last wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_digest: Option<String>,
+    /// The digest of the last write that failed (it is not retried until the plan changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_digest: Option<String>,
+    /// The target before meshmedic's first write for this Remediation: rollback restores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<TargetRecord>,
+    /// The target as meshmedic's last write left it (rollback refuses if the fields meshmedic
+    /// changed no longer hold these values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written: Option<TargetRecord>,
+    /// One RFC 6902 patch per write since `original`, each undoing exactly that write (with
+    /// `test`s of what it wrote): rollback applies them last first, in one request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "undo_schema")]
+    pub undo: Vec<Vec<Value>>,
+    /// Writes to the target since `original` was recorded (capped; see the README).
+    #[serde(default)]
+    pub writes: u32,
+    /// Writes meshmedic started (each claimed with an optimistic update of this status first, so
+    /// two writers never act on one decision).
+    #[serde(default)]
+    pub write_attempts: u32,
+    /// The replica writing the target right now (claimed before the write, cleared with the
+    /// result): no other replica decides anything for this Remediation meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer_since: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// Someone changed the fields meshmedic wrote: only a new approval writes again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reverted: bool,
 }
 
 fn json_patch_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
@@ -129,6 +230,16 @@ fn json_patch_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "type": "array",
         "nullable": true,
         "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+    })
+}
+
+fn undo_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": {
+            "type": "array",
+            "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+        }
     })
 }
 

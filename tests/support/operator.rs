@@ -226,17 +226,53 @@ pub fn phase(r: &Remediation) -> Phase {
     r.status.as_ref().map(|s| s.phase).unwrap_or_default()
 }
 
+/// Whether a Remediation answers `code` (its main code or any of its causes).
+pub fn answers(r: &Remediation, code: &str) -> bool {
+    r.spec.code.as_str() == code || r.spec.causes.iter().any(|c| c.code.as_str() == code)
+}
+
 pub async fn remediation_for(client: &Client, ns: &str, code: &str, kind: &str) -> Remediation {
     eventually(
         Duration::from_secs(30),
         &format!("a {code} Remediation for a {kind}"),
         || async {
-            remediations(client, ns).await.into_iter().find(|r| {
-                r.spec.code.as_str() == code && r.spec.target.kind == kind && r.status.is_some()
-            })
+            remediations(client, ns)
+                .await
+                .into_iter()
+                .find(|r| answers(r, code) && r.spec.target.kind == kind && r.status.is_some())
         },
     )
     .await
+}
+
+pub async fn get_remediation(client: &Client, ns: &str, name: &str) -> Remediation {
+    Api::<Remediation>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .expect("get remediation")
+}
+
+/// Approves a Remediation's current plan as `meshmedic approve` does (digest shown, then
+/// approved with a resourceVersion precondition). Returns the digest approved.
+pub async fn approve(client: &Client, ns: &str, name: &str) -> String {
+    let out = meshmedic::cli::approve::approve(client, ns, name, None, false)
+        .await
+        .unwrap_or_else(|e| panic!("approve {ns}/{name}: {e}"));
+    out.lines()
+        .last()
+        .and_then(|l| l.strip_prefix("approved "))
+        .unwrap_or_else(|| panic!("approve printed no digest:\n{out}"))
+        .to_string()
+}
+
+/// The Ready (or another) condition's reason.
+pub fn reason(r: &Remediation, type_: &str) -> Option<String> {
+    r.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.reason.clone())
 }
 
 pub async fn set_spec(client: &Client, ns: &str, name: &str, spec: Value) {

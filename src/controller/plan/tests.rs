@@ -1,216 +1,140 @@
 use serde_json::json;
 
 use super::*;
-use crate::analysis::test_support::{NGINX_WEB, snapshot};
+use crate::analysis::test_support::snapshot;
 use crate::analysis::{Finding, analyze};
-use crate::model::remediation::{RemediationAction, RemediationStatus};
+use crate::snapshot::Snapshot;
 
-/// The nginx service plus a mesh config under which idle-timeout-mismatch is its only finding.
-const MESH_CONFIG: &str = r#"
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: istio, namespace: istio-system}
-data:
-  mesh: |
-    defaultConfig: {holdApplicationUntilProxyStarts: true}
-    defaultHttpRetryPolicy: {attempts: 2, retryOn: "reset,503"}
-"#;
-
-fn findings() -> Vec<Finding> {
-    analyze(&snapshot(&format!("{NGINX_WEB}---\n{MESH_CONFIG}"))).findings
+/// The shop example, where two causes want to change the ratings VirtualService.
+fn shop() -> Snapshot {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shop");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("examples/shop")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    files.sort();
+    let text: Vec<String> = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).expect("example"))
+        .collect();
+    snapshot(&text.join("\n---\n"))
 }
 
-/// A Remediation as the API server would hold it after meshmedic wrote it for `f`.
-fn existing(f: &Finding, phase: Option<Phase>, approved: bool) -> Remediation {
-    let mut spec: RemediationSpec = serde_json::from_value(desired_spec(f)).expect("spec");
-    spec.approved = approved;
-    let mut r = Remediation::new(&remediation_name(f.code, &f.remediation.target), spec);
-    r.metadata.namespace = Some("shop".into());
-    r.metadata.generation = Some(1);
-    r.status = phase.map(|phase| RemediationStatus {
-        phase,
-        observed_generation: Some(1),
-        ..Default::default()
-    });
-    r
-}
-
-fn no_gitops(_: &ObjectRef) -> Option<String> {
-    None
+fn findings(s: &Snapshot) -> Vec<Finding> {
+    analyze(s).findings
 }
 
 #[test]
-fn names_are_stable_valid_and_distinct() {
+fn names_are_one_per_target_stable_and_valid() {
     let t = ObjectRef {
         api_version: "networking.istio.io/v1".into(),
         kind: "DestinationRule".into(),
         namespace: "shop".into(),
         name: "Web.V1".into(),
     };
-    let a = remediation_name(Code::IdleTimeoutMismatch, &t);
-    assert_eq!(a, remediation_name(Code::IdleTimeoutMismatch, &t));
-    assert!(
-        a.starts_with("idle-timeout-mismatch-destinationrule-web-v1-"),
-        "{a}"
-    );
+    let a = target_name(&t);
+    assert_eq!(a, target_name(&t));
+    assert!(a.starts_with("destinationrule-web-v1-"), "{a}");
     assert!(
         a.len() <= 63
             && a.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
     );
-    assert_ne!(a, remediation_name(Code::MissingResetRetry, &t));
     let long = ObjectRef {
         name: "x".repeat(200),
         ..t.clone()
     };
-    assert!(remediation_name(Code::IdleTimeoutMismatch, &long).len() <= 63);
+    assert!(target_name(&long).len() <= 63);
+    let other_ns = ObjectRef {
+        namespace: "web".into(),
+        ..t
+    };
+    assert_ne!(a, target_name(&other_ns));
 }
 
 #[test]
-fn off_namespaces_get_nothing() {
-    let fs = findings();
-    let refs: Vec<&Finding> = fs.iter().collect();
-    assert!(plan_namespace(Mode::Off, &refs, &[], &no_gitops).is_empty());
+fn modes_and_min_severity_default_to_safe_values() {
     assert_eq!(Mode::from_annotation(None), Mode::Off);
     assert_eq!(Mode::from_annotation(Some("bogus")), Mode::Off);
     assert_eq!(Mode::from_annotation(Some("apply")), Mode::Apply);
+    assert_eq!(min_severity(None), Severity::Warning);
+    assert_eq!(min_severity(Some("bogus")), Severity::Warning);
+    assert_eq!(min_severity(Some(" Info ")), Severity::Info);
+    assert_eq!(min_severity(Some("error")), Severity::Error);
 }
 
 #[test]
-fn new_findings_are_upserted_and_not_applied_in_the_same_pass() {
-    let fs = findings();
-    let refs: Vec<&Finding> = fs.iter().collect();
-    let steps = plan_namespace(Mode::Apply, &refs, &[], &no_gitops);
-    assert_eq!(steps.len(), 1, "{steps:?}");
-    assert!(
-        matches!(&steps[0], Step::Upsert { name, spec } if name.starts_with("idle-timeout-mismatch-") && spec["safeToAutoApply"] == json!(true))
+fn the_digest_is_over_canonical_json_and_ignores_key_order() {
+    assert_eq!(
+        canonical_json(&json!({"b": [1, {"d": 1, "c": "x"}], "a": null})),
+        r#"{"a":null,"b":[1,{"c":"x","d":1}]}"#
     );
-    assert!(steps.iter().all(|s| !matches!(s, Step::Apply { .. })));
+    let a = json!({"action": "patch", "target": {"kind": "X"}, "patch": [], "resource": {"a": 1, "b": 2}, "message": "m"});
+    let b = json!({"resource": {"b": 2, "a": 1}, "patch": [], "target": {"kind": "X"}, "action": "patch", "message": "other words"});
+    let d = plan_digest(&a);
+    assert_eq!(d, plan_digest(&b), "words are not the plan");
+    assert!(d.starts_with("sha256:") && d.len() == 7 + 64, "{d}");
+    let c = json!({"action": "patch", "target": {"kind": "X"}, "patch": [{"op": "add"}], "resource": {"a": 1, "b": 2}});
+    assert_ne!(d, plan_digest(&c));
 }
 
 #[test]
-fn unchanged_proposals_cause_no_writes_in_propose_mode() {
-    let fs = findings();
+fn findings_that_change_one_object_become_one_plan_listing_every_cause() {
+    let s = shop();
+    let fs = findings(&s);
     let refs: Vec<&Finding> = fs.iter().collect();
-    let r = existing(&fs[0], Some(Phase::Proposed), false);
-    assert!(plan_namespace(Mode::Propose, &refs, &[&r], &no_gitops).is_empty());
-}
-
-#[test]
-fn safe_fixes_apply_in_apply_mode_and_approved_ones_in_any() {
-    let fs = findings();
-    let refs: Vec<&Finding> = fs.iter().collect();
-    let r = existing(&fs[0], Some(Phase::Proposed), false);
-    assert!(matches!(
-        plan_namespace(Mode::Apply, &refs, &[&r], &no_gitops).as_slice(),
-        [Step::Apply { .. }]
-    ));
-    let r = existing(&fs[0], Some(Phase::Proposed), true);
-    assert!(matches!(
-        plan_namespace(Mode::Propose, &refs, &[&r], &no_gitops).as_slice(),
-        [Step::Apply { .. }]
-    ));
-}
-
-#[test]
-fn unsafe_fixes_wait_for_approval_even_in_apply_mode() {
-    let fs = findings();
-    let mut f = fs[0].clone();
-    f.remediation.safe_to_auto_apply = false;
-    let r = existing(&f, Some(Phase::Proposed), false);
-    assert!(plan_namespace(Mode::Apply, &[&f], &[&r], &no_gitops).is_empty());
-}
-
-#[test]
-fn applied_fixes_are_not_applied_again() {
-    let fs = findings();
-    let refs: Vec<&Finding> = fs.iter().collect();
-    for phase in [Phase::Applied, Phase::RolledBack, Phase::Resolved] {
-        let r = existing(&fs[0], Some(phase), true);
-        let steps = plan_namespace(Mode::Apply, &refs, &[&r], &no_gitops);
-        assert!(
-            !steps.iter().any(|s| matches!(s, Step::Apply { .. })),
-            "{phase:?}: {steps:?}"
+    let (planned, errors) = plan_targets(&refs);
+    assert!(errors.is_empty(), "{errors:?}");
+    let targets: std::collections::BTreeSet<&ObjectRef> =
+        fs.iter().map(|f| &f.remediation.target).collect();
+    assert_eq!(planned.len(), targets.len(), "one plan per target");
+    let shared: Vec<&Planned> = planned.iter().filter(|p| p.codes.len() > 1).collect();
+    assert!(
+        !shared.is_empty(),
+        "the shop has a target two causes change"
+    );
+    for p in &planned {
+        assert_eq!(p.spec["planDigest"], json!(p.view.digest));
+        assert_eq!(
+            p.spec["causes"].as_array().map(Vec::len),
+            Some(p.codes.len())
         );
+        // The composed patch, applied to the object as it is, gives the planned resource.
+        if let (Some(raw), Some(ops)) = (s.raw_object(&p.target), p.spec["patch"].as_array()) {
+            let mut doc = raw.clone();
+            apply(&mut doc, ops).expect("the merged patch applies");
+            assert_eq!(doc["spec"], p.spec["resource"]["spec"], "{}", p.target);
+            // Every cause's own change is in it.
+            for f in fs.iter().filter(|f| f.remediation.target == p.target) {
+                for e in &f.remediation.edits {
+                    let ptr: String = e
+                        .path
+                        .iter()
+                        .map(|t| format!("/{}", t.replace('~', "~0").replace('/', "~1")))
+                        .collect();
+                    assert_eq!(doc.pointer(&ptr), Some(&e.value), "{} {ptr}", f.code);
+                }
+            }
+        }
     }
 }
 
 #[test]
-fn a_changed_plan_is_upserted_before_it_can_be_applied() {
-    let fs = findings();
-    let mut r = existing(&fs[0], Some(Phase::Stale), true);
-    r.spec.message = "an older plan".into();
+fn a_change_is_described_by_what_changed() {
+    let s = shop();
+    let fs = findings(&s);
     let refs: Vec<&Finding> = fs.iter().collect();
-    let steps = plan_namespace(Mode::Propose, &refs, &[&r], &no_gitops);
-    assert!(
-        matches!(steps.as_slice(), [Step::Upsert { .. }]),
-        "{steps:?}"
-    );
-}
-
-#[test]
-fn a_re_planned_stale_fix_is_applied_again() {
-    let fs = findings();
-    let refs: Vec<&Finding> = fs.iter().collect();
-    let mut r = existing(&fs[0], Some(Phase::Stale), true);
-    r.metadata.generation = Some(2); // the spec was re-planned after the status was written
-    assert!(matches!(
-        plan_namespace(Mode::Propose, &refs, &[&r], &no_gitops).as_slice(),
-        [Step::Apply { .. }]
-    ));
-}
-
-#[test]
-fn gitops_targets_get_proposals_only() {
-    let fs = findings();
-    let refs: Vec<&Finding> = fs.iter().collect();
-    let r = existing(&fs[0], Some(Phase::Proposed), true);
-    let argo = |_: &ObjectRef| Some("label argocd.argoproj.io/instance".to_string());
-    let steps = plan_namespace(Mode::Apply, &refs, &[&r], &argo);
-    assert!(
-        matches!(&steps[..], [Step::Hold { reason, .. }] if reason.contains("GitOps")),
-        "{steps:?}"
-    );
-    let labels = BTreeMap::from([(
-        "kustomize.toolkit.fluxcd.io/name".to_string(),
-        "apps".to_string(),
-    )]);
-    assert!(gitops_owner(&labels, &BTreeMap::new()).is_some());
-    assert!(gitops_owner(&BTreeMap::new(), &BTreeMap::new()).is_none());
-}
-
-#[test]
-fn a_vanished_cause_is_resolved_once() {
-    let fs = findings();
-    let r = existing(&fs[0], Some(Phase::Proposed), false);
-    let steps = plan_namespace(Mode::Propose, &[], &[&r], &no_gitops);
-    assert!(matches!(steps.as_slice(), [Step::Resolve { .. }]));
-    let r = existing(&fs[0], Some(Phase::Resolved), false);
-    assert!(plan_namespace(Mode::Propose, &[], &[&r], &no_gitops).is_empty());
-}
-
-#[test]
-fn rollback_of_an_applied_fix_even_after_its_cause_is_gone() {
-    let fs = findings();
-    let refs: Vec<&Finding> = fs.iter().collect();
-    let mut r = existing(&fs[0], Some(Phase::Applied), true);
-    r.spec.rollback = true;
-    assert!(matches!(
-        plan_namespace(Mode::Propose, &refs, &[&r], &no_gitops).as_slice(),
-        [Step::Rollback { .. }]
-    ));
-    let mut r = existing(&fs[0], Some(Phase::Resolved), true);
-    r.spec.rollback = true;
-    if let Some(s) = r.status.as_mut() {
-        s.target_resource_version_after = Some("42".into());
-    }
-    assert!(matches!(
-        plan_namespace(Mode::Propose, &[], &[&r], &no_gitops).as_slice(),
-        [Step::Rollback { .. }]
-    ));
-    // A Resolved one that was never applied has nothing to roll back.
-    let mut r = existing(&fs[0], Some(Phase::Resolved), false);
-    r.spec.rollback = true;
-    assert!(plan_namespace(Mode::Propose, &[], &[&r], &no_gitops).is_empty());
-    assert_eq!(r.spec.action, RemediationAction::Create);
+    let (planned, _) = plan_targets(&refs);
+    let p = planned
+        .iter()
+        .find(|p| p.spec["action"] == "patch")
+        .expect("a patch");
+    let old: RemediationSpec = serde_json::from_value(p.spec.clone()).expect("spec decodes");
+    assert!(same_owned_spec(&old, &p.spec));
+    let mut new = p.spec.clone();
+    new["resource"]["spec"]["extra"] = json!(1);
+    new["planDigest"] = json!(plan_digest(&new));
+    let said = describe_change(&old, &new);
+    assert!(said.contains("resource at /spec/extra"), "{said}");
+    assert!(said.contains(new["planDigest"].as_str().unwrap()), "{said}");
 }

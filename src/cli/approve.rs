@@ -1,0 +1,253 @@
+//! `meshmedic approve NAME [-n NS] [--digest D]`: shows the change a Remediation would make (a
+//! diff of its target), then approves exactly that plan by writing its digest to
+//! `spec.approvedDigest` — with the Remediation's resourceVersion as a precondition, so a re-plan
+//! that lands between showing and approving makes the approval fail instead of covering a plan
+//! nobody saw.
+
+use std::process::ExitCode;
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+use crate::controller::apply::target_api;
+use crate::model::remediation::{Remediation, RemediationAction};
+
+#[derive(clap::Args, Debug)]
+pub struct ApproveArgs {
+    /// The Remediation's name (`kubectl get remediations`).
+    pub name: String,
+    /// Its namespace (default: the kubeconfig's).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+    /// Approve only if the plan still has this digest (what you reviewed earlier).
+    #[arg(long)]
+    pub digest: Option<String>,
+    /// Show the change without approving it.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// The parts of an object a reviewer reads: no server-set metadata, no status.
+fn reviewable(obj: &Value) -> Value {
+    let meta = obj.get("metadata").cloned().unwrap_or_default();
+    let mut m = serde_json::Map::new();
+    for k in ["name", "namespace", "labels", "annotations"] {
+        if let Some(v) = meta.get(k) {
+            m.insert(k.into(), v.clone());
+        }
+    }
+    let mut out = json!({
+        "apiVersion": obj.get("apiVersion").cloned().unwrap_or_default(),
+        "kind": obj.get("kind").cloned().unwrap_or_default(),
+        "metadata": m,
+    });
+    if let Some(spec) = obj.get("spec") {
+        out["spec"] = spec.clone();
+    }
+    out
+}
+
+fn yaml(v: &Value) -> String {
+    serde_saphyr::to_string(v).unwrap_or_else(|_| v.to_string())
+}
+
+/// A line diff (longest common subsequence): ` ` kept, `-` removed, `+` added.
+pub fn line_diff(old: &str, new: &str) -> String {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    let (n, m) = (a.len(), b.len());
+    let mut lcs = vec![vec![0u32; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut out = String::new();
+    while i < n || j < m {
+        if i < n && j < m && a[i] == b[j] {
+            out.push_str(&format!("  {}\n", a[i]));
+            i += 1;
+            j += 1;
+        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            out.push_str(&format!("+ {}\n", b[j]));
+            j += 1;
+        } else {
+            out.push_str(&format!("- {}\n", a[i]));
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The change a Remediation would make, as a diff of its target (current → planned).
+pub async fn show(client: &Client, rem: &Remediation) -> Result<String, String> {
+    let target = &rem.spec.target;
+    let api = target_api(client, target)
+        .ok_or_else(|| format!("meshmedic does not write {} objects", target.kind))?;
+    let live = api
+        .get_opt(&target.name)
+        .await
+        .map_err(|e| format!("cannot read {target}: {e}"))?;
+    let before = match &live {
+        Some(o) => yaml(&reviewable(
+            &serde_json::to_value(o).map_err(|e| e.to_string())?,
+        )),
+        None => String::new(),
+    };
+    let after = match (rem.spec.action, &live, rem.spec.patch.as_deref()) {
+        (RemediationAction::Patch, Some(o), Some(ops)) => {
+            let mut doc = serde_json::to_value(o).map_err(|e| e.to_string())?;
+            crate::remediation::apply(&mut doc, ops).map_err(|e| {
+                format!("the plan no longer applies to {target} as it is now ({e}); wait for the operator to re-plan")
+            })?;
+            yaml(&reviewable(&doc))
+        }
+        (RemediationAction::Patch, None, _) => {
+            return Err(format!("{target} does not exist"));
+        }
+        _ => yaml(&reviewable(&rem.spec.resource)),
+    };
+    let causes: Vec<String> = if rem.spec.causes.is_empty() {
+        vec![format!(
+            "{} ({}): {}",
+            rem.spec.code, rem.spec.severity, rem.spec.message
+        )]
+    } else {
+        rem.spec
+            .causes
+            .iter()
+            .map(|c| format!("{} ({}): {}", c.code, c.severity, c.message))
+            .collect()
+    };
+    Ok(format!(
+        "Remediation {}/{} — {} {target}\nplan {}{}\ncauses:\n{}\n--- {target} (now)\n+++ {target} (planned)\n{}",
+        rem.namespace().unwrap_or_default(),
+        rem.name_any(),
+        match rem.spec.action {
+            RemediationAction::Patch => "patch",
+            RemediationAction::Create => "create",
+        },
+        rem.spec.plan_digest.as_deref().unwrap_or("(none yet)"),
+        if rem.spec.resolves {
+            ""
+        } else {
+            "\nnote: a mitigation; the finding stays until the app is fixed"
+        },
+        causes
+            .iter()
+            .map(|c| format!("  - {c}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        line_diff(&before, &after)
+    ))
+}
+
+/// Shows the plan, then approves the digest shown, only if the Remediation has not changed since
+/// it was read. Returns what to print.
+pub async fn approve(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    expected: Option<&str>,
+    dry_run: bool,
+) -> Result<String, String> {
+    let api: Api<Remediation> = Api::namespaced(client.clone(), namespace);
+    let rem = api
+        .get(name)
+        .await
+        .map_err(|e| format!("cannot read Remediation {namespace}/{name}: {e}"))?;
+    let digest = rem.spec.plan_digest.clone().ok_or_else(|| {
+        format!("Remediation {namespace}/{name} has no plan digest yet (is the operator running?)")
+    })?;
+    if let Some(expected) = expected
+        && expected != digest
+    {
+        return Err(format!(
+            "the plan changed since you reviewed it: it is now {digest}, not {expected}; nothing approved. Run `meshmedic approve {name} -n {namespace}` to review the new plan"
+        ));
+    }
+    let mut out = show(client, &rem).await?;
+    if dry_run {
+        out.push_str("(dry run: nothing approved)\n");
+        return Ok(out);
+    }
+    let patch = json!({
+        "metadata": {"resourceVersion": rem.resource_version()},
+        "spec": {"approvedDigest": digest, "rollback": false},
+    });
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {
+            out.push_str(&format!("approved {digest}\n"));
+            Ok(out)
+        }
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(format!(
+            "Remediation {namespace}/{name} changed while you reviewed it (re-planned?); nothing approved. Run `meshmedic approve {name} -n {namespace}` again"
+        )),
+        Err(e) => Err(format!("cannot approve {namespace}/{name}: {e}")),
+    }
+}
+
+pub async fn client_and_namespace(namespace: Option<String>) -> Result<(Client, String), String> {
+    let client = Client::try_default()
+        .await
+        .map_err(|e| format!("cannot reach the cluster: {e}"))?;
+    let ns = namespace.unwrap_or_else(|| client.default_namespace().to_string());
+    Ok((client, ns))
+}
+
+pub fn block_on<F: std::future::Future<Output = Result<String, String>>>(f: F) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("meshmedic: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(f) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("meshmedic: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+pub fn run(args: ApproveArgs) -> ExitCode {
+    block_on(async move {
+        let (client, ns) = client_and_namespace(args.namespace).await?;
+        approve(
+            &client,
+            &ns,
+            &args.name,
+            args.digest.as_deref(),
+            args.dry_run,
+        )
+        .await
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_diff_marks_added_and_removed_lines() {
+        let d = line_diff("a\nb\nc\n", "a\nx\nc\nd\n");
+        assert_eq!(d, "  a\n+ x\n- b\n  c\n+ d\n");
+    }
+}

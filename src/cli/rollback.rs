@@ -1,0 +1,54 @@
+//! `meshmedic rollback NAME [-n NS]`: asks the operator to restore a Remediation's target to
+//! exactly what it was before meshmedic first wrote it (`spec.rollback: true`). The operator
+//! refuses, and writes nothing, if someone else changed the fields meshmedic wrote since.
+
+use std::process::ExitCode;
+
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+use crate::model::remediation::Remediation;
+
+#[derive(clap::Args, Debug)]
+pub struct RollbackArgs {
+    /// The Remediation's name (`kubectl get remediations`).
+    pub name: String,
+    /// Its namespace (default: the kubeconfig's).
+    #[arg(short, long)]
+    pub namespace: Option<String>,
+}
+
+pub async fn rollback(client: &Client, namespace: &str, name: &str) -> Result<String, String> {
+    let api: Api<Remediation> = Api::namespaced(client.clone(), namespace);
+    let rem = api
+        .get(name)
+        .await
+        .map_err(|e| format!("cannot read Remediation {namespace}/{name}: {e}"))?;
+    let written = rem.status.as_ref().is_some_and(|s| s.written.is_some());
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"rollback": true}})),
+    )
+    .await
+    .map_err(|e| format!("cannot request the rollback of {namespace}/{name}: {e}"))?;
+    Ok(if written {
+        format!(
+            "rollback of {} requested: the operator restores it to its state before meshmedic's first write (or refuses if someone changed those fields); watch `kubectl get remediation {name} -n {namespace}`\n",
+            rem.spec.target
+        )
+    } else {
+        format!(
+            "rollback of {namespace}/{name} requested; meshmedic has written nothing to {}\n",
+            rem.spec.target
+        )
+    })
+}
+
+pub fn run(args: RollbackArgs) -> ExitCode {
+    super::approve::block_on(async move {
+        let (client, ns) = super::approve::client_and_namespace(args.namespace).await?;
+        rollback(&client, &ns, &args.name).await
+    })
+}

@@ -1,0 +1,293 @@
+//! The Remediation lifecycle as one pure state machine: from what the analysis plans for a target
+//! now, what the Remediation records, and what the target looks like, the one thing to do next.
+//! The controller only executes these decisions (see `mod.rs`); nothing here talks to the API.
+//!
+//! ```text
+//!            new finding                approvedDigest == planDigest
+//!   (none) ─────────────▶ Proposed ─────────────────────────────────▶ (write) ─▶ Applied
+//!                          ▲    │  (apply mode: safe plan, each digest once)           │
+//!          plan changed /  │    │ cause gone (nothing written)                         │ write seen,
+//!          fix reverted    │    ▼                                                      │ re-analysed
+//!                          │  Resolved(CauseGone)          ┌───────────────────────────┤
+//!                          │                               ▼                           ▼
+//!                          └──────────────── Applied + Verified=False        Resolved + Verified=True
+//!                                            (Ineffective / Mitigation)
+//!   rollback: true ─▶ target as meshmedic left it? ─ yes ─▶ restore original ─▶ RolledBack
+//!                                                  └ no ──▶ Refused (nothing written)
+//!   write fails ─▶ Failed / Stale (not retried until the plan changes); write limit ─▶ Refused
+//! ```
+
+use crate::model::remediation::Phase;
+
+use super::plan::Mode;
+
+/// At most this many writes to one target per Remediation (its first write, re-plans after a
+/// change, re-approvals after a revert). Beyond it the Remediation is Refused until a person
+/// looks: no tug-of-war with a person or another controller.
+pub const MAX_WRITES: u32 = 3;
+
+/// What the analysis plans for the target now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanView {
+    pub digest: String,
+    pub safe: bool,
+    pub resolves: bool,
+    /// The plan changes nothing (the fix is already in place).
+    pub noop: bool,
+}
+
+/// What the Remediation records (spec and status).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RemView {
+    /// `spec.planDigest`: the plan published for review.
+    pub published: Option<String>,
+    /// `spec.approvedDigest`.
+    pub approved: Option<String>,
+    pub rollback: bool,
+    pub allow_live_patch: bool,
+    /// `spec.action == create`.
+    pub creates: bool,
+    pub phase: Phase,
+    /// The reason of the Ready condition.
+    pub reason: String,
+    pub applied_digest: Option<String>,
+    pub failed_digest: Option<String>,
+    /// `spec.resolves` of what was written.
+    pub resolves: bool,
+    /// meshmedic wrote the target and has not rolled it back (`status.written`).
+    pub wrote: bool,
+    /// The original was recorded as absent (meshmedic created the object).
+    pub created: bool,
+    pub writes: u32,
+    pub reverted: bool,
+}
+
+/// The target as the watch shows it, relative to meshmedic's last write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetView {
+    Absent,
+    /// Exists; meshmedic has not written it (or nothing to compare).
+    Present,
+    /// The fields meshmedic changed hold the values it wrote, and the write has been seen.
+    AsWritten,
+    /// Someone changed the fields meshmedic wrote.
+    Changed,
+    /// meshmedic's last write has not reached the watch yet.
+    Pending,
+}
+
+/// Why a status is what it is (the Ready condition's reason).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// A proposal whose approval names another digest.
+    ApprovalOutdated,
+    GitOpsManaged,
+    WriteLimit,
+    Verified,
+    Ineffective,
+    Mitigation,
+    CauseGone,
+    Reverted,
+    TargetChanged,
+    TargetDeleted,
+    NothingWritten,
+    /// The finding came back after it had gone (nothing written meanwhile).
+    Reappeared,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::ApprovalOutdated => "ApprovalOutdated",
+            Reason::GitOpsManaged => "GitOpsManaged",
+            Reason::WriteLimit => "WriteLimit",
+            Reason::Verified => "Verified",
+            Reason::Ineffective => "Ineffective",
+            Reason::Mitigation => "Mitigation",
+            Reason::CauseGone => "CauseGone",
+            Reason::Reverted => "Reverted",
+            Reason::TargetChanged => "TargetChanged",
+            Reason::TargetDeleted => "TargetDeleted",
+            Reason::NothingWritten => "NothingWritten",
+            Reason::Reappeared => "Reappeared",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Nothing,
+    /// Publish the current plan (and its digest) for review: phase Proposed.
+    Publish {
+        first: bool,
+    },
+    /// Write the current plan to the target. `auto`: apply mode, no approval.
+    Apply {
+        auto: bool,
+    },
+    /// Restore the target to `status.original`.
+    Rollback,
+    /// Record a phase and reason (no write to the target).
+    Set {
+        phase: Phase,
+        reason: Reason,
+    },
+}
+
+/// The next step for one target. Pure; see the module docs for the diagram.
+pub fn decide(
+    mode: Mode,
+    plan: Option<&PlanView>,
+    gitops: Option<&str>,
+    rem: Option<&RemView>,
+    target: TargetView,
+) -> Decision {
+    use Decision::*;
+    if mode == Mode::Off {
+        return Nothing;
+    }
+    let Some(rem) = rem else {
+        return if plan.is_some() {
+            Publish { first: true }
+        } else {
+            Nothing
+        };
+    };
+    let set = |phase: Phase, reason: Reason| {
+        if rem.phase == phase && rem.reason == reason.as_str() {
+            Nothing
+        } else {
+            Set { phase, reason }
+        }
+    };
+
+    // 1. A rollback request: restore exactly, or refuse and write nothing.
+    if rem.rollback {
+        if !rem.wrote {
+            return if matches!(rem.phase, Phase::RolledBack) {
+                Nothing
+            } else {
+                set(Phase::RolledBack, Reason::NothingWritten)
+            };
+        }
+        // A refused rollback is not retried on its own (the view may lag behind the edit that
+        // made it refuse): withdraw and renew the request to try again.
+        if rem.phase == Phase::Refused
+            && matches!(rem.reason.as_str(), "TargetChanged" | "TargetDeleted")
+        {
+            return Nothing;
+        }
+        // Changed: the executor checks field by field on the live object (a field put back by
+        // hand is fine; one changed to anything else refuses, nothing written).
+        return match target {
+            Target::Pending => Nothing,
+            Target::AsWritten | Target::Changed => Rollback,
+            Target::Absent if rem.created => Rollback,
+            Target::Absent => set(Phase::Refused, Reason::TargetDeleted),
+            Target::Present => set(Phase::Refused, Reason::TargetChanged),
+        };
+    }
+
+    // 2. Someone else changed what meshmedic wrote: a new situation, never a silent re-apply.
+    let undone = target == Target::Changed || (target == Target::Absent && rem.created);
+    if rem.wrote && !rem.reverted && undone {
+        return Set {
+            phase: if plan.is_some() {
+                Phase::Proposed
+            } else {
+                Phase::Resolved
+            },
+            reason: Reason::Reverted,
+        };
+    }
+    if rem.wrote && target == Target::Absent && !rem.created {
+        return set(Phase::Stale, Reason::TargetDeleted);
+    }
+
+    // 3. Verify a write once the watch has shown it (this pass analysed the written target).
+    if rem.wrote
+        && target == Target::AsWritten
+        && rem.phase == Phase::Applied
+        && rem.reason == "Applied"
+    {
+        return if !rem.resolves {
+            Set {
+                phase: Phase::Applied,
+                reason: Reason::Mitigation,
+            }
+        } else if plan.is_none() {
+            Set {
+                phase: Phase::Resolved,
+                reason: Reason::Verified,
+            }
+        } else {
+            Set {
+                phase: Phase::Applied,
+                reason: Reason::Ineffective,
+            }
+        };
+    }
+
+    // 4. No finding for the target any more.
+    let Some(plan) = plan else {
+        if !rem.wrote && !rem.creates && target == Target::Absent {
+            return set(Phase::Stale, Reason::TargetDeleted);
+        }
+        if !rem.wrote
+            && !matches!(
+                rem.phase,
+                Phase::Resolved | Phase::RolledBack | Phase::Refused | Phase::Stale
+            )
+        {
+            return set(Phase::Resolved, Reason::CauseGone);
+        }
+        return Nothing;
+    };
+
+    // 5. A mitigation already in place (its finding stays by design): no re-plan loop.
+    if rem.wrote && !rem.resolves && plan.noop {
+        return Nothing;
+    }
+
+    // 5b. A cause that went away (nothing written) and came back: a proposal again.
+    if !rem.wrote
+        && matches!(rem.reason.as_str(), "CauseGone" | "TargetDeleted")
+        && rem.published.as_deref() == Some(plan.digest.as_str())
+        && target != Target::Pending
+    {
+        return set(Phase::Proposed, Reason::Reappeared);
+    }
+
+    // 6. A changed plan is published before anything can approve or apply it.
+    if rem.published.as_deref() != Some(plan.digest.as_str()) {
+        return Publish { first: false };
+    }
+    if target == Target::Pending {
+        return Nothing;
+    }
+
+    // 7. Apply only the plan approved by digest, or (apply mode) a safe plan never written nor
+    //    failed yet. An approval is used up by the attempt it allows, successful or not.
+    let approved = rem.approved.as_deref() == Some(plan.digest.as_str());
+    let already = rem.applied_digest.as_deref() == Some(plan.digest.as_str());
+    let failed = rem.failed_digest.as_deref() == Some(plan.digest.as_str());
+    let auto = mode == Mode::Apply && plan.safe && !rem.reverted && !already && !failed;
+    if approved && !(already && target == Target::AsWritten) || auto {
+        if gitops.is_some() && !rem.allow_live_patch {
+            return set(Phase::Proposed, Reason::GitOpsManaged);
+        }
+        if rem.writes >= MAX_WRITES {
+            return set(Phase::Refused, Reason::WriteLimit);
+        }
+        return Apply { auto: !approved };
+    }
+    if rem.approved.is_some() && !approved && !rem.wrote {
+        return set(Phase::Proposed, Reason::ApprovalOutdated);
+    }
+    Nothing
+}
+
+use TargetView as Target;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,558 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn plan(digest: &str, safe: bool) -> PlanView {
+    PlanView {
+        digest: digest.into(),
+        safe,
+        resolves: true,
+        noop: false,
+    }
+}
+
+fn proposed(digest: &str) -> RemView {
+    RemView {
+        published: Some(digest.into()),
+        resolves: true,
+        reason: "Proposed".into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_new_finding_is_published_and_nothing_is_written_in_off_namespaces() {
+    let p = plan("d1", true);
+    assert_eq!(
+        decide(Mode::Propose, Some(&p), None, None, TargetView::Present),
+        Decision::Publish { first: true }
+    );
+    assert_eq!(
+        decide(Mode::Off, Some(&p), None, None, TargetView::Present),
+        Decision::Nothing
+    );
+}
+
+#[test]
+fn only_an_approval_of_the_current_digest_applies() {
+    let p = plan("d2", false);
+    let mut r = proposed("d2");
+    r.approved = Some("d1".into());
+    assert_eq!(
+        decide(Mode::Propose, Some(&p), None, Some(&r), TargetView::Present),
+        Decision::Set {
+            phase: Phase::Proposed,
+            reason: Reason::ApprovalOutdated
+        }
+    );
+    r.approved = Some("d2".into());
+    assert_eq!(
+        decide(Mode::Propose, Some(&p), None, Some(&r), TargetView::Present),
+        Decision::Apply { auto: false }
+    );
+    // A re-plan the reviewer has not seen is published first, whatever was approved.
+    let p3 = plan("d3", false);
+    assert_eq!(
+        decide(
+            Mode::Propose,
+            Some(&p3),
+            None,
+            Some(&r),
+            TargetView::Present
+        ),
+        Decision::Publish { first: false }
+    );
+}
+
+#[test]
+fn a_reverted_fix_becomes_a_proposal_in_both_modes() {
+    let p = plan("d1", true);
+    let mut r = proposed("d1");
+    r.wrote = true;
+    r.applied_digest = Some("d1".into());
+    r.phase = Phase::Resolved;
+    r.reason = "Verified".into();
+    r.writes = 1;
+    for mode in [Mode::Propose, Mode::Apply] {
+        assert_eq!(
+            decide(mode, Some(&p), None, Some(&r), TargetView::Changed),
+            Decision::Set {
+                phase: Phase::Proposed,
+                reason: Reason::Reverted
+            }
+        );
+    }
+    r.reverted = true;
+    r.phase = Phase::Proposed;
+    r.reason = "Reverted".into();
+    assert_eq!(
+        decide(Mode::Apply, Some(&p), None, Some(&r), TargetView::Changed),
+        Decision::Nothing
+    );
+}
+
+#[test]
+fn rollback_refuses_over_someone_elses_edit() {
+    let mut r = proposed("d1");
+    r.wrote = true;
+    r.rollback = true;
+    r.phase = Phase::Resolved;
+    assert_eq!(
+        decide(Mode::Propose, None, None, Some(&r), TargetView::AsWritten),
+        Decision::Rollback
+    );
+    // The executor judges a changed target field by field (and refuses, writing nothing).
+    assert_eq!(
+        decide(Mode::Propose, None, None, Some(&r), TargetView::Changed),
+        Decision::Rollback
+    );
+    r.phase = Phase::Refused;
+    r.reason = "TargetChanged".into();
+    assert_eq!(
+        decide(Mode::Propose, None, None, Some(&r), TargetView::Changed),
+        Decision::Nothing
+    );
+}
+
+#[test]
+fn a_written_fix_is_verified_or_ineffective_and_mitigations_never_claim_success() {
+    let mut r = proposed("d1");
+    r.wrote = true;
+    r.phase = Phase::Applied;
+    r.reason = "Applied".into();
+    assert_eq!(
+        decide(Mode::Propose, None, None, Some(&r), TargetView::AsWritten),
+        Decision::Set {
+            phase: Phase::Resolved,
+            reason: Reason::Verified
+        }
+    );
+    let p = plan("d9", false);
+    assert_eq!(
+        decide(
+            Mode::Propose,
+            Some(&p),
+            None,
+            Some(&r),
+            TargetView::AsWritten
+        ),
+        Decision::Set {
+            phase: Phase::Applied,
+            reason: Reason::Ineffective
+        }
+    );
+    r.resolves = false;
+    assert_eq!(
+        decide(Mode::Propose, None, None, Some(&r), TargetView::AsWritten),
+        Decision::Set {
+            phase: Phase::Applied,
+            reason: Reason::Mitigation
+        }
+    );
+    // Waiting for the watch: nothing is concluded from a stale view.
+    r.resolves = true;
+    assert_eq!(
+        decide(Mode::Propose, None, None, Some(&r), TargetView::Pending),
+        Decision::Nothing
+    );
+}
+
+#[test]
+fn gitops_targets_wait_unless_the_reviewer_allows_a_live_patch() {
+    let p = plan("d1", true);
+    let mut r = proposed("d1");
+    assert_eq!(
+        decide(
+            Mode::Apply,
+            Some(&p),
+            Some("label x"),
+            Some(&r),
+            TargetView::Present
+        ),
+        Decision::Set {
+            phase: Phase::Proposed,
+            reason: Reason::GitOpsManaged
+        }
+    );
+    r.allow_live_patch = true;
+    assert_eq!(
+        decide(
+            Mode::Apply,
+            Some(&p),
+            Some("label x"),
+            Some(&r),
+            TargetView::Present
+        ),
+        Decision::Apply { auto: true }
+    );
+}
+
+// ---- Property test against a small reference model -------------------------------------------
+//
+// The world: one target whose spec is {fix, other} (or absent). The "analysis" reports a finding
+// while `fix != 1` (patch) or while the object is absent (create); the plan's digest is derived
+// from the target's state, as the real digest covers the planned patch and resource. A person
+// approves (the published digest, or an old one), edits either field, deletes the target, asks
+// for a rollback or withdraws it; the controller runs passes. The executor below does what the
+// real one does, and the model checks every write.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Spec {
+    fix: i32,
+    other: i32,
+}
+
+#[derive(Clone, Debug)]
+enum Act {
+    /// A controller pass; `true`: the watch has caught up with the cluster before it.
+    Pass(bool),
+    ApproveShown,
+    ApproveOld,
+    EditFix(i32),
+    EditOther(i32),
+    Delete,
+    RequestRollback,
+    WithdrawRollback,
+}
+
+fn act() -> impl Strategy<Value = Act> {
+    prop_oneof![
+        4 => any::<bool>().prop_map(Act::Pass),
+        2 => Just(Act::ApproveShown),
+        1 => Just(Act::ApproveOld),
+        1 => (0..3i32).prop_map(Act::EditFix),
+        1 => (0..3i32).prop_map(Act::EditOther),
+        1 => Just(Act::Delete),
+        1 => Just(Act::RequestRollback),
+        1 => Just(Act::WithdrawRollback),
+    ]
+}
+
+struct World {
+    mode: Mode,
+    creates: bool,
+    safe: bool,
+    target: Option<Spec>,
+    rem: Option<RemView>,
+    original: Option<Option<Spec>>,
+    written: Option<Spec>,
+    /// Someone changed `other` since meshmedic's first write.
+    foreign_other: bool,
+    approvals: u32,
+    approved_writes: u32,
+    old_digests: Vec<String>,
+    /// The target as the controller's watch shows it (it lags behind `target`).
+    seen: Option<Spec>,
+    /// meshmedic wrote (or deleted) the target and the watch has not shown it yet.
+    unseen_write: bool,
+}
+
+impl World {
+    fn plan(&self) -> Option<PlanView> {
+        let finding = match self.seen {
+            None => self.creates,
+            Some(s) => s.fix != 1,
+        };
+        finding.then(|| PlanView {
+            digest: format!("{:?}", self.seen),
+            safe: self.safe,
+            resolves: true,
+            noop: false,
+        })
+    }
+
+    fn view(&self) -> TargetView {
+        if self.unseen_write {
+            return TargetView::Pending;
+        }
+        let Some(rem) = &self.rem else {
+            return if self.seen.is_some() {
+                TargetView::Present
+            } else {
+                TargetView::Absent
+            };
+        };
+        match (rem.wrote, self.seen, self.written) {
+            (_, None, _) => TargetView::Absent,
+            (true, Some(t), Some(w)) => {
+                let same = if rem.created { t == w } else { t.fix == w.fix };
+                if same {
+                    TargetView::AsWritten
+                } else {
+                    TargetView::Changed
+                }
+            }
+            _ => TargetView::Present,
+        }
+    }
+
+    /// One controller pass; returns whether it did anything.
+    fn pass(&mut self) -> bool {
+        let plan = self.plan();
+        let view = self.view();
+        let d = decide(self.mode, plan.as_ref(), None, self.rem.as_ref(), view);
+        match d {
+            Decision::Nothing => return false,
+            Decision::Publish { first } => {
+                let plan = plan.expect("publish without a plan");
+                let rem = self.rem.get_or_insert_with(|| RemView {
+                    creates: self.creates,
+                    resolves: true,
+                    ..Default::default()
+                });
+                assert_eq!(first, rem.published.is_none());
+                if let Some(old) = rem.published.replace(plan.digest) {
+                    self.old_digests.push(old);
+                }
+                if rem.phase != Phase::RolledBack {
+                    rem.phase = Phase::Proposed;
+                    rem.reason = "Proposed".into();
+                }
+            }
+            Decision::Apply { auto } => {
+                let plan = plan.expect("apply without a plan");
+                let rem = self.rem.as_mut().expect("apply without a Remediation");
+                // No write without a matching approval (or a safe plan in apply mode, once).
+                assert_eq!(rem.published.as_deref(), Some(plan.digest.as_str()));
+                if auto {
+                    assert!(self.mode == Mode::Apply && plan.safe && !rem.reverted);
+                    assert_ne!(rem.applied_digest.as_deref(), Some(plan.digest.as_str()));
+                } else {
+                    assert_eq!(rem.approved.as_deref(), Some(plan.digest.as_str()));
+                    self.approved_writes += 1;
+                }
+                assert!(rem.writes < MAX_WRITES, "unbounded writes");
+                // The plan was made on the watched state; the write's `test` operations (and
+                // the create) fail if the live object differs where the plan relies on it.
+                let holds = match (self.seen, self.target) {
+                    (None, None) => true,
+                    (Some(s), Some(t)) => s.fix == t.fix,
+                    _ => false,
+                };
+                if !holds {
+                    rem.approved = None; // used up by the attempt
+                    rem.failed_digest = Some(plan.digest);
+                    rem.phase = Phase::Stale;
+                    rem.reason = "Conflict".into();
+                    if !rem.wrote {
+                        self.original = None;
+                    }
+                    return true;
+                }
+                if self.original.is_none() {
+                    self.original = Some(self.target);
+                    self.foreign_other = false;
+                    rem.created = self.target.is_none();
+                }
+                let new = match self.target {
+                    None => Spec { fix: 1, other: 0 },
+                    Some(s) => Spec { fix: 1, ..s },
+                };
+                self.target = Some(new);
+                self.written = Some(new);
+                self.unseen_write = true;
+                rem.failed_digest = None;
+                rem.wrote = true;
+                rem.writes += 1;
+                rem.applied_digest = Some(plan.digest);
+                rem.approved = None; // consumed
+                rem.reverted = false;
+                rem.phase = Phase::Applied;
+                rem.reason = "Applied".into();
+            }
+            Decision::Rollback => {
+                let rem = self.rem.as_mut().expect("rollback without a Remediation");
+                let original = self.original.expect("rollback without an original");
+                let written = self.written.expect("rollback without a write");
+                // Restores or refuses (on the live object): only over meshmedic's own values,
+                // or values already put back.
+                let intact = match (self.target, original) {
+                    (None, _) => rem.created,
+                    (Some(t), _) if rem.created => t == written,
+                    (Some(t), Some(o)) => t.fix == written.fix || t.fix == o.fix,
+                    (Some(_), None) => false,
+                };
+                if !intact {
+                    rem.phase = Phase::Refused;
+                    rem.reason = "TargetChanged".into();
+                    return true;
+                }
+                self.target = match (original, self.target) {
+                    (None, _) => None,
+                    (Some(o), Some(t)) => Some(Spec { fix: o.fix, ..t }),
+                    (Some(_), None) => unreachable!(),
+                };
+                if !self.foreign_other {
+                    assert_eq!(self.target, original, "rollback is exact");
+                }
+                self.original = None;
+                self.written = None;
+                self.unseen_write = true;
+                rem.wrote = false;
+                rem.created = false;
+                rem.writes = 0;
+                rem.applied_digest = None;
+                rem.phase = Phase::RolledBack;
+                rem.reason = "RolledBack".into();
+            }
+            Decision::Set { phase, reason } => {
+                let rem = self.rem.as_mut().expect("status without a Remediation");
+                if reason == Reason::Reverted {
+                    rem.reverted = true;
+                }
+                rem.phase = phase;
+                rem.reason = reason.as_str().into();
+            }
+        }
+        true
+    }
+
+    fn person(&mut self, a: &Act) {
+        match a {
+            Act::Pass(caught_up) => {
+                if *caught_up {
+                    self.seen = self.target;
+                    self.unseen_write = false;
+                }
+            }
+            Act::ApproveShown => {
+                if let Some(rem) = self.rem.as_mut()
+                    && let Some(d) = rem.published.clone()
+                {
+                    rem.approved = Some(d);
+                    self.approvals += 1;
+                }
+            }
+            Act::ApproveOld => {
+                // An approval of a plan that is no longer current. It may become current again
+                // (the target returns to that state): the plan is then exactly what was
+                // approved, so it counts as an approval.
+                if let (Some(rem), Some(d)) = (self.rem.as_mut(), self.old_digests.first()) {
+                    rem.approved = Some(d.clone());
+                    self.approvals += 1;
+                }
+            }
+            Act::EditFix(v) => {
+                if let Some(t) = self.target.as_mut() {
+                    t.fix = *v;
+                }
+            }
+            Act::EditOther(v) => {
+                if let Some(t) = self.target.as_mut() {
+                    if t.other != *v {
+                        self.foreign_other = true;
+                    }
+                    t.other = *v;
+                }
+            }
+            Act::Delete => self.target = None,
+            Act::RequestRollback => {
+                if let Some(rem) = self.rem.as_mut() {
+                    rem.rollback = true;
+                }
+            }
+            Act::WithdrawRollback => {
+                if let Some(rem) = self.rem.as_mut() {
+                    rem.rollback = false;
+                }
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn the_lifecycle_matches_the_reference_model(
+        apply_mode in any::<bool>(),
+        creates in any::<bool>(),
+        safe in any::<bool>(),
+        acts in proptest::collection::vec(act(), 1..40),
+    ) {
+        let mut w = World {
+            mode: if apply_mode { Mode::Apply } else { Mode::Propose },
+            creates,
+            safe,
+            target: if creates { None } else { Some(Spec { fix: 0, other: 0 }) },
+            rem: None,
+            original: None,
+            written: None,
+            foreign_other: false,
+            approvals: 0,
+            approved_writes: 0,
+            old_digests: Vec::new(),
+            seen: None,
+            unseen_write: false,
+        };
+        w.seen = w.target;
+        for a in &acts {
+            w.person(a);
+            if matches!(a, Act::Pass(_)) {
+                // The controller settles within a few passes: no unbounded loop of writes.
+                let mut n = 0;
+                while w.pass() {
+                    n += 1;
+                    prop_assert!(n < 8, "no fixpoint after {a:?}");
+                }
+            }
+            // Every approved write used up one approval.
+            prop_assert!(w.approved_writes <= w.approvals);
+            if let Some(rem) = &w.rem {
+                prop_assert!(rem.writes <= MAX_WRITES);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_cause_that_comes_back_is_proposed_again() {
+    let p = plan("d1", false);
+    let mut r = proposed("d1");
+    r.phase = Phase::Resolved;
+    r.reason = "CauseGone".into();
+    assert_eq!(
+        decide(Mode::Propose, Some(&p), None, Some(&r), TargetView::Present),
+        Decision::Set {
+            phase: Phase::Proposed,
+            reason: Reason::Reappeared
+        }
+    );
+}
+
+#[test]
+fn a_failed_write_is_not_retried_until_a_new_plan_or_a_new_approval() {
+    let p = plan("d1", true);
+    let mut r = proposed("d1");
+    r.failed_digest = Some("d1".into());
+    r.phase = Phase::Stale;
+    r.reason = "Conflict".into();
+    assert_eq!(
+        decide(Mode::Apply, Some(&p), None, Some(&r), TargetView::Present),
+        Decision::Nothing
+    );
+    r.approved = Some("d1".into());
+    assert_eq!(
+        decide(Mode::Apply, Some(&p), None, Some(&r), TargetView::Present),
+        Decision::Apply { auto: false }
+    );
+}
+
+#[test]
+fn a_rollback_after_the_write_limit_still_runs_and_a_refused_one_waits_for_a_new_request() {
+    let mut r = proposed("d1");
+    r.wrote = true;
+    r.rollback = true;
+    r.writes = MAX_WRITES;
+    r.phase = Phase::Refused;
+    r.reason = "WriteLimit".into();
+    assert_eq!(
+        decide(Mode::Apply, None, None, Some(&r), TargetView::AsWritten),
+        Decision::Rollback
+    );
+    r.reason = "TargetChanged".into();
+    assert_eq!(
+        decide(Mode::Apply, None, None, Some(&r), TargetView::AsWritten),
+        Decision::Nothing
+    );
+}

@@ -1,0 +1,267 @@
+//! Exact rollback, decided without the API server: which fields meshmedic changed (the
+//! difference between the target before its first write and after its last one), whether
+//! someone else has changed them since, and the JSON patch that puts the old values back.
+
+use serde_json::{Value, json};
+
+fn escape(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+/// The JSON pointers (under `prefix`) where `a` and `b` differ, as deep as both sides are objects
+/// (or lists of the same length). A key present on one side only is one path.
+pub fn changed_paths(prefix: &str, a: &Value, b: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    diff(prefix, Some(a), Some(b), &mut out);
+    out
+}
+
+fn diff(path: &str, a: Option<&Value>, b: Option<&Value>, out: &mut Vec<String>) {
+    match (a, b) {
+        (Some(Value::Object(x)), Some(Value::Object(y))) => {
+            for (k, v) in x {
+                diff(&format!("{path}/{}", escape(k)), Some(v), y.get(k), out);
+            }
+            for (k, v) in y {
+                if !x.contains_key(k) {
+                    diff(&format!("{path}/{}", escape(k)), None, Some(v), out);
+                }
+            }
+        }
+        (Some(Value::Array(x)), Some(Value::Array(y))) if x.len() == y.len() => {
+            for (i, (v, w)) in x.iter().zip(y).enumerate() {
+                diff(&format!("{path}/{i}"), Some(v), Some(w), out);
+            }
+        }
+        (a, b) if a != b => out.push(path.to_string()),
+        _ => {}
+    }
+}
+
+fn at<'a>(doc: &'a Value, prefix: &str, path: &str) -> Option<&'a Value> {
+    doc.pointer(path.strip_prefix(prefix).unwrap_or(path))
+}
+
+/// The paths meshmedic changed (original → written) that no longer hold what it wrote in
+/// `current`: someone else's edits, which a rollback must not overwrite.
+pub fn conflicts(prefix: &str, original: &Value, written: &Value, current: &Value) -> Vec<String> {
+    changed_paths(prefix, original, written)
+        .into_iter()
+        .filter(|p| at(written, prefix, p) != at(current, prefix, p))
+        .collect()
+}
+
+/// RFC 6902 operations that take every path meshmedic changed from its written value back to the
+/// original one. Each is pinned with a `test` of the written value where there is one, so a
+/// concurrent edit makes the whole patch fail (nothing written) instead of being overwritten.
+/// Everything else in the object is left as it is.
+pub fn restore_ops(prefix: &str, original: &Value, written: &Value) -> Vec<Value> {
+    let mut ops = Vec::new();
+    for path in changed_paths(prefix, original, written) {
+        let old = at(original, prefix, &path);
+        let new = at(written, prefix, &path);
+        if let Some(new) = new {
+            ops.push(json!({"op": "test", "path": path, "value": new}));
+        }
+        match (old, new) {
+            (Some(old), Some(_)) => ops.push(json!({"op": "replace", "path": path, "value": old})),
+            (None, Some(_)) => ops.push(json!({"op": "remove", "path": path})),
+            (Some(old), None) => ops.push(json!({"op": "add", "path": path, "value": old})),
+            (None, None) => {}
+        }
+    }
+    ops
+}
+
+fn overlaps(a: &str, b: &str) -> bool {
+    let within = |x: &str, y: &str| x == y || x.starts_with(&format!("{y}/"));
+    within(a, b) || within(b, a)
+}
+
+fn value_at<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
+    doc.pointer(path)
+}
+
+/// Whether every field meshmedic owns still holds the last value meshmedic wrote there (a field
+/// written by several writes is judged by the last one). Err: the first path someone changed.
+pub fn intact(spec: &Value, undos: &[Vec<Value>]) -> Result<(), String> {
+    let doc = json!({ "spec": spec });
+    let mut covered: Vec<String> = Vec::new();
+    for ops in undos.iter().rev() {
+        let mut touched = Vec::new();
+        for op in ops {
+            let path = op.get("path").and_then(Value::as_str).unwrap_or_default();
+            touched.push(path.to_string());
+            if op.get("op").and_then(Value::as_str) != Some("test")
+                || covered.iter().any(|c| overlaps(c, path))
+            {
+                continue;
+            }
+            if value_at(&doc, path) != op.get("value") {
+                return Err(path.to_string());
+            }
+        }
+        covered.extend(touched);
+    }
+    Ok(())
+}
+
+/// Undoes meshmedic's writes on `spec` (the target's current spec), last write first: each
+/// field goes back to the value it had before the write that changed it. A field already back
+/// at that value (someone reverted it) is left alone; a field holding anything else is someone
+/// else's edit: Err with its path, and nothing is to be written.
+pub fn undo(spec: &Value, undos: &[Vec<Value>]) -> Result<Value, String> {
+    let mut doc = json!({ "spec": spec });
+    for ops in undos.iter().rev() {
+        let mut k = 0;
+        while k < ops.len() {
+            let op = &ops[k];
+            let kind = op.get("op").and_then(Value::as_str).unwrap_or_default();
+            let path = op.get("path").and_then(Value::as_str).unwrap_or_default();
+            let (expected, restore) = if kind == "test" {
+                k += 1;
+                (op.get("value"), ops.get(k))
+            } else {
+                (None, Some(op))
+            };
+            k += 1;
+            let Some(restore) = restore else { break };
+            let before = match restore.get("op").and_then(Value::as_str) {
+                Some("remove") => None,
+                _ => restore.get("value"),
+            };
+            let now = value_at(&doc, path);
+            if now == before {
+                continue; // already as it was before this write
+            }
+            if now != expected {
+                return Err(path.to_string());
+            }
+            crate::remediation::apply(&mut doc, std::slice::from_ref(restore))
+                .map_err(|e| format!("{path} ({e})"))?;
+        }
+    }
+    Ok(doc.get("spec").cloned().unwrap_or(Value::Null))
+}
+
+/// The undo log as one RFC 6902 patch (last write first): atomic on the API server.
+pub fn undo_patch(undos: &[Vec<Value>]) -> Vec<Value> {
+    undos.iter().rev().flatten().cloned().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remediation::apply;
+
+    fn vs() -> Value {
+        json!({"hosts": ["cart"], "http": [{"route": [{"destination": {"host": "cart"}}], "timeout": "5s"}]})
+    }
+
+    #[test]
+    fn restore_puts_back_exactly_what_meshmedic_changed() {
+        let original = vs();
+        let mut written = vs();
+        written["http"][0]["retries"] = json!({"attempts": 3, "retryOn": "reset"});
+        written["http"][0]["timeout"] = json!("10s");
+        let ops = restore_ops("/spec", &original, &written);
+        let mut obj = json!({"metadata": {"name": "cart"}, "spec": written});
+        apply(&mut obj, &ops).unwrap();
+        assert_eq!(obj["spec"], original);
+    }
+
+    #[test]
+    fn another_field_edited_by_someone_is_kept_and_meshmedics_fields_are_restored() {
+        let original = vs();
+        let mut written = vs();
+        written["http"][0]["retries"] = json!({"attempts": 3});
+        let mut current = written.clone();
+        current["hosts"] = json!(["cart", "cart.shop"]);
+        assert!(conflicts("/spec", &original, &written, &current).is_empty());
+        let mut obj = json!({"spec": current});
+        apply(&mut obj, &restore_ops("/spec", &original, &written)).unwrap();
+        assert_eq!(obj["spec"]["hosts"], json!(["cart", "cart.shop"]));
+        assert!(obj["spec"]["http"][0].get("retries").is_none());
+    }
+
+    #[test]
+    fn a_chain_of_writes_with_someone_elses_change_between_them_is_undone_write_by_write() {
+        // meshmedic fixes route 0; another controller appends route 1; meshmedic fixes route 1.
+        let original = vs();
+        let mut w1 = vs();
+        w1["http"][0]["retries"] = json!({"retryOn": "reset"});
+        let undo1 = restore_ops("/spec", &original, &w1);
+        let mut before2 = w1.clone();
+        before2["http"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"route": [{"destination": {"host": "b"}}]}));
+        let mut w2 = before2.clone();
+        w2["http"][1]["retries"] = json!({"retryOn": "reset"});
+        let undo2 = restore_ops("/spec", &before2, &w2);
+        let undos = vec![undo1, undo2];
+        // Undone exactly: the other controller's route stays, meshmedic's retries go.
+        assert_eq!(
+            undo(&w2, &undos).unwrap(),
+            before2_without_retries(&before2)
+        );
+        let mut obj = json!({"spec": w2.clone()});
+        apply(&mut obj, &undo_patch(&undos)).unwrap();
+        assert_eq!(obj["spec"], before2_without_retries(&before2));
+        // Someone changed what the first write wrote: refused, naming the path.
+        let mut edited = w2.clone();
+        edited["http"][0]["retries"]["retryOn"] = json!("5xx");
+        assert_eq!(
+            undo(&edited, &undos),
+            Err("/spec/http/0/retries".to_string())
+        );
+        // Nothing else happened: back to the original byte for byte.
+        let undo_only = vec![restore_ops("/spec", &original, &w1)];
+        assert_eq!(undo(&w1, &undo_only).unwrap(), original);
+    }
+
+    #[test]
+    fn a_hand_revert_then_a_re_approved_write_still_rolls_back_and_a_revert_is_not_intact() {
+        let original = vs();
+        let mut w = vs();
+        w["http"][0]["timeout"] = json!("10s");
+        let first = restore_ops("/spec", &original, &w);
+        // A person reverts: meshmedic's field no longer holds what it wrote.
+        assert_eq!(
+            intact(&original, std::slice::from_ref(&first)),
+            Err("/spec/http/0/timeout".to_string())
+        );
+        // Re-approved, written again from the reverted state.
+        let second = restore_ops("/spec", &original, &w);
+        let undos = vec![first, second];
+        assert_eq!(intact(&w, &undos), Ok(()));
+        assert_eq!(undo(&w, &undos).unwrap(), original);
+        // Someone edits a field meshmedic does not own: still intact, and kept by the undo.
+        let mut other = w.clone();
+        other["hosts"] = json!(["cart", "x"]);
+        assert_eq!(intact(&other, &undos), Ok(()));
+        assert_eq!(undo(&other, &undos).unwrap()["hosts"], json!(["cart", "x"]));
+    }
+
+    fn before2_without_retries(before2: &Value) -> Value {
+        let mut v = before2.clone();
+        v["http"][0].as_object_mut().unwrap().remove("retries");
+        v
+    }
+
+    #[test]
+    fn an_edit_of_meshmedics_fields_is_a_conflict_and_the_patch_fails_whole() {
+        let original = vs();
+        let mut written = vs();
+        written["http"][0]["retries"] = json!({"attempts": 3});
+        let mut current = written.clone();
+        current["http"][0]["retries"]["attempts"] = json!(5);
+        assert_eq!(
+            conflicts("/spec", &original, &written, &current),
+            vec!["/spec/http/0/retries".to_string()]
+        );
+        let mut obj = json!({"spec": current.clone()});
+        assert!(apply(&mut obj, &restore_ops("/spec", &original, &written)).is_err());
+        assert_eq!(obj["spec"], current, "nothing written");
+    }
+}

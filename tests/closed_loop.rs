@@ -1,0 +1,747 @@
+//! The closed loop on a real control plane (kube-apiserver + etcd + Istio's CRDs, see
+//! tests/support): an approval covers exactly the plan reviewed, a write is verified, a person's
+//! edit is never silently overwritten, and rollback restores the original exactly (or refuses).
+//! Needs `eval "$(scripts/k8s-test-env.sh)"` first.
+
+mod support;
+
+use std::time::Duration;
+
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use meshmedic::model::remediation::{Phase, Remediation};
+use serde_json::{Value, json};
+use support::control_plane;
+use support::operator::*;
+
+async fn target_api(admin: &Client, r: &Remediation) -> Api<DynamicObject> {
+    let t = &r.spec.target;
+    support::dynamic_api(admin, &t.api_version, &t.kind, Some(&t.namespace))
+        .await
+        .expect("api")
+        .0
+}
+
+async fn find(admin: &Client, ns: &str, kind: &str, name: &str) -> Remediation {
+    eventually(
+        Duration::from_secs(60),
+        &format!("the Remediation for {kind}/{name}"),
+        || async {
+            remediations(admin, ns).await.into_iter().find(|r| {
+                r.spec.target.kind == kind
+                    && r.spec.target.name == name
+                    && r.spec.plan_digest.is_some()
+                    && r.status.is_some()
+            })
+        },
+    )
+    .await
+}
+
+async fn wait_for(
+    admin: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Remediation) -> bool,
+) -> Remediation {
+    eventually(Duration::from_secs(45), what, || async {
+        let r = get_remediation(admin, ns, name).await;
+        check(&r).then_some(r)
+    })
+    .await
+}
+
+fn written(r: &Remediation) -> bool {
+    r.status.as_ref().is_some_and(|s| s.written.is_some())
+}
+
+#[tokio::test]
+async fn an_approval_racing_a_re_plan_never_applies_the_new_plan() {
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+    let ns = shop(&admin, "loop-race", Some("propose")).await;
+    let operator = Replica::start(cp.meshmedic_config(), "lease-race", "replica-race");
+    let rem = find(&admin, &ns, "DestinationRule", "catalog").await;
+    let name = rem.name_any();
+    let reviewed = rem.spec.plan_digest.clone().expect("digest");
+    let api = target_api(&admin, &rem).await;
+
+    // While the reviewer looks at plan 1, a person changes the DestinationRule; the operator
+    // re-plans. The reviewer's approval of plan 1 then lands.
+    api.patch(
+        "catalog",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"spec": {"trafficPolicy": {"loadBalancer": {"simple": "ROUND_ROBIN"}}}}),
+        ),
+    )
+    .await
+    .expect("a person edits the DestinationRule");
+    // Back to Proposed, with a condition saying what changed.
+    let replanned = wait_for(&admin, &ns, &name, "the re-plan", |r| {
+        r.spec.plan_digest.as_deref() != Some(reviewed.as_str())
+            && reason(r, "Ready").as_deref() == Some("PlanChanged")
+    })
+    .await;
+    let said = replanned
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .expect("Ready");
+    assert_eq!(phase(&replanned), Phase::Proposed);
+    assert!(
+        said.message.contains(&reviewed) && said.message.contains("/spec/trafficPolicy"),
+        "{}",
+        said.message
+    );
+    let edited_version = api
+        .get("catalog")
+        .await
+        .expect("catalog")
+        .resource_version();
+
+    // `meshmedic approve --digest <reviewed>` refuses: the plan is not what was reviewed.
+    let refused =
+        meshmedic::cli::approve::approve(&admin, &ns, &name, Some(&reviewed), false).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("the plan changed")),
+        "{refused:?}"
+    );
+    // An approval written with the resourceVersion the reviewer read is rejected by the API.
+    let stale = Api::<Remediation>::namespaced(admin.clone(), &ns)
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"resourceVersion": rem.resource_version()},
+                                 "spec": {"approvedDigest": reviewed}}),
+            ),
+        )
+        .await;
+    assert!(
+        matches!(&stale, Err(kube::Error::Api(s)) if s.code == 409),
+        "{stale:?}"
+    );
+    // Even an approval of the old digest that gets through applies nothing.
+    set_spec(&admin, &ns, &name, json!({"approvedDigest": reviewed})).await;
+    let outdated = wait_for(&admin, &ns, &name, "ApprovalOutdated", |r| {
+        reason(r, "Ready").as_deref() == Some("ApprovalOutdated")
+    })
+    .await;
+    assert_eq!(phase(&outdated), Phase::Proposed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        api.get("catalog")
+            .await
+            .expect("catalog")
+            .resource_version(),
+        edited_version,
+        "the old approval wrote something"
+    );
+    assert!(!written(&get_remediation(&admin, &ns, &name).await));
+
+    // What `meshmedic approve` shows: the plan's digest and the change as a diff of the target.
+    let shown = meshmedic::cli::approve::approve(&admin, &ns, &name, None, true)
+        .await
+        .expect("dry run");
+    assert!(
+        shown.contains(replanned.spec.plan_digest.as_deref().expect("digest"))
+            && shown
+                .lines()
+                .any(|l| l.starts_with("+ ") && l.contains("http"))
+            && shown.contains("nothing approved"),
+        "{shown}"
+    );
+    // Approving what is shown now applies exactly that plan, on top of the person's edit.
+    let digest = approve(&admin, &ns, &name).await;
+    assert_eq!(Some(&digest), replanned.spec.plan_digest.as_ref());
+    let applied = wait_for(&admin, &ns, &name, "the approved plan written", written).await;
+    assert_eq!(
+        applied
+            .status
+            .as_ref()
+            .and_then(|s| s.applied_digest.clone()),
+        Some(digest)
+    );
+    let dr = api.get("catalog").await.expect("catalog");
+    assert_eq!(
+        dr.data["spec"]["trafficPolicy"]["loadBalancer"]["simple"],
+        "ROUND_ROBIN"
+    );
+    operator.stop();
+}
+
+#[tokio::test]
+async fn a_human_revert_becomes_a_new_proposal_never_a_silent_re_apply() {
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+    let propose = shop(&admin, "loop-revert", Some("propose")).await;
+    let auto = shop(&admin, "loop-revert-auto", Some("apply")).await;
+    let operator = Replica::start(cp.meshmedic_config(), "lease-revert", "replica-revert");
+
+    for (ns, approve_first) in [(&propose, true), (&auto, false)] {
+        let rem = find(&admin, ns, "DestinationRule", "catalog").await;
+        let name = rem.name_any();
+        if approve_first {
+            approve(&admin, ns, &name).await;
+        }
+        let verified = wait_for(&admin, ns, &name, "the fix verified", |r| {
+            phase(r) == Phase::Resolved && reason(r, "Verified").as_deref() == Some("Verified")
+        })
+        .await;
+        let status = verified.status.clone().expect("status");
+        assert_eq!(status.writes, 1);
+        let original = status.original.expect("original recorded").spec;
+
+        // A person puts the DestinationRule back as it was.
+        let api = target_api(&admin, &rem).await;
+        let mut dr = api.get("catalog").await.expect("catalog");
+        dr.data["spec"] = original.clone();
+        dr.metadata.managed_fields = None;
+        let reverted = api
+            .replace("catalog", &Default::default(), &dr)
+            .await
+            .expect("a person reverts the fix");
+        let r = wait_for(&admin, ns, &name, "a new proposal", |r| {
+            phase(r) == Phase::Proposed && r.status.as_ref().is_some_and(|s| s.reverted)
+        })
+        .await;
+        assert_eq!(reason(&r, "Ready").as_deref(), Some("Reverted"), "{ns}");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            api.get("catalog")
+                .await
+                .expect("catalog")
+                .resource_version(),
+            reverted.resource_version(),
+            "the fix was silently re-applied in {ns}"
+        );
+        let r = get_remediation(&admin, ns, &name).await;
+        assert_eq!(r.status.as_ref().map(|s| s.writes), Some(1));
+        // A rollback now has nothing left to undo: RolledBack, the person's spec untouched.
+        meshmedic::cli::rollback::rollback(&admin, ns, &name)
+            .await
+            .expect("rollback");
+        wait_phase(&admin, ns, &name, Phase::RolledBack).await;
+        let now = api.get("catalog").await.expect("catalog");
+        assert_eq!(now.data["spec"], original, "{ns}");
+    }
+    operator.stop();
+}
+
+#[tokio::test]
+async fn rollback_after_a_foreign_edit_is_refused_and_writes_nothing() {
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+    let ns = shop(&admin, "loop-foreign", Some("propose")).await;
+    let operator = Replica::start(cp.meshmedic_config(), "lease-foreign", "replica-foreign");
+    let rem = find(&admin, &ns, "VirtualService", "cart").await;
+    let name = rem.name_any();
+    approve(&admin, &ns, &name).await;
+    let applied = wait_for(&admin, &ns, &name, "the fix written", written).await;
+    let status = applied.status.clone().expect("status");
+    let (original, mine) = (
+        status.original.expect("original").spec,
+        status.written.expect("written").spec,
+    );
+    let paths = meshmedic::controller::restore::changed_paths("/spec", &original, &mine);
+    assert!(!paths.is_empty());
+
+    // A person changes a field meshmedic wrote (here: removes it).
+    let api = target_api(&admin, &rem).await;
+    let patch: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "remove", "path": paths[0]}])).expect("patch");
+    let edited = api
+        .patch("cart", &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+        .expect("a person edits meshmedic's field");
+
+    meshmedic::cli::rollback::rollback(&admin, &ns, &name)
+        .await
+        .expect("rollback requested");
+    let refused = wait_for(&admin, &ns, &name, "the rollback refused", |r| {
+        phase(r) == Phase::Refused
+    })
+    .await;
+    assert_eq!(reason(&refused, "Ready").as_deref(), Some("TargetChanged"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let now = api.get("cart").await.expect("cart");
+    assert_eq!(
+        now.resource_version(),
+        edited.resource_version(),
+        "nothing written"
+    );
+    assert_eq!(now.data["spec"], edited.data["spec"]);
+    operator.stop();
+}
+
+#[tokio::test]
+async fn a_target_deleted_mid_apply_gets_a_clear_condition_and_the_operator_goes_on() {
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+    let ns = shop(&admin, "loop-deleted", Some("propose")).await;
+    let operator = Replica::start(cp.meshmedic_config(), "lease-deleted", "replica-deleted");
+    let rem = find(&admin, &ns, "DestinationRule", "catalog").await;
+    let name = rem.name_any();
+    let api = target_api(&admin, &rem).await;
+    // Approve (the digest shown) and delete at once: whichever wins, the Remediation says what
+    // happened. (`meshmedic approve` itself refuses once the target is gone.)
+    let digest = rem.spec.plan_digest.clone().expect("digest");
+    let dp = DeleteParams::default();
+    let ((), deleted) = tokio::join!(
+        set_spec(&admin, &ns, &name, json!({"approvedDigest": digest})),
+        api.delete("catalog", &dp)
+    );
+    deleted.expect("deleted");
+    let r = wait_for(&admin, &ns, &name, "TargetDeleted", |r| {
+        reason(r, "Ready").as_deref() == Some("TargetDeleted")
+    })
+    .await;
+    assert_eq!(phase(&r), Phase::Stale);
+    let message = r.status.as_ref().expect("status").conditions[0]
+        .message
+        .clone();
+    assert!(
+        message.contains("catalog") && message.contains("deleted"),
+        "{message}"
+    );
+
+    // The operator is still working: another fix applies.
+    let cart = find(&admin, &ns, "VirtualService", "cart").await;
+    approve(&admin, &ns, &cart.name_any()).await;
+    wait_for(&admin, &ns, &cart.name_any(), "the cart fix", written).await;
+    operator.stop();
+}
+
+#[tokio::test]
+async fn a_create_then_patch_chain_rolls_back_to_the_original() {
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+    let ns = shop(&admin, "loop-chain", Some("propose")).await;
+    let operator = Replica::start(cp.meshmedic_config(), "lease-chain", "replica-chain");
+    let rem = remediation_for(&admin, &ns, "localhost-binding", "Sidecar").await;
+    let name = rem.name_any();
+    let api = target_api(&admin, &rem).await;
+    let sidecar = rem.spec.target.name.clone();
+    assert!(api.get_opt(&sidecar).await.expect("get").is_none());
+
+    // Step 1: create.
+    approve(&admin, &ns, &name).await;
+    wait_for(&admin, &ns, &name, "the Sidecar created", written).await;
+    let created = api.get(&sidecar).await.expect("created");
+    // A person breaks the Sidecar's listener; meshmedic proposes a patch of the same object.
+    let mut broken = created.clone();
+    broken.data["spec"]["ingress"][0]["defaultEndpoint"] = json!("0.0.0.0:8080");
+    broken.metadata.managed_fields = None;
+    api.replace(&sidecar, &Default::default(), &broken)
+        .await
+        .expect("a person edits the Sidecar");
+    let proposal = wait_for(&admin, &ns, &name, "a patch proposed", |r| {
+        phase(r) == Phase::Proposed
+            && r.spec.action == meshmedic::model::remediation::RemediationAction::Patch
+    })
+    .await;
+    // Step 2: patch, approved anew.
+    approve(&admin, &ns, &name).await;
+    let twice = wait_for(&admin, &ns, &name, "the patch written", |r| {
+        r.status.as_ref().is_some_and(|s| s.writes == 2)
+    })
+    .await;
+    assert_ne!(proposal.spec.plan_digest, rem.spec.plan_digest);
+    assert!(
+        twice
+            .status
+            .as_ref()
+            .and_then(|s| s.original.as_ref())
+            .is_some_and(|o| !o.existed),
+        "the original is the state before the first write"
+    );
+    // Rollback: the object did not exist before meshmedic's first write.
+    meshmedic::cli::rollback::rollback(&admin, &ns, &name)
+        .await
+        .expect("rollback");
+    wait_phase(&admin, &ns, &name, Phase::RolledBack).await;
+    assert!(api.get_opt(&sidecar).await.expect("get").is_none());
+    operator.stop();
+}
+
+#[tokio::test]
+async fn two_causes_on_one_virtual_service_are_one_remediation_and_roll_back_byte_identical() {
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+    let ns = shop(&admin, "loop-shared", Some("propose")).await;
+    let operator = Replica::start(cp.meshmedic_config(), "lease-shared", "replica-shared");
+    let rem = find(&admin, &ns, "VirtualService", "ratings-route").await;
+    let codes: Vec<&str> = rem.spec.causes.iter().map(|c| c.code.as_str()).collect();
+    assert!(
+        codes.contains(&"missing-reset-retry") && codes.contains(&"listener-change-503"),
+        "{codes:?}"
+    );
+    assert_eq!(
+        remediations(&admin, &ns)
+            .await
+            .iter()
+            .filter(|r| r.spec.target.name == "ratings-route")
+            .count(),
+        1
+    );
+    let name = rem.name_any();
+    let api = target_api(&admin, &rem).await;
+    let before = api.get("ratings-route").await.expect("vs");
+    approve(&admin, &ns, &name).await;
+    let applied = wait_for(&admin, &ns, &name, "the fix written and checked", |r| {
+        written(r) && matches!(phase(r), Phase::Resolved)
+            || reason(r, "Ready").as_deref() == Some("Ineffective")
+    })
+    .await;
+    assert_eq!(
+        applied.status.as_ref().map(|s| s.writes),
+        Some(1),
+        "one write for both causes"
+    );
+    meshmedic::cli::rollback::rollback(&admin, &ns, &name)
+        .await
+        .expect("rollback");
+    wait_phase(&admin, &ns, &name, Phase::RolledBack).await;
+    let after = api.get("ratings-route").await.expect("vs");
+    assert_eq!(
+        serde_json::to_vec(&after.data["spec"]).expect("json"),
+        serde_json::to_vec(&before.data["spec"]).expect("json"),
+        "spec byte-identical to the original"
+    );
+    operator.stop();
+}
+
+/// The whole shop: every Remediation approved with the plan it shows, each written once,
+/// verified, the live objects re-analysed, then everything rolled back in a shuffled order and
+/// every target's spec compared with the original.
+#[tokio::test]
+async fn the_shop_end_to_end_approve_verify_roll_back() {
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+    let ns = shop(&admin, "loop-e2e", Some("propose")).await;
+    let operator = Replica::start(cp.meshmedic_config(), "lease-e2e", "replica-e2e");
+    // Parity with `analyze` of the same files: one Remediation per target it changes.
+    let files = support::yaml_files_under(&support::repo_path("examples/shop"));
+    let mut builder = meshmedic::snapshot::SnapshotBuilder::new(Default::default());
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("example");
+        for (source, doc) in
+            meshmedic::snapshot::load::parse_documents("example", &text).expect("yaml")
+        {
+            builder.add(source, doc).expect("object");
+        }
+    }
+    let report = meshmedic::analysis::analyze(&builder.build().expect("snapshot"));
+    let mut expected: Vec<(String, String)> = report
+        .findings
+        .iter()
+        .map(|f| {
+            (
+                f.remediation.target.kind.clone(),
+                f.remediation.target.name.clone(),
+            )
+        })
+        .collect();
+    expected.sort();
+    expected.dedup();
+    let all = eventually(Duration::from_secs(60), "every Remediation", || async {
+        let rs = remediations(&admin, &ns).await;
+        (rs.len() == expected.len() && rs.iter().all(|r| r.status.is_some())).then_some(rs)
+    })
+    .await;
+    let mut got: Vec<(String, String)> = all
+        .iter()
+        .map(|r| (r.spec.target.kind.clone(), r.spec.target.name.clone()))
+        .collect();
+    got.sort();
+    assert_eq!(got, expected);
+    // Steady state before any approval: no write loops.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let versions = |rs: Vec<Remediation>| -> Vec<Option<String>> {
+        rs.iter().map(|r| r.resource_version()).collect()
+    };
+    let settled = versions(remediations(&admin, &ns).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        versions(remediations(&admin, &ns).await),
+        settled,
+        "Remediations keep changing"
+    );
+
+    // Every Remediation, the safe ones and the pod-template patches of Deployments alike.
+    let safe: Vec<Remediation> = all;
+    let mut originals: Vec<(Remediation, Option<Value>)> = Vec::new();
+    for r in &safe {
+        let api = target_api(&admin, r).await;
+        let spec = api
+            .get_opt(&r.spec.target.name)
+            .await
+            .expect("get")
+            .map(|o| o.data["spec"].clone());
+        originals.push((r.clone(), spec));
+        approve(&admin, &ns, &r.name_any()).await;
+    }
+    let mut verified = 0;
+    for (r, _) in &originals {
+        let done = wait_for(&admin, &ns, &r.name_any(), "verified or ineffective", |x| {
+            matches!(
+                reason(x, "Verified").as_deref(),
+                Some("Verified" | "Ineffective" | "Mitigation")
+            )
+        })
+        .await;
+        let status = done.status.clone().expect("status");
+        assert_eq!(
+            status.writes, 1,
+            "{}: one write per approval",
+            r.spec.target
+        );
+        if reason(&done, "Verified").as_deref() == Some("Verified") {
+            verified += 1;
+        } else {
+            // localhost-binding's detector learns to recognise its own Sidecar in issue 9 §2;
+            // until then the loop reports that fix as Ineffective (and never as Resolved).
+            assert!(
+                answers(&done, "localhost-binding"),
+                "{}: {:?}",
+                r.spec.target,
+                done.status
+            );
+            assert_ne!(phase(&done), Phase::Resolved);
+        }
+    }
+    eprintln!("{verified} of {} fixes verified", originals.len());
+    // Re-read the live objects (as the operator does, through watches) and analyse them: no
+    // finding left on a verified target, and no new finding anywhere.
+    let watched = meshmedic::controller::stores::start(
+        &admin,
+        "istio-system",
+        std::sync::Arc::new(meshmedic::controller::stores::Changes::default()),
+    );
+    for w in &watched {
+        let _ = tokio::time::timeout(Duration::from_secs(20), w.store.wait_until_ready()).await;
+    }
+    let options = meshmedic::snapshot::SnapshotOptions {
+        cluster_domain: "cluster.local".into(),
+        ..Default::default()
+    };
+    let snap = meshmedic::controller::stores::snapshot(&watched, options).expect("live snapshot");
+    // The live snapshot does hold the namespace's objects.
+    for (r, _) in &originals {
+        if r.spec.action == meshmedic::model::remediation::RemediationAction::Patch {
+            assert!(
+                snap.raw_object(&r.spec.target).is_some(),
+                "{}",
+                r.spec.target
+            );
+        }
+    }
+    let live = meshmedic::analysis::analyze_in(&snap, Some([ns.clone()].into()));
+    let key = |f: &meshmedic::analysis::Finding| {
+        (
+            f.code.to_string(),
+            f.remediation.target.kind.clone(),
+            f.remediation.target.name.clone(),
+        )
+    };
+    let before: std::collections::BTreeSet<_> = report.findings.iter().map(key).collect();
+
+    for f in &live.findings {
+        assert!(
+            before.contains(&key(f)),
+            "a new finding after the fixes: {}",
+            f.message
+        );
+    }
+    for (r, _) in &originals {
+        let done = get_remediation(&admin, &ns, &r.name_any()).await;
+        if reason(&done, "Verified").as_deref() == Some("Verified") {
+            assert!(
+                !live
+                    .findings
+                    .iter()
+                    .any(|f| f.remediation.target == r.spec.target),
+                "{} verified but a finding is left on it",
+                r.spec.target
+            );
+        }
+    }
+    // Roll back in a shuffled (seeded by the namespace name) order.
+    let seed = ns
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let n = originals.len();
+    for i in 0..n {
+        originals.swap(i, (seed as usize).wrapping_add(i * 7) % n);
+    }
+    for (r, _) in &originals {
+        meshmedic::cli::rollback::rollback(&admin, &ns, &r.name_any())
+            .await
+            .expect("rollback");
+    }
+    for (r, original) in &originals {
+        let start = std::time::Instant::now();
+        loop {
+            let now = get_remediation(&admin, &ns, &r.name_any()).await;
+            if phase(&now) == Phase::RolledBack {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{} not rolled back: {:#?}",
+                r.spec.target,
+                (now.spec.rollback, now.status)
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let api = target_api(&admin, r).await;
+        let now = api
+            .get_opt(&r.spec.target.name)
+            .await
+            .expect("get")
+            .map(|o| o.data["spec"].clone());
+        assert_eq!(&now, original, "{} restored exactly", r.spec.target);
+    }
+    operator.stop();
+}
+
+/// `meshmedic.io/min-severity` keeps the review queue to what matters: below it, no Remediation
+/// (the finding stays in `analyze` and in the findings metric).
+#[tokio::test]
+async fn the_namespace_minimum_severity_filters_remediations() {
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+    // Opted in and given a minimum in one write (other tests' operators watch every namespace).
+    let ns = shop(&admin, "loop-severity", None).await;
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone())
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "meshmedic.io/mode": "propose", "meshmedic.io/min-severity": "error"}}})),
+        )
+        .await
+        .expect("annotate");
+    let operator = Replica::start(cp.meshmedic_config(), "lease-severity", "replica-severity");
+    let all = eventually(
+        Duration::from_secs(60),
+        "the error-level Remediations",
+        || async {
+            let rs = remediations(&admin, &ns).await;
+            (rs.len() == 2 && rs.iter().all(|r| r.status.is_some())).then_some(rs)
+        },
+    )
+    .await;
+    assert!(
+        all.iter()
+            .all(|r| r.spec.severity == meshmedic::analysis::Severity::Error)
+    );
+    // Steady state: no write loops (every Remediation keeps its resourceVersion).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let versions = |rs: Vec<Remediation>| -> Vec<Option<String>> {
+        rs.iter().map(|r| r.resource_version()).collect()
+    };
+    let settled = versions(remediations(&admin, &ns).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        versions(remediations(&admin, &ns).await),
+        settled,
+        "Remediations keep changing"
+    );
+    assert_eq!(settled.len(), 2);
+    let (code, body) = http_get(operator.metrics_port, "/metrics").expect("metrics");
+    assert_eq!(code, 200);
+    assert!(
+        body.lines().any(|l| l.starts_with("meshmedic_findings{")
+            && l.contains("missing-reset-retry")
+            && l.contains(&ns)
+            && !l.ends_with(" 0")),
+        "warning findings still counted"
+    );
+    operator.stop();
+}
+
+/// In `apply` mode a target that keeps needing the fix (here another controller keeps adding
+/// routes without reset retries) is written at most 3 times per Remediation, counted in the
+/// status, then Refused until a person looks; rollback undoes each write exactly and keeps the
+/// other controller's routes.
+#[tokio::test]
+async fn apply_mode_re_applications_are_counted_capped_and_rolled_back_write_by_write() {
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+    let ns = shop(&admin, "loop-cap", Some("apply")).await;
+    let operator = Replica::start(cp.meshmedic_config(), "lease-cap", "replica-cap");
+    let rem = find(&admin, &ns, "VirtualService", "cart").await;
+    let name = rem.name_any();
+    let api = target_api(&admin, &rem).await;
+    let r = wait_for(&admin, &ns, &name, "the first write verified", |r| {
+        reason(r, "Verified").as_deref() == Some("Verified")
+    })
+    .await;
+    let original = r
+        .status
+        .clone()
+        .and_then(|s| s.original)
+        .expect("original")
+        .spec;
+    for i in 1..=3 {
+        let route = json!({"name": format!("extra-{i}"), "match": [{"uri": {"prefix": format!("/extra{i}")}}],
+                           "route": [{"destination": {"host": "cart"}}],
+                           "retries": {"attempts": 2, "retryOn": "connect-failure"}});
+        let patch: json_patch::Patch =
+            serde_json::from_value(json!([{"op": "add", "path": "/spec/http/-", "value": route}]))
+                .expect("patch");
+        let edited = api
+            .patch("cart", &PatchParams::default(), &Patch::<()>::Json(patch))
+            .await
+            .expect("another controller adds a route");
+        if i < 3 {
+            wait_for(&admin, &ns, &name, "the re-application", |r| {
+                r.status.as_ref().is_some_and(|s| s.writes == i + 1)
+                    && reason(r, "Verified").as_deref() == Some("Verified")
+            })
+            .await;
+        } else {
+            let refused = wait_for(&admin, &ns, &name, "the write limit", |r| {
+                reason(r, "Ready").as_deref() == Some("WriteLimit")
+            })
+            .await;
+            assert_eq!(phase(&refused), Phase::Refused);
+            assert_eq!(refused.status.as_ref().map(|s| s.writes), Some(3));
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            assert_eq!(
+                api.get("cart").await.expect("cart").resource_version(),
+                edited.resource_version(),
+                "a fourth write"
+            );
+        }
+    }
+    meshmedic::cli::rollback::rollback(&admin, &ns, &name)
+        .await
+        .expect("rollback");
+    wait_phase(&admin, &ns, &name, Phase::RolledBack).await;
+    let now = api.get("cart").await.expect("cart").data["spec"].clone();
+    assert_eq!(
+        now["http"][0], original["http"][0],
+        "meshmedic's first write undone"
+    );
+    let routes = now["http"].as_array().expect("routes");
+    assert_eq!(routes.len(), 4, "the other controller's routes stay");
+    for r in &routes[1..] {
+        assert_eq!(r["retries"]["retryOn"], "connect-failure", "{r}");
+    }
+    operator.stop();
+}
