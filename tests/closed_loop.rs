@@ -510,10 +510,11 @@ async fn the_shop_end_to_end_approve_verify_roll_back() {
         if reason(&done, "Verified").as_deref() == Some("Verified") {
             verified += 1;
         } else {
-            // localhost-binding's detector learns to recognise its own Sidecar in issue 9 §2;
-            // until then the loop reports that fix as Ineffective (and never as Resolved).
-            assert!(
-                answers(&done, "localhost-binding"),
+            // Every fix removes its own finding (issue 9 §2; tests/fixes_stick.rs proves it
+            // without a cluster); only a declared mitigation may stay, and never as Resolved.
+            assert_eq!(
+                reason(&done, "Verified").as_deref(),
+                Some("Mitigation"),
                 "{}: {:?}",
                 r.spec.target,
                 done.status

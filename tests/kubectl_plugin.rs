@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use support::control_plane;
 use support::operator::{Replica, eventually, install_once, remediations, shop};
 
@@ -130,5 +131,67 @@ async fn kubectl_finds_the_plugin_and_it_honours_kubectls_flags() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("--context"), "{}", text(&out));
+
+    // analyze --cluster, approve (the diff shown, then exactly that plan), rollback.
+    let out = kubectl(
+        &path,
+        &kubeconfig,
+        &[
+            "meshmedic",
+            "analyze",
+            "--cluster",
+            "-n",
+            &ns,
+            "--context",
+            "admin",
+        ],
+    );
+    assert!(text(&out).contains("localhost-binding"), "{}", text(&out));
+    let out = kubectl(
+        &path,
+        &kubeconfig,
+        &["meshmedic", "approve", &name, "-n", &ns],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = text(&out);
+    assert!(
+        shown.contains("+++ Sidecar") && shown.contains("approved sha256:"),
+        "{shown}"
+    );
+    let sidecar = Api::<DynamicObject>::namespaced_with(
+        cp.admin(),
+        &ns,
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "networking.istio.io",
+            "v1",
+            "Sidecar",
+        )),
+    );
+    eventually(Duration::from_secs(30), "the approved Sidecar", || async {
+        sidecar
+            .list(&Default::default())
+            .await
+            .ok()
+            .filter(|l| !l.items.is_empty())
+    })
+    .await;
+    let out = kubectl(
+        &path,
+        &kubeconfig,
+        &["meshmedic", "rollback", &name, "-n", &ns],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    eventually(
+        Duration::from_secs(30),
+        "the Sidecar deleted by the rollback",
+        || async {
+            sidecar
+                .list(&Default::default())
+                .await
+                .ok()
+                .filter(|l| l.items.is_empty())
+        },
+    )
+    .await;
     replica.stop();
 }

@@ -17,9 +17,8 @@ use crate::model::remediation::{Remediation, RemediationAction};
 pub struct ApproveArgs {
     /// The Remediation's name (`kubectl get remediations`).
     pub name: String,
-    /// Its namespace (default: the kubeconfig's).
-    #[arg(short, long)]
-    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub kube: super::kube_args::KubeArgs,
     /// Approve only if the plan still has this digest (what you reviewed earlier).
     #[arg(long)]
     pub digest: Option<String>,
@@ -52,37 +51,19 @@ fn yaml(v: &Value) -> String {
     serde_saphyr::to_string(v).unwrap_or_else(|_| v.to_string())
 }
 
-/// A line diff (longest common subsequence): ` ` kept, `-` removed, `+` added.
+/// A line diff of the target: ` ` kept, `-` removed, `+` added (the `similar` crate's Myers diff).
 pub fn line_diff(old: &str, new: &str) -> String {
-    let a: Vec<&str> = old.lines().collect();
-    let b: Vec<&str> = new.lines().collect();
-    let (n, m) = (a.len(), b.len());
-    let mut lcs = vec![vec![0u32; m + 1]; n + 1];
-    for i in (0..n).rev() {
-        for j in (0..m).rev() {
-            lcs[i][j] = if a[i] == b[j] {
-                lcs[i + 1][j + 1] + 1
-            } else {
-                lcs[i + 1][j].max(lcs[i][j + 1])
+    similar::TextDiff::from_lines(old, new)
+        .iter_all_changes()
+        .map(|c| {
+            let sign = match c.tag() {
+                similar::ChangeTag::Equal => ' ',
+                similar::ChangeTag::Delete => '-',
+                similar::ChangeTag::Insert => '+',
             };
-        }
-    }
-    let (mut i, mut j) = (0, 0);
-    let mut out = String::new();
-    while i < n || j < m {
-        if i < n && j < m && a[i] == b[j] {
-            out.push_str(&format!("  {}\n", a[i]));
-            i += 1;
-            j += 1;
-        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            out.push_str(&format!("+ {}\n", b[j]));
-            j += 1;
-        } else {
-            out.push_str(&format!("- {}\n", a[i]));
-            i += 1;
-        }
-    }
-    out
+            format!("{sign} {}", c.value().trim_end_matches('\n')) + "\n"
+        })
+        .collect()
 }
 
 /// The change a Remediation would make, as a diff of its target (current → planned).
@@ -177,31 +158,42 @@ pub async fn approve(
         out.push_str("(dry run: nothing approved)\n");
         return Ok(out);
     }
-    let patch = json!({
-        "metadata": {"resourceVersion": rem.resource_version()},
-        "spec": {"approvedDigest": digest, "rollback": false},
-    });
-    match api
-        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => {
-            out.push_str(&format!("approved {digest}\n"));
-            Ok(out)
+    // The precondition is the Remediation as read. The operator writes its status often, which
+    // moves the resourceVersion without changing the plan: then read again and, if the plan is
+    // still the one shown (same digest), approve on the new version. A changed plan is refused.
+    let mut version = rem.resource_version();
+    for _ in 0..5 {
+        let patch = json!({
+            "metadata": {"resourceVersion": version},
+            "spec": {"approvedDigest": digest, "rollback": false},
+        });
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                out.push_str(&format!("approved {digest}\n"));
+                return Ok(out);
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                let now = api
+                    .get(name)
+                    .await
+                    .map_err(|e| format!("cannot read Remediation {namespace}/{name}: {e}"))?;
+                if now.spec.plan_digest.as_deref() != Some(digest.as_str()) {
+                    return Err(format!(
+                        "Remediation {namespace}/{name} was re-planned while you reviewed it (the plan is now {}); nothing approved. Run `meshmedic approve {name} -n {namespace}` again",
+                        now.spec.plan_digest.as_deref().unwrap_or("(none)")
+                    ));
+                }
+                version = now.resource_version();
+            }
+            Err(e) => return Err(format!("cannot approve {namespace}/{name}: {e}")),
         }
-        Err(kube::Error::Api(s)) if s.code == 409 => Err(format!(
-            "Remediation {namespace}/{name} changed while you reviewed it (re-planned?); nothing approved. Run `meshmedic approve {name} -n {namespace}` again"
-        )),
-        Err(e) => Err(format!("cannot approve {namespace}/{name}: {e}")),
     }
-}
-
-pub async fn client_and_namespace(namespace: Option<String>) -> Result<(Client, String), String> {
-    let client = Client::try_default()
-        .await
-        .map_err(|e| format!("cannot reach the cluster: {e}"))?;
-    let ns = namespace.unwrap_or_else(|| client.default_namespace().to_string());
-    Ok((client, ns))
+    Err(format!(
+        "Remediation {namespace}/{name} kept changing while approving; nothing approved. Try again"
+    ))
 }
 
 pub fn block_on<F: std::future::Future<Output = Result<String, String>>>(f: F) -> ExitCode {
@@ -229,7 +221,8 @@ pub fn block_on<F: std::future::Future<Output = Result<String, String>>>(f: F) -
 
 pub fn run(args: ApproveArgs) -> ExitCode {
     block_on(async move {
-        let (client, ns) = client_and_namespace(args.namespace).await?;
+        let conn = args.kube.connect().await.map_err(|e| e.to_string())?;
+        let (client, ns) = (conn.client, conn.namespace);
         approve(
             &client,
             &ns,
@@ -248,6 +241,6 @@ mod tests {
     #[test]
     fn the_diff_marks_added_and_removed_lines() {
         let d = line_diff("a\nb\nc\n", "a\nx\nc\nd\n");
-        assert_eq!(d, "  a\n+ x\n- b\n  c\n+ d\n");
+        assert_eq!(d, "  a\n- b\n+ x\n  c\n+ d\n");
     }
 }

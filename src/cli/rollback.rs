@@ -14,9 +14,8 @@ use crate::model::remediation::Remediation;
 pub struct RollbackArgs {
     /// The Remediation's name (`kubectl get remediations`).
     pub name: String,
-    /// Its namespace (default: the kubeconfig's).
-    #[arg(short, long)]
-    pub namespace: Option<String>,
+    #[command(flatten)]
+    pub kube: super::kube_args::KubeArgs,
 }
 
 pub async fn rollback(client: &Client, namespace: &str, name: &str) -> Result<String, String> {
@@ -48,7 +47,7 @@ pub async fn rollback(client: &Client, namespace: &str, name: &str) -> Result<St
 
 pub fn run(args: RollbackArgs) -> ExitCode {
     super::approve::block_on(async move {
-        let (client, ns) = super::approve::client_and_namespace(args.namespace).await?;
-        rollback(&client, &ns, &args.name).await
+        let conn = args.kube.connect().await.map_err(|e| e.to_string())?;
+        rollback(&conn.client, &conn.namespace, &args.name).await
     })
 }
