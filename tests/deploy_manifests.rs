@@ -497,7 +497,7 @@ fn configmaps_only_in_istio_system_and_leases_only_in_meshmedic() {
 fn rbac_grants_exactly_what_the_controller_needs() {
     const READ: &[&str] = &["get", "list", "watch"];
     let cluster: &[(&str, &[&str], &[&str])] = &[
-        ("", &["namespaces", "services", "pods"], READ),
+        ("", &["namespaces", "services", "pods", "nodes"], READ),
         (
             "apps",
             &["deployments", "statefulsets", "daemonsets", "replicasets"],

@@ -59,8 +59,11 @@ pub struct Watched {
 
 /// The kinds meshmedic watches: (group, version, kind, plural, optional). `analyze --cluster`
 /// lists the same.
-pub const KINDS: [(&str, &str, &str, &str, bool); 15] = [
+pub const KINDS: [(&str, &str, &str, &str, bool); 16] = [
     ("", "v1", "Namespace", "namespaces", false),
+    // Kubelet versions decide native sidecars (the mesh profile); optional: a cluster may not
+    // grant nodes, and then the profile says the version was assumed.
+    ("", "v1", "Node", "nodes", true),
     ("", "v1", "Service", "services", false),
     ("", "v1", "Pod", "pods", false),
     ("apps", "v1", "Deployment", "deployments", false),
@@ -114,11 +117,21 @@ pub fn strip(obj: &mut DynamicObject) {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
     if let Some(map) = obj.data.as_object_mut() {
-        // A pod's IP is kept: the sidecar-metrics evidence reads it.
-        let pod_ip = map.get("status").and_then(|s| s.get("podIP")).cloned();
-        map.remove("status");
+        // A pod's IP is kept: the sidecar-metrics evidence reads it. A node's kubelet version is
+        // kept: the mesh profile reads it. The rest of status (conditions, images) is not.
+        let status = map.remove("status");
+        let pod_ip = status.as_ref().and_then(|s| s.get("podIP")).cloned();
+        let kubelet = status
+            .as_ref()
+            .and_then(|s| s.pointer("/nodeInfo/kubeletVersion"))
+            .cloned();
         if let Some(ip) = pod_ip {
             map.insert("status".into(), serde_json::json!({"podIP": ip}));
+        } else if let Some(v) = kubelet {
+            map.insert(
+                "status".into(),
+                serde_json::json!({"nodeInfo": {"kubeletVersion": v}}),
+            );
         }
     }
 }
@@ -152,6 +165,10 @@ fn spawn(
     let kind = ar.kind.clone();
     let root = root.to_string();
     let is_namespace = kind == "Namespace";
+    let is_node = kind == "Node";
+    // A Node's status is rewritten by its kubelet all the time; only a new kubelet version
+    // changes the analysis (it changes the mesh profile, so every namespace).
+    let mut kubelets: std::collections::HashMap<String, Option<Value>> = Default::default();
     let stream = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(strip)
@@ -166,6 +183,13 @@ fn spawn(
                     if reported {
                         tracing::info!(kind, "watching again");
                         reported = false;
+                    }
+                    if is_node {
+                        let version = obj.data.pointer("/status/nodeInfo/kubeletVersion").cloned();
+                        if kubelets.insert(obj.name_any(), version.clone()) != Some(version) {
+                            changes.mark(None, true).await;
+                        }
+                        continue;
                     }
                     let ns = if is_namespace {
                         Some(obj.name_any())

@@ -76,7 +76,7 @@ pub async fn read(
     for (group, version, kind, plural, optional) in KINDS.iter().copied().chain([config_maps]) {
         let ar = api_resource(group, version, kind, plural);
         let mut count = 0usize;
-        let cluster_scoped = kind == "Namespace";
+        let cluster_scoped = kind == "Namespace" || kind == "Node";
         // Mesh config and injector values: ConfigMaps of the root namespace only, as the operator.
         let targets: Vec<Option<&str>> = if cluster_scoped {
             vec![None]
@@ -106,7 +106,9 @@ pub async fn read(
                     Err(e) => return Err(e.into()),
                 };
                 for mut obj in page.items {
-                    if cluster_scoped && let Scope::Namespace(ns) = scope {
+                    if kind == "Namespace"
+                        && let Scope::Namespace(ns) = scope
+                    {
                         let name = obj.metadata.name.as_deref().unwrap_or_default();
                         if name != ns && name != root_namespace {
                             continue;
