@@ -12,6 +12,7 @@ pub mod gitops;
 pub mod metrics;
 pub mod plan;
 pub mod stores;
+pub mod sync;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -104,6 +105,8 @@ pub struct Context {
     pub remediations: Store<Remediation>,
     pub changes: Arc<stores::Changes>,
     pub metrics: Arc<Metrics>,
+    /// Which watched kinds have synced: findings reading one that has not are withheld.
+    pub sync: Arc<sync::SyncStates>,
     pub recorder: Recorder,
     /// Data-plane evidence is fetched at most once a minute, however often events come: an
     /// unreachable Prometheus must not slow every pass.
@@ -163,12 +166,14 @@ pub async fn run_with(
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
+    let sync = Arc::new(sync::SyncStates::default());
     let health = Arc::new(Health {
         metrics: metrics.clone(),
         ready: false.into(),
+        sync: sync.clone(),
     });
     let changes = Arc::new(stores::Changes::default());
-    let watched = stores::start(&client, &args.root_namespace, changes.clone());
+    let watched = stores::start(&client, &args.root_namespace, changes.clone(), sync.clone());
     let remediations = watch_remediations(&client, changes.clone());
 
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
@@ -193,6 +198,7 @@ pub async fn run_with(
         remediations,
         changes,
         metrics,
+        sync,
         recorder,
         evidence: tokio::sync::Mutex::new(None),
     });
@@ -371,13 +377,25 @@ pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
     for e in &report.errors {
         tracing::warn!(error = %e, "a fix could not be planned");
     }
+    // A partial view is not the truth: findings that read a kind not synced are withheld.
+    let withheld = sync::withheld(&ctx.sync.unsynced());
+    for code in crate::analysis::Code::ALL {
+        let n = report.findings.iter().filter(|f| f.code == code).count();
+        let n = if withheld.contains_key(&code) { n } else { 0 };
+        ctx.metrics
+            .findings_withheld
+            .get_or_create(&metrics::CodeLabels {
+                code: code.to_string(),
+            })
+            .set(n as i64);
+    }
     let existing = ctx.remediations.state();
     for ns in &scope {
         let mode = modes.get(ns).copied().unwrap_or(Mode::Off);
         let findings: Vec<_> = report
             .findings
             .iter()
-            .filter(|f| &f.namespace == ns)
+            .filter(|f| &f.namespace == ns && !withheld.contains_key(&f.code))
             .collect();
         for code in crate::analysis::Code::ALL {
             let n = findings.iter().filter(|f| f.code == code).count();
@@ -389,11 +407,11 @@ pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
                 })
                 .set(n as i64);
         }
-        let mine: Vec<&Remediation> = existing
+        let (held, mine): (Vec<&Remediation>, Vec<&Remediation>) = existing
             .iter()
             .map(|r| &**r)
             .filter(|r| r.namespace().as_deref() == Some(ns))
-            .collect();
+            .partition(|r| withheld.contains_key(&r.spec.code));
         let gitops = |t: &crate::model::ObjectRef| {
             let raw = snapshot.raw_object(t)?;
             let map = |p: &str| -> BTreeMap<String, String> {
@@ -409,6 +427,18 @@ pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
             if let Err(e) = execute(ctx, &api, ns, &mine, step).await {
                 ctx.metrics.api_error("remediation");
                 tracing::warn!(namespace = %ns, error = %e, "writing a Remediation failed");
+            }
+        }
+        // Withheld Remediations say which kinds they wait for (and nothing else happens to
+        // them); the others drop a `Synced=False` they carried.
+        for rem in held.iter().chain(&mine) {
+            let missing = withheld
+                .get(&rem.spec.code)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            if let Err(e) = sync::write_condition(&api, rem, missing).await {
+                ctx.metrics.api_error("remediation");
+                tracing::warn!(namespace = %ns, error = %e, "writing a Remediation's Synced condition failed");
             }
         }
     }

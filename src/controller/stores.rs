@@ -13,6 +13,7 @@ use kube::{Client, ResourceExt};
 use serde_json::Value;
 use tokio::sync::{Mutex, Notify};
 
+use super::sync::SyncStates;
 use crate::error::Source;
 use crate::snapshot::{Snapshot, SnapshotBuilder, SnapshotOptions};
 
@@ -58,7 +59,7 @@ pub struct Watched {
 }
 
 /// The kinds meshmedic watches: (group, version, kind, plural, optional).
-const KINDS: [(&str, &str, &str, &str, bool); 15] = [
+pub(crate) const KINDS: [(&str, &str, &str, &str, bool); 15] = [
     ("", "v1", "Namespace", "namespaces", false),
     ("", "v1", "Service", "services", false),
     ("", "v1", "Pod", "pods", false),
@@ -124,18 +125,31 @@ fn strip(obj: &mut DynamicObject) {
 
 /// Starts a watcher per kind (and one for ConfigMaps in the root namespace); every change marks
 /// its namespace dirty. Returns the stores; the watchers run until the process ends.
-pub fn start(client: &Client, root_namespace: &str, changes: Arc<Changes>) -> Vec<Watched> {
+/// Each watcher records in `sync` whether its kind has synced (see [`super::sync`]).
+pub fn start(
+    client: &Client,
+    root_namespace: &str,
+    changes: Arc<Changes>,
+    sync: Arc<SyncStates>,
+) -> Vec<Watched> {
     let mut watched = Vec::new();
     for (group, version, kind, plural, optional) in KINDS {
         let ar = api_resource(group, version, kind, plural);
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-        watched.push(spawn(api, ar, optional, root_namespace, changes.clone()));
+        watched.push(spawn(
+            api,
+            ar,
+            optional,
+            root_namespace,
+            changes.clone(),
+            sync.clone(),
+        ));
     }
     // Mesh config and injector values live in ConfigMaps of the root namespace only: meshmedic
     // reads no other ConfigMap (its RBAC grants none).
     let ar = api_resource("", "v1", "ConfigMap", "configmaps");
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), root_namespace, &ar);
-    watched.push(spawn(api, ar, true, root_namespace, changes));
+    watched.push(spawn(api, ar, true, root_namespace, changes, sync));
     watched
 }
 
@@ -145,27 +159,27 @@ fn spawn(
     optional: bool,
     root: &str,
     changes: Arc<Changes>,
+    sync: Arc<SyncStates>,
 ) -> Watched {
     let writer = reflector::store::Writer::new(ar.clone());
     let store = writer.as_reader();
     let kind = ar.kind.clone();
     let root = root.to_string();
     let is_namespace = kind == "Namespace";
+    sync.register(&kind, optional);
     let stream = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(strip)
-        .reflect(writer)
-        .touched_objects();
+        .reflect(writer);
     tokio::spawn(async move {
-        let mut reported = false;
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(obj) => {
-                    if reported {
-                        tracing::info!(kind, "watching again");
-                        reported = false;
-                    }
+                Ok(
+                    watcher::Event::Apply(obj)
+                    | watcher::Event::Delete(obj)
+                    | watcher::Event::InitApply(obj),
+                ) => {
                     let ns = if is_namespace {
                         Some(obj.name_any())
                     } else {
@@ -174,13 +188,25 @@ fn spawn(
                     let all = ns.as_deref() == Some(root.as_str()) && !is_namespace;
                     changes.mark(ns.as_deref(), all).await;
                 }
-                // A missing CRD (404) or a forbidden kind is reported once; the watcher keeps
-                // retrying with backoff and picks the kind up when it appears.
-                Err(e) if !reported => {
-                    tracing::warn!(kind, error = %e, "cannot watch; analysing without it until it can be watched");
-                    reported = true;
+                Ok(watcher::Event::Init) => {}
+                // A complete list: the store is the truth again; findings withheld for want
+                // of this kind are re-examined everywhere.
+                Ok(watcher::Event::InitDone) => {
+                    if sync.synced(&kind) {
+                        tracing::info!(kind, "synced");
+                        changes.mark(None, true).await;
+                    }
                 }
-                Err(_) => {}
+                // A missing CRD (404), a forbidden kind, the apiserver down, a watch too old
+                // (410): reported once; the watcher keeps retrying with backoff. Until it
+                // lists again, findings that read this kind are withheld (an empty or stale
+                // store is not "there is none").
+                Err(e) => {
+                    if sync.failed(&kind, &e.to_string()) {
+                        tracing::warn!(kind, error = %e, "cannot watch; withholding the findings that read it until it syncs");
+                        changes.mark(None, true).await;
+                    }
+                }
             }
         }
     });
