@@ -151,7 +151,37 @@ impl Component {
         }
     }
 
+    /// The loopback ports in its flags.
+    fn ports(&self) -> Vec<u16> {
+        let mut out = Vec::new();
+        for a in &self.args {
+            for part in a.split("127.0.0.1:").skip(1) {
+                let digits: String = part.chars().take_while(char::is_ascii_digit).collect();
+                if let Ok(p) = digits.parse() {
+                    out.push(p);
+                }
+            }
+            if let Some(p) = a
+                .strip_prefix("--secure-port=")
+                .and_then(|p| p.parse().ok())
+            {
+                out.push(p);
+            }
+        }
+        out
+    }
+
     fn start(&mut self) {
+        // A killed Go process releases its sockets when its last thread is gone.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline
+            && self
+                .ports()
+                .iter()
+                .any(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_err())
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         self.starts += 1;
         let log = self.dir.join(format!("{}-{}.log", self.name, self.starts));
         let child = spawn(&self.program, &self.args, &[], &log);
@@ -300,9 +330,19 @@ fn read_kinds() -> Vec<ApiResource> {
             "DestinationRule",
             "destinationrules",
         ),
-        ar("networking.istio.io", "v1", "VirtualService", "virtualservices"),
+        ar(
+            "networking.istio.io",
+            "v1",
+            "VirtualService",
+            "virtualservices",
+        ),
         ar("networking.istio.io", "v1", "Sidecar", "sidecars"),
-        ar("networking.istio.io", "v1alpha3", "EnvoyFilter", "envoyfilters"),
+        ar(
+            "networking.istio.io",
+            "v1alpha3",
+            "EnvoyFilter",
+            "envoyfilters",
+        ),
         ar(
             "security.istio.io",
             "v1",
@@ -429,14 +469,25 @@ fn plural(kind: &str) -> String {
 }
 
 /// The load generator: churns the shop objects of the chaos namespaces.
-async fn load(admin: Client, namespaces: Vec<String>, record: Shared, mut rng: Rng, stop: Arc<std::sync::atomic::AtomicBool>) {
+async fn load(
+    admin: Client,
+    namespaces: Vec<String>,
+    record: Shared,
+    mut rng: Rng,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
     let dr = ar(
         "networking.istio.io",
         "v1",
         "DestinationRule",
         "destinationrules",
     );
-    let vs = ar("networking.istio.io", "v1", "VirtualService", "virtualservices");
+    let vs = ar(
+        "networking.istio.io",
+        "v1",
+        "VirtualService",
+        "virtualservices",
+    );
     let dep = ar("apps", "v1", "Deployment", "deployments");
     let svc = ar("", "v1", "Service", "services");
     let pp = PatchParams::apply("chaos-load").force();
@@ -508,7 +559,13 @@ async fn load(admin: Client, namespaces: Vec<String>, record: Shared, mut rng: R
 /// The reviewer: approves proposed fixes (digest contract when the CRD has it: copies
 /// `spec.planDigest` into `spec.approvedDigest`; otherwise `spec.approved: true`) and rolls some
 /// applied ones back; the human: edits the same targets (an annotation of their own).
-async fn reviewer(admin: Client, namespaces: Vec<String>, record: Shared, mut rng: Rng, stop: Arc<std::sync::atomic::AtomicBool>) {
+async fn reviewer(
+    admin: Client,
+    namespaces: Vec<String>,
+    record: Shared,
+    mut rng: Rng,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
     let rem = remediation_ar();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         for ns in &namespaces {
@@ -572,14 +629,15 @@ async fn reviewer(admin: Client, namespaces: Vec<String>, record: Shared, mut rn
                     )
                     .await
                     {
-                        let annotation = format!("chaos.meshmedic.io/human-{}", rng.next() % 1_000_000);
-                        let patch = json!({"metadata": {"annotations": {annotation.clone(): "kept"}}});
+                        let annotation =
+                            format!("chaos.meshmedic.io/human-{}", rng.next() % 1_000_000);
+                        let patch =
+                            json!({"metadata": {"annotations": {annotation.clone(): "kept"}}});
                         let params = PatchParams {
                             field_manager: Some(HUMAN.into()),
                             ..PatchParams::default()
                         };
-                        if let Ok(obj) = tapi.patch(&key.2, &params, &Patch::Merge(&patch)).await
-                        {
+                        if let Ok(obj) = tapi.patch(&key.2, &params, &Patch::Merge(&patch)).await {
                             record.lock().unwrap().human_edits.push((
                                 key.0.clone(),
                                 key.1.clone(),
@@ -600,11 +658,12 @@ async fn lease_watch(admin: Client, record: Shared, stop: Arc<std::sync::atomic:
     let api: Api<Lease> = Api::namespaced(admin, "meshmedic");
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         if let Ok(Some(l)) = api.get_opt(LEASE).await {
-            let holder = l
-                .spec
-                .and_then(|s| s.holder_identity)
-                .unwrap_or_default();
-            record.lock().unwrap().lease.push((Timestamp::now(), holder));
+            let holder = l.spec.and_then(|s| s.holder_identity).unwrap_or_default();
+            record
+                .lock()
+                .unwrap()
+                .lease
+                .push((Timestamp::now(), holder));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -625,7 +684,7 @@ async fn leader(admin: &Client) -> Option<String> {
 const APF: &str = r#"[
  {"apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "PriorityLevelConfiguration",
   "metadata": {"name": "chaos-tiny"},
-  "spec": {"type": "Limited", "limited": {"nominalConcurrencyShares": 1, "lendablePercent": 0,
+  "spec": {"type": "Limited", "limited": {"nominalConcurrencyShares": 0, "lendablePercent": 0, "borrowingLimitPercent": 0,
            "limitResponse": {"type": "Reject"}}}},
  {"apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "FlowSchema",
   "metadata": {"name": "chaos-meshmedic"},
@@ -661,7 +720,9 @@ impl Fault {
         match self {
             Fault::ApiserverKill => "kube-apiserver kill -9, restarted with the same flags",
             Fault::EtcdKill => "etcd kill -9, restarted",
-            Fault::Throttle => "APF: operator's user on a 1-share, reject-on-overload priority level (15 s)",
+            Fault::Throttle => {
+                "APF: operator's user on a zero-share, reject-on-overload priority level (15 s)"
+            }
             Fault::LeaderKill => "leader replica SIGKILLed (restarted 2 s later)",
             Fault::Partition => "leader frozen (SIGSTOP) past its lease, then resumed",
             Fault::BadInput => "malformed annotations; Remediation edited into invalid shapes",
@@ -843,13 +904,19 @@ async fn chaos() {
                     apiserver.kill9();
                     tokio::time::sleep(Duration::from_secs(1 + rng.below(3) as u64)).await;
                     apiserver.start();
-                    assert!(wait_apiserver(&admin, Duration::from_secs(90)).await, "apiserver back");
+                    assert!(
+                        wait_apiserver(&admin, Duration::from_secs(90)).await,
+                        "apiserver back"
+                    );
                 }
                 Fault::EtcdKill => {
                     etcd.kill9();
                     tokio::time::sleep(Duration::from_secs(1 + rng.below(2) as u64)).await;
                     etcd.start();
-                    assert!(wait_apiserver(&admin, Duration::from_secs(90)).await, "etcd back");
+                    assert!(
+                        wait_apiserver(&admin, Duration::from_secs(90)).await,
+                        "etcd back"
+                    );
                 }
                 Fault::Throttle => {
                     let docs: Vec<Value> = serde_json::from_str(APF).expect("APF objects");
@@ -857,7 +924,12 @@ async fn chaos() {
                         support::apply(&admin, d).await.expect("APF object");
                     }
                     tokio::time::sleep(Duration::from_secs(15)).await;
-                    let fs = ar("flowcontrol.apiserver.k8s.io", "v1", "FlowSchema", "flowschemas");
+                    let fs = ar(
+                        "flowcontrol.apiserver.k8s.io",
+                        "v1",
+                        "FlowSchema",
+                        "flowschemas",
+                    );
                     let _ = Api::<DynamicObject>::all_with(admin.clone(), &fs)
                         .delete("chaos-meshmedic", &DeleteParams::default())
                         .await;
@@ -872,7 +944,11 @@ async fn chaos() {
                 }
                 Fault::Partition => {
                     let holder = leader(&admin).await.unwrap_or_default();
-                    if let Some(pid) = replicas.iter().find(|r| r.identity == holder).and_then(Replica::pid) {
+                    if let Some(pid) = replicas
+                        .iter()
+                        .find(|r| r.identity == holder)
+                        .and_then(Replica::pid)
+                    {
                         signal(pid, libc::SIGSTOP);
                         tokio::time::sleep(Duration::from_secs(LEASE_SECONDS + 3)).await;
                         signal(pid, libc::SIGCONT);
@@ -882,7 +958,11 @@ async fn chaos() {
                     let ns = &namespaces[rng.below(namespaces.len())];
                     let nsapi = Api::<Namespace>::all(admin.clone());
                     let _ = nsapi.patch(ns, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"meshmedic.io/mode": "sometimes!"}}}))).await;
-                    let dep = Api::<DynamicObject>::namespaced_with(admin.clone(), ns, &ar("apps", "v1", "Deployment", "deployments"));
+                    let dep = Api::<DynamicObject>::namespaced_with(
+                        admin.clone(),
+                        ns,
+                        &ar("apps", "v1", "Deployment", "deployments"),
+                    );
                     let _ = dep.patch("catalog", &PatchParams::default(), &Patch::Merge(json!({"spec": {"template": {"metadata": {"annotations": {"meshmedic.io/ignore": ",,not-a-code,,"}}}}}))).await;
                     let rapi: Api<DynamicObject> = Api::namespaced_with(admin.clone(), ns, &rem_ar);
                     if let Ok(list) = rapi.list(&ListParams::default()).await
@@ -896,7 +976,10 @@ async fn chaos() {
                             json!({"spec": {"action": "explode"}}),
                             json!({"status": {"phase": "Nonsense"}}),
                         ] {
-                            match rapi.patch(&r.name_any(), &PatchParams::default(), &Patch::Merge(bad)).await {
+                            match rapi
+                                .patch(&r.name_any(), &PatchParams::default(), &Patch::Merge(bad))
+                                .await
+                            {
                                 Ok(_) => rec_accepted += 1,
                                 Err(_) => rec_rejected += 1,
                             }
@@ -917,12 +1000,21 @@ async fn chaos() {
                         })
                         .await;
                         let mut crd = original.clone();
-                        crd.metadata = kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() };
+                        crd.metadata = kube::api::ObjectMeta {
+                            name: Some(name.into()),
+                            ..Default::default()
+                        };
                         crd.status = None;
                         let _ = crds.create(&PostParams::default(), &crd).await;
                         eventually(Duration::from_secs(60), "the CRD established", || async {
-                            crds.get(name).await.ok()?.status?.conditions?.iter()
-                                .any(|c| c.type_ == "Established" && c.status == "True").then_some(())
+                            crds.get(name)
+                                .await
+                                .ok()?
+                                .status?
+                                .conditions?
+                                .iter()
+                                .any(|c| c.type_ == "Established" && c.status == "True")
+                                .then_some(())
                         })
                         .await;
                     }
@@ -936,7 +1028,11 @@ async fn chaos() {
                 outage.as_secs_f64(),
                 recovery.map_or("none".to_string(), |d| format!("{:.1}s", d.as_secs_f64()))
             );
-            outcomes.push(Outcome { fault, outage, recovery });
+            outcomes.push(Outcome {
+                fault,
+                outage,
+                recovery,
+            });
             if sampler.elapsed() > Duration::from_secs(2) {
                 for r in &mut replicas {
                     r.sample();
@@ -986,7 +1082,9 @@ async fn chaos() {
     let mut throttled = 0usize;
     let mut status_writes: BTreeMap<String, usize> = BTreeMap::new();
     for line in audit.lines() {
-        let Ok(e) = serde_json::from_str::<Value>(line) else { continue };
+        let Ok(e) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
         if e["impersonatedUser"]["username"] != support::MESHMEDIC_USER {
             continue;
         }
@@ -995,14 +1093,19 @@ async fn chaos() {
             throttled += 1;
         }
         let verb = e["verb"].as_str().unwrap_or_default();
-        if !matches!(verb, "create" | "update" | "patch" | "delete") || !(200..300).contains(&code) {
+        if !matches!(verb, "create" | "update" | "patch" | "delete") || !(200..300).contains(&code)
+        {
             continue;
         }
         let obj = &e["objectRef"];
         let resource = obj["resource"].as_str().unwrap_or_default();
         let ns = obj["namespace"].as_str().unwrap_or_default();
         let name = obj["name"].as_str().unwrap_or_default();
-        let at: Timestamp = e["stageTimestamp"].as_str().unwrap_or_default().parse().unwrap_or_default();
+        let at: Timestamp = e["stageTimestamp"]
+            .as_str()
+            .unwrap_or_default()
+            .parse()
+            .unwrap_or_default();
         let replica = e["impersonatedUser"]["groups"]
             .as_array()
             .into_iter()
@@ -1012,13 +1115,24 @@ async fn chaos() {
             .unwrap_or_default()
             .to_string();
         // Leader check: the Lease samples on either side of the write both name another replica.
-        let before = rec.lease.iter().rev().find(|(t, _)| *t <= at).map(|(_, h)| h.as_str());
-        let after = rec.lease.iter().find(|(t, _)| *t >= at).map(|(_, h)| h.as_str());
+        let before = rec
+            .lease
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= at)
+            .map(|(_, h)| h.as_str());
+        let after = rec
+            .lease
+            .iter()
+            .find(|(t, _)| *t >= at)
+            .map(|(_, h)| h.as_str());
         if resource != "events"
             && before.is_some_and(|h| h != replica)
             && after.is_some_and(|h| h != replica)
         {
-            not_leader.push(format!("{at} {replica} {verb} {resource} {ns}/{name} (lease: {before:?} → {after:?})"));
+            not_leader.push(format!(
+                "{at} {replica} {verb} {resource} {ns}/{name} (lease: {before:?} → {after:?})"
+            ));
         }
         match resource {
             "remediations" => {
@@ -1030,7 +1144,10 @@ async fn chaos() {
             _ => {
                 target_writes += 1;
                 let key = (resource.to_string(), ns.to_string(), name.to_string());
-                let ok = rec.approvals.get(&key).is_some_and(|ts| ts.iter().any(|t| *t <= at));
+                let ok = rec
+                    .approvals
+                    .get(&key)
+                    .is_some_and(|ts| ts.iter().any(|t| *t <= at));
                 if !ok {
                     unapproved.push(format!("{at} {replica} {verb} {resource} {ns}/{name}"));
                 }
@@ -1056,7 +1173,14 @@ async fn chaos() {
         for log in &r.logs {
             let text = std::fs::read_to_string(log).unwrap_or_default();
             panics += text.matches("panicked at").count();
-            gone_410 += text.lines().filter(|l| l.contains("410") || l.contains("too old resource version") || l.contains("Expired")).count();
+            gone_410 += text
+                .lines()
+                .filter(|l| {
+                    l.contains("410")
+                        || l.contains("too old resource version")
+                        || l.contains("Expired")
+                })
+                .count();
         }
     }
     let max_status_writes = status_writes.values().copied().max().unwrap_or(0);
@@ -1069,7 +1193,11 @@ async fn chaos() {
     for (fault, os) in &by_fault {
         let mut outage: Vec<f64> = os.iter().map(|o| o.outage.as_secs_f64()).collect();
         outage.sort_by(f64::total_cmp);
-        let mut rec_s: Vec<f64> = os.iter().filter_map(|o| o.recovery).map(|d| d.as_secs_f64()).collect();
+        let mut rec_s: Vec<f64> = os
+            .iter()
+            .filter_map(|o| o.recovery)
+            .map(|d| d.as_secs_f64())
+            .collect();
         rec_s.sort_by(f64::total_cmp);
         table.push_str(&format!(
             "| {} | {} | {:.1} | {:.1} | {:.1} | {} |\n",
@@ -1083,36 +1211,75 @@ async fn chaos() {
     }
     let longest: Vec<(f64, u64)> = replicas
         .iter()
-        .map(|r| if r.rss.len() > r.longest_rss.len() { r.rss.clone() } else { r.longest_rss.clone() })
+        .map(|r| {
+            if r.rss.len() > r.longest_rss.len() {
+                r.rss.clone()
+            } else {
+                r.longest_rss.clone()
+            }
+        })
         .max_by_key(Vec::len)
         .unwrap_or_default();
     let not_recovered = outcomes.iter().filter(|o| o.recovery.is_none()).count();
     let figures = [
-        ("Duration of the run (s)", format!("{:.0}", run_started.elapsed().as_secs_f64())),
+        (
+            "Duration of the run (s)",
+            format!("{:.0}", run_started.elapsed().as_secs_f64()),
+        ),
         ("Faults injected", outcomes.len().to_string()),
-        ("Load operations (errors while faulted)", format!("{} ({})", rec.load_ops, rec.load_errors)),
-        ("Approvals / rollbacks by the reviewer", format!("{} / {}", rec.approved, rec.rollbacks)),
+        (
+            "Load operations (errors while faulted)",
+            format!("{} ({})", rec.load_ops, rec.load_errors),
+        ),
+        (
+            "Approvals / rollbacks by the reviewer",
+            format!("{} / {}", rec.approved, rec.rollbacks),
+        ),
         ("Human edits of targets", rec.human_edits.len().to_string()),
-        ("Remediations expected (whole-view analysis) / present", format!("{expected} / {present}")),
+        (
+            "Remediations expected (whole-view analysis) / present",
+            format!("{expected} / {present}"),
+        ),
         ("Missing", missing.to_string()),
         ("Duplicates", duplicates.to_string()),
         ("Operator writes to targets", target_writes.to_string()),
-        ("Writes to targets without a matching approval", unapproved.len().to_string()),
-        ("Writes by a replica that was not leader", not_leader.len().to_string()),
+        (
+            "Writes to targets without a matching approval",
+            unapproved.len().to_string(),
+        ),
+        (
+            "Writes by a replica that was not leader",
+            not_leader.len().to_string(),
+        ),
         ("Human edits overwritten", overwritten.len().to_string()),
         ("429s answered to the operator", throttled.to_string()),
-        ("Watch errors logged (410 Gone / expired)", gone_410.to_string()),
-        ("Bad Remediation edits rejected by the schema / accepted", format!("{} / {}", rec.rejected_bad_input, rec.accepted_bad_input)),
-        ("Most status writes to one Remediation", max_status_writes.to_string()),
+        (
+            "Watch errors logged (410 Gone / expired)",
+            gone_410.to_string(),
+        ),
+        (
+            "Bad Remediation edits rejected by the schema / accepted",
+            format!("{} / {}", rec.rejected_bad_input, rec.accepted_bad_input),
+        ),
+        (
+            "Most status writes to one Remediation",
+            max_status_writes.to_string(),
+        ),
         ("Panics", panics.to_string()),
-        ("Faults not recovered from (in 120 s)", not_recovered.to_string()),
-        ("RSS of the longest-lived replica: first / last (MiB), slope (KiB/min)", format!(
-            "{:.1} / {:.1}, {:.0} over {} samples",
-            longest.first().map_or(0.0, |s| s.1 as f64 / 1024.0),
-            longest.last().map_or(0.0, |s| s.1 as f64 / 1024.0),
-            slope_kib_per_min(&longest),
-            longest.len()
-        )),
+        (
+            "Faults not recovered from (in 120 s)",
+            not_recovered.to_string(),
+        ),
+        (
+            "RSS of the longest-lived replica: first / last (MiB), slope (KiB/min)",
+            format!(
+                "{:.1} / {:.1}, {:.0} over {} samples",
+                longest.first().map_or(0.0, |s| s.1 as f64 / 1024.0),
+                longest.last().map_or(0.0, |s| s.1 as f64 / 1024.0),
+                slope_kib_per_min(&longest),
+                longest.len()
+            ),
+        ),
     ];
     let mut summary = String::from("| Figure | Value |\n|---|---|\n");
     for (k, v) in &figures {
@@ -1137,9 +1304,18 @@ async fn chaos() {
     assert_eq!(panics, 0, "panics (logs in {})", dir.display());
     assert_eq!(duplicates, 0, "duplicate Remediations");
     assert_eq!(missing, 0, "missing Remediations");
-    assert!(unapproved.is_empty(), "writes without approval: {unapproved:#?}");
-    assert!(not_leader.is_empty(), "writes by a non-leader: {not_leader:#?}");
-    assert!(overwritten.is_empty(), "human edits overwritten: {overwritten:#?}");
+    assert!(
+        unapproved.is_empty(),
+        "writes without approval: {unapproved:#?}"
+    );
+    assert!(
+        not_leader.is_empty(),
+        "writes by a non-leader: {not_leader:#?}"
+    );
+    assert!(
+        overwritten.is_empty(),
+        "human edits overwritten: {overwritten:#?}"
+    );
     assert_eq!(not_recovered, 0, "faults the operator did not recover from");
 }
 
@@ -1150,28 +1326,41 @@ async fn compare(admin: &Client, namespaces: &[String]) -> (usize, usize, usize,
     let mut builder = SnapshotBuilder::new(SnapshotOptions::default());
     let mut add = |ar: &ApiResource, items: Vec<DynamicObject>| {
         for obj in items {
-            let Ok(mut raw) = serde_json::to_value(&obj) else { continue };
+            let Ok(mut raw) = serde_json::to_value(&obj) else {
+                continue;
+            };
             raw["apiVersion"] = json!(ar.api_version);
             raw["kind"] = json!(ar.kind);
             let _ = builder.add(meshmedic::error::Source::new("cluster", 0), raw);
         }
     };
     let nsar = ar("", "v1", "Namespace", "namespaces");
-    let Ok(list) = Api::<DynamicObject>::all_with(admin.clone(), &nsar).list(&ListParams::default()).await else {
+    let Ok(list) = Api::<DynamicObject>::all_with(admin.clone(), &nsar)
+        .list(&ListParams::default())
+        .await
+    else {
         return (usize::MAX, 0, 0, 0);
     };
     add(&nsar, list.items);
     let cm = ar("", "v1", "ConfigMap", "configmaps");
-    if let Ok(list) = Api::<DynamicObject>::namespaced_with(admin.clone(), "istio-system", &cm).list(&ListParams::default()).await {
+    if let Ok(list) = Api::<DynamicObject>::namespaced_with(admin.clone(), "istio-system", &cm)
+        .list(&ListParams::default())
+        .await
+    {
         add(&cm, list.items);
     }
     for kind in read_kinds() {
-        match Api::<DynamicObject>::all_with(admin.clone(), &kind).list(&ListParams::default()).await {
+        match Api::<DynamicObject>::all_with(admin.clone(), &kind)
+            .list(&ListParams::default())
+            .await
+        {
             Ok(list) => add(&kind, list.items),
             Err(_) => return (usize::MAX, 0, 0, 0),
         }
     }
-    let Ok(snapshot) = builder.build() else { return (usize::MAX, 0, 0, 0) };
+    let Ok(snapshot) = builder.build() else {
+        return (usize::MAX, 0, 0, 0);
+    };
     let scope: BTreeSet<String> = namespaces.iter().cloned().collect();
     let report = meshmedic::analysis::analyze_in(&snapshot, Some(scope));
     let expected: BTreeSet<(String, String, String, String)> = report
@@ -1179,14 +1368,21 @@ async fn compare(admin: &Client, namespaces: &[String]) -> (usize, usize, usize,
         .iter()
         .map(|f| {
             let t = &f.remediation.target;
-            (f.code.to_string(), t.kind.clone(), t.namespace.clone(), t.name.clone())
+            (
+                f.code.to_string(),
+                t.kind.clone(),
+                t.namespace.clone(),
+                t.name.clone(),
+            )
         })
         .collect();
     let mut present: BTreeMap<(String, String, String, String), usize> = BTreeMap::new();
     let mut all: BTreeMap<(String, String, String, String), usize> = BTreeMap::new();
     for ns in namespaces {
         let api: Api<DynamicObject> = Api::namespaced_with(admin.clone(), ns, &remediation_ar());
-        let Ok(list) = api.list(&ListParams::default()).await else { return (usize::MAX, 0, 0, 0) };
+        let Ok(list) = api.list(&ListParams::default()).await else {
+            return (usize::MAX, 0, 0, 0);
+        };
         for r in list.items {
             let s = &r.data["spec"];
             let t = &s["target"];
@@ -1202,7 +1398,14 @@ async fn compare(admin: &Client, namespaces: &[String]) -> (usize, usize, usize,
             }
         }
     }
-    let missing = expected.iter().filter(|k| !present.contains_key(*k)).count();
+    let missing_keys: Vec<_> = expected
+        .iter()
+        .filter(|k| !present.contains_key(*k))
+        .collect();
+    if !missing_keys.is_empty() {
+        eprintln!("missing now: {missing_keys:?}");
+    }
+    let missing = missing_keys.len();
     let duplicates = all.values().filter(|n| **n > 1).count();
     (missing, duplicates, expected.len(), present.values().sum())
 }

@@ -253,6 +253,21 @@ pub async fn run_with(
         }
         // Let a burst of events settle into one pass.
         tokio::time::sleep(Duration::from_millis(50)).await;
+        // Fence: a replica that was frozen or cut off past its lease still believes it leads
+        // until its lease task notices; it must not write meanwhile (the chaos run caught one).
+        if !sync::lease_still_mine(
+            &client,
+            &args.lease_namespace,
+            &args.lease_name,
+            &args.identity,
+        )
+        .await
+        {
+            tracing::info!("the lease is not (or no longer visibly) ours; skipping this pass");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            ctx.changes.notify.notify_one();
+            continue;
+        }
         let dirty = ctx.changes.take().await;
         let started = Instant::now();
         if let Err(e) = reconcile(&ctx, dirty).await {

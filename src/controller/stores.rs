@@ -167,8 +167,11 @@ fn spawn(
     let root = root.to_string();
     let is_namespace = kind == "Namespace";
     sync.register(&kind, optional);
+    let seed = kind
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
     let stream = watcher(api, watcher::Config::default().any_semantic())
-        .default_backoff()
+        .backoff(super::sync::RetryBackoff::new(seed))
         .modify(strip)
         .reflect(writer);
     tokio::spawn(async move {
