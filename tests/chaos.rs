@@ -41,6 +41,9 @@ use support::control_plane;
 use support::operator::{eventually, install_once};
 
 const LEASE: &str = "chaos-leader";
+/// Set by [`compare`]: Remediations Resolved although their cause is present again.
+static RESOLVED_BUT_PRESENT: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
 const LEASE_SECONDS: u64 = 4;
 const REPLICAS: [&str; 2] = ["replica-a", "replica-b"];
 const HUMAN: &str = "chaos-human";
@@ -787,7 +790,8 @@ async fn chaos() {
         dir.join("audit-policy.json"),
         json!({"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
                "rules": [
-                 {"level": "None", "verbs": ["get", "list", "watch"]},
+                 {"level": "None", "verbs": ["get", "list", "watch"], "users": [support::ADMIN_USER]},
+                 {"level": "None", "verbs": ["watch"]},
                  {"level": "None", "resources": [{"group": "coordination.k8s.io", "resources": ["leases"]}]},
                  {"level": "Metadata"}]})
         .to_string(),
@@ -1242,6 +1246,12 @@ async fn chaos() {
         ),
         ("Missing", missing.to_string()),
         ("Duplicates", duplicates.to_string()),
+        (
+            "Resolved although the cause is back (not re-proposed)",
+            RESOLVED_BUT_PRESENT
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .to_string(),
+        ),
         ("Operator writes to targets", target_writes.to_string()),
         (
             "Writes to targets without a matching approval",

@@ -107,6 +107,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Which watched kinds have synced: findings reading one that has not are withheld.
     pub sync: Arc<sync::SyncStates>,
+    /// Confirms the lease before writes (see [`sync::Fence`]).
+    pub fence: sync::Fence,
     pub recorder: Recorder,
     /// Data-plane evidence is fetched at most once a minute, however often events come: an
     /// unreachable Prometheus must not slow every pass.
@@ -199,6 +201,13 @@ pub async fn run_with(
         changes,
         metrics,
         sync,
+        fence: sync::Fence::new(
+            &client,
+            &args.lease_namespace,
+            &args.lease_name,
+            &args.identity,
+            Duration::from_secs(std::cmp::max(1, args.lease_duration / 3)),
+        ),
         recorder,
         evidence: tokio::sync::Mutex::new(None),
     });
@@ -255,14 +264,7 @@ pub async fn run_with(
         tokio::time::sleep(Duration::from_millis(50)).await;
         // Fence: a replica that was frozen or cut off past its lease still believes it leads
         // until its lease task notices; it must not write meanwhile (the chaos run caught one).
-        if !sync::lease_still_mine(
-            &client,
-            &args.lease_namespace,
-            &args.lease_name,
-            &args.identity,
-        )
-        .await
-        {
+        if !ctx.fence.holds(true).await {
             tracing::info!("the lease is not (or no longer visibly) ours; skipping this pass");
             tokio::time::sleep(Duration::from_millis(500)).await;
             ctx.changes.notify.notify_one();
@@ -394,6 +396,7 @@ pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
     }
     // A partial view is not the truth: findings that read a kind not synced are withheld.
     let withheld = sync::withheld(&ctx.sync.unsynced());
+    let told = sync::withheld(&ctx.sync.unsynced_for(sync::CONDITION_GRACE));
     for code in crate::analysis::Code::ALL {
         let n = report.findings.iter().filter(|f| f.code == code).count();
         let n = if withheld.contains_key(&code) { n } else { 0 };
@@ -439,6 +442,11 @@ pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
         let steps = plan_namespace(mode, &findings, &mine, &gitops);
         let api: Api<Remediation> = Api::namespaced(ctx.client.clone(), ns);
         for step in steps {
+            if !ctx.fence.holds(false).await {
+                return Err(Error::Other(
+                    "the lease is no longer ours; pass abandoned".into(),
+                ));
+            }
             if let Err(e) = execute(ctx, &api, ns, &mine, step).await {
                 ctx.metrics.api_error("remediation");
                 tracing::warn!(namespace = %ns, error = %e, "writing a Remediation failed");
@@ -447,10 +455,19 @@ pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
         // Withheld Remediations say which kinds they wait for (and nothing else happens to
         // them); the others drop a `Synced=False` they carried.
         for rem in held.iter().chain(&mine) {
-            let missing = withheld
-                .get(&rem.spec.code)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
+            let missing = match (
+                withheld.contains_key(&rem.spec.code),
+                told.get(&rem.spec.code),
+            ) {
+                (true, Some(missing)) => missing.as_slice(),
+                (true, None) => continue, // briefly: not worth a write
+                (false, _) => &[],
+            };
+            if !ctx.fence.holds(false).await {
+                return Err(Error::Other(
+                    "the lease is no longer ours; pass abandoned".into(),
+                ));
+            }
             if let Err(e) = sync::write_condition(&api, rem, missing).await {
                 ctx.metrics.api_error("remediation");
                 tracing::warn!(namespace = %ns, error = %e, "writing a Remediation's Synced condition failed");

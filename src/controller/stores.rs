@@ -208,6 +208,12 @@ fn spawn(
                     if sync.failed(&kind, &e.to_string()) {
                         tracing::warn!(kind, error = %e, "cannot watch; withholding the findings that read it until it syncs");
                         changes.mark(None, true).await;
+                        // Once it has been missing a while, the Remediations are told.
+                        let changes = changes.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(super::sync::CONDITION_GRACE).await;
+                            changes.mark(None, true).await;
+                        });
                     }
                 }
             }

@@ -16,6 +16,11 @@ use crate::analysis::dependencies::missing_for;
 /// The condition type meshmedic sets on a Remediation about the completeness of its view.
 pub const CONDITION: &str = "Synced";
 
+/// How long a kind must stay unsynced before Remediations are told (the findings are withheld
+/// at once): a relist after `410 Gone` or a brief apiserver restart is not worth two status
+/// writes per Remediation.
+pub const CONDITION_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Where one kind's watch stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KindState {
@@ -32,6 +37,8 @@ pub enum KindState {
 struct Entry {
     optional: bool,
     state: KindState,
+    /// Since when it has not been synced.
+    since: Option<std::time::Instant>,
 }
 
 /// The table the watchers write and the reconcile loop, `/readyz` and `/metrics` read.
@@ -61,6 +68,7 @@ impl SyncStates {
             Entry {
                 optional,
                 state: KindState::Syncing,
+                since: Some(std::time::Instant::now()),
             },
         );
     }
@@ -77,9 +85,11 @@ impl SyncStates {
         let entry = kinds.entry(kind.to_string()).or_insert(Entry {
             optional: true,
             state: KindState::Syncing,
+            since: None,
         });
         let was_failed = matches!(entry.state, KindState::Failed(_));
         entry.state = KindState::Failed(short(error));
+        entry.since.get_or_insert_with(std::time::Instant::now);
         !was_failed
     }
 
@@ -88,8 +98,14 @@ impl SyncStates {
         let entry = kinds.entry(kind.to_string()).or_insert(Entry {
             optional: true,
             state: KindState::Syncing,
+            since: None,
         });
         let changed = entry.state != state;
+        if state == KindState::Synced {
+            entry.since = None;
+        } else {
+            entry.since.get_or_insert_with(std::time::Instant::now);
+        }
         entry.state = state;
         changed
     }
@@ -107,6 +123,15 @@ impl SyncStates {
         self.lock()
             .iter()
             .filter(|(_, e)| e.state != KindState::Synced)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// The kinds not synced for at least `min`.
+    pub fn unsynced_for(&self, min: std::time::Duration) -> BTreeSet<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, e)| e.since.is_some_and(|at| at.elapsed() >= min))
             .map(|(k, _)| k.clone())
             .collect()
     }
@@ -270,20 +295,57 @@ impl kube::runtime::utils::Backoff for RetryBackoff {
     }
 }
 
-/// Whether the Lease still names `identity` as holder, read from the API server just before a
-/// pass writes. The lease task's view can lag by up to a renew period after a freeze or a
-/// partition; this read cannot (an unreachable API server means no writes either).
-pub async fn lease_still_mine(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-    identity: &str,
-) -> bool {
-    let api: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
-        kube::Api::namespaced(client.clone(), namespace);
-    match api.get(name).await {
-        Ok(lease) => lease.spec.and_then(|s| s.holder_identity).as_deref() == Some(identity),
-        Err(_) => false,
+/// Fences writes on the Lease. The lease task's view can lag by up to a renew period after a
+/// freeze or a partition (the chaos run caught a resumed SIGSTOPped leader writing for 150 ms
+/// after another replica took over). Before each write the holder is re-read from the API
+/// server unless it was confirmed within `max_age` of the monotonic clock (which keeps running
+/// while a process is frozen).
+pub struct Fence {
+    api: kube::Api<k8s_openapi::api::coordination::v1::Lease>,
+    name: String,
+    identity: String,
+    max_age: std::time::Duration,
+    confirmed: Mutex<Option<std::time::Instant>>,
+}
+
+impl Fence {
+    pub fn new(
+        client: &kube::Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        max_age: std::time::Duration,
+    ) -> Fence {
+        Fence {
+            api: kube::Api::namespaced(client.clone(), namespace),
+            name: name.to_string(),
+            identity: identity.to_string(),
+            max_age,
+            confirmed: Mutex::new(None),
+        }
+    }
+
+    /// Whether this replica still holds the Lease (re-read if `force` or the last
+    /// confirmation is older than `max_age`; an unreachable API server means no).
+    pub async fn holds(&self, force: bool) -> bool {
+        let fresh = self
+            .confirmed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| at.elapsed() < self.max_age);
+        if fresh && !force {
+            return true;
+        }
+        let asked = std::time::Instant::now();
+        let ours = match self.api.get(&self.name).await {
+            Ok(lease) => {
+                lease.spec.and_then(|s| s.holder_identity).as_deref()
+                    == Some(self.identity.as_str())
+            }
+            Err(_) => false,
+        };
+        *self.confirmed.lock().unwrap_or_else(|p| p.into_inner()) = ours.then_some(asked);
+        ours
     }
 }
 
@@ -336,6 +398,14 @@ mod tests {
             Readiness::Degraded(vec!["DestinationRule (forbidden again)".to_string()])
         );
         assert_eq!(s.unsynced(), set(&["DestinationRule"]));
+        assert_eq!(
+            s.unsynced_for(std::time::Duration::ZERO),
+            set(&["DestinationRule"])
+        );
+        assert!(
+            s.unsynced_for(std::time::Duration::from_secs(60))
+                .is_empty()
+        );
         assert!(s.synced("DestinationRule"));
         assert_eq!(s.readiness(), Readiness::Ready);
         assert!(s.failed("Pod", "connection refused"));
