@@ -623,14 +623,15 @@ async fn reviewer(
                     }
                 }
                 // The human edits the target too, now and then.
-                if rng.chance(10) {
-                    if let Ok((tapi, _, _)) = support::dynamic_api(
+                if rng.chance(10)
+                    && let Ok((tapi, _, _)) = support::dynamic_api(
                         &admin,
                         target["apiVersion"].as_str().unwrap_or_default(),
                         target["kind"].as_str().unwrap_or_default(),
                         Some(&key.1),
                     )
                     .await
+                {
                     {
                         let annotation =
                             format!("chaos.meshmedic.io/human-{}", rng.next() % 1_000_000);
@@ -1079,7 +1080,7 @@ async fn chaos() {
 
     // The witness.
     let audit = std::fs::read_to_string(&audit_log).unwrap_or_default();
-    let rec = record.lock().unwrap();
+    let rec = std::mem::take(&mut *record.lock().unwrap());
     let mut target_writes = 0usize;
     let mut unapproved = Vec::new();
     let mut not_leader = Vec::new();

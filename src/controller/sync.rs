@@ -349,6 +349,43 @@ impl Fence {
     }
 }
 
+/// Writes [`conditions_for`] to a Remediation's status, if it changes anything. Guarded by the
+/// resourceVersion the decision was made on: a Remediation changed meanwhile is left for the
+/// next pass (its watch event brings one).
+pub async fn write_condition(
+    api: &kube::Api<crate::model::remediation::Remediation>,
+    rem: &crate::model::remediation::Remediation,
+    missing: &[String],
+) -> kube::Result<bool> {
+    use kube::ResourceExt;
+    let existing = rem
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let Some(conditions) =
+        conditions_for(existing, missing, rem.metadata.generation, Timestamp::now())
+    else {
+        return Ok(false);
+    };
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": rem.resource_version()},
+        "status": {"conditions": conditions},
+    });
+    match api
+        .patch_status(
+            &rem.name_any(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,8 +461,12 @@ mod tests {
         };
         let missing = vec!["DestinationRule".to_string()];
         // Never withheld, nothing missing: left alone.
-        assert_eq!(conditions_for(&[ready.clone()], &[], Some(1), now()), None);
-        let withheld = conditions_for(&[ready.clone()], &missing, Some(1), now()).unwrap();
+        assert_eq!(
+            conditions_for(std::slice::from_ref(&ready), &[], Some(1), now()),
+            None
+        );
+        let withheld =
+            conditions_for(std::slice::from_ref(&ready), &missing, Some(1), now()).unwrap();
         assert_eq!(withheld.len(), 2);
         assert_eq!(withheld[0], ready);
         assert_eq!(withheld[1].type_, CONDITION);
@@ -480,42 +521,5 @@ mod tests {
         let long = "x".repeat(500) + "\nsecond";
         let s = short(&long);
         assert!(s.chars().count() <= 161 && !s.contains('\n'));
-    }
-}
-
-/// Writes [`conditions_for`] to a Remediation's status, if it changes anything. Guarded by the
-/// resourceVersion the decision was made on: a Remediation changed meanwhile is left for the
-/// next pass (its watch event brings one).
-pub async fn write_condition(
-    api: &kube::Api<crate::model::remediation::Remediation>,
-    rem: &crate::model::remediation::Remediation,
-    missing: &[String],
-) -> kube::Result<bool> {
-    use kube::ResourceExt;
-    let existing = rem
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
-    let Some(conditions) =
-        conditions_for(existing, missing, rem.metadata.generation, Timestamp::now())
-    else {
-        return Ok(false);
-    };
-    let patch = serde_json::json!({
-        "metadata": {"resourceVersion": rem.resource_version()},
-        "status": {"conditions": conditions},
-    });
-    match api
-        .patch_status(
-            &rem.name_any(),
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-        Err(e) => Err(e),
     }
 }
