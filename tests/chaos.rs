@@ -305,6 +305,26 @@ impl Drop for Replica {
     }
 }
 
+/// Copies the run's logs and audit log to `target/tmp/chaos/` when the test ends, however it
+/// ends: tests/support removes a dead run's directory.
+struct KeepLogs(PathBuf);
+
+impl Drop for KeepLogs {
+    fn drop(&mut self) {
+        let keep = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chaos");
+        let _ = std::fs::remove_dir_all(&keep);
+        let _ = std::fs::create_dir_all(&keep);
+        if let Ok(entries) = std::fs::read_dir(&self.0) {
+            for e in entries.flatten() {
+                if e.path().extension().is_some_and(|x| x == "log") {
+                    let _ = std::fs::copy(e.path(), keep.join(e.file_name()));
+                }
+            }
+        }
+        eprintln!("logs and audit log copied to {}", keep.display());
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The world the operator works on
 
@@ -784,6 +804,7 @@ async fn chaos() {
     let cp = control_plane();
     let admin = cp.admin();
     let dir = cp.dir().to_path_buf();
+    let _keep = KeepLogs(dir.clone());
 
     // The apiserver again, now with an audit log (the witness) and etcd compaction every 5 s
     // (watches that fall behind get 410 Gone); from here on every restart uses these flags.
@@ -1063,6 +1084,7 @@ async fn chaos() {
     for t in tasks {
         let _ = t.await;
     }
+    let quiet_from = Timestamp::now();
     let mut all_ns = namespaces.clone();
     all_ns.push(probe_ns.clone());
     let (missing, duplicates, expected, present) = {
@@ -1086,6 +1108,11 @@ async fn chaos() {
     let mut not_leader = Vec::new();
     let mut throttled = 0usize;
     let mut status_writes: BTreeMap<String, usize> = BTreeMap::new();
+    // Writes more than 20 s into the quiet period (no load, no reviewer, no faults): a loop.
+    let settled = quiet_from
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(20))
+        .unwrap_or(quiet_from);
+    let mut quiet_writes: BTreeMap<String, usize> = BTreeMap::new();
     for line in audit.lines() {
         let Ok(e) = serde_json::from_str::<Value>(line) else {
             continue;
@@ -1138,6 +1165,14 @@ async fn chaos() {
             not_leader.push(format!(
                 "{at} {replica} {verb} {resource} {ns}/{name} (lease: {before:?} → {after:?})"
             ));
+        }
+        if at > settled && resource != "events" {
+            *quiet_writes
+                .entry(format!(
+                    "{resource} {ns}/{name} {}",
+                    obj["subresource"].as_str().unwrap_or_default()
+                ))
+                .or_default() += 1;
         }
         match resource {
             "remediations" => {
@@ -1303,6 +1338,9 @@ async fn chaos() {
     }
     for w in not_leader.iter().take(10) {
         eprintln!("write by a non-leader: {w}");
+    }
+    for (w, n) in quiet_writes.iter().take(10) {
+        eprintln!("written {n} times with nothing going on: {w}");
     }
     for w in overwritten.iter().take(10) {
         eprintln!("human edit overwritten: {w}");

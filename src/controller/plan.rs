@@ -174,6 +174,10 @@ pub fn plan_namespace(
             .is_some_and(|s| s.target_resource_version_after.is_some());
         if r.spec.rollback && phase == Phase::Resolved && was_applied {
             steps.push(Step::Rollback { name: name.clone() });
+        } else if r.spec.rollback && matches!(phase, Phase::Failed | Phase::Stale) {
+            // A rollback that could not apply (the target changed since) stays as it is, its
+            // status saying why: resolving it would ask for the same rollback again, a hot loop
+            // of failed patches and status writes (found by the chaos run).
         } else if !matches!(phase, Phase::Resolved | Phase::RolledBack) {
             steps.push(Step::Resolve { name: name.clone() });
         }

@@ -214,3 +214,19 @@ fn rollback_of_an_applied_fix_even_after_its_cause_is_gone() {
     assert!(plan_namespace(Mode::Propose, &[], &[&r], &no_gitops).is_empty());
     assert_eq!(r.spec.action, RemediationAction::Create);
 }
+
+#[test]
+fn a_failed_rollback_of_a_vanished_cause_is_not_retried_in_a_loop() {
+    let fs = findings();
+    for phase in [Phase::Failed, Phase::Stale] {
+        let mut r = existing(&fs[0], Some(phase), true);
+        r.spec.rollback = true;
+        if let Some(s) = r.status.as_mut() {
+            s.target_resource_version_after = Some("42".into());
+        }
+        assert!(
+            plan_namespace(Mode::Propose, &[], &[&r], &no_gitops).is_empty(),
+            "{phase:?}"
+        );
+    }
+}
