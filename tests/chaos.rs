@@ -1447,14 +1447,19 @@ async fn compare(admin: &Client, namespaces: &[String]) -> (usize, usize, usize,
             }
         }
     }
-    let missing_keys: Vec<_> = expected
+    // Missing: no Remediation at all. A Resolved one while its cause is back is counted apart.
+    let missing_keys: Vec<_> = expected.iter().filter(|k| !all.contains_key(*k)).collect();
+    let resolved_keys: Vec<_> = expected
         .iter()
-        .filter(|k| !present.contains_key(*k))
+        .filter(|k| all.contains_key(*k) && !present.contains_key(*k))
         .collect();
-    if !missing_keys.is_empty() {
-        eprintln!("missing now: {missing_keys:?}");
+    if !missing_keys.is_empty() || !resolved_keys.is_empty() {
+        eprintln!(
+            "missing now: {missing_keys:?}; Resolved while the cause is present: {resolved_keys:?}"
+        );
     }
     let missing = missing_keys.len();
+    RESOLVED_BUT_PRESENT.store(resolved_keys.len(), std::sync::atomic::Ordering::Relaxed);
     let duplicates = all.values().filter(|n| **n > 1).count();
     (missing, duplicates, expected.len(), present.values().sum())
 }
