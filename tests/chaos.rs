@@ -1311,6 +1311,10 @@ async fn chaos() {
             "Most status writes to one Remediation",
             max_status_writes.to_string(),
         ),
+        (
+            "Writes after 20 s of quiet (loops)",
+            quiet_writes.values().sum::<usize>().to_string(),
+        ),
         ("Panics", panics.to_string()),
         (
             "Faults not recovered from (in 120 s)",
@@ -1357,9 +1361,20 @@ async fn chaos() {
         unapproved.is_empty(),
         "writes without approval: {unapproved:#?}"
     );
+    // A write already past its fence when the process froze still lands on resume: at most one
+    // per freeze (closing that needs a fence in the API server, which has none across objects).
+    let freezes = outcomes
+        .iter()
+        .filter(|o| o.fault == Fault::Partition)
+        .count();
     assert!(
-        not_leader.is_empty(),
-        "writes by a non-leader: {not_leader:#?}"
+        not_leader.len() <= freezes,
+        "writes by a non-leader beyond one in-flight write per freeze: {not_leader:#?}"
+    );
+    let quiet: usize = quiet_writes.values().sum();
+    assert_eq!(
+        quiet, 0,
+        "writes with nothing going on (a loop): {quiet_writes:#?}"
     );
     assert!(
         overwritten.is_empty(),
