@@ -529,6 +529,7 @@ async fn the_shop_end_to_end_approve_verify_roll_back() {
         &admin,
         "istio-system",
         std::sync::Arc::new(meshmedic::controller::stores::Changes::default()),
+        std::sync::Arc::new(meshmedic::controller::sync::SyncStates::default()),
     );
     for w in &watched {
         let _ = tokio::time::timeout(Duration::from_secs(20), w.store.wait_until_ready()).await;

@@ -3,6 +3,7 @@
 //! named by its finding code.
 
 pub mod app_servers;
+pub mod dependencies;
 pub mod explanations;
 pub mod idle_timeout_mismatch;
 pub mod listener_change_503;

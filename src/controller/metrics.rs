@@ -8,6 +8,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
+
+use super::sync::{Readiness, SyncStates};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -35,6 +37,16 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub code: String,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub findings: Family<FindingLabels, Gauge>,
@@ -45,6 +57,10 @@ pub struct Metrics {
     /// What happened to fixes: applied, verified, ineffective, mitigation, reverted,
     /// rolled_back, refused, failed.
     pub outcomes: Family<OutcomeLabels, Counter>,
+    /// 1 while a watched kind's store holds a complete list (set when scraped).
+    pub store_synced: Family<KindLabels, Gauge>,
+    /// Findings withheld because a kind they read has not synced, by code.
+    pub findings_withheld: Family<CodeLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -86,7 +102,21 @@ impl Default for Metrics {
             "1 while this replica holds the lease",
             leader.clone(),
         );
+        let store_synced = Family::<KindLabels, Gauge>::default();
+        let findings_withheld = Family::<CodeLabels, Gauge>::default();
+        registry.register(
+            "store_synced",
+            "1 while the store of a watched kind holds a complete list; 0 while its CRD is missing, access is forbidden or the API server is unreachable",
+            store_synced.clone(),
+        );
+        registry.register(
+            "findings_withheld",
+            "Findings withheld (neither proposed, applied nor resolved) because a kind they read has not synced",
+            findings_withheld.clone(),
+        );
         Metrics {
+            store_synced,
+            findings_withheld,
             registry,
             findings,
             remediations,
@@ -120,6 +150,8 @@ impl Metrics {
 pub struct Health {
     pub metrics: Arc<Metrics>,
     pub ready: AtomicBool,
+    /// Which watched kinds have synced.
+    pub sync: Arc<SyncStates>,
 }
 
 pub fn router(health: Arc<Health>) -> Router {
@@ -131,16 +163,35 @@ pub fn router(health: Arc<Health>) -> Router {
 }
 
 async fn metrics(State(h): State<Arc<Health>>) -> Result<String, StatusCode> {
+    for (kind, synced) in h.sync.states() {
+        h.metrics
+            .store_synced
+            .get_or_create(&KindLabels { kind })
+            .set(i64::from(synced));
+    }
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &h.metrics.registry)
         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
     Ok(text)
 }
 
-async fn readyz(State(h): State<Arc<Health>>) -> (StatusCode, &'static str) {
-    if h.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches are syncing")
+/// 503 until the core kinds first synced, and while one is not synced; 200 `degraded` (with
+/// the kinds) while only Istio kinds are missing: the rest of the analysis works.
+async fn readyz(State(h): State<Arc<Health>>) -> (StatusCode, String) {
+    let started = h.ready.load(Ordering::Relaxed);
+    match h.sync.readiness() {
+        Readiness::Ready if started => (StatusCode::OK, "ok".into()),
+        Readiness::Degraded(kinds) if started => (
+            StatusCode::OK,
+            format!(
+                "degraded: not synced: {}; findings that read them are withheld",
+                kinds.join(", ")
+            ),
+        ),
+        Readiness::NotReady(kinds) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not synced: {}", kinds.join(", ")),
+        ),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "caches are syncing".into()),
     }
 }

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod plan;
 pub mod restore;
 pub mod stores;
+pub mod sync;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -109,6 +110,10 @@ pub struct Context {
     pub remediations: Store<Remediation>,
     pub changes: Arc<stores::Changes>,
     pub metrics: Arc<Metrics>,
+    /// Which watched kinds have synced: findings reading one that has not are withheld.
+    pub sync: Arc<sync::SyncStates>,
+    /// Confirms the lease before writes (see [`sync::Fence`]).
+    pub fence: sync::Fence,
     pub recorder: Recorder,
     /// Data-plane evidence is fetched at most once a minute, however often events come: an
     /// unreachable Prometheus must not slow every pass.
@@ -231,12 +236,14 @@ pub async fn run_with(
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
+    let sync = Arc::new(sync::SyncStates::default());
     let health = Arc::new(Health {
         metrics: metrics.clone(),
         ready: false.into(),
+        sync: sync.clone(),
     });
     let changes = Arc::new(stores::Changes::default());
-    let watched = stores::start(&client, &args.root_namespace, changes.clone());
+    let watched = stores::start(&client, &args.root_namespace, changes.clone(), sync.clone());
     let remediations = watch_remediations(&client, changes.clone());
 
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
@@ -261,6 +268,14 @@ pub async fn run_with(
         remediations,
         changes,
         metrics,
+        sync,
+        fence: sync::Fence::new(
+            &client,
+            &args.lease_namespace,
+            &args.lease_name,
+            &args.identity,
+            Duration::from_secs(std::cmp::max(1, args.lease_duration / 3)),
+        ),
         recorder,
         evidence: tokio::sync::Mutex::new(None),
         latest: Default::default(),
@@ -317,6 +332,14 @@ pub async fn run_with(
         }
         // Let a burst of events settle into one pass.
         tokio::time::sleep(Duration::from_millis(50)).await;
+        // Fence: a replica that was frozen or cut off past its lease still believes it leads
+        // until its lease task notices; it must not write meanwhile (the chaos run caught one).
+        if !ctx.fence.holds(true).await {
+            tracing::info!("the lease is not (or no longer visibly) ours; skipping this pass");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            ctx.changes.notify.notify_one();
+            continue;
+        }
         let dirty = ctx.changes.take().await;
         let started = Instant::now();
         if let Err(e) = reconcile(&ctx, dirty).await {
@@ -441,13 +464,26 @@ pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
     for e in &report.errors {
         tracing::warn!(error = %e, "a fix could not be planned");
     }
+    // A partial view is not the truth: findings that read a kind not synced are withheld.
+    let withheld = sync::withheld(&ctx.sync.unsynced());
+    let told = sync::withheld(&ctx.sync.unsynced_for(sync::CONDITION_GRACE));
+    for code in crate::analysis::Code::ALL {
+        let n = report.findings.iter().filter(|f| f.code == code).count();
+        let n = if withheld.contains_key(&code) { n } else { 0 };
+        ctx.metrics
+            .findings_withheld
+            .get_or_create(&metrics::CodeLabels {
+                code: code.to_string(),
+            })
+            .set(n as i64);
+    }
     let existing = ctx.remediations.state();
     for ns in &scope {
         let mode = modes.get(ns).copied().unwrap_or(Mode::Off);
         let findings: Vec<_> = report
             .findings
             .iter()
-            .filter(|f| &f.namespace == ns)
+            .filter(|f| &f.namespace == ns && !withheld.contains_key(&f.code))
             .collect();
         for code in crate::analysis::Code::ALL {
             let n = findings.iter().filter(|f| f.code == code).count();
@@ -476,13 +512,23 @@ pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
         for e in errors {
             tracing::warn!(namespace = %ns, error = %e, "findings on one object could not be merged");
         }
-        let mine: BTreeMap<String, Remediation> = existing
+        // A Remediation that answers a withheld finding is left as it is (not resolved because
+        // a store is empty); it only gets a condition naming the missing kinds, below.
+        let (held, mine): (Vec<&Remediation>, Vec<&Remediation>) = existing
             .iter()
+            .map(|r| &**r)
             .filter(|r| r.namespace().as_deref() == Some(ns))
-            .map(|r| (r.name_any(), ctx.freshest((**r).clone())))
+            .partition(|r| withheld_kinds(&withheld, r).is_some());
+        let held_names: BTreeSet<String> = held.iter().map(|r| r.name_any()).collect();
+        let mine: BTreeMap<String, Remediation> = mine
+            .into_iter()
+            .map(|r| (r.name_any(), ctx.freshest(r.clone())))
             .collect();
-        let planned: BTreeMap<String, plan::Planned> =
-            planned.into_iter().map(|p| (p.name.clone(), p)).collect();
+        let planned: BTreeMap<String, plan::Planned> = planned
+            .into_iter()
+            .filter(|p| !held_names.contains(&p.name))
+            .map(|p| (p.name.clone(), p))
+            .collect();
         let gitops = |t: &crate::model::ObjectRef| {
             let raw = snapshot.raw_object(t)?;
             let map = |p: &str| -> BTreeMap<String, String> {
@@ -518,14 +564,52 @@ pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
                 rem.map(rem_view).as_ref(),
                 view,
             );
+            // A replica that lost its lease (frozen, partitioned) must not write: the Lease is
+            // read again before every write.
+            if !ctx.fence.holds(false).await {
+                return Err(Error::Other(
+                    "the lease is no longer ours; pass abandoned".into(),
+                ));
+            }
             if let Err(e) = execute(ctx, &api, ns, name, decision, plan, rem, &gitops).await {
                 ctx.metrics.api_error("remediation");
                 tracing::warn!(namespace = %ns, remediation = %name, error = %e, "writing a Remediation failed");
             }
         }
+        // Withheld Remediations say which kinds they wait for (and nothing else happens to
+        // them); the others drop a `Synced=False` they carried.
+        for rem in held.iter().copied().chain(mine.values()) {
+            let missing = match (
+                withheld_kinds(&withheld, rem).is_some(),
+                withheld_kinds(&told, rem),
+            ) {
+                (true, Some(missing)) => missing.as_slice(),
+                (true, None) => continue, // briefly: not worth a write
+                (false, _) => &[],
+            };
+            if !ctx.fence.holds(false).await {
+                return Err(Error::Other(
+                    "the lease is no longer ours; pass abandoned".into(),
+                ));
+            }
+            if let Err(e) = sync::write_condition(&api, rem, missing).await {
+                ctx.metrics.api_error("remediation");
+                tracing::warn!(namespace = %ns, error = %e, "writing a Remediation's Synced condition failed");
+            }
+        }
     }
     update_phase_gauge(ctx);
     Ok(())
+}
+
+/// The kinds a Remediation waits for, when any finding it answers is withheld.
+fn withheld_kinds<'a>(
+    withheld: &'a BTreeMap<crate::analysis::Code, Vec<String>>,
+    r: &Remediation,
+) -> Option<&'a Vec<String>> {
+    std::iter::once(r.spec.code)
+        .chain(r.spec.causes.iter().map(|c| c.code))
+        .find_map(|c| withheld.get(&c))
 }
 
 /// What the lifecycle reads from a Remediation.

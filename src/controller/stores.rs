@@ -13,6 +13,7 @@ use kube::{Client, ResourceExt};
 use serde_json::Value;
 use tokio::sync::{Mutex, Notify};
 
+use super::sync::SyncStates;
 use crate::error::Source;
 use crate::snapshot::{Snapshot, SnapshotBuilder, SnapshotOptions};
 
@@ -138,18 +139,31 @@ pub fn strip(obj: &mut DynamicObject) {
 
 /// Starts a watcher per kind (and one for ConfigMaps in the root namespace); every change marks
 /// its namespace dirty. Returns the stores; the watchers run until the process ends.
-pub fn start(client: &Client, root_namespace: &str, changes: Arc<Changes>) -> Vec<Watched> {
+/// Each watcher records in `sync` whether its kind has synced (see [`super::sync`]).
+pub fn start(
+    client: &Client,
+    root_namespace: &str,
+    changes: Arc<Changes>,
+    sync: Arc<SyncStates>,
+) -> Vec<Watched> {
     let mut watched = Vec::new();
     for (group, version, kind, plural, optional) in KINDS {
         let ar = api_resource(group, version, kind, plural);
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-        watched.push(spawn(api, ar, optional, root_namespace, changes.clone()));
+        watched.push(spawn(
+            api,
+            ar,
+            optional,
+            root_namespace,
+            changes.clone(),
+            sync.clone(),
+        ));
     }
     // Mesh config and injector values live in ConfigMaps of the root namespace only: meshmedic
     // reads no other ConfigMap (its RBAC grants none).
     let ar = api_resource("", "v1", "ConfigMap", "configmaps");
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), root_namespace, &ar);
-    watched.push(spawn(api, ar, true, root_namespace, changes));
+    watched.push(spawn(api, ar, true, root_namespace, changes, sync));
     watched
 }
 
@@ -159,6 +173,7 @@ fn spawn(
     optional: bool,
     root: &str,
     changes: Arc<Changes>,
+    sync: Arc<SyncStates>,
 ) -> Watched {
     let writer = reflector::store::Writer::new(ar.clone());
     let store = writer.as_reader();
@@ -169,28 +184,34 @@ fn spawn(
     // A Node's status is rewritten by its kubelet all the time; only a new kubelet version
     // changes the analysis (it changes the mesh profile, so every namespace).
     let mut kubelets: std::collections::HashMap<String, Option<Value>> = Default::default();
+    sync.register(&kind, optional);
+    let seed = kind
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
     let stream = watcher(api, watcher::Config::default().any_semantic())
-        .default_backoff()
+        .backoff(super::sync::RetryBackoff::new(seed))
         .modify(strip)
-        .reflect(writer)
-        .touched_objects();
+        .reflect(writer);
     tokio::spawn(async move {
-        let mut reported = false;
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(obj) => {
-                    if reported {
-                        tracing::info!(kind, "watching again");
-                        reported = false;
+                Ok(watcher::Event::Delete(obj)) if is_node => {
+                    if kubelets.remove(&obj.name_any()).is_some() {
+                        changes.mark(None, true).await;
                     }
-                    if is_node {
-                        let version = obj.data.pointer("/status/nodeInfo/kubeletVersion").cloned();
-                        if kubelets.insert(obj.name_any(), version.clone()) != Some(version) {
-                            changes.mark(None, true).await;
-                        }
-                        continue;
+                }
+                Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) if is_node => {
+                    let version = obj.data.pointer("/status/nodeInfo/kubeletVersion").cloned();
+                    if kubelets.insert(obj.name_any(), version.clone()) != Some(version) {
+                        changes.mark(None, true).await;
                     }
+                }
+                Ok(
+                    watcher::Event::Apply(obj)
+                    | watcher::Event::Delete(obj)
+                    | watcher::Event::InitApply(obj),
+                ) => {
                     let ns = if is_namespace {
                         Some(obj.name_any())
                     } else {
@@ -199,13 +220,31 @@ fn spawn(
                     let all = ns.as_deref() == Some(root.as_str()) && !is_namespace;
                     changes.mark(ns.as_deref(), all).await;
                 }
-                // A missing CRD (404) or a forbidden kind is reported once; the watcher keeps
-                // retrying with backoff and picks the kind up when it appears.
-                Err(e) if !reported => {
-                    tracing::warn!(kind, error = %e, "cannot watch; analysing without it until it can be watched");
-                    reported = true;
+                Ok(watcher::Event::Init) => {}
+                // A complete list: the store is the truth again; findings withheld for want
+                // of this kind are re-examined everywhere.
+                Ok(watcher::Event::InitDone) => {
+                    if sync.synced(&kind) {
+                        tracing::info!(kind, "synced");
+                        changes.mark(None, true).await;
+                    }
                 }
-                Err(_) => {}
+                // A missing CRD (404), a forbidden kind, the apiserver down, a watch too old
+                // (410): reported once; the watcher keeps retrying with backoff. Until it
+                // lists again, findings that read this kind are withheld (an empty or stale
+                // store is not "there is none").
+                Err(e) => {
+                    if sync.failed(&kind, &e.to_string()) {
+                        tracing::warn!(kind, error = %e, "cannot watch; withholding the findings that read it until it syncs");
+                        changes.mark(None, true).await;
+                        // Once it has been missing a while, the Remediations are told.
+                        let changes = changes.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(super::sync::CONDITION_GRACE).await;
+                            changes.mark(None, true).await;
+                        });
+                    }
+                }
             }
         }
     });
