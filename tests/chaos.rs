@@ -1427,9 +1427,12 @@ async fn compare(admin: &Client, namespaces: &[String]) -> (usize, usize, usize,
     };
     let scope: BTreeSet<String> = namespaces.iter().cloned().collect();
     let report = meshmedic::analysis::analyze_in(&snapshot, Some(scope));
+    // The operator proposes findings at or above the namespace's minimum severity (default
+    // warning; the chaos namespaces set none).
     let expected: BTreeSet<(String, String, String, String)> = report
         .findings
         .iter()
+        .filter(|f| f.severity >= meshmedic::analysis::Severity::Warning)
         .map(|f| {
             let t = &f.remediation.target;
             (
@@ -1450,15 +1453,25 @@ async fn compare(admin: &Client, namespaces: &[String]) -> (usize, usize, usize,
         for r in list.items {
             let s = &r.data["spec"];
             let t = &s["target"];
-            let key = (
-                s["code"].as_str().unwrap_or_default().to_string(),
-                t["kind"].as_str().unwrap_or_default().to_string(),
-                t["namespace"].as_str().unwrap_or_default().to_string(),
-                t["name"].as_str().unwrap_or_default().to_string(),
-            );
-            *all.entry(key.clone()).or_default() += 1;
-            if r.data["status"]["phase"] != "Resolved" {
-                *present.entry(key).or_default() += 1;
+            // One Remediation per target answers every cause that changes it.
+            let mut codes: BTreeSet<String> =
+                s["code"].as_str().map(str::to_string).into_iter().collect();
+            for c in s["causes"].as_array().into_iter().flatten() {
+                if let Some(code) = c["code"].as_str() {
+                    codes.insert(code.to_string());
+                }
+            }
+            for code in codes {
+                let key = (
+                    code,
+                    t["kind"].as_str().unwrap_or_default().to_string(),
+                    t["namespace"].as_str().unwrap_or_default().to_string(),
+                    t["name"].as_str().unwrap_or_default().to_string(),
+                );
+                *all.entry(key.clone()).or_default() += 1;
+                if r.data["status"]["phase"] != "Resolved" {
+                    *present.entry(key).or_default() += 1;
+                }
             }
         }
     }
