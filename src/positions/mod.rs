@@ -328,9 +328,24 @@ impl Locator {
 
     /// The location of a finding, when its object was read from a file.
     pub fn locate(&mut self, snapshot: &Snapshot, finding: &Finding) -> Option<Location> {
+        self.load(snapshot, finding);
+        self.locate_loaded(snapshot, finding)
+    }
+
+    /// Reads (once) the file a finding's object came from.
+    fn load(&mut self, snapshot: &Snapshot, finding: &Finding) {
+        if let Some((object, _)) = subject_of(snapshot, finding)
+            && let Some(source) = source_of(snapshot, &object)
+        {
+            self.file(&source.file);
+        }
+    }
+
+    /// [`Locator::locate`] once [`Locator::load`] has read the file: shared by threads.
+    fn locate_loaded(&self, snapshot: &Snapshot, finding: &Finding) -> Option<Location> {
         let (object, field) = subject_of(snapshot, finding)?;
         let source = source_of(snapshot, &object)?.clone();
-        let file = self.file(&source.file)?;
+        let file = self.files.get(&source.file)?.as_ref()?;
         let ((line, column), field_at) = match locate_in_file(file, &source, field.as_deref()) {
             Some(found) => found,
             // The document is there but its tree could not be had: its first line.
@@ -364,10 +379,35 @@ impl Locator {
 /// The locations of findings, in their order.
 pub fn locate(snapshot: &Snapshot, findings: &[Finding]) -> Vec<Option<Location>> {
     let mut locator = Locator::default();
-    findings
-        .iter()
-        .map(|f| locator.locate(snapshot, f))
-        .collect()
+    for f in findings {
+        locator.load(snapshot, f);
+    }
+    // Each finding re-parses its document (a small lossless tree): independent, so spread
+    // over the cores, in order.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    if threads < 2 || findings.len() < 64 {
+        return findings
+            .iter()
+            .map(|f| locator.locate_loaded(snapshot, f))
+            .collect();
+    }
+    let locator = &locator;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = findings
+            .chunks(findings.len().div_ceil(threads))
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|f| locator.locate_loaded(snapshot, f))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 #[cfg(test)]

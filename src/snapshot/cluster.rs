@@ -128,6 +128,7 @@ pub async fn read(
                         document: Document {
                             value,
                             lines: Default::default(),
+                            text: None,
                         },
                     });
                     count += 1;
@@ -214,7 +215,7 @@ mod tests {
             first_line: 1,
             document: Document {
                 value,
-                lines: Default::default(),
+                ..Default::default()
             },
         }
     }

@@ -73,11 +73,12 @@ impl Input {
     pub fn build(&mut self, options: SnapshotOptions) -> Result<(Snapshot, usize)> {
         let mut builder = SnapshotBuilder::new(options);
         let mut read = 0;
-        let objects = std::mem::take(&mut self.objects);
+        let mut objects = std::mem::take(&mut self.objects);
         // Every object (List items apart), with the document it came from.
         let mut entries = Vec::new();
-        for (i, obj) in objects.iter().enumerate() {
-            let value = obj.document.value.clone();
+        for (i, obj) in objects.iter_mut().enumerate() {
+            // Moved, not cloned: only the text (for an error's line) stays behind.
+            let value = std::mem::take(&mut obj.document.value);
             for (source, value, prefix) in flatten_lists(obj.source.clone(), value) {
                 entries.push((i, source, value, prefix));
             }
@@ -481,28 +482,52 @@ pub fn read_documents(
     file: &str,
     text: &str,
 ) -> Vec<std::result::Result<ObjectDocument, InvalidDocument>> {
-    let mut out = Vec::new();
-    for (document, (first_line, chunk)) in split_documents(text).into_iter().enumerate() {
-        if is_blank(&chunk) {
-            continue;
-        }
-        match yaml::parse_document(&chunk) {
-            Ok(doc) if doc.value.is_null() => {}
-            Ok(doc) => out.push(Ok(ObjectDocument {
-                source: Source::new(file, document),
-                first_line,
-                document: doc,
-            })),
-            Err(e) => out.push(Err(InvalidDocument {
-                file: file.to_string(),
-                document,
-                item: None,
-                line: first_line + e.line.max(1) - 1,
-                message: format!("not valid YAML: {}", e.message),
-            })),
-        }
+    let chunks: Vec<(usize, usize, String)> = split_documents(text)
+        .into_iter()
+        .enumerate()
+        .filter(|(_, (_, chunk))| !is_blank(chunk))
+        .map(|(document, (first_line, chunk))| (document, first_line, chunk))
+        .collect();
+    let read = |(document, first_line, chunk): (usize, usize, String)| match Document::lazy(chunk) {
+        Ok(doc) if doc.value.is_null() => None,
+        Ok(doc) => Some(Ok(ObjectDocument {
+            source: Source::new(file, document),
+            first_line,
+            document: doc,
+        })),
+        Err(e) => Some(Err(InvalidDocument {
+            file: file.to_string(),
+            document,
+            item: None,
+            line: first_line + e.line.max(1) - 1,
+            message: format!("not valid YAML: {}", e.message),
+        })),
+    };
+    // Documents are independent: a large file is parsed on every core, in order.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    if threads < 2 || chunks.len() < 64 {
+        return chunks.into_iter().filter_map(read).collect();
     }
-    out
+    let per = chunks.len().div_ceil(threads);
+    let mut parts: Vec<Vec<(usize, usize, String)>> = Vec::new();
+    let mut rest = chunks.into_iter();
+    loop {
+        let part: Vec<_> = rest.by_ref().take(per).collect();
+        if part.is_empty() {
+            break;
+        }
+        parts.push(part);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|part| scope.spawn(move || part.into_iter().filter_map(read).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 /// Splits a file into its YAML documents and parses each (JSON is YAML too); the first broken

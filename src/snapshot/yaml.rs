@@ -38,11 +38,31 @@ impl std::fmt::Display for YamlError {
 pub struct Document {
     pub value: Value,
     pub lines: HashMap<String, usize>,
+    /// The document's text, when `lines` were not recorded ([`Document::lazy`]): they are
+    /// computed again from it only if an error needs one.
+    pub text: Option<String>,
 }
 
 impl Document {
+    /// Reads a document without recording the lines of its fields; [`Document::line_of`] finds
+    /// them from the kept text when asked. Recording every field path costs more time and
+    /// memory than the value itself, and only an invalid field needs its line.
+    pub fn lazy(text: String) -> Result<Document, YamlError> {
+        let value = from_str(&text)?;
+        Ok(Document {
+            value,
+            lines: HashMap::new(),
+            text: Some(text),
+        })
+    }
+
     /// The line of a field path, or of its nearest ancestor that has one.
     pub fn line_of(&self, path: &str) -> Option<usize> {
+        if self.lines.is_empty()
+            && let Some(text) = &self.text
+        {
+            return parse_document(text).ok()?.line_of(path);
+        }
         let mut p = path;
         loop {
             if let Some(&l) = self.lines.get(p) {
@@ -56,11 +76,15 @@ impl Document {
 
 /// Reads the first document of `text` as kubectl would send it. Empty text is `null`.
 pub fn from_str(text: &str) -> Result<Value, YamlError> {
-    parse_document(text).map(|d| d.value)
+    match build_tree(text)? {
+        None => Ok(Value::Null),
+        Some(node) => to_json(node, &mut String::new(), None),
+    }
 }
 
 /// Reads the first document of `text` (kubectl reads one document per `---` chunk) with the
-/// line of every field.
+/// line of every field. [`from_str`] is the same without the lines (much less work and memory:
+/// the lines are only needed to place an error).
 pub fn parse_document(text: &str) -> Result<Document, YamlError> {
     let node = build_tree(text)?;
     let mut doc = Document::default();
@@ -68,7 +92,7 @@ pub fn parse_document(text: &str) -> Result<Document, YamlError> {
         None => Ok(doc),
         Some(node) => {
             let mut path = String::new();
-            doc.value = to_json(&node, &mut path, &mut doc.lines)?;
+            doc.value = to_json(node, &mut path, Some(&mut doc.lines))?;
             Ok(doc)
         }
     }
@@ -236,29 +260,38 @@ enum Scalar {
     UInt(u64),
     Float(f64),
     Str(String),
+    /// A string: the scalar's text unchanged (moved, not copied, into the value).
+    Same,
     Merge,
 }
 
 fn to_json(
-    node: &Node,
+    node: Node,
     path: &mut String,
-    lines: &mut HashMap<String, usize>,
+    mut lines: Option<&mut HashMap<String, usize>>,
 ) -> Result<Value, YamlError> {
-    lines.entry(path.clone()).or_insert(node.line());
+    if let Some(lines) = lines.as_deref_mut() {
+        lines.entry(path.clone()).or_insert(node.line());
+    }
     match node {
         Node::Scalar { .. } => scalar_value(node),
         Node::Seq(items, _) => {
             let mut out = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                let len = path.len();
-                path.push_str(&format!("[{i}]"));
-                out.push(to_json(item, path, lines)?);
-                path.truncate(len);
+            for (i, item) in items.into_iter().enumerate() {
+                if lines.is_some() {
+                    let len = path.len();
+                    use std::fmt::Write;
+                    let _ = write!(path, "[{i}]");
+                    out.push(to_json(item, path, lines.as_deref_mut())?);
+                    path.truncate(len);
+                } else {
+                    out.push(to_json(item, path, None)?);
+                }
             }
             Ok(Value::Array(out))
         }
-        Node::Map(..) => {
-            let mut out = Map::new();
+        Node::Map(ref pairs, _) => {
+            let mut out = Map::with_capacity(pairs.len());
             merge_into(node, &mut out, path, lines, true)?;
             Ok(Value::Object(out))
         }
@@ -268,68 +301,84 @@ fn to_json(
 /// Sets the keys of a mapping into `out` in order, as go-yaml v2 does (a later key replaces an
 /// earlier one; `<<` sets the merged mapping's keys where it stands).
 fn merge_into(
-    node: &Node,
+    node: Node,
     out: &mut Map<String, Value>,
     path: &mut String,
-    lines: &mut HashMap<String, usize>,
+    mut lines: Option<&mut HashMap<String, usize>>,
     record: bool,
 ) -> Result<(), YamlError> {
-    let Node::Map(pairs, _) = node else {
-        return Err(YamlError {
-            line: node.line(),
-            message: "map merge requires a mapping or a sequence of mappings".to_string(),
-        });
+    let pairs = match node {
+        Node::Map(pairs, _) => pairs,
+        other => {
+            return Err(YamlError {
+                line: other.line(),
+                message: "map merge requires a mapping or a sequence of mappings".to_string(),
+            });
+        }
     };
     for (k, v) in pairs {
-        if matches!(resolve_node(k)?, Scalar::Merge) {
-            match v {
-                Node::Seq(items, _) => {
-                    // Earlier mappings take precedence: set them last.
-                    for item in items.iter().rev() {
-                        merge_into(item, out, path, lines, false)?;
+        let key_line = k.line();
+        let key = match map_key(k)? {
+            None => {
+                match v {
+                    Node::Seq(items, _) => {
+                        // Earlier mappings take precedence: set them last.
+                        for item in items.into_iter().rev() {
+                            merge_into(item, out, path, None, false)?;
+                        }
                     }
+                    other => merge_into(other, out, path, None, false)?,
                 }
-                other => merge_into(other, out, path, lines, false)?,
+                continue;
             }
-            continue;
-        }
-        let key = key_string(k)?;
-        let len = path.len();
-        if !path.is_empty() {
-            path.push('.');
-        }
-        path.push_str(&key);
-        let value = if record {
-            // A field's line is its key's (a nested mapping starts on the next line).
-            lines.entry(path.clone()).or_insert(k.line());
-            to_json(v, path, lines)?
-        } else {
-            to_json(v, path, &mut HashMap::new())?
+            Some(key) => key,
         };
-        path.truncate(len);
+        let value = match lines.as_deref_mut() {
+            Some(lines) if record => {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(&key);
+                // A field's line is its key's (a nested mapping starts on the next line).
+                lines.entry(path.clone()).or_insert(key_line);
+                let value = to_json(v, path, Some(lines));
+                path.truncate(len);
+                value?
+            }
+            _ => to_json(v, path, None)?,
+        };
         out.insert(key, value);
     }
     Ok(())
 }
 
-/// A map key as sigs.k8s.io/yaml turns it into a JSON key.
-fn key_string(node: &Node) -> Result<String, YamlError> {
+/// A mapping key as sigs.k8s.io/yaml turns it into a JSON key; `None` for the merge key `<<`.
+fn map_key(node: Node) -> Result<Option<String>, YamlError> {
     let bad = |what: &str| YamlError {
         line: node.line(),
         message: format!("{what} cannot be a map key (kubectl rejects it)"),
     };
-    match node {
-        Node::Seq(..) | Node::Map(..) => Err(bad("a sequence or mapping")),
-        Node::Scalar { value, .. } => Ok(match resolve_node(node)? {
-            Scalar::Null => return Err(bad("null")),
-            Scalar::UInt(_) => return Err(bad(&format!("the integer {value}"))),
-            Scalar::Bool(b) => b.to_string(),
-            Scalar::Int(i) => i.to_string(),
-            Scalar::Float(f) => float_key(f),
-            Scalar::Str(s) => s,
-            Scalar::Merge => "<<".to_string(),
-        }),
-    }
+    let text = match &node {
+        Node::Seq(..) | Node::Map(..) => {
+            // go-yaml resolves a collection key to nothing special: not a merge.
+            return Err(bad("a sequence or mapping"));
+        }
+        Node::Scalar { value, .. } => value,
+    };
+    Ok(Some(match resolve_node(&node)? {
+        Scalar::Merge => return Ok(None),
+        Scalar::Null => return Err(bad("null")),
+        Scalar::UInt(_) => return Err(bad(&format!("the integer {text}"))),
+        Scalar::Bool(b) => b.to_string(),
+        Scalar::Int(i) => i.to_string(),
+        Scalar::Float(f) => float_key(f),
+        Scalar::Str(s) => s,
+        Scalar::Same => match node {
+            Node::Scalar { value, .. } => value,
+            _ => String::new(),
+        },
+    }))
 }
 
 /// Go's `strconv.FormatFloat(f, 'g', -1, 32)` for the float keys sigs.k8s.io/yaml converts.
@@ -365,9 +414,9 @@ fn float_key(f: f64) -> String {
     }
 }
 
-fn scalar_value(node: &Node) -> Result<Value, YamlError> {
+fn scalar_value(node: Node) -> Result<Value, YamlError> {
     let line = node.line();
-    Ok(match resolve_node(node)? {
+    Ok(match resolve_node(&node)? {
         Scalar::Null => Value::Null,
         Scalar::Bool(b) => Value::Bool(b),
         Scalar::Int(i) => Value::Number(i.into()),
@@ -377,6 +426,10 @@ fn scalar_value(node: &Node) -> Result<Value, YamlError> {
             message: format!("{f} is not a JSON number (kubectl rejects .inf and .nan)"),
         })?,
         Scalar::Str(s) => Value::String(s),
+        Scalar::Same => match node {
+            Node::Scalar { value, .. } => Value::String(value),
+            _ => Value::String(String::new()),
+        },
         Scalar::Merge => Value::String("<<".to_string()),
     })
 }
@@ -409,8 +462,7 @@ fn resolve_node(node: &Node) -> Result<Scalar, YamlError> {
     };
     match tag.as_deref() {
         None if *plain => Ok(resolve_plain(value)),
-        None => Ok(Scalar::Str(value.clone())),
-        Some("!!str") => Ok(Scalar::Str(value.clone())),
+        None | Some("!!str") => Ok(Scalar::Same),
         Some("!!binary") => Ok(Scalar::Str(decode_base64(value).ok_or_else(|| {
             YamlError {
                 line: *line,
@@ -432,7 +484,7 @@ fn resolve_node(node: &Node) -> Result<Scalar, YamlError> {
             other => Err(mismatch("!!float", &other)),
         },
         // Unknown and application tags leave the scalar's text.
-        Some(_) => Ok(Scalar::Str(value.clone())),
+        Some(_) => Ok(Scalar::Same),
     }
 }
 
@@ -442,7 +494,7 @@ fn scalar_tag(s: &Scalar) -> &'static str {
         Scalar::Bool(_) => "!!bool",
         Scalar::Int(_) | Scalar::UInt(_) => "!!int",
         Scalar::Float(_) => "!!float",
-        Scalar::Str(_) => "!!str",
+        Scalar::Str(_) | Scalar::Same => "!!str",
         Scalar::Merge => "!!merge",
     }
 }
@@ -465,8 +517,12 @@ fn resolve_plain(s: &str) -> Scalar {
         "<<" => return Scalar::Merge,
         _ => {}
     }
+    let first = s.as_bytes()[0];
+    if !matches!(first, b'.' | b'0'..=b'9' | b'+' | b'-') {
+        return Scalar::Same;
+    }
     let plain: String = s.chars().filter(|&c| c != '_').collect();
-    match s.as_bytes()[0] {
+    match first {
         b'.' => {
             // Here Go's ParseFloat sees the underscores: each must sit between two digits.
             if underscores_between_digits(s)
@@ -491,7 +547,7 @@ fn resolve_plain(s: &str) -> Scalar {
         }
         _ => {}
     }
-    Scalar::Str(s.to_string())
+    Scalar::Same
 }
 
 fn underscores_between_digits(s: &str) -> bool {
