@@ -697,6 +697,32 @@ async fn retry_later(ctx: &Context, ns: &str) -> Result<()> {
     Ok(())
 }
 
+/// Records an apply or rollback outcome in the Remediation's status; `None` when another replica
+/// is writing the target (decided again later).
+async fn record_outcome(
+    ctx: &Context,
+    api: &Api<Remediation>,
+    ns: &str,
+    name: &str,
+    r: &Remediation,
+    outcome: &apply::Outcome,
+) -> Result<Option<Remediation>> {
+    if outcome.reason == apply::BUSY {
+        ctx.changes.mark(Some(ns), false).await;
+        return Ok(None);
+    }
+    let status = apply::with_phase(
+        r,
+        outcome.status.clone(),
+        outcome.phase,
+        outcome.reason,
+        &outcome.message,
+    );
+    let updated = apply::record_status(api, name, &status).await?;
+    ctx.remember(updated.clone());
+    Ok(Some(updated))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn execute(
     ctx: &Context,
@@ -743,19 +769,9 @@ async fn execute(
             let Some(r) = rem else { return Ok(()) };
             let outcome =
                 apply::apply_fix(&ctx.client, api, r, &ctx.metrics, &ctx.args.identity).await;
-            if outcome.reason == apply::BUSY {
-                ctx.changes.mark(Some(ns), false).await;
+            let Some(updated) = record_outcome(ctx, api, ns, name, r, &outcome).await? else {
                 return Ok(());
-            }
-            let status = apply::with_phase(
-                r,
-                outcome.status,
-                outcome.phase,
-                outcome.reason,
-                &outcome.message,
-            );
-            let updated = apply::record_status(api, name, &status).await?;
-            ctx.remember(updated.clone());
+            };
             let wrote = outcome.wrote.is_some();
             if let Some(rv) = outcome.wrote {
                 ctx.set_pending(r.spec.target.to_string(), rv_number(Some(&rv)));
@@ -785,19 +801,9 @@ async fn execute(
             let Some(r) = rem else { return Ok(()) };
             let outcome =
                 apply::rollback_fix(&ctx.client, api, r, &ctx.metrics, &ctx.args.identity).await;
-            if outcome.reason == apply::BUSY {
-                ctx.changes.mark(Some(ns), false).await;
+            let Some(updated) = record_outcome(ctx, api, ns, name, r, &outcome).await? else {
                 return Ok(());
-            }
-            let status = apply::with_phase(
-                r,
-                outcome.status,
-                outcome.phase,
-                outcome.reason,
-                &outcome.message,
-            );
-            let updated = apply::record_status(api, name, &status).await?;
-            ctx.remember(updated.clone());
+            };
             let ok = outcome.phase == Phase::RolledBack;
             if ok {
                 ctx.set_pending(
