@@ -17,14 +17,14 @@ use crate::remediation::{Action, apply, plan_patch};
 use crate::snapshot::cluster::{self, Connection, Scope};
 use crate::snapshot::load::{Input, parse_documents, read_paths};
 use crate::snapshot::profile::ProfileFile;
-use crate::snapshot::{Snapshot, SnapshotOptions, yaml};
+use crate::snapshot::{Snapshot, yaml};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Output {
     Table,
     Json,
     Yaml,
-    /// SARIF 2.1.0, for code scanning (see `cli::sarif`).
+    /// SARIF 2.1.0, for code scanning.
     Sarif,
 }
 
@@ -39,33 +39,11 @@ pub struct AnalyzeArgs {
     /// resources, ready for `kubectl apply -f -`; sarif: SARIF 2.1.0 for code scanning.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
-    /// Istio mesh config (the `mesh` key of the `istio` ConfigMap, or the ConfigMap itself);
-    /// wins over a ConfigMap among the manifests.
-    #[arg(long, value_name = "FILE")]
-    pub mesh_config: Option<PathBuf>,
+    #[command(flatten)]
+    pub mesh: super::mesh_args::MeshArgs,
     /// Exit 1 when a finding at or above this severity exists.
     #[arg(long, value_enum, value_name = "SEVERITY")]
     pub fail_on: Option<Severity>,
-    /// Istio version whose defaults apply (e.g. 1.23); default: the istiod image's tag in the
-    /// input, else the newest known.
-    #[arg(long, value_name = "VERSION")]
-    pub istio_version: Option<String>,
-    /// The oldest kubelet's version (e.g. 1.32): with Istio ≥ 1.27 it decides whether sidecars
-    /// are native. Default: the oldest Node in the input, else 1.34.
-    #[arg(long, value_name = "VERSION")]
-    pub kubernetes_version: Option<String>,
-    /// A mesh profile file (YAML: istioVersion, kubernetesVersion, nativeSidecars,
-    /// enableNamespacesByDefault, holdApplicationUntilProxyStarts, rewriteAppHTTPProbe,
-    /// assumeInjected); wins over the input, loses to the flags.
-    #[arg(long, value_name = "FILE")]
-    pub profile: Option<PathBuf>,
-    /// Treat namespaces that have no Namespace object in the input as `istio-injection=enabled`
-    /// (a repository of Deployments whose namespaces are labelled elsewhere).
-    #[arg(long)]
-    pub assume_injected: bool,
-    /// The cluster's DNS domain.
-    #[arg(long, default_value = "cluster.local")]
-    pub cluster_domain: String,
     /// Exit 2 when any document cannot be read (by default it is reported and the rest is
     /// analysed; exit 2 only when nothing could be read).
     #[arg(long)]
@@ -105,20 +83,7 @@ pub fn run(args: AnalyzeArgs) -> ExitCode {
 }
 
 fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
-    let mesh_config = args
-        .mesh_config
-        .as_ref()
-        .map(read_mesh_config)
-        .transpose()?;
-    let profile = args.profile.as_ref().map(read_profile).transpose()?;
-    let options = SnapshotOptions {
-        cluster_domain: args.cluster_domain.clone(),
-        istio_version: args.istio_version.clone(),
-        mesh_config,
-        kubernetes_version: args.kubernetes_version.clone(),
-        assume_injected: args.assume_injected,
-        profile,
-    };
+    let options = args.mesh.options()?;
     let (mut input, scope) = if args.cluster {
         read_cluster(args)?
     } else {

@@ -13,8 +13,8 @@ use crate::model::ObjectRef;
 use crate::positions::edit::{ObjectPatch, edit_text};
 use crate::positions::{self, Locator};
 use crate::remediation::{Action, plan_patch};
+use crate::snapshot::Snapshot;
 use crate::snapshot::load::{parse_documents, read_paths};
-use crate::snapshot::{Snapshot, SnapshotOptions};
 
 #[derive(clap::Args, Debug)]
 pub struct FixArgs {
@@ -36,24 +36,8 @@ pub struct FixArgs {
     /// workload or Service the finding is about.
     #[arg(long, value_name = "FILE")]
     pub new_objects: Option<PathBuf>,
-    /// Istio mesh config, as for `analyze`.
-    #[arg(long, value_name = "FILE")]
-    pub mesh_config: Option<PathBuf>,
-    /// Istio version whose defaults apply, as for `analyze`.
-    #[arg(long, value_name = "VERSION")]
-    pub istio_version: Option<String>,
-    /// The cluster's DNS domain.
-    #[arg(long, default_value = "cluster.local")]
-    pub cluster_domain: String,
-    /// The oldest kubelet's version, as for `analyze`.
-    #[arg(long, value_name = "VERSION")]
-    pub kubernetes_version: Option<String>,
-    /// A mesh profile file, as for `analyze`.
-    #[arg(long, value_name = "FILE")]
-    pub profile: Option<PathBuf>,
-    /// Treat namespaces absent from the input as injected, as for `analyze`.
-    #[arg(long)]
-    pub assume_injected: bool,
+    #[command(flatten)]
+    pub mesh: super::mesh_args::MeshArgs,
 }
 
 pub fn run(args: FixArgs) -> ExitCode {
@@ -118,24 +102,7 @@ impl Selection {
 }
 
 fn run_inner(args: &FixArgs) -> Result<ExitCode> {
-    let mesh_config = args
-        .mesh_config
-        .as_ref()
-        .map(super::analyze::read_mesh_config)
-        .transpose()?;
-    let profile = args
-        .profile
-        .as_ref()
-        .map(super::analyze::read_profile)
-        .transpose()?;
-    let options = SnapshotOptions {
-        cluster_domain: args.cluster_domain.clone(),
-        istio_version: args.istio_version.clone(),
-        mesh_config,
-        kubernetes_version: args.kubernetes_version.clone(),
-        assume_injected: args.assume_injected,
-        profile,
-    };
+    let options = args.mesh.options()?;
     if args.paths.iter().any(|p| p.as_os_str() == "-") {
         return Err(Error::InvalidArgument {
             flag: "PATHS".to_string(),

@@ -11,6 +11,7 @@ pub mod explain;
 pub mod fix;
 pub mod kube_args;
 pub mod logs;
+pub mod mesh_args;
 pub mod rollback;
 pub mod sarif;
 
