@@ -175,7 +175,7 @@ fn spawn(
     changes: Arc<Changes>,
     sync: Arc<SyncStates>,
 ) -> Watched {
-    let writer = reflector::store::Writer::new(ar.clone());
+    let mut writer = reflector::store::Writer::new(ar.clone());
     let store = writer.as_reader();
     let kind = ar.kind.clone();
     let root = root.to_string();
@@ -188,64 +188,80 @@ fn spawn(
     let seed = kind
         .bytes()
         .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-    let stream = watcher(api, watcher::Config::default().any_semantic())
-        .backoff(super::sync::RetryBackoff::new(seed))
-        .modify(strip)
-        .reflect(writer);
     tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(watcher::Event::Delete(obj)) if is_node => {
-                    if kubelets.remove(&obj.name_any()).is_some() {
-                        changes.mark(None, true).await;
-                    }
+        let mut delay = std::time::Duration::from_millis(200);
+        loop {
+            // A fresh watcher lists first, so the kind is synced again only after a complete
+            // list (its InitDone); the store is kept across restarts and swapped on InitDone.
+            let stream = watcher(api.clone(), watcher::Config::default().any_semantic())
+                .backoff(super::sync::RetryBackoff::new(seed))
+                .modify(strip);
+            futures::pin_mut!(stream);
+            while let Some(event) = stream.next().await {
+                if let Ok(event) = &event {
+                    writer.apply_watcher_event(event);
                 }
-                Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) if is_node => {
-                    let version = obj.data.pointer("/status/nodeInfo/kubeletVersion").cloned();
-                    if kubelets.insert(obj.name_any(), version.clone()) != Some(version) {
-                        changes.mark(None, true).await;
-                    }
-                }
-                Ok(
-                    watcher::Event::Apply(obj)
-                    | watcher::Event::Delete(obj)
-                    | watcher::Event::InitApply(obj),
-                ) => {
-                    let ns = if is_namespace {
-                        Some(obj.name_any())
-                    } else {
-                        obj.namespace()
-                    };
-                    let all = ns.as_deref() == Some(root.as_str()) && !is_namespace;
-                    changes.mark(ns.as_deref(), all).await;
-                }
-                Ok(watcher::Event::Init) => {}
-                // A complete list: the store is the truth again; findings withheld for want
-                // of this kind are re-examined everywhere.
-                Ok(watcher::Event::InitDone) => {
-                    if sync.synced(&kind) {
-                        tracing::info!(kind, "synced");
-                        changes.mark(None, true).await;
-                    }
-                }
-                // A missing CRD (404), a forbidden kind, the apiserver down, a watch too old
-                // (410): reported once; the watcher keeps retrying with backoff. Until it
-                // lists again, findings that read this kind are withheld (an empty or stale
-                // store is not "there is none").
-                Err(e) => {
-                    if sync.failed(&kind, &e.to_string()) {
-                        tracing::warn!(kind, error = %e, "cannot watch; withholding the findings that read it until it syncs");
-                        changes.mark(None, true).await;
-                        // Once it has been missing a while, the Remediations are told.
-                        let changes = changes.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(super::sync::CONDITION_GRACE).await;
+                match event {
+                    Ok(watcher::Event::Delete(obj)) if is_node => {
+                        if kubelets.remove(&obj.name_any()).is_some() {
                             changes.mark(None, true).await;
-                        });
+                        }
+                    }
+                    Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) if is_node => {
+                        let version = obj.data.pointer("/status/nodeInfo/kubeletVersion").cloned();
+                        if kubelets.insert(obj.name_any(), version.clone()) != Some(version) {
+                            changes.mark(None, true).await;
+                        }
+                    }
+                    Ok(
+                        watcher::Event::Apply(obj)
+                        | watcher::Event::Delete(obj)
+                        | watcher::Event::InitApply(obj),
+                    ) => {
+                        let ns = if is_namespace {
+                            Some(obj.name_any())
+                        } else {
+                            obj.namespace()
+                        };
+                        let all = ns.as_deref() == Some(root.as_str()) && !is_namespace;
+                        changes.mark(ns.as_deref(), all).await;
+                    }
+                    Ok(watcher::Event::Init) => {}
+                    // A complete list: the store is the truth again; findings withheld for want
+                    // of this kind are re-examined everywhere.
+                    Ok(watcher::Event::InitDone) => {
+                        delay = std::time::Duration::from_millis(200);
+                        if sync.synced(&kind) {
+                            tracing::info!(kind, "synced");
+                            changes.mark(None, true).await;
+                        }
+                    }
+                    // A watch connection that drops mid-stream (the API server ends watches
+                    // every few minutes, proxies cut idle ones) is routine: the watcher resumes
+                    // from its resourceVersion and the store stays complete.
+                    Err(watcher::Error::WatchFailed(e)) => {
+                        tracing::debug!(kind, error = %e, "watch interrupted; resuming");
+                    }
+                    // A missing CRD (404), a forbidden kind, the API server down, a watch too
+                    // old (410): reported once. Until a fresh list completes, findings that read
+                    // this kind are withheld (an empty or stale store is not "there is none").
+                    Err(e) => {
+                        if sync.failed(&kind, &e.to_string()) {
+                            tracing::warn!(kind, error = %e, "cannot watch; withholding the findings that read it until it syncs");
+                            changes.mark(None, true).await;
+                            // Once it has been missing a while, the Remediations are told.
+                            let changes = changes.clone();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(super::sync::CONDITION_GRACE).await;
+                                changes.mark(None, true).await;
+                            });
+                        }
+                        break;
                     }
                 }
             }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(std::time::Duration::from_secs(5));
         }
     });
     Watched {
