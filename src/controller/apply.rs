@@ -52,6 +52,28 @@ pub struct Outcome {
     pub wrote: Option<String>,
 }
 
+/// Counts the attempt and claims the target for this replica in the Remediation's status, in one
+/// optimistic update, so two replicas never write one target: `Ok(false)` when another writer
+/// holds it or the Remediation changed since the decision was made.
+async fn claim_target(
+    api: &Api<Remediation>,
+    rem: &Remediation,
+    status: &mut RemediationStatus,
+    identity: &str,
+) -> Result<bool, kube::Error> {
+    status.write_attempts += 1;
+    if writing(rem).is_some() {
+        return Ok(false);
+    }
+    status.writer = Some(identity.to_string());
+    status.writer_since = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+    match claim(api, rem, status).await {
+        Ok(_) => Ok(true),
+        Err(e) if is_conflict(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 fn is_conflict(e: &kube::Error) -> bool {
     // A failed `test` operation is 422 (Invalid) on JSON patch; 409 is a write conflict.
     matches!(e, kube::Error::Api(s) if s.code == 422 || s.code == 409)
@@ -128,15 +150,9 @@ pub async fn apply_fix(
             spec: live.as_ref().map(spec_of).unwrap_or_else(|| json!({})),
         });
     }
-    status.write_attempts += 1;
-    if writing(rem).is_some() {
-        return busy(status);
-    }
-    status.writer = Some(identity.to_string());
-    status.writer_since = Some(Time(k8s_openapi::jiff::Timestamp::now()));
-    match claim(api, rem, &status).await {
-        Ok(_) => {}
-        Err(e) if is_conflict(&e) => return busy(status),
+    match claim_target(api, rem, &mut status, identity).await {
+        Ok(true) => {}
+        Ok(false) => return busy(status),
         Err(e) => {
             metrics.api_error("record_original");
             return fail(
@@ -348,15 +364,9 @@ pub async fn rollback_fix(
             "meshmedic has not written this target".into(),
         );
     };
-    status.write_attempts += 1;
-    if writing(rem).is_some() {
-        return busy(status);
-    }
-    status.writer = Some(identity.to_string());
-    status.writer_since = Some(Time(k8s_openapi::jiff::Timestamp::now()));
-    match claim(api, rem, &status).await {
-        Ok(_) => {}
-        Err(e) if is_conflict(&e) => return busy(status),
+    match claim_target(api, rem, &mut status, identity).await {
+        Ok(true) => {}
+        Ok(false) => return busy(status),
         Err(e) => {
             metrics.api_error("claim");
             return refuse(
