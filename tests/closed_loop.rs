@@ -212,6 +212,8 @@ async fn a_human_revert_becomes_a_new_proposal_never_a_silent_re_apply() {
         })
         .await;
         assert_eq!(reason(&r, "Ready").as_deref(), Some("Reverted"), "{ns}");
+        // The earlier verification no longer holds: not a stale Verified=True.
+        assert_eq!(reason(&r, "Verified").as_deref(), Some("Reverted"), "{ns}");
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(
             api.get("catalog")

@@ -507,3 +507,87 @@ async fn observed_503s_from_prometheus_or_sidecars_become_evidence() {
     .await;
     operator.stop();
 }
+
+#[tokio::test]
+async fn a_meaningless_annotation_is_told_once_with_an_event_and_the_safe_reading_applies() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::api::events::v1::Event;
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+    let ns = shop(&admin, "bad-annotations", Some("sometimes!")).await;
+    Api::<Namespace>::all(admin.clone())
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"meshmedic.io/min-severity": "loud"}}}),
+            ),
+        )
+        .await
+        .expect("annotated");
+    let operator = Replica::start(
+        cp.meshmedic_config(),
+        "lease-bad-annotations",
+        "replica-bad",
+    );
+
+    let events: Api<Event> = Api::namespaced(admin.clone(), &ns);
+    let told = |evs: &[Event], key: &str| {
+        evs.iter()
+            .filter(|e| {
+                e.reason.as_deref() == Some("InvalidAnnotation")
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Namespace")
+                    && e.note.as_deref().is_some_and(|n| n.contains(key))
+            })
+            .count()
+    };
+    eventually(
+        Duration::from_secs(30),
+        "an Event for each annotation",
+        || async {
+            let evs = events.list(&Default::default()).await.ok()?.items;
+            (told(&evs, "meshmedic.io/mode") == 1 && told(&evs, "meshmedic.io/min-severity") == 1)
+                .then_some(())
+        },
+    )
+    .await;
+    // Mode off is the safe reading: nothing proposed. Later passes (touch the namespace's
+    // objects) tell nothing again.
+    for i in 0..3 {
+        Api::<Namespace>::all(admin.clone())
+            .patch(
+                &ns,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"touched": i.to_string()}}})),
+            )
+            .await
+            .expect("touched");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let evs = events
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items;
+    assert_eq!(told(&evs, "meshmedic.io/mode"), 1);
+    assert!(remediations(&admin, &ns).await.is_empty());
+
+    // Corrected: the namespace is analysed as asked.
+    Api::<Namespace>::all(admin.clone())
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"meshmedic.io/mode": "propose"}}})),
+        )
+        .await
+        .expect("corrected");
+    eventually(
+        Duration::from_secs(30),
+        "Remediations once corrected",
+        || async { (!remediations(&admin, &ns).await.is_empty()).then_some(()) },
+    )
+    .await;
+    operator.stop();
+}

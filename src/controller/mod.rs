@@ -24,8 +24,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::Api;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -124,6 +125,9 @@ pub struct Context {
     /// Targets meshmedic wrote whose write the watch has not shown yet (key, resourceVersion
     /// after the write, when): the lifecycle waits for them instead of judging a stale view.
     pub pending: std::sync::Mutex<BTreeMap<String, (Option<u64>, Instant)>>,
+    /// Meaningless annotation values already told with an Event (namespace, annotation, value):
+    /// told once per value, not on every pass.
+    pub told: std::sync::Mutex<BTreeSet<(String, String, String)>>,
 }
 
 /// How long a write may take to reach the watch before the view is trusted again.
@@ -280,6 +284,7 @@ pub async fn run_with(
         evidence: tokio::sync::Mutex::new(None),
         latest: Default::default(),
         pending: Default::default(),
+        told: Default::default(),
     });
 
     // Ready once the core kinds (and Remediations) have synced; Istio kinds may be absent.
@@ -407,6 +412,43 @@ fn modes(snapshot: &Snapshot) -> BTreeMap<String, Mode> {
         .collect()
 }
 
+/// A Warning Event on each Namespace whose meshmedic annotation means nothing (once per value):
+/// the operator then does the safe thing (mode off, minimum severity warning), and says so.
+async fn tell_annotation_problems(ctx: &Context, snapshot: &Snapshot) {
+    let mut to_tell = Vec::new();
+    if let Ok(mut told) = ctx.told.lock() {
+        for (ns, meta) in &snapshot.namespaces {
+            for (key, value, message) in plan::namespace_annotation_problems(&meta.annotations) {
+                if told.insert((ns.clone(), key.to_string(), value)) {
+                    to_tell.push((ns.clone(), key, message));
+                }
+            }
+        }
+    }
+    for (ns, key, message) in to_tell {
+        tracing::warn!(namespace = %ns, "{message}");
+        let ev = Event {
+            type_: EventType::Warning,
+            reason: "InvalidAnnotation".into(),
+            note: Some(message),
+            // One series per annotation: the recorder folds events with the same action.
+            action: format!("Read {key}"),
+            secondary: None,
+        };
+        let reference = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Namespace".into()),
+            name: Some(ns.clone()),
+            // Recorded in the namespace itself, where its users look (`kubectl get events -n`).
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        };
+        if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
+            tracing::debug!(error = %e, "event not recorded");
+        }
+    }
+}
+
 /// One pass: re-analyse the touched namespaces and sync their Remediations.
 pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
     let options = SnapshotOptions {
@@ -417,6 +459,7 @@ pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
     };
     let snapshot = stores::snapshot(&ctx.watched, options)?;
     let modes = modes(&snapshot);
+    tell_annotation_problems(ctx, &snapshot).await;
     let opted_in = |ns: &str| modes.get(ns).is_some_and(|m| *m != Mode::Off);
     let scope: BTreeSet<String> = if dirty.all {
         modes.keys().filter(|ns| opted_in(ns)).cloned().collect()
@@ -906,6 +949,18 @@ async fn execute(
                     } else {
                         "mitigation"
                     });
+                }
+                // The write that was verified is undone: the condition says so instead of
+                // standing as a stale True.
+                Reason::Reverted if status.conditions.iter().any(|c| c.type_ == "Verified") => {
+                    apply::set_condition(
+                        &mut status,
+                        generation,
+                        "Verified",
+                        false,
+                        "Reverted",
+                        &message,
+                    );
                 }
                 Reason::WriteLimit | Reason::TargetChanged => ctx.metrics.outcome("refused"),
                 _ => {}

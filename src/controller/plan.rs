@@ -64,6 +64,42 @@ pub fn target_name(target: &ObjectRef) -> String {
     format!("{}-{hash:08x}", readable.trim_end_matches('-'))
 }
 
+/// The meshmedic annotations on a Namespace whose value means nothing, as (annotation, value,
+/// what meshmedic does instead). They are not errors that stop anything (the safe reading
+/// applies), but a person who wrote them meant something: the operator tells them with an Event.
+pub fn namespace_annotation_problems(
+    annotations: &BTreeMap<String, String>,
+) -> Vec<(&'static str, String, String)> {
+    let mut problems = Vec::new();
+    if let Some(v) = annotations.get(crate::model::keys::MODE)
+        && !matches!(v.trim(), "off" | "propose" | "apply")
+    {
+        problems.push((
+            crate::model::keys::MODE,
+            v.clone(),
+            format!(
+                "annotation {}: {v:?} is not one of off, propose, apply; the namespace is off (nothing is proposed or written)",
+                crate::model::keys::MODE
+            ),
+        ));
+    }
+    if let Some(v) = annotations.get(MIN_SEVERITY)
+        && !matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "info" | "warning" | "error"
+        )
+    {
+        problems.push((
+            MIN_SEVERITY,
+            v.clone(),
+            format!(
+                "annotation {MIN_SEVERITY}: {v:?} is not one of info, warning, error; warning applies"
+            ),
+        ));
+    }
+    problems
+}
+
 /// Namespace annotation: the least severe finding that gets a Remediation.
 pub const MIN_SEVERITY: &str = "meshmedic.io/min-severity";
 

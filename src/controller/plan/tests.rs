@@ -138,3 +138,31 @@ fn a_change_is_described_by_what_changed() {
     assert!(said.contains("resource at /spec/extra"), "{said}");
     assert!(said.contains(new["planDigest"].as_str().unwrap()), "{said}");
 }
+
+#[test]
+fn meaningless_namespace_annotations_are_named_with_what_applies_instead() {
+    let ann = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let fine = ann(&[
+        ("meshmedic.io/mode", " propose"),
+        ("meshmedic.io/min-severity", "Error"),
+    ]);
+    assert!(namespace_annotation_problems(&fine).is_empty());
+    let bad = ann(&[
+        ("meshmedic.io/mode", "sometimes!"),
+        ("meshmedic.io/min-severity", "loud"),
+    ]);
+    let problems = namespace_annotation_problems(&bad);
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert_eq!(problems[0].0, "meshmedic.io/mode");
+    assert!(problems[0].2.contains("\"sometimes!\"") && problems[0].2.contains("is off"));
+    assert_eq!(problems[1].0, "meshmedic.io/min-severity");
+    assert!(problems[1].2.contains("warning applies"));
+    // What the operator does matches what it says.
+    assert_eq!(Mode::from_annotation(Some("sometimes!")), Mode::Off);
+    assert_eq!(min_severity(Some("loud")), Severity::Warning);
+}
