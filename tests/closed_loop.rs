@@ -749,3 +749,69 @@ async fn apply_mode_re_applications_are_counted_capped_and_rolled_back_write_by_
     }
     operator.stop();
 }
+
+#[tokio::test]
+async fn an_approval_never_overwrites_a_change_made_after_the_plan() {
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+    let ns = shop(&admin, "loop-same-field", Some("propose")).await;
+    let operator = Replica::start(cp.meshmedic_config(), "lease-same-field", "replica-sf");
+    let rem = find(&admin, &ns, "DestinationRule", "catalog").await;
+    let name = rem.name_any();
+    operator.stop();
+    let (before, paths) = {
+        let patch = rem.spec.patch.clone().expect("a patch");
+        let paths: Vec<String> = patch
+            .iter()
+            .filter_map(|op| op["path"].as_str().map(str::to_string))
+            .collect();
+        (rem.spec.base_digest.clone(), paths)
+    };
+    assert!(before.is_some(), "the plan records the spec it starts from");
+
+    // A person changes the very field the plan changes, to another value; the reviewer then
+    // approves the plan as published (its digest is what they were shown).
+    let api = target_api(&admin, &rem).await;
+    assert!(
+        paths.iter().any(|p| p.contains("connectionPool")),
+        "the catalog fix sets the connection pool: {paths:?}"
+    );
+    let idle = "/spec/trafficPolicy/connectionPool/http/idleTimeout";
+    let edited = api
+        .patch(
+            "catalog",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"trafficPolicy": {"connectionPool": {"http": {"idleTimeout": "7h"}}}}})),
+        )
+        .await
+        .expect("a person edits the field");
+    let digest = rem.spec.plan_digest.clone().expect("digest");
+    set_spec(&admin, &ns, &name, json!({"approvedDigest": digest})).await;
+
+    // The write as an operator whose watch has not shown the edit yet would attempt it.
+    let client = Client::try_from(cp.meshmedic_config()).expect("client");
+    let rapi: Api<Remediation> = Api::namespaced(client.clone(), &ns);
+    let approved = rapi.get(&name).await.expect("remediation");
+    let metrics = meshmedic::controller::metrics::Metrics::default();
+    let outcome =
+        meshmedic::controller::apply::apply_fix(&client, &rapi, &approved, &metrics, "test").await;
+    assert!(outcome.wrote.is_none(), "{}", outcome.message);
+    assert_eq!(outcome.reason, "TargetChanged", "{}", outcome.message);
+    let now = api.get("catalog").await.expect("catalog");
+    assert_eq!(now.resource_version(), edited.resource_version());
+    assert_eq!(now.data.pointer(idle), Some(&json!("7h")));
+
+    // The operator, current again, publishes a new plan from the person's spec; the old
+    // approval applies nothing.
+    let operator = Replica::start(cp.meshmedic_config(), "lease-same-field", "replica-sf");
+    let r = wait_for(&admin, &ns, &name, "a plan from the new spec", |r| {
+        r.spec.plan_digest.as_ref() != Some(&digest)
+    })
+    .await;
+    assert_ne!(r.spec.base_digest, before);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let now = api.get("catalog").await.expect("catalog");
+    assert_eq!(now.resource_version(), edited.resource_version());
+    operator.stop();
+}

@@ -536,7 +536,9 @@ async fn a_meaningless_annotation_is_told_once_with_an_event_and_the_safe_readin
     let told = |evs: &[Event], key: &str| {
         evs.iter()
             .filter(|e| {
-                e.reason.as_deref() == Some("InvalidAnnotation")
+                // Other tests' operators watch every namespace too: count this one's.
+                e.reporting_instance.as_deref() == Some("replica-bad")
+                    && e.reason.as_deref() == Some("InvalidAnnotation")
                     && e.type_.as_deref() == Some("Warning")
                     && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Namespace")
                     && e.note.as_deref().is_some_and(|n| n.contains(key))

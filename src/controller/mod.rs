@@ -551,7 +551,8 @@ pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
             .copied()
             .filter(|f| f.severity >= min)
             .collect();
-        let (planned, errors) = plan::plan_targets(&eligible);
+        let base = |t: &crate::model::ObjectRef| snapshot.raw_object(t).cloned();
+        let (planned, errors) = plan::plan_targets(&eligible, &base);
         for e in errors {
             tracing::warn!(namespace = %ns, error = %e, "findings on one object could not be merged");
         }

@@ -133,15 +133,28 @@ pub fn canonical_json(v: &Value) -> String {
     }
 }
 
-/// `sha256:<hex>` over the canonical JSON of {action, target, patch, resource} of a spec.
+/// `sha256:<hex>` over the canonical JSON of {action, target, patch, resource, baseDigest} of a
+/// spec.
 pub fn plan_digest(spec: &Value) -> String {
-    let subject = json!({
+    let mut subject = json!({
         "action": spec.get("action").cloned().unwrap_or(Value::Null),
         "target": spec.get("target").cloned().unwrap_or(Value::Null),
         "patch": spec.get("patch").cloned().unwrap_or(Value::Null),
         "resource": spec.get("resource").cloned().unwrap_or(Value::Null),
     });
-    let d = ring::digest::digest(&ring::digest::SHA256, canonical_json(&subject).as_bytes());
+    if let Some(base) = spec.get("baseDigest") {
+        subject["baseDigest"] = base.clone();
+    }
+    sha256(&subject)
+}
+
+/// `sha256:<hex>` over the canonical JSON of an object's `spec` (an absent spec is `{}`).
+pub fn spec_digest(object: &Value) -> String {
+    sha256(object.get("spec").unwrap_or(&json!({})))
+}
+
+fn sha256(v: &Value) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, canonical_json(v).as_bytes());
     let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")
 }
@@ -177,7 +190,13 @@ pub struct Planned {
 /// Groups findings by the object their fix changes and composes their fixes into one plan per
 /// object: patches are planned one after another on the object as the previous one left it
 /// (as `analyze -o yaml` does), so the fields one Remediation changes have one owner.
-pub fn plan_targets(findings: &[&Finding]) -> (Vec<Planned>, Vec<String>) {
+///
+/// `base` gives the target as analysed (its `spec` is what the plan starts from); the plan
+/// records its digest so a write never lands on a target that changed since.
+pub fn plan_targets(
+    findings: &[&Finding],
+    base: &dyn Fn(&ObjectRef) -> Option<Value>,
+) -> (Vec<Planned>, Vec<String>) {
     let mut order: Vec<ObjectRef> = Vec::new();
     let mut groups: BTreeMap<ObjectRef, Vec<&Finding>> = BTreeMap::new();
     for f in findings {
@@ -262,6 +281,9 @@ pub fn plan_targets(findings: &[&Finding]) -> (Vec<Planned>, Vec<String>) {
             "causes": cause_list,
             "resolves": resolves,
         });
+        if let Some(b) = base(&target) {
+            spec["baseDigest"] = json!(spec_digest(&b));
+        }
         let digest = plan_digest(&spec);
         spec["planDigest"] = json!(digest);
         out.push(Planned {

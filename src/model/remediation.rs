@@ -62,8 +62,14 @@ pub struct RemediationSpec {
     /// reported as Verified and never re-planned in a loop.
     #[serde(default = "yes")]
     pub resolves: bool,
-    /// `sha256:<hex>` over the canonical JSON of {action, target, patch, resource}: the plan a
-    /// reviewer approves.
+    /// `sha256:<hex>` over the canonical JSON of the target's `spec` as the plan was made from
+    /// it (absent for a new object). The write happens only while the live target still has this
+    /// spec: a change made since (by a person, at the same field or elsewhere) is never
+    /// overwritten by an approval given before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_digest: Option<String>,
+    /// `sha256:<hex>` over the canonical JSON of {action, target, patch, resource, baseDigest}:
+    /// the plan a reviewer approves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_digest: Option<String>,
     /// Set by a reviewer (`meshmedic approve`): apply the plan with this digest. An approval of

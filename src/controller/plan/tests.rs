@@ -76,6 +76,15 @@ fn the_digest_is_over_canonical_json_and_ignores_key_order() {
     assert!(d.starts_with("sha256:") && d.len() == 7 + 64, "{d}");
     let c = json!({"action": "patch", "target": {"kind": "X"}, "patch": [{"op": "add"}], "resource": {"a": 1, "b": 2}});
     assert_ne!(d, plan_digest(&c));
+    // The same change planned from another starting point is another plan.
+    let mut e = a.clone();
+    e["baseDigest"] = json!(spec_digest(&json!({"spec": {"x": 1}})));
+    assert_ne!(d, plan_digest(&e));
+    assert_eq!(
+        spec_digest(&json!({"spec": {"a": 1, "b": 2}})),
+        spec_digest(&json!({"metadata": {"resourceVersion": "9"}, "spec": {"b": 2, "a": 1}})),
+        "only the spec, in any key order"
+    );
 }
 
 #[test]
@@ -83,7 +92,7 @@ fn findings_that_change_one_object_become_one_plan_listing_every_cause() {
     let s = shop();
     let fs = findings(&s);
     let refs: Vec<&Finding> = fs.iter().collect();
-    let (planned, errors) = plan_targets(&refs);
+    let (planned, errors) = plan_targets(&refs, &|_| None);
     assert!(errors.is_empty(), "{errors:?}");
     let targets: std::collections::BTreeSet<&ObjectRef> =
         fs.iter().map(|f| &f.remediation.target).collect();
@@ -124,7 +133,7 @@ fn a_change_is_described_by_what_changed() {
     let s = shop();
     let fs = findings(&s);
     let refs: Vec<&Finding> = fs.iter().collect();
-    let (planned, _) = plan_targets(&refs);
+    let (planned, _) = plan_targets(&refs, &|_| None);
     let p = planned
         .iter()
         .find(|p| p.spec["action"] == "patch")
