@@ -249,9 +249,14 @@ pub fn decide(
         return Nothing;
     }
 
-    // 5b. A cause that went away (nothing written) and came back: a proposal again.
-    if !rem.wrote
-        && matches!(rem.reason.as_str(), "CauseGone" | "TargetDeleted")
+    // 5b. A cause that went away and came back with the plan already published: a proposal
+    //     again (a changed plan is published by step 6). Whatever resolved it before (it went
+    //     away by itself, a verified write since undone by someone who had already reverted
+    //     once): a Resolved Remediation never stands beside its live cause, and nothing is
+    //     re-applied without a new approval.
+    let resolved_before = rem.phase == Phase::Resolved
+        || (!rem.wrote && matches!(rem.reason.as_str(), "CauseGone" | "TargetDeleted"));
+    if resolved_before
         && rem.published.as_deref() == Some(plan.digest.as_str())
         && target != Target::Pending
     {

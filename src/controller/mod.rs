@@ -417,13 +417,18 @@ fn modes(snapshot: &Snapshot) -> BTreeMap<String, Mode> {
 async fn tell_annotation_problems(ctx: &Context, snapshot: &Snapshot) {
     let mut to_tell = Vec::new();
     if let Ok(mut told) = ctx.told.lock() {
+        let mut now = BTreeSet::new();
         for (ns, meta) in &snapshot.namespaces {
             for (key, value, message) in plan::namespace_annotation_problems(&meta.annotations) {
-                if told.insert((ns.clone(), key.to_string(), value)) {
+                let problem = (ns.clone(), key.to_string(), value);
+                if !told.contains(&problem) {
                     to_tell.push((ns.clone(), key, message));
                 }
+                now.insert(problem);
             }
         }
+        // A value corrected and written wrong again is told again.
+        *told = now;
     }
     for (ns, key, message) in to_tell {
         tracing::warn!(namespace = %ns, "{message}");

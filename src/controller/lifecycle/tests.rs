@@ -521,6 +521,37 @@ fn a_cause_that_comes_back_is_proposed_again() {
 }
 
 #[test]
+fn a_resolved_remediation_never_stands_beside_its_live_cause() {
+    // The chaos run's case: a verified write, undone by a person who had reverted once already
+    // while the finding was away (Resolved, reason Reverted); the cause is back with the plan
+    // already published. A proposal again, nothing written, in both modes.
+    let p = plan("d1", true);
+    let mut r = proposed("d1");
+    r.phase = Phase::Resolved;
+    r.reason = "Reverted".into();
+    r.wrote = true;
+    r.reverted = true;
+    r.writes = 1;
+    r.applied_digest = Some("d1".into());
+    for mode in [Mode::Propose, Mode::Apply] {
+        assert_eq!(
+            decide(mode, Some(&p), None, Some(&r), TargetView::Changed),
+            Decision::Set {
+                phase: Phase::Proposed,
+                reason: Reason::Reappeared
+            }
+        );
+    }
+    r.phase = Phase::Proposed;
+    r.reason = "Reappeared".into();
+    assert_eq!(
+        decide(Mode::Apply, Some(&p), None, Some(&r), TargetView::Changed),
+        Decision::Nothing,
+        "no silent re-apply of a reverted fix"
+    );
+}
+
+#[test]
 fn a_failed_write_is_not_retried_until_a_new_plan_or_a_new_approval() {
     let p = plan("d1", true);
     let mut r = proposed("d1");
