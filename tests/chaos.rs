@@ -565,13 +565,15 @@ struct Record {
     /// (JSON pointer), the value the person wrote and the resourceVersion of their write.
     human_fields: Vec<HumanField>,
     /// Approvals given while the target was as the plan saw it (`spec.baseDigest` equal to the
-    /// digest of the live spec): the target's resourceVersion the reviewer looked at.
-    informed: BTreeMap<(String, String, String), Vec<u64>>,
+    /// digest of the live spec): when, and the digest of the spec the reviewer looked at.
+    informed: BTreeMap<(String, String, String), Vec<(Timestamp, String)>>,
     load_ops: usize,
     load_errors: usize,
     /// Lease holder samples.
     lease: Vec<(Timestamp, String)>,
     rejected_bad_input: usize,
+    /// A person's server-side apply (not forced) of a field meshmedic wrote: 409 conflicts.
+    ssa_conflicts: usize,
     /// Malformed `meshmedic.io/mode` values written, and those told with a Warning Event.
     bad_annotations: usize,
     bad_annotations_told: usize,
@@ -759,7 +761,7 @@ async fn reviewer(
                             rec.informed
                                 .entry(key.clone())
                                 .or_default()
-                                .push(rv_of(live));
+                                .push((at, meshmedic::controller::plan::spec_digest(&live.data)));
                         }
                     }
                 } else if phase == "Applied" && rng.chance(15) {
@@ -814,14 +816,37 @@ async fn reviewer(
                         ops.iter()
                             .any(|p| path.starts_with(p.as_str()) || p.starts_with(path))
                     });
+                    let before = match &field {
+                        Some((path, _)) => tapi
+                            .get_opt(&key.2)
+                            .await
+                            .ok()
+                            .flatten()
+                            .and_then(|o| o.data.pointer(path).cloned()),
+                        None => None,
+                    };
                     if rng.chance(50)
                         && let Some((path, value)) = field
+                        // Writing the value that is already there changes nothing.
+                        && before.as_ref() != Some(&value)
                     {
                         let params = PatchParams {
                             field_manager: Some(HUMAN.into()),
                             ..PatchParams::default()
                         };
-                        let written = if key.0 == "destinationrules" {
+                        let written = if key.0 == "destinationrules" && rng.chance(50) {
+                            // Server-side apply, not forced: a field meshmedic wrote is a
+                            // conflict for the person (409), never a silent takeover.
+                            let ssa = PatchParams::apply(HUMAN);
+                            let doc = json!({"apiVersion": target["apiVersion"], "kind": "DestinationRule",
+                                "metadata": {"name": key.2, "namespace": key.1},
+                                "spec": {"trafficPolicy": {"connectionPool": {"http": {"idleTimeout": value.clone()}}}}});
+                            let r = tapi.patch(&key.2, &ssa, &Patch::Apply(doc)).await;
+                            if matches!(&r, Err(kube::Error::Api(e)) if e.code == 409) {
+                                record.lock().unwrap().ssa_conflicts += 1;
+                            }
+                            r
+                        } else if key.0 == "destinationrules" {
                             let patch = json!({"spec": {"trafficPolicy": {"connectionPool": {"http": {"idleTimeout": value.clone()}}}}});
                             tapi.patch(&key.2, &params, &Patch::Merge(patch)).await
                         } else {
@@ -1336,7 +1361,9 @@ async fn chaos() {
     let mut quiet_writes: BTreeMap<String, usize> = BTreeMap::new();
     let mut all_writes: BTreeMap<TargetKey, Vec<u64>> = BTreeMap::new();
     // (target, resourceVersion it was written on, resourceVersion after, object after).
-    let mut meshmedic_patches: Vec<(TargetKey, u64, u64, Value)> = Vec::new();
+    let mut meshmedic_patches: Vec<(TargetKey, u64, u64, Value, Timestamp)> = Vec::new();
+    // The digest of each version's spec, from the bodies the audit log keeps.
+    let mut spec_at: BTreeMap<(TargetKey, u64), String> = BTreeMap::new();
     for line in audit.lines() {
         let Ok(e) = serde_json::from_str::<Value>(line) else {
             continue;
@@ -1363,6 +1390,10 @@ async fn chaos() {
                 o["name"].as_str().unwrap_or_default().to_string(),
             );
             all_writes.entry(key.clone()).or_default().push(rv);
+            spec_at.insert(
+                (key.clone(), rv),
+                meshmedic::controller::plan::spec_digest(&e["responseObject"]),
+            );
             if e["impersonatedUser"]["username"] == support::MESHMEDIC_USER
                 && e["verb"] == "patch"
                 && let Some(base) = e["requestObject"].as_array().and_then(|ops| {
@@ -1373,7 +1404,12 @@ async fn chaos() {
                     })
                 })
             {
-                meshmedic_patches.push((key, base, rv, e["responseObject"].clone()));
+                let at: Timestamp = e["stageTimestamp"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .parse()
+                    .unwrap_or_default();
+                meshmedic_patches.push((key, base, rv, e["responseObject"].clone(), at));
             }
         }
         if e["impersonatedUser"]["username"] != support::MESHMEDIC_USER {
@@ -1469,9 +1505,9 @@ async fn chaos() {
     }
     // Same-field edits: a person's value that was still there when meshmedic wrote (no write
     // between the person's and the version meshmedic's patch was pinned to), changed by that
-    // write, when no reviewer approved with that version (or a later one) in front of them.
+    // write, when no reviewer had approved with that very spec in front of them.
     let mut same_field_overwritten = Vec::new();
-    for (target, base, after_rv, after) in &meshmedic_patches {
+    for (target, base, after_rv, after, written_at) in &meshmedic_patches {
         for h in rec.human_fields.iter().filter(|h| &h.target == target) {
             let still_there = h.rv <= *base
                 && all_writes
@@ -1481,10 +1517,12 @@ async fn chaos() {
             if !still_there || !same_object || after.pointer(&h.path) == Some(&h.value) {
                 continue;
             }
-            let reviewed = rec
-                .informed
-                .get(target)
-                .is_some_and(|rvs| rvs.iter().any(|rv| *rv >= h.rv && rv <= base));
+            let seen = spec_at.get(&(target.clone(), *base));
+            let reviewed = rec.informed.get(target).is_some_and(|approvals| {
+                approvals
+                    .iter()
+                    .any(|(at, digest)| at <= written_at && Some(digest) == seen)
+            });
             if !reviewed {
                 same_field_overwritten.push(format!(
                     "{} {}/{} {}: {} (rv {}) changed by meshmedic's write rv {} → {after_rv}",
@@ -1596,6 +1634,10 @@ async fn chaos() {
         (
             "Watch errors logged (410 Gone / expired)",
             gone_410.to_string(),
+        ),
+        (
+            "A person's server-side apply of a field meshmedic wrote: 409 conflicts",
+            rec.ssa_conflicts.to_string(),
         ),
         (
             "Malformed mode annotations / told with a Warning Event (in 3 s)",

@@ -338,15 +338,38 @@ impl Fence {
         }
         let asked = std::time::Instant::now();
         let ours = match self.api.get(&self.name).await {
-            Ok(lease) => {
-                lease.spec.and_then(|s| s.holder_identity).as_deref()
-                    == Some(self.identity.as_str())
-            }
+            Ok(lease) => lease
+                .spec
+                .is_some_and(|s| lease_is_ours(&s, &self.identity, Timestamp::now())),
             Err(_) => false,
         };
         *self.confirmed.lock().unwrap_or_else(|p| p.into_inner()) = ours.then_some(asked);
         ours
     }
+}
+
+/// A Lease is ours while it names us and has not expired. An expired Lease still naming us is
+/// not: after an API server outage longer than the lease, the Lease object is unchanged (nobody
+/// could write it) but the other replica may take it at any moment; the chaos run saw a replica
+/// write for 300 ms on such a Lease before its lease task noticed.
+pub fn lease_is_ours(
+    spec: &k8s_openapi::api::coordination::v1::LeaseSpec,
+    identity: &str,
+    now: Timestamp,
+) -> bool {
+    if spec.holder_identity.as_deref() != Some(identity) {
+        return false;
+    }
+    let (Some(renewed), Some(seconds)) = (spec.renew_time.as_ref(), spec.lease_duration_seconds)
+    else {
+        return false;
+    };
+    renewed
+        .0
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(i64::from(
+            seconds,
+        )))
+        .is_ok_and(|expires| expires > now)
 }
 
 /// Writes [`conditions_for`] to a Remediation's status, if it changes anything. Guarded by the
@@ -389,6 +412,29 @@ pub async fn write_condition(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lease_is_ours_while_it_names_us_and_has_not_expired() {
+        use k8s_openapi::api::coordination::v1::LeaseSpec;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+        let renewed: Timestamp = "2026-11-30T04:49:00Z".parse().unwrap();
+        let lease = LeaseSpec {
+            holder_identity: Some("a".into()),
+            renew_time: Some(MicroTime(renewed)),
+            lease_duration_seconds: Some(4),
+            ..Default::default()
+        };
+        let at = |s: &str| -> Timestamp { s.parse().unwrap() };
+        assert!(lease_is_ours(&lease, "a", at("2026-11-30T04:49:03Z")));
+        assert!(!lease_is_ours(&lease, "b", at("2026-11-30T04:49:03Z")));
+        // Unchanged through an outage, but expired: not ours any more.
+        assert!(!lease_is_ours(&lease, "a", at("2026-11-30T04:49:05Z")));
+        let unrenewed = LeaseSpec {
+            renew_time: None,
+            ..lease
+        };
+        assert!(!lease_is_ours(&unrenewed, "a", at("2026-11-30T04:49:01Z")));
+    }
 
     fn set(kinds: &[&str]) -> BTreeSet<String> {
         kinds.iter().map(|k| k.to_string()).collect()
