@@ -305,6 +305,7 @@ pub struct Fence {
     name: String,
     identity: String,
     max_age: std::time::Duration,
+    /// Until when the last confirmation holds.
     confirmed: Mutex<Option<std::time::Instant>>,
 }
 
@@ -326,26 +327,52 @@ impl Fence {
     }
 
     /// Whether this replica still holds the Lease (re-read if `force` or the last
-    /// confirmation is older than `max_age`; an unreachable API server means no).
+    /// confirmation is no longer valid; an unreachable API server means no). A confirmation is
+    /// valid for `max_age`, and never past the moment the Lease read would expire: a replica
+    /// whose lease task stopped renewing must not write on a confirmation older than that.
     pub async fn holds(&self, force: bool) -> bool {
-        let fresh = self
+        let valid = self
             .confirmed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|at| at.elapsed() < self.max_age);
-        if fresh && !force {
+            .is_some_and(|until| std::time::Instant::now() < until);
+        if valid && !force {
             return true;
         }
         let asked = std::time::Instant::now();
-        let ours = match self.api.get(&self.name).await {
+        let left = match self.api.get(&self.name).await {
             Ok(lease) => lease
                 .spec
-                .is_some_and(|s| lease_is_ours(&s, &self.identity, Timestamp::now())),
-            Err(_) => false,
+                .and_then(|s| lease_time_left(&s, &self.identity, Timestamp::now())),
+            Err(_) => None,
         };
-        *self.confirmed.lock().unwrap_or_else(|p| p.into_inner()) = ours.then_some(asked);
-        ours
+        let until = left.map(|left| {
+            // The lease as read was taken a round trip ago at most: count from before asking.
+            asked + std::cmp::min(self.max_age, left.saturating_sub(FENCE_MARGIN))
+        });
+        *self.confirmed.lock().unwrap_or_else(|p| p.into_inner()) = until;
+        until.is_some()
     }
+}
+
+/// Kept off the end of a Lease's term: a write takes a moment to land.
+const FENCE_MARGIN: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How long the Lease is still ours (`None`: it names someone else, or has expired).
+pub fn lease_time_left(
+    spec: &k8s_openapi::api::coordination::v1::LeaseSpec,
+    identity: &str,
+    now: Timestamp,
+) -> Option<std::time::Duration> {
+    if !lease_is_ours(spec, identity, now) {
+        return None;
+    }
+    let renewed = spec.renew_time.as_ref()?.0;
+    let seconds = i64::from(spec.lease_duration_seconds?);
+    let expires = renewed
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(seconds))
+        .ok()?;
+    std::time::Duration::try_from(expires.duration_since(now)).ok()
 }
 
 /// A Lease is ours while it names us and has not expired. An expired Lease still naming us is
@@ -429,6 +456,14 @@ mod tests {
         assert!(!lease_is_ours(&lease, "b", at("2026-11-30T04:49:03Z")));
         // Unchanged through an outage, but expired: not ours any more.
         assert!(!lease_is_ours(&lease, "a", at("2026-11-30T04:49:05Z")));
+        assert_eq!(
+            lease_time_left(&lease, "a", at("2026-11-30T04:49:03Z")),
+            Some(std::time::Duration::from_secs(1))
+        );
+        assert_eq!(
+            lease_time_left(&lease, "a", at("2026-11-30T04:49:05Z")),
+            None
+        );
         let unrenewed = LeaseSpec {
             renew_time: None,
             ..lease
