@@ -45,11 +45,22 @@ async fn wait_for(
     what: &str,
     check: impl Fn(&Remediation) -> bool,
 ) -> Remediation {
-    eventually(Duration::from_secs(45), what, || async {
+    // Not `eventually`: on a timeout, the Remediation as it stands says why.
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
+    loop {
         let r = get_remediation(admin, ns, name).await;
-        check(&r).then_some(r)
-    })
-    .await
+        if check(&r) {
+            return r;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "timed out after 45s waiting for {what}; {ns}/{name} is:\n{}",
+                serde_json::to_string_pretty(&json!({"spec": r.spec, "status": r.status}))
+                    .unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn written(r: &Remediation) -> bool {
@@ -786,16 +797,40 @@ async fn an_approval_never_overwrites_a_change_made_after_the_plan() {
         )
         .await
         .expect("a person edits the field");
+    // `meshmedic approve` will not show (or approve) a plan against a spec it was not made from.
+    let refused = meshmedic::cli::approve::approve(&admin, &ns, &name, None, false)
+        .await
+        .expect_err("approve refuses a plan made from another spec");
+    assert!(
+        refused.contains("changed since this plan was made"),
+        "{refused}"
+    );
+    // A reviewer who writes the digest by hand anyway.
     let digest = rem.spec.plan_digest.clone().expect("digest");
     set_spec(&admin, &ns, &name, json!({"approvedDigest": digest})).await;
 
-    // The write as an operator whose watch has not shown the edit yet would attempt it.
+    // The write as an operator whose watch has not shown the edit yet would attempt it: with
+    // the Remediation as it saw it (other tests' operators share this apiserver and may have
+    // re-planned the stored one already).
     let client = Client::try_from(cp.meshmedic_config()).expect("client");
     let rapi: Api<Remediation> = Api::namespaced(client.clone(), &ns);
-    let approved = rapi.get(&name).await.expect("remediation");
     let metrics = meshmedic::controller::metrics::Metrics::default();
-    let outcome =
-        meshmedic::controller::apply::apply_fix(&client, &rapi, &approved, &metrics, "test").await;
+    let mut outcome = None;
+    for _ in 0..10 {
+        // The stored object's version (the write is claimed on it), the plan as first seen.
+        let mut approved = rapi.get(&name).await.expect("remediation");
+        approved.spec = rem.spec.clone();
+        approved.spec.approved_digest = Some(digest.clone());
+        let o =
+            meshmedic::controller::apply::apply_fix(&client, &rapi, &approved, &metrics, "test")
+                .await;
+        if o.reason != meshmedic::controller::apply::BUSY {
+            outcome = Some(o);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let outcome = outcome.expect("the write was claimed");
     assert!(outcome.wrote.is_none(), "{}", outcome.message);
     assert_eq!(outcome.reason, "TargetChanged", "{}", outcome.message);
     let now = api.get("catalog").await.expect("catalog");

@@ -141,22 +141,6 @@ pub async fn apply_fix(
             );
         }
     };
-    // 0. The approval is for this change from the spec the plan was made from. If the target
-    //    changed since (the watch has not shown it yet), a write would overwrite what a person
-    //    did after the review: nothing is written; the next pass re-plans from the new spec.
-    if let (Some(base), Some(obj)) = (rem.spec.base_digest.as_deref(), live.as_ref()) {
-        let now = super::plan::spec_digest(&json!({"spec": spec_of(obj)}));
-        if now != base {
-            return fail(
-                &status,
-                Phase::Proposed,
-                "TargetChanged",
-                format!(
-                    "{target} changed since this plan was made (its spec is no longer the one reviewed): nothing was written; the plan is made again from the new spec for review"
-                ),
-            );
-        }
-    }
     // 1. Claim the write and record the original before the first write (never overwritten by
     //    later writes), in one optimistic update: if the Remediation changed since this
     //    decision was made (another writer, a new approval), nothing is written.
@@ -179,7 +163,24 @@ pub async fn apply_fix(
             );
         }
     }
-    // 2. The write.
+    // 2. The approval is for this change from the spec the plan was made from. If the target
+    //    changed since (the watch has not shown it yet), a write would overwrite what a person
+    //    did after the review: nothing is written; the next pass re-plans from the new spec. Checked once the
+    //    claim is ours: only the replica that writes records the outcome.
+    if let (Some(base), Some(obj)) = (rem.spec.base_digest.as_deref(), live.as_ref()) {
+        let now = super::plan::spec_digest(&json!({"spec": spec_of(obj)}));
+        if now != base {
+            return fail(
+                &status,
+                Phase::Proposed,
+                "TargetChanged",
+                format!(
+                    "{target} changed since this plan was made (its spec is no longer the one reviewed): nothing was written; the plan is made again from the new spec for review"
+                ),
+            );
+        }
+    }
+    // 3. The write.
     let result = match rem.spec.action {
         RemediationAction::Patch => {
             let Some(before) = live.as_ref() else {
