@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
-use serde_json::Value;
 
 use super::{Meta, ObjectRef};
 use crate::error::Source;
@@ -15,7 +14,7 @@ pub struct Workload {
     pub meta: Meta,
     pub source: Source,
     /// The object as the user wrote it; patches are computed against this.
-    pub raw: Value,
+    pub raw: crate::snapshot::Raw,
     /// JSON pointer to the pod template in `raw` (`""` for a bare Pod).
     pub template_pointer: &'static str,
     pub pod_labels: BTreeMap<String, String>,
@@ -33,7 +32,7 @@ impl Workload {
         kind: &str,
         meta: Meta,
         source: Source,
-        raw: Value,
+        raw: crate::snapshot::Raw,
         template_pointer: &'static str,
         template: &PodTemplateSpec,
         match_labels: Option<BTreeMap<String, String>>,

@@ -1,6 +1,7 @@
 //! Turns raw objects (from files or from the API server) into a typed, indexed [`Snapshot`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
@@ -10,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::profile::{InjectorSettings, IstiodSeen, MeshProfile, ProfileInputs, ProfileOverrides};
-use super::{NamespaceIndex, Obj, Snapshot, SnapshotOptions, hosts};
+use super::{NamespaceIndex, Obj, Raw, Snapshot, SnapshotOptions, hosts};
 use crate::analysis::Code;
 use crate::error::{Error, Result, Source};
 use crate::model::istio::ProxyConfig;
@@ -95,6 +96,17 @@ impl SnapshotBuilder {
     /// analysis does not read are counted in `skipped`; objects of known kinds whose fields have
     /// the wrong type are errors naming the field.
     pub fn add(&mut self, at: Source, value: Value) -> Result<()> {
+        self.add_read(at, value, None)
+    }
+
+    /// [`SnapshotBuilder::add`] for a document read from `text` (the whole document, also for
+    /// an item of a `kind: List`, which `at.item` names): the objects keep the text instead of
+    /// `value`, and build their raw value again only if a fix reads it ([`super::Raw`]).
+    pub fn add_with_text(&mut self, at: Source, value: Value, text: Arc<str>) -> Result<()> {
+        self.add_read(at, value, Some(text))
+    }
+
+    fn add_read(&mut self, at: Source, value: Value, text: Option<Arc<str>>) -> Result<()> {
         if value.is_null() {
             return Ok(());
         }
@@ -141,14 +153,15 @@ impl SnapshotBuilder {
             for (i, item) in items.into_iter().enumerate() {
                 let mut item_at = at.clone();
                 item_at.item = Some(i);
-                self.add(item_at, item)?;
+                // Items of a list inside the document keep their value (rare).
+                self.add_read(item_at, item, None)?;
             }
             return Ok(());
         }
         let object = describe(kind, &value);
         let api_version = api_version.to_string();
         let kind = kind.to_string();
-        self.add_object(at, &api_version, &kind, &object, value)
+        self.add_object(at, &api_version, &kind, &object, value, text)
     }
 
     fn add_object(
@@ -158,7 +171,14 @@ impl SnapshotBuilder {
         kind: &str,
         object: &str,
         value: Value,
+        text: Option<Arc<str>>,
     ) -> Result<()> {
+        let item = at.item;
+        // What the object keeps as its raw form: its text when it has one, else the value.
+        let keep = move |value: Value| match text {
+            Some(text) => Raw::from_text(text, item),
+            None => Raw::from(value),
+        };
         let parts = &mut self.snapshot_parts;
         match (group_of(api_version), kind) {
             ("", "Namespace") => {
@@ -175,7 +195,7 @@ impl SnapshotBuilder {
                     kind: kind.to_string(),
                     meta,
                     source: at,
-                    raw: value,
+                    raw: keep(value),
                     spec: svc.spec.unwrap_or_default(),
                 });
             }
@@ -243,7 +263,7 @@ impl SnapshotBuilder {
                     kind,
                     meta,
                     at,
-                    value,
+                    keep(value),
                     "",
                     &template,
                     None,
@@ -258,7 +278,7 @@ impl SnapshotBuilder {
                     kind,
                     &d.metadata,
                     at,
-                    value,
+                    keep(value),
                     "/spec/template",
                     template,
                     labels,
@@ -272,7 +292,7 @@ impl SnapshotBuilder {
                     kind,
                     &o.metadata,
                     at,
-                    value,
+                    keep(value),
                     "/spec/template",
                     template,
                     labels,
@@ -286,7 +306,7 @@ impl SnapshotBuilder {
                     kind,
                     &o.metadata,
                     at,
-                    value,
+                    keep(value),
                     "/spec/template",
                     template,
                     labels,
@@ -303,7 +323,7 @@ impl SnapshotBuilder {
                     kind,
                     &s.metadata,
                     at,
-                    value,
+                    keep(value),
                     "/spec/template",
                     &spec.template.unwrap_or_default(),
                     spec.selector.match_labels,
@@ -321,7 +341,7 @@ impl SnapshotBuilder {
                     kind,
                     &j.metadata,
                     at,
-                    value,
+                    keep(value),
                     "/spec/template",
                     &spec.template,
                     labels,
@@ -340,34 +360,34 @@ impl SnapshotBuilder {
                     kind,
                     &c.metadata,
                     at,
-                    value,
+                    keep(value),
                     "/spec/jobTemplate/spec/template",
                     &template,
                     None,
                 )?;
             }
             ("networking.istio.io", "DestinationRule") => {
-                let obj = istio_obj(at, api_version, kind, object, value)?;
+                let obj = istio_obj(at, api_version, kind, object, value, keep)?;
                 parts.destination_rules.push(obj);
             }
             ("networking.istio.io", "VirtualService") => {
-                let obj = istio_obj(at, api_version, kind, object, value)?;
+                let obj = istio_obj(at, api_version, kind, object, value, keep)?;
                 parts.virtual_services.push(obj);
             }
             ("networking.istio.io", "Sidecar") => {
-                let obj = istio_obj(at, api_version, kind, object, value)?;
+                let obj = istio_obj(at, api_version, kind, object, value, keep)?;
                 parts.sidecars.push(obj);
             }
             ("networking.istio.io", "EnvoyFilter") => {
-                let obj = istio_obj(at, api_version, kind, object, value)?;
+                let obj = istio_obj(at, api_version, kind, object, value, keep)?;
                 parts.envoy_filters.push(obj);
             }
             ("security.istio.io", "PeerAuthentication") => {
-                let obj = istio_obj(at, api_version, kind, object, value)?;
+                let obj = istio_obj(at, api_version, kind, object, value, keep)?;
                 parts.peer_authentications.push(obj);
             }
             ("telemetry.istio.io", "Telemetry") => {
-                let obj = istio_obj(at, api_version, kind, object, value)?;
+                let obj = istio_obj(at, api_version, kind, object, value, keep)?;
                 parts.telemetries.push(obj);
             }
             _ => {
@@ -387,7 +407,7 @@ impl SnapshotBuilder {
         kind: &str,
         metadata: &ObjectMeta,
         at: Source,
-        raw: Value,
+        raw: Raw,
         template_pointer: &'static str,
         template: &PodTemplateSpec,
         match_labels: Option<BTreeMap<String, String>>,
@@ -802,6 +822,7 @@ fn istio_obj<T: DeserializeOwned + Default>(
     kind: &str,
     object: &str,
     value: Value,
+    keep: impl FnOnce(Value) -> Raw,
 ) -> Result<Obj<T>> {
     #[derive(serde::Deserialize)]
     struct Shape<T> {
@@ -815,7 +836,7 @@ fn istio_obj<T: DeserializeOwned + Default>(
         kind: kind.to_string(),
         meta: Meta::from_object_meta(&shape.metadata, DEFAULT_NAMESPACE),
         source: at,
-        raw: value,
+        raw: keep(value),
         spec: shape.spec.unwrap_or_default(),
     })
 }

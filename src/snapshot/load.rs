@@ -103,7 +103,13 @@ impl Input {
             if object_key(&value).is_some_and(|k| last.get(&k) != Some(&n)) {
                 continue;
             }
-            match builder.add(source.clone(), value) {
+            // Objects from files keep their text, not their tree: the tree is built again only
+            // for the few objects a fix reads (snapshot::raw).
+            let added = match objects[i].document.text.clone() {
+                Some(text) => builder.add_with_text(source.clone(), value, text),
+                None => builder.add(source.clone(), value),
+            };
+            match added {
                 Ok(()) => read += 1,
                 Err(Error::InvalidField {
                     object,
