@@ -84,15 +84,20 @@ pub fn run(args: AnalyzeArgs) -> ExitCode {
 
 fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
     let options = args.mesh.options()?;
+    let mut phases = Phases::from_env();
     let (mut input, scope) = if args.cluster {
         read_cluster(args)?
     } else {
         (read_paths(&args.paths)?, None)
     };
+    phases.done("read (split, YAML parse)");
     let (snapshot, read) = input.build(options)?;
+    phases.done("build (typed objects, indexes)");
     let mut report = analyze_in(&snapshot, scope);
+    phases.done("detectors and fixes");
     // Where each finding is in the files (issue 13 §1): `path:line:col`.
     let locations = crate::positions::locate(&snapshot, &report.findings);
+    phases.done("locate findings");
     report.skipped_files = std::mem::take(&mut input.skipped_files);
     report.invalid_documents = std::mem::take(&mut input.invalid_documents);
     eprint!("{}", render_input_problems(&report));
@@ -117,12 +122,14 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
         }
         Output::Sarif => super::sarif::render(&snapshot, &report, &locations)?,
     };
+    phases.done("render");
     // The process ends after this: freeing the snapshot's millions of small allocations one by
     // one took ~10% of a large run (README, Benchmarks). The OS takes the memory back at exit.
     std::mem::forget(snapshot);
     let mut out = std::io::stdout().lock();
     // A closed pipe (`| head`) is not an error worth a message.
     let _ = out.write_all(text.as_bytes());
+    phases.done("write");
     if !report.errors.is_empty() {
         for e in &report.errors {
             eprintln!("meshmedic: {e}");
@@ -144,6 +151,40 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `MESHMEDIC_PHASES=1`: each phase's wall time and the process's memory (resident now and its
+/// peak so far) on stderr, to see where a large run's time and memory go (README, Benchmarks).
+struct Phases(Option<std::time::Instant>);
+
+impl Phases {
+    fn from_env() -> Phases {
+        Phases(
+            std::env::var_os("MESHMEDIC_PHASES")
+                .is_some_and(|v| v == "1")
+                .then(std::time::Instant::now),
+        )
+    }
+
+    fn done(&mut self, phase: &str) {
+        let Some(start) = self.0 else { return };
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map_or(0, |v| {
+                    v.trim().trim_end_matches(" kB").parse::<u64>().unwrap_or(0) / 1024
+                })
+        };
+        eprintln!(
+            "meshmedic: phase {phase}: {:.3} s, RSS {} MiB (peak {} MiB)",
+            start.elapsed().as_secs_f64(),
+            field("VmRSS:"),
+            field("VmHWM:")
+        );
+        self.0 = Some(std::time::Instant::now());
+    }
 }
 
 /// Reads `--profile`: a small YAML file stating what the input lacks.
