@@ -15,7 +15,7 @@ use crate::model::istio::MeshConfig;
 use crate::positions::Location;
 use crate::remediation::{Action, apply, plan_patch};
 use crate::snapshot::cluster::{self, Connection, Scope};
-use crate::snapshot::load::{Input, parse_documents, read_paths};
+use crate::snapshot::load::{Input, parse_documents, read_paths, read_paths_prepared};
 use crate::snapshot::profile::ProfileFile;
 use crate::snapshot::{Snapshot, yaml};
 
@@ -88,7 +88,7 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
     let (mut input, scope) = if args.cluster {
         read_cluster(args)?
     } else {
-        (read_paths(&args.paths)?, None)
+        (read_paths_prepared(&args.paths)?, None)
     };
     phases.done("read (split, YAML parse)");
     let (snapshot, read) = input.build(options)?;

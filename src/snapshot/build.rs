@@ -173,31 +173,88 @@ impl SnapshotBuilder {
         value: Value,
         text: Option<Arc<str>>,
     ) -> Result<()> {
-        let item = at.item;
-        // What the object keeps as its raw form: its text when it has one, else the value.
-        let keep = move |value: Value| match text {
-            Some(text) => Raw::from_text(text, item),
-            None => Raw::from(value),
+        match decode_object(at, api_version, kind, object, value, text) {
+            Ok(decoded) => self.insert(decoded?),
+            Err((at, value)) => self.add_other(at, api_version, kind, object, value),
+        }
+    }
+
+    /// Decodes a document away from the builder (on any thread: it is pure): the kinds that are
+    /// most of a large input (workloads, Services, Istio rules) become their typed objects, and
+    /// the document's `Value` can be dropped at once; anything else is kept for
+    /// [`SnapshotBuilder::add_prepared`]. `text` as for [`SnapshotBuilder::add_with_text`].
+    pub fn prepare(at: Source, value: Value, text: Option<Arc<str>>) -> Prepared {
+        let Some(map) = value.as_object() else {
+            return Prepared(PreparedInner::Later(at, value, text));
         };
+        let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let api_version = map
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let is_list = kind == "List" || (kind.ends_with("List") && map.contains_key("items"));
+        if kind.is_empty()
+            || api_version.is_empty()
+            || is_list
+            || !decoded_early(group_of(api_version), kind)
+        {
+            return Prepared(PreparedInner::Later(at, value, text));
+        }
+        let object = describe(kind, &value);
+        let (api_version, kind) = (api_version.to_string(), kind.to_string());
+        match decode_object(at, &api_version, &kind, &object, value, text.clone()) {
+            Ok(decoded) => Prepared(PreparedInner::Decoded(decoded)),
+            Err((at, value)) => Prepared(PreparedInner::Later(at, value, text)),
+        }
+    }
+
+    /// Adds what [`SnapshotBuilder::prepare`] made: the same result, in the same order, as
+    /// [`SnapshotBuilder::add_with_text`] (or `add`) of the document.
+    pub fn add_prepared(&mut self, prepared: Prepared) -> Result<()> {
+        match prepared.0 {
+            PreparedInner::Decoded(decoded) => self.insert(decoded?),
+            PreparedInner::Later(at, value, text) => self.add_read(at, value, text),
+        }
+    }
+
+    fn insert(&mut self, decoded: Decoded) -> Result<()> {
+        let parts = &mut self.snapshot_parts;
+        match decoded {
+            Decoded::Service(o) => parts.services.push(o),
+            Decoded::Workload(w, istiod) => {
+                parts.profile.istiods.extend(istiod);
+                parts.workloads.push(*w);
+            }
+            Decoded::DestinationRule(o) => parts.destination_rules.push(o),
+            Decoded::VirtualService(o) => parts.virtual_services.push(o),
+            Decoded::Sidecar(o) => parts.sidecars.push(o),
+            Decoded::EnvoyFilter(o) => parts.envoy_filters.push(o),
+            Decoded::PeerAuthentication(o) => parts.peer_authentications.push(o),
+            Decoded::Telemetry(o) => parts.telemetries.push(o),
+            Decoded::IstiodThenError(istiod, e) => {
+                parts.profile.istiods.push(istiod);
+                return Err(*e);
+            }
+            Decoded::Nothing => {}
+        }
+        Ok(())
+    }
+
+    /// The kinds [`decode_object`] leaves: few per mesh, and they change the builder's state.
+    fn add_other(
+        &mut self,
+        at: Source,
+        api_version: &str,
+        kind: &str,
+        object: &str,
+        value: Value,
+    ) -> Result<()> {
         let parts = &mut self.snapshot_parts;
         match (group_of(api_version), kind) {
             ("", "Namespace") => {
                 let ns: Namespace = decode(&at, object, &value)?;
                 let meta = Meta::from_object_meta(&ns.metadata, "");
                 parts.namespaces.insert(meta.name.clone(), meta);
-            }
-            ("", "Service") => {
-                let svc: Service = decode(&at, object, &value)?;
-                let meta = Meta::from_object_meta(&svc.metadata, DEFAULT_NAMESPACE);
-                validate_annotations(&at, object, "metadata.annotations", &meta.annotations)?;
-                parts.services.push(Obj {
-                    api_version: api_version.to_string(),
-                    kind: kind.to_string(),
-                    meta,
-                    source: at,
-                    raw: keep(value),
-                    spec: svc.spec.unwrap_or_default(),
-                });
             }
             ("", "ConfigMap") => {
                 let cm: ConfigMap = decode(&at, object, &value)?;
@@ -246,150 +303,6 @@ impl SnapshotBuilder {
                     }
                 }
             }
-            ("", "Pod") => {
-                let pod: Pod = decode(&at, object, &value)?;
-                // A pod that a controller made is analysed through its controller's template.
-                if has_controller(&pod.metadata) {
-                    return Ok(());
-                }
-                let meta = Meta::from_object_meta(&pod.metadata, DEFAULT_NAMESPACE);
-                validate_annotations(&at, object, "metadata.annotations", &meta.annotations)?;
-                let template = PodTemplateSpec {
-                    metadata: Some(pod.metadata.clone()),
-                    spec: pod.spec.clone(),
-                };
-                parts.workloads.push(Workload::from_template(
-                    api_version,
-                    kind,
-                    meta,
-                    at,
-                    keep(value),
-                    "",
-                    &template,
-                    None,
-                ));
-            }
-            ("apps", "Deployment") => {
-                let d: Deployment = decode(&at, object, &value)?;
-                self.note_istiod(&d);
-                let (template, labels) = (&d.spec.template, d.spec.selector.match_labels.clone());
-                self.push_workload(
-                    api_version,
-                    kind,
-                    &d.metadata,
-                    at,
-                    keep(value),
-                    "/spec/template",
-                    template,
-                    labels,
-                )?;
-            }
-            ("apps", "StatefulSet") => {
-                let o: StatefulSet = decode(&at, object, &value)?;
-                let (template, labels) = (&o.spec.template, o.spec.selector.match_labels.clone());
-                self.push_workload(
-                    api_version,
-                    kind,
-                    &o.metadata,
-                    at,
-                    keep(value),
-                    "/spec/template",
-                    template,
-                    labels,
-                )?;
-            }
-            ("apps", "DaemonSet") => {
-                let o: DaemonSet = decode(&at, object, &value)?;
-                let (template, labels) = (&o.spec.template, o.spec.selector.match_labels.clone());
-                self.push_workload(
-                    api_version,
-                    kind,
-                    &o.metadata,
-                    at,
-                    keep(value),
-                    "/spec/template",
-                    template,
-                    labels,
-                )?;
-            }
-            ("apps", "ReplicaSet") => {
-                let s: ReplicaSet = decode(&at, object, &value)?;
-                if has_controller(&s.metadata) {
-                    return Ok(());
-                }
-                let spec = s.spec;
-                self.push_workload(
-                    api_version,
-                    kind,
-                    &s.metadata,
-                    at,
-                    keep(value),
-                    "/spec/template",
-                    &spec.template.unwrap_or_default(),
-                    spec.selector.match_labels,
-                )?;
-            }
-            ("batch", "Job") => {
-                let j: Job = decode(&at, object, &value)?;
-                if has_controller(&j.metadata) {
-                    return Ok(());
-                }
-                let spec = j.spec.unwrap_or_default();
-                let labels = spec.selector.and_then(|s| s.match_labels);
-                self.push_workload(
-                    api_version,
-                    kind,
-                    &j.metadata,
-                    at,
-                    keep(value),
-                    "/spec/template",
-                    &spec.template,
-                    labels,
-                )?;
-            }
-            ("batch", "CronJob") => {
-                let c: CronJob = decode(&at, object, &value)?;
-                let template = c
-                    .spec
-                    .job_template
-                    .spec
-                    .map(|s| s.template)
-                    .unwrap_or_default();
-                self.push_workload(
-                    api_version,
-                    kind,
-                    &c.metadata,
-                    at,
-                    keep(value),
-                    "/spec/jobTemplate/spec/template",
-                    &template,
-                    None,
-                )?;
-            }
-            ("networking.istio.io", "DestinationRule") => {
-                let obj = istio_obj(at, api_version, kind, object, value, keep)?;
-                parts.destination_rules.push(obj);
-            }
-            ("networking.istio.io", "VirtualService") => {
-                let obj = istio_obj(at, api_version, kind, object, value, keep)?;
-                parts.virtual_services.push(obj);
-            }
-            ("networking.istio.io", "Sidecar") => {
-                let obj = istio_obj(at, api_version, kind, object, value, keep)?;
-                parts.sidecars.push(obj);
-            }
-            ("networking.istio.io", "EnvoyFilter") => {
-                let obj = istio_obj(at, api_version, kind, object, value, keep)?;
-                parts.envoy_filters.push(obj);
-            }
-            ("security.istio.io", "PeerAuthentication") => {
-                let obj = istio_obj(at, api_version, kind, object, value, keep)?;
-                parts.peer_authentications.push(obj);
-            }
-            ("telemetry.istio.io", "Telemetry") => {
-                let obj = istio_obj(at, api_version, kind, object, value, keep)?;
-                parts.telemetries.push(obj);
-            }
             _ => {
                 *parts
                     .skipped
@@ -398,86 +311,6 @@ impl SnapshotBuilder {
             }
         }
         Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn push_workload(
-        &mut self,
-        api_version: &str,
-        kind: &str,
-        metadata: &ObjectMeta,
-        at: Source,
-        raw: Raw,
-        template_pointer: &'static str,
-        template: &PodTemplateSpec,
-        match_labels: Option<BTreeMap<String, String>>,
-    ) -> Result<()> {
-        let meta = Meta::from_object_meta(metadata, DEFAULT_NAMESPACE);
-        let object = format!("{kind} {}/{}", meta.namespace, meta.name);
-        let pod_annotations = template
-            .metadata
-            .as_ref()
-            .and_then(|m| m.annotations.clone())
-            .unwrap_or_default();
-        let field = format!(
-            "{}.metadata.annotations",
-            template_pointer.trim_start_matches('/').replace('/', ".")
-        );
-        validate_annotations(&at, &object, &field, &pod_annotations)?;
-        self.snapshot_parts.workloads.push(Workload::from_template(
-            api_version,
-            kind,
-            meta,
-            at,
-            raw,
-            template_pointer,
-            template,
-            match_labels,
-        ));
-        Ok(())
-    }
-
-    /// istiod's image tag tells which Istio version (and so which defaults) the mesh runs; its
-    /// env which sidecars it injects; its `istio.io/rev` label which revision it serves.
-    fn note_istiod(&mut self, d: &Deployment) {
-        let name = d.metadata.name.as_deref().unwrap_or_default();
-        if name != "istiod" && !name.starts_with("istiod-") {
-            return;
-        }
-        let containers = d
-            .spec
-            .template
-            .spec
-            .as_ref()
-            .map(|s| s.containers.as_slice())
-            .unwrap_or_default();
-        let Some(discovery) = containers.iter().find(|c| c.name == "discovery") else {
-            return;
-        };
-        let revision = d
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(keys::NS_REV))
-            .cloned()
-            .or_else(|| name.strip_prefix("istiod-").map(str::to_string))
-            .filter(|r| !r.is_empty())
-            .unwrap_or_else(|| "default".to_string());
-        let native_sidecars = discovery
-            .env
-            .iter()
-            .flatten()
-            .find(|e| e.name == "ENABLE_NATIVE_SIDECARS")
-            .and_then(|e| e.value.clone());
-        self.snapshot_parts.profile.istiods.push(IstiodSeen {
-            revision,
-            image: discovery.image.clone(),
-            native_sidecars,
-            object: format!(
-                "Deployment {}/{name}",
-                d.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
-            ),
-        });
     }
 
     fn add_config_map(&mut self, at: Source, object: &str, cm: ConfigMap) -> Result<()> {
@@ -838,5 +671,326 @@ fn istio_obj<T: DeserializeOwned + Default>(
         source: at,
         raw: keep(value),
         spec: shape.spec.unwrap_or_default(),
+    })
+}
+
+/// A document made ready off the builder ([`SnapshotBuilder::prepare`]).
+pub struct Prepared(PreparedInner);
+
+enum PreparedInner {
+    Decoded(Result<Decoded>),
+    Later(Source, Value, Option<Arc<str>>),
+}
+
+/// A typed object, ready to be added.
+enum Decoded {
+    Service(Obj<k8s_openapi::api::core::v1::ServiceSpec>),
+    /// With the istiod it shows, if it is one.
+    Workload(Box<Workload>, Option<IstiodSeen>),
+    DestinationRule(Obj<DestinationRuleSpec>),
+    VirtualService(Obj<VirtualServiceSpec>),
+    Sidecar(Obj<SidecarSpec>),
+    EnvoyFilter(Obj<EnvoyFilterSpec>),
+    PeerAuthentication(Obj<PeerAuthenticationSpec>),
+    Telemetry(Obj<TelemetrySpec>),
+    /// An istiod Deployment whose template is refused (the error), though its version counts.
+    IstiodThenError(IstiodSeen, Box<Error>),
+    /// Left out: a pod (or ReplicaSet, Job) that a controller made.
+    Nothing,
+}
+
+/// The kinds [`decode_known`] decodes: they need nothing but their document, and they are
+/// most of a large input.
+fn decoded_early(group: &str, kind: &str) -> bool {
+    matches!(
+        (group, kind),
+        ("", "Service" | "Pod")
+            | (
+                "apps",
+                "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet"
+            )
+            | ("batch", "Job" | "CronJob")
+            | (
+                "networking.istio.io",
+                "DestinationRule" | "VirtualService" | "Sidecar" | "EnvoyFilter"
+            )
+            | ("security.istio.io", "PeerAuthentication")
+            | ("telemetry.istio.io", "Telemetry")
+    )
+}
+
+/// [`decode_known`] for the kinds it decodes; the document back for the others.
+#[allow(clippy::result_large_err)]
+fn decode_object(
+    at: Source,
+    api_version: &str,
+    kind: &str,
+    object: &str,
+    value: Value,
+    text: Option<Arc<str>>,
+) -> std::result::Result<Result<Decoded>, (Source, Value)> {
+    if !decoded_early(group_of(api_version), kind) {
+        return Err((at, value));
+    }
+    Ok(decode_known(at, api_version, kind, object, value, text))
+}
+
+fn decode_known(
+    at: Source,
+    api_version: &str,
+    kind: &str,
+    object: &str,
+    value: Value,
+    text: Option<Arc<str>>,
+) -> Result<Decoded> {
+    let item = at.item;
+    // What the object keeps as its raw form: its text when it has one, else the value.
+    let keep = move |value: Value| match text {
+        Some(text) => Raw::from_text(text, item),
+        None => Raw::from(value),
+    };
+    let workload = |w: Result<Workload>, istiod: Option<IstiodSeen>| match (w, istiod) {
+        (Ok(w), istiod) => Ok(Decoded::Workload(Box::new(w), istiod)),
+        // istiod is seen even when its Deployment is then refused.
+        (Err(e), Some(istiod)) => Ok(Decoded::IstiodThenError(istiod, Box::new(e))),
+        (Err(e), None) => Err(e),
+    };
+    Ok(match (group_of(api_version), kind) {
+        ("", "Service") => {
+            let svc: Service = decode(&at, object, &value)?;
+            let meta = Meta::from_object_meta(&svc.metadata, DEFAULT_NAMESPACE);
+            validate_annotations(&at, object, "metadata.annotations", &meta.annotations)?;
+            Decoded::Service(Obj {
+                api_version: api_version.to_string(),
+                kind: kind.to_string(),
+                meta,
+                source: at,
+                raw: keep(value),
+                spec: svc.spec.unwrap_or_default(),
+            })
+        }
+        ("", "Pod") => {
+            let pod: Pod = decode(&at, object, &value)?;
+            // A pod that a controller made is analysed through its controller's template.
+            if has_controller(&pod.metadata) {
+                return Ok(Decoded::Nothing);
+            }
+            let meta = Meta::from_object_meta(&pod.metadata, DEFAULT_NAMESPACE);
+            validate_annotations(&at, object, "metadata.annotations", &meta.annotations)?;
+            let template = PodTemplateSpec {
+                metadata: Some(pod.metadata.clone()),
+                spec: pod.spec.clone(),
+            };
+            let w = Workload::from_template(
+                api_version,
+                kind,
+                meta,
+                at,
+                keep(value),
+                "",
+                &template,
+                None,
+            );
+            return workload(Ok(w), None);
+        }
+        ("apps", "Deployment") => {
+            let d: Deployment = decode(&at, object, &value)?;
+            let istiod = istiod_of(&d);
+            let (template, labels) = (&d.spec.template, d.spec.selector.match_labels.clone());
+            let w = new_workload(
+                api_version,
+                kind,
+                &d.metadata,
+                at,
+                keep(value),
+                "/spec/template",
+                template,
+                labels,
+            );
+            return workload(w, istiod);
+        }
+        ("apps", "StatefulSet") => {
+            let o: StatefulSet = decode(&at, object, &value)?;
+            let (template, labels) = (&o.spec.template, o.spec.selector.match_labels.clone());
+            let w = new_workload(
+                api_version,
+                kind,
+                &o.metadata,
+                at,
+                keep(value),
+                "/spec/template",
+                template,
+                labels,
+            );
+            return workload(w, None);
+        }
+        ("apps", "DaemonSet") => {
+            let o: DaemonSet = decode(&at, object, &value)?;
+            let (template, labels) = (&o.spec.template, o.spec.selector.match_labels.clone());
+            let w = new_workload(
+                api_version,
+                kind,
+                &o.metadata,
+                at,
+                keep(value),
+                "/spec/template",
+                template,
+                labels,
+            );
+            return workload(w, None);
+        }
+        ("apps", "ReplicaSet") => {
+            let s: ReplicaSet = decode(&at, object, &value)?;
+            if has_controller(&s.metadata) {
+                return Ok(Decoded::Nothing);
+            }
+            let spec = s.spec;
+            let w = new_workload(
+                api_version,
+                kind,
+                &s.metadata,
+                at,
+                keep(value),
+                "/spec/template",
+                &spec.template.unwrap_or_default(),
+                spec.selector.match_labels,
+            );
+            return workload(w, None);
+        }
+        ("batch", "Job") => {
+            let j: Job = decode(&at, object, &value)?;
+            if has_controller(&j.metadata) {
+                return Ok(Decoded::Nothing);
+            }
+            let spec = j.spec.unwrap_or_default();
+            let labels = spec.selector.and_then(|s| s.match_labels);
+            let w = new_workload(
+                api_version,
+                kind,
+                &j.metadata,
+                at,
+                keep(value),
+                "/spec/template",
+                &spec.template,
+                labels,
+            );
+            return workload(w, None);
+        }
+        ("batch", "CronJob") => {
+            let c: CronJob = decode(&at, object, &value)?;
+            let template = c
+                .spec
+                .job_template
+                .spec
+                .map(|s| s.template)
+                .unwrap_or_default();
+            let w = new_workload(
+                api_version,
+                kind,
+                &c.metadata,
+                at,
+                keep(value),
+                "/spec/jobTemplate/spec/template",
+                &template,
+                None,
+            );
+            return workload(w, None);
+        }
+        ("networking.istio.io", "DestinationRule") => {
+            Decoded::DestinationRule(istio_obj(at, api_version, kind, object, value, keep)?)
+        }
+        ("networking.istio.io", "VirtualService") => {
+            Decoded::VirtualService(istio_obj(at, api_version, kind, object, value, keep)?)
+        }
+        ("networking.istio.io", "Sidecar") => {
+            Decoded::Sidecar(istio_obj(at, api_version, kind, object, value, keep)?)
+        }
+        ("networking.istio.io", "EnvoyFilter") => {
+            Decoded::EnvoyFilter(istio_obj(at, api_version, kind, object, value, keep)?)
+        }
+        ("security.istio.io", "PeerAuthentication") => {
+            Decoded::PeerAuthentication(istio_obj(at, api_version, kind, object, value, keep)?)
+        }
+        ("telemetry.istio.io", "Telemetry") => {
+            Decoded::Telemetry(istio_obj(at, api_version, kind, object, value, keep)?)
+        }
+        // decoded_early() names no other kind.
+        _ => Decoded::Nothing,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn new_workload(
+    api_version: &str,
+    kind: &str,
+    metadata: &ObjectMeta,
+    at: Source,
+    raw: Raw,
+    template_pointer: &'static str,
+    template: &PodTemplateSpec,
+    match_labels: Option<BTreeMap<String, String>>,
+) -> Result<Workload> {
+    let meta = Meta::from_object_meta(metadata, DEFAULT_NAMESPACE);
+    let object = format!("{kind} {}/{}", meta.namespace, meta.name);
+    let pod_annotations = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.clone())
+        .unwrap_or_default();
+    let field = format!(
+        "{}.metadata.annotations",
+        template_pointer.trim_start_matches('/').replace('/', ".")
+    );
+    validate_annotations(&at, &object, &field, &pod_annotations)?;
+    Ok(Workload::from_template(
+        api_version,
+        kind,
+        meta,
+        at,
+        raw,
+        template_pointer,
+        template,
+        match_labels,
+    ))
+}
+
+/// istiod's image tag tells which Istio version (and so which defaults) the mesh runs; its
+/// env which sidecars it injects; its `istio.io/rev` label which revision it serves.
+fn istiod_of(d: &Deployment) -> Option<IstiodSeen> {
+    let name = d.metadata.name.as_deref().unwrap_or_default();
+    if name != "istiod" && !name.starts_with("istiod-") {
+        return None;
+    }
+    let containers = d
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
+    let discovery = containers.iter().find(|c| c.name == "discovery")?;
+    let revision = d
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(keys::NS_REV))
+        .cloned()
+        .or_else(|| name.strip_prefix("istiod-").map(str::to_string))
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "default".to_string());
+    let native_sidecars = discovery
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "ENABLE_NATIVE_SIDECARS")
+        .and_then(|e| e.value.clone());
+    Some(IstiodSeen {
+        revision,
+        image: discovery.image.clone(),
+        native_sidecars,
+        object: format!(
+            "Deployment {}/{name}",
+            d.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+        ),
     })
 }
