@@ -114,6 +114,21 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::from(2));
     }
+    if args.output == Output::Json {
+        // Streamed: written as it is serialized. A closed pipe (`| head`) is not an error
+        // worth a message; any other failure to serialize is.
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+        match write_json(&report, &locations, &mut out).and_then(|()| {
+            out.flush().map_err(serde_json::Error::io)
+        }) {
+            Err(e) if !e.is_io() => return Err(Error::Other(e.to_string())),
+            _ => {}
+        }
+        drop(out);
+        phases.done("render and write");
+        std::mem::forget(snapshot);
+        return Ok(exit_code(args, &report));
+    }
     let text = match args.output {
         Output::Table => render_table_at(&report, &locations),
         Output::Json => render_json(&report, &locations)?,
@@ -130,27 +145,33 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
     // A closed pipe (`| head`) is not an error worth a message.
     let _ = out.write_all(text.as_bytes());
     phases.done("write");
+    Ok(exit_code(args, &report))
+}
+
+/// 2 for fixes that could not be planned or (`--strict`) unreadable documents, 1 for a finding
+/// at `--fail-on`, else 0.
+fn exit_code(args: &AnalyzeArgs, report: &Report) -> ExitCode {
     if !report.errors.is_empty() {
         for e in &report.errors {
             eprintln!("meshmedic: {e}");
         }
-        return Ok(ExitCode::from(2));
+        return ExitCode::from(2);
     }
     if args.strict && !report.invalid_documents.is_empty() {
         eprintln!(
             "meshmedic: --strict: {} document(s) could not be read",
             report.invalid_documents.len()
         );
-        return Ok(ExitCode::from(2));
+        return ExitCode::from(2);
     }
     let failed = args
         .fail_on
         .is_some_and(|threshold| report.findings.iter().any(|f| f.severity >= threshold));
-    Ok(if failed {
+    if failed {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
-    })
+    }
 }
 
 /// `MESHMEDIC_PHASES=1`: each phase's wall time and the process's memory (resident now and its
@@ -340,6 +361,18 @@ pub fn render_table(report: &Report) -> String {
 /// The JSON report; each finding read from a file also carries its `location`
 /// (`positions::Location`: object and changed field, each with `at` = `path:line:col`).
 pub fn render_json(report: &Report, locations: &[Option<Location>]) -> Result<String> {
+    let mut out = Vec::with_capacity(4096 + report.findings.len() * 3072);
+    write_json(report, locations, &mut out).map_err(|e| Error::Other(e.to_string()))?;
+    String::from_utf8(out).map_err(|e| Error::Other(e.to_string()))
+}
+
+/// [`render_json`] written as it is made (the output of a large run is tens of MB: it is not
+/// held in memory).
+pub fn write_json(
+    report: &Report,
+    locations: &[Option<Location>],
+    mut out: impl Write,
+) -> std::result::Result<(), serde_json::Error> {
     use serde::ser::{Error as _, SerializeMap, SerializeSeq};
     use serde::{Serialize, Serializer};
 
@@ -384,19 +417,11 @@ pub fn render_json(report: &Report, locations: &[Option<Location>]) -> Result<St
         skipped_files: report.skipped_files.clone(),
         invalid_documents: report.invalid_documents.clone(),
     };
-    let Value::Object(rest) =
-        serde_json::to_value(&rest).map_err(|e| Error::Other(e.to_string()))?
-    else {
-        return Err(Error::Other("the report is not a JSON object".to_string()));
+    let Value::Object(rest) = serde_json::to_value(&rest)? else {
+        return Err(serde_json::Error::custom("the report is not a JSON object"));
     };
-    let mut out = Vec::with_capacity(4096 + report.findings.len() * 3072);
-    serde_json::to_writer_pretty(
-        &mut out,
-        &Whole(rest, Findings(&report.findings, locations)),
-    )
-    .map_err(|e| Error::Other(e.to_string()))?;
-    out.push(b'\n');
-    String::from_utf8(out).map_err(|e| Error::Other(e.to_string()))
+    serde_json::to_writer_pretty(&mut out, &Whole(rest, Findings(&report.findings, locations)))?;
+    out.write_all(b"\n").map_err(serde_json::Error::io)
 }
 
 /// Where to look: the changed field's position, else the object's.

@@ -203,7 +203,7 @@ impl SnapshotBuilder {
         let object = describe(kind, &value);
         let (api_version, kind) = (api_version.to_string(), kind.to_string());
         match decode_object(at, &api_version, &kind, &object, value, text.clone()) {
-            Ok(decoded) => Prepared(PreparedInner::Decoded(decoded)),
+            Ok(decoded) => Prepared(PreparedInner::Decoded(Box::new(decoded))),
             Err((at, value)) => Prepared(PreparedInner::Later(at, value, text)),
         }
     }
@@ -212,7 +212,7 @@ impl SnapshotBuilder {
     /// [`SnapshotBuilder::add_with_text`] (or `add`) of the document.
     pub fn add_prepared(&mut self, prepared: Prepared) -> Result<()> {
         match prepared.0 {
-            PreparedInner::Decoded(decoded) => self.insert(decoded?),
+            PreparedInner::Decoded(decoded) => self.insert((*decoded)?),
             PreparedInner::Later(at, value, text) => self.add_read(at, value, text),
         }
     }
@@ -678,7 +678,8 @@ fn istio_obj<T: DeserializeOwned + Default>(
 pub struct Prepared(PreparedInner);
 
 enum PreparedInner {
-    Decoded(Result<Decoded>),
+    /// Boxed: the typed objects are large, and lists of these are moved as they grow.
+    Decoded(Box<Result<Decoded>>),
     Later(Source, Value, Option<Arc<str>>),
 }
 

@@ -96,7 +96,7 @@ impl Input {
         let mut read = 0;
         let mut objects = std::mem::take(&mut self.objects);
         // Every object (List items apart), with the document it came from.
-        let mut entries = Vec::new();
+        let mut entries = Vec::with_capacity(objects.len());
         for (i, obj) in objects.iter_mut().enumerate() {
             let prepared = obj.prepared.take().unwrap_or_else(|| {
                 // Moved, not cloned: only the text (for an error's line) stays behind.
