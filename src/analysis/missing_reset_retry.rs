@@ -294,7 +294,7 @@ pub fn retry_findings(
         }
         let target = vs.object_ref();
         out.push(
-            Remediation::patch(target, &vs.raw, edits, true).map(|remediation| Finding {
+            Remediation::patch(target, &vs.raw.to_value(), edits, true).map(|remediation| Finding {
                 code,
                 severity,
                 namespace: ns.clone(),

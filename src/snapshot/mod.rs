@@ -237,6 +237,27 @@ impl Snapshot {
         })
     }
 
+    /// [`Snapshot::raw_object`], owned and not kept ([`Raw::to_value`]): for a fix that copies
+    /// its target.
+    pub fn raw_object_owned(&self, target: &ObjectRef) -> Option<Value> {
+        let key = (
+            target.kind.clone(),
+            target.namespace.clone(),
+            target.name.clone(),
+        );
+        let &i = self.objects.get(&key)?;
+        Some(match target.kind.as_str() {
+            "DestinationRule" => self.destination_rules[i].raw.to_value(),
+            "VirtualService" => self.virtual_services[i].raw.to_value(),
+            "Sidecar" => self.sidecars[i].raw.to_value(),
+            "PeerAuthentication" => self.peer_authentications[i].raw.to_value(),
+            "EnvoyFilter" => self.envoy_filters[i].raw.to_value(),
+            "Telemetry" => self.telemetries[i].raw.to_value(),
+            "Service" => self.services[i].raw.to_value(),
+            _ => self.workloads[i].raw.to_value(),
+        })
+    }
+
     /// A workload by kind, namespace and name.
     pub fn workload(&self, kind: &str, namespace: &str, name: &str) -> Option<&Workload> {
         let key = (kind.to_string(), namespace.to_string(), name.to_string());

@@ -42,20 +42,20 @@ impl Raw {
     pub fn value(&self) -> &Value {
         match &self.0 {
             Inner::Value(v) => v,
-            Inner::Text { text, item, value } => value.get_or_init(|| {
-                // The text was read once already, so this is the same value; should it fail
-                // anyway, the object reads as null rather than taking the process down.
-                let Ok(mut doc) = super::yaml::from_str(text) else {
-                    return Value::Null;
-                };
-                match item {
-                    None => doc,
-                    Some(i) => match doc.get_mut("items").and_then(|v| v.get_mut(*i)) {
-                        Some(v) => v.take(),
-                        None => Value::Null,
-                    },
-                }
-            }),
+            Inner::Text { text, item, value } => value.get_or_init(|| read(text, *item)),
+        }
+    }
+
+    /// The value, owned, without keeping it: a fix that copies the object to patch it reads its
+    /// text again instead of leaving a second tree in the snapshot.
+    pub fn to_value(&self) -> Value {
+        match &self.0 {
+            Inner::Text {
+                text,
+                item,
+                value,
+            } if value.get().is_none() => read(text, *item),
+            _ => self.value().clone(),
         }
     }
 
@@ -65,6 +65,22 @@ impl Raw {
             Inner::Value(_) => true,
             Inner::Text { value, .. } => value.get().is_some(),
         }
+    }
+}
+
+/// The document `text`, or its `items[item]`. The text was read once already, so this is the
+/// same value; should it fail anyway, the object reads as null rather than taking the process
+/// down.
+fn read(text: &str, item: Option<usize>) -> Value {
+    let Ok(mut doc) = super::yaml::from_str(text) else {
+        return Value::Null;
+    };
+    match item {
+        None => doc,
+        Some(i) => match doc.get_mut("items").and_then(|v| v.get_mut(i)) {
+            Some(v) => v.take(),
+            None => Value::Null,
+        },
     }
 }
 
@@ -107,6 +123,7 @@ mod tests {
     fn text_is_read_on_first_use_and_list_items_are_picked() {
         let doc: Arc<str> = Arc::from("apiVersion: v1\nkind: List\nitems:\n- {a: 1}\n- {b: yes}\n");
         let raw = Raw::from_text(doc.clone(), Some(1));
+        assert_eq!(raw.to_value(), serde_json::json!({"b": true}));
         assert!(!raw.is_read());
         assert_eq!(raw.value(), &serde_json::json!({"b": true}));
         assert!(raw.is_read());
