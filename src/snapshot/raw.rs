@@ -132,3 +132,25 @@ mod tests {
         assert_eq!(Raw::from(serde_json::json!(3)).value(), &serde_json::json!(3));
     }
 }
+
+#[cfg(test)]
+mod sizes {
+    #[test]
+    #[ignore = "prints the sizes of the snapshot's types (README, Benchmarks)"]
+    fn print_sizes() {
+        use std::mem::size_of;
+        eprintln!(
+            "Workload {} PodSpec {} Container {} Probe {} Obj<ServiceSpec> {} Obj<DR> {} Obj<VS> {} Meta {} Raw {} Value {}",
+            size_of::<crate::model::workload::Workload>(),
+            size_of::<k8s_openapi::api::core::v1::PodSpec>(),
+            size_of::<k8s_openapi::api::core::v1::Container>(),
+            size_of::<k8s_openapi::api::core::v1::Probe>(),
+            size_of::<super::super::Obj<k8s_openapi::api::core::v1::ServiceSpec>>(),
+            size_of::<super::super::Obj<crate::model::istio::DestinationRuleSpec>>(),
+            size_of::<super::super::Obj<crate::model::istio::VirtualServiceSpec>>(),
+            size_of::<crate::model::Meta>(),
+            size_of::<super::Raw>(),
+            size_of::<serde_json::Value>(),
+        );
+    }
+}
