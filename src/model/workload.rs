@@ -34,16 +34,16 @@ impl Workload {
         source: Source,
         raw: crate::snapshot::Raw,
         template_pointer: &'static str,
-        template: &PodTemplateSpec,
+        template: PodTemplateSpec,
         match_labels: Option<BTreeMap<String, String>>,
     ) -> Workload {
+        // Moved, not cloned: the template is the largest part of a decoded workload.
         let (pod_labels, pod_annotations) = template
             .metadata
-            .as_ref()
             .map(|m| {
                 (
-                    m.labels.clone().unwrap_or_default(),
-                    m.annotations.clone().unwrap_or_default(),
+                    m.labels.unwrap_or_default(),
+                    m.annotations.unwrap_or_default(),
                 )
             })
             .unwrap_or_default();
@@ -57,7 +57,7 @@ impl Workload {
             template_pointer,
             pod_labels,
             pod_annotations,
-            pod_spec: template.spec.clone().unwrap_or_default(),
+            pod_spec: template.spec.unwrap_or_default(),
             selector_labels,
         }
     }

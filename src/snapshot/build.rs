@@ -65,6 +65,14 @@ fn describe(kind: &str, value: &Value) -> String {
 
 /// Deserializes with the path of the failing field, so the message can name it.
 fn decode<T: DeserializeOwned>(at: &Source, object: &str, value: &Value) -> Result<T> {
+    decode_with(at, object, value)
+}
+
+/// [`decode`] from a borrowed or an owned value (the same messages).
+fn decode_with<'de, T: DeserializeOwned, D>(at: &Source, object: &str, value: D) -> Result<T>
+where
+    D: serde::Deserializer<'de, Error = serde_json::Error>,
+{
     serde_path_to_error::deserialize(value).map_err(|e| {
         let field = e.path().to_string();
         Error::InvalidField {
@@ -78,6 +86,20 @@ fn decode<T: DeserializeOwned>(at: &Source, object: &str, value: &Value) -> Resu
             message: e.into_inner().to_string(),
         }
     })
+}
+
+/// [`decode`], and what the object keeps as its raw form: its document's text when it has
+/// one (the value is then decoded by move: its strings are not copied), else the value.
+fn decode_keep<T: DeserializeOwned>(
+    at: &Source,
+    object: &str,
+    value: Value,
+    text: Option<Arc<str>>,
+) -> Result<(T, Raw)> {
+    match text {
+        Some(text) => Ok((decode_with(at, object, value)?, Raw::from_text(text, at.item))),
+        None => Ok((decode_with(at, object, &value)?, Raw::from(value))),
+    }
 }
 
 fn group_of(api_version: &str) -> &str {
@@ -215,6 +237,40 @@ impl SnapshotBuilder {
             PreparedInner::Decoded(decoded) => self.insert((*decoded)?),
             PreparedInner::Later(at, value, text) => self.add_read(at, value, text),
         }
+    }
+
+    /// Makes room for the objects of `prepared` at once: the typed objects are large (a
+    /// workload ~2 KB before its containers), and lists grown by doubling copied them and held
+    /// both copies at the peak.
+    pub fn reserve<'a>(&mut self, prepared: impl Iterator<Item = &'a Prepared>) {
+        let mut counts = [0usize; 8];
+        for p in prepared {
+            if let PreparedInner::Decoded(d) = &p.0
+                && let Ok(d) = d.as_ref()
+            {
+                let slot = match d {
+                    Decoded::Service(_) => 0,
+                    Decoded::Workload(..) => 1,
+                    Decoded::DestinationRule(_) => 2,
+                    Decoded::VirtualService(_) => 3,
+                    Decoded::Sidecar(_) => 4,
+                    Decoded::EnvoyFilter(_) => 5,
+                    Decoded::PeerAuthentication(_) => 6,
+                    Decoded::Telemetry(_) => 7,
+                    Decoded::IstiodThenError(..) | Decoded::Nothing => continue,
+                };
+                counts[slot] += 1;
+            }
+        }
+        let parts = &mut self.snapshot_parts;
+        parts.services.reserve(counts[0]);
+        parts.workloads.reserve(counts[1]);
+        parts.destination_rules.reserve(counts[2]);
+        parts.virtual_services.reserve(counts[3]);
+        parts.sidecars.reserve(counts[4]);
+        parts.envoy_filters.reserve(counts[5]);
+        parts.peer_authentications.reserve(counts[6]);
+        parts.telemetries.reserve(counts[7]);
     }
 
     fn insert(&mut self, decoded: Decoded) -> Result<()> {
@@ -655,7 +711,7 @@ fn istio_obj<T: DeserializeOwned + Default>(
     kind: &str,
     object: &str,
     value: Value,
-    keep: impl FnOnce(Value) -> Raw,
+    text: Option<Arc<str>>,
 ) -> Result<Obj<T>> {
     #[derive(serde::Deserialize)]
     struct Shape<T> {
@@ -663,13 +719,13 @@ fn istio_obj<T: DeserializeOwned + Default>(
         metadata: ObjectMeta,
         spec: Option<T>,
     }
-    let shape: Shape<T> = decode(&at, object, &value)?;
+    let (shape, raw): (Shape<T>, Raw) = decode_keep(&at, object, value, text)?;
     Ok(Obj {
         api_version: api_version.to_string(),
         kind: kind.to_string(),
         meta: Meta::from_object_meta(&shape.metadata, DEFAULT_NAMESPACE),
         source: at,
-        raw: keep(value),
+        raw,
         spec: shape.spec.unwrap_or_default(),
     })
 }
@@ -744,12 +800,6 @@ fn decode_known(
     value: Value,
     text: Option<Arc<str>>,
 ) -> Result<Decoded> {
-    let item = at.item;
-    // What the object keeps as its raw form: its text when it has one, else the value.
-    let keep = move |value: Value| match text {
-        Some(text) => Raw::from_text(text, item),
-        None => Raw::from(value),
-    };
     let workload = |w: Result<Workload>, istiod: Option<IstiodSeen>| match (w, istiod) {
         (Ok(w), istiod) => Ok(Decoded::Workload(Box::new(w), istiod)),
         // istiod is seen even when its Deployment is then refused.
@@ -758,7 +808,7 @@ fn decode_known(
     };
     Ok(match (group_of(api_version), kind) {
         ("", "Service") => {
-            let svc: Service = decode(&at, object, &value)?;
+            let (svc, raw): (Service, Raw) = decode_keep(&at, object, value, text)?;
             let meta = Meta::from_object_meta(&svc.metadata, DEFAULT_NAMESPACE);
             validate_annotations(&at, object, "metadata.annotations", &meta.annotations)?;
             Decoded::Service(Obj {
@@ -766,12 +816,12 @@ fn decode_known(
                 kind: kind.to_string(),
                 meta,
                 source: at,
-                raw: keep(value),
+                raw: raw,
                 spec: svc.spec.unwrap_or_default(),
             })
         }
         ("", "Pod") => {
-            let pod: Pod = decode(&at, object, &value)?;
+            let (pod, raw): (Pod, Raw) = decode_keep(&at, object, value, text)?;
             // A pod that a controller made is analysed through its controller's template.
             if has_controller(&pod.metadata) {
                 return Ok(Decoded::Nothing);
@@ -779,31 +829,31 @@ fn decode_known(
             let meta = Meta::from_object_meta(&pod.metadata, DEFAULT_NAMESPACE);
             validate_annotations(&at, object, "metadata.annotations", &meta.annotations)?;
             let template = PodTemplateSpec {
-                metadata: Some(pod.metadata.clone()),
-                spec: pod.spec.clone(),
+                metadata: Some(pod.metadata),
+                spec: pod.spec,
             };
             let w = Workload::from_template(
                 api_version,
                 kind,
                 meta,
                 at,
-                keep(value),
+                raw,
                 "",
-                &template,
+                template,
                 None,
             );
             return workload(Ok(w), None);
         }
         ("apps", "Deployment") => {
-            let d: Deployment = decode(&at, object, &value)?;
+            let (d, raw): (Deployment, Raw) = decode_keep(&at, object, value, text)?;
             let istiod = istiod_of(&d);
-            let (template, labels) = (&d.spec.template, d.spec.selector.match_labels.clone());
+            let (template, labels) = (d.spec.template, d.spec.selector.match_labels);
             let w = new_workload(
                 api_version,
                 kind,
                 &d.metadata,
                 at,
-                keep(value),
+                raw,
                 "/spec/template",
                 template,
                 labels,
@@ -811,14 +861,14 @@ fn decode_known(
             return workload(w, istiod);
         }
         ("apps", "StatefulSet") => {
-            let o: StatefulSet = decode(&at, object, &value)?;
-            let (template, labels) = (&o.spec.template, o.spec.selector.match_labels.clone());
+            let (o, raw): (StatefulSet, Raw) = decode_keep(&at, object, value, text)?;
+            let (template, labels) = (o.spec.template, o.spec.selector.match_labels);
             let w = new_workload(
                 api_version,
                 kind,
                 &o.metadata,
                 at,
-                keep(value),
+                raw,
                 "/spec/template",
                 template,
                 labels,
@@ -826,14 +876,14 @@ fn decode_known(
             return workload(w, None);
         }
         ("apps", "DaemonSet") => {
-            let o: DaemonSet = decode(&at, object, &value)?;
-            let (template, labels) = (&o.spec.template, o.spec.selector.match_labels.clone());
+            let (o, raw): (DaemonSet, Raw) = decode_keep(&at, object, value, text)?;
+            let (template, labels) = (o.spec.template, o.spec.selector.match_labels);
             let w = new_workload(
                 api_version,
                 kind,
                 &o.metadata,
                 at,
-                keep(value),
+                raw,
                 "/spec/template",
                 template,
                 labels,
@@ -841,7 +891,7 @@ fn decode_known(
             return workload(w, None);
         }
         ("apps", "ReplicaSet") => {
-            let s: ReplicaSet = decode(&at, object, &value)?;
+            let (s, raw): (ReplicaSet, Raw) = decode_keep(&at, object, value, text)?;
             if has_controller(&s.metadata) {
                 return Ok(Decoded::Nothing);
             }
@@ -851,15 +901,15 @@ fn decode_known(
                 kind,
                 &s.metadata,
                 at,
-                keep(value),
+                raw,
                 "/spec/template",
-                &spec.template.unwrap_or_default(),
+                spec.template.unwrap_or_default(),
                 spec.selector.match_labels,
             );
             return workload(w, None);
         }
         ("batch", "Job") => {
-            let j: Job = decode(&at, object, &value)?;
+            let (j, raw): (Job, Raw) = decode_keep(&at, object, value, text)?;
             if has_controller(&j.metadata) {
                 return Ok(Decoded::Nothing);
             }
@@ -870,15 +920,15 @@ fn decode_known(
                 kind,
                 &j.metadata,
                 at,
-                keep(value),
+                raw,
                 "/spec/template",
-                &spec.template,
+                spec.template,
                 labels,
             );
             return workload(w, None);
         }
         ("batch", "CronJob") => {
-            let c: CronJob = decode(&at, object, &value)?;
+            let (c, raw): (CronJob, Raw) = decode_keep(&at, object, value, text)?;
             let template = c
                 .spec
                 .job_template
@@ -890,30 +940,30 @@ fn decode_known(
                 kind,
                 &c.metadata,
                 at,
-                keep(value),
+                raw,
                 "/spec/jobTemplate/spec/template",
-                &template,
+                template,
                 None,
             );
             return workload(w, None);
         }
         ("networking.istio.io", "DestinationRule") => {
-            Decoded::DestinationRule(istio_obj(at, api_version, kind, object, value, keep)?)
+            Decoded::DestinationRule(istio_obj(at, api_version, kind, object, value, text)?)
         }
         ("networking.istio.io", "VirtualService") => {
-            Decoded::VirtualService(istio_obj(at, api_version, kind, object, value, keep)?)
+            Decoded::VirtualService(istio_obj(at, api_version, kind, object, value, text)?)
         }
         ("networking.istio.io", "Sidecar") => {
-            Decoded::Sidecar(istio_obj(at, api_version, kind, object, value, keep)?)
+            Decoded::Sidecar(istio_obj(at, api_version, kind, object, value, text)?)
         }
         ("networking.istio.io", "EnvoyFilter") => {
-            Decoded::EnvoyFilter(istio_obj(at, api_version, kind, object, value, keep)?)
+            Decoded::EnvoyFilter(istio_obj(at, api_version, kind, object, value, text)?)
         }
         ("security.istio.io", "PeerAuthentication") => {
-            Decoded::PeerAuthentication(istio_obj(at, api_version, kind, object, value, keep)?)
+            Decoded::PeerAuthentication(istio_obj(at, api_version, kind, object, value, text)?)
         }
         ("telemetry.istio.io", "Telemetry") => {
-            Decoded::Telemetry(istio_obj(at, api_version, kind, object, value, keep)?)
+            Decoded::Telemetry(istio_obj(at, api_version, kind, object, value, text)?)
         }
         // decoded_early() names no other kind.
         _ => Decoded::Nothing,
@@ -928,21 +978,22 @@ fn new_workload(
     at: Source,
     raw: Raw,
     template_pointer: &'static str,
-    template: &PodTemplateSpec,
+    template: PodTemplateSpec,
     match_labels: Option<BTreeMap<String, String>>,
 ) -> Result<Workload> {
     let meta = Meta::from_object_meta(metadata, DEFAULT_NAMESPACE);
     let object = format!("{kind} {}/{}", meta.namespace, meta.name);
-    let pod_annotations = template
+    if let Some(pod_annotations) = template
         .metadata
         .as_ref()
-        .and_then(|m| m.annotations.clone())
-        .unwrap_or_default();
-    let field = format!(
-        "{}.metadata.annotations",
-        template_pointer.trim_start_matches('/').replace('/', ".")
-    );
-    validate_annotations(&at, &object, &field, &pod_annotations)?;
+        .and_then(|m| m.annotations.as_ref())
+    {
+        let field = format!(
+            "{}.metadata.annotations",
+            template_pointer.trim_start_matches('/').replace('/', ".")
+        );
+        validate_annotations(&at, &object, &field, pod_annotations)?;
+    }
     Ok(Workload::from_template(
         api_version,
         kind,

@@ -123,6 +123,7 @@ impl Input {
                 last.insert(key, n);
             }
         }
+        builder.reserve(entries.iter().map(|(_, e)| &e.prepared));
         for (n, (i, entry)) in entries.into_iter().enumerate() {
             if entry.key.as_ref().is_some_and(|k| last.get(k) != Some(&n)) {
                 continue;
