@@ -119,9 +119,9 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
         // Streamed: written as it is serialized. A closed pipe (`| head`) is not an error
         // worth a message; any other failure to serialize is.
         let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-        match write_json(&report, &locations, &mut out).and_then(|()| {
-            out.flush().map_err(serde_json::Error::io)
-        }) {
+        match write_json(&report, &locations, &mut out)
+            .and_then(|()| out.flush().map_err(serde_json::Error::io))
+        {
             Err(e) if !e.is_io() => return Err(Error::Other(e.to_string())),
             _ => {}
         }
@@ -447,7 +447,10 @@ pub fn write_json(
     let Value::Object(rest) = serde_json::to_value(&rest)? else {
         return Err(serde_json::Error::custom("the report is not a JSON object"));
     };
-    serde_json::to_writer_pretty(&mut out, &Whole(rest, Findings(&report.findings, locations)))?;
+    serde_json::to_writer_pretty(
+        &mut out,
+        &Whole(rest, Findings(&report.findings, locations)),
+    )?;
     out.write_all(b"\n").map_err(serde_json::Error::io)
 }
 

@@ -97,7 +97,10 @@ fn decode_keep<T: DeserializeOwned>(
     text: Option<Arc<str>>,
 ) -> Result<(T, Raw)> {
     match text {
-        Some(text) => Ok((decode_with(at, object, value)?, Raw::from_text(text, at.item))),
+        Some(text) => Ok((
+            decode_with(at, object, value)?,
+            Raw::from_text(text, at.item),
+        )),
         None => Ok((decode_with(at, object, &value)?, Raw::from(value))),
     }
 }
@@ -740,6 +743,8 @@ enum PreparedInner {
 }
 
 /// A typed object, ready to be added.
+// Boxed as a whole in `Prepared`: a box per variant would be one more allocation each.
+#[allow(clippy::large_enum_variant)]
 enum Decoded {
     Service(Obj<k8s_openapi::api::core::v1::ServiceSpec>),
     /// With the istiod it shows, if it is one.
@@ -816,7 +821,7 @@ fn decode_known(
                 kind: kind.to_string(),
                 meta,
                 source: at,
-                raw: raw,
+                raw,
                 spec: svc.spec.unwrap_or_default(),
             })
         }
@@ -832,16 +837,7 @@ fn decode_known(
                 metadata: Some(pod.metadata),
                 spec: pod.spec,
             };
-            let w = Workload::from_template(
-                api_version,
-                kind,
-                meta,
-                at,
-                raw,
-                "",
-                template,
-                None,
-            );
+            let w = Workload::from_template(api_version, kind, meta, at, raw, "", template, None);
             return workload(Ok(w), None);
         }
         ("apps", "Deployment") => {

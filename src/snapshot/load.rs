@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::yaml::{self, Document};
 use super::build::Prepared;
+use super::yaml::{self, Document};
 use super::{Snapshot, SnapshotBuilder, SnapshotOptions};
 use crate::error::{Error, Result, Source};
 
@@ -740,8 +740,22 @@ mod tests {
                  ---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: x}\n";
         let mut input = Input::default();
         let mut charts = HashMap::new();
-        read_file(Path::new("a.yaml"), "a.yaml", a, &mut charts, &mut input, true);
-        read_file(Path::new("b.yaml"), "b.yaml", b, &mut charts, &mut input, false);
+        read_file(
+            Path::new("a.yaml"),
+            "a.yaml",
+            a,
+            &mut charts,
+            &mut input,
+            true,
+        );
+        read_file(
+            Path::new("b.yaml"),
+            "b.yaml",
+            b,
+            &mut charts,
+            &mut input,
+            false,
+        );
         let (snapshot, read) = input.build(SnapshotOptions::default()).unwrap();
         assert_eq!(read, 3);
         assert_eq!(snapshot.services.len(), 1);
@@ -782,7 +796,14 @@ mod tests {
             ("Chart.yaml", "apiVersion: v2\nname: x\n", "Helm chart"),
         ] {
             let mut input = Input::default();
-            read_file(Path::new(name), name, text, &mut HashMap::new(), &mut input, true);
+            read_file(
+                Path::new(name),
+                name,
+                text,
+                &mut HashMap::new(),
+                &mut input,
+                true,
+            );
             assert!(input.objects.is_empty(), "{name}");
             assert!(
                 input.skipped_files[0].reason.contains(reason),

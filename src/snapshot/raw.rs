@@ -50,11 +50,7 @@ impl Raw {
     /// text again instead of leaving a second tree in the snapshot.
     pub fn to_value(&self) -> Value {
         match &self.0 {
-            Inner::Text {
-                text,
-                item,
-                value,
-            } if value.get().is_none() => read(text, *item),
+            Inner::Text { text, item, value } if value.get().is_none() => read(text, *item),
             _ => self.value().clone(),
         }
     }
@@ -129,7 +125,10 @@ mod tests {
         assert!(raw.is_read());
         let whole = Raw::from_text(doc, None);
         assert_eq!(whole["items"][0]["a"], 1);
-        assert_eq!(Raw::from(serde_json::json!(3)).value(), &serde_json::json!(3));
+        assert_eq!(
+            Raw::from(serde_json::json!(3)).value(),
+            &serde_json::json!(3)
+        );
     }
 }
 
