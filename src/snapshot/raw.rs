@@ -19,30 +19,34 @@ pub struct Raw(Inner);
 #[derive(Clone)]
 enum Inner {
     Value(Value),
-    Text {
-        /// The document's text, as `snapshot::load` split it from its file.
-        text: Arc<str>,
-        /// The object's index in the document's `items` (a `kind: List`).
-        item: Option<usize>,
-        value: OnceLock<Value>,
-    },
+    /// Boxed: a `Raw` holding a value (the operator's objects) stays the size of a `Value`.
+    Text(Box<Text>),
+}
+
+#[derive(Clone)]
+struct Text {
+    /// The document's text, as `snapshot::load` split it from its file.
+    text: Arc<str>,
+    /// The object's index in the document's `items` (a `kind: List`).
+    item: Option<usize>,
+    value: OnceLock<Value>,
 }
 
 impl Raw {
     /// An object that is the document `text` (or its `items[item]`), read when first asked.
     /// The text must be one that `yaml::from_str` read without error.
     pub fn from_text(text: Arc<str>, item: Option<usize>) -> Raw {
-        Raw(Inner::Text {
+        Raw(Inner::Text(Box::new(Text {
             text,
             item,
             value: OnceLock::new(),
-        })
+        })))
     }
 
     pub fn value(&self) -> &Value {
         match &self.0 {
             Inner::Value(v) => v,
-            Inner::Text { text, item, value } => value.get_or_init(|| read(text, *item)),
+            Inner::Text(t) => t.value.get_or_init(|| read(&t.text, t.item)),
         }
     }
 
@@ -50,7 +54,7 @@ impl Raw {
     /// text again instead of leaving a second tree in the snapshot.
     pub fn to_value(&self) -> Value {
         match &self.0 {
-            Inner::Text { text, item, value } if value.get().is_none() => read(text, *item),
+            Inner::Text(t) if t.value.get().is_none() => read(&t.text, t.item),
             _ => self.value().clone(),
         }
     }
@@ -59,7 +63,7 @@ impl Raw {
     pub fn is_read(&self) -> bool {
         match &self.0 {
             Inner::Value(_) => true,
-            Inner::Text { value, .. } => value.get().is_some(),
+            Inner::Text(t) => t.value.get().is_some(),
         }
     }
 }
