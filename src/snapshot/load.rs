@@ -109,23 +109,34 @@ impl Input {
         }
         // The same object twice (two variants of one manifest in a repository): the last one
         // is analysed, as `kubectl apply -f DIR` would leave it.
-        let mut last: HashMap<(String, String, String), usize> = HashMap::new();
-        for (n, (_, entry)) in entries.iter().enumerate() {
-            if let Some(key) = entry.key.clone() {
-                if let Some(&earlier) = last.get(&key) {
-                    let first = &entries[earlier].1.source;
-                    let later = &entries[n].1.source;
-                    self.duplicates.push(format!(
-                        "{} {}/{} is in {first} and {later}: the last one is analysed",
-                        key.0, key.1, key.2
-                    ));
+        // Keys are borrowed, not copied (three strings per object).
+        let mut superseded = vec![false; entries.len()];
+        {
+            let mut last: HashMap<&(String, String, String), usize> =
+                HashMap::with_capacity(entries.len());
+            for (n, (_, entry)) in entries.iter().enumerate() {
+                if let Some(key) = &entry.key {
+                    if let Some(earlier) = last.insert(key, n) {
+                        superseded[earlier] = true;
+                        let first = &entries[earlier].1.source;
+                        let later = &entries[n].1.source;
+                        self.duplicates.push(format!(
+                            "{} {}/{} is in {first} and {later}: the last one is analysed",
+                            key.0, key.1, key.2
+                        ));
+                    }
                 }
-                last.insert(key, n);
             }
         }
-        builder.reserve(entries.iter().map(|(_, e)| &e.prepared));
-        for (n, (i, entry)) in entries.into_iter().enumerate() {
-            if entry.key.as_ref().is_some_and(|k| last.get(k) != Some(&n)) {
+        builder.reserve(
+            entries
+                .iter()
+                .zip(&superseded)
+                .filter(|(_, s)| !**s)
+                .map(|((_, e), _)| &e.prepared),
+        );
+        for ((i, entry), superseded) in entries.into_iter().zip(superseded) {
+            if superseded {
                 continue;
             }
             let Entry {
