@@ -115,16 +115,16 @@ impl Input {
             let mut last: HashMap<&(String, String, String), usize> =
                 HashMap::with_capacity(entries.len());
             for (n, (_, entry)) in entries.iter().enumerate() {
-                if let Some(key) = &entry.key {
-                    if let Some(earlier) = last.insert(key, n) {
-                        superseded[earlier] = true;
-                        let first = &entries[earlier].1.source;
-                        let later = &entries[n].1.source;
-                        self.duplicates.push(format!(
-                            "{} {}/{} is in {first} and {later}: the last one is analysed",
-                            key.0, key.1, key.2
-                        ));
-                    }
+                if let Some(key) = &entry.key
+                    && let Some(earlier) = last.insert(key, n)
+                {
+                    superseded[earlier] = true;
+                    let first = &entries[earlier].1.source;
+                    let later = &entries[n].1.source;
+                    self.duplicates.push(format!(
+                        "{} {}/{} is in {first} and {later}: the last one is analysed",
+                        key.0, key.1, key.2
+                    ));
                 }
             }
         }
