@@ -283,7 +283,7 @@ fn finding(
 
     let remediation = match target {
         Some(target) => {
-            let raw = snapshot.raw_object(&target).cloned().unwrap_or(Value::Null);
+            let raw = snapshot.raw_object_owned(&target).unwrap_or(Value::Null);
             let mut edits = Vec::new();
             for p in &problems {
                 let base = match &p.level {

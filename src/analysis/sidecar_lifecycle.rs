@@ -258,7 +258,12 @@ fn finding(
         Some(keys::PROXY_CONFIG),
         json!(text),
     );
-    let remediation = Remediation::patch(workload.object_ref(), &workload.raw, vec![edit], false)?;
+    let remediation = Remediation::patch(
+        workload.object_ref(),
+        &workload.raw.to_value(),
+        vec![edit],
+        false,
+    )?;
     Ok(Finding {
         code: Code::SidecarLifecycle,
         severity: if shutdown {

@@ -15,7 +15,7 @@ use crate::model::istio::MeshConfig;
 use crate::positions::Location;
 use crate::remediation::{Action, apply, plan_patch};
 use crate::snapshot::cluster::{self, Connection, Scope};
-use crate::snapshot::load::{Input, parse_documents, read_paths};
+use crate::snapshot::load::{Input, parse_documents, read_paths, read_paths_prepared};
 use crate::snapshot::profile::ProfileFile;
 use crate::snapshot::{Snapshot, yaml};
 
@@ -84,15 +84,21 @@ pub fn run(args: AnalyzeArgs) -> ExitCode {
 
 fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
     let options = args.mesh.options()?;
+    keep_freed_memory();
+    let mut phases = Phases::from_env();
     let (mut input, scope) = if args.cluster {
         read_cluster(args)?
     } else {
-        (read_paths(&args.paths)?, None)
+        (read_paths_prepared(&args.paths)?, None)
     };
+    phases.done("read (split, YAML parse)");
     let (snapshot, read) = input.build(options)?;
+    phases.done("build (typed objects, indexes)");
     let mut report = analyze_in(&snapshot, scope);
+    phases.done("detectors and fixes");
     // Where each finding is in the files (issue 13 §1): `path:line:col`.
     let locations = crate::positions::locate(&snapshot, &report.findings);
+    phases.done("locate findings");
     report.skipped_files = std::mem::take(&mut input.skipped_files);
     report.invalid_documents = std::mem::take(&mut input.invalid_documents);
     eprint!("{}", render_input_problems(&report));
@@ -109,6 +115,21 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::from(2));
     }
+    if args.output == Output::Json {
+        // Streamed: written as it is serialized. A closed pipe (`| head`) is not an error
+        // worth a message; any other failure to serialize is.
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+        match write_json(&report, &locations, &mut out)
+            .and_then(|()| out.flush().map_err(serde_json::Error::io))
+        {
+            Err(e) if !e.is_io() => return Err(Error::Other(e.to_string())),
+            _ => {}
+        }
+        drop(out);
+        phases.done("render and write");
+        std::mem::forget(snapshot);
+        return Ok(exit_code(args, &report));
+    }
     let text = match args.output {
         Output::Table => render_table_at(&report, &locations),
         Output::Json => render_json(&report, &locations)?,
@@ -117,33 +138,101 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
         }
         Output::Sarif => super::sarif::render(&snapshot, &report, &locations)?,
     };
+    phases.done("render");
     // The process ends after this: freeing the snapshot's millions of small allocations one by
     // one took ~10% of a large run (README, Benchmarks). The OS takes the memory back at exit.
     std::mem::forget(snapshot);
     let mut out = std::io::stdout().lock();
     // A closed pipe (`| head`) is not an error worth a message.
     let _ = out.write_all(text.as_bytes());
+    phases.done("write");
+    Ok(exit_code(args, &report))
+}
+
+/// 2 for fixes that could not be planned or (`--strict`) unreadable documents, 1 for a finding
+/// at `--fail-on`, else 0.
+fn exit_code(args: &AnalyzeArgs, report: &Report) -> ExitCode {
     if !report.errors.is_empty() {
         for e in &report.errors {
             eprintln!("meshmedic: {e}");
         }
-        return Ok(ExitCode::from(2));
+        return ExitCode::from(2);
     }
     if args.strict && !report.invalid_documents.is_empty() {
         eprintln!(
             "meshmedic: --strict: {} document(s) could not be read",
             report.invalid_documents.len()
         );
-        return Ok(ExitCode::from(2));
+        return ExitCode::from(2);
     }
     let failed = args
         .fail_on
         .is_some_and(|threshold| report.findings.iter().any(|f| f.severity >= threshold));
-    Ok(if failed {
+    if failed {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
-    })
+    }
+}
+
+/// A run of `analyze` is short and its memory peaks near its end: memory freed on the way is
+/// kept for reuse instead of being given back to the OS and faulted in (and zeroed) again.
+/// mimalloc purges freed pages after 1 s by default, and at once when a thread ends: that was
+/// ~20% of the CPU time at 10,000 services (15k page faults → 800; README, Benchmarks), with
+/// the same peak. Only when the option is still mimalloc's default (an environment's
+/// `MIMALLOC_PURGE_DELAY` wins), and never in the operator, which runs for days.
+fn keep_freed_memory() {
+    use std::ffi::{c_int, c_long};
+    unsafe extern "C" {
+        fn mi_option_get(option: c_int) -> c_long;
+        fn mi_option_set(option: c_int, value: c_long);
+    }
+    // `mi_option_purge_delay` in mimalloc v3's mimalloc.h (libmimalloc-sys 0.1.49); should a
+    // later mimalloc number its options differently, the default (1000 ms) will not match and
+    // nothing is changed.
+    const PURGE_DELAY: c_int = 15;
+    // Links the crate that holds mimalloc (the binary's global allocator).
+    let _ = &mimalloc::MiMalloc;
+    // SAFETY: plain option getters and setters of the linked mimalloc, thread-safe.
+    unsafe {
+        if mi_option_get(PURGE_DELAY) == 1000 {
+            mi_option_set(PURGE_DELAY, -1);
+        }
+    }
+}
+
+/// `MESHMEDIC_PHASES=1`: each phase's wall time and the process's memory (resident now and its
+/// peak so far) on stderr, to see where a large run's time and memory go (README, Benchmarks).
+struct Phases(Option<std::time::Instant>);
+
+impl Phases {
+    fn from_env() -> Phases {
+        Phases(
+            std::env::var_os("MESHMEDIC_PHASES")
+                .is_some_and(|v| v == "1")
+                .then(std::time::Instant::now),
+        )
+    }
+
+    fn done(&mut self, phase: &str) {
+        let Some(start) = self.0 else { return };
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map_or(0, |v| {
+                    v.trim().trim_end_matches(" kB").parse::<u64>().unwrap_or(0) / 1024
+                })
+        };
+        eprintln!(
+            "meshmedic: phase {phase}: {:.3} s, RSS {} MiB (peak {} MiB)",
+            start.elapsed().as_secs_f64(),
+            field("VmRSS:"),
+            field("VmHWM:")
+        );
+        self.0 = Some(std::time::Instant::now());
+    }
 }
 
 /// Reads `--profile`: a small YAML file stating what the input lacks.
@@ -299,6 +388,18 @@ pub fn render_table(report: &Report) -> String {
 /// The JSON report; each finding read from a file also carries its `location`
 /// (`positions::Location`: object and changed field, each with `at` = `path:line:col`).
 pub fn render_json(report: &Report, locations: &[Option<Location>]) -> Result<String> {
+    let mut out = Vec::with_capacity(4096 + report.findings.len() * 3072);
+    write_json(report, locations, &mut out).map_err(|e| Error::Other(e.to_string()))?;
+    String::from_utf8(out).map_err(|e| Error::Other(e.to_string()))
+}
+
+/// [`render_json`] written as it is made (the output of a large run is tens of MB: it is not
+/// held in memory).
+pub fn write_json(
+    report: &Report,
+    locations: &[Option<Location>],
+    mut out: impl Write,
+) -> std::result::Result<(), serde_json::Error> {
     use serde::ser::{Error as _, SerializeMap, SerializeSeq};
     use serde::{Serialize, Serializer};
 
@@ -343,19 +444,14 @@ pub fn render_json(report: &Report, locations: &[Option<Location>]) -> Result<St
         skipped_files: report.skipped_files.clone(),
         invalid_documents: report.invalid_documents.clone(),
     };
-    let Value::Object(rest) =
-        serde_json::to_value(&rest).map_err(|e| Error::Other(e.to_string()))?
-    else {
-        return Err(Error::Other("the report is not a JSON object".to_string()));
+    let Value::Object(rest) = serde_json::to_value(&rest)? else {
+        return Err(serde_json::Error::custom("the report is not a JSON object"));
     };
-    let mut out = Vec::with_capacity(4096 + report.findings.len() * 3072);
     serde_json::to_writer_pretty(
         &mut out,
         &Whole(rest, Findings(&report.findings, locations)),
-    )
-    .map_err(|e| Error::Other(e.to_string()))?;
-    out.push(b'\n');
-    String::from_utf8(out).map_err(|e| Error::Other(e.to_string()))
+    )?;
+    out.write_all(b"\n").map_err(serde_json::Error::io)
 }
 
 /// Where to look: the changed field's position, else the object's.

@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
-use serde_json::Value;
 
 use super::{Meta, ObjectRef};
 use crate::error::Source;
@@ -15,7 +14,7 @@ pub struct Workload {
     pub meta: Meta,
     pub source: Source,
     /// The object as the user wrote it; patches are computed against this.
-    pub raw: Value,
+    pub raw: crate::snapshot::Raw,
     /// JSON pointer to the pod template in `raw` (`""` for a bare Pod).
     pub template_pointer: &'static str,
     pub pod_labels: BTreeMap<String, String>,
@@ -33,18 +32,18 @@ impl Workload {
         kind: &str,
         meta: Meta,
         source: Source,
-        raw: Value,
+        raw: crate::snapshot::Raw,
         template_pointer: &'static str,
-        template: &PodTemplateSpec,
+        template: PodTemplateSpec,
         match_labels: Option<BTreeMap<String, String>>,
     ) -> Workload {
+        // Moved, not cloned: the template is the largest part of a decoded workload.
         let (pod_labels, pod_annotations) = template
             .metadata
-            .as_ref()
             .map(|m| {
                 (
-                    m.labels.clone().unwrap_or_default(),
-                    m.annotations.clone().unwrap_or_default(),
+                    m.labels.unwrap_or_default(),
+                    m.annotations.unwrap_or_default(),
                 )
             })
             .unwrap_or_default();
@@ -58,7 +57,7 @@ impl Workload {
             template_pointer,
             pod_labels,
             pod_annotations,
-            pod_spec: template.spec.clone().unwrap_or_default(),
+            pod_spec: template.spec.unwrap_or_default(),
             selector_labels,
         }
     }

@@ -1,6 +1,7 @@
 //! Turns raw objects (from files or from the API server) into a typed, indexed [`Snapshot`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
@@ -10,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::profile::{InjectorSettings, IstiodSeen, MeshProfile, ProfileInputs, ProfileOverrides};
-use super::{NamespaceIndex, Obj, Snapshot, SnapshotOptions, hosts};
+use super::{NamespaceIndex, Obj, Raw, Snapshot, SnapshotOptions, hosts};
 use crate::analysis::Code;
 use crate::error::{Error, Result, Source};
 use crate::model::istio::ProxyConfig;
@@ -64,6 +65,14 @@ fn describe(kind: &str, value: &Value) -> String {
 
 /// Deserializes with the path of the failing field, so the message can name it.
 fn decode<T: DeserializeOwned>(at: &Source, object: &str, value: &Value) -> Result<T> {
+    decode_with(at, object, value)
+}
+
+/// [`decode`] from a borrowed or an owned value (the same messages).
+fn decode_with<'de, T: DeserializeOwned, D>(at: &Source, object: &str, value: D) -> Result<T>
+where
+    D: serde::Deserializer<'de, Error = serde_json::Error>,
+{
     serde_path_to_error::deserialize(value).map_err(|e| {
         let field = e.path().to_string();
         Error::InvalidField {
@@ -77,6 +86,23 @@ fn decode<T: DeserializeOwned>(at: &Source, object: &str, value: &Value) -> Resu
             message: e.into_inner().to_string(),
         }
     })
+}
+
+/// [`decode`], and what the object keeps as its raw form: its document's text when it has
+/// one (the value is then decoded by move: its strings are not copied), else the value.
+fn decode_keep<T: DeserializeOwned>(
+    at: &Source,
+    object: &str,
+    value: Value,
+    text: Option<Arc<str>>,
+) -> Result<(T, Raw)> {
+    match text {
+        Some(text) => Ok((
+            decode_with(at, object, value)?,
+            Raw::from_text(text, at.item),
+        )),
+        None => Ok((decode_with(at, object, &value)?, Raw::from(value))),
+    }
 }
 
 fn group_of(api_version: &str) -> &str {
@@ -95,6 +121,17 @@ impl SnapshotBuilder {
     /// analysis does not read are counted in `skipped`; objects of known kinds whose fields have
     /// the wrong type are errors naming the field.
     pub fn add(&mut self, at: Source, value: Value) -> Result<()> {
+        self.add_read(at, value, None)
+    }
+
+    /// [`SnapshotBuilder::add`] for a document read from `text` (the whole document, also for
+    /// an item of a `kind: List`, which `at.item` names): the objects keep the text instead of
+    /// `value`, and build their raw value again only if a fix reads it ([`super::Raw`]).
+    pub fn add_with_text(&mut self, at: Source, value: Value, text: Arc<str>) -> Result<()> {
+        self.add_read(at, value, Some(text))
+    }
+
+    fn add_read(&mut self, at: Source, value: Value, text: Option<Arc<str>>) -> Result<()> {
         if value.is_null() {
             return Ok(());
         }
@@ -141,17 +178,129 @@ impl SnapshotBuilder {
             for (i, item) in items.into_iter().enumerate() {
                 let mut item_at = at.clone();
                 item_at.item = Some(i);
-                self.add(item_at, item)?;
+                // Items of a list inside the document keep their value (rare).
+                self.add_read(item_at, item, None)?;
             }
             return Ok(());
         }
         let object = describe(kind, &value);
         let api_version = api_version.to_string();
         let kind = kind.to_string();
-        self.add_object(at, &api_version, &kind, &object, value)
+        self.add_object(at, &api_version, &kind, &object, value, text)
     }
 
     fn add_object(
+        &mut self,
+        at: Source,
+        api_version: &str,
+        kind: &str,
+        object: &str,
+        value: Value,
+        text: Option<Arc<str>>,
+    ) -> Result<()> {
+        match decode_object(at, api_version, kind, object, value, text) {
+            Ok(decoded) => self.insert(decoded?),
+            Err((at, value)) => self.add_other(at, api_version, kind, object, value),
+        }
+    }
+
+    /// Decodes a document away from the builder (on any thread: it is pure): the kinds that are
+    /// most of a large input (workloads, Services, Istio rules) become their typed objects, and
+    /// the document's `Value` can be dropped at once; anything else is kept for
+    /// [`SnapshotBuilder::add_prepared`]. `text` as for [`SnapshotBuilder::add_with_text`].
+    pub fn prepare(at: Source, value: Value, text: Option<Arc<str>>) -> Prepared {
+        let Some(map) = value.as_object() else {
+            return Prepared(PreparedInner::Later(at, value, text));
+        };
+        let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let api_version = map
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let is_list = kind == "List" || (kind.ends_with("List") && map.contains_key("items"));
+        if kind.is_empty()
+            || api_version.is_empty()
+            || is_list
+            || !decoded_early(group_of(api_version), kind)
+        {
+            return Prepared(PreparedInner::Later(at, value, text));
+        }
+        let object = describe(kind, &value);
+        let (api_version, kind) = (api_version.to_string(), kind.to_string());
+        match decode_object(at, &api_version, &kind, &object, value, text.clone()) {
+            Ok(decoded) => Prepared(PreparedInner::Decoded(Box::new(decoded))),
+            Err((at, value)) => Prepared(PreparedInner::Later(at, value, text)),
+        }
+    }
+
+    /// Adds what [`SnapshotBuilder::prepare`] made: the same result, in the same order, as
+    /// [`SnapshotBuilder::add_with_text`] (or `add`) of the document.
+    pub fn add_prepared(&mut self, prepared: Prepared) -> Result<()> {
+        match prepared.0 {
+            PreparedInner::Decoded(decoded) => self.insert((*decoded)?),
+            PreparedInner::Later(at, value, text) => self.add_read(at, value, text),
+        }
+    }
+
+    /// Makes room for the objects of `prepared` at once: the typed objects are large (a
+    /// workload ~2 KB before its containers), and lists grown by doubling copied them and held
+    /// both copies at the peak.
+    pub fn reserve<'a>(&mut self, prepared: impl Iterator<Item = &'a Prepared>) {
+        let mut counts = [0usize; 8];
+        for p in prepared {
+            if let PreparedInner::Decoded(d) = &p.0
+                && let Ok(d) = d.as_ref()
+            {
+                let slot = match d {
+                    Decoded::Service(_) => 0,
+                    Decoded::Workload(..) => 1,
+                    Decoded::DestinationRule(_) => 2,
+                    Decoded::VirtualService(_) => 3,
+                    Decoded::Sidecar(_) => 4,
+                    Decoded::EnvoyFilter(_) => 5,
+                    Decoded::PeerAuthentication(_) => 6,
+                    Decoded::Telemetry(_) => 7,
+                    Decoded::IstiodThenError(..) | Decoded::Nothing => continue,
+                };
+                counts[slot] += 1;
+            }
+        }
+        let parts = &mut self.snapshot_parts;
+        parts.services.reserve(counts[0]);
+        parts.workloads.reserve(counts[1]);
+        parts.destination_rules.reserve(counts[2]);
+        parts.virtual_services.reserve(counts[3]);
+        parts.sidecars.reserve(counts[4]);
+        parts.envoy_filters.reserve(counts[5]);
+        parts.peer_authentications.reserve(counts[6]);
+        parts.telemetries.reserve(counts[7]);
+    }
+
+    fn insert(&mut self, decoded: Decoded) -> Result<()> {
+        let parts = &mut self.snapshot_parts;
+        match decoded {
+            Decoded::Service(o) => parts.services.push(o),
+            Decoded::Workload(w, istiod) => {
+                parts.profile.istiods.extend(istiod);
+                parts.workloads.push(*w);
+            }
+            Decoded::DestinationRule(o) => parts.destination_rules.push(o),
+            Decoded::VirtualService(o) => parts.virtual_services.push(o),
+            Decoded::Sidecar(o) => parts.sidecars.push(o),
+            Decoded::EnvoyFilter(o) => parts.envoy_filters.push(o),
+            Decoded::PeerAuthentication(o) => parts.peer_authentications.push(o),
+            Decoded::Telemetry(o) => parts.telemetries.push(o),
+            Decoded::IstiodThenError(istiod, e) => {
+                parts.profile.istiods.push(istiod);
+                return Err(*e);
+            }
+            Decoded::Nothing => {}
+        }
+        Ok(())
+    }
+
+    /// The kinds [`decode_object`] leaves: few per mesh, and they change the builder's state.
+    fn add_other(
         &mut self,
         at: Source,
         api_version: &str,
@@ -165,19 +314,6 @@ impl SnapshotBuilder {
                 let ns: Namespace = decode(&at, object, &value)?;
                 let meta = Meta::from_object_meta(&ns.metadata, "");
                 parts.namespaces.insert(meta.name.clone(), meta);
-            }
-            ("", "Service") => {
-                let svc: Service = decode(&at, object, &value)?;
-                let meta = Meta::from_object_meta(&svc.metadata, DEFAULT_NAMESPACE);
-                validate_annotations(&at, object, "metadata.annotations", &meta.annotations)?;
-                parts.services.push(Obj {
-                    api_version: api_version.to_string(),
-                    kind: kind.to_string(),
-                    meta,
-                    source: at,
-                    raw: value,
-                    spec: svc.spec.unwrap_or_default(),
-                });
             }
             ("", "ConfigMap") => {
                 let cm: ConfigMap = decode(&at, object, &value)?;
@@ -226,150 +362,6 @@ impl SnapshotBuilder {
                     }
                 }
             }
-            ("", "Pod") => {
-                let pod: Pod = decode(&at, object, &value)?;
-                // A pod that a controller made is analysed through its controller's template.
-                if has_controller(&pod.metadata) {
-                    return Ok(());
-                }
-                let meta = Meta::from_object_meta(&pod.metadata, DEFAULT_NAMESPACE);
-                validate_annotations(&at, object, "metadata.annotations", &meta.annotations)?;
-                let template = PodTemplateSpec {
-                    metadata: Some(pod.metadata.clone()),
-                    spec: pod.spec.clone(),
-                };
-                parts.workloads.push(Workload::from_template(
-                    api_version,
-                    kind,
-                    meta,
-                    at,
-                    value,
-                    "",
-                    &template,
-                    None,
-                ));
-            }
-            ("apps", "Deployment") => {
-                let d: Deployment = decode(&at, object, &value)?;
-                self.note_istiod(&d);
-                let (template, labels) = (&d.spec.template, d.spec.selector.match_labels.clone());
-                self.push_workload(
-                    api_version,
-                    kind,
-                    &d.metadata,
-                    at,
-                    value,
-                    "/spec/template",
-                    template,
-                    labels,
-                )?;
-            }
-            ("apps", "StatefulSet") => {
-                let o: StatefulSet = decode(&at, object, &value)?;
-                let (template, labels) = (&o.spec.template, o.spec.selector.match_labels.clone());
-                self.push_workload(
-                    api_version,
-                    kind,
-                    &o.metadata,
-                    at,
-                    value,
-                    "/spec/template",
-                    template,
-                    labels,
-                )?;
-            }
-            ("apps", "DaemonSet") => {
-                let o: DaemonSet = decode(&at, object, &value)?;
-                let (template, labels) = (&o.spec.template, o.spec.selector.match_labels.clone());
-                self.push_workload(
-                    api_version,
-                    kind,
-                    &o.metadata,
-                    at,
-                    value,
-                    "/spec/template",
-                    template,
-                    labels,
-                )?;
-            }
-            ("apps", "ReplicaSet") => {
-                let s: ReplicaSet = decode(&at, object, &value)?;
-                if has_controller(&s.metadata) {
-                    return Ok(());
-                }
-                let spec = s.spec;
-                self.push_workload(
-                    api_version,
-                    kind,
-                    &s.metadata,
-                    at,
-                    value,
-                    "/spec/template",
-                    &spec.template.unwrap_or_default(),
-                    spec.selector.match_labels,
-                )?;
-            }
-            ("batch", "Job") => {
-                let j: Job = decode(&at, object, &value)?;
-                if has_controller(&j.metadata) {
-                    return Ok(());
-                }
-                let spec = j.spec.unwrap_or_default();
-                let labels = spec.selector.and_then(|s| s.match_labels);
-                self.push_workload(
-                    api_version,
-                    kind,
-                    &j.metadata,
-                    at,
-                    value,
-                    "/spec/template",
-                    &spec.template,
-                    labels,
-                )?;
-            }
-            ("batch", "CronJob") => {
-                let c: CronJob = decode(&at, object, &value)?;
-                let template = c
-                    .spec
-                    .job_template
-                    .spec
-                    .map(|s| s.template)
-                    .unwrap_or_default();
-                self.push_workload(
-                    api_version,
-                    kind,
-                    &c.metadata,
-                    at,
-                    value,
-                    "/spec/jobTemplate/spec/template",
-                    &template,
-                    None,
-                )?;
-            }
-            ("networking.istio.io", "DestinationRule") => {
-                let obj = istio_obj(at, api_version, kind, object, value)?;
-                parts.destination_rules.push(obj);
-            }
-            ("networking.istio.io", "VirtualService") => {
-                let obj = istio_obj(at, api_version, kind, object, value)?;
-                parts.virtual_services.push(obj);
-            }
-            ("networking.istio.io", "Sidecar") => {
-                let obj = istio_obj(at, api_version, kind, object, value)?;
-                parts.sidecars.push(obj);
-            }
-            ("networking.istio.io", "EnvoyFilter") => {
-                let obj = istio_obj(at, api_version, kind, object, value)?;
-                parts.envoy_filters.push(obj);
-            }
-            ("security.istio.io", "PeerAuthentication") => {
-                let obj = istio_obj(at, api_version, kind, object, value)?;
-                parts.peer_authentications.push(obj);
-            }
-            ("telemetry.istio.io", "Telemetry") => {
-                let obj = istio_obj(at, api_version, kind, object, value)?;
-                parts.telemetries.push(obj);
-            }
             _ => {
                 *parts
                     .skipped
@@ -378,86 +370,6 @@ impl SnapshotBuilder {
             }
         }
         Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn push_workload(
-        &mut self,
-        api_version: &str,
-        kind: &str,
-        metadata: &ObjectMeta,
-        at: Source,
-        raw: Value,
-        template_pointer: &'static str,
-        template: &PodTemplateSpec,
-        match_labels: Option<BTreeMap<String, String>>,
-    ) -> Result<()> {
-        let meta = Meta::from_object_meta(metadata, DEFAULT_NAMESPACE);
-        let object = format!("{kind} {}/{}", meta.namespace, meta.name);
-        let pod_annotations = template
-            .metadata
-            .as_ref()
-            .and_then(|m| m.annotations.clone())
-            .unwrap_or_default();
-        let field = format!(
-            "{}.metadata.annotations",
-            template_pointer.trim_start_matches('/').replace('/', ".")
-        );
-        validate_annotations(&at, &object, &field, &pod_annotations)?;
-        self.snapshot_parts.workloads.push(Workload::from_template(
-            api_version,
-            kind,
-            meta,
-            at,
-            raw,
-            template_pointer,
-            template,
-            match_labels,
-        ));
-        Ok(())
-    }
-
-    /// istiod's image tag tells which Istio version (and so which defaults) the mesh runs; its
-    /// env which sidecars it injects; its `istio.io/rev` label which revision it serves.
-    fn note_istiod(&mut self, d: &Deployment) {
-        let name = d.metadata.name.as_deref().unwrap_or_default();
-        if name != "istiod" && !name.starts_with("istiod-") {
-            return;
-        }
-        let containers = d
-            .spec
-            .template
-            .spec
-            .as_ref()
-            .map(|s| s.containers.as_slice())
-            .unwrap_or_default();
-        let Some(discovery) = containers.iter().find(|c| c.name == "discovery") else {
-            return;
-        };
-        let revision = d
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(keys::NS_REV))
-            .cloned()
-            .or_else(|| name.strip_prefix("istiod-").map(str::to_string))
-            .filter(|r| !r.is_empty())
-            .unwrap_or_else(|| "default".to_string());
-        let native_sidecars = discovery
-            .env
-            .iter()
-            .flatten()
-            .find(|e| e.name == "ENABLE_NATIVE_SIDECARS")
-            .and_then(|e| e.value.clone());
-        self.snapshot_parts.profile.istiods.push(IstiodSeen {
-            revision,
-            image: discovery.image.clone(),
-            native_sidecars,
-            object: format!(
-                "Deployment {}/{name}",
-                d.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
-            ),
-        });
     }
 
     fn add_config_map(&mut self, at: Source, object: &str, cm: ConfigMap) -> Result<()> {
@@ -802,6 +714,7 @@ fn istio_obj<T: DeserializeOwned + Default>(
     kind: &str,
     object: &str,
     value: Value,
+    text: Option<Arc<str>>,
 ) -> Result<Obj<T>> {
     #[derive(serde::Deserialize)]
     struct Shape<T> {
@@ -809,13 +722,323 @@ fn istio_obj<T: DeserializeOwned + Default>(
         metadata: ObjectMeta,
         spec: Option<T>,
     }
-    let shape: Shape<T> = decode(&at, object, &value)?;
+    let (shape, raw): (Shape<T>, Raw) = decode_keep(&at, object, value, text)?;
     Ok(Obj {
         api_version: api_version.to_string(),
         kind: kind.to_string(),
         meta: Meta::from_object_meta(&shape.metadata, DEFAULT_NAMESPACE),
         source: at,
-        raw: value,
+        raw,
         spec: shape.spec.unwrap_or_default(),
+    })
+}
+
+/// A document made ready off the builder ([`SnapshotBuilder::prepare`]).
+pub struct Prepared(PreparedInner);
+
+enum PreparedInner {
+    /// Boxed: the typed objects are large, and lists of these are moved as they grow.
+    Decoded(Box<Result<Decoded>>),
+    Later(Source, Value, Option<Arc<str>>),
+}
+
+/// A typed object, ready to be added.
+// Boxed as a whole in `Prepared`: a box per variant would be one more allocation each.
+#[allow(clippy::large_enum_variant)]
+enum Decoded {
+    Service(Obj<k8s_openapi::api::core::v1::ServiceSpec>),
+    /// With the istiod it shows, if it is one.
+    Workload(Box<Workload>, Option<IstiodSeen>),
+    DestinationRule(Obj<DestinationRuleSpec>),
+    VirtualService(Obj<VirtualServiceSpec>),
+    Sidecar(Obj<SidecarSpec>),
+    EnvoyFilter(Obj<EnvoyFilterSpec>),
+    PeerAuthentication(Obj<PeerAuthenticationSpec>),
+    Telemetry(Obj<TelemetrySpec>),
+    /// An istiod Deployment whose template is refused (the error), though its version counts.
+    IstiodThenError(IstiodSeen, Box<Error>),
+    /// Left out: a pod (or ReplicaSet, Job) that a controller made.
+    Nothing,
+}
+
+/// The kinds [`decode_known`] decodes: they need nothing but their document, and they are
+/// most of a large input.
+fn decoded_early(group: &str, kind: &str) -> bool {
+    matches!(
+        (group, kind),
+        ("", "Service" | "Pod")
+            | (
+                "apps",
+                "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet"
+            )
+            | ("batch", "Job" | "CronJob")
+            | (
+                "networking.istio.io",
+                "DestinationRule" | "VirtualService" | "Sidecar" | "EnvoyFilter"
+            )
+            | ("security.istio.io", "PeerAuthentication")
+            | ("telemetry.istio.io", "Telemetry")
+    )
+}
+
+/// [`decode_known`] for the kinds it decodes; the document back for the others.
+#[allow(clippy::result_large_err)]
+fn decode_object(
+    at: Source,
+    api_version: &str,
+    kind: &str,
+    object: &str,
+    value: Value,
+    text: Option<Arc<str>>,
+) -> std::result::Result<Result<Decoded>, (Source, Value)> {
+    if !decoded_early(group_of(api_version), kind) {
+        return Err((at, value));
+    }
+    Ok(decode_known(at, api_version, kind, object, value, text))
+}
+
+fn decode_known(
+    at: Source,
+    api_version: &str,
+    kind: &str,
+    object: &str,
+    value: Value,
+    text: Option<Arc<str>>,
+) -> Result<Decoded> {
+    let workload = |w: Result<Workload>, istiod: Option<IstiodSeen>| match (w, istiod) {
+        (Ok(w), istiod) => Ok(Decoded::Workload(Box::new(w), istiod)),
+        // istiod is seen even when its Deployment is then refused.
+        (Err(e), Some(istiod)) => Ok(Decoded::IstiodThenError(istiod, Box::new(e))),
+        (Err(e), None) => Err(e),
+    };
+    Ok(match (group_of(api_version), kind) {
+        ("", "Service") => {
+            let (svc, raw): (Service, Raw) = decode_keep(&at, object, value, text)?;
+            let meta = Meta::from_object_meta(&svc.metadata, DEFAULT_NAMESPACE);
+            validate_annotations(&at, object, "metadata.annotations", &meta.annotations)?;
+            Decoded::Service(Obj {
+                api_version: api_version.to_string(),
+                kind: kind.to_string(),
+                meta,
+                source: at,
+                raw,
+                spec: svc.spec.unwrap_or_default(),
+            })
+        }
+        ("", "Pod") => {
+            let (pod, raw): (Pod, Raw) = decode_keep(&at, object, value, text)?;
+            // A pod that a controller made is analysed through its controller's template.
+            if has_controller(&pod.metadata) {
+                return Ok(Decoded::Nothing);
+            }
+            let meta = Meta::from_object_meta(&pod.metadata, DEFAULT_NAMESPACE);
+            validate_annotations(&at, object, "metadata.annotations", &meta.annotations)?;
+            let template = PodTemplateSpec {
+                metadata: Some(pod.metadata),
+                spec: pod.spec,
+            };
+            let w = Workload::from_template(api_version, kind, meta, at, raw, "", template, None);
+            return workload(Ok(w), None);
+        }
+        ("apps", "Deployment") => {
+            let (d, raw): (Deployment, Raw) = decode_keep(&at, object, value, text)?;
+            let istiod = istiod_of(&d);
+            let (template, labels) = (d.spec.template, d.spec.selector.match_labels);
+            let w = new_workload(
+                api_version,
+                kind,
+                &d.metadata,
+                at,
+                raw,
+                "/spec/template",
+                template,
+                labels,
+            );
+            return workload(w, istiod);
+        }
+        ("apps", "StatefulSet") => {
+            let (o, raw): (StatefulSet, Raw) = decode_keep(&at, object, value, text)?;
+            let (template, labels) = (o.spec.template, o.spec.selector.match_labels);
+            let w = new_workload(
+                api_version,
+                kind,
+                &o.metadata,
+                at,
+                raw,
+                "/spec/template",
+                template,
+                labels,
+            );
+            return workload(w, None);
+        }
+        ("apps", "DaemonSet") => {
+            let (o, raw): (DaemonSet, Raw) = decode_keep(&at, object, value, text)?;
+            let (template, labels) = (o.spec.template, o.spec.selector.match_labels);
+            let w = new_workload(
+                api_version,
+                kind,
+                &o.metadata,
+                at,
+                raw,
+                "/spec/template",
+                template,
+                labels,
+            );
+            return workload(w, None);
+        }
+        ("apps", "ReplicaSet") => {
+            let (s, raw): (ReplicaSet, Raw) = decode_keep(&at, object, value, text)?;
+            if has_controller(&s.metadata) {
+                return Ok(Decoded::Nothing);
+            }
+            let spec = s.spec;
+            let w = new_workload(
+                api_version,
+                kind,
+                &s.metadata,
+                at,
+                raw,
+                "/spec/template",
+                spec.template.unwrap_or_default(),
+                spec.selector.match_labels,
+            );
+            return workload(w, None);
+        }
+        ("batch", "Job") => {
+            let (j, raw): (Job, Raw) = decode_keep(&at, object, value, text)?;
+            if has_controller(&j.metadata) {
+                return Ok(Decoded::Nothing);
+            }
+            let spec = j.spec.unwrap_or_default();
+            let labels = spec.selector.and_then(|s| s.match_labels);
+            let w = new_workload(
+                api_version,
+                kind,
+                &j.metadata,
+                at,
+                raw,
+                "/spec/template",
+                spec.template,
+                labels,
+            );
+            return workload(w, None);
+        }
+        ("batch", "CronJob") => {
+            let (c, raw): (CronJob, Raw) = decode_keep(&at, object, value, text)?;
+            let template = c
+                .spec
+                .job_template
+                .spec
+                .map(|s| s.template)
+                .unwrap_or_default();
+            let w = new_workload(
+                api_version,
+                kind,
+                &c.metadata,
+                at,
+                raw,
+                "/spec/jobTemplate/spec/template",
+                template,
+                None,
+            );
+            return workload(w, None);
+        }
+        ("networking.istio.io", "DestinationRule") => {
+            Decoded::DestinationRule(istio_obj(at, api_version, kind, object, value, text)?)
+        }
+        ("networking.istio.io", "VirtualService") => {
+            Decoded::VirtualService(istio_obj(at, api_version, kind, object, value, text)?)
+        }
+        ("networking.istio.io", "Sidecar") => {
+            Decoded::Sidecar(istio_obj(at, api_version, kind, object, value, text)?)
+        }
+        ("networking.istio.io", "EnvoyFilter") => {
+            Decoded::EnvoyFilter(istio_obj(at, api_version, kind, object, value, text)?)
+        }
+        ("security.istio.io", "PeerAuthentication") => {
+            Decoded::PeerAuthentication(istio_obj(at, api_version, kind, object, value, text)?)
+        }
+        ("telemetry.istio.io", "Telemetry") => {
+            Decoded::Telemetry(istio_obj(at, api_version, kind, object, value, text)?)
+        }
+        // decoded_early() names no other kind.
+        _ => Decoded::Nothing,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn new_workload(
+    api_version: &str,
+    kind: &str,
+    metadata: &ObjectMeta,
+    at: Source,
+    raw: Raw,
+    template_pointer: &'static str,
+    template: PodTemplateSpec,
+    match_labels: Option<BTreeMap<String, String>>,
+) -> Result<Workload> {
+    let meta = Meta::from_object_meta(metadata, DEFAULT_NAMESPACE);
+    let object = format!("{kind} {}/{}", meta.namespace, meta.name);
+    if let Some(pod_annotations) = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref())
+    {
+        let field = format!(
+            "{}.metadata.annotations",
+            template_pointer.trim_start_matches('/').replace('/', ".")
+        );
+        validate_annotations(&at, &object, &field, pod_annotations)?;
+    }
+    Ok(Workload::from_template(
+        api_version,
+        kind,
+        meta,
+        at,
+        raw,
+        template_pointer,
+        template,
+        match_labels,
+    ))
+}
+
+/// istiod's image tag tells which Istio version (and so which defaults) the mesh runs; its
+/// env which sidecars it injects; its `istio.io/rev` label which revision it serves.
+fn istiod_of(d: &Deployment) -> Option<IstiodSeen> {
+    let name = d.metadata.name.as_deref().unwrap_or_default();
+    if name != "istiod" && !name.starts_with("istiod-") {
+        return None;
+    }
+    let containers = d
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
+    let discovery = containers.iter().find(|c| c.name == "discovery")?;
+    let revision = d
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(keys::NS_REV))
+        .cloned()
+        .or_else(|| name.strip_prefix("istiod-").map(str::to_string))
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| "default".to_string());
+    let native_sidecars = discovery
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "ENABLE_NATIVE_SIDECARS")
+        .and_then(|e| e.value.clone());
+    Some(IstiodSeen {
+        revision,
+        image: discovery.image.clone(),
+        native_sidecars,
+        object: format!(
+            "Deployment {}/{name}",
+            d.metadata.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+        ),
     })
 }

@@ -130,6 +130,7 @@ pub async fn read(
                             lines: Default::default(),
                             text: None,
                         },
+                        prepared: None,
                     });
                     count += 1;
                 }
@@ -217,6 +218,7 @@ mod tests {
                 value,
                 ..Default::default()
             },
+            prepared: None,
         }
     }
 

@@ -10,9 +10,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::build::Prepared;
 use super::yaml::{self, Document};
 use super::{Snapshot, SnapshotBuilder, SnapshotOptions};
 use crate::error::{Error, Result, Source};
@@ -49,12 +51,31 @@ impl std::fmt::Display for InvalidDocument {
 }
 
 /// One document that holds an object (or a `kind: List`), with the line of each field.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ObjectDocument {
     pub source: Source,
     /// The document's first line in its file (1-based).
     pub first_line: usize,
     pub document: Document,
+    /// [`read_paths_prepared`]: the document's objects, already decoded on the thread that
+    /// parsed it (`document.value` is then null: its tree was dropped there).
+    pub prepared: Option<Vec<Entry>>,
+}
+
+/// One object of a document (a `kind: List` has several), made ready for the builder.
+pub struct Entry {
+    source: Source,
+    /// `(kind[.group], namespace, name)`, to find objects defined twice.
+    key: Option<(String, String, String)>,
+    prepared: Prepared,
+    /// The field-path prefix of a List item (`items[3]`).
+    prefix: String,
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Entry({}, {:?})", self.source, self.key)
+    }
 }
 
 /// Everything read from the inputs.
@@ -75,35 +96,56 @@ impl Input {
         let mut read = 0;
         let mut objects = std::mem::take(&mut self.objects);
         // Every object (List items apart), with the document it came from.
-        let mut entries = Vec::new();
+        let mut entries = Vec::with_capacity(objects.len());
         for (i, obj) in objects.iter_mut().enumerate() {
-            // Moved, not cloned: only the text (for an error's line) stays behind.
-            let value = std::mem::take(&mut obj.document.value);
-            for (source, value, prefix) in flatten_lists(obj.source.clone(), value) {
-                entries.push((i, source, value, prefix));
+            let prepared = obj.prepared.take().unwrap_or_else(|| {
+                // Moved, not cloned: only the text (for an error's line) stays behind.
+                let value = std::mem::take(&mut obj.document.value);
+                prepare_entries(obj.source.clone(), value, None)
+            });
+            for entry in prepared {
+                entries.push((i, entry));
             }
         }
         // The same object twice (two variants of one manifest in a repository): the last one
         // is analysed, as `kubectl apply -f DIR` would leave it.
-        let mut last: HashMap<(String, String, String), usize> = HashMap::new();
-        for (n, (_, _, value, _)) in entries.iter().enumerate() {
-            if let Some(key) = object_key(value) {
-                if let Some(&earlier) = last.get(&key) {
-                    let (_, first, ..) = &entries[earlier];
-                    let (_, later, ..) = &entries[n];
+        // Keys are borrowed, not copied (three strings per object).
+        let mut superseded = vec![false; entries.len()];
+        {
+            let mut last: HashMap<&(String, String, String), usize> =
+                HashMap::with_capacity(entries.len());
+            for (n, (_, entry)) in entries.iter().enumerate() {
+                if let Some(key) = &entry.key
+                    && let Some(earlier) = last.insert(key, n)
+                {
+                    superseded[earlier] = true;
+                    let first = &entries[earlier].1.source;
+                    let later = &entries[n].1.source;
                     self.duplicates.push(format!(
                         "{} {}/{} is in {first} and {later}: the last one is analysed",
                         key.0, key.1, key.2
                     ));
                 }
-                last.insert(key, n);
             }
         }
-        for (n, (i, source, value, prefix)) in entries.into_iter().enumerate() {
-            if object_key(&value).is_some_and(|k| last.get(&k) != Some(&n)) {
+        builder.reserve(
+            entries
+                .iter()
+                .zip(&superseded)
+                .filter(|(_, s)| !**s)
+                .map(|((_, e), _)| &e.prepared),
+        );
+        for ((i, entry), superseded) in entries.into_iter().zip(superseded) {
+            if superseded {
                 continue;
             }
-            match builder.add(source.clone(), value) {
+            let Entry {
+                source,
+                prepared,
+                prefix,
+                ..
+            } = entry;
+            match builder.add_prepared(prepared) {
                 Ok(()) => read += 1,
                 Err(Error::InvalidField {
                     object,
@@ -133,6 +175,21 @@ impl Input {
         }
         Ok((builder.build()?, read))
     }
+}
+
+/// The objects of a document (the items of a `kind: List`), each decoded as far as it can be
+/// without the builder. With the document's `text`, objects keep it instead of their tree
+/// (snapshot::raw): the tree is built again only for the few objects a fix reads.
+fn prepare_entries(source: Source, value: Value, text: Option<Arc<str>>) -> Vec<Entry> {
+    flatten_lists(source, value)
+        .into_iter()
+        .map(|(source, value, prefix)| Entry {
+            key: object_key(&value),
+            prepared: SnapshotBuilder::prepare(source.clone(), value, text.clone()),
+            source,
+            prefix,
+        })
+        .collect()
 }
 
 /// `(kind[.group], namespace, name)`; objects without a namespace are in `default`, as kubectl
@@ -188,7 +245,7 @@ fn flatten_lists(source: Source, value: Value) -> Vec<(Source, Value, String)> {
 
 /// Builds a snapshot from paths, strictly: the first unreadable document is an error.
 pub fn snapshot_from_paths(paths: &[PathBuf], options: SnapshotOptions) -> Result<Snapshot> {
-    let mut input = read_paths(paths)?;
+    let mut input = read_paths_prepared(paths)?;
     if let Some(bad) = input.invalid_documents.first() {
         return Err(Error::Other(bad.to_string()));
     }
@@ -201,6 +258,18 @@ pub fn snapshot_from_paths(paths: &[PathBuf], options: SnapshotOptions) -> Resul
 
 /// Reads files, directories and `-` (stdin). Only a path that cannot be read is an error.
 pub fn read_paths(paths: &[PathBuf]) -> Result<Input> {
+    read_paths_with(paths, false)
+}
+
+/// [`read_paths`], with each object decoded on the thread that parsed its document, which
+/// drops the document's tree at once (`ObjectDocument::prepared`): for an input that is only
+/// built into a snapshot ([`Input::build`]), far less memory at once, and the decoding spread
+/// over the cores.
+pub fn read_paths_prepared(paths: &[PathBuf]) -> Result<Input> {
+    read_paths_with(paths, true)
+}
+
+fn read_paths_with(paths: &[PathBuf], prepare: bool) -> Result<Input> {
     let files = expand_paths(paths)?;
     let patches = kustomize_patches(&files);
     let mut charts = HashMap::new();
@@ -226,7 +295,7 @@ pub fn read_paths(paths: &[PathBuf]) -> Result<Input> {
             });
             continue;
         }
-        read_file(&file, &name, &text, &mut charts, &mut input);
+        read_file(&file, &name, &text, &mut charts, &mut input, prepare);
     }
     Ok(input)
 }
@@ -237,6 +306,7 @@ fn read_file(
     text: &str,
     charts: &mut HashMap<PathBuf, bool>,
     input: &mut Input,
+    prepare: bool,
 ) {
     let skip = |input: &mut Input, reason: &str| {
         input.skipped_files.push(SkippedFile {
@@ -260,7 +330,7 @@ fn read_file(
             "kustomize configuration (analyse its output: kustomize build DIR | meshmedic analyze -)",
         );
     }
-    let documents = read_documents(name, text);
+    let documents = read_documents_with(name, text, prepare);
     let templated = text.contains("{{") && text.contains("}}");
     if templated
         && (in_chart_templates(path, charts)
@@ -277,7 +347,9 @@ fn read_file(
     let mut others = Vec::new();
     for doc in documents {
         match doc {
-            Ok(obj) if is_object(&obj.document.value) => objects.push(obj),
+            Ok(obj) if obj.prepared.is_some() || is_object(&obj.document.value) => {
+                objects.push(obj)
+            }
             Ok(other) => others.push(other),
             Err(bad) => invalid.push(bad),
         }
@@ -482,6 +554,16 @@ pub fn read_documents(
     file: &str,
     text: &str,
 ) -> Vec<std::result::Result<ObjectDocument, InvalidDocument>> {
+    read_documents_with(file, text, false)
+}
+
+/// [`read_documents`]; with `prepare`, objects are decoded where they are parsed
+/// ([`ObjectDocument::prepared`]).
+fn read_documents_with(
+    file: &str,
+    text: &str,
+    prepare: bool,
+) -> Vec<std::result::Result<ObjectDocument, InvalidDocument>> {
     let chunks: Vec<(usize, usize, String)> = split_documents(text)
         .into_iter()
         .enumerate()
@@ -490,11 +572,19 @@ pub fn read_documents(
         .collect();
     let read = |(document, first_line, chunk): (usize, usize, String)| match Document::lazy(chunk) {
         Ok(doc) if doc.value.is_null() => None,
-        Ok(doc) => Some(Ok(ObjectDocument {
-            source: Source::new(file, document),
-            first_line,
-            document: doc,
-        })),
+        Ok(mut doc) => {
+            let source = Source::new(file, document);
+            let prepared = (prepare && is_object(&doc.value)).then(|| {
+                let value = std::mem::take(&mut doc.value);
+                prepare_entries(source.clone(), value, doc.text.clone())
+            });
+            Some(Ok(ObjectDocument {
+                source,
+                first_line,
+                document: doc,
+                prepared,
+            }))
+        }
         Err(e) => Some(Err(InvalidDocument {
             file: file.to_string(),
             document,
@@ -639,6 +729,7 @@ mod tests {
             text,
             &mut HashMap::new(),
             &mut input,
+            true,
         );
         assert_eq!(input.objects.len(), 2);
         assert_eq!(input.invalid_documents.len(), 1);
@@ -660,8 +751,22 @@ mod tests {
                  ---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: x}\n";
         let mut input = Input::default();
         let mut charts = HashMap::new();
-        read_file(Path::new("a.yaml"), "a.yaml", a, &mut charts, &mut input);
-        read_file(Path::new("b.yaml"), "b.yaml", b, &mut charts, &mut input);
+        read_file(
+            Path::new("a.yaml"),
+            "a.yaml",
+            a,
+            &mut charts,
+            &mut input,
+            true,
+        );
+        read_file(
+            Path::new("b.yaml"),
+            "b.yaml",
+            b,
+            &mut charts,
+            &mut input,
+            false,
+        );
         let (snapshot, read) = input.build(SnapshotOptions::default()).unwrap();
         assert_eq!(read, 3);
         assert_eq!(snapshot.services.len(), 1);
@@ -702,7 +807,14 @@ mod tests {
             ("Chart.yaml", "apiVersion: v2\nname: x\n", "Helm chart"),
         ] {
             let mut input = Input::default();
-            read_file(Path::new(name), name, text, &mut HashMap::new(), &mut input);
+            read_file(
+                Path::new(name),
+                name,
+                text,
+                &mut HashMap::new(),
+                &mut input,
+                true,
+            );
             assert!(input.objects.is_empty(), "{name}");
             assert!(
                 input.skipped_files[0].reason.contains(reason),
@@ -724,6 +836,7 @@ mod tests {
             text,
             &mut HashMap::new(),
             &mut input,
+            true,
         );
         let (snapshot, _) = input.build(SnapshotOptions::default()).unwrap();
         assert_eq!(snapshot.services.len(), 1);

@@ -9,6 +9,7 @@ pub mod injection;
 pub mod load;
 pub mod lookup;
 pub mod profile;
+pub mod raw;
 pub mod yaml;
 
 use std::collections::{BTreeMap, HashMap};
@@ -27,6 +28,7 @@ use crate::model::{Meta, ObjectRef};
 pub use build::SnapshotBuilder;
 pub use injection::Dataplane;
 pub use profile::MeshProfile;
+pub use raw::Raw;
 
 /// One object: where it came from, what the user wrote, and the typed view of it.
 #[derive(Clone, Debug)]
@@ -35,7 +37,8 @@ pub struct Obj<T> {
     pub kind: String,
     pub meta: Meta,
     pub source: Source,
-    pub raw: Value,
+    /// The object as the user wrote it (read from its text on first use).
+    pub raw: Raw,
     pub spec: T,
 }
 
@@ -223,14 +226,35 @@ impl Snapshot {
         );
         let &i = self.objects.get(&key)?;
         Some(match target.kind.as_str() {
-            "DestinationRule" => &self.destination_rules[i].raw,
-            "VirtualService" => &self.virtual_services[i].raw,
-            "Sidecar" => &self.sidecars[i].raw,
-            "PeerAuthentication" => &self.peer_authentications[i].raw,
-            "EnvoyFilter" => &self.envoy_filters[i].raw,
-            "Telemetry" => &self.telemetries[i].raw,
-            "Service" => &self.services[i].raw,
-            _ => &self.workloads[i].raw,
+            "DestinationRule" => self.destination_rules[i].raw.value(),
+            "VirtualService" => self.virtual_services[i].raw.value(),
+            "Sidecar" => self.sidecars[i].raw.value(),
+            "PeerAuthentication" => self.peer_authentications[i].raw.value(),
+            "EnvoyFilter" => self.envoy_filters[i].raw.value(),
+            "Telemetry" => self.telemetries[i].raw.value(),
+            "Service" => self.services[i].raw.value(),
+            _ => self.workloads[i].raw.value(),
+        })
+    }
+
+    /// [`Snapshot::raw_object`], owned and not kept ([`Raw::to_value`]): for a fix that copies
+    /// its target.
+    pub fn raw_object_owned(&self, target: &ObjectRef) -> Option<Value> {
+        let key = (
+            target.kind.clone(),
+            target.namespace.clone(),
+            target.name.clone(),
+        );
+        let &i = self.objects.get(&key)?;
+        Some(match target.kind.as_str() {
+            "DestinationRule" => self.destination_rules[i].raw.to_value(),
+            "VirtualService" => self.virtual_services[i].raw.to_value(),
+            "Sidecar" => self.sidecars[i].raw.to_value(),
+            "PeerAuthentication" => self.peer_authentications[i].raw.to_value(),
+            "EnvoyFilter" => self.envoy_filters[i].raw.to_value(),
+            "Telemetry" => self.telemetries[i].raw.to_value(),
+            "Service" => self.services[i].raw.to_value(),
+            _ => self.workloads[i].raw.to_value(),
         })
     }
 

@@ -40,7 +40,7 @@ pub struct Document {
     pub lines: HashMap<String, usize>,
     /// The document's text, when `lines` were not recorded ([`Document::lazy`]): they are
     /// computed again from it only if an error needs one.
-    pub text: Option<String>,
+    pub text: Option<std::sync::Arc<str>>,
 }
 
 impl Document {
@@ -52,7 +52,7 @@ impl Document {
         Ok(Document {
             value,
             lines: HashMap::new(),
-            text: Some(text),
+            text: Some(text.into()),
         })
     }
 

@@ -1,0 +1,159 @@
+//! An object as the user wrote it, kept only as its YAML text until something asks for it.
+//!
+//! Every object of a snapshot keeps its raw form: fixes are patches against it. Holding it as a
+//! `serde_json::Value` tree (the generic tree of the whole document, beside the typed view) was
+//! most of `meshmedic analyze`'s memory (README, Benchmarks): a tree costs ~10× the text it was
+//! read from, and only the few objects a fix targets are ever read raw. Objects read from files
+//! therefore keep their document's text (shared) and parse it again, once, when first asked;
+//! objects from the API server (`SnapshotBuilder::add`) keep the value they came with.
+
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock};
+
+use serde_json::Value;
+
+/// The raw object: a `Value`, read from its text on first use. Dereferences to `&Value`.
+#[derive(Clone)]
+pub struct Raw(Inner);
+
+#[derive(Clone)]
+enum Inner {
+    Value(Value),
+    /// Boxed: a `Raw` holding a value (the operator's objects) stays the size of a `Value`.
+    Text(Box<Text>),
+}
+
+#[derive(Clone)]
+struct Text {
+    /// The document's text, as `snapshot::load` split it from its file.
+    text: Arc<str>,
+    /// The object's index in the document's `items` (a `kind: List`).
+    item: Option<usize>,
+    value: OnceLock<Value>,
+}
+
+impl Raw {
+    /// An object that is the document `text` (or its `items[item]`), read when first asked.
+    /// The text must be one that `yaml::from_str` read without error.
+    pub fn from_text(text: Arc<str>, item: Option<usize>) -> Raw {
+        Raw(Inner::Text(Box::new(Text {
+            text,
+            item,
+            value: OnceLock::new(),
+        })))
+    }
+
+    pub fn value(&self) -> &Value {
+        match &self.0 {
+            Inner::Value(v) => v,
+            Inner::Text(t) => t.value.get_or_init(|| read(&t.text, t.item)),
+        }
+    }
+
+    /// The value, owned, without keeping it: a fix that copies the object to patch it reads its
+    /// text again instead of leaving a second tree in the snapshot.
+    pub fn to_value(&self) -> Value {
+        match &self.0 {
+            Inner::Text(t) if t.value.get().is_none() => read(&t.text, t.item),
+            _ => self.value().clone(),
+        }
+    }
+
+    /// Whether the value has been built (for tests and measurements).
+    pub fn is_read(&self) -> bool {
+        match &self.0 {
+            Inner::Value(_) => true,
+            Inner::Text(t) => t.value.get().is_some(),
+        }
+    }
+}
+
+/// The document `text`, or its `items[item]`. The text was read once already, so this is the
+/// same value; should it fail anyway, the object reads as null rather than taking the process
+/// down.
+fn read(text: &str, item: Option<usize>) -> Value {
+    let Ok(mut doc) = super::yaml::from_str(text) else {
+        return Value::Null;
+    };
+    match item {
+        None => doc,
+        Some(i) => match doc.get_mut("items").and_then(|v| v.get_mut(i)) {
+            Some(v) => v.take(),
+            None => Value::Null,
+        },
+    }
+}
+
+impl Deref for Raw {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        self.value()
+    }
+}
+
+impl From<Value> for Raw {
+    fn from(value: Value) -> Raw {
+        Raw(Inner::Value(value))
+    }
+}
+
+impl Default for Raw {
+    fn default() -> Raw {
+        Raw(Inner::Value(Value::Null))
+    }
+}
+
+impl std::fmt::Debug for Raw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.value().fmt(f)
+    }
+}
+
+impl PartialEq for Raw {
+    fn eq(&self, other: &Raw) -> bool {
+        self.value() == other.value()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_read_on_first_use_and_list_items_are_picked() {
+        let doc: Arc<str> = Arc::from("apiVersion: v1\nkind: List\nitems:\n- {a: 1}\n- {b: yes}\n");
+        let raw = Raw::from_text(doc.clone(), Some(1));
+        assert_eq!(raw.to_value(), serde_json::json!({"b": true}));
+        assert!(!raw.is_read());
+        assert_eq!(raw.value(), &serde_json::json!({"b": true}));
+        assert!(raw.is_read());
+        let whole = Raw::from_text(doc, None);
+        assert_eq!(whole["items"][0]["a"], 1);
+        assert_eq!(
+            Raw::from(serde_json::json!(3)).value(),
+            &serde_json::json!(3)
+        );
+    }
+}
+
+#[cfg(test)]
+mod sizes {
+    #[test]
+    #[ignore = "prints the sizes of the snapshot's types (README, Benchmarks)"]
+    fn print_sizes() {
+        use std::mem::size_of;
+        eprintln!(
+            "Workload {} PodSpec {} Container {} Probe {} Obj<ServiceSpec> {} Obj<DR> {} Obj<VS> {} Meta {} Raw {} Value {}",
+            size_of::<crate::model::workload::Workload>(),
+            size_of::<k8s_openapi::api::core::v1::PodSpec>(),
+            size_of::<k8s_openapi::api::core::v1::Container>(),
+            size_of::<k8s_openapi::api::core::v1::Probe>(),
+            size_of::<super::super::Obj<k8s_openapi::api::core::v1::ServiceSpec>>(),
+            size_of::<super::super::Obj<crate::model::istio::DestinationRuleSpec>>(),
+            size_of::<super::super::Obj<crate::model::istio::VirtualServiceSpec>>(),
+            size_of::<crate::model::Meta>(),
+            size_of::<super::Raw>(),
+            size_of::<serde_json::Value>(),
+        );
+    }
+}
