@@ -50,6 +50,11 @@ fn env_num(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The DestinationRule an idle-timeout-mismatch Remediation for service `s` creates.
+fn idle_target(s: usize) -> String {
+    format!("{}-idle-timeout", svc_name(s))
+}
+
 fn ns_name(i: usize) -> String {
     format!("bench-{i:04}")
 }
@@ -175,6 +180,7 @@ fn pod(ns: &str, app: &str, rs: &str, rs_uid: &str, i: usize) -> Value {
             "ownerReferences": owner("ReplicaSet", "apps/v1", rs, rs_uid)
         },
         "spec": {
+            "serviceAccountName": "default",
             "initContainers": [{
                 "name": "istio-init", "image": "docker.io/istio/proxyv2:1.24.0",
                 "args": ["istio-iptables", "-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT",
@@ -281,6 +287,9 @@ async fn create(api: &Api<DynamicObject>, o: &DynamicObject) -> DynamicObject {
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 return api.get(&o.name_any()).await.expect("an existing object");
             }
+            Err(kube::Error::Api(e)) if e.code != 429 && e.code < 500 => {
+                panic!("create {}: {}", o.name_any(), e.message);
+            }
             Err(e) => {
                 eprintln!("create {}: {e}; retrying", o.name_any());
                 tokio::time::sleep(delay).await;
@@ -297,7 +306,16 @@ struct Operator {
 
 impl Operator {
     fn start(bin: &str, kubeconfig: &std::path::Path, port: u16, log: &std::path::Path) -> Operator {
-        let child = Command::new(bin)
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(bin);
+        // SAFETY: prctl only, between fork and exec: the operator dies with the bench.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command
             .args([
                 "run",
                 "--metrics-addr",
@@ -475,7 +493,7 @@ fn main() {
         let first = wait_passes(&op, 1.0, Duration::from_secs(600)).await.expect("a first full analysis");
         let first_s = (first - start).as_secs_f64();
         let all_seeded = loop {
-            let n = seen.lock().unwrap().keys().filter(|(_, t)| t == &svc_name(0)).count();
+            let n = seen.lock().unwrap().keys().filter(|(_, t)| *t == idle_target(0)).count();
             if n >= namespaces {
                 break Instant::now();
             }
@@ -543,7 +561,8 @@ fn main() {
         while churn_start.elapsed() < Duration::from_secs(churn_seconds) {
             // Probe p: a healthy Deployment (services 1..) switched to nginx.
             let ns = ns_name(p % namespaces);
-            let svc = svc_name(1 + (p / namespaces) % (SERVICES_PER_NS - 1));
+            let s = 1 + (p / namespaces) % (SERVICES_PER_NS - 1);
+            let svc = svc_name(s);
             p += 1;
             if p > namespaces * (SERVICES_PER_NS - 1) {
                 break;
@@ -552,7 +571,7 @@ fn main() {
             let d = api(&client, "apps", "v1", "Deployment", "deployments", &ns);
             let sent = Instant::now();
             if d.patch(&svc, &PatchParams::default(), &Patch::Strategic(&patch)).await.is_ok() {
-                probes.push(((ns, svc), sent));
+                probes.push(((ns, idle_target(s)), sent));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
