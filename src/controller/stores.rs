@@ -377,10 +377,11 @@ fn spawn(
         loop {
             // A fresh watcher lists first, so the kind is synced again only after a complete
             // list (its InitDone); the store is kept across restarts and swapped on InitDone.
-            // Lists in pages (500 objects) rather than `any_semantic`'s resourceVersion=0, which
-            // the API server answers from its cache in one response, ignoring the limit: at 50k
-            // pods that one response and its decoded form were most of the operator's peak RSS.
-            let stream = watcher(api.clone(), watcher::Config::default())
+            // Lists in pages of 100 objects rather than `any_semantic`'s resourceVersion=0,
+            // which the API server answers from its cache in one response, ignoring the limit:
+            // a page is decoded whole (as JSON trees, ~50 KiB per injected pod) before the
+            // objects are trimmed, so the page size bounds the operator's peak RSS.
+            let stream = watcher(api.clone(), watcher::Config::default().page_size(100))
                 .backoff(super::sync::RetryBackoff::new(seed));
             futures::pin_mut!(stream);
             while let Some(event) = stream.next().await {
