@@ -63,7 +63,14 @@ fn svc_name(i: usize) -> String {
     format!("svc-{i:02}")
 }
 
-fn api(client: &Client, group: &str, version: &str, kind: &str, plural: &str, ns: &str) -> Api<DynamicObject> {
+fn api(
+    client: &Client,
+    group: &str,
+    version: &str,
+    kind: &str,
+    plural: &str,
+    ns: &str,
+) -> Api<DynamicObject> {
     let ar = kube::api::ApiResource::from_gvk_with_plural(
         &kube::api::GroupVersionKind::gvk(group, version, kind),
         plural,
@@ -77,7 +84,10 @@ fn obj(v: Value) -> DynamicObject {
 
 /// The pod-template-hash of service `s`'s ReplicaSet in namespace `n`.
 fn rs_hash(n: usize, s: usize) -> String {
-    format!("{:010x}", (n * 1000 + s) as u64 * 2654435761 % 0xff_ffff_ffff)
+    format!(
+        "{:010x}",
+        (n * 1000 + s) as u64 * 2654435761 % 0xff_ffff_ffff
+    )
 }
 
 fn pod_name(n: usize, s: usize, i: usize) -> String {
@@ -85,7 +95,11 @@ fn pod_name(n: usize, s: usize, i: usize) -> String {
 }
 
 fn deployment(ns: &str, name: &str, nginx: bool) -> Value {
-    let image = if nginx { "nginx:1.27" } else { "registry.example/app:1.0" };
+    let image = if nginx {
+        "nginx:1.27"
+    } else {
+        "registry.example/app:1.0"
+    };
     json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "namespace": ns, "labels": {"app": name, "version": "v1"}},
@@ -114,14 +128,20 @@ fn owner(kind: &str, api_version: &str, name: &str, uid: &str) -> Value {
 fn pod(ns: &str, app: &str, rs: &str, rs_uid: &str, i: usize) -> Value {
     let name = format!("{rs}-{i:05x}"); // = pod_name(n, s, i)
     let env = |pairs: &[(&str, &str)]| -> Vec<Value> {
-        pairs.iter().map(|(k, v)| json!({"name": k, "value": v})).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| json!({"name": k, "value": v}))
+            .collect()
     };
     let mut proxy_env = env(&[
         ("PILOT_CERT_PROVIDER", "istiod"),
         ("CA_ADDR", "istiod.istio-system.svc:15012"),
         ("ISTIO_CPU_LIMIT", "0"),
         ("PROXY_CONFIG", "{}\n"),
-        ("ISTIO_META_POD_PORTS", "[\n    {\"containerPort\":8080,\"protocol\":\"TCP\"}\n]"),
+        (
+            "ISTIO_META_POD_PORTS",
+            "[\n    {\"containerPort\":8080,\"protocol\":\"TCP\"}\n]",
+        ),
         ("ISTIO_META_APP_CONTAINERS", "app"),
         ("GOMEMLIMIT", "1073741824"),
         ("GOMAXPROCS", "2"),
@@ -129,7 +149,10 @@ fn pod(ns: &str, app: &str, rs: &str, rs_uid: &str, i: usize) -> Value {
         ("ISTIO_META_NODE_NAME", ""),
         ("ISTIO_META_INTERCEPTION_MODE", "REDIRECT"),
         ("ISTIO_META_WORKLOAD_NAME", app),
-        ("ISTIO_META_OWNER", &format!("kubernetes://apis/apps/v1/namespaces/{ns}/deployments/{app}")),
+        (
+            "ISTIO_META_OWNER",
+            &format!("kubernetes://apis/apps/v1/namespaces/{ns}/deployments/{app}"),
+        ),
         ("ISTIO_META_MESH_ID", "cluster.local"),
         ("TRUST_DOMAIN", "cluster.local"),
     ]);
@@ -140,7 +163,9 @@ fn pod(ns: &str, app: &str, rs: &str, rs_uid: &str, i: usize) -> Value {
         ("SERVICE_ACCOUNT", "spec.serviceAccountName"),
         ("HOST_IP", "status.hostIP"),
     ] {
-        proxy_env.push(json!({"name": k, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}));
+        proxy_env.push(
+            json!({"name": k, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}),
+        );
     }
     let status = json!({
         "initContainers": ["istio-init"], "containers": ["istio-proxy"],
@@ -235,19 +260,26 @@ async fn populate_namespace(client: Client, n: usize, concurrency: usize) {
     let ns = ns_name(n);
     let nsapi = Api::<DynamicObject>::all_with(
         client.clone(),
-        &kube::api::ApiResource::from_gvk_with_plural(&kube::api::GroupVersionKind::gvk("", "v1", "Namespace"), "namespaces"),
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("", "v1", "Namespace"),
+            "namespaces",
+        ),
     );
-    let nsobj = obj(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
+    let nsobj = obj(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {
         "name": ns, "labels": {"istio-injection": "enabled"},
-        "annotations": {"meshmedic.io/mode": "propose"}}}));
+        "annotations": {"meshmedic.io/mode": "propose"}}}),
+    );
     create(&nsapi, &nsobj).await;
     let pods = api(&client, "", "v1", "Pod", "pods", &ns);
     let mut work = Vec::new();
     for s in 0..SERVICES_PER_NS {
         let name = svc_name(s);
-        let svc = obj(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
+        let svc = obj(
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
             "spec": {"clusterIP": "None", "selector": {"app": name},
-                     "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}));
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}),
+        );
         create(&api(&client, "", "v1", "Service", "services", &ns), &svc).await;
         let d = create(
             &api(&client, "apps", "v1", "Deployment", "deployments", &ns),
@@ -263,7 +295,11 @@ async fn populate_namespace(client: Client, n: usize, concurrency: usize) {
                          "ownerReferences": owner("Deployment", "apps/v1", &name, &d.uid().unwrap_or_default())},
             "spec": {"replicas": PODS_PER_DEPLOYMENT, "selector": {"matchLabels": {"app": name, "pod-template-hash": hash}},
                      "template": template}}));
-        let rs = create(&api(&client, "apps", "v1", "ReplicaSet", "replicasets", &ns), &rs).await;
+        let rs = create(
+            &api(&client, "apps", "v1", "ReplicaSet", "replicasets", &ns),
+            &rs,
+        )
+        .await;
         let uid = rs.uid().unwrap_or_default();
         for i in 0..PODS_PER_DEPLOYMENT {
             work.push(obj(pod(&ns, &name, &rs_name, &uid, i)));
@@ -305,7 +341,12 @@ struct Operator {
 }
 
 impl Operator {
-    fn start(bin: &str, kubeconfig: &std::path::Path, port: u16, log: &std::path::Path) -> Operator {
+    fn start(
+        bin: &str,
+        kubeconfig: &std::path::Path,
+        port: u16,
+        log: &std::path::Path,
+    ) -> Operator {
         use std::os::unix::process::CommandExt;
         let mut command = Command::new(bin);
         // SAFETY: prctl only, between fork and exec: the operator dies with the bench.
@@ -341,7 +382,8 @@ impl Operator {
 
     /// (VmRSS, VmHWM) in KiB.
     fn rss(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         let field = |name: &str| {
             status
                 .lines()
@@ -431,13 +473,20 @@ fn watch_remediations(client: Client) -> Seen {
         futures::pin_mut!(stream);
         while let Ok(Some(r)) = stream.try_next().await {
             let ns = r.namespace().unwrap_or_default();
-            let target = r.data.pointer("/spec/target/name").and_then(Value::as_str).unwrap_or_default().to_string();
-            out.lock().unwrap().entry((ns, target)).or_insert_with(Instant::now);
+            let target = r
+                .data
+                .pointer("/spec/target/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            out.lock()
+                .unwrap()
+                .entry((ns, target))
+                .or_insert_with(Instant::now);
         }
     });
     seen
 }
-
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -448,7 +497,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let pods: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(2000);
     let bin = std::env::var("MESHMEDIC_BIN").unwrap_or_else(|_| "target/release/meshmedic".into());
     let namespaces = pods.div_ceil(PODS_PER_NS).max(1);
@@ -460,7 +512,10 @@ fn main() {
     let cp = support::control_plane();
     let kubeconfig = cp.kubeconfig().to_path_buf();
     let logdir = std::env::temp_dir();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async move {
         let client = cp.admin();
         for ns in ["meshmedic", "istio-system"] {
