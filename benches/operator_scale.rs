@@ -601,7 +601,7 @@ fn main() {
                         let ns = ns_name(n);
                         let patch = json!({"metadata": {"annotations": {"bench/churn": k.to_string()}}});
                         let s = 1 + k % (SERVICES_PER_NS - 1);
-                        let r = if k % 2 == 0 {
+                        let r = if k.is_multiple_of(2) {
                             api(&client, "apps", "v1", "Deployment", "deployments", &ns)
                                 .patch(&svc_name(s), &PatchParams::default(), &Patch::Merge(&patch)).await
                         } else {
