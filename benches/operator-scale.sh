@@ -7,7 +7,7 @@
 # event -> Remediation p50/p99 under churn. Prints one table.
 #
 # Usage: benches/operator-scale.sh [PODS...]        (default: 2000 20000)
-# Env: CHURN (updates/s, default 60), CHURN_SECONDS (30), CONCURRENCY (48),
+# Env: CHURN (updates/s, default 60), CHURN_SECONDS (20), CONCURRENCY (48),
 #      MESHMEDIC_BIN (default: target/release/meshmedic, built here).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,13 +32,13 @@ done
 
 get() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 echo
-echo "| pods | services | namespaces | peak RSS (baseline) | per pod above baseline | first full analysis | all seeded Remediations | one re-analysis | churn | event → Remediation p50 / p99 |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| pods | services | namespaces | peak RSS (baseline) | per pod above baseline | RSS at end | first full analysis | all seeded Remediations | one re-analysis | churn | event → Remediation p50 / p99 |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 for r in "${results[@]}"; do
-  printf '| %s | %s | %s | %s MiB (%s MiB) | %s KiB | %s s | %s s | %s ms | %s/s | %s s / %s s (%s probes, %s missing) |\n' \
+  printf '| %s | %s | %s | %s MiB (%s MiB) | %s KiB | %s MiB | %s s | %s s | %s ms | %s/s | %s s / %s s (%s probes, %s missing) |\n' \
     "$(get pods "$r")" "$(get services "$r")" "$(get namespaces "$r")" \
     "$(( $(get peak_kib "$r") / 1024 ))" "$(( $(get baseline_kib "$r") / 1024 ))" \
-    "$(get per_pod_kib "$r")" "$(get first_analysis_s "$r")" "$(get seeded_remediations_s "$r")" \
+    "$(get per_pod_kib "$r")" "$(( $(get rss_kib "$r") / 1024 ))" "$(get first_analysis_s "$r")" "$(get seeded_remediations_s "$r")" \
     "$(get reanalysis_ms "$r")" "$(get churn_per_s "$r")" "$(get p50_s "$r")" "$(get p99_s "$r")" \
     "$(get probes "$r")" "$(get missing "$r")"
 done

@@ -23,7 +23,7 @@
 //! - peak RSS (VmHWM) above the baseline, per pod.
 //!
 //! Usage: `MESHMEDIC_BIN=target/release/meshmedic cargo bench --bench operator-scale -- PODS`
-//! (env: CHURN=60 updates/s, CHURN_SECONDS=30, CONCURRENCY=48).
+//! (env: CHURN=60 updates/s, CHURN_SECONDS=20, CONCURRENCY=48).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -506,7 +506,7 @@ fn main() {
     let namespaces = pods.div_ceil(PODS_PER_NS).max(1);
     let pods = namespaces * PODS_PER_NS;
     let churn = env_num("CHURN", 60);
-    let churn_seconds = env_num("CHURN_SECONDS", 30);
+    let churn_seconds = env_num("CHURN_SECONDS", 20);
     let concurrency = env_num("CONCURRENCY", 48) as usize;
 
     let cp = support::control_plane();
