@@ -462,7 +462,13 @@ pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
         mesh_config: None,
         ..SnapshotOptions::default()
     };
-    let snapshot = stores::snapshot(&ctx.watched, options)?;
+    // After one event, a snapshot of the touched namespaces (and what they read cluster-wide),
+    // not of the whole cluster: the cost of a pass follows what changed, not the cluster's size.
+    let snapshot = if dirty.all {
+        stores::snapshot(&ctx.watched, options)?
+    } else {
+        stores::snapshot_in(&ctx.watched, options, Some(&dirty.namespaces))?
+    };
     let modes = modes(&snapshot);
     tell_annotation_problems(ctx, &snapshot).await;
     let opted_in = |ns: &str| modes.get(ns).is_some_and(|m| *m != Mode::Off);

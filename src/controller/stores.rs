@@ -1,17 +1,28 @@
-//! Watches and reflector stores for every kind the analysis reads, and the snapshot built from
-//! them. Stores keep only what analysis needs: `managedFields`, the last-applied annotation and
-//! `status` are dropped as objects arrive.
+//! Watches and stores for every kind the analysis reads, and the snapshot built from them.
+//!
+//! Stores keep only what the analysis reads, already in the form `SnapshotBuilder::add` takes
+//! (JSON with `apiVersion` and `kind`): `managedFields`, the last-applied annotation and
+//! `status` are dropped as objects arrive, and a Pod, ReplicaSet or Job that a controller owns
+//! is not kept at all: the snapshot builder skips it (it is analysed through its controller's
+//! template), so at scale (50k pods, nearly all owned by ReplicaSets) the stores hold the
+//! workloads' controllers, not their pods. An event that changes nothing kept (an owned pod's
+//! status) marks nothing dirty.
+//!
+//! After one event, only the touched namespaces are re-analysed, from a snapshot of those
+//! namespaces' Services and workloads plus everything cluster-wide ([`snapshot_in`]): findings in
+//! a namespace read that namespace's Services and workloads, the Namespaces, and the Istio
+//! config, mesh config and istiod of the whole cluster (see `analysis::dependencies` and
+//! [`PER_NAMESPACE`]).
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
-use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::Value;
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{Mutex, Notify, watch};
 
 use super::sync::SyncStates;
 use crate::error::Source;
@@ -50,10 +61,183 @@ impl Changes {
     }
 }
 
+/// Objects of one kind by namespace (`""` for cluster-scoped ones) and name.
+type ByNamespace = HashMap<String, HashMap<String, Arc<Value>>>;
+
+/// What the analysis keeps of one watched kind (see the module's doc).
+#[derive(Clone)]
+pub struct ObjectStore {
+    objects: Arc<RwLock<ByNamespace>>,
+    ready: watch::Receiver<bool>,
+}
+
+impl ObjectStore {
+    /// Returns once the kind's first complete list is in the store.
+    pub async fn wait_until_ready(&self) -> Result<(), watch::error::RecvError> {
+        self.ready.clone().wait_for(|r| *r).await.map(|_| ())
+    }
+
+    /// How many objects are kept.
+    pub fn len(&self) -> usize {
+        self.read().values().map(HashMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, ByNamespace> {
+        self.objects.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The objects of the namespaces in `scope` (all when `None`), and those elsewhere whose
+    /// name `also` accepts.
+    pub fn objects(
+        &self,
+        scope: Option<&BTreeSet<String>>,
+        also: impl Fn(&str) -> bool,
+    ) -> Vec<Arc<Value>> {
+        let map = self.read();
+        let Some(scope) = scope else {
+            return map.values().flat_map(|m| m.values().cloned()).collect();
+        };
+        let mut out: Vec<Arc<Value>> = scope
+            .iter()
+            .filter_map(|ns| map.get(ns))
+            .flat_map(|m| m.values().cloned())
+            .collect();
+        for (_, m) in map.iter().filter(|(ns, _)| !scope.contains(*ns)) {
+            out.extend(m.iter().filter(|(n, _)| also(n)).map(|(_, v)| v.clone()));
+        }
+        out
+    }
+}
+
+/// The watcher's side of an [`ObjectStore`]: a relist fills a buffer that replaces the store
+/// once complete, so the store never shows half a list.
+struct StoreWriter {
+    objects: Arc<RwLock<ByNamespace>>,
+    ready: watch::Sender<bool>,
+    relist: Option<ByNamespace>,
+}
+
+impl StoreWriter {
+    fn new() -> (StoreWriter, ObjectStore) {
+        let objects = Arc::new(RwLock::new(ByNamespace::new()));
+        let (ready, rx) = watch::channel(false);
+        let store = ObjectStore {
+            objects: objects.clone(),
+            ready: rx,
+        };
+        (
+            StoreWriter {
+                objects,
+                ready,
+                relist: None,
+            },
+            store,
+        )
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, ByNamespace> {
+        self.objects.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Puts (or, for `None`, removes) one object; whether what is kept changed.
+    fn set(&mut self, ns: &str, name: &str, value: Option<Value>) -> bool {
+        if let Some(buffer) = self.relist.as_mut() {
+            // A change during a relist: only the complete list counts (it is swapped in whole).
+            put(buffer, ns, name, value);
+            return false;
+        }
+        put(&mut self.write(), ns, name, value)
+    }
+
+    fn relist_started(&mut self) {
+        self.relist = Some(ByNamespace::new());
+    }
+
+    fn relist_done(&mut self) {
+        if let Some(buffer) = self.relist.take() {
+            *self.write() = buffer;
+        }
+        self.ready.send_replace(true);
+    }
+}
+
+fn put(map: &mut ByNamespace, ns: &str, name: &str, value: Option<Value>) -> bool {
+    match value {
+        Some(v) => {
+            let slot = map.entry(ns.to_string()).or_default();
+            if slot.get(name).is_some_and(|old| **old == v) {
+                return false;
+            }
+            slot.insert(name.to_string(), Arc::new(v));
+            true
+        }
+        None => {
+            let Some(slot) = map.get_mut(ns) else {
+                return false;
+            };
+            let removed = slot.remove(name).is_some();
+            if slot.is_empty() {
+                map.remove(ns);
+            }
+            removed
+        }
+    }
+}
+
+/// Kinds whose objects only the findings of their own namespace read. Everything else
+/// (Namespaces, Nodes, the root namespace's ConfigMaps, Istio config, which applies across
+/// namespaces through `exportTo`, the root namespace and hosts) is read cluster-wide; so is
+/// istiod's Deployment ([`is_istiod`]), whose image decides the Istio version.
+pub const PER_NAMESPACE: [&str; 8] = [
+    "Service",
+    "Pod",
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "Job",
+    "CronJob",
+];
+
+/// The Deployments the snapshot builder reads as istiod (see `SnapshotBuilder`'s `note_istiod`).
+pub fn is_istiod(kind: &str, name: &str) -> bool {
+    kind == "Deployment" && (name == "istiod" || name.starts_with("istiod-"))
+}
+
+/// The object as the snapshot builder takes it, or `None` when the builder would skip it: a
+/// Pod, ReplicaSet or Job that a controller owns is analysed through its controller.
+pub fn project(resource: &ApiResource, mut obj: DynamicObject) -> Option<Value> {
+    if matches!(resource.kind.as_str(), "Pod" | "ReplicaSet" | "Job")
+        && obj
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.controller == Some(true))
+    {
+        return None;
+    }
+    strip(&mut obj);
+    let mut raw = serde_json::to_value(&obj).ok()?;
+    if let Some(map) = raw.as_object_mut() {
+        // List responses may omit the type; the watch knows it.
+        map.insert(
+            "apiVersion".into(),
+            Value::String(resource.api_version.clone()),
+        );
+        map.insert("kind".into(), Value::String(resource.kind.clone()));
+    }
+    Some(raw)
+}
+
 /// One watched kind.
 pub struct Watched {
     pub resource: ApiResource,
-    pub store: Store<DynamicObject>,
+    pub store: ObjectStore,
     /// Istio kinds may be absent (no CRD); core kinds must sync before the operator is ready.
     pub optional: bool,
 }
@@ -175,8 +359,7 @@ fn spawn(
     changes: Arc<Changes>,
     sync: Arc<SyncStates>,
 ) -> Watched {
-    let mut writer = reflector::store::Writer::new(ar.clone());
-    let store = writer.as_reader();
+    let (mut writer, store) = StoreWriter::new();
     let kind = ar.kind.clone();
     let root = root.to_string();
     let is_namespace = kind == "Namespace";
@@ -188,53 +371,70 @@ fn spawn(
     let seed = kind
         .bytes()
         .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let resource = ar.clone();
     tokio::spawn(async move {
         let mut delay = std::time::Duration::from_millis(200);
         loop {
             // A fresh watcher lists first, so the kind is synced again only after a complete
             // list (its InitDone); the store is kept across restarts and swapped on InitDone.
-            let stream = watcher(api.clone(), watcher::Config::default().any_semantic())
-                .backoff(super::sync::RetryBackoff::new(seed))
-                .modify(strip);
+            // Lists in pages of 100 objects rather than `any_semantic`'s resourceVersion=0,
+            // which the API server answers from its cache in one response, ignoring the limit:
+            // a page is decoded whole (as JSON trees, ~50 KiB per injected pod) before the
+            // objects are trimmed, so the page size bounds the operator's peak RSS.
+            let stream = watcher(api.clone(), watcher::Config::default().page_size(100))
+                .backoff(super::sync::RetryBackoff::new(seed));
             futures::pin_mut!(stream);
             while let Some(event) = stream.next().await {
-                if let Ok(event) = &event {
-                    writer.apply_watcher_event(event);
-                }
                 match event {
                     Ok(watcher::Event::Delete(obj)) if is_node => {
+                        writer.set("", &obj.name_any(), None);
                         if kubelets.remove(&obj.name_any()).is_some() {
                             changes.mark(None, true).await;
                         }
                     }
                     Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) if is_node => {
+                        let name = obj.name_any();
                         let version = obj.data.pointer("/status/nodeInfo/kubeletVersion").cloned();
-                        if kubelets.insert(obj.name_any(), version.clone()) != Some(version) {
+                        writer.set("", &name, project(&resource, obj));
+                        if kubelets.insert(name, version.clone()) != Some(version) {
                             changes.mark(None, true).await;
                         }
                     }
-                    Ok(
-                        watcher::Event::Apply(obj)
-                        | watcher::Event::Delete(obj)
-                        | watcher::Event::InitApply(obj),
-                    ) => {
-                        let ns = if is_namespace {
-                            Some(obj.name_any())
-                        } else {
-                            obj.namespace()
+                    Ok(watcher::Event::InitApply(obj)) => {
+                        let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+                        writer.set(&ns, &name, project(&resource, obj));
+                    }
+                    Ok(event @ (watcher::Event::Apply(_) | watcher::Event::Delete(_))) => {
+                        let (obj, deleted) = match event {
+                            watcher::Event::Delete(obj) => (obj, true),
+                            watcher::Event::Apply(obj) => (obj, false),
+                            _ => continue,
                         };
+                        let (ns, name) = (obj.namespace(), obj.name_any());
+                        let value = if deleted {
+                            None
+                        } else {
+                            project(&resource, obj)
+                        };
+                        // Unchanged (an owned pod's status, a resend): nothing to re-analyse.
+                        if !writer.set(ns.as_deref().unwrap_or_default(), &name, value) {
+                            continue;
+                        }
+                        let ns = if is_namespace { Some(name) } else { ns };
                         let all = ns.as_deref() == Some(root.as_str()) && !is_namespace;
                         changes.mark(ns.as_deref(), all).await;
                     }
-                    Ok(watcher::Event::Init) => {}
-                    // A complete list: the store is the truth again; findings withheld for want
-                    // of this kind are re-examined everywhere.
+                    Ok(watcher::Event::Init) => writer.relist_started(),
+                    // A complete list: the store is the truth again (swapped in whole, so every
+                    // namespace may have changed); findings withheld for want of this kind are
+                    // re-examined everywhere.
                     Ok(watcher::Event::InitDone) => {
+                        writer.relist_done();
                         delay = std::time::Duration::from_millis(200);
                         if sync.synced(&kind) {
                             tracing::info!(kind, "synced");
-                            changes.mark(None, true).await;
                         }
+                        changes.mark(None, true).await;
                     }
                     // A watch connection that drops mid-stream (the API server ends watches
                     // every few minutes, proxies cut idle ones) is routine: the watcher resumes
@@ -274,25 +474,143 @@ fn spawn(
 /// The snapshot of everything in the stores. An object that does not decode is logged and left
 /// out: one bad object must not stop the analysis of the rest.
 pub fn snapshot(watched: &[Watched], options: SnapshotOptions) -> crate::Result<Snapshot> {
+    snapshot_in(watched, options, None)
+}
+
+/// The snapshot the findings of the namespaces in `scope` read (everything when `None`): their
+/// Services and workloads, and every object read cluster-wide (see [`PER_NAMESPACE`]). The
+/// findings of those namespaces are the same as in the snapshot of everything.
+pub fn snapshot_in(
+    watched: &[Watched],
+    options: SnapshotOptions,
+    scope: Option<&BTreeSet<String>>,
+) -> crate::Result<Snapshot> {
     let mut builder = SnapshotBuilder::new(options);
     for w in watched {
-        for obj in w.store.state() {
-            let Ok(mut raw) = serde_json::to_value(&*obj) else {
-                continue;
-            };
-            if let Some(map) = raw.as_object_mut() {
-                // List responses may omit the type; the watch knows it.
-                map.insert(
-                    "apiVersion".into(),
-                    Value::String(w.resource.api_version.clone()),
-                );
-                map.insert("kind".into(), Value::String(w.resource.kind.clone()));
-            }
+        let kind = w.resource.kind.as_str();
+        let local = scope.filter(|_| PER_NAMESPACE.contains(&kind));
+        for obj in w.store.objects(local, |name| is_istiod(kind, name)) {
             let source = Source::new("cluster", 0);
-            if let Err(e) = builder.add(source, raw) {
+            if let Err(e) = builder.add(source, Value::clone(&obj)) {
                 tracing::warn!(error = %e, "object left out of the analysis");
             }
         }
     }
     builder.build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::analyze_in;
+    use crate::snapshot::load::parse_documents;
+
+    /// examples/shop, the same again in namespace `shop2`, and a DestinationRule in `shop2`
+    /// for a host of `shop` (Istio config read across namespaces).
+    fn cluster() -> Vec<(Source, Value)> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shop");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .expect("examples/shop")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        files.sort();
+        let mut text = String::new();
+        for f in &files {
+            let t = std::fs::read_to_string(f).expect("example");
+            text.push_str("\n---\n");
+            text.push_str(&t);
+            if !f.ends_with("01-mesh-config.yaml") {
+                text.push_str("\n---\n");
+                text.push_str(
+                    &t.replace("namespace: shop", "namespace: shop2")
+                        .replace("name: shop\n", "name: shop2\n")
+                        .replace(".shop.svc", ".shop2.svc")
+                        .replace("name: istio-system", "name: istio-system-copy"),
+                );
+            }
+        }
+        text.push_str(
+            "\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: cross, namespace: shop2}\nspec:\n  host: catalog.shop.svc.cluster.local\n  exportTo: ['*']\n  trafficPolicy: {connectionPool: {http: {idleTimeout: 2h}}}\n",
+        );
+        parse_documents("cluster.yaml", &text).expect("examples parse")
+    }
+
+    fn build(docs: &[(Source, Value)], keep: impl Fn(&Value) -> bool) -> Snapshot {
+        let mut b = SnapshotBuilder::new(SnapshotOptions::default());
+        for (s, v) in docs.iter().filter(|(_, v)| keep(v)) {
+            b.add(s.clone(), v.clone()).expect("object");
+        }
+        b.build().expect("snapshot")
+    }
+
+    #[test]
+    fn a_namespace_has_the_same_findings_in_its_own_snapshot_as_in_the_whole_cluster() {
+        let docs = cluster();
+        let whole = build(&docs, |_| true);
+        let mut seen = 0;
+        for ns in ["shop", "shop2"] {
+            let scope: BTreeSet<String> = [ns.to_string()].into();
+            // What `snapshot_in` keeps.
+            let own = build(&docs, |v| {
+                let kind = v["kind"].as_str().unwrap_or_default();
+                let name = v.pointer("/metadata/name").and_then(Value::as_str);
+                let namespace = v
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("default");
+                !PER_NAMESPACE.contains(&kind)
+                    || scope.contains(namespace)
+                    || is_istiod(kind, name.unwrap_or_default())
+            });
+            assert!(own.workloads.len() < whole.workloads.len());
+            let a = analyze_in(&whole, Some(scope.clone())).findings;
+            let b = analyze_in(&own, Some(scope)).findings;
+            seen += a.len();
+            assert_eq!(a, b, "findings of {ns}");
+        }
+        assert!(seen >= 10, "the examples have findings in both namespaces");
+    }
+
+    #[test]
+    fn owned_pods_are_not_kept_and_bare_ones_are() {
+        let ar = api_resource("", "v1", "Pod", "pods");
+        let pod = |owned: bool| -> DynamicObject {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p", "namespace": "a",
+                    "managedFields": [{"manager": "x"}],
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "r",
+                        "uid": "u", "controller": owned}]},
+                "spec": {"containers": [{"name": "c", "image": "i"}]},
+                "status": {"podIP": "10.0.0.1", "phase": "Pending"}
+            }))
+            .expect("pod")
+        };
+        assert_eq!(project(&ar, pod(true)), None);
+        let kept = project(&ar, pod(false)).expect("a bare pod is a workload");
+        assert_eq!(kept["kind"], "Pod");
+        assert_eq!(kept["status"], serde_json::json!({"podIP": "10.0.0.1"}));
+        assert!(kept.pointer("/metadata/managedFields").is_none());
+    }
+
+    #[test]
+    fn a_relist_replaces_the_store_whole_and_changes_are_reported_once() {
+        let (mut w, store) = StoreWriter::new();
+        let v = |x: i64| Some(serde_json::json!({"x": x}));
+        w.relist_started();
+        assert!(!w.set("a", "one", v(1)));
+        assert!(store.is_empty(), "half a list is not shown");
+        w.relist_done();
+        assert_eq!(store.len(), 1);
+        assert!(!w.set("a", "one", v(1)), "a resend changes nothing");
+        assert!(w.set("a", "one", v(2)));
+        assert!(w.set("b", "two", v(3)));
+        assert!(w.set("a", "one", None));
+        assert!(!w.set("a", "one", None));
+        let scope: BTreeSet<String> = ["b".to_string()].into();
+        assert_eq!(store.objects(Some(&scope), |_| false).len(), 1);
+        w.relist_started();
+        w.relist_done();
+        assert!(store.is_empty());
+    }
 }
