@@ -593,3 +593,66 @@ async fn a_meaningless_annotation_is_told_once_with_an_event_and_the_safe_readin
     .await;
     operator.stop();
 }
+
+#[tokio::test]
+async fn an_unreadable_object_is_told_with_an_event_and_its_namespace_is_left_as_it_is() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::events::v1::Event;
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+    let ns = shop(&admin, "unreadable", Some("propose")).await;
+    let operator = Replica::start(
+        cp.meshmedic_config(),
+        "lease-unreadable",
+        "replica-unreadable",
+    );
+    let before = eventually(Duration::from_secs(60), "7 Remediations", || async {
+        let rs = remediations(&admin, &ns).await;
+        (rs.len() == 7 && rs.iter().all(|r| r.status.is_some())).then_some(rs)
+    })
+    .await;
+
+    // A pod template annotation that means nothing: the Deployment cannot be analysed.
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), &ns);
+    deployments
+        .patch(
+            "catalog",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": {"metadata": {"annotations": {"meshmedic.io/ignore": ",,not-a-code,,"}}}}})),
+        )
+        .await
+        .expect("annotated");
+    let events: Api<Event> = Api::namespaced(admin.clone(), &ns);
+    let note = eventually(
+        Duration::from_secs(30),
+        "an Event on the Deployment",
+        || async {
+            let evs = events.list(&Default::default()).await.ok()?.items;
+            evs.into_iter().find_map(|e| {
+                (e.reporting_instance.as_deref() == Some("replica-unreadable")
+                    && e.reason.as_deref() == Some("InvalidField")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("catalog"))
+                .then_some(e.note.unwrap_or_default())
+            })
+        },
+    )
+    .await;
+    assert!(
+        note.contains("meshmedic.io/ignore") && note.contains("not-a-code"),
+        "{note}"
+    );
+    // A partial view resolves nothing: the Remediations stand as they were.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let now = remediations(&admin, &ns).await;
+    assert_eq!(now.len(), before.len());
+    for (a, b) in before.iter().zip(&now) {
+        assert_eq!(
+            phase(a),
+            phase(b),
+            "{}",
+            a.metadata.name.clone().unwrap_or_default()
+        );
+    }
+    operator.stop();
+}

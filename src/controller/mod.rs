@@ -428,7 +428,8 @@ async fn tell_annotation_problems(ctx: &Context, snapshot: &Snapshot) {
             }
         }
         // A value corrected and written wrong again is told again.
-        *told = now;
+        told.retain(|t| t.1 == OBJECT_ERROR || now.contains(t));
+        told.extend(now);
     }
     for (ns, key, message) in to_tell {
         tracing::warn!(namespace = %ns, "{message}");
@@ -454,6 +455,72 @@ async fn tell_annotation_problems(ctx: &Context, snapshot: &Snapshot) {
     }
 }
 
+/// The second field of a told key for an object the analysis could not read.
+const OBJECT_ERROR: &str = "(object)";
+
+/// A Warning Event on each object the analysis could not read (once per object and error).
+async fn tell_rejected(
+    ctx: &Context,
+    rejected: &[stores::Rejected],
+    touched: &dyn Fn(&str) -> bool,
+) {
+    let mut to_tell = Vec::new();
+    if let Ok(mut told) = ctx.told.lock() {
+        let now: BTreeSet<(String, String, String)> = rejected
+            .iter()
+            .map(|r| {
+                (
+                    r.object.to_string(),
+                    OBJECT_ERROR.to_string(),
+                    r.error.clone(),
+                )
+            })
+            .collect();
+        for r in rejected {
+            let key = (
+                r.object.to_string(),
+                OBJECT_ERROR.to_string(),
+                r.error.clone(),
+            );
+            if !told.contains(&key)
+                && !to_tell
+                    .iter()
+                    .any(|t: &stores::Rejected| t.object == r.object && t.error == r.error)
+            {
+                to_tell.push(r.clone());
+            }
+        }
+        // Only objects of the touched namespaces were read this pass; the others keep theirs.
+        told.retain(|t| t.1 != OBJECT_ERROR || now.contains(t) || !touched(&t.0));
+        told.extend(now);
+    }
+    for r in to_tell {
+        let t = &r.object;
+        let message = format!(
+            "{t}: {}; meshmedic leaves it out of the analysis and changes no Remediation in namespace {} until it reads again",
+            r.error, t.namespace
+        );
+        tracing::warn!("{message}");
+        let ev = Event {
+            type_: EventType::Warning,
+            reason: "InvalidField".into(),
+            note: Some(message.chars().take(1000).collect()),
+            action: "Analyse".into(),
+            secondary: None,
+        };
+        let reference = ObjectReference {
+            api_version: Some(t.api_version.clone()),
+            kind: Some(t.kind.clone()),
+            name: Some(t.name.clone()),
+            namespace: Some(t.namespace.clone()),
+            ..Default::default()
+        };
+        if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
+            tracing::debug!(error = %e, "event not recorded");
+        }
+    }
+}
+
 /// One pass: re-analyse the touched namespaces and sync their Remediations.
 pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
     let options = SnapshotOptions {
@@ -464,13 +531,28 @@ pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
     };
     // After one event, a snapshot of the touched namespaces (and what they read cluster-wide),
     // not of the whole cluster: the cost of a pass follows what changed, not the cluster's size.
-    let snapshot = if dirty.all {
-        stores::snapshot(&ctx.watched, options)?
-    } else {
-        stores::snapshot_in(&ctx.watched, options, Some(&dirty.namespaces))?
-    };
+    let mut rejected = Vec::new();
+    let scope_in = (!dirty.all).then_some(&dirty.namespaces);
+    let snapshot = stores::snapshot_in(&ctx.watched, options, scope_in, &mut rejected)?;
     let modes = modes(&snapshot);
     tell_annotation_problems(ctx, &snapshot).await;
+    // An object the analysis cannot read is left out of it, and a namespace missing one of its
+    // objects is a partial view: its Remediations are neither made, changed nor resolved until
+    // the object reads again. The person is told which object and field.
+    let unreadable: BTreeSet<String> = rejected
+        .iter()
+        .map(|r| r.object.namespace.clone())
+        .collect();
+    // `Kind namespace/name`: the namespace is the second word's part before the slash.
+    let touched = |object: &str| {
+        dirty.all
+            || object
+                .split_whitespace()
+                .nth(1)
+                .and_then(|n| n.split('/').next())
+                .is_some_and(|ns| dirty.namespaces.contains(ns))
+    };
+    tell_rejected(ctx, &rejected, &touched).await;
     let opted_in = |ns: &str| modes.get(ns).is_some_and(|m| *m != Mode::Off);
     let scope: BTreeSet<String> = if dirty.all {
         modes.keys().filter(|ns| opted_in(ns)).cloned().collect()
@@ -533,6 +615,10 @@ pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
     }
     let existing = ctx.remediations.state();
     for ns in &scope {
+        if unreadable.contains(ns) {
+            tracing::warn!(namespace = %ns, "an object cannot be read: Remediations left as they are");
+            continue;
+        }
         let mode = modes.get(ns).copied().unwrap_or(Mode::Off);
         let findings: Vec<_> = report
             .findings

@@ -474,7 +474,15 @@ fn spawn(
 /// The snapshot of everything in the stores. An object that does not decode is logged and left
 /// out: one bad object must not stop the analysis of the rest.
 pub fn snapshot(watched: &[Watched], options: SnapshotOptions) -> crate::Result<Snapshot> {
-    snapshot_in(watched, options, None)
+    snapshot_in(watched, options, None, &mut Vec::new())
+}
+
+/// An object the analysis could not read (a field of the wrong type, a meaningless meshmedic
+/// annotation), and why: the error names the field.
+#[derive(Clone, Debug)]
+pub struct Rejected {
+    pub object: crate::model::ObjectRef,
+    pub error: String,
 }
 
 /// The snapshot the findings of the namespaces in `scope` read (everything when `None`): their
@@ -484,6 +492,7 @@ pub fn snapshot_in(
     watched: &[Watched],
     options: SnapshotOptions,
     scope: Option<&BTreeSet<String>>,
+    rejected: &mut Vec<Rejected>,
 ) -> crate::Result<Snapshot> {
     let mut builder = SnapshotBuilder::new(options);
     for w in watched {
@@ -491,8 +500,29 @@ pub fn snapshot_in(
         let local = scope.filter(|_| PER_NAMESPACE.contains(&kind));
         for obj in w.store.objects(local, |name| is_istiod(kind, name)) {
             let source = Source::new("cluster", 0);
+            let object = crate::model::ObjectRef {
+                api_version: w.resource.api_version.clone(),
+                kind: w.resource.kind.clone(),
+                namespace: obj
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                name: obj
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            };
             if let Err(e) = builder.add(source, Value::clone(&obj)) {
                 tracing::warn!(error = %e, "object left out of the analysis");
+                let error = match e {
+                    crate::Error::InvalidField { field, message, .. } => {
+                        format!("field `{field}`: {message}")
+                    }
+                    other => other.to_string(),
+                };
+                rejected.push(Rejected { object, error });
             }
         }
     }
