@@ -12,7 +12,7 @@
 //! namespaces' Services and workloads plus everything cluster-wide ([`snapshot_in`]): findings in
 //! a namespace read that namespace's Services and workloads, the Namespaces, and the Istio
 //! config, mesh config and istiod of the whole cluster (see `analysis::dependencies` and
-//! [`PER_NAMESPACE`]).
+//! [`per_namespace`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -188,20 +188,14 @@ fn put(map: &mut ByNamespace, ns: &str, name: &str, value: Option<Value>) -> boo
     }
 }
 
-/// Kinds whose objects only the findings of their own namespace read. Everything else
+/// Whether only the findings of its own namespace read an object of this kind (Services and
+/// workloads). Everything else
 /// (Namespaces, Nodes, the root namespace's ConfigMaps, Istio config, which applies across
 /// namespaces through `exportTo`, the root namespace and hosts) is read cluster-wide; so is
 /// istiod's Deployment ([`is_istiod`]), whose image decides the Istio version.
-pub const PER_NAMESPACE: [&str; 8] = [
-    "Service",
-    "Pod",
-    "Deployment",
-    "StatefulSet",
-    "DaemonSet",
-    "ReplicaSet",
-    "Job",
-    "CronJob",
-];
+pub fn per_namespace(kind: &str) -> bool {
+    kind == "Service" || crate::analysis::dependencies::WORKLOAD_KINDS.contains(&kind)
+}
 
 /// The Deployments the snapshot builder reads as istiod (see `SnapshotBuilder`'s `note_istiod`).
 pub fn is_istiod(kind: &str, name: &str) -> bool {
@@ -486,7 +480,7 @@ pub struct Rejected {
 }
 
 /// The snapshot the findings of the namespaces in `scope` read (everything when `None`): their
-/// Services and workloads, and every object read cluster-wide (see [`PER_NAMESPACE`]). The
+/// Services and workloads, and every object read cluster-wide (see [`per_namespace`]). The
 /// findings of those namespaces are the same as in the snapshot of everything.
 pub fn snapshot_in(
     watched: &[Watched],
@@ -497,7 +491,7 @@ pub fn snapshot_in(
     let mut builder = SnapshotBuilder::new(options);
     for w in watched {
         let kind = w.resource.kind.as_str();
-        let local = scope.filter(|_| PER_NAMESPACE.contains(&kind));
+        let local = scope.filter(|_| per_namespace(kind));
         for obj in w.store.objects(local, |name| is_istiod(kind, name)) {
             let source = Source::new("cluster", 0);
             let object = crate::model::ObjectRef {
@@ -588,7 +582,7 @@ mod tests {
                     .pointer("/metadata/namespace")
                     .and_then(Value::as_str)
                     .unwrap_or("default");
-                !PER_NAMESPACE.contains(&kind)
+                !per_namespace(kind)
                     || scope.contains(namespace)
                     || is_istiod(kind, name.unwrap_or_default())
             });

@@ -219,27 +219,16 @@ impl Snapshot {
 
     /// The raw object a remediation targets, if it is in the snapshot.
     pub fn raw_object(&self, target: &ObjectRef) -> Option<&Value> {
-        let key = (
-            target.kind.clone(),
-            target.namespace.clone(),
-            target.name.clone(),
-        );
-        let &i = self.objects.get(&key)?;
-        Some(match target.kind.as_str() {
-            "DestinationRule" => self.destination_rules[i].raw.value(),
-            "VirtualService" => self.virtual_services[i].raw.value(),
-            "Sidecar" => self.sidecars[i].raw.value(),
-            "PeerAuthentication" => self.peer_authentications[i].raw.value(),
-            "EnvoyFilter" => self.envoy_filters[i].raw.value(),
-            "Telemetry" => self.telemetries[i].raw.value(),
-            "Service" => self.services[i].raw.value(),
-            _ => self.workloads[i].raw.value(),
-        })
+        self.raw_of(target).map(Raw::value)
     }
 
     /// [`Snapshot::raw_object`], owned and not kept ([`Raw::to_value`]): for a fix that copies
     /// its target.
     pub fn raw_object_owned(&self, target: &ObjectRef) -> Option<Value> {
+        self.raw_of(target).map(Raw::to_value)
+    }
+
+    fn raw_of(&self, target: &ObjectRef) -> Option<&Raw> {
         let key = (
             target.kind.clone(),
             target.namespace.clone(),
@@ -247,14 +236,14 @@ impl Snapshot {
         );
         let &i = self.objects.get(&key)?;
         Some(match target.kind.as_str() {
-            "DestinationRule" => self.destination_rules[i].raw.to_value(),
-            "VirtualService" => self.virtual_services[i].raw.to_value(),
-            "Sidecar" => self.sidecars[i].raw.to_value(),
-            "PeerAuthentication" => self.peer_authentications[i].raw.to_value(),
-            "EnvoyFilter" => self.envoy_filters[i].raw.to_value(),
-            "Telemetry" => self.telemetries[i].raw.to_value(),
-            "Service" => self.services[i].raw.to_value(),
-            _ => self.workloads[i].raw.to_value(),
+            "DestinationRule" => &self.destination_rules[i].raw,
+            "VirtualService" => &self.virtual_services[i].raw,
+            "Sidecar" => &self.sidecars[i].raw,
+            "PeerAuthentication" => &self.peer_authentications[i].raw,
+            "EnvoyFilter" => &self.envoy_filters[i].raw,
+            "Telemetry" => &self.telemetries[i].raw,
+            "Service" => &self.services[i].raw,
+            _ => &self.workloads[i].raw,
         })
     }
 
