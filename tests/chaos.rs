@@ -1813,6 +1813,7 @@ async fn compare(admin: &Client, namespaces: &[String]) -> (usize, usize, usize,
         .collect();
     let mut present: BTreeMap<(String, String, String, String), usize> = BTreeMap::new();
     let mut all: BTreeMap<(String, String, String, String), usize> = BTreeMap::new();
+    let mut resolved_reason: BTreeMap<(String, String, String), String> = BTreeMap::new();
     for ns in namespaces {
         let api: Api<DynamicObject> = Api::namespaced_with(admin.clone(), ns, &remediation_ar());
         let Ok(list) = api.list(&ListParams::default()).await else {
@@ -1828,6 +1829,16 @@ async fn compare(admin: &Client, namespaces: &[String]) -> (usize, usize, usize,
                 if let Some(code) = c["code"].as_str() {
                     codes.insert(code.to_string());
                 }
+            }
+            if r.data["status"]["phase"] == "Resolved" {
+                resolved_reason.insert(
+                    (
+                        t["kind"].as_str().unwrap_or_default().to_string(),
+                        t["namespace"].as_str().unwrap_or_default().to_string(),
+                        t["name"].as_str().unwrap_or_default().to_string(),
+                    ),
+                    r.data["status"]["conditions"].to_string(),
+                );
             }
             for code in codes {
                 let key = (
@@ -1853,6 +1864,13 @@ async fn compare(admin: &Client, namespaces: &[String]) -> (usize, usize, usize,
         eprintln!(
             "missing now: {missing_keys:?}; Resolved while the cause is present: {resolved_keys:?}"
         );
+        for k in &resolved_keys {
+            let t = (k.1.clone(), k.2.clone(), k.3.clone());
+            eprintln!(
+                "  {t:?}: {}",
+                resolved_reason.get(&t).map_or("", String::as_str)
+            );
+        }
     }
     let missing = missing_keys.len();
     RESOLVED_BUT_PRESENT.store(resolved_keys.len(), std::sync::atomic::Ordering::Relaxed);

@@ -595,7 +595,7 @@ async fn a_meaningless_annotation_is_told_once_with_an_event_and_the_safe_readin
 }
 
 #[tokio::test]
-async fn an_unreadable_object_is_told_with_an_event_and_its_namespace_is_left_as_it_is() {
+async fn an_unreadable_object_is_told_with_an_event_and_nothing_in_its_namespace_is_resolved() {
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::events::v1::Event;
     install_once().await;

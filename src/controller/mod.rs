@@ -537,11 +537,19 @@ pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
     let modes = modes(&snapshot);
     tell_annotation_problems(ctx, &snapshot).await;
     // An object the analysis cannot read is left out of it, and a namespace missing one of its
-    // objects is a partial view: its Remediations are neither made, changed nor resolved until
-    // the object reads again. The person is told which object and field.
+    // objects is a partial view: there, nothing is resolved (the cause may only seem gone
+    // because the object is missing) and a Remediation of the object itself is left as it is,
+    // until the object reads again. The person is told which object and field.
     let unreadable: BTreeSet<String> = rejected
         .iter()
         .map(|r| r.object.namespace.clone())
+        .collect();
+    let rejected_targets: BTreeSet<(String, String, String)> = rejected
+        .iter()
+        .map(|r| {
+            let o = &r.object;
+            (o.kind.clone(), o.namespace.clone(), o.name.clone())
+        })
         .collect();
     // `Kind namespace/name`: the namespace is the second word's part before the slash.
     let touched = |object: &str| {
@@ -615,10 +623,6 @@ pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
     }
     let existing = ctx.remediations.state();
     for ns in &scope {
-        if unreadable.contains(ns) {
-            tracing::warn!(namespace = %ns, "an object cannot be read: Remediations left as they are");
-            continue;
-        }
         let mode = modes.get(ns).copied().unwrap_or(Mode::Off);
         let findings: Vec<_> = report
             .findings
@@ -705,6 +709,22 @@ pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
                 rem.map(rem_view).as_ref(),
                 view,
             );
+            let own_object_unreadable = rejected_targets.contains(&(
+                target.kind.clone(),
+                target.namespace.clone(),
+                target.name.clone(),
+            ));
+            let concludes_from_absence = matches!(
+                decision,
+                Decision::Set {
+                    phase: Phase::Resolved | Phase::Stale,
+                    ..
+                }
+            );
+            if unreadable.contains(ns) && (own_object_unreadable || concludes_from_absence) {
+                tracing::debug!(remediation = %name, "partial view (an object cannot be read): left as it is");
+                continue;
+            }
             // A replica that lost its lease (frozen, partitioned) must not write: the Lease is
             // read again before every write.
             if !ctx.fence.holds(false).await {
