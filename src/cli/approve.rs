@@ -163,6 +163,17 @@ pub async fn approve(
             "the plan changed since you reviewed it: it is now {digest}, not {expected}; nothing approved. Run `meshmedic approve {name} -n {namespace}` to review the new plan"
         ));
     }
+    // Already written: there is nothing left to approve (and the target no longer has the spec
+    // the plan was made from, so a diff would mislead).
+    if let Some(status) = rem.status.as_ref()
+        && status.applied_digest.as_deref() == Some(digest.as_str())
+        && status.written.is_some()
+    {
+        return Err(format!(
+            "plan {digest} was already written (phase {}); nothing approved",
+            status.phase.as_str()
+        ));
+    }
     let mut out = show(client, &rem).await?;
     if dry_run {
         out.push_str("(dry run: nothing approved)\n");

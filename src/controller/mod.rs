@@ -513,6 +513,7 @@ async fn tell_rejected(
             kind: Some(t.kind.clone()),
             name: Some(t.name.clone()),
             namespace: Some(t.namespace.clone()),
+            uid: r.uid.clone(),
             ..Default::default()
         };
         if let Err(e) = ctx.recorder.publish(&ev, &reference).await {

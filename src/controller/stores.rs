@@ -476,6 +476,8 @@ pub fn snapshot(watched: &[Watched], options: SnapshotOptions) -> crate::Result<
 #[derive(Clone, Debug)]
 pub struct Rejected {
     pub object: crate::model::ObjectRef,
+    /// So that `kubectl describe` finds the Event on the object.
+    pub uid: Option<String>,
     pub error: String,
 }
 
@@ -516,7 +518,11 @@ pub fn snapshot_in(
                     }
                     other => other.to_string(),
                 };
-                rejected.push(Rejected { object, error });
+                let uid = obj
+                    .pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                rejected.push(Rejected { object, uid, error });
             }
         }
     }
