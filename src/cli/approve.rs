@@ -83,13 +83,12 @@ pub async fn show(client: &Client, rem: &Remediation) -> Result<String, String> 
     };
     // The plan is a change from one spec; shown against another it would be a diff nobody
     // approves (and the operator would refuse to write it).
-    if let (Some(base), Some(o)) = (rem.spec.base_digest.as_deref(), &live) {
-        let now = serde_json::to_value(o).map_err(|e| e.to_string())?;
-        if crate::controller::plan::spec_digest(&now) != base {
-            return Err(format!(
-                "{target} changed since this plan was made; nothing approved: wait for the operator to re-plan (it publishes a new digest), then review again"
-            ));
-        }
+    if let (Some(base), Some(o)) = (rem.spec.base_digest.as_deref(), &live)
+        && crate::controller::plan::spec_digest(&o.data) != base
+    {
+        return Err(format!(
+            "{target} changed since this plan was made; nothing approved: wait for the operator to re-plan (it publishes a new digest), then review again"
+        ));
     }
     let after = match (rem.spec.action, &live, rem.spec.patch.as_deref()) {
         (RemediationAction::Patch, Some(o), Some(ops)) => {

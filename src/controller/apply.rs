@@ -168,7 +168,7 @@ pub async fn apply_fix(
     //    did after the review: nothing is written; the next pass re-plans from the new spec. Checked once the
     //    claim is ours: only the replica that writes records the outcome.
     if let (Some(base), Some(obj)) = (rem.spec.base_digest.as_deref(), live.as_ref()) {
-        let now = super::plan::spec_digest(&json!({"spec": spec_of(obj)}));
+        let now = super::plan::spec_digest(&obj.data);
         if now != base {
             return fail(
                 &status,

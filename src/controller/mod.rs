@@ -34,8 +34,8 @@ use tokio::sync::watch;
 
 use crate::analysis::analyze_in;
 use crate::error::{Error, Result};
-use crate::model::keys;
 use crate::model::remediation::{Phase, Remediation, RemediationAction};
+use crate::model::{ObjectRef, keys};
 use crate::snapshot::{Snapshot, SnapshotOptions};
 use lifecycle::{Decision, Reason, TargetView};
 use metrics::{FindingLabels, Health, Metrics, PhaseLabels};
@@ -127,7 +127,9 @@ pub struct Context {
     pub pending: std::sync::Mutex<BTreeMap<String, (Option<u64>, Instant)>>,
     /// Meaningless annotation values already told with an Event (namespace, annotation, value):
     /// told once per value, not on every pass.
-    pub told: std::sync::Mutex<BTreeSet<(String, String, String)>>,
+    pub told_annotations: std::sync::Mutex<BTreeSet<(String, String, String)>>,
+    /// Objects the analysis could not read, already told with an Event (object, error).
+    pub told_objects: std::sync::Mutex<BTreeSet<(ObjectRef, String)>>,
 }
 
 /// How long a write may take to reach the watch before the view is trusted again.
@@ -284,7 +286,8 @@ pub async fn run_with(
         evidence: tokio::sync::Mutex::new(None),
         latest: Default::default(),
         pending: Default::default(),
-        told: Default::default(),
+        told_annotations: Default::default(),
+        told_objects: Default::default(),
     });
 
     // Ready once the core kinds (and Remediations) have synced; Istio kinds may be absent.
@@ -416,7 +419,7 @@ fn modes(snapshot: &Snapshot) -> BTreeMap<String, Mode> {
 /// the operator then does the safe thing (mode off, minimum severity warning), and says so.
 async fn tell_annotation_problems(ctx: &Context, snapshot: &Snapshot) {
     let mut to_tell = Vec::new();
-    if let Ok(mut told) = ctx.told.lock() {
+    if let Ok(mut told) = ctx.told_annotations.lock() {
         let mut now = BTreeSet::new();
         for (ns, meta) in &snapshot.namespaces {
             for (key, value, message) in plan::namespace_annotation_problems(&meta.annotations) {
@@ -428,86 +431,54 @@ async fn tell_annotation_problems(ctx: &Context, snapshot: &Snapshot) {
             }
         }
         // A value corrected and written wrong again is told again.
-        told.retain(|t| t.1 == OBJECT_ERROR || now.contains(t));
-        told.extend(now);
+        *told = now;
     }
     for (ns, key, message) in to_tell {
-        tracing::warn!(namespace = %ns, "{message}");
-        let ev = Event {
-            type_: EventType::Warning,
-            reason: "InvalidAnnotation".into(),
-            note: Some(message),
-            // One series per annotation: the recorder folds events with the same action.
-            action: format!("Read {key}"),
-            secondary: None,
-        };
         let reference = ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Namespace".into()),
             name: Some(ns.clone()),
             // Recorded in the namespace itself, where its users look (`kubectl get events -n`).
-            namespace: Some(ns.clone()),
+            namespace: Some(ns),
             ..Default::default()
         };
-        if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
-            tracing::debug!(error = %e, "event not recorded");
-        }
+        // One series per annotation: the recorder folds events with the same action.
+        warn(
+            ctx,
+            &reference,
+            "InvalidAnnotation",
+            format!("Read {key}"),
+            message,
+        )
+        .await;
     }
 }
 
-/// The second field of a told key for an object the analysis could not read.
-const OBJECT_ERROR: &str = "(object)";
-
 /// A Warning Event on each object the analysis could not read (once per object and error).
+/// Only the objects of the `touched` namespaces were read this pass.
 async fn tell_rejected(
     ctx: &Context,
     rejected: &[stores::Rejected],
     touched: &dyn Fn(&str) -> bool,
 ) {
     let mut to_tell = Vec::new();
-    if let Ok(mut told) = ctx.told.lock() {
-        let now: BTreeSet<(String, String, String)> = rejected
-            .iter()
-            .map(|r| {
-                (
-                    r.object.to_string(),
-                    OBJECT_ERROR.to_string(),
-                    r.error.clone(),
-                )
-            })
-            .collect();
+    if let Ok(mut told) = ctx.told_objects.lock() {
+        let mut now = BTreeSet::new();
         for r in rejected {
-            let key = (
-                r.object.to_string(),
-                OBJECT_ERROR.to_string(),
-                r.error.clone(),
-            );
-            if !told.contains(&key)
-                && !to_tell
-                    .iter()
-                    .any(|t: &stores::Rejected| t.object == r.object && t.error == r.error)
-            {
+            let key = (r.object.clone(), r.error.clone());
+            if !told.contains(&key) && now.insert(key) {
                 to_tell.push(r.clone());
             }
         }
-        // Only objects of the touched namespaces were read this pass; the others keep theirs.
-        told.retain(|t| t.1 != OBJECT_ERROR || now.contains(t) || !touched(&t.0));
-        told.extend(now);
+        told.retain(|(o, _): &(ObjectRef, String)| !touched(&o.namespace));
+        told.extend(rejected.iter().map(|r| (r.object.clone(), r.error.clone())));
     }
     for r in to_tell {
         let t = &r.object;
         let message = format!(
-            "{t}: {}; meshmedic leaves it out of the analysis and changes no Remediation in namespace {} until it reads again",
+            "{t}: {}; meshmedic leaves it out of the analysis and resolves nothing in namespace {} until it reads again",
             r.error, t.namespace
         );
-        tracing::warn!("{message}");
-        let ev = Event {
-            type_: EventType::Warning,
-            reason: "InvalidField".into(),
-            note: Some(message.chars().take(1000).collect()),
-            action: "Analyse".into(),
-            secondary: None,
-        };
         let reference = ObjectReference {
             api_version: Some(t.api_version.clone()),
             kind: Some(t.kind.clone()),
@@ -516,9 +487,28 @@ async fn tell_rejected(
             uid: r.uid.clone(),
             ..Default::default()
         };
-        if let Err(e) = ctx.recorder.publish(&ev, &reference).await {
-            tracing::debug!(error = %e, "event not recorded");
-        }
+        warn(ctx, &reference, "InvalidField", "Analyse".into(), message).await;
+    }
+}
+
+/// Logs `note` and records it as a Warning Event on `reference`.
+async fn warn(
+    ctx: &Context,
+    reference: &ObjectReference,
+    reason: &str,
+    action: String,
+    note: String,
+) {
+    tracing::warn!("{note}");
+    let ev = Event {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action,
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, reference).await {
+        tracing::debug!(error = %e, "event not recorded");
     }
 }
 
@@ -552,15 +542,7 @@ pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
             (o.kind.clone(), o.namespace.clone(), o.name.clone())
         })
         .collect();
-    // `Kind namespace/name`: the namespace is the second word's part before the slash.
-    let touched = |object: &str| {
-        dirty.all
-            || object
-                .split_whitespace()
-                .nth(1)
-                .and_then(|n| n.split('/').next())
-                .is_some_and(|ns| dirty.namespaces.contains(ns))
-    };
+    let touched = |ns: &str| dirty.all || dirty.namespaces.contains(ns);
     tell_rejected(ctx, &rejected, &touched).await;
     let opted_in = |ns: &str| modes.get(ns).is_some_and(|m| *m != Mode::Off);
     let scope: BTreeSet<String> = if dirty.all {
@@ -653,7 +635,7 @@ pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
             .copied()
             .filter(|f| f.severity >= min)
             .collect();
-        let base = |t: &crate::model::ObjectRef| snapshot.raw_object(t).cloned();
+        let base = |t: &ObjectRef| snapshot.raw_object(t).map(plan::spec_digest);
         let (planned, errors) = plan::plan_targets(&eligible, &base);
         for e in errors {
             tracing::warn!(namespace = %ns, error = %e, "findings on one object could not be merged");

@@ -191,11 +191,11 @@ pub struct Planned {
 /// object: patches are planned one after another on the object as the previous one left it
 /// (as `analyze -o yaml` does), so the fields one Remediation changes have one owner.
 ///
-/// `base` gives the target as analysed (its `spec` is what the plan starts from); the plan
-/// records its digest so a write never lands on a target that changed since.
+/// `base_digest` gives the [`spec_digest`] of the target as analysed (what the plan starts
+/// from); the plan records it so a write never lands on a target that changed since.
 pub fn plan_targets(
     findings: &[&Finding],
-    base: &dyn Fn(&ObjectRef) -> Option<Value>,
+    base_digest: &dyn Fn(&ObjectRef) -> Option<String>,
 ) -> (Vec<Planned>, Vec<String>) {
     let mut order: Vec<ObjectRef> = Vec::new();
     let mut groups: BTreeMap<ObjectRef, Vec<&Finding>> = BTreeMap::new();
@@ -281,8 +281,8 @@ pub fn plan_targets(
             "causes": cause_list,
             "resolves": resolves,
         });
-        if let Some(b) = base(&target) {
-            spec["baseDigest"] = json!(spec_digest(&b));
+        if let Some(b) = base_digest(&target) {
+            spec["baseDigest"] = json!(b);
         }
         let digest = plan_digest(&spec);
         spec["planDigest"] = json!(digest);

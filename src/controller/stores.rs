@@ -496,22 +496,22 @@ pub fn snapshot_in(
         let local = scope.filter(|_| per_namespace(kind));
         for obj in w.store.objects(local, |name| is_istiod(kind, name)) {
             let source = Source::new("cluster", 0);
-            let object = crate::model::ObjectRef {
-                api_version: w.resource.api_version.clone(),
-                kind: w.resource.kind.clone(),
-                namespace: obj
-                    .pointer("/metadata/namespace")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-                name: obj
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-            };
             if let Err(e) = builder.add(source, Value::clone(&obj)) {
                 tracing::warn!(error = %e, "object left out of the analysis");
+                let object = crate::model::ObjectRef {
+                    api_version: w.resource.api_version.clone(),
+                    kind: w.resource.kind.clone(),
+                    namespace: obj
+                        .pointer("/metadata/namespace")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    name: obj
+                        .pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                };
                 let error = match e {
                     crate::Error::InvalidField { field, message, .. } => {
                         format!("field `{field}`: {message}")

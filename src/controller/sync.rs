@@ -364,7 +364,7 @@ pub fn lease_time_left(
     identity: &str,
     now: Timestamp,
 ) -> Option<std::time::Duration> {
-    if !lease_is_ours(spec, identity, now) {
+    if spec.holder_identity.as_deref() != Some(identity) {
         return None;
     }
     let renewed = spec.renew_time.as_ref()?.0;
@@ -384,19 +384,7 @@ pub fn lease_is_ours(
     identity: &str,
     now: Timestamp,
 ) -> bool {
-    if spec.holder_identity.as_deref() != Some(identity) {
-        return false;
-    }
-    let (Some(renewed), Some(seconds)) = (spec.renew_time.as_ref(), spec.lease_duration_seconds)
-    else {
-        return false;
-    };
-    renewed
-        .0
-        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(i64::from(
-            seconds,
-        )))
-        .is_ok_and(|expires| expires > now)
+    lease_time_left(spec, identity, now).is_some_and(|left| !left.is_zero())
 }
 
 /// Writes [`conditions_for`] to a Remediation's status, if it changes anything. Guarded by the
