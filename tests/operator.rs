@@ -308,6 +308,37 @@ async fn two_replicas_elect_one_leader_and_the_other_takes_over_when_it_dies() {
     follower.stop();
 }
 
+/// A full pass over a large cluster goes a group of namespaces at a time (`--full-pass-objects`);
+/// with one namespace per group, every namespace still gets exactly its Remediations, and
+/// namespaces not opted in none.
+#[tokio::test]
+async fn a_full_pass_in_namespace_groups_writes_what_a_whole_pass_writes() {
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+    let a = shop(&admin, "shop-group-a", Some("propose")).await;
+    let b = shop(&admin, "shop-group-b", Some("propose")).await;
+    let off = shop(&admin, "shop-group-off", None).await;
+    let operator =
+        Replica::start_with(cp.meshmedic_config(), "lease-groups", "replica-g", |args| {
+            args.full_pass_objects = 1;
+        });
+    for ns in [&a, &b] {
+        let rs = eventually(
+            Duration::from_secs(60),
+            "7 Remediations in each opted-in namespace",
+            || async {
+                let rs = remediations(&admin, ns).await;
+                (rs.len() == 7 && rs.iter().all(|r| r.status.is_some())).then_some(rs)
+            },
+        )
+        .await;
+        assert!(rs.iter().all(|r| phase(r) == Phase::Proposed), "{ns}");
+    }
+    assert!(remediations(&admin, &off).await.is_empty());
+    operator.stop();
+}
+
 /// Time from creating a misconfigured VirtualService to its Remediation existing. Printed (the
 /// figures in the README come from here); asserted only loosely, since CI machines vary.
 #[tokio::test]

@@ -88,6 +88,11 @@ pub struct RunArgs {
     /// `/stats/prometheus`), where reachable. Off by default.
     #[arg(long, value_name = "PORT")]
     pub sidecar_metrics_port: Option<u16>,
+    /// A full pass (startup, resync, a cluster-wide change) analyses namespaces in groups of
+    /// about this many Services and workloads, so its memory follows this number, not the
+    /// cluster's size (each namespace's findings are the same in any group).
+    #[arg(long, default_value_t = 2000, value_name = "N")]
+    pub full_pass_objects: usize,
 }
 
 impl RunArgs {
@@ -512,8 +517,26 @@ async fn warn(
     }
 }
 
-/// One pass: re-analyse the touched namespaces and sync their Remediations.
+/// One pass: re-analyse the touched namespaces and sync their Remediations. A full pass over a
+/// large cluster goes a group of namespaces at a time ([`stores::namespace_groups`]).
 pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
+    if dirty.all {
+        let groups = stores::namespace_groups(&ctx.watched, ctx.args.full_pass_objects.max(1));
+        if groups.len() > 1 {
+            for namespaces in groups {
+                let group = stores::Dirty {
+                    namespaces,
+                    all: false,
+                };
+                reconcile_in(ctx, group).await?;
+            }
+            return Ok(());
+        }
+    }
+    reconcile_in(ctx, dirty).await
+}
+
+async fn reconcile_in(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
     let options = SnapshotOptions {
         cluster_domain: ctx.args.cluster_domain.clone(),
         istio_version: ctx.args.istio_version.clone(),

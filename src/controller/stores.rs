@@ -1,7 +1,8 @@
 //! Watches and stores for every kind the analysis reads, and the snapshot built from them.
 //!
-//! Stores keep only what the analysis reads, already in the form `SnapshotBuilder::add` takes
-//! (JSON with `apiVersion` and `kind`): `managedFields`, the last-applied annotation and
+//! Stores keep only what the analysis reads, as compact JSON text with `apiVersion` and `kind`
+//! (`SnapshotBuilder::add_json`; a `serde_json::Value` tree of the same object is 3-4× larger,
+//! README "The operator at scale"): `managedFields`, the last-applied annotation and
 //! `status` are dropped as objects arrive, and a Pod, ReplicaSet or Job that a controller owns
 //! is not kept at all: the snapshot builder skips it (it is analysed through its controller's
 //! template), so at scale (50k pods, nearly all owned by ReplicaSets) the stores hold the
@@ -14,7 +15,7 @@
 //! config, mesh config and istiod of the whole cluster (see `analysis::dependencies` and
 //! [`per_namespace`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
@@ -62,7 +63,7 @@ impl Changes {
 }
 
 /// Objects of one kind by namespace (`""` for cluster-scoped ones) and name.
-type ByNamespace = HashMap<String, HashMap<String, Arc<Value>>>;
+type ByNamespace = HashMap<String, HashMap<String, Arc<str>>>;
 
 /// What the analysis keeps of one watched kind (see the module's doc).
 #[derive(Clone)]
@@ -86,6 +87,23 @@ impl ObjectStore {
         self.len() == 0
     }
 
+    /// How many objects each namespace holds (`""` for cluster-scoped ones).
+    pub fn namespace_sizes(&self) -> impl Iterator<Item = (String, usize)> {
+        let map = self.read();
+        map.iter()
+            .map(|(ns, m)| (ns.clone(), m.len()))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    /// The names kept (for a cluster-scoped kind, e.g. Namespaces).
+    pub fn names(&self) -> Vec<String> {
+        self.read()
+            .values()
+            .flat_map(|m| m.keys().cloned())
+            .collect()
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, ByNamespace> {
         self.objects.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -96,12 +114,12 @@ impl ObjectStore {
         &self,
         scope: Option<&BTreeSet<String>>,
         also: impl Fn(&str) -> bool,
-    ) -> Vec<Arc<Value>> {
+    ) -> Vec<Arc<str>> {
         let map = self.read();
         let Some(scope) = scope else {
             return map.values().flat_map(|m| m.values().cloned()).collect();
         };
-        let mut out: Vec<Arc<Value>> = scope
+        let mut out: Vec<Arc<str>> = scope
             .iter()
             .filter_map(|ns| map.get(ns))
             .flat_map(|m| m.values().cloned())
@@ -168,11 +186,13 @@ impl StoreWriter {
 fn put(map: &mut ByNamespace, ns: &str, name: &str, value: Option<Value>) -> bool {
     match value {
         Some(v) => {
+            // Serialized from a `Value`, so equal objects are equal texts.
+            let text = v.to_string();
             let slot = map.entry(ns.to_string()).or_default();
-            if slot.get(name).is_some_and(|old| **old == v) {
+            if slot.get(name).is_some_and(|old| **old == *text) {
                 return false;
             }
-            slot.insert(name.to_string(), Arc::new(v));
+            slot.insert(name.to_string(), Arc::from(text));
             true
         }
         None => {
@@ -465,6 +485,46 @@ fn spawn(
     }
 }
 
+/// Every namespace (those with a Namespace object and those holding objects), in groups that
+/// hold at most about `budget` Services and workloads each (a namespace larger than that is a
+/// group of its own). A full pass analyses one group at a time ([`snapshot_in`]), so its peak
+/// memory follows the budget, not the cluster: the findings of a namespace are the same in any
+/// group (see the module's doc).
+pub fn namespace_groups(watched: &[Watched], budget: usize) -> Vec<BTreeSet<String>> {
+    // Cluster-scoped objects (`""`) go with the first group, as they went with the whole pass.
+    let mut sizes: BTreeMap<String, usize> = [(String::new(), 0)].into();
+    for w in watched {
+        if w.resource.kind == "Namespace" {
+            for name in w.store.names() {
+                sizes.entry(name).or_default();
+            }
+        } else if per_namespace(&w.resource.kind) {
+            for (ns, n) in w.store.namespace_sizes() {
+                *sizes.entry(ns).or_default() += n;
+            }
+        }
+    }
+    group_namespaces(sizes, budget)
+}
+
+fn group_namespaces(sizes: BTreeMap<String, usize>, budget: usize) -> Vec<BTreeSet<String>> {
+    let mut groups: Vec<BTreeSet<String>> = Vec::new();
+    let mut held = 0;
+    for (ns, n) in sizes {
+        match groups.last_mut() {
+            Some(group) if held + n <= budget || group.is_empty() => {
+                held += n;
+                group.insert(ns);
+            }
+            _ => {
+                held = n;
+                groups.push([ns].into());
+            }
+        }
+    }
+    groups
+}
+
 /// The snapshot of everything in the stores. An object that does not decode is logged and left
 /// out: one bad object must not stop the analysis of the rest.
 pub fn snapshot(watched: &[Watched], options: SnapshotOptions) -> crate::Result<Snapshot> {
@@ -496,8 +556,10 @@ pub fn snapshot_in(
         let local = scope.filter(|_| per_namespace(kind));
         for obj in w.store.objects(local, |name| is_istiod(kind, name)) {
             let source = Source::new("cluster", 0);
-            if let Err(e) = builder.add(source, Value::clone(&obj)) {
+            if let Err(e) = builder.add_json(source, obj.clone()) {
                 tracing::warn!(error = %e, "object left out of the analysis");
+                // Read whole only here: an object the analysis could not take.
+                let obj: Value = serde_json::from_str(&obj).unwrap_or_default();
                 let object = crate::model::ObjectRef {
                     api_version: w.resource.api_version.clone(),
                     kind: w.resource.kind.clone(),
@@ -621,6 +683,28 @@ mod tests {
         assert_eq!(kept["kind"], "Pod");
         assert_eq!(kept["status"], serde_json::json!({"podIP": "10.0.0.1"}));
         assert!(kept.pointer("/metadata/managedFields").is_none());
+    }
+
+    #[test]
+    fn namespaces_are_grouped_by_the_objects_they_hold_and_none_is_left_out() {
+        let sizes: BTreeMap<String, usize> = [
+            ("", 0),
+            ("a", 1500),
+            ("b", 600),
+            ("c", 100),
+            ("d", 5000),
+            ("e", 0),
+        ]
+        .into_iter()
+        .map(|(n, s)| (n.to_string(), s))
+        .collect();
+        let groups = group_namespaces(sizes.clone(), 2000);
+        let names = |g: &BTreeSet<String>| g.iter().cloned().collect::<Vec<_>>().join(",");
+        let got: Vec<String> = groups.iter().map(names).collect();
+        assert_eq!(got, [",a", "b,c", "d", "e"]);
+        let all: BTreeSet<String> = groups.into_iter().flatten().collect();
+        assert_eq!(all, sizes.keys().cloned().collect());
+        assert_eq!(group_namespaces(sizes, usize::MAX).len(), 1);
     }
 
     #[test]

@@ -94,13 +94,10 @@ fn decode_keep<T: DeserializeOwned>(
     at: &Source,
     object: &str,
     value: Value,
-    text: Option<Arc<str>>,
+    raw: Option<Raw>,
 ) -> Result<(T, Raw)> {
-    match text {
-        Some(text) => Ok((
-            decode_with(at, object, value)?,
-            Raw::from_text(text, at.item),
-        )),
+    match raw {
+        Some(raw) => Ok((decode_with(at, object, value)?, raw)),
         None => Ok((decode_with(at, object, &value)?, Raw::from(value))),
     }
 }
@@ -128,10 +125,23 @@ impl SnapshotBuilder {
     /// an item of a `kind: List`, which `at.item` names): the objects keep the text instead of
     /// `value`, and build their raw value again only if a fix reads it ([`super::Raw`]).
     pub fn add_with_text(&mut self, at: Source, value: Value, text: Arc<str>) -> Result<()> {
-        self.add_read(at, value, Some(text))
+        let raw = Raw::from_text(text, at.item);
+        self.add_read(at, value, Some(raw))
     }
 
-    fn add_read(&mut self, at: Source, value: Value, text: Option<Arc<str>>) -> Result<()> {
+    /// [`SnapshotBuilder::add`] for an object kept as compact JSON (the operator's stores):
+    /// decoded from a transient value, and raw read again from the text only if a fix reads it.
+    pub fn add_json(&mut self, at: Source, text: Arc<str>) -> Result<()> {
+        let value: Value = serde_json::from_str(&text).map_err(|e| Error::InvalidField {
+            at: at.clone(),
+            object: "(object)".to_string(),
+            field: "(object)".to_string(),
+            message: format!("not JSON: {e}"),
+        })?;
+        self.add_read(at, value, Some(Raw::from_json(text)))
+    }
+
+    fn add_read(&mut self, at: Source, value: Value, raw: Option<Raw>) -> Result<()> {
         if value.is_null() {
             return Ok(());
         }
@@ -186,7 +196,7 @@ impl SnapshotBuilder {
         let object = describe(kind, &value);
         let api_version = api_version.to_string();
         let kind = kind.to_string();
-        self.add_object(at, &api_version, &kind, &object, value, text)
+        self.add_object(at, &api_version, &kind, &object, value, raw)
     }
 
     fn add_object(
@@ -196,9 +206,9 @@ impl SnapshotBuilder {
         kind: &str,
         object: &str,
         value: Value,
-        text: Option<Arc<str>>,
+        raw: Option<Raw>,
     ) -> Result<()> {
-        match decode_object(at, api_version, kind, object, value, text) {
+        match decode_object(at, api_version, kind, object, value, raw) {
             Ok(decoded) => self.insert(decoded?),
             Err((at, value)) => self.add_other(at, api_version, kind, object, value),
         }
@@ -208,9 +218,9 @@ impl SnapshotBuilder {
     /// most of a large input (workloads, Services, Istio rules) become their typed objects, and
     /// the document's `Value` can be dropped at once; anything else is kept for
     /// [`SnapshotBuilder::add_prepared`]. `text` as for [`SnapshotBuilder::add_with_text`].
-    pub fn prepare(at: Source, value: Value, text: Option<Arc<str>>) -> Prepared {
+    pub fn prepare(at: Source, value: Value, raw: Option<Raw>) -> Prepared {
         let Some(map) = value.as_object() else {
-            return Prepared(PreparedInner::Later(at, value, text));
+            return Prepared(PreparedInner::Later(at, value, raw));
         };
         let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default();
         let api_version = map
@@ -223,13 +233,13 @@ impl SnapshotBuilder {
             || is_list
             || !decoded_early(group_of(api_version), kind)
         {
-            return Prepared(PreparedInner::Later(at, value, text));
+            return Prepared(PreparedInner::Later(at, value, raw));
         }
         let object = describe(kind, &value);
         let (api_version, kind) = (api_version.to_string(), kind.to_string());
-        match decode_object(at, &api_version, &kind, &object, value, text.clone()) {
+        match decode_object(at, &api_version, &kind, &object, value, raw.clone()) {
             Ok(decoded) => Prepared(PreparedInner::Decoded(Box::new(decoded))),
-            Err((at, value)) => Prepared(PreparedInner::Later(at, value, text)),
+            Err((at, value)) => Prepared(PreparedInner::Later(at, value, raw)),
         }
     }
 
@@ -238,7 +248,7 @@ impl SnapshotBuilder {
     pub fn add_prepared(&mut self, prepared: Prepared) -> Result<()> {
         match prepared.0 {
             PreparedInner::Decoded(decoded) => self.insert((*decoded)?),
-            PreparedInner::Later(at, value, text) => self.add_read(at, value, text),
+            PreparedInner::Later(at, value, raw) => self.add_read(at, value, raw),
         }
     }
 
@@ -714,7 +724,7 @@ fn istio_obj<T: DeserializeOwned + Default>(
     kind: &str,
     object: &str,
     value: Value,
-    text: Option<Arc<str>>,
+    raw: Option<Raw>,
 ) -> Result<Obj<T>> {
     #[derive(serde::Deserialize)]
     struct Shape<T> {
@@ -722,7 +732,7 @@ fn istio_obj<T: DeserializeOwned + Default>(
         metadata: ObjectMeta,
         spec: Option<T>,
     }
-    let (shape, raw): (Shape<T>, Raw) = decode_keep(&at, object, value, text)?;
+    let (shape, raw): (Shape<T>, Raw) = decode_keep(&at, object, value, raw)?;
     Ok(Obj {
         api_version: api_version.to_string(),
         kind: kind.to_string(),
@@ -739,7 +749,7 @@ pub struct Prepared(PreparedInner);
 enum PreparedInner {
     /// Boxed: the typed objects are large, and lists of these are moved as they grow.
     Decoded(Box<Result<Decoded>>),
-    Later(Source, Value, Option<Arc<str>>),
+    Later(Source, Value, Option<Raw>),
 }
 
 /// A typed object, ready to be added.
@@ -789,12 +799,12 @@ fn decode_object(
     kind: &str,
     object: &str,
     value: Value,
-    text: Option<Arc<str>>,
+    raw: Option<Raw>,
 ) -> std::result::Result<Result<Decoded>, (Source, Value)> {
     if !decoded_early(group_of(api_version), kind) {
         return Err((at, value));
     }
-    Ok(decode_known(at, api_version, kind, object, value, text))
+    Ok(decode_known(at, api_version, kind, object, value, raw))
 }
 
 fn decode_known(
@@ -803,7 +813,7 @@ fn decode_known(
     kind: &str,
     object: &str,
     value: Value,
-    text: Option<Arc<str>>,
+    raw: Option<Raw>,
 ) -> Result<Decoded> {
     let workload = |w: Result<Workload>, istiod: Option<IstiodSeen>| match (w, istiod) {
         (Ok(w), istiod) => Ok(Decoded::Workload(Box::new(w), istiod)),
@@ -813,7 +823,7 @@ fn decode_known(
     };
     Ok(match (group_of(api_version), kind) {
         ("", "Service") => {
-            let (svc, raw): (Service, Raw) = decode_keep(&at, object, value, text)?;
+            let (svc, raw): (Service, Raw) = decode_keep(&at, object, value, raw)?;
             let meta = Meta::from_object_meta(&svc.metadata, DEFAULT_NAMESPACE);
             validate_annotations(&at, object, "metadata.annotations", &meta.annotations)?;
             Decoded::Service(Obj {
@@ -826,7 +836,7 @@ fn decode_known(
             })
         }
         ("", "Pod") => {
-            let (pod, raw): (Pod, Raw) = decode_keep(&at, object, value, text)?;
+            let (pod, raw): (Pod, Raw) = decode_keep(&at, object, value, raw)?;
             // A pod that a controller made is analysed through its controller's template.
             if has_controller(&pod.metadata) {
                 return Ok(Decoded::Nothing);
@@ -841,7 +851,7 @@ fn decode_known(
             return workload(Ok(w), None);
         }
         ("apps", "Deployment") => {
-            let (d, raw): (Deployment, Raw) = decode_keep(&at, object, value, text)?;
+            let (d, raw): (Deployment, Raw) = decode_keep(&at, object, value, raw)?;
             let istiod = istiod_of(&d);
             let (template, labels) = (d.spec.template, d.spec.selector.match_labels);
             let w = new_workload(
@@ -857,7 +867,7 @@ fn decode_known(
             return workload(w, istiod);
         }
         ("apps", "StatefulSet") => {
-            let (o, raw): (StatefulSet, Raw) = decode_keep(&at, object, value, text)?;
+            let (o, raw): (StatefulSet, Raw) = decode_keep(&at, object, value, raw)?;
             let (template, labels) = (o.spec.template, o.spec.selector.match_labels);
             let w = new_workload(
                 api_version,
@@ -872,7 +882,7 @@ fn decode_known(
             return workload(w, None);
         }
         ("apps", "DaemonSet") => {
-            let (o, raw): (DaemonSet, Raw) = decode_keep(&at, object, value, text)?;
+            let (o, raw): (DaemonSet, Raw) = decode_keep(&at, object, value, raw)?;
             let (template, labels) = (o.spec.template, o.spec.selector.match_labels);
             let w = new_workload(
                 api_version,
@@ -887,7 +897,7 @@ fn decode_known(
             return workload(w, None);
         }
         ("apps", "ReplicaSet") => {
-            let (s, raw): (ReplicaSet, Raw) = decode_keep(&at, object, value, text)?;
+            let (s, raw): (ReplicaSet, Raw) = decode_keep(&at, object, value, raw)?;
             if has_controller(&s.metadata) {
                 return Ok(Decoded::Nothing);
             }
@@ -905,7 +915,7 @@ fn decode_known(
             return workload(w, None);
         }
         ("batch", "Job") => {
-            let (j, raw): (Job, Raw) = decode_keep(&at, object, value, text)?;
+            let (j, raw): (Job, Raw) = decode_keep(&at, object, value, raw)?;
             if has_controller(&j.metadata) {
                 return Ok(Decoded::Nothing);
             }
@@ -924,7 +934,7 @@ fn decode_known(
             return workload(w, None);
         }
         ("batch", "CronJob") => {
-            let (c, raw): (CronJob, Raw) = decode_keep(&at, object, value, text)?;
+            let (c, raw): (CronJob, Raw) = decode_keep(&at, object, value, raw)?;
             let template = c
                 .spec
                 .job_template
@@ -944,22 +954,22 @@ fn decode_known(
             return workload(w, None);
         }
         ("networking.istio.io", "DestinationRule") => {
-            Decoded::DestinationRule(istio_obj(at, api_version, kind, object, value, text)?)
+            Decoded::DestinationRule(istio_obj(at, api_version, kind, object, value, raw)?)
         }
         ("networking.istio.io", "VirtualService") => {
-            Decoded::VirtualService(istio_obj(at, api_version, kind, object, value, text)?)
+            Decoded::VirtualService(istio_obj(at, api_version, kind, object, value, raw)?)
         }
         ("networking.istio.io", "Sidecar") => {
-            Decoded::Sidecar(istio_obj(at, api_version, kind, object, value, text)?)
+            Decoded::Sidecar(istio_obj(at, api_version, kind, object, value, raw)?)
         }
         ("networking.istio.io", "EnvoyFilter") => {
-            Decoded::EnvoyFilter(istio_obj(at, api_version, kind, object, value, text)?)
+            Decoded::EnvoyFilter(istio_obj(at, api_version, kind, object, value, raw)?)
         }
         ("security.istio.io", "PeerAuthentication") => {
-            Decoded::PeerAuthentication(istio_obj(at, api_version, kind, object, value, text)?)
+            Decoded::PeerAuthentication(istio_obj(at, api_version, kind, object, value, raw)?)
         }
         ("telemetry.istio.io", "Telemetry") => {
-            Decoded::Telemetry(istio_obj(at, api_version, kind, object, value, text)?)
+            Decoded::Telemetry(istio_obj(at, api_version, kind, object, value, raw)?)
         }
         // decoded_early() names no other kind.
         _ => Decoded::Nothing,

@@ -185,7 +185,11 @@ fn prepare_entries(source: Source, value: Value, text: Option<Arc<str>>) -> Vec<
         .into_iter()
         .map(|(source, value, prefix)| Entry {
             key: object_key(&value),
-            prepared: SnapshotBuilder::prepare(source.clone(), value, text.clone()),
+            prepared: SnapshotBuilder::prepare(
+                source.clone(),
+                value,
+                text.clone().map(|t| super::Raw::from_text(t, source.item)),
+            ),
             source,
             prefix,
         })

@@ -5,7 +5,8 @@
 //! most of `meshmedic analyze`'s memory (README, Benchmarks): a tree costs ~10× the text it was
 //! read from, and only the few objects a fix targets are ever read raw. Objects read from files
 //! therefore keep their document's text (shared) and parse it again, once, when first asked;
-//! objects from the API server (`SnapshotBuilder::add`) keep the value they came with.
+//! objects from the API server keep the compact JSON the operator's stores hold
+//! (`SnapshotBuilder::add_json`), read the same way; `SnapshotBuilder::add` keeps a value.
 
 use std::ops::Deref;
 use std::sync::{Arc, OnceLock};
@@ -29,6 +30,9 @@ struct Text {
     text: Arc<str>,
     /// The object's index in the document's `items` (a `kind: List`).
     item: Option<usize>,
+    /// JSON written by meshmedic itself (the operator's stores), read with serde_json; a
+    /// user's file is always read as YAML, as kubectl reads it (JSON included).
+    json: bool,
     value: OnceLock<Value>,
 }
 
@@ -39,6 +43,18 @@ impl Raw {
         Raw(Inner::Text(Box::new(Text {
             text,
             item,
+            json: false,
+            value: OnceLock::new(),
+        })))
+    }
+
+    /// An object serialized by meshmedic (`serde_json::to_string` of a `Value`), read when
+    /// first asked.
+    pub fn from_json(text: Arc<str>) -> Raw {
+        Raw(Inner::Text(Box::new(Text {
+            text,
+            item: None,
+            json: true,
             value: OnceLock::new(),
         })))
     }
@@ -46,7 +62,7 @@ impl Raw {
     pub fn value(&self) -> &Value {
         match &self.0 {
             Inner::Value(v) => v,
-            Inner::Text(t) => t.value.get_or_init(|| read(&t.text, t.item)),
+            Inner::Text(t) => t.value.get_or_init(|| t.read()),
         }
     }
 
@@ -54,7 +70,7 @@ impl Raw {
     /// text again instead of leaving a second tree in the snapshot.
     pub fn to_value(&self) -> Value {
         match &self.0 {
-            Inner::Text(t) if t.value.get().is_none() => read(&t.text, t.item),
+            Inner::Text(t) if t.value.get().is_none() => t.read(),
             _ => self.value().clone(),
         }
     }
@@ -65,6 +81,15 @@ impl Raw {
             Inner::Value(_) => true,
             Inner::Text(t) => t.value.get().is_some(),
         }
+    }
+}
+
+impl Text {
+    fn read(&self) -> Value {
+        if self.json {
+            return serde_json::from_str(&self.text).unwrap_or(Value::Null);
+        }
+        read(&self.text, self.item)
     }
 }
 
@@ -127,6 +152,8 @@ mod tests {
         assert!(!raw.is_read());
         assert_eq!(raw.value(), &serde_json::json!({"b": true}));
         assert!(raw.is_read());
+        let json = Raw::from_json(Arc::from(r#"{"a":"yes","b":1.0}"#));
+        assert_eq!(json.to_value(), serde_json::json!({"a": "yes", "b": 1.0}));
         let whole = Raw::from_text(doc, None);
         assert_eq!(whole["items"][0]["a"], 1);
         assert_eq!(
