@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Container;
+use crate::model::workload::Container;
 
 use crate::model::{duration, keys};
 

@@ -231,7 +231,7 @@ fn describe(w: &Workload) -> String {
 }
 
 /// The app container that listens on a port (or the only app container).
-fn container_for(workload: &Workload, port: i32) -> Option<&k8s_openapi::api::core::v1::Container> {
+fn container_for(workload: &Workload, port: i32) -> Option<&crate::model::workload::Container> {
     let mut apps = workload.app_containers();
     let by_port = workload
         .app_containers()

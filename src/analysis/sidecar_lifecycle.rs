@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Container;
+use crate::model::workload::Container;
 use serde_json::{Value, json};
 
 use super::app_servers::{flag_value, words};

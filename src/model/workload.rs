@@ -2,10 +2,79 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{ContainerPort, EnvVar, Lifecycle, PodTemplateSpec, Probe};
+use serde::Deserialize;
 
 use super::{Meta, ObjectRef};
 use crate::error::Source;
+
+/// The parts of a pod spec the analysis reads. An object is decoded (and so checked) whole as
+/// k8s-openapi's type, then moved into this and the rest dropped: k8s-openapi's `PodSpec` is
+/// 1.5 KB and each `Container` 2.3 KB before any string, most of `analyze`'s and a full
+/// pass's memory at 10k workloads (README, Benchmarks).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PodSpec {
+    pub containers: Vec<Container>,
+    pub init_containers: Option<Vec<Container>>,
+    pub host_network: Option<bool>,
+    pub termination_grace_period_seconds: Option<i64>,
+}
+
+/// The parts of a container the analysis reads (see [`PodSpec`]). Probes and lifecycle hooks
+/// are boxed: most containers have none or one of them.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Container {
+    pub name: String,
+    pub image: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub args: Option<Vec<String>>,
+    pub env: Option<Vec<EnvVar>>,
+    pub ports: Option<Vec<ContainerPort>>,
+    pub lifecycle: Option<Box<Lifecycle>>,
+    pub readiness_probe: Option<Box<Probe>>,
+    pub liveness_probe: Option<Box<Probe>>,
+    pub startup_probe: Option<Box<Probe>>,
+    /// `Always` on an init container: a native sidecar.
+    pub restart_policy: Option<String>,
+}
+
+impl From<k8s_openapi::api::core::v1::Container> for Container {
+    fn from(c: k8s_openapi::api::core::v1::Container) -> Container {
+        Container {
+            name: c.name,
+            image: c.image,
+            command: c.command,
+            args: c.args,
+            env: c.env,
+            ports: c.ports,
+            lifecycle: c.lifecycle.map(Box::new),
+            readiness_probe: c.readiness_probe.map(Box::new),
+            liveness_probe: c.liveness_probe.map(Box::new),
+            startup_probe: c.startup_probe.map(Box::new),
+            restart_policy: c.restart_policy,
+        }
+    }
+}
+
+impl From<k8s_openapi::api::core::v1::PodSpec> for PodSpec {
+    fn from(s: k8s_openapi::api::core::v1::PodSpec) -> PodSpec {
+        // A fresh vector, not `collect()`: that would reuse the source's allocation (2.3 KB a
+        // container) in place and keep all of it for 200-byte items.
+        let containers = |list: Vec<k8s_openapi::api::core::v1::Container>| {
+            let mut out = Vec::with_capacity(list.len());
+            out.extend(list.into_iter().map(Container::from));
+            out
+        };
+        PodSpec {
+            containers: containers(s.containers),
+            init_containers: s.init_containers.map(containers),
+            host_network: s.host_network,
+            termination_grace_period_seconds: s.termination_grace_period_seconds,
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Workload {
@@ -57,7 +126,7 @@ impl Workload {
             template_pointer,
             pod_labels,
             pod_annotations,
-            pod_spec: template.spec.unwrap_or_default(),
+            pod_spec: template.spec.map(PodSpec::from).unwrap_or_default(),
             selector_labels,
         }
     }

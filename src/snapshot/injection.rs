@@ -66,7 +66,7 @@ impl Dataplane {
     }
 }
 
-fn proxy_in_containers(w: &Workload) -> Option<&k8s_openapi::api::core::v1::Container> {
+fn proxy_in_containers(w: &Workload) -> Option<&crate::model::workload::Container> {
     w.pod_spec.containers.iter().find(|c| c.name == PROXY)
 }
 

@@ -298,7 +298,7 @@ fn workloads_without_a_sidecar_are_not_checked() {
 
 #[test]
 fn loopback_binds_reads_the_usual_forms() {
-    let c = |value: Value| -> k8s_openapi::api::core::v1::Container {
+    let c = |value: Value| -> crate::model::workload::Container {
         serde_json::from_value(value).expect("container")
     };
     let ports = |value: Value| -> Vec<(bool, Option<i32>)> {

@@ -280,7 +280,7 @@ fn workloads_without_a_sidecar_are_not_checked() {
 
 #[test]
 fn app_shutdown_reads_hooks_and_flags() {
-    let container = |value: Value| -> k8s_openapi::api::core::v1::Container {
+    let container = |value: Value| -> crate::model::workload::Container {
         serde_json::from_value(value).expect("container")
     };
     assert_eq!(app_shutdown(&container(json!({"name": "a"})), None), None);
