@@ -580,7 +580,7 @@ fn main() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let (c1, s1) = op.passes().await.expect("metrics");
         let reanalysis_ms = (s1 - s0) / (c1 - c0).max(1.0) * 1000.0;
-        eprintln!("re-analysis after one event: {reanalysis_ms:.1} ms (mean of {} passes)", c1 - c0);
+        eprintln!("re-analysis after one event: {reanalysis_ms:.1} ms (mean of {} passes); VmHWM {} KiB", c1 - c0, op.rss().1);
 
         // Churn, with probes.
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -649,6 +649,7 @@ fn main() {
         lat.sort_by(f64::total_cmp);
         let missing = probes.len() - lat.len();
         let (rss, hwm) = op.rss();
+        eprintln!("after churn: VmRSS {rss} KiB, VmHWM {hwm} KiB");
         op.stop();
         let per_pod = (hwm.saturating_sub(baseline)) as f64 / pods as f64;
         eprintln!(

@@ -128,9 +128,7 @@ fn in_scope(snapshot: &Snapshot, s: usize) -> bool {
 }
 
 fn service_non_idempotent(snapshot: &Snapshot, s: usize) -> bool {
-    let yes = |a: &std::collections::BTreeMap<String, String>| {
-        a.get(keys::NON_IDEMPOTENT).is_some_and(|v| v == "true")
-    };
+    let yes = |a: &crate::model::Labels| a.get(keys::NON_IDEMPOTENT).is_some_and(|v| v == "true");
     yes(&snapshot.services[s].meta.annotations)
         || snapshot.workloads_of(s).any(|w| yes(&w.pod_annotations))
 }

@@ -273,7 +273,7 @@ pub fn analyze_in(
 
 /// `meshmedic.io/ignore: "code,code"` on the workload's pod template, or on the Service.
 fn ignored(snapshot: &Snapshot, finding: &Finding) -> bool {
-    let lists = |annotations: &std::collections::BTreeMap<String, String>| {
+    let lists = |annotations: &crate::model::Labels| {
         annotations
             .get(keys::IGNORE)
             .is_some_and(|v| v.split(',').any(|c| Code::parse(c) == Some(finding.code)))

@@ -88,9 +88,9 @@ pub struct RunArgs {
     /// `/stats/prometheus`), where reachable. Off by default.
     #[arg(long, value_name = "PORT")]
     pub sidecar_metrics_port: Option<u16>,
-    /// A full pass (startup, resync, a cluster-wide change) analyses namespaces in groups of
-    /// about this many Services and workloads, so its memory follows this number, not the
-    /// cluster's size (each namespace's findings are the same in any group).
+    /// A pass over many namespaces (startup, resync, a cluster-wide change) analyses them in
+    /// groups of about this many Services and workloads, so its memory follows this number, not
+    /// the cluster's size (each namespace's findings are the same in any group).
     #[arg(long, default_value_t = 2000, value_name = "N")]
     pub full_pass_objects: usize,
 }
@@ -517,23 +517,24 @@ async fn warn(
     }
 }
 
-/// One pass: re-analyse the touched namespaces and sync their Remediations. A full pass over a
-/// large cluster goes a group of namespaces at a time ([`stores::namespace_groups`]).
+/// One pass: re-analyse the touched namespaces and sync their Remediations. A pass over many
+/// namespaces goes a group at a time ([`stores::namespace_groups`]).
 pub async fn reconcile(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
-    if dirty.all {
-        let groups = stores::namespace_groups(&ctx.watched, ctx.args.full_pass_objects.max(1));
-        if groups.len() > 1 {
-            for namespaces in groups {
-                let group = stores::Dirty {
-                    namespaces,
-                    all: false,
-                };
-                reconcile_in(ctx, group).await?;
-            }
-            return Ok(());
-        }
+    // A pass over many namespaces goes a group at a time: a full pass, and also the pass after
+    // one that wrote a Remediation in every namespace (each write marks its namespace).
+    let only = (!dirty.all).then_some(&dirty.namespaces);
+    let groups = stores::namespace_groups(&ctx.watched, ctx.args.full_pass_objects.max(1), only);
+    if groups.len() < 2 {
+        return reconcile_in(ctx, dirty).await;
     }
-    reconcile_in(ctx, dirty).await
+    for namespaces in groups {
+        let group = stores::Dirty {
+            namespaces,
+            all: false,
+        };
+        reconcile_in(ctx, group).await?;
+    }
+    Ok(())
 }
 
 async fn reconcile_in(ctx: &Context, dirty: stores::Dirty) -> Result<()> {

@@ -68,7 +68,7 @@ pub fn target_name(target: &ObjectRef) -> String {
 /// what meshmedic does instead). They are not errors that stop anything (the safe reading
 /// applies), but a person who wrote them meant something: the operator tells them with an Event.
 pub fn namespace_annotation_problems(
-    annotations: &BTreeMap<String, String>,
+    annotations: &crate::model::Labels,
 ) -> Vec<(&'static str, String, String)> {
     let mut problems = Vec::new();
     if let Some(v) = annotations.get(crate::model::keys::MODE)

@@ -485,21 +485,30 @@ fn spawn(
     }
 }
 
-/// Every namespace (those with a Namespace object and those holding objects), in groups that
-/// hold at most about `budget` Services and workloads each (a namespace larger than that is a
-/// group of its own). A full pass analyses one group at a time ([`snapshot_in`]), so its peak
-/// memory follows the budget, not the cluster: the findings of a namespace are the same in any
-/// group (see the module's doc).
-pub fn namespace_groups(watched: &[Watched], budget: usize) -> Vec<BTreeSet<String>> {
+/// The namespaces of `only` (every namespace when `None`: those with a Namespace object and
+/// those holding objects), in groups that hold at most about `budget` Services and workloads
+/// each (a namespace larger than that is a group of its own). A pass over many namespaces (a
+/// full pass; the pass after one that wrote a Remediation in each) analyses one group at a time
+/// ([`snapshot_in`]), so its peak memory follows the budget, not the cluster: the findings of a
+/// namespace are the same in any group (see the module's doc).
+pub fn namespace_groups(
+    watched: &[Watched],
+    budget: usize,
+    only: Option<&BTreeSet<String>>,
+) -> Vec<BTreeSet<String>> {
     // Cluster-scoped objects (`""`) go with the first group, as they went with the whole pass.
-    let mut sizes: BTreeMap<String, usize> = [(String::new(), 0)].into();
+    let mut sizes: BTreeMap<String, usize> = match only {
+        Some(only) => only.iter().map(|ns| (ns.clone(), 0)).collect(),
+        None => [(String::new(), 0)].into(),
+    };
+    let wanted = |ns: &str| only.is_none_or(|o| o.contains(ns));
     for w in watched {
         if w.resource.kind == "Namespace" {
-            for name in w.store.names() {
+            for name in w.store.names().into_iter().filter(|n| wanted(n)) {
                 sizes.entry(name).or_default();
             }
         } else if per_namespace(&w.resource.kind) {
-            for (ns, n) in w.store.namespace_sizes() {
+            for (ns, n) in w.store.namespace_sizes().filter(|(ns, _)| wanted(ns)) {
                 *sizes.entry(ns).or_default() += n;
             }
         }

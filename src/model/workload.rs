@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{ContainerPort, EnvVar, Lifecycle, PodTemplateSpec, Probe};
 use serde::Deserialize;
 
-use super::{Meta, ObjectRef};
+use super::{Labels, Meta, ObjectRef};
 use crate::error::Source;
 
 /// The parts of a pod spec the analysis reads. An object is decoded (and so checked) whole as
@@ -86,12 +86,12 @@ pub struct Workload {
     pub raw: crate::snapshot::Raw,
     /// JSON pointer to the pod template in `raw` (`""` for a bare Pod).
     pub template_pointer: &'static str,
-    pub pod_labels: BTreeMap<String, String>,
-    pub pod_annotations: BTreeMap<String, String>,
+    pub pod_labels: Labels,
+    pub pod_annotations: Labels,
     pub pod_spec: PodSpec,
     /// Labels that select exactly this workload's pods (the controller's `matchLabels`, or the
     /// pod's labels for a bare Pod).
-    pub selector_labels: BTreeMap<String, String>,
+    pub selector_labels: Labels,
 }
 
 impl Workload {
@@ -111,12 +111,14 @@ impl Workload {
             .metadata
             .map(|m| {
                 (
-                    m.labels.unwrap_or_default(),
-                    m.annotations.unwrap_or_default(),
+                    m.labels.map(Labels::from).unwrap_or_default(),
+                    m.annotations.map(Labels::from).unwrap_or_default(),
                 )
             })
             .unwrap_or_default();
-        let selector_labels = match_labels.unwrap_or_else(|| pod_labels.clone());
+        let selector_labels = match_labels
+            .map(Labels::from)
+            .unwrap_or_else(|| pod_labels.clone());
         Workload {
             api_version: api_version.to_string(),
             kind: kind.to_string(),

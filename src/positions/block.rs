@@ -550,7 +550,9 @@ fn plain_line(value: &str) -> bool {
     if let Some(rest) = value.strip_prefix('\'') {
         // '' is an escaped quote; the closing quote ends the value.
         let inner = rest.replace("''", "");
-        return inner.find('\'').is_some_and(|i| inner[i + 1..].trim().is_empty());
+        return inner
+            .find('\'')
+            .is_some_and(|i| inner[i + 1..].trim().is_empty());
     }
     if value.starts_with(['{', '[']) {
         let mut depth = 0i32;
@@ -610,7 +612,10 @@ mod tests {
             "{a: 1}\n",
             "\ta: 1\n",
         ] {
-            assert!(locate(text, None, Some(&["a".to_string()])).is_none(), "{text:?}");
+            assert!(
+                locate(text, None, Some(&["a".to_string()])).is_none(),
+                "{text:?}"
+            );
         }
     }
 }

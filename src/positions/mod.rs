@@ -550,7 +550,10 @@ mod tests {
                         let fast = block::locate(chunk_text, item, Some(path));
                         let Some((start, field)) = fast else {
                             if all && std::env::var_os("MESHMEDIC_POSITIONS_WHY").is_some() {
-                                eprintln!("tree needed: {} item {item:?} path {path:?}", file.display());
+                                eprintln!(
+                                    "tree needed: {} item {item:?} path {path:?}",
+                                    file.display()
+                                );
                             }
                             all = false;
                             continue;
@@ -582,7 +585,10 @@ mod tests {
         eprintln!("block locator: {answered} of {documents} documents without the tree");
         // The bundled manifests are written flow-style on purpose in many places (`{app: x}`),
         // which the tree enters; the generated meshes and public repositories are block style.
-        assert!(documents > 50 && answered >= 20, "{answered} of {documents}");
+        assert!(
+            documents > 50 && answered >= 20,
+            "{answered} of {documents}"
+        );
     }
 
     /// `MESHMEDIC_POSITIONS_DIRS=dir1:dir2 cargo test --lib block_locator_on -- --ignored

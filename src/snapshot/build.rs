@@ -661,7 +661,7 @@ fn validate_annotations(
     at: &Source,
     object: &str,
     field_prefix: &str,
-    annotations: &BTreeMap<String, String>,
+    annotations: &crate::model::Labels,
 ) -> Result<()> {
     let bad = |key: &str, message: String| Error::InvalidField {
         at: at.clone(),
@@ -989,18 +989,7 @@ fn new_workload(
 ) -> Result<Workload> {
     let meta = Meta::from_object_meta(metadata, DEFAULT_NAMESPACE);
     let object = format!("{kind} {}/{}", meta.namespace, meta.name);
-    if let Some(pod_annotations) = template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.annotations.as_ref())
-    {
-        let field = format!(
-            "{}.metadata.annotations",
-            template_pointer.trim_start_matches('/').replace('/', ".")
-        );
-        validate_annotations(&at, &object, &field, pod_annotations)?;
-    }
-    Ok(Workload::from_template(
+    let workload = Workload::from_template(
         api_version,
         kind,
         meta,
@@ -1009,7 +998,13 @@ fn new_workload(
         template_pointer,
         template,
         match_labels,
-    ))
+    );
+    let field = format!(
+        "{}.metadata.annotations",
+        template_pointer.trim_start_matches('/').replace('/', ".")
+    );
+    validate_annotations(&workload.source, &object, &field, &workload.pod_annotations)?;
+    Ok(workload)
 }
 
 /// istiod's image tag tells which Istio version (and so which defaults) the mesh runs; its

@@ -270,7 +270,7 @@ impl Snapshot {
 
     /// A waypoint serves the pod, a Service selecting it, or its namespace.
     fn uses_waypoint(&self, w: &Workload) -> bool {
-        let named = |labels: &std::collections::BTreeMap<String, String>| {
+        let named = |labels: &crate::model::Labels| {
             labels
                 .get(USE_WAYPOINT)
                 .is_some_and(|v| !v.is_empty() && v != "none")

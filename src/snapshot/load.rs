@@ -7,6 +7,7 @@
 //! document that cannot be read is reported with its file and line, and the rest is still read.
 //! Scalars resolve as kubectl resolves them ([`super::yaml`]).
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -568,13 +569,15 @@ fn read_documents_with(
     text: &str,
     prepare: bool,
 ) -> Vec<std::result::Result<ObjectDocument, InvalidDocument>> {
-    let chunks: Vec<(usize, usize, String)> = split_documents(text)
+    let chunks: Vec<(usize, usize, Cow<'_, str>)> = split_documents(text)
         .into_iter()
         .enumerate()
         .filter(|(_, (_, chunk))| !is_blank(chunk))
         .map(|(document, (first_line, chunk))| (document, first_line, chunk))
         .collect();
-    let read = |(document, first_line, chunk): (usize, usize, String)| match Document::lazy(chunk) {
+    let read = |(document, first_line, chunk): (usize, usize, Cow<'_, str>)| match Document::lazy(
+        &chunk,
+    ) {
         Ok(doc) if doc.value.is_null() => None,
         Ok(mut doc) => {
             let source = Source::new(file, document);
@@ -603,7 +606,7 @@ fn read_documents_with(
         return chunks.into_iter().filter_map(read).collect();
     }
     let per = chunks.len().div_ceil(threads);
-    let mut parts: Vec<Vec<(usize, usize, String)>> = Vec::new();
+    let mut parts: Vec<Vec<(usize, usize, Cow<'_, str>)>> = Vec::new();
     let mut rest = chunks.into_iter();
     loop {
         let part: Vec<_> = rest.by_ref().take(per).collect();
@@ -646,30 +649,48 @@ pub fn parse_documents(file: &str, text: &str) -> Result<Vec<(Source, Value)>> {
     Ok(out)
 }
 
-/// Splits on `---` document markers; returns each document with its first line (1-based).
-fn split_documents(text: &str) -> Vec<(usize, String)> {
+/// Splits on `---` document markers; returns each document with its first line (1-based). A
+/// document is its lines, each ended by `\n` (as `str::lines` reads them: `\r\n` too): borrowed
+/// from `text` when that is already so (nearly always), copied only when not (`\r\n` line ends,
+/// no final line end), so a large file is not held twice while it is parsed.
+fn split_documents(text: &str) -> Vec<(usize, Cow<'_, str>)> {
+    fn chunk(range: &str) -> Cow<'_, str> {
+        if range.is_empty() || (range.ends_with('\n') && !range.contains("\r\n")) {
+            return Cow::Borrowed(range);
+        }
+        let mut owned = String::with_capacity(range.len() + 1);
+        for line in range.lines() {
+            owned.push_str(line);
+            owned.push('\n');
+        }
+        Cow::Owned(owned)
+    }
     let mut docs = Vec::new();
-    let mut current = String::new();
-    let mut start = 1;
-    for (i, line) in text.lines().enumerate() {
+    let (mut start, mut from, mut offset) = (1, 0, 0);
+    for (i, raw) in text.split_inclusive('\n').enumerate() {
+        let at = offset;
+        offset += raw.len();
+        let line = match raw.strip_suffix('\n') {
+            Some(l) => l.strip_suffix('\r').unwrap_or(l),
+            None => raw,
+        };
         let is_marker =
             line == "---" || line.starts_with("--- ") || line.starts_with("---\t") || line == "...";
-        if is_marker {
-            if i > 0 || !current.is_empty() {
-                docs.push((start, std::mem::take(&mut current)));
-            }
-            start = i + 2;
-            if let Some(rest) = line.strip_prefix("--- ") {
-                current.push_str(rest);
-                current.push('\n');
-                start = i + 1;
-            }
+        if !is_marker {
             continue;
         }
-        current.push_str(line);
-        current.push('\n');
+        if i > 0 {
+            docs.push((start, chunk(&text[from..at])));
+        }
+        start = i + 2;
+        from = offset;
+        if line.starts_with("--- ") {
+            // `--- {a: 1}`: the document starts on the marker's line.
+            from = at + 4;
+            start = i + 1;
+        }
     }
-    docs.push((start, current));
+    docs.push((start, chunk(&text[from.min(text.len())..])));
     docs
 }
 
@@ -691,6 +712,43 @@ mod tests {
         assert_eq!(docs[0].0.document, 0);
         assert_eq!(docs[1].0.document, 2);
         assert_eq!(docs[1].1["b"], 2);
+    }
+
+    #[test]
+    fn documents_are_their_lines_each_ended_by_a_newline() {
+        let texts = [
+            "a: 1\n---\nb: 2\n",
+            "a: 1\r\n---\r\nb: |\r\n  x\r\n",
+            "--- {a: 1}\n...\n--- \nb: 2",
+            "---\n---\n",
+            "x: \"\\r\"\n",
+        ];
+        for text in texts {
+            // What the split was before it borrowed: the lines, each with `\n`.
+            let mut want = Vec::new();
+            let (mut current, mut start) = (String::new(), 1);
+            for (i, line) in text.lines().enumerate() {
+                if line == "---" || line.starts_with("--- ") || line == "..." {
+                    if i > 0 {
+                        want.push((start, std::mem::take(&mut current)));
+                    }
+                    start = i + 2;
+                    if let Some(rest) = line.strip_prefix("--- ") {
+                        current = format!("{rest}\n");
+                        start = i + 1;
+                    }
+                    continue;
+                }
+                current.push_str(line);
+                current.push('\n');
+            }
+            want.push((start, current));
+            let got: Vec<(usize, String)> = split_documents(text)
+                .into_iter()
+                .map(|(l, c)| (l, c.into_owned()))
+                .collect();
+            assert_eq!(got, want, "{text:?}");
+        }
     }
 
     #[test]

@@ -1,7 +1,5 @@
 //! Which Istio rule applies where, as istiod decides it.
 
-use std::collections::BTreeMap;
-
 use super::{Obj, Snapshot, hosts};
 use crate::model::istio::{
     ConnectionPool, DestinationRuleSpec, MtlsMode, PeerAuthenticationSpec, SidecarSpec,
@@ -37,7 +35,7 @@ impl Snapshot {
         host: &str,
         service_namespace: &str,
         proxy_namespace: &str,
-        proxy_labels: &BTreeMap<String, String>,
+        proxy_labels: &crate::model::Labels,
     ) -> Option<AppliedDestinationRule<'_>> {
         let mut namespaces = vec![proxy_namespace, service_namespace, self.root_namespace()];
         namespaces.dedup();

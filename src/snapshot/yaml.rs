@@ -47,8 +47,8 @@ impl Document {
     /// Reads a document without recording the lines of its fields; [`Document::line_of`] finds
     /// them from the kept text when asked. Recording every field path costs more time and
     /// memory than the value itself, and only an invalid field needs its line.
-    pub fn lazy(text: String) -> Result<Document, YamlError> {
-        let value = from_str(&text)?;
+    pub fn lazy(text: &str) -> Result<Document, YamlError> {
+        let value = from_str(text)?;
         Ok(Document {
             value,
             lines: HashMap::new(),

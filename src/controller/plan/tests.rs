@@ -150,7 +150,7 @@ fn a_change_is_described_by_what_changed() {
 
 #[test]
 fn meaningless_namespace_annotations_are_named_with_what_applies_instead() {
-    let ann = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+    let ann = |pairs: &[(&str, &str)]| -> crate::model::Labels {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
