@@ -1,0 +1,577 @@
+//! Plain block YAML straight to JSON, without the parser's events or a node tree.
+//!
+//! Most manifests are plain block YAML (kubectl's output, Helm's and kustomize's): keys and `- `
+//! items by indentation, single-line plain or quoted scalars, one-line flow collections such as
+//! `{app: web}`, literal block scalars (`|`). For those, the value follows from each line's
+//! indentation and text, several times faster than granit-parser's events, and every scalar is
+//! resolved by the same functions as the full path ([`super::scalar_value`],
+//! [`super::map_key`]). Anything else gives `None` and the caller uses the full path: anchors,
+//! aliases, tags, merge keys, quoted or complex keys, folded (`>`) or indented (`|2`) block
+//! scalars, multi-line plain, quoted or flow scalars, tabs, top-level scalars or sequences,
+//! and any text the full parser would refuse as far as this can tell. A test compares both on
+//! every document the tests hold, and the README names the public repositories compared.
+
+use serde_json::{Map, Value};
+
+use super::Node;
+
+/// The document's value, or `None` when the full parser must read it.
+pub(super) fn parse(text: &str) -> Option<Value> {
+    // Characters the full parser refuses or treats specially (controls, a byte order mark).
+    let unusual = |c: char| {
+        (c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+            || matches!(c, '\u{feff}' | '\u{fffe}' | '\u{ffff}')
+    };
+    if text
+        .bytes()
+        .any(|b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r') || b == 0x7f)
+        || (!text.is_ascii() && text.chars().any(unusual))
+    {
+        return None;
+    }
+    let lines = lines(text)?;
+    let first = lines.first()?;
+    if first.indent != 0 || !matches!(first.kind, Kind::Key(..)) {
+        return None;
+    }
+    let mut parser = Parser { lines: &lines };
+    let (map, next) = parser.mapping(0, 0)?;
+    (next == lines.len()).then_some(Value::Object(map))
+}
+
+#[derive(Debug)]
+struct Line<'a> {
+    indent: usize,
+    /// 1-based, for the scalars' resolution (only their errors read it).
+    number: usize,
+    kind: Kind<'a>,
+}
+
+#[derive(Debug)]
+enum Kind<'a> {
+    Dash,
+    /// `key:` and what follows on the line (comment removed, trimmed).
+    Key(&'a str, Inline<'a>),
+    /// A value on a line of its own (after a dash).
+    Value(Inline<'a>),
+}
+
+#[derive(Debug)]
+enum Inline<'a> {
+    Empty,
+    Scalar(&'a str),
+    /// A literal block scalar: its header (`|`, `|-`, `|+`) and its lines.
+    Literal(&'a str, Vec<&'a str>),
+}
+
+/// Deeper than this (and flow collections nested deeper than [`MAX_FLOW_DEPTH`]), the full
+/// parser decides: it bounds nesting, and this parser recurses once a level.
+const MAX_INDENT: usize = 1024;
+const MAX_FLOW_DEPTH: usize = 64;
+
+/// The block lines of a document, or `None` when it is not plain block YAML.
+fn lines(text: &str) -> Option<Vec<Line<'_>>> {
+    let mut out: Vec<Line> = Vec::new();
+    let mut raw_lines = text
+        .split_inclusive('\n')
+        .map(|l| l.strip_suffix('\n').unwrap_or(l))
+        .enumerate()
+        .peekable();
+    while let Some((i, raw)) = raw_lines.next() {
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        if line.contains('\r') {
+            return None;
+        }
+        let content = line.trim_start_matches(' ');
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        if content.starts_with(['\t', '%']) || content == "---" || content == "..." {
+            return None;
+        }
+        let mut indent = line.len() - content.len();
+        if indent > MAX_INDENT {
+            return None;
+        }
+        let mut rest = content;
+        if rest == "-" || rest.starts_with("- ") {
+            out.push(Line {
+                indent,
+                number: i + 1,
+                kind: Kind::Dash,
+            });
+            let after = rest[1..].trim_start_matches(' ');
+            if after.is_empty() || after.starts_with('#') {
+                continue;
+            }
+            if after == "-" || after.starts_with("- ") || after.starts_with('\t') {
+                return None;
+            }
+            let dash_indent = indent;
+            indent += rest.len() - after.len();
+            rest = after;
+            if key_end(rest).is_none() {
+                let inline = inline(rest, dash_indent, &mut raw_lines)?;
+                out.push(Line {
+                    indent,
+                    number: i + 1,
+                    kind: Kind::Value(inline),
+                });
+                continue;
+            }
+        }
+        let end = key_end(rest)?;
+        let key = &rest[..end];
+        if !plain_key(key) {
+            return None;
+        }
+        let value = inline(&rest[end + 1..], indent, &mut raw_lines)?;
+        out.push(Line {
+            indent,
+            number: i + 1,
+            kind: Kind::Key(key, value),
+        });
+    }
+    Some(out)
+}
+
+/// What follows a key or a dash; a literal block scalar takes its lines (those indented more
+/// than `parent`, and blank ones) from `raw_lines`.
+fn inline<'a, I>(
+    text: &'a str,
+    parent: usize,
+    raw_lines: &mut std::iter::Peekable<I>,
+) -> Option<Inline<'a>>
+where
+    I: Iterator<Item = (usize, &'a str)>,
+{
+    let text = text.trim_start_matches(' ');
+    let value = match text.as_bytes().first() {
+        None | Some(b'#') => "",
+        Some(b'"' | b'\'') => {
+            // The quoted scalar, then nothing but spaces and a comment.
+            let (_, end) = quoted(text)?;
+            let rest = &text[end..];
+            let after = rest.trim_start_matches(' ');
+            let comment = after.starts_with('#') && after.len() < rest.len();
+            if !(after.is_empty() || comment) {
+                return None;
+            }
+            &text[..end]
+        }
+        Some(b'{' | b'[') => strip_comment(text).trim_end_matches(' '),
+        // In a plain scalar, quotes are text: a comment is any ` #`.
+        _ => text
+            .find(" #")
+            .map_or(text, |i| &text[..i])
+            .trim_end_matches(' '),
+    };
+    if value.is_empty() {
+        return Some(Inline::Empty);
+    }
+    if !value.starts_with('|') {
+        return Some(Inline::Scalar(value));
+    }
+    if !matches!(value, "|" | "|-" | "|+") {
+        // An indentation indicator, or a comment after the header: the full parser's job.
+        return None;
+    }
+    let mut body = Vec::new();
+    while let Some(&(_, raw)) = raw_lines.peek() {
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        let content = line.trim_start_matches(' ');
+        if !content.is_empty() && line.len() - content.len() <= parent {
+            break;
+        }
+        body.push(line);
+        raw_lines.next();
+    }
+    Some(Inline::Literal(value, body))
+}
+
+/// The `:` that ends a plain key: the first one followed by a space or the end of the line.
+fn key_end(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    for i in 0..bytes.len() {
+        match bytes[i] {
+            b':' if i + 1 == bytes.len() || bytes[i + 1] == b' ' => return Some(i),
+            b' ' if bytes.get(i + 1) == Some(&b'#') => return None,
+            b'"' | b'\'' | b'{' | b'[' if i == 0 => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A key this parser reads as the full parser would: plain, starting with no indicator.
+fn plain_key(key: &str) -> bool {
+    // YAML limits an implicit key to 1024 characters.
+    !key.is_empty()
+        && key.len() <= 1024
+        && !key.ends_with([' ', '\t'])
+        && !key.starts_with([
+            '&', '*', '!', '?', '|', '>', '"', '\'', '%', '@', '`', '{', '[', ']', '}', ',', '#',
+            '-', ':',
+        ])
+        && !key.contains(" #")
+        && key != "<<"
+}
+
+/// ` #` starts a comment outside quotes.
+fn strip_comment(text: &str) -> &str {
+    let bytes = text.as_bytes();
+    let (mut single, mut double) = (false, false);
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'\'' if !double => single = !single,
+            b'"' if !single && (i == 0 || bytes[i - 1] != b'\\') => double = !double,
+            b'#' if !single && !double && (i == 0 || bytes[i - 1] == b' ') => return &text[..i],
+            _ => {}
+        }
+    }
+    text
+}
+
+struct Parser<'a, 'b> {
+    lines: &'b [Line<'a>],
+}
+
+impl Parser<'_, '_> {
+    /// The mapping whose keys are at `indent` from line `at`; and the line after it.
+    fn mapping(&mut self, mut at: usize, indent: usize) -> Option<(Map<String, Value>, usize)> {
+        let mut map = Map::new();
+        while let Some(line) = self.lines.get(at) {
+            if line.indent < indent {
+                break;
+            }
+            let Kind::Key(key, inline) = &line.kind else {
+                return None;
+            };
+            if line.indent > indent {
+                return None;
+            }
+            let key = super::map_key(plain(key, line.number)).ok()??;
+            let (value, next) = self.value(at, indent, inline)?;
+            map.insert(key, value);
+            at = next;
+        }
+        Some((map, at))
+    }
+
+    /// The value of the key (or the item) on line `at`, whose parent is at `indent`.
+    fn value(&mut self, at: usize, indent: usize, inline: &Inline) -> Option<(Value, usize)> {
+        let number = self.lines[at].number;
+        let next = self.lines.get(at + 1);
+        match inline {
+            Inline::Scalar(text) => {
+                // A more indented line below a scalar continues it: the full parser's job.
+                if next.is_some_and(|n| n.indent > indent) {
+                    return None;
+                }
+                Some((scalar(text, number)?, at + 1))
+            }
+            Inline::Literal(header, body) => Some((literal(header, body, indent)?, at + 1)),
+            Inline::Empty => match next {
+                Some(n) if matches!(n.kind, Kind::Dash) && n.indent >= indent => {
+                    let (items, end) = self.sequence(at + 1, n.indent)?;
+                    Some((Value::Array(items), end))
+                }
+                Some(n) if n.indent > indent && matches!(n.kind, Kind::Key(..)) => {
+                    let (map, end) = self.mapping(at + 1, n.indent)?;
+                    Some((Value::Object(map), end))
+                }
+                Some(n) if n.indent > indent => None,
+                _ => Some((Value::Null, at + 1)),
+            },
+        }
+    }
+
+    /// The sequence whose dashes are at `indent` from line `at`; and the line after it.
+    fn sequence(&mut self, mut at: usize, indent: usize) -> Option<(Vec<Value>, usize)> {
+        let mut items = Vec::new();
+        while let Some(line) = self.lines.get(at) {
+            if line.indent < indent || (line.indent == indent && !matches!(line.kind, Kind::Dash)) {
+                break;
+            }
+            if line.indent > indent {
+                return None;
+            }
+            let (item, next) = match self.lines.get(at + 1) {
+                Some(content) if content.indent > indent => match &content.kind {
+                    Kind::Key(..) => {
+                        let (map, end) = self.mapping(at + 1, content.indent)?;
+                        (Value::Object(map), end)
+                    }
+                    Kind::Dash => return None,
+                    Kind::Value(inline) => self.value(at + 1, indent, inline)?,
+                },
+                _ => (Value::Null, at + 1),
+            };
+            items.push(item);
+            at = next;
+        }
+        Some((items, at))
+    }
+}
+
+fn plain(text: &str, line: usize) -> Node {
+    Node::Scalar {
+        value: text.to_string(),
+        plain: true,
+        tag: None,
+        line,
+    }
+}
+
+/// A single-line scalar or flow collection.
+fn scalar(text: &str, line: usize) -> Option<Value> {
+    match text.as_bytes()[0] {
+        b'{' | b'[' => {
+            let mut flow = Flow {
+                text,
+                at: 0,
+                line,
+                depth: 0,
+            };
+            let value = flow.node()?;
+            flow.spaces();
+            (flow.at == text.len()).then_some(value)
+        }
+        b'"' | b'\'' => {
+            let (value, end) = quoted(text)?;
+            text[end..]
+                .trim_matches(' ')
+                .is_empty()
+                .then(|| Value::String(value))
+        }
+        b'&' | b'*' | b'!' | b'|' | b'>' | b'%' | b'@' | b'`' | b']' | b'}' | b',' | b'#' => None,
+        b'?' | b':' => None,
+        b'-' if text.len() == 1 || text.as_bytes()[1] == b' ' => None,
+        _ => {
+            if text.contains(": ") || text.ends_with(':') || text.contains('\t') {
+                return None;
+            }
+            super::scalar_value(plain(text, line)).ok()
+        }
+    }
+}
+
+/// A quoted scalar at the start of `text`: its value and where it ends.
+fn quoted(text: &str) -> Option<(String, usize)> {
+    let quote = text.as_bytes()[0];
+    let mut out = String::new();
+    let mut chars = text.char_indices().skip(1);
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\'' if quote == b'\'' => {
+                if text[i + 1..].starts_with('\'') {
+                    chars.next();
+                    out.push('\'');
+                } else {
+                    return Some((out, i + 1));
+                }
+            }
+            '"' if quote == b'"' => return Some((out, i + 1)),
+            '\\' if quote == b'"' => {
+                let (_, e) = chars.next()?;
+                let hex = |n: usize, chars: &mut std::iter::Skip<std::str::CharIndices>| {
+                    let digits: String = (0..n)
+                        .filter_map(|_| chars.next().map(|(_, c)| c))
+                        .collect();
+                    (digits.len() == n)
+                        .then(|| {
+                            u32::from_str_radix(&digits, 16)
+                                .ok()
+                                .and_then(char::from_u32)
+                        })
+                        .flatten()
+                };
+                out.push(match e {
+                    '\\' => '\\',
+                    '"' => '"',
+                    '/' => '/',
+                    'n' => '\n',
+                    't' => '\t',
+                    'r' => '\r',
+                    '0' => '\0',
+                    ' ' => ' ',
+                    'x' => hex(2, &mut chars)?,
+                    'u' => hex(4, &mut chars)?,
+                    'U' => hex(8, &mut chars)?,
+                    _ => return None,
+                });
+            }
+            _ => out.push(c),
+        }
+    }
+    None
+}
+
+/// A literal block scalar (`|`, `|-`, `|+`) whose key or dash is at `parent`.
+fn literal(header: &str, body: &[&str], parent: usize) -> Option<Value> {
+    let indent_of = |l: &str| l.len() - l.trim_start_matches(' ').len();
+    let first = body
+        .iter()
+        .find(|l| !l.trim_start_matches(' ').is_empty())?;
+    let indent = indent_of(first);
+    if indent <= parent {
+        return None;
+    }
+    let mut text = String::new();
+    let mut seen_content = false;
+    for line in body {
+        let blank = line.trim_start_matches(' ').is_empty();
+        if blank {
+            // Spaces beyond the indentation are text, except before the first line of text,
+            // where the full parser decides (and may refuse).
+            if !seen_content && line.len() > indent {
+                return None;
+            }
+            text.push_str(line.get(indent..).unwrap_or(""));
+        } else {
+            if indent_of(line) < indent {
+                return None;
+            }
+            if line[indent..].starts_with('\t') && !seen_content {
+                return None;
+            }
+            seen_content = true;
+            text.push_str(&line[indent..]);
+        }
+        text.push('\n');
+    }
+    let trimmed = text.trim_end_matches('\n').len();
+    match header {
+        "|-" => text.truncate(trimmed),
+        "|" => {
+            text.truncate(trimmed);
+            text.push('\n');
+        }
+        _ => {}
+    }
+    Some(Value::String(text))
+}
+
+/// A one-line flow collection.
+struct Flow<'a> {
+    text: &'a str,
+    at: usize,
+    line: usize,
+    depth: usize,
+}
+
+impl<'a> Flow<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.at).copied()
+    }
+
+    fn spaces(&mut self) {
+        while self.peek() == Some(b' ') {
+            self.at += 1;
+        }
+    }
+
+    fn node(&mut self) -> Option<Value> {
+        self.spaces();
+        if matches!(self.peek()?, b'{' | b'[') {
+            self.depth += 1;
+            if self.depth > MAX_FLOW_DEPTH {
+                return None;
+            }
+        }
+        match self.peek()? {
+            b'{' => {
+                self.at += 1;
+                let mut map = Map::new();
+                loop {
+                    self.spaces();
+                    if self.peek()? == b'}' {
+                        self.at += 1;
+                        return Some(Value::Object(map));
+                    }
+                    let key = self.plain(true)?;
+                    if !plain_key(key) || self.peek()? != b':' {
+                        return None;
+                    }
+                    let key = super::map_key(plain(key, self.line)).ok()??;
+                    self.at += 1;
+                    let value = match self.peek() {
+                        // `{a: }`, `{a:}` hold null: the full parser's job.
+                        Some(b' ') => self.node()?,
+                        _ => return None,
+                    };
+                    map.insert(key, value);
+                    if !self.separator(b'}')? {
+                        self.at += 1;
+                        return Some(Value::Object(map));
+                    }
+                }
+            }
+            b'[' => {
+                self.at += 1;
+                let mut items = Vec::new();
+                loop {
+                    self.spaces();
+                    if self.peek()? == b']' {
+                        self.at += 1;
+                        return Some(Value::Array(items));
+                    }
+                    items.push(self.node()?);
+                    if !self.separator(b']')? {
+                        self.at += 1;
+                        return Some(Value::Array(items));
+                    }
+                }
+            }
+            b'"' | b'\'' => {
+                let (value, end) = quoted(&self.text[self.at..])?;
+                self.at += end;
+                Some(Value::String(value))
+            }
+            _ => {
+                let text = self.plain(false)?;
+                if text.is_empty() {
+                    return None;
+                }
+                scalar(text, self.line)
+            }
+        }
+    }
+
+    /// After an entry: `true` at a `,` (consumed), `false` at the closing bracket.
+    fn separator(&mut self, close: u8) -> Option<bool> {
+        self.spaces();
+        match self.peek()? {
+            b',' => {
+                self.at += 1;
+                Some(true)
+            }
+            b if b == close => Some(false),
+            _ => None,
+        }
+    }
+
+    /// A plain scalar in flow context: a key ends at `:` before a space, a value at `,` or a
+    /// closing bracket; `None` for what only the full parser reads.
+    fn plain(&mut self, key: bool) -> Option<&'a str> {
+        let start = self.at;
+        let text: &'a str = self.text;
+        let bytes = text.as_bytes();
+        while let Some(&b) = bytes.get(self.at) {
+            let next = bytes.get(self.at + 1).copied();
+            match b {
+                b',' | b'}' | b']' => break,
+                b'{' | b'[' | b'"' | b'\'' | b'#' | b'\t' => return None,
+                b':' if matches!(next, None | Some(b' ' | b',' | b'}' | b']')) => {
+                    if key {
+                        break;
+                    }
+                    return None;
+                }
+                _ => {}
+            }
+            self.at += 1;
+        }
+        Some(text[start..self.at].trim_end_matches(' '))
+    }
+}
