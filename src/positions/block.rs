@@ -4,9 +4,12 @@
 //! `analyze`'s time on a large input (README, Benchmarks). Nearly every manifest is plain block
 //! YAML (kubectl's own output, Helm's and kustomize's): keys at one indentation, values below
 //! them, `- ` items. For such a document the same positions follow from the indentation of each
-//! line. Anything else (anchors, aliases, tags, quoted or complex keys, flow collections the
-//! path enters, multi-line flow or quoted scalars, tabs) gives `None`, and the caller uses the
-//! tree. A test compares both on every field of every document the tests hold.
+//! line. Anything else (anchors, aliases, tags, quoted, numeric or complex keys, multi-line
+//! flow or quoted scalars, tabs) gives `None`, and the caller uses the tree. A test compares both on every field of every document the tests hold. One-line flow
+//! collections are read by the YAML reader's own flow parser (`snapshot::yaml::flow`).
+
+use crate::snapshot::yaml::after_dash;
+use crate::snapshot::yaml::flow::{self, Flow};
 
 /// A line as the block structure sees it; a `- ` item line is two: the dash, and what follows
 /// it one column further right (`- name: x` is a dash at 0 and a key line at 2).
@@ -75,7 +78,7 @@ pub fn locate(
                 Err(_) => None,
             },
             Node::Flow(start) => {
-                let (inner, found) = Flow::parse(text, start)?.find(&path[depth..]);
+                let (inner, found) = find_in_flow(text, start, &path[depth..])?;
                 let offset = if found == 0 { offset } else { inner };
                 return Some((object_offset, Some((offset, depth + found))));
             }
@@ -89,8 +92,7 @@ pub fn locate(
             }
             Some((Step::Flow(start), at)) => {
                 // A one-line flow collection: the rest of the path is looked up in it.
-                let flow = Flow::parse(text, start)?;
-                let (inner, found) = flow.find(&path[depth + 1..]);
+                let (inner, found) = find_in_flow(text, start, &path[depth + 1..])?;
                 let offset = if found == 0 { at } else { inner };
                 return Some((object_offset, Some((offset, depth + 1 + found))));
             }
@@ -205,182 +207,32 @@ fn item_node(lines: &[Line], start: usize, dash_indent: usize) -> Option<Node> {
     })
 }
 
-/// A one-line flow collection (`{a: 1, b: [x, y]}`), with the offset of each key and item.
-#[derive(Debug)]
-enum Flow {
-    Mapping(Vec<(String, usize, Flow)>),
-    Sequence(Vec<(usize, Flow)>),
-    Scalar,
-}
-
-impl Flow {
-    /// The flow collection starting at byte `start` of `text` (on one line), or `None` when it
-    /// holds what only the tree reads (quoted keys, anchors, tags, nested quotes...).
-    fn parse(text: &str, start: usize) -> Option<Flow> {
-        let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
-        let mut p = FlowParser {
-            text: &text[..end],
-            at: start,
+/// The deepest node on `path` in the one-line flow collection at byte `start` of `text`:
+/// (offset, how many tokens exist; offset 0 when none does). `None` when the shared flow parser
+/// leaves it to the tree.
+fn find_in_flow(text: &str, start: usize, path: &[String]) -> Option<(usize, usize)> {
+    let (flow, _) = flow::parse(text, start)?;
+    let (mut node, mut offset) = (&flow, 0);
+    for (depth, token) in path.iter().enumerate() {
+        let next = match node {
+            // A key YAML reads as a number or a boolean is not found by its text in the tree.
+            Flow::Mapping(entries) => entries
+                .iter()
+                .find(|(k, ..)| *k == token.as_str() && string_key(k))
+                .map(|(_, at, v)| (*at, v)),
+            Flow::Sequence(items) => token
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| items.get(i))
+                .map(|(at, v)| (*at, v)),
+            Flow::Plain(_) | Flow::Quoted(_) => None,
         };
-        let flow = p.node()?;
-        Some(flow)
-    }
-
-    /// The deepest node on `path`: (offset, how many tokens exist). Offset 0 when none does.
-    fn find(&self, path: &[String]) -> (usize, usize) {
-        let (mut node, mut offset) = (self, 0);
-        for (depth, token) in path.iter().enumerate() {
-            let next = match node {
-                Flow::Mapping(entries) => entries
-                    .iter()
-                    .find(|(k, ..)| k == token)
-                    .map(|(_, at, v)| (*at, v)),
-                Flow::Sequence(items) => token
-                    .parse::<usize>()
-                    .ok()
-                    .and_then(|i| items.get(i))
-                    .map(|(at, v)| (*at, v)),
-                Flow::Scalar => None,
-            };
-            match next {
-                Some((at, v)) => (offset, node) = (at, v),
-                None => return (offset, depth),
-            }
-        }
-        (offset, path.len())
-    }
-}
-
-struct FlowParser<'a> {
-    text: &'a str,
-    at: usize,
-}
-
-impl FlowParser<'_> {
-    fn peek(&self) -> Option<u8> {
-        self.text.as_bytes().get(self.at).copied()
-    }
-
-    fn spaces(&mut self) {
-        while self.peek() == Some(b' ') {
-            self.at += 1;
+        match next {
+            Some((at, v)) => (offset, node) = (at, v),
+            None => return Some((offset, depth)),
         }
     }
-
-    fn node(&mut self) -> Option<Flow> {
-        self.spaces();
-        match self.peek()? {
-            b'{' => {
-                self.at += 1;
-                let mut entries = Vec::new();
-                loop {
-                    self.spaces();
-                    if self.peek()? == b'}' {
-                        self.at += 1;
-                        return Some(Flow::Mapping(entries));
-                    }
-                    let key_at = self.at;
-                    let key = self.plain(true)?.to_string();
-                    if key.is_empty() || !string_key(&key) || self.peek()? != b':' {
-                        return None;
-                    }
-                    self.at += 1;
-                    let value = self.node()?;
-                    entries.push((key, key_at, value));
-                    if !self.separator(b'}')? {
-                        self.at += 1;
-                        return Some(Flow::Mapping(entries));
-                    }
-                }
-            }
-            b'[' => {
-                self.at += 1;
-                let mut items = Vec::new();
-                loop {
-                    self.spaces();
-                    if self.peek()? == b']' {
-                        self.at += 1;
-                        return Some(Flow::Sequence(items));
-                    }
-                    let item_at = self.at;
-                    let item = self.node()?;
-                    items.push((item_at, item));
-                    if !self.separator(b']')? {
-                        self.at += 1;
-                        return Some(Flow::Sequence(items));
-                    }
-                }
-            }
-            b'"' => {
-                self.at += 1;
-                let mut escaped = false;
-                while let Some(b) = self.peek() {
-                    self.at += 1;
-                    match b {
-                        b'\\' if !escaped => escaped = true,
-                        b'"' if !escaped => return Some(Flow::Scalar),
-                        _ => escaped = false,
-                    }
-                }
-                None
-            }
-            b'\'' => {
-                self.at += 1;
-                while let Some(b) = self.peek() {
-                    self.at += 1;
-                    if b == b'\'' {
-                        if self.peek() == Some(b'\'') {
-                            self.at += 1;
-                        } else {
-                            return Some(Flow::Scalar);
-                        }
-                    }
-                }
-                None
-            }
-            b'&' | b'*' | b'!' | b'?' | b'|' | b'>' | b'#' => None,
-            _ => self.plain(false).map(|_| Flow::Scalar),
-        }
-    }
-
-    /// After an entry: `true` at a `,` (consumed), `false` at the closing bracket (not
-    /// consumed), `None` otherwise.
-    fn separator(&mut self, close: u8) -> Option<bool> {
-        self.spaces();
-        match self.peek()? {
-            b',' => {
-                self.at += 1;
-                Some(true)
-            }
-            b if b == close => Some(false),
-            _ => None,
-        }
-    }
-
-    /// A plain scalar in flow context; a key ends at a `:` followed by a space or an
-    /// indicator, a value at `,` or a closing bracket.
-    fn plain(&mut self, key: bool) -> Option<&str> {
-        let start = self.at;
-        let bytes = self.text.as_bytes();
-        while let Some(&b) = bytes.get(self.at) {
-            let next = bytes.get(self.at + 1).copied();
-            match b {
-                b',' | b'}' | b']' | b'{' | b'[' => break,
-                b':' if matches!(next, None | Some(b' ' | b',' | b'}' | b']')) => {
-                    if key {
-                        break;
-                    }
-                    // `a: b: c` inside a value: the tree's job.
-                    return None;
-                }
-                b'"' | b'\'' if self.at == start => return None,
-                b'#' if self.at > start && bytes[self.at - 1] == b' ' => return None,
-                _ => {}
-            }
-            self.at += 1;
-        }
-        Some(self.text[start..self.at].trim_end_matches(' '))
-    }
+    Some((offset, path.len()))
 }
 
 /// The block lines of a document, or `None` when it is not plain block YAML.
@@ -420,13 +272,9 @@ fn lines(text: &str) -> Option<Vec<Line<'_>>> {
                 offset: at,
                 kind: Kind::Dash,
             });
-            let after = rest[1..].trim_start_matches(' ');
-            if after.is_empty() || after.starts_with('#') {
+            let Some(after) = after_dash(rest)? else {
                 continue;
-            }
-            if after == "-" || after.starts_with("- ") || after.starts_with('\t') {
-                return None;
-            }
+            };
             if after.starts_with(['|', '>']) {
                 scalar_above = Some(indent);
             }

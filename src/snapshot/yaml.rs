@@ -17,6 +17,9 @@
 use std::collections::HashMap;
 
 mod block;
+pub(crate) mod flow;
+
+pub(crate) use block::after_dash;
 
 use granit_parser::{Event, Parser, ScalarStyle, Span};
 use serde_json::{Map, Number, Value};

@@ -14,6 +14,7 @@
 use serde_json::{Map, Value};
 
 use super::Node;
+use super::flow::{self, Flow, quoted};
 
 /// The document's value, or `None` when the full parser must read it.
 pub(super) fn parse(text: &str) -> Option<Value> {
@@ -64,10 +65,9 @@ enum Inline<'a> {
     Literal(&'a str, Vec<&'a str>),
 }
 
-/// Deeper than this (and flow collections nested deeper than [`MAX_FLOW_DEPTH`]), the full
-/// parser decides: it bounds nesting, and this parser recurses once a level.
+/// Deeper than this, the full parser decides: it bounds nesting, and this parser recurses once
+/// a level.
 const MAX_INDENT: usize = 1024;
-const MAX_FLOW_DEPTH: usize = 64;
 
 /// The block lines of a document, or `None` when it is not plain block YAML.
 fn lines(text: &str) -> Option<Vec<Line<'_>>> {
@@ -100,13 +100,9 @@ fn lines(text: &str) -> Option<Vec<Line<'_>>> {
                 number: i + 1,
                 kind: Kind::Dash,
             });
-            let after = rest[1..].trim_start_matches(' ');
-            if after.is_empty() || after.starts_with('#') {
+            let Some(after) = after_dash(rest)? else {
                 continue;
-            }
-            if after == "-" || after.starts_with("- ") || after.starts_with('\t') {
-                return None;
-            }
+            };
             let dash_indent = indent;
             indent += rest.len() - after.len();
             rest = after;
@@ -133,6 +129,19 @@ fn lines(text: &str) -> Option<Vec<Line<'_>>> {
         });
     }
     Some(out)
+}
+
+/// What follows the dash of a `- ` item line: `Some(None)` for nothing (or a comment), `None`
+/// for what only the full parser reads (a second dash, a tab).
+pub(crate) fn after_dash(line: &str) -> Option<Option<&str>> {
+    let after = line[1..].trim_start_matches(' ');
+    if after.is_empty() || after.starts_with('#') {
+        return Some(None);
+    }
+    if after == "-" || after.starts_with("- ") || after.starts_with('\t') {
+        return None;
+    }
+    Some(Some(after))
 }
 
 /// What follows a key or a dash; a literal block scalar takes its lines (those indented more
@@ -333,15 +342,11 @@ fn plain(text: &str, line: usize) -> Node {
 fn scalar(text: &str, line: usize) -> Option<Value> {
     match text.as_bytes()[0] {
         b'{' | b'[' => {
-            let mut flow = Flow {
-                text,
-                at: 0,
-                line,
-                depth: 0,
-            };
-            let value = flow.node()?;
-            flow.spaces();
-            (flow.at == text.len()).then_some(value)
+            let (node, end) = flow::parse(text, 0)?;
+            if !text[end..].trim_matches(' ').is_empty() {
+                return None;
+            }
+            flow_value(node, line)
         }
         b'"' | b'\'' => {
             let (value, end) = quoted(text)?;
@@ -360,57 +365,6 @@ fn scalar(text: &str, line: usize) -> Option<Value> {
             super::scalar_value(plain(text, line)).ok()
         }
     }
-}
-
-/// A quoted scalar at the start of `text`: its value and where it ends.
-fn quoted(text: &str) -> Option<(String, usize)> {
-    let quote = text.as_bytes()[0];
-    let mut out = String::new();
-    let mut chars = text.char_indices().skip(1);
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '\'' if quote == b'\'' => {
-                if text[i + 1..].starts_with('\'') {
-                    chars.next();
-                    out.push('\'');
-                } else {
-                    return Some((out, i + 1));
-                }
-            }
-            '"' if quote == b'"' => return Some((out, i + 1)),
-            '\\' if quote == b'"' => {
-                let (_, e) = chars.next()?;
-                let hex = |n: usize, chars: &mut std::iter::Skip<std::str::CharIndices>| {
-                    let digits: String = (0..n)
-                        .filter_map(|_| chars.next().map(|(_, c)| c))
-                        .collect();
-                    (digits.len() == n)
-                        .then(|| {
-                            u32::from_str_radix(&digits, 16)
-                                .ok()
-                                .and_then(char::from_u32)
-                        })
-                        .flatten()
-                };
-                out.push(match e {
-                    '\\' => '\\',
-                    '"' => '"',
-                    '/' => '/',
-                    'n' => '\n',
-                    't' => '\t',
-                    'r' => '\r',
-                    '0' => '\0',
-                    ' ' => ' ',
-                    'x' => hex(2, &mut chars)?,
-                    'u' => hex(4, &mut chars)?,
-                    'U' => hex(8, &mut chars)?,
-                    _ => return None,
-                });
-            }
-            _ => out.push(c),
-        }
-    }
-    None
 }
 
 /// A literal block scalar (`|`, `|-`, `|+`) whose key or dash is at `parent`.
@@ -458,126 +412,27 @@ fn literal(header: &str, body: &[&str], parent: usize) -> Option<Value> {
     Some(Value::String(text))
 }
 
-/// A one-line flow collection.
-struct Flow<'a> {
-    text: &'a str,
-    at: usize,
-    line: usize,
-    depth: usize,
-}
-
-impl<'a> Flow<'a> {
-    fn peek(&self) -> Option<u8> {
-        self.text.as_bytes().get(self.at).copied()
-    }
-
-    fn spaces(&mut self) {
-        while self.peek() == Some(b' ') {
-            self.at += 1;
-        }
-    }
-
-    fn node(&mut self) -> Option<Value> {
-        self.spaces();
-        if matches!(self.peek()?, b'{' | b'[') {
-            self.depth += 1;
-            if self.depth > MAX_FLOW_DEPTH {
-                return None;
-            }
-        }
-        match self.peek()? {
-            b'{' => {
-                self.at += 1;
-                let mut map = Map::new();
-                loop {
-                    self.spaces();
-                    if self.peek()? == b'}' {
-                        self.at += 1;
-                        return Some(Value::Object(map));
-                    }
-                    let key = self.plain(true)?;
-                    if !plain_key(key) || self.peek()? != b':' {
-                        return None;
-                    }
-                    let key = super::map_key(plain(key, self.line)).ok()??;
-                    self.at += 1;
-                    let value = match self.peek() {
-                        // `{a: }`, `{a:}` hold null: the full parser's job.
-                        Some(b' ') => self.node()?,
-                        _ => return None,
-                    };
-                    map.insert(key, value);
-                    if !self.separator(b'}')? {
-                        self.at += 1;
-                        return Some(Value::Object(map));
-                    }
-                }
-            }
-            b'[' => {
-                self.at += 1;
-                let mut items = Vec::new();
-                loop {
-                    self.spaces();
-                    if self.peek()? == b']' {
-                        self.at += 1;
-                        return Some(Value::Array(items));
-                    }
-                    items.push(self.node()?);
-                    if !self.separator(b']')? {
-                        self.at += 1;
-                        return Some(Value::Array(items));
-                    }
-                }
-            }
-            b'"' | b'\'' => {
-                let (value, end) = quoted(&self.text[self.at..])?;
-                self.at += end;
-                Some(Value::String(value))
-            }
-            _ => {
-                let text = self.plain(false)?;
-                if text.is_empty() {
+/// A one-line flow collection as JSON, its scalars resolved as the full parser resolves them.
+fn flow_value(node: Flow, line: usize) -> Option<Value> {
+    Some(match node {
+        Flow::Mapping(entries) => {
+            let mut map = Map::with_capacity(entries.len());
+            for (key, _, value) in entries {
+                if !plain_key(key) {
                     return None;
                 }
-                scalar(text, self.line)
+                let key = super::map_key(plain(key, line)).ok()??;
+                map.insert(key, flow_value(value, line)?);
             }
+            Value::Object(map)
         }
-    }
-
-    /// After an entry: `true` at a `,` (consumed), `false` at the closing bracket.
-    fn separator(&mut self, close: u8) -> Option<bool> {
-        self.spaces();
-        match self.peek()? {
-            b',' => {
-                self.at += 1;
-                Some(true)
-            }
-            b if b == close => Some(false),
-            _ => None,
-        }
-    }
-
-    /// A plain scalar in flow context: a key ends at `:` before a space, a value at `,` or a
-    /// closing bracket; `None` for what only the full parser reads.
-    fn plain(&mut self, key: bool) -> Option<&'a str> {
-        let start = self.at;
-        let text: &'a str = self.text;
-        let bytes = text.as_bytes();
-        while let Some(&b) = bytes.get(self.at) {
-            let next = bytes.get(self.at + 1).copied();
-            match b {
-                b',' | b'}' | b']' => break,
-                b'{' | b'[' | b'"' | b'\'' | b'#' | b'\t' => return None,
-                b':' if matches!(next, None | Some(b' ' | b',' | b'}' | b']')) => {
-                    if key {
-                        break;
-                    }
-                    return None;
-                }
-                _ => {}
-            }
-            self.at += 1;
-        }
-        Some(text[start..self.at].trim_end_matches(' '))
-    }
+        Flow::Sequence(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|(_, item)| flow_value(item, line))
+                .collect::<Option<_>>()?,
+        ),
+        Flow::Quoted(value) => Value::String(value),
+        Flow::Plain(text) => scalar(text, line)?,
+    })
 }
