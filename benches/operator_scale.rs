@@ -368,6 +368,13 @@ impl Operator {
                 "--resync-seconds",
                 "3600",
             ])
+            // FULL_PASS_OBJECTS: the operator's --full-pass-objects (its default otherwise).
+            .args(
+                std::env::var("FULL_PASS_OBJECTS")
+                    .ok()
+                    .map(|n| vec!["--full-pass-objects".to_string(), n])
+                    .unwrap_or_default(),
+            )
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
             .stdout(Stdio::null())

@@ -90,8 +90,10 @@ pub struct RunArgs {
     pub sidecar_metrics_port: Option<u16>,
     /// A pass over many namespaces (startup, resync, a cluster-wide change) analyses them in
     /// groups of about this many Services and workloads, so its memory follows this number, not
-    /// the cluster's size (each namespace's findings are the same in any group).
-    #[arg(long, default_value_t = 2000, value_name = "N")]
+    /// the cluster's size (each namespace's findings are the same in any group). Each group
+    /// converts the cluster-wide objects (Istio config, Namespaces) again: with thousands of
+    /// those, a larger number makes full passes faster at the cost of memory.
+    #[arg(long, default_value_t = 500, value_name = "N")]
     pub full_pass_objects: usize,
 }
 

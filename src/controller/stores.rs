@@ -394,8 +394,14 @@ fn spawn(
             // Lists in pages of 100 objects rather than `any_semantic`'s resourceVersion=0,
             // which the API server answers from its cache in one response, ignoring the limit:
             // a page is decoded whole (as JSON trees, ~50 KiB per injected pod) before the
-            // objects are trimmed, so the page size bounds the operator's peak RSS.
-            let stream = watcher(api.clone(), watcher::Config::default().page_size(100))
+            // objects are trimmed, so the page size bounds the operator's peak RSS: the kinds
+            // whose objects are large and mostly dropped (pods and what owns them) in pages of 25.
+            let page = if matches!(kind.as_str(), "Pod" | "ReplicaSet" | "Job") {
+                25
+            } else {
+                100
+            };
+            let stream = watcher(api.clone(), watcher::Config::default().page_size(page))
                 .backoff(super::sync::RetryBackoff::new(seed));
             futures::pin_mut!(stream);
             while let Some(event) = stream.next().await {

@@ -89,7 +89,7 @@ impl Replica {
             prometheus_url: None,
             prometheus_window: "1h".into(),
             sidecar_metrics_port: None,
-            full_pass_objects: 2000,
+            full_pass_objects: 500,
         };
         adjust(&mut args);
         let (stop, stop_rx) = watch::channel(false);
