@@ -248,7 +248,7 @@ async fn a_human_revert_becomes_a_new_proposal_never_a_silent_re_apply() {
 }
 
 #[tokio::test]
-async fn rollback_after_a_foreign_edit_is_refused_and_writes_nothing() {
+async fn rollback_after_a_foreign_edit_is_refused_then_done_when_asked_again_after_the_edit_is_undone() {
     install_once().await;
     let cp = control_plane();
     let admin = cp.admin();
@@ -291,6 +291,34 @@ async fn rollback_after_a_foreign_edit_is_refused_and_writes_nothing() {
         "nothing written"
     );
     assert_eq!(now.data["spec"], edited.data["spec"]);
+
+    // The person puts meshmedic's value back and asks again: this time it rolls back, exactly.
+    // (A second `meshmedic rollback` withdraws and renews the request; `true` over `true` would
+    // change nothing the operator can see.)
+    let value = mine
+        .pointer(paths[0].trim_start_matches("/spec"))
+        .cloned()
+        .expect("meshmedic's value");
+    let patch: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "add", "path": paths[0], "value": value}]))
+            .expect("patch");
+    api.patch("cart", &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+        .expect("the person restores meshmedic's value");
+    let said = meshmedic::cli::rollback::rollback(&admin, &ns, &name)
+        .await
+        .expect("rollback requested again");
+    assert!(said.contains("requested again"), "{said}");
+    wait_for(
+        &admin,
+        &ns,
+        &name,
+        "rolled back on the renewed request",
+        |r| phase(r) == Phase::RolledBack,
+    )
+    .await;
+    let now = api.get("cart").await.expect("cart");
+    assert_eq!(now.data["spec"], original, "restored exactly");
     operator.stop();
 }
 

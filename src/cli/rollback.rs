@@ -25,13 +25,32 @@ pub async fn rollback(client: &Client, namespace: &str, name: &str) -> Result<St
         .await
         .map_err(|e| format!("cannot read Remediation {namespace}/{name}: {e}"))?;
     let written = rem.status.as_ref().is_some_and(|s| s.written.is_some());
-    api.patch(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(&json!({"spec": {"rollback": true}})),
-    )
-    .await
-    .map_err(|e| format!("cannot request the rollback of {namespace}/{name}: {e}"))?;
+    let set = |value: bool| {
+        let api = api.clone();
+        async move {
+            api.patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"spec": {"rollback": value}})),
+            )
+            .await
+            .map_err(|e| format!("cannot request the rollback of {namespace}/{name}: {e}"))
+        }
+    };
+    // Requested before (and refused, say, over someone's edit since put back): withdrawn and
+    // renewed, so the spec changes and the operator tries again; writing `true` over `true`
+    // would change nothing it can see.
+    let again = rem.spec.rollback;
+    if again {
+        set(false).await?;
+    }
+    set(true).await?;
+    if again && written {
+        return Ok(format!(
+            "rollback of {} requested again: the operator tries once more to restore it to its state before meshmedic's first write (or refuses again if those fields still differ); watch `kubectl get remediation {name} -n {namespace}`\n",
+            rem.spec.target
+        ));
+    }
     Ok(if written {
         format!(
             "rollback of {} requested: the operator restores it to its state before meshmedic's first write (or refuses if someone changed those fields); watch `kubectl get remediation {name} -n {namespace}`\n",

@@ -60,6 +60,9 @@ pub struct RemView {
     pub created: bool,
     pub writes: u32,
     pub reverted: bool,
+    /// The spec changed since the status was last written (`metadata.generation` above
+    /// `status.observedGeneration`): e.g. a rollback requested again after a refusal.
+    pub spec_changed: bool,
 }
 
 /// The target as the watch shows it, relative to meshmedic's last write.
@@ -171,9 +174,11 @@ pub fn decide(
             };
         }
         // A refused rollback is not retried on its own (the view may lag behind the edit that
-        // made it refuse): withdraw and renew the request to try again.
+        // made it refuse), only once the request is renewed (`meshmedic rollback` again, which
+        // withdraws and renews it): the spec has changed since the refusal was recorded.
         if rem.phase == Phase::Refused
             && matches!(rem.reason.as_str(), "TargetChanged" | "TargetDeleted")
+            && !rem.spec_changed
         {
             return Nothing;
         }

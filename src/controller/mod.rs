@@ -806,6 +806,10 @@ pub fn rem_view(r: &Remediation) -> lifecycle::RemView {
         created: status.original.as_ref().is_some_and(|o| !o.existed),
         writes: status.writes,
         reverted: status.reverted,
+        spec_changed: match (r.metadata.generation, status.observed_generation) {
+            (Some(generation), Some(observed)) => generation > observed,
+            _ => false,
+        },
     }
 }
 

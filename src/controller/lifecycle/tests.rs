@@ -586,4 +586,10 @@ fn a_rollback_after_the_write_limit_still_runs_and_a_refused_one_waits_for_a_new
         decide(Mode::Apply, None, None, Some(&r), TargetView::AsWritten),
         Decision::Nothing
     );
+    // Requested again (the spec changed since the refusal): tried again, field by field.
+    r.spec_changed = true;
+    assert_eq!(
+        decide(Mode::Apply, None, None, Some(&r), TargetView::Changed),
+        Decision::Rollback
+    );
 }
