@@ -248,7 +248,7 @@ async fn a_human_revert_becomes_a_new_proposal_never_a_silent_re_apply() {
 }
 
 #[tokio::test]
-async fn rollback_after_a_foreign_edit_is_refused_then_done_when_asked_again_after_the_edit_is_undone() {
+async fn a_refused_rollback_runs_when_asked_again_after_the_edit_is_undone() {
     install_once().await;
     let cp = control_plane();
     let admin = cp.admin();
