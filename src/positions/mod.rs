@@ -596,11 +596,7 @@ mod tests {
     #[test]
     #[ignore = "reads the directories named in MESHMEDIC_POSITIONS_DIRS"]
     fn block_locator_on_other_manifests() {
-        let dirs: Vec<std::path::PathBuf> = std::env::var("MESHMEDIC_POSITIONS_DIRS")
-            .expect("MESHMEDIC_POSITIONS_DIRS")
-            .split(':')
-            .map(Into::into)
-            .collect();
+        let dirs = crate::snapshot::load::dirs_from_env("MESHMEDIC_POSITIONS_DIRS");
         let (documents, answered) = block_agrees_with_the_tree(&dirs);
         eprintln!("block locator: {answered} of {documents} documents without the tree");
     }

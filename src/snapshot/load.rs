@@ -248,6 +248,17 @@ fn flatten_lists(source: Source, value: Value) -> Vec<(Source, Value, String)> {
         .collect()
 }
 
+/// The directories named in the environment variable `var` (`dir1:dir2`), for the tests that
+/// compare the fast readers with the full ones on other people's manifests.
+#[cfg(test)]
+pub(crate) fn dirs_from_env(var: &str) -> Vec<PathBuf> {
+    std::env::var(var)
+        .unwrap_or_else(|_| panic!("{var}=dir1:dir2 names the directories to read"))
+        .split(':')
+        .map(Into::into)
+        .collect()
+}
+
 /// Builds a snapshot from paths, strictly: the first unreadable document is an error.
 pub fn snapshot_from_paths(paths: &[PathBuf], options: SnapshotOptions) -> Result<Snapshot> {
     let mut input = read_paths_prepared(paths)?;

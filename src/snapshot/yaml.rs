@@ -725,11 +725,7 @@ mod tests {
     #[test]
     #[ignore = "reads the directories named in MESHMEDIC_YAML_DIRS"]
     fn block_parser_on_other_manifests() {
-        let dirs: Vec<std::path::PathBuf> = std::env::var("MESHMEDIC_YAML_DIRS")
-            .expect("MESHMEDIC_YAML_DIRS")
-            .split(':')
-            .map(Into::into)
-            .collect();
+        let dirs = crate::snapshot::load::dirs_from_env("MESHMEDIC_YAML_DIRS");
         let (documents, read) = block_agrees_with_the_full_parser(&dirs);
         eprintln!("block parser: {read} of {documents} documents");
     }
