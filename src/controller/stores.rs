@@ -88,12 +88,11 @@ impl ObjectStore {
     }
 
     /// How many objects each namespace holds (`""` for cluster-scoped ones).
-    pub fn namespace_sizes(&self) -> impl Iterator<Item = (String, usize)> {
-        let map = self.read();
-        map.iter()
+    pub fn namespace_sizes(&self) -> Vec<(String, usize)> {
+        self.read()
+            .iter()
             .map(|(ns, m)| (ns.clone(), m.len()))
-            .collect::<Vec<_>>()
-            .into_iter()
+            .collect()
     }
 
     /// The names kept (for a cluster-scoped kind, e.g. Namespaces).
@@ -514,7 +513,12 @@ pub fn namespace_groups(
                 sizes.entry(name).or_default();
             }
         } else if per_namespace(&w.resource.kind) {
-            for (ns, n) in w.store.namespace_sizes().filter(|(ns, _)| wanted(ns)) {
+            for (ns, n) in w
+                .store
+                .namespace_sizes()
+                .into_iter()
+                .filter(|(ns, _)| wanted(ns))
+            {
                 *sizes.entry(ns).or_default() += n;
             }
         }

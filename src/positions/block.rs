@@ -8,8 +8,8 @@
 //! flow or quoted scalars, tabs) gives `None`, and the caller uses the tree. A test compares both on every field of every document the tests hold. One-line flow
 //! collections are read by the YAML reader's own flow parser (`snapshot::yaml::flow`).
 
-use crate::snapshot::yaml::after_dash;
 use crate::snapshot::yaml::flow::{self, Flow};
+use crate::snapshot::yaml::{after_dash, key_end, strip_comment};
 
 /// A line as the block structure sees it; a `- ` item line is two: the dash, and what follows
 /// it one column further right (`- name: x` is a dash at 0 and a key line at 2).
@@ -347,38 +347,6 @@ fn string_key(key: &str) -> bool {
             lower.as_str(),
             "y" | "n" | "yes" | "no" | "on" | "off" | "true" | "false" | "null"
         ))
-}
-
-/// The `:` that ends a plain key: the first one followed by a space or the end of the line.
-fn key_end(text: &str) -> Option<usize> {
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b':' if i + 1 == bytes.len() || bytes[i + 1] == b' ' => return Some(i),
-            b' ' if bytes.get(i + 1) == Some(&b'#') => return None,
-            _ => {}
-        }
-        i += 1;
-    }
-    None
-}
-
-/// ` #` starts a comment outside quotes.
-fn strip_comment(text: &str) -> &str {
-    let (mut single, mut double) = (false, false);
-    let bytes = text.as_bytes();
-    for (i, &b) in bytes.iter().enumerate() {
-        match b {
-            b'\'' if !double => single = !single,
-            b'"' if !single && (i == 0 || bytes[i - 1] != b'\\') => double = !double,
-            b'#' if !single && !double && (i == 0 || bytes[i - 1] == b' ') => {
-                return &text[..i];
-            }
-            _ => {}
-        }
-    }
-    text
 }
 
 /// A value that ends on its line: quotes closed, flow brackets balanced.

@@ -821,6 +821,19 @@ fn decode_known(
         (Err(e), Some(istiod)) => Ok(Decoded::IstiodThenError(istiod, Box::new(e))),
         (Err(e), None) => Err(e),
     };
+    // The kinds whose pod template is at `spec.template`.
+    let templated = |metadata: &ObjectMeta, at: Source, raw: Raw, template, labels| {
+        new_workload(
+            api_version,
+            kind,
+            metadata,
+            at,
+            raw,
+            "/spec/template",
+            template,
+            labels,
+        )
+    };
     Ok(match (group_of(api_version), kind) {
         ("", "Service") => {
             let (svc, raw): (Service, Raw) = decode_keep(&at, object, value, raw)?;
@@ -854,65 +867,26 @@ fn decode_known(
             let (d, raw): (Deployment, Raw) = decode_keep(&at, object, value, raw)?;
             let istiod = istiod_of(&d);
             let (template, labels) = (d.spec.template, d.spec.selector.match_labels);
-            let w = new_workload(
-                api_version,
-                kind,
-                &d.metadata,
-                at,
-                raw,
-                "/spec/template",
-                template,
-                labels,
-            );
-            return workload(w, istiod);
+            return workload(templated(&d.metadata, at, raw, template, labels), istiod);
         }
         ("apps", "StatefulSet") => {
             let (o, raw): (StatefulSet, Raw) = decode_keep(&at, object, value, raw)?;
             let (template, labels) = (o.spec.template, o.spec.selector.match_labels);
-            let w = new_workload(
-                api_version,
-                kind,
-                &o.metadata,
-                at,
-                raw,
-                "/spec/template",
-                template,
-                labels,
-            );
-            return workload(w, None);
+            return workload(templated(&o.metadata, at, raw, template, labels), None);
         }
         ("apps", "DaemonSet") => {
             let (o, raw): (DaemonSet, Raw) = decode_keep(&at, object, value, raw)?;
             let (template, labels) = (o.spec.template, o.spec.selector.match_labels);
-            let w = new_workload(
-                api_version,
-                kind,
-                &o.metadata,
-                at,
-                raw,
-                "/spec/template",
-                template,
-                labels,
-            );
-            return workload(w, None);
+            return workload(templated(&o.metadata, at, raw, template, labels), None);
         }
         ("apps", "ReplicaSet") => {
             let (s, raw): (ReplicaSet, Raw) = decode_keep(&at, object, value, raw)?;
             if has_controller(&s.metadata) {
                 return Ok(Decoded::Nothing);
             }
-            let spec = s.spec;
-            let w = new_workload(
-                api_version,
-                kind,
-                &s.metadata,
-                at,
-                raw,
-                "/spec/template",
-                spec.template.unwrap_or_default(),
-                spec.selector.match_labels,
-            );
-            return workload(w, None);
+            let template = s.spec.template.unwrap_or_default();
+            let labels = s.spec.selector.match_labels;
+            return workload(templated(&s.metadata, at, raw, template, labels), None);
         }
         ("batch", "Job") => {
             let (j, raw): (Job, Raw) = decode_keep(&at, object, value, raw)?;
@@ -921,17 +895,7 @@ fn decode_known(
             }
             let spec = j.spec.unwrap_or_default();
             let labels = spec.selector.and_then(|s| s.match_labels);
-            let w = new_workload(
-                api_version,
-                kind,
-                &j.metadata,
-                at,
-                raw,
-                "/spec/template",
-                spec.template,
-                labels,
-            );
-            return workload(w, None);
+            return workload(templated(&j.metadata, at, raw, spec.template, labels), None);
         }
         ("batch", "CronJob") => {
             let (c, raw): (CronJob, Raw) = decode_keep(&at, object, value, raw)?;

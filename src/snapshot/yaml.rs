@@ -19,7 +19,7 @@ use std::collections::HashMap;
 mod block;
 pub(crate) mod flow;
 
-pub(crate) use block::after_dash;
+pub(crate) use block::{after_dash, key_end, strip_comment};
 
 use granit_parser::{Event, Parser, ScalarStyle, Span};
 use serde_json::{Map, Number, Value};

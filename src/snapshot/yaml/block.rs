@@ -199,7 +199,7 @@ where
 }
 
 /// The `:` that ends a plain key: the first one followed by a space or the end of the line.
-fn key_end(text: &str) -> Option<usize> {
+pub(crate) fn key_end(text: &str) -> Option<usize> {
     let bytes = text.as_bytes();
     for i in 0..bytes.len() {
         match bytes[i] {
@@ -227,7 +227,7 @@ fn plain_key(key: &str) -> bool {
 }
 
 /// ` #` starts a comment outside quotes.
-fn strip_comment(text: &str) -> &str {
+pub(crate) fn strip_comment(text: &str) -> &str {
     let bytes = text.as_bytes();
     let (mut single, mut double) = (false, false);
     for (i, &b) in bytes.iter().enumerate() {
@@ -340,7 +340,7 @@ fn plain(text: &str, line: usize) -> Node {
 
 /// A single-line scalar or flow collection.
 fn scalar(text: &str, line: usize) -> Option<Value> {
-    match text.as_bytes()[0] {
+    match *text.as_bytes().first()? {
         b'{' | b'[' => {
             let (node, end) = flow::parse(text, 0)?;
             if !text[end..].trim_matches(' ').is_empty() {

@@ -40,7 +40,7 @@ pub(crate) fn parse(text: &str, start: usize) -> Option<(Flow<'_>, usize)> {
 /// its value and the byte after its closing quote. `None` when it does not end on the line or
 /// uses an escape this does not read.
 pub(crate) fn quoted(text: &str) -> Option<(String, usize)> {
-    let quote = text.as_bytes()[0];
+    let quote = *text.as_bytes().first()?;
     let mut out = String::new();
     let mut chars = text.char_indices().skip(1);
     while let Some((i, c)) = chars.next() {
