@@ -131,6 +131,32 @@ fn service_non_idempotent(snapshot: &Snapshot, s: usize) -> bool {
     let yes = |a: &crate::model::Labels| a.get(keys::NON_IDEMPOTENT).is_some_and(|v| v == "true");
     yes(&snapshot.services[s].meta.annotations)
         || snapshot.workloads_of(s).any(|w| yes(&w.pod_annotations))
+        || grpc_only(&snapshot.services[s].spec)
+}
+
+/// Every HTTP port of the Service speaks gRPC (its `appProtocol`, else its name's prefix): each
+/// call is an HTTP POST, as non-idempotent to the proxy as a POST-only route (a payment's
+/// `Charge` replayed after a reset is a second charge).
+fn grpc_only(spec: &k8s_openapi::api::core::v1::ServiceSpec) -> bool {
+    let ports: Vec<_> = spec
+        .ports
+        .iter()
+        .flatten()
+        .filter(|p| port_protocol(p) == Protocol::Http)
+        .collect();
+    !ports.is_empty()
+        && ports.iter().all(|p| {
+            let named = p
+                .app_protocol
+                .as_deref()
+                .or(p.name.as_deref())
+                .unwrap_or_default();
+            named.to_ascii_lowercase().starts_with("grpc")
+        })
+}
+
+fn grpc_note() -> String {
+    "the Service's ports speak gRPC: every call is an HTTP POST".to_string()
 }
 
 /// What to add for a route, and the words for it.
@@ -194,6 +220,9 @@ pub fn retry_findings(
             eff.source, eff.retry_on
         ));
         if svc_non_idempotent {
+            if grpc_only(&service.spec) {
+                evidence.push(grpc_note());
+            }
             evidence.push(non_idempotent_note());
         }
         out.push(Ok(Finding {
@@ -288,6 +317,9 @@ pub fn retry_findings(
             continue;
         }
         if all_non_idempotent {
+            if grpc_only(&service.spec) {
+                evidence.push(grpc_note());
+            }
             evidence.push(non_idempotent_note());
         }
         let target = vs.object_ref();

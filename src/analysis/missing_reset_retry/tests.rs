@@ -357,6 +357,30 @@ fn a_non_idempotent_workload_gets_reset_before_request() {
 }
 
 #[test]
+fn a_grpc_service_gets_reset_before_request_not_reset() {
+    // gRPC calls are POSTs: `reset` could replay one the app already processed.
+    let yaml = MESH.replace(
+        "ports: [{name: http, port: 80",
+        "ports: [{name: grpc, port: 80",
+    );
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert!(has_evidence(&f, "speak gRPC"));
+    assert!(has_evidence(&f, "duplicate operations"));
+    assert!(f.remediation.safe_to_auto_apply);
+    assert_eq!(
+        f.remediation.resource["spec"]["http"][0]["retries"],
+        json!({"attempts": 2, "retryOn": format!("{DEFAULT_RETRY_ON},reset-before-request")})
+    );
+    // The same by appProtocol.
+    let yaml = MESH.replace(
+        "ports: [{name: http, port: 80",
+        "ports: [{name: api, appProtocol: grpc, port: 80",
+    );
+    assert!(has_evidence(&only(&snapshot(&yaml)), "speak gRPC"));
+}
+
+#[test]
 fn reset_before_request_is_not_enough_for_an_idempotent_route() {
     let snap = snapshot(&with(&vs(
         "cart",
