@@ -97,7 +97,8 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
     let mut report = analyze_in(&snapshot, scope);
     phases.done("detectors and fixes");
     // Where each finding is in the files (issue 13 §1): `path:line:col`.
-    let locations = crate::positions::locate(&snapshot, &report.findings);
+    let mut locator = crate::positions::Locator::with_texts(std::mem::take(&mut input.texts));
+    let locations = crate::positions::locate(&mut locator, &snapshot, &report.findings);
     phases.done("locate findings");
     report.skipped_files = std::mem::take(&mut input.skipped_files);
     report.invalid_documents = std::mem::take(&mut input.invalid_documents);
@@ -134,9 +135,10 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
         Output::Table => render_table_at(&report, &locations),
         Output::Json => render_json(&report, &locations)?,
         Output::Yaml => {
-            render_assumptions_comment(&report) + &render_yaml(&snapshot, &report.findings)?
+            render_assumptions_comment(&report)
+                + &render_yaml(&snapshot, &report.findings, &mut locator)?
         }
-        Output::Sarif => super::sarif::render(&snapshot, &report, &locations)?,
+        Output::Sarif => super::sarif::render(&snapshot, &report, &locations, &mut locator)?,
     };
     phases.done("render");
     // The process ends after this: freeing the snapshot's millions of small allocations one by
@@ -400,41 +402,10 @@ pub fn write_json(
     locations: &[Option<Location>],
     mut out: impl Write,
 ) -> std::result::Result<(), serde_json::Error> {
-    use serde::ser::{Error as _, SerializeMap, SerializeSeq};
-    use serde::{Serialize, Serializer};
+    use serde::ser::Error as _;
 
-    // Written as it is serialized, one finding at a time: a JSON tree of the whole report
-    // (20 MB of output at 10,000 services) was a sixth of the peak memory (README, Benchmarks).
-    struct Findings<'a>(&'a [Finding], &'a [Option<Location>]);
-    impl Serialize for Findings<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-            let mut seq = s.serialize_seq(Some(self.0.len()))?;
-            for (i, f) in self.0.iter().enumerate() {
-                let mut value = serde_json::to_value(f).map_err(S::Error::custom)?;
-                if let (Some(map), Some(Some(l))) = (value.as_object_mut(), self.1.get(i)) {
-                    let l = serde_json::to_value(l).map_err(S::Error::custom)?;
-                    map.insert("location".to_string(), l);
-                }
-                seq.serialize_element(&value)?;
-            }
-            seq.end()
-        }
-    }
-    struct Whole<'a>(serde_json::Map<String, Value>, Findings<'a>);
-    impl Serialize for Whole<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-            let mut map = s.serialize_map(Some(self.0.len()))?;
-            for (k, v) in &self.0 {
-                if k == "findings" {
-                    map.serialize_entry(k, &self.1)?;
-                } else {
-                    map.serialize_entry(k, v)?;
-                }
-            }
-            map.end()
-        }
-    }
-    // Every field but the findings, in the report's order.
+    // Every field but the findings, in the report's order, with `"findings": []` where the
+    // findings go.
     let rest = Report {
         findings: Vec::new(),
         istio_version: report.istio_version.clone(),
@@ -444,14 +415,105 @@ pub fn write_json(
         skipped_files: report.skipped_files.clone(),
         invalid_documents: report.invalid_documents.clone(),
     };
-    let Value::Object(rest) = serde_json::to_value(&rest)? else {
-        return Err(serde_json::Error::custom("the report is not a JSON object"));
+    let rest = serde_json::to_string_pretty(&rest)?;
+    // A top-level key is the only text after a newline and exactly two spaces.
+    const EMPTY: &str = "\n  \"findings\": []";
+    let Some(at) = rest.find(EMPTY) else {
+        return Err(serde_json::Error::custom(
+            "the report has no findings field",
+        ));
     };
-    serde_json::to_writer_pretty(
-        &mut out,
-        &Whole(rest, Findings(&report.findings, locations)),
-    )?;
-    out.write_all(b"\n").map_err(serde_json::Error::io)
+    let io = serde_json::Error::io;
+    if report.findings.is_empty() {
+        out.write_all(rest.as_bytes()).map_err(io)?;
+        return out.write_all(b"\n").map_err(io);
+    }
+    out.write_all(&rest.as_bytes()[..at + EMPTY.len() - 1])
+        .map_err(io)?;
+    // Written as it is serialized, a batch at a time, each batch spread over the cores: one
+    // JSON tree of the whole report (20 MB of output at 10,000 services) was a sixth of the
+    // peak memory, and a tree per finding copied its corrected resource (README, Benchmarks).
+    const BATCH: usize = 1024;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    for (b, batch) in report.findings.chunks(BATCH).enumerate() {
+        let first = b * BATCH;
+        let part = batch.len().div_ceil(threads);
+        let render = |i: usize| {
+            let end = (i + part).min(batch.len());
+            let mut buf = Vec::with_capacity((end - i) * 3072);
+            for (n, finding) in batch[i..end].iter().enumerate() {
+                let at = first + i + n;
+                let location = locations.get(at).and_then(Option::as_ref);
+                write_finding(&mut buf, finding, location, at)?;
+            }
+            Ok::<_, serde_json::Error>(buf)
+        };
+        let parts: Vec<std::result::Result<Vec<u8>, serde_json::Error>> = if threads < 2 {
+            vec![render(0)]
+        } else {
+            std::thread::scope(|scope| {
+                let render = &render;
+                let handles: Vec<_> = (0..batch.len())
+                    .step_by(part)
+                    .map(|i| scope.spawn(move || render(i)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                    .collect()
+            })
+        };
+        for part in parts {
+            out.write_all(&part?).map_err(io)?;
+        }
+    }
+    out.write_all(b"\n  ]").map_err(io)?;
+    out.write_all(&rest.as_bytes()[at + EMPTY.len()..])
+        .map_err(io)?;
+    out.write_all(b"\n").map_err(io)
+}
+
+/// One element of the report's `findings`, as `serde_json::to_writer_pretty` writes it at that
+/// depth: `,` before all but the first, then the finding's fields and its `location`.
+fn write_finding(
+    buf: &mut Vec<u8>,
+    finding: &Finding,
+    location: Option<&Location>,
+    index: usize,
+) -> std::result::Result<(), serde_json::Error> {
+    use serde::Serialize;
+
+    #[derive(Serialize)]
+    struct Located<'a> {
+        #[serde(flatten)]
+        finding: &'a Finding,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        location: Option<&'a Location>,
+    }
+    if index > 0 {
+        buf.push(b',');
+    }
+    buf.extend_from_slice(b"\n    ");
+    let start = buf.len();
+    let mut ser = serde_json::Serializer::with_formatter(
+        &mut *buf,
+        serde_json::ser::PrettyFormatter::with_indent(b"  "),
+    );
+    Located { finding, location }.serialize(&mut ser)?;
+    // Two levels deeper than written: every line after the first. JSON strings hold no raw
+    // newline, so each one is the formatter's.
+    let lines = buf[start..].iter().filter(|&&b| b == b'\n').count();
+    if lines > 0 {
+        let written = buf.split_off(start);
+        buf.reserve(written.len() + 4 * lines);
+        for line in written.split_inclusive(|&b| b == b'\n') {
+            buf.extend_from_slice(line);
+            if line.ends_with(b"\n") {
+                buf.extend_from_slice(b"    ");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Where to look: the changed field's position, else the object's.
@@ -542,10 +604,13 @@ pub fn render_table_at(report: &Report, locations: &[Option<Location>]) -> Strin
 
 /// The corrected and new resources as one multi-document stream. Several findings on one object
 /// are applied one after another, each planned against the object as the previous left it.
-pub fn render_yaml(snapshot: &Snapshot, findings: &[Finding]) -> Result<String> {
+pub fn render_yaml(
+    snapshot: &Snapshot,
+    findings: &[Finding],
+    locator: &mut crate::positions::Locator,
+) -> Result<String> {
     let mut order: Vec<ObjectRef> = Vec::new();
     let mut objects: BTreeMap<ObjectRef, (Value, Vec<String>)> = BTreeMap::new();
-    let mut locator = crate::positions::Locator::default();
     for f in findings {
         let r = &f.remediation;
         let at = locator

@@ -148,12 +148,12 @@ pub fn render(
     snapshot: &Snapshot,
     report: &Report,
     locations: &[Option<Location>],
+    locator: &mut Locator,
 ) -> Result<String> {
-    let mut locator = Locator::default();
     let mut results = Vec::new();
     for (i, f) in report.findings.iter().enumerate() {
         let location = locations.get(i).cloned().flatten();
-        results.push(result(snapshot, f, location.as_ref(), &mut locator));
+        results.push(result(snapshot, f, location.as_ref(), locator));
     }
     let driver = ToolComponent::builder()
         .name("meshmedic".to_string())

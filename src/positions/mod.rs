@@ -328,6 +328,18 @@ pub struct Locator {
 }
 
 impl Locator {
+    /// A locator that already holds these files (name as in [`Source::file`], text): the
+    /// texts `analyze` read, so positions come from the very text analysed, and a large file
+    /// is not read and allocated a second time (5% of a 10k-service run).
+    pub fn with_texts(texts: impl IntoIterator<Item = (String, String)>) -> Locator {
+        Locator {
+            files: texts
+                .into_iter()
+                .map(|(name, text)| (name, Some(FileIndex::new(text))))
+                .collect(),
+        }
+    }
+
     /// The text of a file named in a [`Source`]; `None` for stdin, the cluster, or an
     /// unreadable file.
     pub fn text(&mut self, file: &str) -> Option<&str> {
@@ -397,9 +409,12 @@ impl Locator {
     }
 }
 
-/// The locations of findings, in their order.
-pub fn locate(snapshot: &Snapshot, findings: &[Finding]) -> Vec<Option<Location>> {
-    let mut locator = Locator::default();
+/// The locations of findings, in their order; files not yet in `locator` are read.
+pub fn locate(
+    locator: &mut Locator,
+    snapshot: &Snapshot,
+    findings: &[Finding],
+) -> Vec<Option<Location>> {
     for f in findings {
         locator.load(snapshot, f);
     }
@@ -412,7 +427,7 @@ pub fn locate(snapshot: &Snapshot, findings: &[Finding]) -> Vec<Option<Location>
             .map(|f| locator.locate_loaded(snapshot, f))
             .collect();
     }
-    let locator = &locator;
+    let locator = &*locator;
     std::thread::scope(|scope| {
         let handles: Vec<_> = findings
             .chunks(findings.len().div_ceil(threads))

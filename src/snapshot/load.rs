@@ -80,13 +80,32 @@ impl std::fmt::Debug for Entry {
 }
 
 /// Everything read from the inputs.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Input {
     pub objects: Vec<ObjectDocument>,
+    /// The text of each file that gave objects (name as in [`Source::file`], text), for the
+    /// positions of findings (`positions::Locator::with_texts`). Stdin's is not kept.
+    pub texts: Vec<(String, String)>,
     pub skipped_files: Vec<SkippedFile>,
     pub invalid_documents: Vec<InvalidDocument>,
     /// Objects defined more than once (kind, namespace, name), said on stderr.
     pub duplicates: Vec<String>,
+}
+
+// By hand: the files' texts would fill a debug print.
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Input")
+            .field("objects", &self.objects)
+            .field(
+                "texts",
+                &self.texts.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field("skipped_files", &self.skipped_files)
+            .field("invalid_documents", &self.invalid_documents)
+            .field("duplicates", &self.duplicates)
+            .finish()
+    }
 }
 
 impl Input {
@@ -311,7 +330,11 @@ fn read_paths_with(paths: &[PathBuf], prepare: bool) -> Result<Input> {
             });
             continue;
         }
+        let before = input.objects.len();
         read_file(&file, &name, &text, &mut charts, &mut input, prepare);
+        if input.objects.len() > before && name != "-" {
+            input.texts.push((name, text));
+        }
     }
     Ok(input)
 }
