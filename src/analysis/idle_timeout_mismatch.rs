@@ -305,7 +305,7 @@ fn finding(
                 }
             }
             // Lowering an idle timeout only opens a few more connections: safe to apply.
-            Remediation::patch(target, &raw, edits, true)?
+            Remediation::patch(target, raw, edits, true)?
         }
         None => {
             let mut spec = match dr_index {

@@ -324,21 +324,19 @@ pub fn retry_findings(
         }
         let target = vs.object_ref();
         out.push(
-            Remediation::patch(target, &vs.raw.to_value(), edits, true).map(|remediation| {
-                Finding {
-                    code,
-                    severity,
-                    namespace: ns.clone(),
-                    service: Some(service.meta.name.clone()),
-                    workload: None,
-                    message: format!(
-                        "{}routes of {} to {host} are not retried on connection reset (503 UC)",
-                        lead(code),
-                        vs.describe()
-                    ),
-                    evidence,
-                    remediation,
-                }
+            Remediation::patch(target, vs.raw.to_value(), edits, true).map(|remediation| Finding {
+                code,
+                severity,
+                namespace: ns.clone(),
+                service: Some(service.meta.name.clone()),
+                workload: None,
+                message: format!(
+                    "{}routes of {} to {host} are not retried on connection reset (503 UC)",
+                    lead(code),
+                    vs.describe()
+                ),
+                evidence,
+                remediation,
             }),
         );
     }

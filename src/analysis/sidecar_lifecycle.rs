@@ -260,7 +260,7 @@ fn finding(
     );
     let remediation = Remediation::patch(
         workload.object_ref(),
-        &workload.raw.to_value(),
+        workload.raw.to_value(),
         vec![edit],
         false,
     )?;

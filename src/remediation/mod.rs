@@ -82,7 +82,13 @@ fn pointer(tokens: &[String]) -> String {
 /// existing parent, so a concurrent edit anywhere the change relies on makes the patch fail
 /// instead of being overwritten), then adds or replaces.
 pub fn plan_patch(doc: &Value, edits: &[Edit]) -> Result<Vec<Value>, String> {
-    let mut working = doc.clone();
+    plan_patch_owned(doc.clone(), edits).map(|(ops, _)| ops)
+}
+
+/// [`plan_patch`] of a document the caller gives up: the patch, and the document it makes
+/// (each edit is applied to it as the patch is planned, so that is the patched document; no
+/// copy is made and nothing is applied twice).
+fn plan_patch_owned(mut working: Value, edits: &[Edit]) -> Result<(Vec<Value>, Value), String> {
     let mut ops = Vec::new();
     for edit in edits {
         let mut depth = 0;
@@ -119,7 +125,7 @@ pub fn plan_patch(doc: &Value, edits: &[Edit]) -> Result<Vec<Value>, String> {
         }
         apply(&mut working, &ops[ops.len() - 2..])?;
     }
-    Ok(ops)
+    Ok((ops, working))
 }
 
 fn child<'a>(node: &'a Value, token: &str) -> Option<&'a Value> {
@@ -167,10 +173,10 @@ pub fn rollback_patch(before: &Value, forward: &[Value]) -> Result<Vec<Value>, S
 }
 
 impl Remediation {
-    /// A patch of an existing object.
+    /// A patch of an existing object (`original`, as read).
     pub fn patch(
         target: ObjectRef,
-        original: &Value,
+        original: Value,
         edits: Vec<Edit>,
         safe_to_auto_apply: bool,
     ) -> Result<Remediation, PlanError> {
@@ -178,9 +184,7 @@ impl Remediation {
             target: target.to_string(),
             message,
         };
-        let ops = plan_patch(original, &edits).map_err(err)?;
-        let mut resource = original.clone();
-        apply(&mut resource, &ops).map_err(err)?;
+        let (ops, resource) = plan_patch_owned(original, &edits).map_err(err)?;
         Ok(Remediation {
             action: Action::Patch,
             target,
