@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::profile::{InjectorSettings, IstiodSeen, MeshProfile, ProfileInputs, ProfileOverrides};
-use super::{NamespaceIndex, Obj, Raw, Snapshot, SnapshotOptions, hosts};
+use super::{NamespaceIndex, Obj, Raw, Snapshot, SnapshotOptions, hosts, yaml};
 use crate::analysis::Code;
 use crate::error::{Error, Result, Source};
 use crate::model::istio::ProxyConfig;
@@ -48,18 +48,48 @@ struct Parts {
 
 const DEFAULT_NAMESPACE: &str = "default";
 
-fn describe(kind: &str, value: &Value) -> String {
-    let meta = value.get("metadata");
-    let name = meta
-        .and_then(|m| m.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or("<unnamed>");
-    match meta
-        .and_then(|m| m.get("namespace"))
-        .and_then(Value::as_str)
-    {
+fn describe(kind: &str, value: &impl Fields) -> String {
+    let name = value.str_at(&["metadata", "name"]).unwrap_or("<unnamed>");
+    match value.str_at(&["metadata", "namespace"]) {
         Some(ns) => format!("{kind} {ns}/{name}"),
         None => format!("{kind} {name}"),
+    }
+}
+
+/// A document as JSON or as the borrowed tree ([`yaml::Borrowed`]): what is read of it before
+/// it is decoded.
+pub trait Fields {
+    /// The string at `path` (keys of nested mappings).
+    fn str_at(&self, path: &[&str]) -> Option<&str>;
+}
+
+impl Fields for Value {
+    fn str_at(&self, path: &[&str]) -> Option<&str> {
+        path.iter().try_fold(self, |v, key| v.get(key))?.as_str()
+    }
+}
+
+impl Fields for yaml::Borrowed<'_> {
+    fn str_at(&self, path: &[&str]) -> Option<&str> {
+        path.iter().try_fold(self, |v, key| v.get(key))?.as_str()
+    }
+}
+
+/// What a typed object is decoded from: JSON, or the borrowed tree, which decodes the same
+/// (same values, same errors) without building the JSON.
+trait Decodable<'de>: serde::Deserializer<'de, Error = serde_json::Error> + Sized {
+    fn into_value(self) -> Value;
+}
+
+impl<'de> Decodable<'de> for Value {
+    fn into_value(self) -> Value {
+        self
+    }
+}
+
+impl<'de> Decodable<'de> for yaml::Borrowed<'de> {
+    fn into_value(self) -> Value {
+        yaml::Borrowed::into_value(self)
     }
 }
 
@@ -90,15 +120,18 @@ where
 
 /// [`decode`], and what the object keeps as its raw form: its document's text when it has
 /// one (the value is then decoded by move: its strings are not copied), else the value.
-fn decode_keep<T: DeserializeOwned>(
+fn decode_keep<'de, T: DeserializeOwned>(
     at: &Source,
     object: &str,
-    value: Value,
+    value: impl Decodable<'de>,
     raw: Option<Raw>,
 ) -> Result<(T, Raw)> {
     match raw {
         Some(raw) => Ok((decode_with(at, object, value)?, raw)),
-        None => Ok((decode_with(at, object, &value)?, Raw::from(value))),
+        None => {
+            let value = value.into_value();
+            Ok((decode_with(at, object, &value)?, Raw::from(value)))
+        }
     }
 }
 
@@ -241,6 +274,32 @@ impl SnapshotBuilder {
             Ok(Ok(decoded)) => Prepared(PreparedInner::Decoded(decoded)),
             Ok(Err(e)) => Prepared(PreparedInner::Refused(Box::new(e))),
             Err((at, value)) => Prepared(PreparedInner::Later(Box::new((at, value, raw)))),
+        }
+    }
+
+    /// [`SnapshotBuilder::prepare`] of a document read as the borrowed tree (`yaml::borrowed`)
+    /// from the text `raw` keeps: the same result, without the document's JSON.
+    pub fn prepare_borrowed(at: Source, node: yaml::Borrowed<'_>, raw: Raw) -> Prepared {
+        let kind = node.str_at(&["kind"]).unwrap_or_default();
+        let api_version = node.str_at(&["apiVersion"]).unwrap_or_default();
+        let is_list = kind == "List" || (kind.ends_with("List") && node.get("items").is_some());
+        if !matches!(node, yaml::Borrowed::Map(_))
+            || kind.is_empty()
+            || api_version.is_empty()
+            || is_list
+            || !decoded_early(group_of(api_version), kind)
+        {
+            return Prepared(PreparedInner::Later(Box::new((
+                at,
+                node.into_value(),
+                Some(raw),
+            ))));
+        }
+        let object = describe(kind, &node);
+        let (api_version, kind) = (api_version.to_string(), kind.to_string());
+        match decode_known(at, &api_version, &kind, &object, node, Some(raw)) {
+            Ok(decoded) => Prepared(PreparedInner::Decoded(decoded)),
+            Err(e) => Prepared(PreparedInner::Refused(Box::new(e))),
         }
     }
 
@@ -721,12 +780,12 @@ fn prefix_field(e: Error, prefix: &str) -> Error {
 }
 
 /// Decodes an Istio object: metadata through k8s-openapi, spec through meshmedic's typed view.
-fn istio_obj<T: DeserializeOwned + Default>(
+fn istio_obj<'de, T: DeserializeOwned + Default>(
     at: Source,
     api_version: &str,
     kind: &str,
     object: &str,
-    value: Value,
+    value: impl Decodable<'de>,
     raw: Option<Raw>,
 ) -> Result<Obj<T>> {
     #[derive(serde::Deserialize)]
@@ -813,12 +872,12 @@ fn decode_object(
     Ok(decode_known(at, api_version, kind, object, value, raw))
 }
 
-fn decode_known(
+fn decode_known<'de>(
     at: Source,
     api_version: &str,
     kind: &str,
     object: &str,
-    value: Value,
+    value: impl Decodable<'de>,
     raw: Option<Raw>,
 ) -> Result<Decoded> {
     let workload = |w: Result<Workload>, istiod: Option<IstiodSeen>| match (w, istiod) {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::build::Prepared;
+use super::build::{Fields, Prepared};
 use super::yaml::{self, Document};
 use super::{Snapshot, SnapshotBuilder, SnapshotOptions};
 use crate::error::{Error, Result, Source};
@@ -216,18 +216,37 @@ fn prepare_entries(source: Source, value: Value, text: Option<Arc<str>>) -> Vec<
         .collect()
 }
 
+/// [`prepare_entries`] of a document read as the borrowed tree: the same entries, the typed
+/// objects decoded without the document's JSON.
+fn prepare_borrowed(source: Source, node: yaml::Borrowed<'_>, text: Arc<str>) -> Vec<Entry> {
+    let is_list = node.str_at(&["apiVersion"]).is_some()
+        && node
+            .str_at(&["kind"])
+            .is_some_and(|k| k == "List" || k.ends_with("List"))
+        && matches!(node.get("items"), Some(yaml::Borrowed::Seq(_)));
+    if is_list {
+        return prepare_entries(source, node.into_value(), Some(text));
+    }
+    let key = object_key(&node);
+    let raw = super::Raw::from_text(text, None);
+    vec![Entry {
+        key,
+        prepared: SnapshotBuilder::prepare_borrowed(source.clone(), node, raw),
+        source,
+        prefix: String::new(),
+    }]
+}
+
 /// `(kind[.group], namespace, name)`; objects without a namespace are in `default`, as kubectl
 /// puts them.
-fn object_key(value: &Value) -> Option<(String, String, String)> {
-    let kind = value.get("kind")?.as_str()?;
+fn object_key(value: &impl Fields) -> Option<(String, String, String)> {
+    let kind = value.str_at(&["kind"])?;
     let group = value
-        .get("apiVersion")?
-        .as_str()?
+        .str_at(&["apiVersion"])?
         .rsplit_once('/')
         .map(|(g, _)| g);
-    let meta = value.get("metadata")?;
-    let name = meta.get("name")?.as_str()?;
-    let namespace = match meta.get("namespace").and_then(Value::as_str) {
+    let name = value.str_at(&["metadata", "name"])?;
+    let namespace = match value.str_at(&["metadata", "namespace"]) {
         Some(ns) => ns,
         None if kind == "Namespace" => "",
         None => "default",
@@ -609,30 +628,52 @@ fn read_documents_with(
         .filter(|(_, (_, chunk))| !is_blank(chunk))
         .map(|(document, (first_line, chunk))| (document, first_line, chunk))
         .collect();
-    let read = |(document, first_line, chunk): (usize, usize, Cow<'_, str>)| match Document::lazy(
-        &chunk,
-    ) {
-        Ok(doc) if doc.value.is_null() => None,
-        Ok(mut doc) => {
+    let read_value =
+        |document: usize, first_line: usize, chunk: Cow<'_, str>| match Document::lazy(&chunk) {
+            Ok(doc) if doc.value.is_null() => None,
+            Ok(mut doc) => {
+                let source = Source::new(file, document);
+                let prepared = (prepare && is_object(&doc.value)).then(|| {
+                    let value = std::mem::take(&mut doc.value);
+                    prepare_entries(source.clone(), value, doc.text.clone())
+                });
+                Some(Ok(ObjectDocument {
+                    source,
+                    first_line,
+                    document: doc,
+                    prepared,
+                }))
+            }
+            Err(e) => Some(Err(InvalidDocument {
+                file: file.to_string(),
+                document,
+                item: None,
+                line: first_line + e.line.max(1) - 1,
+                message: format!("not valid YAML: {}", e.message),
+            })),
+        };
+    let read = |(document, first_line, chunk): (usize, usize, Cow<'_, str>)| {
+        // Plain block YAML (nearly every manifest): typed objects straight from the text.
+        if prepare
+            && let Some(node) = yaml::borrowed(&chunk)
+            && node.str_at(&["apiVersion"]).is_some()
+            && node.str_at(&["kind"]).is_some()
+        {
             let source = Source::new(file, document);
-            let prepared = (prepare && is_object(&doc.value)).then(|| {
-                let value = std::mem::take(&mut doc.value);
-                prepare_entries(source.clone(), value, doc.text.clone())
-            });
-            Some(Ok(ObjectDocument {
+            let text: Arc<str> = chunk.as_ref().into();
+            let prepared = Some(prepare_borrowed(source.clone(), node, text.clone()));
+            return Some(Ok(ObjectDocument {
                 source,
                 first_line,
-                document: doc,
+                document: Document {
+                    value: Value::Null,
+                    lines: HashMap::new(),
+                    text: Some(text),
+                },
                 prepared,
-            }))
+            }));
         }
-        Err(e) => Some(Err(InvalidDocument {
-            file: file.to_string(),
-            document,
-            item: None,
-            line: first_line + e.line.max(1) - 1,
-            message: format!("not valid YAML: {}", e.message),
-        })),
+        read_value(document, first_line, chunk)
     };
     // Documents are independent: a large file is parsed on every core, in order.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));

@@ -17,7 +17,10 @@
 use std::collections::HashMap;
 
 mod block;
+mod borrowed;
 pub(crate) mod flow;
+
+pub use borrowed::Borrowed;
 
 pub(crate) use block::{after_dash, key_end, strip_comment};
 
@@ -86,6 +89,12 @@ pub fn from_str(text: &str) -> Result<Value, YamlError> {
         return Ok(value);
     }
     from_str_full(text)
+}
+
+/// The first document of `text` as the tree typed objects are decoded from ([`Borrowed`]),
+/// when it is plain block YAML; `None` when [`from_str`] must read it.
+pub fn borrowed(text: &str) -> Option<Borrowed<'_>> {
+    block::parse_borrowed(text)
 }
 
 /// [`from_str`] by the parser's events, for every document.
@@ -706,6 +715,15 @@ mod tests {
                     serde_json::to_string(&full).expect("json"),
                     "{at}"
                 );
+                // The tree typed objects are decoded from holds the same document, or (a key
+                // given twice) leaves it to the JSON path.
+                if let Some(tree) = block::parse_borrowed(doc) {
+                    assert_eq!(
+                        serde_json::to_string(&tree.into_value()).expect("json"),
+                        serde_json::to_string(&full).expect("json"),
+                        "{at}: borrowed tree"
+                    );
+                }
             }
         }
         (documents, read)
@@ -762,6 +780,11 @@ mod tests {
         ] {
             let fast = block::parse(text);
             assert!(fast.is_some(), "{text:?}");
+            assert_eq!(
+                block::parse_borrowed(text).map(borrowed::Borrowed::into_value),
+                fast,
+                "{text:?}"
+            );
             assert_eq!(
                 serde_json::to_string(&fast).unwrap(),
                 serde_json::to_string(&Some(from_str_full(text).unwrap())).unwrap(),

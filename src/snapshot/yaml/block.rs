@@ -11,13 +11,107 @@
 //! and any text the full parser would refuse as far as this can tell. A test compares both on
 //! every document the tests hold, and the README names the public repositories compared.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
-use super::Node;
+use super::borrowed::Borrowed;
 use super::flow::{self, Flow, quoted};
+use super::{Node, Scalar};
+
+/// What the parser builds: JSON, or the tree typed objects are decoded from without it
+/// ([`Borrowed`]). Both resolve every scalar and key by the same functions.
+pub(super) trait Build<'a>: Sized {
+    type Key;
+    /// A plain mapping key; `None` for what the full parser must read (a merge key).
+    fn key(text: &'a str, line: usize) -> Option<Self::Key>;
+    /// A plain scalar, resolved as go-yaml v2 resolves it.
+    fn plain(text: &'a str, line: usize) -> Option<Self>;
+    /// A quoted or block scalar.
+    fn string(text: String) -> Self;
+    fn null() -> Self;
+    /// `None` for what only the full parser reads as kubectl does (a key given twice).
+    fn map(entries: Vec<(Self::Key, Self)>) -> Option<Self>;
+    fn seq(items: Vec<Self>) -> Self;
+}
+
+impl<'a> Build<'a> for Value {
+    type Key = String;
+    fn key(text: &'a str, line: usize) -> Option<String> {
+        super::map_key(plain(text, line)).ok()?
+    }
+    fn plain(text: &'a str, line: usize) -> Option<Value> {
+        super::scalar_value(plain(text, line)).ok()
+    }
+    fn string(text: String) -> Value {
+        Value::String(text)
+    }
+    fn null() -> Value {
+        Value::Null
+    }
+    fn map(entries: Vec<(String, Value)>) -> Option<Value> {
+        // Entries first, then a map of the right size: growing a map by doubling rehashes and
+        // copies it (a fifth of this parser's time).
+        let mut map = Map::with_capacity(entries.len());
+        for (key, value) in entries {
+            map.insert(key, value);
+        }
+        Some(Value::Object(map))
+    }
+    fn seq(items: Vec<Value>) -> Value {
+        Value::Array(items)
+    }
+}
+
+impl<'a> Build<'a> for Borrowed<'a> {
+    type Key = Cow<'a, str>;
+    fn key(text: &'a str, line: usize) -> Option<Cow<'a, str>> {
+        match super::resolve_plain(text) {
+            Scalar::Same => Some(Cow::Borrowed(text)),
+            _ => Some(Cow::Owned(<Value as Build>::key(text, line)?)),
+        }
+    }
+    fn plain(text: &'a str, line: usize) -> Option<Borrowed<'a>> {
+        match super::resolve_plain(text) {
+            Scalar::Same => Some(Borrowed::Str(Cow::Borrowed(text))),
+            _ => Some(Borrowed::Scalar(<Value as Build>::plain(text, line)?)),
+        }
+    }
+    fn string(text: String) -> Borrowed<'a> {
+        Borrowed::Str(Cow::Owned(text))
+    }
+    fn null() -> Borrowed<'a> {
+        Borrowed::Scalar(Value::Null)
+    }
+    fn map(entries: Vec<(Cow<'a, str>, Borrowed<'a>)>) -> Option<Borrowed<'a>> {
+        // JSON keeps the last of a key given twice; a typed object would refuse it.
+        let twice = if entries.len() <= 16 {
+            entries
+                .iter()
+                .enumerate()
+                .any(|(i, (k, _))| entries[..i].iter().any(|(earlier, _)| earlier == k))
+        } else {
+            let mut seen = std::collections::HashSet::with_capacity(entries.len());
+            !entries.iter().all(|(k, _)| seen.insert(k.as_ref()))
+        };
+        (!twice).then_some(Borrowed::Map(entries))
+    }
+    fn seq(items: Vec<Borrowed<'a>>) -> Borrowed<'a> {
+        Borrowed::Seq(items)
+    }
+}
 
 /// The document's value, or `None` when the full parser must read it.
 pub(super) fn parse(text: &str) -> Option<Value> {
+    parse_as(text)
+}
+
+/// [`parse`] as the tree typed objects are decoded from.
+pub(super) fn parse_borrowed(text: &str) -> Option<Borrowed<'_>> {
+    parse_as(text)
+}
+
+fn parse_as<'a, B: Build<'a>>(text: &'a str) -> Option<B> {
     // Characters the full parser refuses or treats specially (controls, a byte order mark).
     let unusual = |c: char| {
         (c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
@@ -35,9 +129,12 @@ pub(super) fn parse(text: &str) -> Option<Value> {
     if first.indent != 0 || !matches!(first.kind, Kind::Key(..)) {
         return None;
     }
-    let mut parser = Parser { lines: &lines };
+    let parser = Parser {
+        lines: &lines,
+        out: std::marker::PhantomData,
+    };
     let (map, next) = parser.mapping(0, 0)?;
-    (next == lines.len()).then_some(Value::Object(map))
+    (next == lines.len()).then_some(map)
 }
 
 #[derive(Debug)]
@@ -241,15 +338,14 @@ pub(crate) fn strip_comment(text: &str) -> &str {
     text
 }
 
-struct Parser<'a, 'b> {
+struct Parser<'a, 'b, B> {
     lines: &'b [Line<'a>],
+    out: std::marker::PhantomData<B>,
 }
 
-impl Parser<'_, '_> {
+impl<'a, B: Build<'a>> Parser<'a, '_, B> {
     /// The mapping whose keys are at `indent` from line `at`; and the line after it.
-    fn mapping(&mut self, mut at: usize, indent: usize) -> Option<(Map<String, Value>, usize)> {
-        // Entries first, then a map of the right size: growing a map by doubling rehashes and
-        // copies it (a fifth of this parser's time).
+    fn mapping(&self, mut at: usize, indent: usize) -> Option<(B, usize)> {
         let mut entries = Vec::new();
         while let Some(line) = self.lines.get(at) {
             if line.indent < indent {
@@ -261,20 +357,16 @@ impl Parser<'_, '_> {
             if line.indent > indent {
                 return None;
             }
-            let key = super::map_key(plain(key, line.number)).ok()??;
+            let key = B::key(key, line.number)?;
             let (value, next) = self.value(at, indent, inline)?;
             entries.push((key, value));
             at = next;
         }
-        let mut map = Map::with_capacity(entries.len());
-        for (key, value) in entries {
-            map.insert(key, value);
-        }
-        Some((map, at))
+        Some((B::map(entries)?, at))
     }
 
     /// The value of the key (or the item) on line `at`, whose parent is at `indent`.
-    fn value(&mut self, at: usize, indent: usize, inline: &Inline) -> Option<(Value, usize)> {
+    fn value(&self, at: usize, indent: usize, inline: &Inline<'a>) -> Option<(B, usize)> {
         let number = self.lines[at].number;
         let next = self.lines.get(at + 1);
         match inline {
@@ -285,24 +377,25 @@ impl Parser<'_, '_> {
                 }
                 Some((scalar(text, number)?, at + 1))
             }
-            Inline::Literal(header, body) => Some((literal(header, body, indent)?, at + 1)),
+            Inline::Literal(header, body) => {
+                Some((B::string(literal(header, body, indent)?), at + 1))
+            }
             Inline::Empty => match next {
                 Some(n) if matches!(n.kind, Kind::Dash) && n.indent >= indent => {
                     let (items, end) = self.sequence(at + 1, n.indent)?;
-                    Some((Value::Array(items), end))
+                    Some((B::seq(items), end))
                 }
                 Some(n) if n.indent > indent && matches!(n.kind, Kind::Key(..)) => {
-                    let (map, end) = self.mapping(at + 1, n.indent)?;
-                    Some((Value::Object(map), end))
+                    self.mapping(at + 1, n.indent)
                 }
                 Some(n) if n.indent > indent => None,
-                _ => Some((Value::Null, at + 1)),
+                _ => Some((B::null(), at + 1)),
             },
         }
     }
 
     /// The sequence whose dashes are at `indent` from line `at`; and the line after it.
-    fn sequence(&mut self, mut at: usize, indent: usize) -> Option<(Vec<Value>, usize)> {
+    fn sequence(&self, mut at: usize, indent: usize) -> Option<(Vec<B>, usize)> {
         let mut items = Vec::new();
         while let Some(line) = self.lines.get(at) {
             if line.indent < indent || (line.indent == indent && !matches!(line.kind, Kind::Dash)) {
@@ -313,14 +406,11 @@ impl Parser<'_, '_> {
             }
             let (item, next) = match self.lines.get(at + 1) {
                 Some(content) if content.indent > indent => match &content.kind {
-                    Kind::Key(..) => {
-                        let (map, end) = self.mapping(at + 1, content.indent)?;
-                        (Value::Object(map), end)
-                    }
+                    Kind::Key(..) => self.mapping(at + 1, content.indent)?,
                     Kind::Dash => return None,
                     Kind::Value(inline) => self.value(at + 1, indent, inline)?,
                 },
-                _ => (Value::Null, at + 1),
+                _ => (B::null(), at + 1),
             };
             items.push(item);
             at = next;
@@ -339,7 +429,7 @@ fn plain(text: &str, line: usize) -> Node {
 }
 
 /// A single-line scalar or flow collection.
-fn scalar(text: &str, line: usize) -> Option<Value> {
+fn scalar<'a, B: Build<'a>>(text: &'a str, line: usize) -> Option<B> {
     match *text.as_bytes().first()? {
         b'{' | b'[' => {
             let (node, end) = flow::parse(text, 0)?;
@@ -353,7 +443,7 @@ fn scalar(text: &str, line: usize) -> Option<Value> {
             text[end..]
                 .trim_matches(' ')
                 .is_empty()
-                .then(|| Value::String(value))
+                .then(|| B::string(value))
         }
         b'&' | b'*' | b'!' | b'|' | b'>' | b'%' | b'@' | b'`' | b']' | b'}' | b',' | b'#' => None,
         b'?' | b':' => None,
@@ -362,13 +452,13 @@ fn scalar(text: &str, line: usize) -> Option<Value> {
             if text.contains(": ") || text.ends_with(':') || text.contains('\t') {
                 return None;
             }
-            super::scalar_value(plain(text, line)).ok()
+            B::plain(text, line)
         }
     }
 }
 
 /// A literal block scalar (`|`, `|-`, `|+`) whose key or dash is at `parent`.
-fn literal(header: &str, body: &[&str], parent: usize) -> Option<Value> {
+fn literal(header: &str, body: &[&str], parent: usize) -> Option<String> {
     let indent_of = |l: &str| l.len() - l.trim_start_matches(' ').len();
     let first = body
         .iter()
@@ -409,30 +499,29 @@ fn literal(header: &str, body: &[&str], parent: usize) -> Option<Value> {
         }
         _ => {}
     }
-    Some(Value::String(text))
+    Some(text)
 }
 
-/// A one-line flow collection as JSON, its scalars resolved as the full parser resolves them.
-fn flow_value(node: Flow, line: usize) -> Option<Value> {
+/// A one-line flow collection, its scalars resolved as the full parser resolves them.
+fn flow_value<'a, B: Build<'a>>(node: Flow<'a>, line: usize) -> Option<B> {
     Some(match node {
         Flow::Mapping(entries) => {
-            let mut map = Map::with_capacity(entries.len());
+            let mut map = Vec::with_capacity(entries.len());
             for (key, _, value) in entries {
                 if !plain_key(key) {
                     return None;
                 }
-                let key = super::map_key(plain(key, line)).ok()??;
-                map.insert(key, flow_value(value, line)?);
+                map.push((B::key(key, line)?, flow_value(value, line)?));
             }
-            Value::Object(map)
+            B::map(map)?
         }
-        Flow::Sequence(items) => Value::Array(
+        Flow::Sequence(items) => B::seq(
             items
                 .into_iter()
                 .map(|(_, item)| flow_value(item, line))
                 .collect::<Option<_>>()?,
         ),
-        Flow::Quoted(value) => Value::String(value),
+        Flow::Quoted(value) => B::string(value),
         Flow::Plain(text) => scalar(text, line)?,
     })
 }
