@@ -107,14 +107,15 @@ pub fn document_chunks(text: &str) -> Vec<Chunk> {
 /// 100 s at 10,000 services). A line is counted from the start of its document, not looked up
 /// in a table of every line start (8 bytes a line, more than the text's own size at 10k).
 pub struct FileIndex {
-    pub text: String,
+    pub text: std::sync::Arc<String>,
     pub chunks: Vec<Chunk>,
     /// (offset, 0-based line) of the file's start and of each document's start.
     anchors: Vec<(usize, usize)>,
 }
 
 impl FileIndex {
-    pub fn new(text: String) -> FileIndex {
+    pub fn new(text: impl Into<std::sync::Arc<String>>) -> FileIndex {
+        let text = text.into();
         let chunks = document_chunks(&text);
         let mut anchors = Vec::with_capacity(chunks.len() + 1);
         anchors.push((0, 0));
@@ -331,7 +332,9 @@ impl Locator {
     /// A locator that already holds these files (name as in [`Source::file`], text): the
     /// texts `analyze` read, so positions come from the very text analysed, and a large file
     /// is not read and allocated a second time (5% of a 10k-service run).
-    pub fn with_texts(texts: impl IntoIterator<Item = (String, String)>) -> Locator {
+    pub fn with_texts(
+        texts: impl IntoIterator<Item = (String, std::sync::Arc<String>)>,
+    ) -> Locator {
         Locator {
             files: texts
                 .into_iter()

@@ -158,6 +158,7 @@ impl SnapshotBuilder {
     /// an item of a `kind: List`, which `at.item` names): the objects keep the text instead of
     /// `value`, and build their raw value again only if a fix reads it ([`super::Raw`]).
     pub fn add_with_text(&mut self, at: Source, value: Value, text: Arc<str>) -> Result<()> {
+        let text = super::raw::DocText::from(text);
         let raw = Raw::from_text(text, at.item);
         self.add_read(at, value, Some(raw))
     }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::build::{Fields, Prepared};
+use super::raw::DocText;
 use super::yaml::{self, Document};
 use super::{Snapshot, SnapshotBuilder, SnapshotOptions};
 use crate::error::{Error, Result, Source};
@@ -85,7 +86,7 @@ pub struct Input {
     pub objects: Vec<ObjectDocument>,
     /// The text of each file that gave objects (name as in [`Source::file`], text), for the
     /// positions of findings (`positions::Locator::with_texts`). Stdin's is not kept.
-    pub texts: Vec<(String, String)>,
+    pub texts: Vec<(String, Arc<String>)>,
     pub skipped_files: Vec<SkippedFile>,
     pub invalid_documents: Vec<InvalidDocument>,
     /// Objects defined more than once (kind, namespace, name), said on stderr.
@@ -200,7 +201,7 @@ impl Input {
 /// The objects of a document (the items of a `kind: List`), each decoded as far as it can be
 /// without the builder. With the document's `text`, objects keep it instead of their tree
 /// (snapshot::raw): the tree is built again only for the few objects a fix reads.
-fn prepare_entries(source: Source, value: Value, text: Option<Arc<str>>) -> Vec<Entry> {
+fn prepare_entries(source: Source, value: Value, text: Option<DocText>) -> Vec<Entry> {
     flatten_lists(source, value)
         .into_iter()
         .map(|(source, value, prefix)| Entry {
@@ -218,7 +219,7 @@ fn prepare_entries(source: Source, value: Value, text: Option<Arc<str>>) -> Vec<
 
 /// [`prepare_entries`] of a document read as the borrowed tree: the same entries, the typed
 /// objects decoded without the document's JSON.
-fn prepare_borrowed(source: Source, node: yaml::Borrowed<'_>, text: Arc<str>) -> Vec<Entry> {
+fn prepare_borrowed(source: Source, node: yaml::Borrowed<'_>, text: DocText) -> Vec<Entry> {
     let is_list = node.str_at(&["apiVersion"]).is_some()
         && node
             .str_at(&["kind"])
@@ -349,6 +350,8 @@ fn read_paths_with(paths: &[PathBuf], prepare: bool) -> Result<Input> {
             });
             continue;
         }
+        // Shared by the documents' texts and, later, the positions of findings.
+        let text = Arc::new(text);
         let before = input.objects.len();
         read_file(&file, &name, &text, &mut charts, &mut input, prepare);
         if input.objects.len() > before && name != "-" {
@@ -361,7 +364,7 @@ fn read_paths_with(paths: &[PathBuf], prepare: bool) -> Result<Input> {
 fn read_file(
     path: &Path,
     name: &str,
-    text: &str,
+    text: &Arc<String>,
     charts: &mut HashMap<PathBuf, bool>,
     input: &mut Input,
     prepare: bool,
@@ -388,7 +391,7 @@ fn read_file(
             "kustomize configuration (analyse its output: kustomize build DIR | meshmedic analyze -)",
         );
     }
-    let documents = read_documents_with(name, text, prepare);
+    let documents = read_documents_with(name, text, prepare, Some(text));
     let templated = text.contains("{{") && text.contains("}}");
     if templated
         && (in_chart_templates(path, charts)
@@ -400,7 +403,7 @@ fn read_file(
             "Helm/Go template ({{ }}): render it first (helm template | meshmedic analyze -)",
         );
     }
-    let mut objects = Vec::new();
+    let mut objects = Vec::with_capacity(documents.len());
     let mut invalid = Vec::new();
     let mut others = Vec::new();
     for doc in documents {
@@ -435,7 +438,11 @@ fn read_file(
         }
         invalid.sort_by_key(|d| d.document);
     }
-    input.objects.extend(objects);
+    if input.objects.is_empty() {
+        input.objects = objects;
+    } else {
+        input.objects.extend(objects);
+    }
     input.invalid_documents.extend(invalid);
 }
 
@@ -612,15 +619,17 @@ pub fn read_documents(
     file: &str,
     text: &str,
 ) -> Vec<std::result::Result<ObjectDocument, InvalidDocument>> {
-    read_documents_with(file, text, false)
+    read_documents_with(file, text, false, None)
 }
 
 /// [`read_documents`]; with `prepare`, objects are decoded where they are parsed
 /// ([`ObjectDocument::prepared`]).
+/// Documents keep their text as a range of `shared` (the file's text) when given.
 fn read_documents_with(
     file: &str,
     text: &str,
     prepare: bool,
+    shared: Option<&Arc<String>>,
 ) -> Vec<std::result::Result<ObjectDocument, InvalidDocument>> {
     let chunks: Vec<(usize, usize, Cow<'_, str>)> = split_documents(text)
         .into_iter()
@@ -629,7 +638,9 @@ fn read_documents_with(
         .map(|(document, (first_line, chunk))| (document, first_line, chunk))
         .collect();
     let read_value =
-        |document: usize, first_line: usize, chunk: Cow<'_, str>| match Document::lazy(&chunk) {
+        |document: usize, first_line: usize, chunk: Cow<'_, str>| match Document::lazy_in(
+            shared, &chunk,
+        ) {
             Ok(doc) if doc.value.is_null() => None,
             Ok(mut doc) => {
                 let source = Source::new(file, document);
@@ -660,7 +671,7 @@ fn read_documents_with(
             && node.str_at(&["kind"]).is_some()
         {
             let source = Source::new(file, document);
-            let text: Arc<str> = chunk.as_ref().into();
+            let text = DocText::of(shared, &chunk);
             let prepared = Some(prepare_borrowed(source.clone(), node, text.clone()));
             return Some(Ok(ObjectDocument {
                 source,
@@ -677,9 +688,17 @@ fn read_documents_with(
     };
     // Documents are independent: a large file is parsed on every core, in order.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    // Lists of documents are made at their final size and moved, never grown by doubling:
+    // each copy of a large one is fresh memory the kernel zeroes (README, Benchmarks).
+    let read_all = |part: Vec<(usize, usize, Cow<'_, str>)>| {
+        let mut out = Vec::with_capacity(part.len());
+        out.extend(part.into_iter().filter_map(read));
+        out
+    };
     if threads < 2 || chunks.len() < 64 {
-        return chunks.into_iter().filter_map(read).collect();
+        return read_all(chunks);
     }
+    let total = chunks.len();
     let per = chunks.len().div_ceil(threads);
     let mut parts: Vec<Vec<(usize, usize, Cow<'_, str>)>> = Vec::new();
     let mut rest = chunks.into_iter();
@@ -691,14 +710,16 @@ fn read_documents_with(
         parts.push(part);
     }
     std::thread::scope(|scope| {
+        let read_all = &read_all;
         let handles: Vec<_> = parts
             .into_iter()
-            .map(|part| scope.spawn(move || part.into_iter().filter_map(read).collect::<Vec<_>>()))
+            .map(|part| scope.spawn(move || read_all(part)))
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
+        let mut out = Vec::with_capacity(total);
+        for h in handles {
+            out.extend(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+        out
     })
 }
 
@@ -863,7 +884,7 @@ mod tests {
         read_file(
             Path::new("m.yaml"),
             "m.yaml",
-            text,
+            &Arc::new(text.to_string()),
             &mut HashMap::new(),
             &mut input,
             true,
@@ -891,7 +912,7 @@ mod tests {
         read_file(
             Path::new("a.yaml"),
             "a.yaml",
-            a,
+            &Arc::new(a.to_string()),
             &mut charts,
             &mut input,
             true,
@@ -899,7 +920,7 @@ mod tests {
         read_file(
             Path::new("b.yaml"),
             "b.yaml",
-            b,
+            &Arc::new(b.to_string()),
             &mut charts,
             &mut input,
             false,
@@ -947,7 +968,7 @@ mod tests {
             read_file(
                 Path::new(name),
                 name,
-                text,
+                &Arc::new(text.to_string()),
                 &mut HashMap::new(),
                 &mut input,
                 true,
@@ -970,7 +991,7 @@ mod tests {
         read_file(
             Path::new("l.yaml"),
             "l.yaml",
-            text,
+            &Arc::new(text.to_string()),
             &mut HashMap::new(),
             &mut input,
             true,

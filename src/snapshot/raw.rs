@@ -13,6 +13,58 @@ use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 
+/// A document's text: a range of its file's text, which every document of the file shares
+/// (one copy of a 13 MB file instead of two), or text of its own.
+#[derive(Clone)]
+pub struct DocText(DocInner);
+
+#[derive(Clone)]
+enum DocInner {
+    Shared(Arc<String>, std::ops::Range<usize>),
+    Own(Arc<str>),
+}
+
+impl DocText {
+    /// `part` of `file`, shared when it is a slice of it, else copied.
+    pub fn of(file: Option<&Arc<String>>, part: &str) -> DocText {
+        if let Some(file) = file {
+            let start = (part.as_ptr() as usize).wrapping_sub(file.as_ptr() as usize);
+            if start <= file.len() && file.len() - start >= part.len() {
+                return DocText(DocInner::Shared(file.clone(), start..start + part.len()));
+            }
+        }
+        DocText::from(part)
+    }
+}
+
+impl From<&str> for DocText {
+    fn from(text: &str) -> DocText {
+        DocText(DocInner::Own(text.into()))
+    }
+}
+
+impl From<Arc<str>> for DocText {
+    fn from(text: Arc<str>) -> DocText {
+        DocText(DocInner::Own(text))
+    }
+}
+
+impl Deref for DocText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match &self.0 {
+            DocInner::Shared(file, range) => &file[range.clone()],
+            DocInner::Own(text) => text,
+        }
+    }
+}
+
+impl std::fmt::Debug for DocText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
 /// The raw object: a `Value`, read from its text on first use. Dereferences to `&Value`.
 #[derive(Clone)]
 pub struct Raw(Inner);
@@ -27,7 +79,7 @@ enum Inner {
 #[derive(Clone)]
 struct Text {
     /// The document's text, as `snapshot::load` split it from its file.
-    text: Arc<str>,
+    text: DocText,
     /// The object's index in the document's `items` (a `kind: List`).
     item: Option<usize>,
     /// JSON written by meshmedic itself (the operator's stores), read with serde_json; a
@@ -39,7 +91,7 @@ struct Text {
 impl Raw {
     /// An object that is the document `text` (or its `items[item]`), read when first asked.
     /// The text must be one that `yaml::from_str` read without error.
-    pub fn from_text(text: Arc<str>, item: Option<usize>) -> Raw {
+    pub fn from_text(text: DocText, item: Option<usize>) -> Raw {
         Raw(Inner::Text(Box::new(Text {
             text,
             item,
@@ -52,7 +104,7 @@ impl Raw {
     /// first asked.
     pub fn from_json(text: Arc<str>) -> Raw {
         Raw(Inner::Text(Box::new(Text {
-            text,
+            text: text.into(),
             item: None,
             json: true,
             value: OnceLock::new(),
@@ -147,14 +199,22 @@ mod tests {
     #[test]
     fn text_is_read_on_first_use_and_list_items_are_picked() {
         let doc: Arc<str> = Arc::from("apiVersion: v1\nkind: List\nitems:\n- {a: 1}\n- {b: yes}\n");
-        let raw = Raw::from_text(doc.clone(), Some(1));
+        let raw = Raw::from_text(doc.clone().into(), Some(1));
         assert_eq!(raw.to_value(), serde_json::json!({"b": true}));
         assert!(!raw.is_read());
         assert_eq!(raw.value(), &serde_json::json!({"b": true}));
         assert!(raw.is_read());
         let json = Raw::from_json(Arc::from(r#"{"a":"yes","b":1.0}"#));
         assert_eq!(json.to_value(), serde_json::json!({"a": "yes", "b": 1.0}));
-        let whole = Raw::from_text(doc, None);
+        let whole = Raw::from_text(doc.clone().into(), None);
+        let file = Arc::new(format!("# head\n{doc}"));
+        let shared = DocText::of(Some(&file), &file[7..]);
+        assert!(matches!(shared.0, DocInner::Shared(_, ref r) if *r == (7..file.len())));
+        assert_eq!(&*shared, &*doc);
+        assert!(matches!(
+            DocText::of(Some(&file), "other").0,
+            DocInner::Own(_)
+        ));
         assert_eq!(whole["items"][0]["a"], 1);
         assert_eq!(
             Raw::from(serde_json::json!(3)).value(),

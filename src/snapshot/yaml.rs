@@ -48,7 +48,7 @@ pub struct Document {
     pub lines: HashMap<String, usize>,
     /// The document's text, when `lines` were not recorded ([`Document::lazy`]): they are
     /// computed again from it only if an error needs one.
-    pub text: Option<std::sync::Arc<str>>,
+    pub text: Option<super::raw::DocText>,
 }
 
 impl Document {
@@ -61,6 +61,20 @@ impl Document {
             value,
             lines: HashMap::new(),
             text: Some(text.into()),
+        })
+    }
+
+    /// [`Document::lazy`] of a document of `file`: its text is kept as a range of the file's
+    /// when it is a slice of it.
+    pub fn lazy_in(
+        file: Option<&std::sync::Arc<String>>,
+        text: &str,
+    ) -> Result<Document, YamlError> {
+        let value = from_str(text)?;
+        Ok(Document {
+            value,
+            lines: HashMap::new(),
+            text: Some(super::raw::DocText::of(file, text)),
         })
     }
 
