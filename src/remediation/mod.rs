@@ -261,6 +261,32 @@ mod tests {
     }
 
     #[test]
+    fn the_planned_document_is_the_patch_applied() {
+        let edits = [
+            Edit::at("/spec/a/b", None, json!(2)),
+            Edit::at("/spec/a/b", None, json!(2)),
+            Edit::at("/spec/c/d/e", None, json!("x")),
+            Edit::at("/spec/list/-", None, json!({"y": 2})),
+            Edit::at("/spec/list/2", None, json!({"z": 3})),
+            Edit::at("/spec/list/0/x", None, json!(5)),
+            Edit::at("/metadata/annotations", Some("k/2"), json!("w")),
+        ];
+        for n in 1..=edits.len() {
+            let (ops, planned) = plan_patch_owned(doc(), &edits[..n]).unwrap();
+            let mut applied = doc();
+            apply(&mut applied, &ops).unwrap();
+            assert_eq!(planned, applied, "{:?}", &edits[..n]);
+            assert_eq!(
+                serde_json::to_string(&planned).unwrap(),
+                serde_json::to_string(&applied).unwrap(),
+                "key order"
+            );
+        }
+        // An index past a list's end is refused, as RFC 6902 refuses it.
+        assert!(plan_patch_owned(doc(), &[Edit::at("/spec/list/5", None, json!(1))]).is_err());
+    }
+
+    #[test]
     fn keys_with_slashes_are_escaped() {
         let edit = Edit::at("/metadata/annotations", Some("k/2"), json!("w"));
         let ops = plan_patch(&doc(), &[edit]).unwrap();
