@@ -280,12 +280,7 @@ fn locate_unguarded(
 
 /// Where each object of a snapshot came from.
 pub fn source_of<'a>(snapshot: &'a Snapshot, target: &ObjectRef) -> Option<&'a Source> {
-    let key = (
-        target.kind.clone(),
-        target.namespace.clone(),
-        target.name.clone(),
-    );
-    let &i = snapshot.objects.get(&key)?;
+    let i = snapshot.object_position(&target.kind, &target.namespace, &target.name)?;
     let source = match target.kind.as_str() {
         "DestinationRule" => &snapshot.destination_rules.get(i)?.source,
         "VirtualService" => &snapshot.virtual_services.get(i)?.source,

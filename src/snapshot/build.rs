@@ -633,36 +633,6 @@ impl SnapshotBuilder {
             &mut n.peer_authentications
         });
 
-        let mut objects = std::collections::HashMap::new();
-        fn keys<T>(
-            objs: &[Obj<T>],
-            out: &mut std::collections::HashMap<(String, String, String), usize>,
-        ) {
-            for (i, o) in objs.iter().enumerate() {
-                out.entry((
-                    o.kind.clone(),
-                    o.meta.namespace.clone(),
-                    o.meta.name.clone(),
-                ))
-                .or_insert(i);
-            }
-        }
-        keys(&parts.services, &mut objects);
-        keys(&parts.destination_rules, &mut objects);
-        keys(&parts.virtual_services, &mut objects);
-        keys(&parts.sidecars, &mut objects);
-        keys(&parts.peer_authentications, &mut objects);
-        keys(&parts.envoy_filters, &mut objects);
-        keys(&parts.telemetries, &mut objects);
-        for (i, w) in parts.workloads.iter().enumerate() {
-            objects
-                .entry((
-                    w.kind.clone(),
-                    w.meta.namespace.clone(),
-                    w.meta.name.clone(),
-                ))
-                .or_insert(i);
-        }
         let domain = &options.cluster_domain;
         let mut rules_by_host = super::HostIndex::default();
         for (i, vs) in parts.virtual_services.iter().enumerate() {
@@ -692,8 +662,8 @@ impl SnapshotBuilder {
             }
         }
 
-        Ok(Snapshot {
-            objects,
+        let mut snapshot = Snapshot {
+            objects: Default::default(),
             rules_by_host,
             cluster_domain: options.cluster_domain,
             namespaces: parts.namespaces,
@@ -714,7 +684,9 @@ impl SnapshotBuilder {
             service_workloads,
             workload_services,
             by_namespace,
-        })
+        };
+        snapshot.objects = snapshot.index_objects();
+        Ok(snapshot)
     }
 }
 

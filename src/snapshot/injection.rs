@@ -278,12 +278,7 @@ impl Snapshot {
         if named(&w.pod_labels) {
             return true;
         }
-        let key = (
-            w.kind.clone(),
-            w.meta.namespace.clone(),
-            w.meta.name.clone(),
-        );
-        if let Some(&i) = self.objects.get(&key)
+        if let Some(i) = self.object_position(&w.kind, &w.meta.namespace, &w.meta.name)
             && i < self.workloads.len()
             && self.services_of(i).any(|(_, s)| named(&s.meta.labels))
         {

@@ -162,7 +162,7 @@ pub struct Snapshot {
     /// Index: rule objects by namespace, so lookups touch one namespace at a time.
     pub(crate) by_namespace: BTreeMap<String, NamespaceIndex>,
     /// Index: (kind, namespace, name) → position in that kind's list.
-    pub(crate) objects: HashMap<(String, String, String), usize>,
+    pub(crate) objects: ObjectIndex,
     /// Index: resolved host → VirtualServices / DestinationRules naming it exactly; wildcard
     /// hosts are kept apart and always checked.
     pub(crate) rules_by_host: HostIndex,
@@ -229,12 +229,7 @@ impl Snapshot {
     }
 
     fn raw_of(&self, target: &ObjectRef) -> Option<&Raw> {
-        let key = (
-            target.kind.clone(),
-            target.namespace.clone(),
-            target.name.clone(),
-        );
-        let &i = self.objects.get(&key)?;
+        let i = self.object_position(&target.kind, &target.namespace, &target.name)?;
         Some(match target.kind.as_str() {
             "DestinationRule" => &self.destination_rules[i].raw,
             "VirtualService" => &self.virtual_services[i].raw,
@@ -249,18 +244,13 @@ impl Snapshot {
 
     /// A workload by kind, namespace and name.
     pub fn workload(&self, kind: &str, namespace: &str, name: &str) -> Option<&Workload> {
-        let key = (kind.to_string(), namespace.to_string(), name.to_string());
-        self.objects.get(&key).map(|&i| &self.workloads[i])
+        self.object_position(kind, namespace, name)
+            .and_then(|i| self.workloads.get(i))
     }
 
     /// A Service's position by namespace and name.
     pub fn service_index(&self, namespace: &str, name: &str) -> Option<usize> {
-        let key = (
-            "Service".to_string(),
-            namespace.to_string(),
-            name.to_string(),
-        );
-        self.objects.get(&key).copied()
+        self.object_position("Service", namespace, name)
     }
 
     /// DestinationRules whose host (resolved in their namespace) may match `host`.
@@ -272,5 +262,151 @@ impl Snapshot {
             .flatten()
             .chain(&self.rules_by_host.destination_rules_wildcard)
             .copied()
+    }
+}
+
+/// Index: objects by (kind, namespace, name), without a copy of the three strings (120,000
+/// allocations at 10,000 services, and three more for every lookup): positions hashed by the
+/// three, compared with the object itself. The first object of a key is kept.
+#[derive(Clone, Default)]
+pub(crate) struct ObjectIndex {
+    table: hashbrown::HashTable<(Slot, usize)>,
+    hasher: hashbrown::DefaultHashBuilder,
+}
+
+impl std::fmt::Debug for ObjectIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ObjectIndex({} objects)", self.table.len())
+    }
+}
+
+/// Which list of the snapshot a position is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Service,
+    DestinationRule,
+    VirtualService,
+    Sidecar,
+    PeerAuthentication,
+    EnvoyFilter,
+    Telemetry,
+    Workload,
+}
+
+impl Slot {
+    fn of(kind: &str) -> Slot {
+        match kind {
+            "Service" => Slot::Service,
+            "DestinationRule" => Slot::DestinationRule,
+            "VirtualService" => Slot::VirtualService,
+            "Sidecar" => Slot::Sidecar,
+            "PeerAuthentication" => Slot::PeerAuthentication,
+            "EnvoyFilter" => Slot::EnvoyFilter,
+            "Telemetry" => Slot::Telemetry,
+            _ => Slot::Workload,
+        }
+    }
+}
+
+impl Snapshot {
+    /// The (kind, namespace, name) of the object at `i` of a list.
+    fn key_at(&self, slot: Slot, i: usize) -> Option<(&str, &str, &str)> {
+        fn key<T>(o: &Obj<T>) -> (&str, &str, &str) {
+            (&o.kind, &o.meta.namespace, &o.meta.name)
+        }
+        Some(match slot {
+            Slot::Service => key(self.services.get(i)?),
+            Slot::DestinationRule => key(self.destination_rules.get(i)?),
+            Slot::VirtualService => key(self.virtual_services.get(i)?),
+            Slot::Sidecar => key(self.sidecars.get(i)?),
+            Slot::PeerAuthentication => key(self.peer_authentications.get(i)?),
+            Slot::EnvoyFilter => key(self.envoy_filters.get(i)?),
+            Slot::Telemetry => key(self.telemetries.get(i)?),
+            Slot::Workload => {
+                let w = self.workloads.get(i)?;
+                (&w.kind, &w.meta.namespace, &w.meta.name)
+            }
+        })
+    }
+
+    /// Indexes every object, the lists in the order a lookup prefers them.
+    fn index_objects(&self) -> ObjectIndex {
+        let mut index = ObjectIndex::default();
+        let lists = [
+            (Slot::Service, self.services.len()),
+            (Slot::DestinationRule, self.destination_rules.len()),
+            (Slot::VirtualService, self.virtual_services.len()),
+            (Slot::Sidecar, self.sidecars.len()),
+            (Slot::PeerAuthentication, self.peer_authentications.len()),
+            (Slot::EnvoyFilter, self.envoy_filters.len()),
+            (Slot::Telemetry, self.telemetries.len()),
+            (Slot::Workload, self.workloads.len()),
+        ];
+        index
+            .table
+            .reserve(lists.iter().map(|(_, n)| n).sum(), |_| 0);
+        let hasher = index.hasher.clone();
+        let hash = |slot: Slot, i: usize| {
+            self.key_at(slot, i)
+                .map_or(0, |key| std::hash::BuildHasher::hash_one(&hasher, key))
+        };
+        for (slot, len) in lists {
+            for i in 0..len {
+                let Some(key) = self.key_at(slot, i) else {
+                    continue;
+                };
+                let h = std::hash::BuildHasher::hash_one(&hasher, key);
+                let same = |&(s, j): &(Slot, usize)| s == slot && self.key_at(s, j) == Some(key);
+                if index.table.find(h, same).is_none() {
+                    index
+                        .table
+                        .insert_unique(h, (slot, i), |&(s, j)| hash(s, j));
+                }
+            }
+        }
+        index
+    }
+
+    /// The position of an object in its kind's list (workloads: any workload kind).
+    pub(crate) fn object_position(&self, kind: &str, namespace: &str, name: &str) -> Option<usize> {
+        let slot = Slot::of(kind);
+        let key = (kind, namespace, name);
+        let h = std::hash::BuildHasher::hash_one(&self.objects.hasher, key);
+        self.objects
+            .table
+            .find(h, |&(s, i)| s == slot && self.key_at(s, i) == Some(key))
+            .map(|&(_, i)| i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::analysis::test_support::snapshot;
+
+    #[test]
+    fn objects_are_found_by_kind_namespace_and_name() {
+        let s = snapshot(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: a}\nspec: {selector: {app: web}, ports: [{port: 80}]}\n\
+             ---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: a}\n\
+             spec: {selector: {matchLabels: {app: web}}, template: {metadata: {labels: {app: web}}, spec: {containers: [{name: c, image: nginx}]}}}\n\
+             ---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: web, namespace: b}\nspec: {host: web.a.svc.cluster.local}\n",
+        );
+        assert_eq!(s.object_position("Service", "a", "web"), Some(0));
+        assert_eq!(s.object_position("Deployment", "a", "web"), Some(0));
+        assert_eq!(s.object_position("DestinationRule", "b", "web"), Some(0));
+        assert_eq!(s.service_index("a", "web"), Some(0));
+        assert!(s.workload("Deployment", "a", "web").is_some());
+        for (kind, ns, name) in [
+            ("StatefulSet", "a", "web"),
+            ("DestinationRule", "a", "web"),
+            ("Service", "b", "web"),
+            ("Service", "a", "we"),
+        ] {
+            assert_eq!(
+                s.object_position(kind, ns, name),
+                None,
+                "{kind} {ns}/{name}"
+            );
+        }
     }
 }
