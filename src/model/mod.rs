@@ -113,18 +113,22 @@ impl Meta {
         meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
         default_namespace: &str,
     ) -> Meta {
+        Meta::from_owned_meta(meta.clone(), default_namespace)
+    }
+
+    /// [`Meta::from_object_meta`] of metadata the caller gives up: its strings and maps are
+    /// moved, not copied (six allocations an object, at 40,000 objects).
+    pub fn from_owned_meta(
+        meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+        default_namespace: &str,
+    ) -> Meta {
         Meta {
-            name: meta.name.clone().unwrap_or_default(),
+            name: meta.name.unwrap_or_default(),
             namespace: meta
                 .namespace
-                .clone()
                 .unwrap_or_else(|| default_namespace.to_string()),
-            labels: meta.labels.clone().map(Labels::from).unwrap_or_default(),
-            annotations: meta
-                .annotations
-                .clone()
-                .map(Labels::from)
-                .unwrap_or_default(),
+            labels: meta.labels.map(Labels::from).unwrap_or_default(),
+            annotations: meta.annotations.map(Labels::from).unwrap_or_default(),
             creation_timestamp: meta.creation_timestamp.as_ref().map(|t| {
                 serde_json::to_value(t)
                     .ok()

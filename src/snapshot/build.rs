@@ -385,7 +385,7 @@ impl SnapshotBuilder {
         match (group_of(api_version), kind) {
             ("", "Namespace") => {
                 let ns: Namespace = decode(&at, object, &value)?;
-                let meta = Meta::from_object_meta(&ns.metadata, "");
+                let meta = Meta::from_owned_meta(ns.metadata, "");
                 parts.namespaces.insert(meta.name.clone(), meta);
             }
             ("", "ConfigMap") => {
@@ -771,7 +771,7 @@ fn istio_obj<'de, T: DeserializeOwned + Default>(
     Ok(Obj {
         api_version: api_version.to_string(),
         kind: kind.to_string(),
-        meta: Meta::from_object_meta(&shape.metadata, DEFAULT_NAMESPACE),
+        meta: Meta::from_owned_meta(shape.metadata, DEFAULT_NAMESPACE),
         source: at,
         raw,
         spec: shape.spec.unwrap_or_default(),
@@ -860,7 +860,7 @@ fn decode_known<'de>(
         (Err(e), None) => Err(e),
     };
     // The kinds whose pod template is at `spec.template`.
-    let templated = |metadata: &ObjectMeta, at: Source, raw: Raw, template, labels| {
+    let templated = |metadata: ObjectMeta, at: Source, raw: Raw, template, labels| {
         new_workload(
             api_version,
             kind,
@@ -875,7 +875,7 @@ fn decode_known<'de>(
     Ok(match (group_of(api_version), kind) {
         ("", "Service") => {
             let (svc, raw): (Service, Raw) = decode_keep(&at, object, value, raw)?;
-            let meta = Meta::from_object_meta(&svc.metadata, DEFAULT_NAMESPACE);
+            let meta = Meta::from_owned_meta(svc.metadata, DEFAULT_NAMESPACE);
             validate_annotations(&at, object, "metadata.annotations", &meta.annotations)?;
             Decoded::Service(Box::new(Obj {
                 api_version: api_version.to_string(),
@@ -905,17 +905,17 @@ fn decode_known<'de>(
             let (d, raw): (Deployment, Raw) = decode_keep(&at, object, value, raw)?;
             let istiod = istiod_of(&d);
             let (template, labels) = (d.spec.template, d.spec.selector.match_labels);
-            return workload(templated(&d.metadata, at, raw, template, labels), istiod);
+            return workload(templated(d.metadata, at, raw, template, labels), istiod);
         }
         ("apps", "StatefulSet") => {
             let (o, raw): (StatefulSet, Raw) = decode_keep(&at, object, value, raw)?;
             let (template, labels) = (o.spec.template, o.spec.selector.match_labels);
-            return workload(templated(&o.metadata, at, raw, template, labels), None);
+            return workload(templated(o.metadata, at, raw, template, labels), None);
         }
         ("apps", "DaemonSet") => {
             let (o, raw): (DaemonSet, Raw) = decode_keep(&at, object, value, raw)?;
             let (template, labels) = (o.spec.template, o.spec.selector.match_labels);
-            return workload(templated(&o.metadata, at, raw, template, labels), None);
+            return workload(templated(o.metadata, at, raw, template, labels), None);
         }
         ("apps", "ReplicaSet") => {
             let (s, raw): (ReplicaSet, Raw) = decode_keep(&at, object, value, raw)?;
@@ -924,7 +924,7 @@ fn decode_known<'de>(
             }
             let template = s.spec.template.unwrap_or_default();
             let labels = s.spec.selector.match_labels;
-            return workload(templated(&s.metadata, at, raw, template, labels), None);
+            return workload(templated(s.metadata, at, raw, template, labels), None);
         }
         ("batch", "Job") => {
             let (j, raw): (Job, Raw) = decode_keep(&at, object, value, raw)?;
@@ -933,7 +933,7 @@ fn decode_known<'de>(
             }
             let spec = j.spec.unwrap_or_default();
             let labels = spec.selector.and_then(|s| s.match_labels);
-            return workload(templated(&j.metadata, at, raw, spec.template, labels), None);
+            return workload(templated(j.metadata, at, raw, spec.template, labels), None);
         }
         ("batch", "CronJob") => {
             let (c, raw): (CronJob, Raw) = decode_keep(&at, object, value, raw)?;
@@ -946,7 +946,7 @@ fn decode_known<'de>(
             let w = new_workload(
                 api_version,
                 kind,
-                &c.metadata,
+                c.metadata,
                 at,
                 raw,
                 "/spec/jobTemplate/spec/template",
@@ -1002,14 +1002,14 @@ fn decode_known<'de>(
 fn new_workload(
     api_version: &str,
     kind: &str,
-    metadata: &ObjectMeta,
+    metadata: ObjectMeta,
     at: Source,
     raw: Raw,
     template_pointer: &'static str,
     template: PodTemplateSpec,
     match_labels: Option<BTreeMap<String, String>>,
 ) -> Result<Workload> {
-    let meta = Meta::from_object_meta(metadata, DEFAULT_NAMESPACE);
+    let meta = Meta::from_owned_meta(metadata, DEFAULT_NAMESPACE);
     let object = format!("{kind} {}/{}", meta.namespace, meta.name);
     let workload = Workload::from_template(
         api_version,
