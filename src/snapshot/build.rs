@@ -872,6 +872,19 @@ fn decode_known<'de>(
             labels,
         )
     };
+    // An Istio kind: its spec typed, kept as its `Decoded` variant.
+    macro_rules! istio {
+        ($variant:ident) => {
+            Decoded::$variant(Box::new(istio_obj(
+                at,
+                api_version,
+                kind,
+                object,
+                value,
+                raw,
+            )?))
+        };
+    }
     Ok(match (group_of(api_version), kind) {
         ("", "Service") => {
             let (svc, raw): (Service, Raw) = decode_keep(&at, object, value, raw)?;
@@ -955,44 +968,12 @@ fn decode_known<'de>(
             );
             return workload(w, None);
         }
-        ("networking.istio.io", "DestinationRule") => Decoded::DestinationRule(Box::new(
-            istio_obj(at, api_version, kind, object, value, raw)?,
-        )),
-        ("networking.istio.io", "VirtualService") => Decoded::VirtualService(Box::new(istio_obj(
-            at,
-            api_version,
-            kind,
-            object,
-            value,
-            raw,
-        )?)),
-        ("networking.istio.io", "Sidecar") => Decoded::Sidecar(Box::new(istio_obj(
-            at,
-            api_version,
-            kind,
-            object,
-            value,
-            raw,
-        )?)),
-        ("networking.istio.io", "EnvoyFilter") => Decoded::EnvoyFilter(Box::new(istio_obj(
-            at,
-            api_version,
-            kind,
-            object,
-            value,
-            raw,
-        )?)),
-        ("security.istio.io", "PeerAuthentication") => Decoded::PeerAuthentication(Box::new(
-            istio_obj(at, api_version, kind, object, value, raw)?,
-        )),
-        ("telemetry.istio.io", "Telemetry") => Decoded::Telemetry(Box::new(istio_obj(
-            at,
-            api_version,
-            kind,
-            object,
-            value,
-            raw,
-        )?)),
+        ("networking.istio.io", "DestinationRule") => istio!(DestinationRule),
+        ("networking.istio.io", "VirtualService") => istio!(VirtualService),
+        ("networking.istio.io", "Sidecar") => istio!(Sidecar),
+        ("networking.istio.io", "EnvoyFilter") => istio!(EnvoyFilter),
+        ("security.istio.io", "PeerAuthentication") => istio!(PeerAuthentication),
+        ("telemetry.istio.io", "Telemetry") => istio!(Telemetry),
         // decoded_early() names no other kind.
         _ => Decoded::Nothing,
     })
