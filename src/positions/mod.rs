@@ -280,18 +280,7 @@ fn locate_unguarded(
 
 /// Where each object of a snapshot came from.
 pub fn source_of<'a>(snapshot: &'a Snapshot, target: &ObjectRef) -> Option<&'a Source> {
-    let i = snapshot.object_position(&target.kind, &target.namespace, &target.name)?;
-    let source = match target.kind.as_str() {
-        "DestinationRule" => &snapshot.destination_rules.get(i)?.source,
-        "VirtualService" => &snapshot.virtual_services.get(i)?.source,
-        "Sidecar" => &snapshot.sidecars.get(i)?.source,
-        "PeerAuthentication" => &snapshot.peer_authentications.get(i)?.source,
-        "EnvoyFilter" => &snapshot.envoy_filters.get(i)?.source,
-        "Telemetry" => &snapshot.telemetries.get(i)?.source,
-        "Service" => &snapshot.services.get(i)?.source,
-        _ => &snapshot.workloads.get(i)?.source,
-    };
-    Some(source)
+    snapshot.object(target).map(|o| o.source)
 }
 
 /// The object a finding points at, and the field its fix changes (a JSON pointer).

@@ -61,17 +61,41 @@ fn describe(kind: &str, value: &impl Fields) -> String {
 pub trait Fields {
     /// The string at `path` (keys of nested mappings).
     fn str_at(&self, path: &[&str]) -> Option<&str>;
+    fn is_mapping(&self) -> bool;
+    /// Whether the mapping has `key` (`Some(true)`: as a sequence).
+    fn has(&self, key: &str) -> Option<bool>;
+
+    /// A `kind: List` (or `...List`) of objects in `items`, as kubectl reads one.
+    fn is_list(&self) -> bool {
+        self.str_at(&["apiVersion"]).is_some()
+            && self
+                .str_at(&["kind"])
+                .is_some_and(|k| k == "List" || k.ends_with("List"))
+            && self.has("items") == Some(true)
+    }
 }
 
 impl Fields for Value {
     fn str_at(&self, path: &[&str]) -> Option<&str> {
         path.iter().try_fold(self, |v, key| v.get(key))?.as_str()
     }
+    fn is_mapping(&self) -> bool {
+        self.is_object()
+    }
+    fn has(&self, key: &str) -> Option<bool> {
+        self.get(key).map(Value::is_array)
+    }
 }
 
 impl Fields for yaml::Borrowed<'_> {
     fn str_at(&self, path: &[&str]) -> Option<&str> {
         path.iter().try_fold(self, |v, key| v.get(key))?.as_str()
+    }
+    fn is_mapping(&self) -> bool {
+        matches!(self, yaml::Borrowed::Map(_))
+    }
+    fn has(&self, key: &str) -> Option<bool> {
+        self.get(key).map(|v| matches!(v, yaml::Borrowed::Seq(_)))
     }
 }
 
@@ -253,52 +277,34 @@ impl SnapshotBuilder {
     /// the document's `Value` can be dropped at once; anything else is kept for
     /// [`SnapshotBuilder::add_prepared`]. `text` as for [`SnapshotBuilder::add_with_text`].
     pub fn prepare(at: Source, value: Value, raw: Option<Raw>) -> Prepared {
-        let Some(map) = value.as_object() else {
-            return Prepared(PreparedInner::Later(Box::new((at, value, raw))));
-        };
-        let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default();
-        let api_version = map
-            .get("apiVersion")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let is_list = kind == "List" || (kind.ends_with("List") && map.contains_key("items"));
-        if kind.is_empty()
-            || api_version.is_empty()
-            || is_list
-            || !decoded_early(group_of(api_version), kind)
-        {
-            return Prepared(PreparedInner::Later(Box::new((at, value, raw))));
-        }
-        let object = describe(kind, &value);
-        let (api_version, kind) = (api_version.to_string(), kind.to_string());
-        match decode_object(at, &api_version, &kind, &object, value, raw.clone()) {
-            Ok(Ok(decoded)) => Prepared(PreparedInner::Decoded(decoded)),
-            Ok(Err(e)) => Prepared(PreparedInner::Refused(Box::new(e))),
-            Err((at, value)) => Prepared(PreparedInner::Later(Box::new((at, value, raw)))),
-        }
+        Self::prepare_doc(at, value, raw)
     }
 
     /// [`SnapshotBuilder::prepare`] of a document read as the borrowed tree (`yaml::borrowed`)
     /// from the text `raw` keeps: the same result, without the document's JSON.
     pub fn prepare_borrowed(at: Source, node: yaml::Borrowed<'_>, raw: Raw) -> Prepared {
-        let kind = node.str_at(&["kind"]).unwrap_or_default();
-        let api_version = node.str_at(&["apiVersion"]).unwrap_or_default();
-        let is_list = kind == "List" || (kind.ends_with("List") && node.get("items").is_some());
-        if !matches!(node, yaml::Borrowed::Map(_))
+        Self::prepare_doc(at, node, Some(raw))
+    }
+
+    fn prepare_doc<'de, D: Decodable<'de> + Fields>(
+        at: Source,
+        doc: D,
+        raw: Option<Raw>,
+    ) -> Prepared {
+        let kind = doc.str_at(&["kind"]).unwrap_or_default();
+        let api_version = doc.str_at(&["apiVersion"]).unwrap_or_default();
+        let is_list = kind == "List" || (kind.ends_with("List") && doc.has("items").is_some());
+        if !doc.is_mapping()
             || kind.is_empty()
             || api_version.is_empty()
             || is_list
             || !decoded_early(group_of(api_version), kind)
         {
-            return Prepared(PreparedInner::Later(Box::new((
-                at,
-                node.into_value(),
-                Some(raw),
-            ))));
+            return Prepared(PreparedInner::Later(Box::new((at, doc.into_value(), raw))));
         }
-        let object = describe(kind, &node);
+        let object = describe(kind, &doc);
         let (api_version, kind) = (api_version.to_string(), kind.to_string());
-        match decode_known(at, &api_version, &kind, &object, node, Some(raw)) {
+        match decode_known(at, &api_version, &kind, &object, doc, raw) {
             Ok(decoded) => Prepared(PreparedInner::Decoded(decoded)),
             Err(e) => Prepared(PreparedInner::Refused(Box::new(e))),
         }

@@ -220,12 +220,7 @@ fn prepare_entries(source: Source, value: Value, text: Option<DocText>) -> Vec<E
 /// [`prepare_entries`] of a document read as the borrowed tree: the same entries, the typed
 /// objects decoded without the document's JSON.
 fn prepare_borrowed(source: Source, node: yaml::Borrowed<'_>, text: DocText) -> Vec<Entry> {
-    let is_list = node.str_at(&["apiVersion"]).is_some()
-        && node
-            .str_at(&["kind"])
-            .is_some_and(|k| k == "List" || k.ends_with("List"))
-        && matches!(node.get("items"), Some(yaml::Borrowed::Seq(_)));
-    if is_list {
+    if node.is_list() {
         return prepare_entries(source, node.into_value(), Some(text));
     }
     let key = object_key(&node);
@@ -261,13 +256,7 @@ fn object_key(value: &impl Fields) -> Option<(String, String, String)> {
 
 /// The items of a `kind: List` (each with its source and field-path prefix), or the object.
 fn flatten_lists(source: Source, value: Value) -> Vec<(Source, Value, String)> {
-    let is_list = value.get("apiVersion").and_then(Value::as_str).is_some()
-        && value
-            .get("kind")
-            .and_then(Value::as_str)
-            .is_some_and(|k| k == "List" || k.ends_with("List"))
-        && value.get("items").is_some_and(Value::is_array);
-    if !is_list {
+    if !value.is_list() {
         return vec![(source, value, String::new())];
     }
     let Value::Object(mut map) = value else {
@@ -447,9 +436,8 @@ fn read_file(
 }
 
 /// A mapping with string `apiVersion` and `kind`.
-fn is_object(value: &Value) -> bool {
-    value.get("apiVersion").and_then(Value::as_str).is_some()
-        && value.get("kind").and_then(Value::as_str).is_some()
+fn is_object(doc: &impl Fields) -> bool {
+    doc.str_at(&["apiVersion"]).is_some() && doc.str_at(&["kind"]).is_some()
 }
 
 /// Template actions that are not text inside a value: a line that starts with `{{` (control
@@ -667,8 +655,7 @@ fn read_documents_with(
         // Plain block YAML (nearly every manifest): typed objects straight from the text.
         if prepare
             && let Some(node) = yaml::borrowed(&chunk)
-            && node.str_at(&["apiVersion"]).is_some()
-            && node.str_at(&["kind"]).is_some()
+            && is_object(&node)
         {
             let source = Source::new(file, document);
             let text = DocText::of(shared, &chunk);

@@ -229,17 +229,13 @@ impl Snapshot {
     }
 
     fn raw_of(&self, target: &ObjectRef) -> Option<&Raw> {
+        self.object(target).map(|o| o.raw)
+    }
+
+    /// The object `target` names, whatever its kind's list.
+    pub(crate) fn object(&self, target: &ObjectRef) -> Option<ObjectParts<'_>> {
         let i = self.object_position(&target.kind, &target.namespace, &target.name)?;
-        Some(match target.kind.as_str() {
-            "DestinationRule" => &self.destination_rules[i].raw,
-            "VirtualService" => &self.virtual_services[i].raw,
-            "Sidecar" => &self.sidecars[i].raw,
-            "PeerAuthentication" => &self.peer_authentications[i].raw,
-            "EnvoyFilter" => &self.envoy_filters[i].raw,
-            "Telemetry" => &self.telemetries[i].raw,
-            "Service" => &self.services[i].raw,
-            _ => &self.workloads[i].raw,
-        })
+        self.parts_at(Slot::of(&target.kind), i)
     }
 
     /// A workload by kind, namespace and name.
@@ -308,25 +304,49 @@ impl Slot {
     }
 }
 
+/// What every object of a snapshot has, whichever list it is in.
+pub(crate) struct ObjectParts<'a> {
+    pub kind: &'a str,
+    pub meta: &'a Meta,
+    pub source: &'a Source,
+    pub raw: &'a Raw,
+}
+
 impl Snapshot {
-    /// The (kind, namespace, name) of the object at `i` of a list.
-    fn key_at(&self, slot: Slot, i: usize) -> Option<(&str, &str, &str)> {
-        fn key<T>(o: &Obj<T>) -> (&str, &str, &str) {
-            (&o.kind, &o.meta.namespace, &o.meta.name)
+    /// The object at `i` of a list.
+    fn parts_at(&self, slot: Slot, i: usize) -> Option<ObjectParts<'_>> {
+        fn parts<T>(o: &Obj<T>) -> ObjectParts<'_> {
+            ObjectParts {
+                kind: &o.kind,
+                meta: &o.meta,
+                source: &o.source,
+                raw: &o.raw,
+            }
         }
         Some(match slot {
-            Slot::Service => key(self.services.get(i)?),
-            Slot::DestinationRule => key(self.destination_rules.get(i)?),
-            Slot::VirtualService => key(self.virtual_services.get(i)?),
-            Slot::Sidecar => key(self.sidecars.get(i)?),
-            Slot::PeerAuthentication => key(self.peer_authentications.get(i)?),
-            Slot::EnvoyFilter => key(self.envoy_filters.get(i)?),
-            Slot::Telemetry => key(self.telemetries.get(i)?),
+            Slot::Service => parts(self.services.get(i)?),
+            Slot::DestinationRule => parts(self.destination_rules.get(i)?),
+            Slot::VirtualService => parts(self.virtual_services.get(i)?),
+            Slot::Sidecar => parts(self.sidecars.get(i)?),
+            Slot::PeerAuthentication => parts(self.peer_authentications.get(i)?),
+            Slot::EnvoyFilter => parts(self.envoy_filters.get(i)?),
+            Slot::Telemetry => parts(self.telemetries.get(i)?),
             Slot::Workload => {
                 let w = self.workloads.get(i)?;
-                (&w.kind, &w.meta.namespace, &w.meta.name)
+                ObjectParts {
+                    kind: &w.kind,
+                    meta: &w.meta,
+                    source: &w.source,
+                    raw: &w.raw,
+                }
             }
         })
+    }
+
+    /// The (kind, namespace, name) of the object at `i` of a list.
+    fn key_at(&self, slot: Slot, i: usize) -> Option<(&str, &str, &str)> {
+        self.parts_at(slot, i)
+            .map(|o| (o.kind, o.meta.namespace.as_str(), o.meta.name.as_str()))
     }
 
     /// Indexes every object, the lists in the order a lookup prefers them.

@@ -56,12 +56,7 @@ impl Document {
     /// them from the kept text when asked. Recording every field path costs more time and
     /// memory than the value itself, and only an invalid field needs its line.
     pub fn lazy(text: &str) -> Result<Document, YamlError> {
-        let value = from_str(text)?;
-        Ok(Document {
-            value,
-            lines: HashMap::new(),
-            text: Some(text.into()),
-        })
+        Document::lazy_in(None, text)
     }
 
     /// [`Document::lazy`] of a document of `file`: its text is kept as a range of the file's
