@@ -298,7 +298,17 @@ pub fn worst(findings: &[Finding]) -> Option<Severity> {
     findings.iter().map(|f| f.severity).max()
 }
 
-/// Service port protocol as Istio infers it: `appProtocol`, else the port name's prefix.
+/// Ports of databases, caches and brokers whose clients never speak HTTP: on a port Istio sniffs,
+/// their traffic is plain TCP (PostgreSQL, MySQL, Redis, MongoDB, Cassandra, Memcached, AMQP,
+/// Kafka, ZooKeeper, SQL Server, Oracle, NATS, Pulsar, CockroachDB). Found reading the findings
+/// on GoogleCloudPlatform/kubernetes-engine-samples: unnamed Redis and PostgreSQL ports were
+/// offered HTTP retries that their traffic never meets.
+const NON_HTTP_PORTS: &[i32] = &[
+    5432, 3306, 6379, 27017, 9042, 11211, 5672, 9092, 2181, 1433, 1521, 4222, 6650, 26257,
+];
+
+/// Service port protocol as Istio infers it: `appProtocol`, else the port name's prefix; an
+/// undeclared port of a well-known non-HTTP server is TCP, as sniffing will find it.
 pub fn port_protocol(port: &k8s_openapi::api::core::v1::ServicePort) -> Protocol {
     let named = port
         .app_protocol
@@ -314,6 +324,7 @@ pub fn port_protocol(port: &k8s_openapi::api::core::v1::ServicePort) -> Protocol
         "http" | "http2" | "grpc" | "grpc-web" | "h2c" | "kubernetes.io/h2c" => Protocol::Http,
         "tcp" | "tls" | "https" | "mongo" | "mysql" | "redis" | "udp" => Protocol::Tcp,
         _ if port.protocol.as_deref().is_some_and(|p| p != "TCP") => Protocol::Tcp,
+        _ if NON_HTTP_PORTS.contains(&port.port) => Protocol::Tcp,
         _ => Protocol::Unknown,
     }
 }

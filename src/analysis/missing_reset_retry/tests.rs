@@ -587,3 +587,25 @@ fn retry_on_5xx_or_gateway_error_already_covers_resets() {
         )));
     }
 }
+
+#[test]
+fn undeclared_ports_of_databases_and_caches_are_tcp_not_http() {
+    // Redis and PostgreSQL behind unnamed ports (kubernetes-engine-samples): Istio sniffs them
+    // and finds TCP, so no HTTP retry policy ever applies.
+    for (image, port) in [("redis:7", 6379), ("postgres:16", 5432)] {
+        let yaml = MESH
+            .replace("example/cart:1", image)
+            .replace("containerPort: 8080", &format!("containerPort: {port}"))
+            .replace(
+                "{name: http, port: 80, targetPort: 8080}",
+                &format!("{{port: {port}, targetPort: {port}}}"),
+            );
+        none_of(&yaml, CODE);
+    }
+    // An unnamed port elsewhere may carry HTTP: still in scope.
+    let yaml = MESH.replace(
+        "{name: http, port: 80, targetPort: 8080}",
+        "{port: 80, targetPort: 8080}",
+    );
+    assert_eq!(findings_of(&snapshot(&yaml), CODE).len(), 1);
+}
