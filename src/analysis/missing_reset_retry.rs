@@ -12,13 +12,14 @@
 
 use std::collections::BTreeSet;
 
+use k8s_openapi::api::core::v1::ServiceSpec;
 use serde_json::json;
 
 use super::{Code, Finding, Protocol, Severity, Sink, port_protocol};
 use crate::model::istio::{HttpRetry, HttpRoute};
 use crate::model::keys;
 use crate::remediation::{Edit, PlanError, Remediation, creation_labels};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Obj, Snapshot};
 
 /// Istio's outbound retry conditions when nothing configures retries. Until 1.23 the default
 /// also retried status 503 (`retriable_status_codes: [503]`); from 1.24 it does not.
@@ -137,7 +138,7 @@ fn service_non_idempotent(snapshot: &Snapshot, s: usize) -> bool {
 /// Every HTTP port of the Service speaks gRPC (its `appProtocol`, else its name's prefix): each
 /// call is an HTTP POST, as non-idempotent to the proxy as a POST-only route (a payment's
 /// `Charge` replayed after a reset is a second charge).
-fn grpc_only(spec: &k8s_openapi::api::core::v1::ServiceSpec) -> bool {
+fn grpc_only(spec: &ServiceSpec) -> bool {
     let ports: Vec<_> = spec
         .ports
         .iter()
@@ -220,25 +221,22 @@ pub fn retry_findings(
             eff.source, eff.retry_on
         ));
         if svc_non_idempotent {
-            if grpc_only(&service.spec) {
-                evidence.push(grpc_note());
-            }
-            evidence.push(non_idempotent_note());
+            non_idempotent_notes(&mut evidence, service);
         }
-        out.push(Ok(Finding {
+        let message = format!(
+            "{}requests to {host} are not retried on connection reset (503 UC); a VirtualService adds {}",
+            lead(code),
+            add.join(",")
+        );
+        let remediation = Remediation::create(resource, true);
+        out.push(Ok(finding(
             code,
             severity,
-            namespace: ns.clone(),
-            service: Some(service.meta.name.clone()),
-            workload: None,
-            message: format!(
-                "{}requests to {host} are not retried on connection reset (503 UC); a VirtualService adds {}",
-                lead(code),
-                add.join(",")
-            ),
+            service,
+            message,
             evidence,
-            remediation: Remediation::create(resource, true),
-        }));
+            remediation,
+        )));
         return out;
     }
 
@@ -317,30 +315,48 @@ pub fn retry_findings(
             continue;
         }
         if all_non_idempotent {
-            if grpc_only(&service.spec) {
-                evidence.push(grpc_note());
-            }
-            evidence.push(non_idempotent_note());
+            non_idempotent_notes(&mut evidence, service);
         }
-        let target = vs.object_ref();
+        let message = format!(
+            "{}routes of {} to {host} are not retried on connection reset (503 UC)",
+            lead(code),
+            vs.describe()
+        );
         out.push(
-            Remediation::patch(target, vs.raw.to_value(), edits, true).map(|remediation| Finding {
-                code,
-                severity,
-                namespace: ns.clone(),
-                service: Some(service.meta.name.clone()),
-                workload: None,
-                message: format!(
-                    "{}routes of {} to {host} are not retried on connection reset (503 UC)",
-                    lead(code),
-                    vs.describe()
-                ),
-                evidence,
-                remediation,
-            }),
+            Remediation::patch(vs.object_ref(), vs.raw.to_value(), edits, true).map(
+                |remediation| finding(code, severity, service, message, evidence, remediation),
+            ),
         );
     }
     out
+}
+
+/// Why the retries added skip requests that reached the app.
+fn non_idempotent_notes(evidence: &mut Vec<String>, service: &Obj<ServiceSpec>) {
+    if grpc_only(&service.spec) {
+        evidence.push(grpc_note());
+    }
+    evidence.push(non_idempotent_note());
+}
+
+fn finding(
+    code: Code,
+    severity: Severity,
+    service: &Obj<ServiceSpec>,
+    message: String,
+    evidence: Vec<String>,
+    remediation: Remediation,
+) -> Finding {
+    Finding {
+        code,
+        severity,
+        namespace: service.meta.namespace.clone(),
+        service: Some(service.meta.name.clone()),
+        workload: None,
+        message,
+        evidence,
+        remediation,
+    }
 }
 
 /// A listener change is the cause the message leads with; a missing retry needs no preface.
