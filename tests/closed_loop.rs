@@ -496,9 +496,25 @@ async fn the_shop_end_to_end_approve_verify_roll_back() {
         .collect();
     expected.sort();
     expected.dedup();
-    let all = eventually(Duration::from_secs(60), "every Remediation", || async {
+    let all = eventually_showing(Duration::from_secs(60), "every Remediation", || async {
         let rs = remediations(&admin, &ns).await;
-        (rs.len() == expected.len() && rs.iter().all(|r| r.status.is_some())).then_some(rs)
+        if rs.len() == expected.len() && rs.iter().all(|r| r.status.is_some()) {
+            return Ok(rs);
+        }
+        let seen: Vec<String> = rs
+            .iter()
+            .map(|r| {
+                let t = &r.spec.target;
+                let status = r.status.as_ref().map(|s| format!("{:?}", s.phase));
+                let status = status.as_deref().unwrap_or("no status yet");
+                format!("  {} {}/{}: {status}", r.name_any(), t.kind, t.name)
+            })
+            .collect();
+        Err(format!(
+            "expected targets {expected:?}\n{} Remediations:\n{}",
+            rs.len(),
+            seen.join("\n")
+        ))
     })
     .await;
     let mut got: Vec<(String, String)> = all
@@ -877,4 +893,93 @@ async fn an_approval_never_overwrites_a_change_made_after_the_plan() {
     let now = api.get("catalog").await.expect("catalog");
     assert_eq!(now.resource_version(), edited.resource_version());
     operator.stop();
+}
+
+/// A pass decides from the Remediations it read when it started; under load another replica
+/// (or a reviewer and the write that follows) can move a Remediation on before the pass gets to
+/// it. Publishing from such a stale read must write nothing: found with ten operators on one
+/// apiserver, where a late "first publish" set an Applied Remediation back to Proposed for good.
+#[tokio::test]
+async fn a_stale_pass_never_publishes_over_a_remediation_that_moved_on() {
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+    // Not opted in: no operator of the other tests touches it.
+    let ns = support::namespace(&admin, "loop-stale").await;
+    let files = support::yaml_files_under(&support::repo_path("examples/shop"));
+    let mut builder = meshmedic::snapshot::SnapshotBuilder::new(Default::default());
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("example");
+        for (source, doc) in
+            meshmedic::snapshot::load::parse_documents("example", &text).expect("yaml")
+        {
+            builder.add(source, doc).expect("object");
+        }
+    }
+    let report = meshmedic::analysis::analyze(&builder.build().expect("snapshot"));
+    let findings: Vec<_> = report.findings.iter().collect();
+    let (planned, errors) = meshmedic::controller::plan::plan_targets(&findings, &|_| None);
+    assert!(errors.is_empty(), "{errors:?}");
+    let plan = planned
+        .iter()
+        .find(|p| p.target.kind == "DestinationRule")
+        .expect("the catalog DestinationRule's plan");
+    let api: Api<Remediation> = Api::namespaced(admin.clone(), &ns);
+    let publish = |seen: Option<Remediation>, spec: Value| {
+        let (api, ns, name) = (api.clone(), ns.clone(), plan.name.clone());
+        async move {
+            meshmedic::controller::apply::publish(
+                &api,
+                &name,
+                &ns,
+                &spec,
+                seen.as_ref(),
+                "Proposed",
+                "proposed",
+            )
+            .await
+            .expect("publish")
+        }
+    };
+
+    // First publish: created, Proposed.
+    let first = publish(None, plan.spec.clone()).await.expect("created");
+    assert_eq!(phase(&first), Phase::Proposed);
+    // A second replica that had not seen it yet publishes too: nothing written.
+    assert!(publish(None, plan.spec.clone()).await.is_none());
+
+    // The Remediation moves on: approved, then written and verified (status as the writer
+    // records it).
+    // (`meshmedic approve` checks the target, which this namespace does not have.)
+    let digest = first.spec.plan_digest.clone().expect("digest");
+    set_spec(&admin, &ns, &plan.name, json!({"approvedDigest": digest})).await;
+    let mut moved = get_remediation(&admin, &ns, &plan.name).await;
+    let mut status = moved.status.clone().expect("status");
+    status.phase = Phase::Resolved;
+    status.applied_digest = moved.spec.plan_digest.clone();
+    moved.status = Some(status);
+    let moved = api
+        .replace_status(&plan.name, &Default::default(), &moved)
+        .await
+        .expect("status written");
+
+    // A slow pass that read nothing, or read the Remediation before it moved on, writes
+    // nothing: not the spec (a changed plan), not the phase.
+    let mut changed = plan.spec.clone();
+    changed["message"] = json!("a plan from a stale snapshot");
+    assert!(publish(None, changed.clone()).await.is_none());
+    assert!(
+        publish(Some(first.clone()), changed.clone())
+            .await
+            .is_none()
+    );
+    let now = get_remediation(&admin, &ns, &plan.name).await;
+    assert_eq!(now.resource_version(), moved.resource_version());
+    assert_eq!(phase(&now), Phase::Resolved);
+    assert!(now.spec.approved_digest.is_some(), "the approval is kept");
+
+    // A pass that read the current Remediation publishes its change.
+    let republished = publish(Some(now), changed).await.expect("published");
+    assert_eq!(republished.spec.message, "a plan from a stale snapshot");
+    assert_eq!(phase(&republished), Phase::Proposed);
 }

@@ -716,14 +716,16 @@ pub async fn consume_approval(
 }
 
 /// Server-side apply of the spec meshmedic owns (never `approvedDigest`, `rollback` or
-/// `allowLivePatch`).
+/// `allowLivePatch`). With `seen`, the Remediation as the decision read it, the write is
+/// conditional on its resourceVersion (409 Conflict if it changed since).
 pub async fn upsert(
     api: &Api<Remediation>,
     name: &str,
     namespace: &str,
     spec: &Value,
+    seen: Option<&Remediation>,
 ) -> kube::Result<Remediation> {
-    let body = json!({
+    let mut body = json!({
         "apiVersion": Remediation::api_version(&()),
         "kind": Remediation::kind(&()),
         "metadata": {
@@ -733,8 +735,47 @@ pub async fn upsert(
         },
         "spec": spec,
     });
+    if let Some(rv) = seen.and_then(|r| r.resource_version()) {
+        body["metadata"]["resourceVersion"] = json!(rv);
+    }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(name, &params, &Patch::Apply(body)).await
+}
+
+/// Publishes a plan for review: the spec meshmedic owns, then phase Proposed with `reason`.
+///
+/// The decision was made from `seen`, the Remediation as the pass read it (`None`: there was
+/// none). A pass can be slow, and another replica may publish, or a reviewer approve and a write
+/// follow, meanwhile: if the Remediation is no longer what was seen, nothing is written and
+/// `Ok(None)` says to decide again on fresh state. A stale pass must never set a Remediation
+/// that has moved on (Applied, Resolved) back to Proposed.
+pub async fn publish(
+    api: &Api<Remediation>,
+    name: &str,
+    namespace: &str,
+    spec: &Value,
+    seen: Option<&Remediation>,
+    reason: &str,
+    message: &str,
+) -> kube::Result<Option<Remediation>> {
+    // Server-side apply creates or updates alike; "must not exist yet" is checked here, and
+    // again below by the status a newly created Remediation does not have.
+    if seen.is_none() && api.get_opt(name).await?.is_some() {
+        return Ok(None);
+    }
+    let updated = match upsert(api, name, namespace, spec, seen).await {
+        Err(e) if lost_race(&e) => return Ok(None),
+        r => r?,
+    };
+    if seen.is_none() && updated.status.is_some() {
+        return Ok(None);
+    }
+    let status = updated.status.clone().unwrap_or_default();
+    let status = with_phase(&updated, status, Phase::Proposed, reason, message);
+    match write_status(api, &updated, &status).await {
+        Err(e) if lost_race(&e) => Ok(None),
+        r => r.map(Some),
+    }
 }
 
 /// Records an event on the Remediation and, where there is one, on the target.

@@ -915,8 +915,11 @@ async fn execute(
                 && r.spec.plan_digest.as_deref() == Some(p.view.digest.as_str())
                 && !plan::same_owned_spec(&r.spec, &p.spec)
             {
-                let updated = apply::upsert(api, name, ns, &p.spec).await?;
-                ctx.remember(updated);
+                match apply::upsert(api, name, ns, &p.spec, Some(r)).await {
+                    Ok(updated) => ctx.remember(updated),
+                    Err(e) if apply::lost_race(&e) => return retry_later(ctx, ns).await,
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         Decision::Publish { first } => {
@@ -928,13 +931,11 @@ async fn execute(
                     p.view.digest
                 ),
             };
-            let updated = apply::upsert(api, name, ns, &p.spec).await?;
-            let status = updated.status.clone().unwrap_or_default();
             let reason = if first { "Proposed" } else { "PlanChanged" };
-            let status = apply::with_phase(&updated, status, Phase::Proposed, reason, &message);
-            let updated = match apply::write_status(api, &updated, &status).await {
-                Err(e) if apply::lost_race(&e) => return retry_later(ctx, ns).await,
-                r => r?,
+            let Some(updated) =
+                apply::publish(api, name, ns, &p.spec, rem, reason, &message).await?
+            else {
+                return retry_later(ctx, ns).await;
             };
             apply::event(&ctx.recorder, &updated, !first, reason, &message).await;
             ctx.remember(updated);

@@ -223,6 +223,27 @@ where
     }
 }
 
+/// Like `eventually`, but `check` says what it saw each time it is not yet satisfied, and a
+/// timeout shows the last of it: a failure on a slower machine then says what was missing.
+pub async fn eventually_showing<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    loop {
+        let seen = match check().await {
+            Ok(v) => return v,
+            Err(seen) => seen,
+        };
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}; last seen:\n{seen}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub fn phase(r: &Remediation) -> Phase {
     r.status.as_ref().map(|s| s.phase).unwrap_or_default()
 }
