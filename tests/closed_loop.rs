@@ -983,3 +983,118 @@ async fn a_stale_pass_never_publishes_over_a_remediation_that_moved_on() {
     assert_eq!(republished.spec.message, "a plan from a stale snapshot");
     assert_eq!(phase(&republished), Phase::Proposed);
 }
+
+/// Apply mode on a namespace applied object by object, as `kubectl apply -f DIR` or a GitOps
+/// sync does: a finding of the half-applied state (a Service whose DestinationRule has not
+/// arrived yet) is proposed but never written, and the fixes that stand are written only once
+/// they have settled.
+#[tokio::test]
+async fn apply_mode_writes_settled_plans_only_never_a_half_applied_namespace_finding() {
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+    let ns = shop(&admin, "loop-settle", Some("apply")).await;
+    let operator = Replica::start(cp.meshmedic_config(), "lease-settle", "replica-settle");
+
+    // A fix that stands is written, but not before it has been proposed for the settle time
+    // (whole seconds: the Remediation's creation and the target's write time).
+    let rem = find(&admin, &ns, "VirtualService", "cart").await;
+    let name = rem.name_any();
+    wait_for(&admin, &ns, &name, "the settled fix verified", |r| {
+        reason(r, "Verified").as_deref() == Some("Verified")
+    })
+    .await;
+    let cart = target_api(&admin, &rem)
+        .await
+        .get("cart")
+        .await
+        .expect("cart");
+    let written_at = cart
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.manager.as_deref() == Some("meshmedic"))
+        .filter_map(|m| m.time.as_ref())
+        .map(|t| t.0.as_second())
+        .max()
+        .expect("meshmedic's write in managedFields");
+    let proposed_at = rem
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .expect("created")
+        .0
+        .as_second();
+    assert!(
+        written_at - proposed_at >= APPLY_SETTLE_SECONDS as i64 - 1,
+        "written {}s after it was proposed",
+        written_at - proposed_at
+    );
+
+    // A new app arrives object by object: its Deployment and Service first (nginx closes idle
+    // connections after 75s, no DestinationRule says otherwise yet: a finding whose fix creates
+    // one), then its own DestinationRule, which ends the finding.
+    let app = |kind: &str, body: Value| {
+        let mut doc = body;
+        doc["kind"] = json!(kind);
+        doc["metadata"] = json!({"name": "gallery", "namespace": ns});
+        doc
+    };
+    let deployment = app(
+        "Deployment",
+        json!({"apiVersion": "apps/v1", "spec": {
+            "selector": {"matchLabels": {"app": "gallery"}},
+            "template": {"metadata": {"labels": {"app": "gallery"}},
+                         "spec": {"containers": [{"name": "nginx", "image": "nginx:1.27",
+                                                  "ports": [{"containerPort": 80}]}]}}}}),
+    );
+    let service = app(
+        "Service",
+        json!({"apiVersion": "v1", "spec": {"selector": {"app": "gallery"},
+               "ports": [{"name": "http", "port": 80, "targetPort": 80}]}}),
+    );
+    let rule = app(
+        "DestinationRule",
+        json!({"apiVersion": "networking.istio.io/v1", "spec": {
+            "host": format!("gallery.{ns}.svc.cluster.local"),
+            "trafficPolicy": {"connectionPool": {"http": {"idleTimeout": "60s"}}}}}),
+    );
+    for doc in [&deployment, &service] {
+        support::apply(&admin, doc).await.expect("applied");
+    }
+    let passing = eventually(
+        Duration::from_secs(30),
+        "the proposal to create gallery's DestinationRule",
+        || async {
+            remediations(&admin, &ns).await.into_iter().find(|r| {
+                r.spec.target.name == "gallery-idle-timeout" && phase(r) == Phase::Proposed
+            })
+        },
+    )
+    .await;
+    // Long enough for an operator that did not wait to write it, well within the settle time.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    support::apply(&admin, &rule).await.expect("applied");
+    let gone = wait_phase(&admin, &ns, &passing.name_any(), Phase::Resolved).await;
+    assert_eq!(reason(&gone, "Ready").as_deref(), Some("CauseGone"));
+    // Past the settle time of every operator: still nothing written.
+    tokio::time::sleep(Duration::from_secs(APPLY_SETTLE_SECONDS + 2)).await;
+    let after = get_remediation(&admin, &ns, &passing.name_any()).await;
+    assert!(
+        after.status.as_ref().is_some_and(|s| s.written.is_none()),
+        "{:?}",
+        after.status
+    );
+    let created = destination_rule(&admin, &ns, "gallery-idle-timeout").await;
+    assert!(created.is_none(), "meshmedic created {created:?}");
+    operator.stop();
+}
+
+async fn destination_rule(admin: &Client, ns: &str, name: &str) -> Option<DynamicObject> {
+    let (api, _, _) =
+        support::dynamic_api(admin, "networking.istio.io/v1", "DestinationRule", Some(ns))
+            .await
+            .expect("api");
+    api.get_opt(name).await.expect("get")
+}

@@ -5,7 +5,7 @@
 //! ```text
 //!            new finding                approvedDigest == planDigest
 //!   (none) ─────────────▶ Proposed ─────────────────────────────────▶ (write) ─▶ Applied
-//!                          ▲    │  (apply mode: safe plan, each digest once)           │
+//!                          ▲    │  (apply mode: safe plan, settled, each digest once)  │
 //!          plan changed /  │    │ cause gone (nothing written)                         │ write seen,
 //!          fix reverted    │    ▼                                                      │ re-analysed
 //!                          │  Resolved(CauseGone)          ┌───────────────────────────┤
@@ -34,6 +34,9 @@ pub struct PlanView {
     pub resolves: bool,
     /// The plan changes nothing (the fix is already in place).
     pub noop: bool,
+    /// The plan has stood, published and unchanged, for the apply settle time: apply mode
+    /// writes only settled plans (a half-applied namespace's findings go away by themselves).
+    pub settled: bool,
 }
 
 /// What the Remediation records (spec and status).
@@ -281,7 +284,8 @@ pub fn decide(
     let approved = rem.approved.as_deref() == Some(plan.digest.as_str());
     let already = rem.applied_digest.as_deref() == Some(plan.digest.as_str());
     let failed = rem.failed_digest.as_deref() == Some(plan.digest.as_str());
-    let auto = mode == Mode::Apply && plan.safe && !rem.reverted && !already && !failed;
+    let auto =
+        mode == Mode::Apply && plan.safe && plan.settled && !rem.reverted && !already && !failed;
     if approved && !(already && target == Target::AsWritten) || auto {
         if gitops.is_some() && !rem.allow_live_patch {
             return set(Phase::Proposed, Reason::GitOpsManaged);

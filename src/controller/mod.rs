@@ -37,7 +37,7 @@ use crate::error::{Error, Result};
 use crate::model::remediation::{Phase, Remediation, RemediationAction};
 use crate::model::{ObjectRef, keys};
 use crate::snapshot::{Snapshot, SnapshotOptions};
-use lifecycle::{Decision, Reason, TargetView};
+use lifecycle::{Decision, PlanView, Reason, TargetView};
 use metrics::{FindingLabels, Health, Metrics, PhaseLabels};
 use plan::{Mode, gitops_owner};
 use serde_json::Value;
@@ -95,6 +95,12 @@ pub struct RunArgs {
     /// those, a larger number makes full passes faster at the cost of memory.
     #[arg(long, default_value_t = 500, value_name = "N")]
     pub full_pass_objects: usize,
+    /// In apply mode, a safe plan is written only once it has stood, published and unchanged,
+    /// this many seconds: a namespace being applied object by object (`kubectl apply -f DIR`, a
+    /// GitOps sync) shows findings half-way that go away by themselves, and meshmedic must not
+    /// create objects for them. An approved plan is written at once (a person reviewed it).
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub apply_settle_seconds: u64,
 }
 
 impl RunArgs {
@@ -137,6 +143,9 @@ pub struct Context {
     pub told_annotations: std::sync::Mutex<BTreeSet<(String, String, String)>>,
     /// Objects the analysis could not read, already told with an Event (object, error).
     pub told_objects: std::sync::Mutex<BTreeSet<(ObjectRef, String)>>,
+    /// When this replica first saw each Remediation's current plan published ((namespace,
+    /// name) → (plan digest, when)): apply mode writes a plan only once it has settled.
+    pub published_since: std::sync::Mutex<BTreeMap<(String, String), (String, Instant)>>,
 }
 
 /// How long a write may take to reach the watch before the view is trusted again.
@@ -164,6 +173,44 @@ impl Context {
                 r
             }
             None => r,
+        }
+    }
+
+    /// Whether the plan `digest`, published on `ns/name`, has stood for the apply settle time.
+    /// The first sighting starts the clock and schedules a pass for when it runs out (in apply
+    /// mode, where it matters); another digest, or none, starts over.
+    async fn settled(&self, ns: &str, name: &str, digest: Option<&str>, mode: Mode) -> bool {
+        let settle = Duration::from_secs(self.args.apply_settle_seconds);
+        let key = (ns.to_string(), name.to_string());
+        let first_seen = {
+            let Ok(mut m) = self.published_since.lock() else {
+                return false;
+            };
+            let Some(digest) = digest else {
+                m.remove(&key);
+                return false;
+            };
+            match m.get(&key) {
+                Some((d, at)) if d == digest => Some(*at),
+                _ => {
+                    m.insert(key, (digest.to_string(), Instant::now()));
+                    None
+                }
+            }
+        };
+        match first_seen {
+            Some(at) => at.elapsed() >= settle,
+            None if settle.is_zero() => true,
+            None => {
+                if mode == Mode::Apply {
+                    let (changes, ns) = (self.changes.clone(), ns.to_string());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(settle).await;
+                        changes.mark(Some(&ns), false).await;
+                    });
+                }
+                false
+            }
         }
     }
 
@@ -295,6 +342,7 @@ pub async fn run_with(
         pending: Default::default(),
         told_annotations: Default::default(),
         told_objects: Default::default(),
+        published_since: Default::default(),
     });
 
     // Ready once the core kinds (and Remediations) have synced; Istio kinds may be absent.
@@ -711,9 +759,18 @@ async fn reconcile_in(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
                 continue;
             }
             let view = target_view(ctx, &snapshot, target, rem);
+            let published = plan
+                .zip(rem)
+                .filter(|(p, r)| r.spec.plan_digest.as_deref() == Some(p.view.digest.as_str()))
+                .map(|(p, _)| p.view.digest.as_str());
+            let settled = ctx.settled(ns, name, published, mode).await;
+            let plan_view = plan.map(|p| PlanView {
+                settled,
+                ..p.view.clone()
+            });
             let decision = lifecycle::decide(
                 mode,
-                plan.map(|p| &p.view),
+                plan_view.as_ref(),
                 gitops(target).as_deref(),
                 rem.map(rem_view).as_ref(),
                 view,

@@ -296,6 +296,8 @@ pub fn plan_targets(
                 safe,
                 resolves,
                 noop,
+                // Time is the controller's to judge (see `Context::settled`).
+                settled: false,
             },
         });
     }

@@ -59,6 +59,9 @@ pub struct Replica {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// The apply settle time of every test operator (seconds).
+pub const APPLY_SETTLE_SECONDS: u64 = 5;
+
 impl Replica {
     pub fn start(config: Config, lease: &str, identity: &str) -> Replica {
         Replica::start_with(config, lease, identity, |_| {})
@@ -90,6 +93,9 @@ impl Replica {
             prometheus_window: "1h".into(),
             sidecar_metrics_port: None,
             full_pass_objects: 500,
+            // The same for every test's operator (each watches every namespace): a test that
+            // times the settle cannot be undercut by another test's operator.
+            apply_settle_seconds: APPLY_SETTLE_SECONDS,
         };
         adjust(&mut args);
         let (stop, stop_rx) = watch::channel(false);
@@ -164,16 +170,13 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 /// The shop example in a fresh namespace `ns` (its hosts rewritten to that namespace).
+///
+/// The namespace is opted in once every object is there: every test runs an operator watching
+/// every namespace, and one that analyses a half-created shop proposes fixes for findings that
+/// go away (a Service whose DestinationRule is not there yet), which tests comparing counts
+/// with `analyze` would see.
 pub async fn shop(admin: &Client, hint: &str, mode: Option<&str>) -> String {
     let ns = super::namespace(admin, hint).await;
-    let mut ns_patch = json!({"metadata": {"labels": {"istio-injection": "enabled"}}});
-    if let Some(mode) = mode {
-        ns_patch["metadata"]["annotations"] = json!({"meshmedic.io/mode": mode});
-    }
-    Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone())
-        .patch(&ns, &PatchParams::default(), &Patch::Merge(&ns_patch))
-        .await
-        .expect("namespace labelled");
     for file in super::yaml_files_under(&super::repo_path("examples/shop")) {
         let text = std::fs::read_to_string(&file)
             .expect("example")
@@ -193,6 +196,14 @@ pub async fn shop(admin: &Client, hint: &str, mode: Option<&str>) -> String {
                 .unwrap_or_else(|e| panic!("{}: {}", file.display(), super::error_message(&e)));
         }
     }
+    let mut ns_patch = json!({"metadata": {"labels": {"istio-injection": "enabled"}}});
+    if let Some(mode) = mode {
+        ns_patch["metadata"]["annotations"] = json!({"meshmedic.io/mode": mode});
+    }
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone())
+        .patch(&ns, &PatchParams::default(), &Patch::Merge(&ns_patch))
+        .await
+        .expect("namespace labelled");
     ns
 }
 

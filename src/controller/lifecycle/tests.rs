@@ -8,6 +8,7 @@ fn plan(digest: &str, safe: bool) -> PlanView {
         safe,
         resolves: true,
         noop: false,
+        settled: true,
     }
 }
 
@@ -30,6 +31,30 @@ fn a_new_finding_is_published_and_nothing_is_written_in_off_namespaces() {
     assert_eq!(
         decide(Mode::Off, Some(&p), None, None, TargetView::Present),
         Decision::Nothing
+    );
+}
+
+#[test]
+fn apply_mode_writes_a_safe_plan_only_once_it_has_settled_an_approval_at_once() {
+    let mut p = plan("d1", true);
+    p.settled = false;
+    let mut r = proposed("d1");
+    assert_eq!(
+        decide(Mode::Apply, Some(&p), None, Some(&r), TargetView::Present),
+        Decision::Nothing,
+        "a plan of a namespace still being applied may go away by itself"
+    );
+    r.approved = Some("d1".into());
+    assert_eq!(
+        decide(Mode::Apply, Some(&p), None, Some(&r), TargetView::Present),
+        Decision::Apply { auto: false },
+        "a person reviewed it"
+    );
+    r.approved = None;
+    p.settled = true;
+    assert_eq!(
+        decide(Mode::Apply, Some(&p), None, Some(&r), TargetView::Present),
+        Decision::Apply { auto: true }
     );
 }
 
@@ -258,6 +283,7 @@ impl World {
             safe: self.safe,
             resolves: true,
             noop: false,
+            settled: true,
         })
     }
 
