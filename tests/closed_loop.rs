@@ -63,6 +63,21 @@ async fn wait_for(
     }
 }
 
+/// `analyze` of the shop example's files, as the CLI reads them.
+fn shop_report() -> meshmedic::analysis::Report {
+    let files = support::yaml_files_under(&support::repo_path("examples/shop"));
+    let mut builder = meshmedic::snapshot::SnapshotBuilder::new(Default::default());
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("example");
+        for (source, doc) in
+            meshmedic::snapshot::load::parse_documents("example", &text).expect("yaml")
+        {
+            builder.add(source, doc).expect("object");
+        }
+    }
+    meshmedic::analysis::analyze(&builder.build().expect("snapshot"))
+}
+
 fn written(r: &Remediation) -> bool {
     r.status.as_ref().is_some_and(|s| s.written.is_some())
 }
@@ -473,17 +488,7 @@ async fn the_shop_end_to_end_approve_verify_roll_back() {
     let ns = shop(&admin, "loop-e2e", Some("propose")).await;
     let operator = Replica::start(cp.meshmedic_config(), "lease-e2e", "replica-e2e");
     // Parity with `analyze` of the same files: one Remediation per target it changes.
-    let files = support::yaml_files_under(&support::repo_path("examples/shop"));
-    let mut builder = meshmedic::snapshot::SnapshotBuilder::new(Default::default());
-    for f in &files {
-        let text = std::fs::read_to_string(f).expect("example");
-        for (source, doc) in
-            meshmedic::snapshot::load::parse_documents("example", &text).expect("yaml")
-        {
-            builder.add(source, doc).expect("object");
-        }
-    }
-    let report = meshmedic::analysis::analyze(&builder.build().expect("snapshot"));
+    let report = shop_report();
     let mut expected: Vec<(String, String)> = report
         .findings
         .iter()
@@ -906,17 +911,7 @@ async fn a_stale_pass_never_publishes_over_a_remediation_that_moved_on() {
     let admin = cp.admin();
     // Not opted in: no operator of the other tests touches it.
     let ns = support::namespace(&admin, "loop-stale").await;
-    let files = support::yaml_files_under(&support::repo_path("examples/shop"));
-    let mut builder = meshmedic::snapshot::SnapshotBuilder::new(Default::default());
-    for f in &files {
-        let text = std::fs::read_to_string(f).expect("example");
-        for (source, doc) in
-            meshmedic::snapshot::load::parse_documents("example", &text).expect("yaml")
-        {
-            builder.add(source, doc).expect("object");
-        }
-    }
-    let report = meshmedic::analysis::analyze(&builder.build().expect("snapshot"));
+    let report = shop_report();
     let findings: Vec<_> = report.findings.iter().collect();
     let (planned, errors) = meshmedic::controller::plan::plan_targets(&findings, &|_| None);
     assert!(errors.is_empty(), "{errors:?}");
