@@ -179,7 +179,7 @@ impl Context {
     /// Whether the plan `digest`, published on `ns/name`, has stood for the apply settle time.
     /// The first sighting starts the clock and schedules a pass for when it runs out (in apply
     /// mode, where it matters); another digest, or none, starts over.
-    async fn settled(&self, ns: &str, name: &str, digest: Option<&str>, mode: Mode) -> bool {
+    fn settled(&self, ns: &str, name: &str, digest: Option<&str>, mode: Mode) -> bool {
         let settle = Duration::from_secs(self.args.apply_settle_seconds);
         let key = (ns.to_string(), name.to_string());
         let first_seen = {
@@ -763,7 +763,7 @@ async fn reconcile_in(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
                 .zip(rem)
                 .filter(|(p, r)| r.spec.plan_digest.as_deref() == Some(p.view.digest.as_str()))
                 .map(|(p, _)| p.view.digest.as_str());
-            let settled = ctx.settled(ns, name, published, mode).await;
+            let settled = ctx.settled(ns, name, published, mode);
             let plan_view = plan.map(|p| PlanView {
                 settled,
                 ..p.view.clone()
