@@ -778,6 +778,24 @@ pub async fn publish(
     }
 }
 
+/// Deletes a Remediation only if it is still the version the decision read (`false`: it changed,
+/// decide again). Already gone counts as done.
+pub async fn withdraw(api: &Api<Remediation>, seen: &Remediation) -> kube::Result<bool> {
+    let params = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: seen.uid(),
+            resource_version: seen.resource_version(),
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(&seen.name_any(), &params).await {
+        Ok(_) => Ok(true),
+        Err(e) if is_not_found(&e) => Ok(true),
+        Err(e) if lost_race(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Records an event on the Remediation and, where there is one, on the target.
 pub async fn event(
     recorder: &Recorder,

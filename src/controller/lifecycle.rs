@@ -8,7 +8,8 @@
 //!                          ▲    │  (apply mode: safe plan, settled, each digest once)  │
 //!          plan changed /  │    │ cause gone (nothing written)                         │ write seen,
 //!          fix reverted    │    ▼                                                      │ re-analysed
-//!                          │  Resolved(CauseGone)          ┌───────────────────────────┤
+//!                          │  Resolved(CauseGone), or      ┌───────────────────────────┤
+//!                          │  deleted if it stood < settle │                           │
 //!                          │                               ▼                           ▼
 //!                          └──────────────── Applied + Verified=False        Resolved + Verified=True
 //!                                            (Ineffective / Mitigation)
@@ -66,6 +67,8 @@ pub struct RemView {
     /// The spec changed since the status was last written (`metadata.generation` above
     /// `status.observedGeneration`): e.g. a rollback requested again after a refusal.
     pub spec_changed: bool,
+    /// Its plan was published less than the settle time ago (see `PlanView::settled`).
+    pub young: bool,
 }
 
 /// The target as the watch shows it, relative to meshmedic's last write.
@@ -138,6 +141,10 @@ pub enum Decision {
         phase: Phase,
         reason: Reason,
     },
+    /// Delete the Remediation: a first proposal, untouched by any person, whose cause went away
+    /// within the settle time. A namespace applied object by object leaves no trail of
+    /// proposals for its half-applied states.
+    Withdraw,
 }
 
 /// The next step for one target. Pure; see the module docs for the diagram.
@@ -238,6 +245,14 @@ pub fn decide(
 
     // 4. No finding for the target any more.
     let Some(plan) = plan else {
+        let untouched = !rem.wrote
+            && rem.phase == Phase::Proposed
+            && rem.reason == "Proposed"
+            && rem.approved.is_none()
+            && !rem.allow_live_patch;
+        if rem.young && untouched {
+            return Withdraw;
+        }
         if !rem.wrote && !rem.creates && target == Target::Absent {
             return set(Phase::Stale, Reason::TargetDeleted);
         }

@@ -55,7 +55,7 @@ pub struct Metrics {
     pub api_errors: Family<OperationLabels, Counter>,
     pub leader: Gauge,
     /// What happened to fixes: applied, verified, ineffective, mitigation, reverted,
-    /// rolled_back, refused, failed.
+    /// rolled_back, refused, failed, withdrawn.
     pub outcomes: Family<OutcomeLabels, Counter>,
     /// 1 while a watched kind's store holds a complete list (set when scraped).
     pub store_synced: Family<KindLabels, Gauge>,
@@ -74,7 +74,7 @@ impl Default for Metrics {
         let outcomes = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "remediation_outcomes",
-            "Writes meshmedic made and what came of them (applied, verified, ineffective, mitigation, reverted, rolled_back, refused, failed)",
+            "Writes meshmedic made and what came of them (applied, verified, ineffective, mitigation, reverted, rolled_back, refused, failed, withdrawn)",
             outcomes.clone(),
         );
         registry.register(

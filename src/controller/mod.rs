@@ -203,15 +203,43 @@ impl Context {
             None if settle.is_zero() => true,
             None => {
                 if mode == Mode::Apply {
-                    let (changes, ns) = (self.changes.clone(), ns.to_string());
-                    tokio::spawn(async move {
-                        tokio::time::sleep(settle).await;
-                        changes.mark(Some(&ns), false).await;
-                    });
+                    self.pass_after_settle(ns);
                 }
                 false
             }
         }
+    }
+
+    /// Whether the plan published on `ns/name` was first seen less than the settle time ago.
+    fn young(&self, ns: &str, name: &str) -> bool {
+        let settle = Duration::from_secs(self.args.apply_settle_seconds);
+        let key = (ns.to_string(), name.to_string());
+        self.published_since
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).map(|(_, at)| at.elapsed() < settle))
+            .unwrap_or(false)
+    }
+
+    /// Starts the settle clock of a plan this replica has just published, and schedules a pass
+    /// for when it runs out (apply mode writes it then; a pass with nothing to do is cheap).
+    fn published(&self, ns: &str, name: &str, digest: &str) {
+        if let Ok(mut m) = self.published_since.lock() {
+            m.insert(
+                (ns.to_string(), name.to_string()),
+                (digest.to_string(), Instant::now()),
+            );
+        }
+        self.pass_after_settle(ns);
+    }
+
+    fn pass_after_settle(&self, ns: &str) {
+        let settle = Duration::from_secs(self.args.apply_settle_seconds);
+        let (changes, ns) = (self.changes.clone(), ns.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(settle).await;
+            changes.mark(Some(&ns), false).await;
+        });
     }
 
     fn set_pending(&self, key: String, rv: Option<u64>) {
@@ -759,6 +787,10 @@ async fn reconcile_in(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
                 continue;
             }
             let view = target_view(ctx, &snapshot, target, rem);
+            let rem_view = rem.map(|r| lifecycle::RemView {
+                young: ctx.young(ns, name),
+                ..rem_view(r)
+            });
             let published = plan
                 .zip(rem)
                 .filter(|(p, r)| r.spec.plan_digest.as_deref() == Some(p.view.digest.as_str()))
@@ -772,7 +804,7 @@ async fn reconcile_in(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
                 mode,
                 plan_view.as_ref(),
                 gitops(target).as_deref(),
-                rem.map(rem_view).as_ref(),
+                rem_view.as_ref(),
                 view,
             );
             let own_object_unreadable = rejected_targets.contains(&(
@@ -785,7 +817,7 @@ async fn reconcile_in(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
                 Decision::Set {
                     phase: Phase::Resolved | Phase::Stale,
                     ..
-                }
+                } | Decision::Withdraw
             );
             if unreadable.contains(ns) && (own_object_unreadable || concludes_from_absence) {
                 tracing::debug!(remediation = %name, "partial view (an object cannot be read): left as it is");
@@ -867,6 +899,8 @@ pub fn rem_view(r: &Remediation) -> lifecycle::RemView {
             (Some(generation), Some(observed)) => generation > observed,
             _ => false,
         },
+        // Time is the controller's to judge (see `Context::young`).
+        young: false,
     }
 }
 
@@ -995,7 +1029,16 @@ async fn execute(
                 return retry_later(ctx, ns).await;
             };
             apply::event(&ctx.recorder, &updated, !first, reason, &message).await;
+            ctx.published(ns, name, &p.view.digest);
             ctx.remember(updated);
+        }
+        Decision::Withdraw => {
+            let Some(r) = rem else { return Ok(()) };
+            if !apply::withdraw(api, r).await? {
+                return retry_later(ctx, ns).await;
+            }
+            ctx.metrics.outcome("withdrawn");
+            tracing::info!(remediation = %name, namespace = %ns, "withdrawn: the cause went away within the settle time, untouched");
         }
         Decision::Apply { auto } => {
             let Some(r) = rem else { return Ok(()) };

@@ -59,6 +59,43 @@ fn apply_mode_writes_a_safe_plan_only_once_it_has_settled_an_approval_at_once() 
 }
 
 #[test]
+fn a_young_untouched_proposal_whose_cause_went_away_is_withdrawn_anything_else_is_kept() {
+    let mut r = proposed("d1");
+    r.phase = Phase::Proposed;
+    r.young = true;
+    assert_eq!(
+        decide(Mode::Propose, None, None, Some(&r), TargetView::Present),
+        Decision::Withdraw
+    );
+    let kept = |r: &RemView| decide(Mode::Propose, None, None, Some(r), TargetView::Present);
+    let cause_gone = Decision::Set {
+        phase: Phase::Resolved,
+        reason: Reason::CauseGone,
+    };
+    let mut old = r.clone();
+    old.young = false;
+    assert_eq!(kept(&old), cause_gone, "it stood: a record");
+    let mut approved = r.clone();
+    approved.approved = Some("d1".into());
+    assert_eq!(kept(&approved), cause_gone, "a person approved it");
+    let mut consented = r.clone();
+    consented.allow_live_patch = true;
+    assert_eq!(kept(&consented), cause_gone, "a person touched it");
+    let mut replanned = r.clone();
+    replanned.reason = "PlanChanged".into();
+    assert_eq!(kept(&replanned), cause_gone, "not a first proposal");
+    let mut wrote = r.clone();
+    wrote.wrote = true;
+    wrote.phase = Phase::Applied;
+    wrote.reason = "Applied".into();
+    assert_eq!(
+        kept(&wrote),
+        Decision::Nothing,
+        "a write is never forgotten"
+    );
+}
+
+#[test]
 fn only_an_approval_of_the_current_digest_applies() {
     let p = plan("d2", false);
     let mut r = proposed("d2");
@@ -319,6 +356,11 @@ impl World {
         let d = decide(self.mode, plan.as_ref(), None, self.rem.as_ref(), view);
         match d {
             Decision::Nothing => return false,
+            Decision::Withdraw => {
+                let rem = self.rem.as_ref().expect("withdraw without a Remediation");
+                assert!(!rem.wrote && rem.approved.is_none(), "withdrew {rem:?}");
+                self.rem = None;
+            }
             Decision::Publish { first } => {
                 let plan = plan.expect("publish without a plan");
                 let rem = self.rem.get_or_insert_with(|| RemView {
