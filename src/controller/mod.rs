@@ -98,7 +98,9 @@ pub struct RunArgs {
     /// In apply mode, a safe plan is written only once it has stood, published and unchanged,
     /// this many seconds: a namespace being applied object by object (`kubectl apply -f DIR`, a
     /// GitOps sync) shows findings half-way that go away by themselves, and meshmedic must not
-    /// create objects for them. An approved plan is written at once (a person reviewed it).
+    /// create objects for them. An approved plan is written at once (a person reviewed it). In
+    /// every mode, a first proposal nobody touched whose cause goes away within this time is
+    /// withdrawn (deleted) instead of kept as Resolved.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub apply_settle_seconds: u64,
 }
