@@ -138,6 +138,17 @@ pub async fn show(client: &Client, rem: &Remediation) -> Result<String, String> 
     ))
 }
 
+/// What to say when a Remediation cannot be read. A missing one is most often a proposal the
+/// operator withdrew: its cause went away within the settle time, untouched, nothing written.
+pub fn unreadable(namespace: &str, name: &str, e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if s.code == 404 => format!(
+            "Remediation {namespace}/{name} does not exist: a proposal whose cause went away within the operator's settle time (--apply-settle-seconds) is withdrawn, with nothing written; `kubectl get remediations -n {namespace}` lists the current ones"
+        ),
+        e => format!("cannot read Remediation {namespace}/{name}: {e}"),
+    }
+}
+
 /// Shows the plan, then approves the digest shown, only if the Remediation has not changed since
 /// it was read. Returns what to print.
 pub async fn approve(
@@ -151,7 +162,7 @@ pub async fn approve(
     let rem = api
         .get(name)
         .await
-        .map_err(|e| format!("cannot read Remediation {namespace}/{name}: {e}"))?;
+        .map_err(|e| unreadable(namespace, name, &e))?;
     let digest = rem.spec.plan_digest.clone().ok_or_else(|| {
         format!("Remediation {namespace}/{name} has no plan digest yet (is the operator running?)")
     })?;
@@ -199,7 +210,7 @@ pub async fn approve(
                 let now = api
                     .get(name)
                     .await
-                    .map_err(|e| format!("cannot read Remediation {namespace}/{name}: {e}"))?;
+                    .map_err(|e| unreadable(namespace, name, &e))?;
                 if now.spec.plan_digest.as_deref() != Some(digest.as_str()) {
                     return Err(format!(
                         "Remediation {namespace}/{name} was re-planned while you reviewed it (the plan is now {}); nothing approved. Run `meshmedic approve {name} -n {namespace}` again",
@@ -257,6 +268,32 @@ pub fn run(args: ApproveArgs) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_remediation_is_explained_other_errors_are_passed_on() {
+        let gone = kube::Error::Api(
+            kube::core::Status::failure("not found", "NotFound")
+                .with_code(404)
+                .boxed(),
+        );
+        let said = unreadable("shop", "virtualservice-cart-1", &gone);
+        assert!(
+            said.contains("shop/virtualservice-cart-1 does not exist")
+                && said.contains("withdrawn")
+                && said.contains("kubectl get remediations -n shop"),
+            "{said}"
+        );
+        let forbidden = kube::Error::Api(
+            kube::core::Status::failure("forbidden", "Forbidden")
+                .with_code(403)
+                .boxed(),
+        );
+        let said = unreadable("shop", "x", &forbidden);
+        assert!(
+            said.starts_with("cannot read Remediation shop/x:") && said.contains("forbidden"),
+            "{said}"
+        );
+    }
 
     #[test]
     fn the_diff_marks_added_and_removed_lines() {

@@ -23,7 +23,7 @@ pub async fn rollback(client: &Client, namespace: &str, name: &str) -> Result<St
     let rem = api
         .get(name)
         .await
-        .map_err(|e| format!("cannot read Remediation {namespace}/{name}: {e}"))?;
+        .map_err(|e| super::approve::unreadable(namespace, name, &e))?;
     let written = rem.status.as_ref().is_some_and(|s| s.written.is_some());
     let set = |value: bool| {
         let api = api.clone();
