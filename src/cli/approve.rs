@@ -271,11 +271,14 @@ mod tests {
 
     #[test]
     fn a_missing_remediation_is_explained_other_errors_are_passed_on() {
-        let gone = kube::Error::Api(
-            kube::core::Status::failure("not found", "NotFound")
-                .with_code(404)
-                .boxed(),
-        );
+        let api_error = |message: &str, reason: &str, code: u16| {
+            kube::Error::Api(
+                kube::core::Status::failure(message, reason)
+                    .with_code(code)
+                    .boxed(),
+            )
+        };
+        let gone = api_error("not found", "NotFound", 404);
         let said = unreadable("shop", "virtualservice-cart-1", &gone);
         assert!(
             said.contains("shop/virtualservice-cart-1 does not exist")
@@ -283,11 +286,7 @@ mod tests {
                 && said.contains("kubectl get remediations -n shop"),
             "{said}"
         );
-        let forbidden = kube::Error::Api(
-            kube::core::Status::failure("forbidden", "Forbidden")
-                .with_code(403)
-                .boxed(),
-        );
+        let forbidden = api_error("forbidden", "Forbidden", 403);
         let said = unreadable("shop", "x", &forbidden);
         assert!(
             said.starts_with("cannot read Remediation shop/x:") && said.contains("forbidden"),

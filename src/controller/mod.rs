@@ -150,6 +150,13 @@ pub struct Context {
     pub published_since: std::sync::Mutex<BTreeMap<(String, String), (String, Instant)>>,
 }
 
+/// What [`Context::settle_clock`] tells of one Remediation's published plan.
+#[derive(Clone, Copy, Default)]
+struct SettleClock {
+    young: bool,
+    settled: bool,
+}
+
 /// How long a write may take to reach the watch before the view is trusted again.
 const PENDING_TTL: Duration = Duration::from_secs(20);
 
@@ -178,49 +185,37 @@ impl Context {
         }
     }
 
-    /// Whether the plan `digest`, published on `ns/name`, has stood for the apply settle time.
-    /// The first sighting starts the clock and schedules a pass for when it runs out (in apply
-    /// mode, where it matters); another digest, or none, starts over.
-    fn settled(&self, ns: &str, name: &str, digest: Option<&str>, mode: Mode) -> bool {
+    /// The settle clock of the plan published on `ns/name` (`digest`, if it is the plan the
+    /// analysis makes now), read and advanced in one lookup. `young`: the clock was running and
+    /// is not out yet (read before it is reset). `settled`: `digest` has stood for the settle
+    /// time. The first sighting of a digest starts the clock and schedules a pass for when it
+    /// runs out (in apply mode, where it matters); another digest, or none, starts over.
+    fn settle_clock(&self, ns: &str, name: &str, digest: Option<&str>, mode: Mode) -> SettleClock {
         let settle = Duration::from_secs(self.args.apply_settle_seconds);
         let key = (ns.to_string(), name.to_string());
-        let first_seen = {
-            let Ok(mut m) = self.published_since.lock() else {
-                return false;
-            };
-            let Some(digest) = digest else {
-                m.remove(&key);
-                return false;
-            };
-            match m.get(&key) {
-                Some((d, at)) if d == digest => Some(*at),
-                _ => {
-                    m.insert(key, (digest.to_string(), Instant::now()));
-                    None
-                }
-            }
+        let Ok(mut m) = self.published_since.lock() else {
+            return SettleClock::default();
         };
-        match first_seen {
-            Some(at) => at.elapsed() >= settle,
-            None if settle.is_zero() => true,
-            None => {
-                if mode == Mode::Apply {
+        let young = m.get(&key).is_some_and(|(_, at)| at.elapsed() < settle);
+        let Some(digest) = digest else {
+            m.remove(&key);
+            return SettleClock {
+                young,
+                settled: false,
+            };
+        };
+        let settled = match m.get(&key) {
+            Some((d, at)) if d == digest => at.elapsed() >= settle,
+            _ => {
+                m.insert(key, (digest.to_string(), Instant::now()));
+                drop(m);
+                if !settle.is_zero() && mode == Mode::Apply {
                     self.pass_after_settle(ns);
                 }
-                false
+                settle.is_zero()
             }
-        }
-    }
-
-    /// Whether the plan published on `ns/name` was first seen less than the settle time ago.
-    fn young(&self, ns: &str, name: &str) -> bool {
-        let settle = Duration::from_secs(self.args.apply_settle_seconds);
-        let key = (ns.to_string(), name.to_string());
-        self.published_since
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&key).map(|(_, at)| at.elapsed() < settle))
-            .unwrap_or(false)
+        };
+        SettleClock { young, settled }
     }
 
     /// Starts the settle clock of a plan this replica has just published, and schedules a pass
@@ -789,17 +784,17 @@ async fn reconcile_in(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
                 continue;
             }
             let view = target_view(ctx, &snapshot, target, rem);
-            let rem_view = rem.map(|r| lifecycle::RemView {
-                young: ctx.young(ns, name),
-                ..rem_view(r)
-            });
             let published = plan
                 .zip(rem)
                 .filter(|(p, r)| r.spec.plan_digest.as_deref() == Some(p.view.digest.as_str()))
                 .map(|(p, _)| p.view.digest.as_str());
-            let settled = ctx.settled(ns, name, published, mode);
+            let clock = ctx.settle_clock(ns, name, published, mode);
+            let rem_view = rem.map(|r| lifecycle::RemView {
+                young: clock.young,
+                ..rem_view(r)
+            });
             let plan_view = plan.map(|p| PlanView {
-                settled,
+                settled: clock.settled,
                 ..p.view.clone()
             });
             let decision = lifecycle::decide(
