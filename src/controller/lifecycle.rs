@@ -245,6 +245,11 @@ pub fn decide(
 
     // 4. No finding for the target any more.
     let Some(plan) = plan else {
+        if !rem.wrote && !rem.creates && target == Target::Absent {
+            return set(Phase::Stale, Reason::TargetDeleted);
+        }
+        // A deleted target is a person's act, recorded above; a cause that went away while the
+        // rest of a namespace arrived leaves nothing to record.
         let untouched = !rem.wrote
             && rem.phase == Phase::Proposed
             && rem.reason == "Proposed"
@@ -252,9 +257,6 @@ pub fn decide(
             && !rem.allow_live_patch;
         if rem.young && untouched {
             return Withdraw;
-        }
-        if !rem.wrote && !rem.creates && target == Target::Absent {
-            return set(Phase::Stale, Reason::TargetDeleted);
         }
         if !rem.wrote
             && !matches!(

@@ -72,6 +72,14 @@ fn a_young_untouched_proposal_whose_cause_went_away_is_withdrawn_anything_else_i
         phase: Phase::Resolved,
         reason: Reason::CauseGone,
     };
+    assert_eq!(
+        decide(Mode::Propose, None, None, Some(&r), TargetView::Absent),
+        Decision::Set {
+            phase: Phase::Stale,
+            reason: Reason::TargetDeleted
+        },
+        "a deleted target is recorded, not withdrawn"
+    );
     let mut old = r.clone();
     old.young = false;
     assert_eq!(kept(&old), cause_gone, "it stood: a record");
