@@ -48,6 +48,9 @@ static RESOLVED_BUT_PRESENT: std::sync::atomic::AtomicUsize =
 const LEASE_SECONDS: u64 = 4;
 const REPLICAS: [&str; 2] = ["replica-a", "replica-b"];
 const HUMAN: &str = "chaos-human";
+/// Lost races (409s on Remediation writes) in any one second: a few are a race with the reviewer
+/// or the other replica; a loop on a stale view makes dozens.
+const MAX_LOST_RACES_PER_SECOND: usize = 10;
 
 // ---------------------------------------------------------------------------------------------
 // Processes
@@ -1353,6 +1356,8 @@ async fn chaos() {
     // (when, replica) of each of those writes, to count the actions they belong to.
     let mut not_leader_at = Vec::new();
     let mut throttled = 0usize;
+    // The operator's Remediation writes answered 409 (another writer was first), by second.
+    let mut lost_races: BTreeMap<String, usize> = BTreeMap::new();
     let mut status_writes: BTreeMap<String, usize> = BTreeMap::new();
     // Writes more than 20 s into the quiet period (no load, no reviewer, no faults): a loop.
     let settled = quiet_from
@@ -1418,6 +1423,12 @@ async fn chaos() {
         let code = e["responseStatus"]["code"].as_i64().unwrap_or(0);
         if code == 429 {
             throttled += 1;
+        }
+        if code == 409 && e["objectRef"]["resource"] == "remediations" {
+            let second = e["stageTimestamp"].as_str().unwrap_or_default();
+            *lost_races
+                .entry(second.get(..19).unwrap_or(second).to_string())
+                .or_default() += 1;
         }
         let verb = e["verb"].as_str().unwrap_or_default();
         if !matches!(verb, "create" | "update" | "patch" | "delete") || !(200..300).contains(&code)
@@ -1585,6 +1596,7 @@ async fn chaos() {
         .max_by_key(Vec::len)
         .unwrap_or_default();
     let not_recovered = outcomes.iter().filter(|o| o.recovery.is_none()).count();
+    let most_lost_races = lost_races.values().copied().max().unwrap_or(0);
     let figures = [
         (
             "Duration of the run (s)",
@@ -1631,6 +1643,10 @@ async fn chaos() {
             ),
         ),
         ("429s answered to the operator", throttled.to_string()),
+        (
+            "Remediation writes that lost a race (409): all / most in one second",
+            format!("{} / {most_lost_races}", lost_races.values().sum::<usize>()),
+        ),
         (
             "Watch errors logged (410 Gone / expired)",
             gone_410.to_string(),
@@ -1734,6 +1750,12 @@ async fn chaos() {
     assert!(
         actions <= freezes,
         "actions by a non-leader beyond one in-flight action per freeze ({actions} > {freezes}): {not_leader:#?}"
+    );
+    // A lost race is decided again on the Remediation read afresh, not on the same stale view
+    // in a loop (which once made 100 conflicting writes a second while a watch relisted).
+    assert!(
+        most_lost_races <= MAX_LOST_RACES_PER_SECOND,
+        "a conflict loop: {most_lost_races} Remediation writes lost their race in one second"
     );
     let quiet: usize = quiet_writes.values().sum();
     assert_eq!(

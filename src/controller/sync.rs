@@ -389,12 +389,12 @@ pub fn lease_is_ours(
 
 /// Writes [`conditions_for`] to a Remediation's status, if it changes anything. Guarded by the
 /// resourceVersion the decision was made on: a Remediation changed meanwhile is left for the
-/// next pass (its watch event brings one).
+/// next pass (its watch event brings one). Returns the Remediation written, if it was.
 pub async fn write_condition(
     api: &kube::Api<crate::model::remediation::Remediation>,
     rem: &crate::model::remediation::Remediation,
     missing: &[String],
-) -> kube::Result<bool> {
+) -> kube::Result<Option<crate::model::remediation::Remediation>> {
     use kube::ResourceExt;
     let existing = rem
         .status
@@ -404,7 +404,7 @@ pub async fn write_condition(
     let Some(conditions) =
         conditions_for(existing, missing, rem.metadata.generation, Timestamp::now())
     else {
-        return Ok(false);
+        return Ok(None);
     };
     let patch = serde_json::json!({
         "metadata": {"resourceVersion": rem.resource_version()},
@@ -418,8 +418,8 @@ pub async fn write_condition(
         )
         .await
     {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Ok(updated) => Ok(Some(updated)),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
         Err(e) => Err(e),
     }
 }
