@@ -1107,3 +1107,82 @@ async fn destination_rule(admin: &Client, ns: &str, name: &str) -> Option<Dynami
             .expect("api");
     api.get_opt(name).await.expect("get")
 }
+
+/// An approval belongs to the episode it was given in. The chaos run caught a reviewer approving
+/// a plan whose cause a person had just removed; seconds later the person put the old spec back,
+/// the cause and the very same plan returned, and the operator applied the old approval to a
+/// spec nobody had reviewed it against. A Remediation whose cause comes back is a proposal again
+/// (`Reappeared`) and the approval it carried is used up.
+#[tokio::test]
+async fn an_approval_the_cause_outlived_is_used_up_not_applied_when_the_cause_returns() {
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+    let ns = shop(&admin, "loop-outlived", Some("propose")).await;
+    let operator = Replica::start(cp.meshmedic_config(), "lease-outlived", "replica-outlived");
+    let rem = find(&admin, &ns, "VirtualService", "cart").await;
+    let name = rem.name_any();
+    let digest = rem.spec.plan_digest.clone().expect("digest");
+    // Touched by a person, so a young proposal whose cause goes away is kept as a record rather
+    // than withdrawn (every test's operator watches this namespace, each with its own clock).
+    set_spec(&admin, &ns, &name, json!({"allowLivePatch": true})).await;
+
+    // A person fixes the cause by hand; the Remediation is resolved without a write.
+    let api = target_api(&admin, &rem).await;
+    let retry_on = "/spec/http/0/retries/retryOn";
+    let original = api.get("cart").await.expect("cart");
+    let mut fixed = original.clone();
+    fixed.metadata.managed_fields = None;
+    *fixed.data.pointer_mut(retry_on).expect("cart retries") =
+        json!("connect-failure,refused-stream,unavailable,reset,503");
+    api.replace("cart", &Default::default(), &fixed)
+        .await
+        .expect("a person fixes the cause");
+    wait_for(&admin, &ns, &name, "the cause gone", |r| {
+        phase(r) == Phase::Resolved && reason(r, "Ready").as_deref() == Some("CauseGone")
+    })
+    .await;
+
+    // A reviewer approves the published plan anyway (by hand: `meshmedic approve` would refuse
+    // a plan made from another spec), and the person then puts the old spec back.
+    set_spec(&admin, &ns, &name, json!({"approvedDigest": digest})).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut back = api.get("cart").await.expect("cart");
+    back.metadata.managed_fields = None;
+    back.data["spec"] = original.data["spec"].clone();
+    let back = api
+        .replace("cart", &Default::default(), &back)
+        .await
+        .expect("the old spec back");
+
+    let r = wait_for(&admin, &ns, &name, "a proposal again", |r| {
+        phase(r) == Phase::Proposed && reason(r, "Ready").as_deref() == Some("Reappeared")
+    })
+    .await;
+    assert_eq!(
+        r.spec.plan_digest.as_deref(),
+        Some(digest.as_str()),
+        "same plan"
+    );
+    let r = wait_for(&admin, &ns, &name, "the old approval used up", |r| {
+        r.spec.approved_digest.is_none()
+    })
+    .await;
+    assert!(!written(&r));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let now = api.get("cart").await.expect("cart");
+    assert_eq!(
+        now.resource_version(),
+        back.resource_version(),
+        "the old approval was applied: {}",
+        now.data.pointer(retry_on).unwrap_or(&Value::Null)
+    );
+
+    // Approved again, with the spec in front of the reviewer: written and verified.
+    approve(&admin, &ns, &name).await;
+    wait_for(&admin, &ns, &name, "the fix verified", |r| {
+        phase(r) == Phase::Resolved && reason(r, "Verified").as_deref() == Some("Verified")
+    })
+    .await;
+    operator.stop();
+}

@@ -700,17 +700,24 @@ pub fn set_condition(
 }
 
 /// Consumes an approval: removes `spec.approvedDigest` only if it still names `digest` (a newer
-/// approval given meanwhile is kept).
+/// approval given meanwhile is kept) and, with `at`, only if the Remediation is still at that
+/// resourceVersion (an approval of the same digest given again since is kept too).
 pub async fn consume_approval(
     api: &Api<Remediation>,
     name: &str,
     digest: &str,
+    at: Option<&str>,
 ) -> kube::Result<Remediation> {
-    let patch: json_patch::Patch = serde_json::from_value(json!([
-        {"op": "test", "path": "/spec/approvedDigest", "value": digest},
-        {"op": "remove", "path": "/spec/approvedDigest"}
-    ]))
-    .map_err(kube::Error::SerdeError)?;
+    let mut ops = vec![json!({"op": "test", "path": "/spec/approvedDigest", "value": digest})];
+    if let Some(rv) = at {
+        ops.insert(
+            0,
+            json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv}),
+        );
+    }
+    ops.push(json!({"op": "remove", "path": "/spec/approvedDigest"}));
+    let patch: json_patch::Patch =
+        serde_json::from_value(Value::Array(ops)).map_err(kube::Error::SerdeError)?;
     api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
         .await
 }

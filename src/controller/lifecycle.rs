@@ -278,7 +278,8 @@ pub fn decide(
     //     again (a changed plan is published by step 6). Whatever resolved it before (it went
     //     away by itself, a verified write since undone by someone who had already reverted
     //     once): a Resolved Remediation never stands beside its live cause, and nothing is
-    //     re-applied without a new approval.
+    //     re-applied without a new approval (the executor removes an approval the cause
+    //     outlived before it records `Reappeared`).
     let resolved_before = rem.phase == Phase::Resolved
         || (!rem.wrote && matches!(rem.reason.as_str(), "CauseGone" | "TargetDeleted"));
     if resolved_before

@@ -1092,7 +1092,7 @@ async fn execute(
             if !auto && let Some(d) = r.spec.approved_digest.as_deref() {
                 // The approval is used up by the attempt it allowed: a failed write is retried
                 // only on a new approval (no retry loop).
-                match apply::consume_approval(api, name, d).await {
+                match apply::consume_approval(api, name, d, None).await {
                     Ok(u) => ctx.remember(u),
                     Err(e) => tracing::debug!(error = %e, "approval not cleared"),
                 }
@@ -1181,8 +1181,13 @@ async fn execute(
                     "rollback requested; meshmedic had written nothing".to_string()
                 }
                 Reason::Reappeared => format!(
-                    "the cause is back; proposed plan {}",
-                    r.spec.plan_digest.as_deref().unwrap_or("?")
+                    "the cause is back; proposed plan {}{}",
+                    r.spec.plan_digest.as_deref().unwrap_or("?"),
+                    if r.spec.approved_digest.is_some() {
+                        "; the approval given before it went away is used up: approve it again"
+                    } else {
+                        ""
+                    }
                 ),
             };
             if reason == Reason::Reverted {
@@ -1232,6 +1237,30 @@ async fn execute(
                 Reason::WriteLimit | Reason::TargetChanged => ctx.metrics.outcome("refused"),
                 _ => {}
             }
+            // An approval belongs to the episode it was given in: one the cause outlived is not
+            // carried over to its return (the person may have approved a plan already stale,
+            // or weeks ago). It is removed before the status says Proposed, so no pass can
+            // apply it in between; conditional on the version read, so an approval given
+            // again since is kept.
+            let consumed;
+            let r = match r.spec.approved_digest.as_deref() {
+                Some(d) if reason == Reason::Reappeared => {
+                    match apply::consume_approval(api, name, d, r.resource_version().as_deref())
+                        .await
+                    {
+                        Ok(u) => {
+                            consumed = u;
+                            &consumed
+                        }
+                        // A failed `test`: the Remediation changed since it was read.
+                        Err(kube::Error::Api(e)) if matches!(e.code, 409 | 422) => {
+                            return retry_later(ctx, api, ns, name).await;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                _ => r,
+            };
             let status = apply::with_phase(r, status, phase, reason.as_str(), &message);
             let updated = match apply::write_status(api, r, &status).await {
                 Err(e) if apply::lost_race(&e) => return retry_later(ctx, api, ns, name).await,
