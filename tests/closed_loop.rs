@@ -159,6 +159,12 @@ async fn an_approval_racing_a_re_plan_never_applies_the_new_plan() {
     })
     .await;
     assert_eq!(phase(&outdated), Phase::Proposed);
+    // And it is withdrawn: should the plan return to the old digest (the person's edit undone),
+    // an approval given while it was stale does not come back to life.
+    wait_for(&admin, &ns, &name, "the outdated approval removed", |r| {
+        r.spec.approved_digest.is_none()
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         api.get("catalog")

@@ -1143,7 +1143,7 @@ async fn execute(
                 .collect();
             let message = match reason {
                 Reason::ApprovalOutdated => format!(
-                    "the approval names {} but the plan is {}: nothing is written; approve the current plan",
+                    "the approval names {} but the plan is {}: nothing is written and that approval is withdrawn; approve the current plan",
                     r.spec.approved_digest.as_deref().unwrap_or("?"),
                     r.spec.plan_digest.as_deref().unwrap_or("?")
                 ),
@@ -1237,14 +1237,15 @@ async fn execute(
                 Reason::WriteLimit | Reason::TargetChanged => ctx.metrics.outcome("refused"),
                 _ => {}
             }
-            // An approval belongs to the episode it was given in: one the cause outlived is not
-            // carried over to its return (the person may have approved a plan already stale,
-            // or weeks ago). It is removed before the status says Proposed, so no pass can
-            // apply it in between; conditional on the version read, so an approval given
-            // again since is kept.
+            // An approval belongs to the plan and the episode it was given in: one the cause
+            // outlived is not carried over to its return, and one of a plan since replaced does
+            // not come back to life if the plan returns to it (the person approved a plan that
+            // was already stale, or weeks ago). It is removed before the status says Proposed,
+            // so no pass can apply it in between; conditional on the version read, so an
+            // approval given again since is kept.
             let consumed;
             let r = match r.spec.approved_digest.as_deref() {
-                Some(d) if reason == Reason::Reappeared => {
+                Some(d) if matches!(reason, Reason::Reappeared | Reason::ApprovalOutdated) => {
                     match apply::consume_approval(api, name, d, r.resource_version().as_deref())
                         .await
                     {
