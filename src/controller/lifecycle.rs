@@ -313,8 +313,13 @@ pub fn decide(
         }
         return Apply { auto: !approved };
     }
+    // Not deduplicated like the others: the executor withdraws the outdated approval with this
+    // status, so a Remediation still carrying one (recorded by an earlier version) loses it.
     if rem.approved.is_some() && !approved && !rem.wrote {
-        return set(Phase::Proposed, Reason::ApprovalOutdated);
+        return Set {
+            phase: Phase::Proposed,
+            reason: Reason::ApprovalOutdated,
+        };
     }
     Nothing
 }

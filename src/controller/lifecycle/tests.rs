@@ -115,6 +115,17 @@ fn only_an_approval_of_the_current_digest_applies() {
             reason: Reason::ApprovalOutdated
         }
     );
+    // Recorded already (by an earlier version, which left the approval in place): recorded
+    // again, which withdraws it.
+    r.reason = Reason::ApprovalOutdated.as_str().into();
+    assert_eq!(
+        decide(Mode::Propose, Some(&p), None, Some(&r), TargetView::Present),
+        Decision::Set {
+            phase: Phase::Proposed,
+            reason: Reason::ApprovalOutdated
+        }
+    );
+    r.reason = "Proposed".into();
     r.approved = Some("d2".into());
     assert_eq!(
         decide(Mode::Propose, Some(&p), None, Some(&r), TargetView::Present),
@@ -476,6 +487,11 @@ impl World {
                 if reason == Reason::Reverted {
                     rem.reverted = true;
                 }
+                // The executor withdraws an approval of a replaced plan, and one its cause
+                // outlived, before it records these.
+                if matches!(reason, Reason::ApprovalOutdated | Reason::Reappeared) {
+                    rem.approved = None;
+                }
                 rem.phase = phase;
                 rem.reason = reason.as_str().into();
             }
@@ -500,9 +516,9 @@ impl World {
                 }
             }
             Act::ApproveOld => {
-                // An approval of a plan that is no longer current. It may become current again
-                // (the target returns to that state): the plan is then exactly what was
-                // approved, so it counts as an approval.
+                // An approval of a plan that is no longer current. The operator withdraws it
+                // once a pass sees it outdated; should the target return to that state before
+                // any pass did, the plan is exactly what was approved, so it counts as one.
                 if let (Some(rem), Some(d)) = (self.rem.as_mut(), self.old_digests.first()) {
                     rem.approved = Some(d.clone());
                     self.approvals += 1;
