@@ -74,7 +74,8 @@ async fn claim_target(
     }
 }
 
-fn is_conflict(e: &kube::Error) -> bool {
+/// The write found the object changed since it was read: a precondition or a `test` failed.
+pub fn is_conflict(e: &kube::Error) -> bool {
     // A failed `test` operation is 422 (Invalid) on JSON patch; 409 is a write conflict.
     matches!(e, kube::Error::Api(s) if s.code == 422 || s.code == 409)
 }
@@ -708,14 +709,15 @@ pub async fn consume_approval(
     digest: &str,
     at: Option<&str>,
 ) -> kube::Result<Remediation> {
-    let mut ops = vec![json!({"op": "test", "path": "/spec/approvedDigest", "value": digest})];
-    if let Some(rv) = at {
-        ops.insert(
-            0,
-            json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv}),
-        );
-    }
-    ops.push(json!({"op": "remove", "path": "/spec/approvedDigest"}));
+    let pinned =
+        at.map(|rv| json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv}));
+    let ops: Vec<Value> = pinned
+        .into_iter()
+        .chain([
+            json!({"op": "test", "path": "/spec/approvedDigest", "value": digest}),
+            json!({"op": "remove", "path": "/spec/approvedDigest"}),
+        ])
+        .collect();
     let patch: json_patch::Patch =
         serde_json::from_value(Value::Array(ops)).map_err(kube::Error::SerdeError)?;
     api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))

@@ -169,19 +169,21 @@ impl Context {
     }
 
     /// The newer of the watched object and the one meshmedic last wrote.
-    fn freshest(&self, r: Remediation) -> Remediation {
+    /// (Copied only when the remembered one is newer.)
+    fn freshest<'a>(&self, r: &'a Remediation) -> std::borrow::Cow<'a, Remediation> {
+        use std::borrow::Cow;
         let key = (r.namespace().unwrap_or_default(), r.name_any());
         let Ok(mut m) = self.latest.lock() else {
-            return r;
+            return Cow::Borrowed(r);
         };
         let rv = |x: &Remediation| rv_number(x.metadata.resource_version.as_deref());
         match m.get(&key) {
-            Some(mine) if rv(mine) > rv(&r) => mine.clone(),
+            Some(mine) if rv(mine) > rv(r) => Cow::Owned(mine.clone()),
             Some(_) => {
                 m.remove(&key);
-                r
+                Cow::Borrowed(r)
             }
-            None => r,
+            None => Cow::Borrowed(r),
         }
     }
 
@@ -231,10 +233,14 @@ impl Context {
     }
 
     fn pass_after_settle(&self, ns: &str) {
-        let settle = Duration::from_secs(self.args.apply_settle_seconds);
+        self.pass_after(ns, Duration::from_secs(self.args.apply_settle_seconds));
+    }
+
+    /// Schedules a pass over `ns` once `delay` has passed.
+    fn pass_after(&self, ns: &str, delay: Duration) {
         let (changes, ns) = (self.changes.clone(), ns.to_string());
         tokio::spawn(async move {
-            tokio::time::sleep(settle).await;
+            tokio::time::sleep(delay).await;
             changes.mark(Some(&ns), false).await;
         });
     }
@@ -752,7 +758,7 @@ async fn reconcile_in(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
         let held_names: BTreeSet<String> = held.iter().map(|r| r.name_any()).collect();
         let mine: BTreeMap<String, Remediation> = mine
             .into_iter()
-            .map(|r| (r.name_any(), ctx.freshest(r.clone())))
+            .map(|r| (r.name_any(), ctx.freshest(r).into_owned()))
             .collect();
         let planned: BTreeMap<String, plan::Planned> = planned
             .into_iter()
@@ -779,11 +785,7 @@ async fn reconcile_in(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
             if let Some(writer) = rem.and_then(apply::writing) {
                 // Another replica (e.g. the previous leader) is writing this target: wait.
                 tracing::debug!(remediation = %name, %writer, "being written; deciding later");
-                let (changes, ns) = (ctx.changes.clone(), ns.clone());
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    changes.mark(Some(&ns), false).await;
-                });
+                ctx.pass_after(ns, Duration::from_secs(1));
                 continue;
             }
             let view = target_view(ctx, &snapshot, target, rem);
@@ -839,7 +841,7 @@ async fn reconcile_in(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
         // them); the others drop a `Synced=False` they carried.
         for rem in held.iter().copied().chain(mine.values()) {
             // As this pass left it: a status it wrote above is newer than the one it read.
-            let rem = &ctx.freshest(rem.clone());
+            let rem = &*ctx.freshest(rem);
             let missing = match (
                 withheld_kinds(&withheld, rem).is_some(),
                 withheld_kinds(&told, rem),
@@ -905,7 +907,7 @@ pub fn rem_view(r: &Remediation) -> lifecycle::RemView {
             (Some(generation), Some(observed)) => generation > observed,
             _ => false,
         },
-        // Time is the controller's to judge (see `Context::young`).
+        // Time is the controller's to judge (see `Context::settle_clock`).
         young: false,
     }
 }
@@ -984,11 +986,7 @@ async fn retry_later(ctx: &Context, api: &Api<Remediation>, ns: &str, name: &str
                 ctx.metrics.api_error("remediation");
                 tracing::debug!(remediation = %name, namespace = %ns, error = %e, "reading a Remediation again after a conflict");
             }
-            let (changes, ns) = (ctx.changes.clone(), ns.to_string());
-            tokio::spawn(async move {
-                tokio::time::sleep(RETRY_UNSEEN).await;
-                changes.mark(Some(&ns), false).await;
-            });
+            ctx.pass_after(ns, RETRY_UNSEEN);
         }
     }
     Ok(())
@@ -1254,7 +1252,7 @@ async fn execute(
                             &consumed
                         }
                         // A failed `test`: the Remediation changed since it was read.
-                        Err(kube::Error::Api(e)) if matches!(e.code, 409 | 422) => {
+                        Err(e) if apply::is_conflict(&e) => {
                             return retry_later(ctx, api, ns, name).await;
                         }
                         Err(e) => return Err(e.into()),
