@@ -122,7 +122,10 @@ impl Snapshot {
             return Dataplane::Gateway { why };
         }
         let revision = self.injecting_revision(w);
-        if native_proxy_in_init_containers(w) {
+        // An `istio-proxy` with no app beside it is not a sidecar: ztunnel's DaemonSet names its
+        // only container `istio-proxy` (`proxy ztunnel`) and is no Envoy at all.
+        let beside_an_app = w.app_containers().next().is_some();
+        if beside_an_app && native_proxy_in_init_containers(w) {
             return Dataplane::Sidecar {
                 native: true,
                 revision: revision.unwrap_or_else(|| "default".to_string()),
@@ -130,7 +133,8 @@ impl Snapshot {
                     .to_string(),
             };
         }
-        if proxy_in_containers(w).is_some()
+        if beside_an_app
+            && proxy_in_containers(w).is_some()
             && (w.pod_annotations.contains_key(SIDECAR_STATUS) || revision.is_none())
         {
             return Dataplane::Sidecar {

@@ -341,3 +341,62 @@ spec: {selector: {app: app}, ports: [{name: http, port: 80, targetPort: 8080}]}
         vec![Code::MissingResetRetry]
     );
 }
+
+/// `istio-proxy` beside an app is a sidecar already in place (`istioctl kube-inject` output);
+/// `istio-proxy` alone is not: ztunnel's DaemonSet (Istio's `ztunnel` chart, as rendered in
+/// kubeflow/manifests) names its only container so, runs `proxy ztunnel`, and opts out of
+/// injection. It was read as a pod with a classic sidecar and got a sidecar-lifecycle finding.
+#[test]
+fn istio_proxy_is_a_sidecar_only_beside_an_app() {
+    let snap = snapshot(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: app, namespace: shop}
+spec:
+  selector: {matchLabels: {app: app}}
+  template:
+    metadata:
+      labels: {app: app}
+      annotations: {sidecar.istio.io/status: '{"containers":["istio-proxy"]}'}
+    spec:
+      containers:
+      - {name: app, image: "example/app:1"}
+      - {name: istio-proxy, image: "docker.io/istio/proxyv2:1.29.1", args: [proxy, sidecar]}
+"#,
+    );
+    assert!(
+        matches!(plane(&snap), Dataplane::Sidecar { native: false, .. }),
+        "{:?}",
+        plane(&snap)
+    );
+
+    let ztunnel = r#"---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: ztunnel, namespace: istio-system}
+spec:
+  selector: {matchLabels: {app: ztunnel}}
+  template:
+    metadata:
+      labels: {app: ztunnel, istio.io/dataplane-mode: none, sidecar.istio.io/inject: 'false'}
+      annotations: {sidecar.istio.io/inject: 'false'}
+    spec:
+      containers:
+      - {name: istio-proxy, image: "docker.io/istio/ztunnel:1.29.1", args: [proxy, ztunnel]}
+"#;
+    let snap = snapshot(ztunnel);
+    assert_eq!(plane(&snap), Dataplane::None);
+    assert!(!snap.is_injected(&snap.workloads[0]));
+    assert!(
+        crate::analysis::analyze(&snap).findings.is_empty(),
+        "no finding for ztunnel"
+    );
+    // The same pod in an injecting namespace, had it not opted out, would get a sidecar.
+    let snap = snapshot(&format!(
+        "{}{}",
+        namespace("istio-system", "{istio-injection: enabled}"),
+        ztunnel.replace("sidecar.istio.io/inject: 'false'", "tier: node")
+    ));
+    assert!(plane(&snap).is_sidecar(), "{:?}", plane(&snap));
+}
