@@ -440,21 +440,41 @@ fn is_object(doc: &impl Fields) -> bool {
     doc.str_at(&["apiVersion"]).is_some() && doc.str_at(&["kind"]).is_some()
 }
 
-/// Template actions that are not text inside a value: a line that starts with `{{` (control
-/// flow, includes), or Helm's objects (`.Values`, `.Release`, `.Chart`, `include`). Alerting
-/// rules and Argo workflows carry `{{ $labels.x }}`-style text in values and stay manifests.
+/// Template actions in the YAML's structure, not inside its string values. Rendered output
+/// (`helm template`, `kustomize build`, `istioctl manifest generate`) carries Go templates as
+/// text: istiod's injector ConfigMap holds its injection templates (`{{- if … }}` lines,
+/// `.Values`, `{{ template … }}`) in a block scalar, alerting rules and Argo workflows hold
+/// `{{ $labels.x }}`. In a template not yet rendered, actions stand where YAML reads keys, flow
+/// mappings or text of their own (`{{- if .Values.x }}` lines, `name: {{ .Release.Name }}`), so
+/// fewer `{{` are left in the parsed strings than the text has outside comments. A document
+/// that does not parse counts as templated.
 fn has_template_actions(text: &str) -> bool {
-    text.lines().any(|l| l.trim_start().starts_with("{{"))
-        || [
-            ".Values",
-            ".Release.",
-            ".Chart.",
-            "{{ include",
-            "{{- include",
-            "{{ template",
-        ]
-        .iter()
-        .any(|m| text.contains(m))
+    let in_text: usize = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(|l| l.matches("{{").count())
+        .sum();
+    let mut in_strings = 0;
+    for (_, doc) in split_documents(text) {
+        match yaml::from_str(&doc) {
+            Ok(value) => in_strings += actions_in_strings(&value),
+            Err(_) => return true,
+        }
+    }
+    in_strings < in_text
+}
+
+/// `{{` in the keys and string values of `value`.
+fn actions_in_strings(value: &Value) -> usize {
+    match value {
+        Value::String(s) => s.matches("{{").count(),
+        Value::Array(items) => items.iter().map(actions_in_strings).sum(),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| k.matches("{{").count() + actions_in_strings(v))
+            .sum(),
+        _ => 0,
+    }
 }
 
 /// Whether the file sits under `templates/` of a directory holding `Chart.yaml`.
@@ -857,8 +877,20 @@ mod tests {
         assert!(has_template_actions(
             "metadata:\n  name: {{ .Release.Name }}\n"
         ));
+        assert!(has_template_actions(
+            "metadata:\n  labels:\n    {{- include \"x.labels\" . | nindent 4 }}\n"
+        ));
+        // A comment counts for nothing; an action after a value's comment marker still does.
+        assert!(!has_template_actions("# {{ .Values.x }}\nkind: Service\n"));
+        assert!(has_template_actions("kind: Service # {{ .Values.x }}\n"));
         assert!(!has_template_actions(
             "annotations:\n  summary: \"{{ $labels.instance }} is down\"\n"
+        ));
+        // Rendered istiod: the injection templates are text of the injector ConfigMap.
+        assert!(!has_template_actions(
+            "kind: ConfigMap\ndata:\n  config: |-\n    templates:\n      sidecar: |\n        \
+             {{- define \"resources\" }}\n        {{- if .Values.global.proxy.resources }}\n        \
+             {{ template \"resources\" . }}\n        {{- end }}\n---\nkind: Service\n"
         ));
     }
 
@@ -886,6 +918,59 @@ mod tests {
         let bad = &input.invalid_documents[1];
         assert_eq!((bad.document, bad.line), (2, 13), "{bad}");
         assert!(bad.message.contains("spec.replicas"), "{bad}");
+    }
+
+    /// A rendered istiod install (as `helm template`, `istioctl manifest generate` or
+    /// kubeflow/manifests' `kustomize build` write it) is read: its injector ConfigMap holds Go
+    /// templates as text, and the mesh profile comes from it and from istiod.
+    #[test]
+    fn a_rendered_istio_install_is_read_not_skipped_as_a_template() {
+        let text = r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio-sidecar-injector, namespace: istio-system}
+data:
+  config: |-
+    policy: enabled
+    templates:
+      sidecar: |
+        {{- define "resources" }}
+          {{- if .Values.global.proxy.resources }}
+        resources: {{ toYaml .Values.global.proxy.resources | indent 2 }}
+          {{- end }}
+        {{- end }}
+        {{ template "resources" . }}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: istiod, namespace: istio-system}
+spec:
+  selector: {matchLabels: {app: istiod}}
+  template:
+    metadata: {labels: {app: istiod}}
+    spec:
+      containers:
+      - {name: discovery, image: "docker.io/istio/pilot:1.29.1"}
+"#;
+        let mut input = Input::default();
+        read_file(
+            Path::new("install.yaml"),
+            "install.yaml",
+            &Arc::new(text.to_string()),
+            &mut HashMap::new(),
+            &mut input,
+            true,
+        );
+        assert!(input.skipped_files.is_empty(), "{:?}", input.skipped_files);
+        assert_eq!(input.objects.len(), 2);
+        let (snapshot, _) = input.build(SnapshotOptions::default()).unwrap();
+        assert!(
+            snapshot
+                .istio_version
+                .to_string()
+                .starts_with("1.29, istiod image"),
+            "{}",
+            snapshot.istio_version
+        );
     }
 
     #[test]
