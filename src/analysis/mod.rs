@@ -302,9 +302,11 @@ pub fn worst(findings: &[Finding]) -> Option<Severity> {
 /// their traffic is plain TCP (PostgreSQL, MySQL, Redis, MongoDB, Cassandra, Memcached, AMQP,
 /// Kafka, ZooKeeper, SQL Server, Oracle, NATS, Pulsar, CockroachDB). Found reading the findings
 /// on GoogleCloudPlatform/kubernetes-engine-samples: unnamed Redis and PostgreSQL ports were
-/// offered HTTP retries that their traffic never meets.
+/// offered HTTP retries that their traffic never meets. And 443: clients speak TLS there, which
+/// sniffing passes through as TCP (kubeflow/manifests' admission webhooks, whose only port is
+/// an unnamed 443, got HTTP retry findings).
 const NON_HTTP_PORTS: &[i32] = &[
-    5432, 3306, 6379, 27017, 9042, 11211, 5672, 9092, 2181, 1433, 1521, 4222, 6650, 26257,
+    443, 5432, 3306, 6379, 27017, 9042, 11211, 5672, 9092, 2181, 1433, 1521, 4222, 6650, 26257,
 ];
 
 /// Service port protocol as Istio infers it: `appProtocol`, else the port name's prefix; an

@@ -592,7 +592,13 @@ fn retry_on_5xx_or_gateway_error_already_covers_resets() {
 fn undeclared_ports_of_databases_and_caches_are_tcp_not_http() {
     // Redis and PostgreSQL behind unnamed ports (kubernetes-engine-samples): Istio sniffs them
     // and finds TCP, so no HTTP retry policy ever applies.
-    for (image, port) in [("redis:7", 6379), ("postgres:16", 5432)] {
+    // An admission webhook's only port, an unnamed 443 (kubeflow/manifests): clients speak TLS
+    // there, which the sniffing passes through as TCP.
+    for (image, port) in [
+        ("redis:7", 6379),
+        ("postgres:16", 5432),
+        ("example/webhook:1", 443),
+    ] {
         let yaml = MESH
             .replace("example/cart:1", image)
             .replace("containerPort: 8080", &format!("containerPort: {port}"))
