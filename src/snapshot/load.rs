@@ -404,6 +404,15 @@ fn read_file(
             Err(bad) => invalid.push(bad),
         }
     }
+    if objects.is_empty() && !invalid.is_empty() && !text.contains("apiVersion") {
+        // JSON with comments or trailing commas (`.vscode/settings.json`, `appsettings.json`,
+        // `stylecop.json` in retaildevcrews/istio) is not YAML, and no manifest either: a broken
+        // manifest still names its apiVersion somewhere.
+        return skip(
+            input,
+            "not valid YAML, and no apiVersion anywhere in it: not a manifest",
+        );
+    }
     if objects.is_empty() && invalid.is_empty() {
         let reason = if others.is_empty() {
             "empty"
@@ -971,6 +980,41 @@ spec:
             "{}",
             snapshot.istio_version
         );
+    }
+
+    /// A file that is not YAML and names no apiVersion (JSON with comments, as editors and .NET
+    /// projects keep) is skipped as not a manifest; a broken manifest is still reported.
+    #[test]
+    fn unparsable_files_without_an_api_version_are_not_manifests() {
+        let read = |name: &str, text: &str| {
+            let mut input = Input::default();
+            read_file(
+                Path::new(name),
+                name,
+                &Arc::new(text.to_string()),
+                &mut HashMap::new(),
+                &mut input,
+                true,
+            );
+            input
+        };
+        let input = read(
+            "settings.json",
+            "{\n  // NOTE: read by the analyzer\n  // only once enabled\n  \"settings\": {}\n}\n",
+        );
+        assert!(input.invalid_documents.is_empty());
+        assert_eq!(input.skipped_files.len(), 1);
+        assert!(
+            input.skipped_files[0].reason.contains("not a manifest"),
+            "{:?}",
+            input.skipped_files
+        );
+        let input = read(
+            "svc.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a\n",
+        );
+        assert!(input.skipped_files.is_empty());
+        assert_eq!(input.invalid_documents.len(), 1);
     }
 
     #[test]
