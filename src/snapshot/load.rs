@@ -816,6 +816,20 @@ fn is_blank(chunk: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// `text` read as the file `name`, alone, as `analyze` reads a file.
+    fn read_one(name: &str, text: &str) -> Input {
+        let mut input = Input::default();
+        read_file(
+            Path::new(name),
+            name,
+            &Arc::new(text.to_string()),
+            &mut HashMap::new(),
+            &mut input,
+            true,
+        );
+        input
+    }
+
     #[test]
     fn splits_documents_and_skips_empty_ones() {
         let text = "---\na: 1\n---\n# only a comment\n---\nb: 2\n";
@@ -908,15 +922,7 @@ mod tests {
         let text = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\napiVersion: v1\n\
                     kind: Service\nmetadata: {name: b\n---\napiVersion: apps/v1\nkind: Deployment\n\
                     metadata: {name: c}\nspec:\n  replicas: many\n  selector: {}\n  template: {}\n";
-        let mut input = Input::default();
-        read_file(
-            Path::new("m.yaml"),
-            "m.yaml",
-            &Arc::new(text.to_string()),
-            &mut HashMap::new(),
-            &mut input,
-            true,
-        );
+        let mut input = read_one("m.yaml", text);
         assert_eq!(input.objects.len(), 2);
         assert_eq!(input.invalid_documents.len(), 1);
         assert_eq!(input.invalid_documents[0].document, 1);
@@ -960,15 +966,7 @@ spec:
       containers:
       - {name: discovery, image: "docker.io/istio/pilot:1.29.1"}
 "#;
-        let mut input = Input::default();
-        read_file(
-            Path::new("install.yaml"),
-            "install.yaml",
-            &Arc::new(text.to_string()),
-            &mut HashMap::new(),
-            &mut input,
-            true,
-        );
+        let mut input = read_one("install.yaml", text);
         assert!(input.skipped_files.is_empty(), "{:?}", input.skipped_files);
         assert_eq!(input.objects.len(), 2);
         let (snapshot, _) = input.build(SnapshotOptions::default()).unwrap();
@@ -986,19 +984,7 @@ spec:
     /// projects keep) is skipped as not a manifest; a broken manifest is still reported.
     #[test]
     fn unparsable_files_without_an_api_version_are_not_manifests() {
-        let read = |name: &str, text: &str| {
-            let mut input = Input::default();
-            read_file(
-                Path::new(name),
-                name,
-                &Arc::new(text.to_string()),
-                &mut HashMap::new(),
-                &mut input,
-                true,
-            );
-            input
-        };
-        let input = read(
+        let input = read_one(
             "settings.json",
             "{\n  // NOTE: read by the analyzer\n  // only once enabled\n  \"settings\": {}\n}\n",
         );
@@ -1009,7 +995,7 @@ spec:
             "{:?}",
             input.skipped_files
         );
-        let input = read(
+        let input = read_one(
             "svc.yaml",
             "apiVersion: v1\nkind: Service\nmetadata: {name: a\n",
         );
@@ -1080,15 +1066,7 @@ spec:
             ("empty.yaml", "# nothing\n", "empty"),
             ("Chart.yaml", "apiVersion: v2\nname: x\n", "Helm chart"),
         ] {
-            let mut input = Input::default();
-            read_file(
-                Path::new(name),
-                name,
-                &Arc::new(text.to_string()),
-                &mut HashMap::new(),
-                &mut input,
-                true,
-            );
+            let input = read_one(name, text);
             assert!(input.objects.is_empty(), "{name}");
             assert!(
                 input.skipped_files[0].reason.contains(reason),
@@ -1103,15 +1081,7 @@ spec:
         let text = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  \
                     metadata: {name: a}\n- apiVersion: apps/v1\n  kind: Deployment\n  metadata: {name: b}\n  \
                     spec:\n    replicas: many\n";
-        let mut input = Input::default();
-        read_file(
-            Path::new("l.yaml"),
-            "l.yaml",
-            &Arc::new(text.to_string()),
-            &mut HashMap::new(),
-            &mut input,
-            true,
-        );
+        let mut input = read_one("l.yaml", text);
         let (snapshot, _) = input.build(SnapshotOptions::default()).unwrap();
         assert_eq!(snapshot.services.len(), 1);
         let bad = &input.invalid_documents[0];
