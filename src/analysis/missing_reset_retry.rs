@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::core::v1::ServiceSpec;
 use serde_json::json;
 
-use super::{Code, Finding, Protocol, Severity, Sink, port_protocol};
+use super::{Code, Finding, Protocol, Severity, Sink, port_protocol, serves_the_proxy};
 use crate::model::istio::{HttpRetry, HttpRoute};
 use crate::model::keys;
 use crate::remediation::{Edit, PlanError, Remediation, creation_labels};
@@ -117,14 +117,15 @@ pub fn only_non_idempotent(route: &HttpRoute) -> bool {
         })
 }
 
-/// A service is in scope when it has an injected workload and a port that can carry HTTP.
+/// A service is in scope when it has an injected workload and a port that can carry an app's
+/// HTTP (not only the proxy's own health and telemetry endpoints).
 fn in_scope(snapshot: &Snapshot, s: usize) -> bool {
     let svc = &snapshot.services[s];
     svc.spec
         .ports
         .iter()
         .flatten()
-        .any(|p| port_protocol(p) != Protocol::Tcp)
+        .any(|p| port_protocol(p) != Protocol::Tcp && !serves_the_proxy(p))
         && snapshot.workloads_of(s).any(|w| snapshot.is_injected(w))
 }
 

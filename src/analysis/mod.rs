@@ -309,6 +309,24 @@ const NON_HTTP_PORTS: &[i32] = &[
     443, 5432, 3306, 6379, 27017, 9042, 11211, 5672, 9092, 2181, 1433, 1521, 4222, 6650, 26257,
 ];
 
+/// Ports the Istio proxy serves itself, not an app (Istio's "Ports used by Istio"): 15020 merged
+/// Prometheus telemetry, 15021 health checks, 15090 Envoy's Prometheus telemetry. A gateway's
+/// Service exposes `status-port` 15021 for load balancers' health checks; an east-west gateway,
+/// whose other ports are TLS, got an HTTP retry finding for it.
+const ISTIO_PROXY_PORTS: &[i32] = &[15020, 15021, 15090];
+
+/// Whether a Service port leads to the Istio proxy's own endpoints rather than to an app.
+pub fn serves_the_proxy(port: &k8s_openapi::api::core::v1::ServicePort) -> bool {
+    let target = match &port.target_port {
+        None => port.port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => *n,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(_)) => {
+            return false;
+        }
+    };
+    ISTIO_PROXY_PORTS.contains(&target)
+}
+
 /// Service port protocol as Istio infers it: `appProtocol`, else the port name's prefix; an
 /// undeclared port of a well-known non-HTTP server is TCP, as sniffing will find it.
 pub fn port_protocol(port: &k8s_openapi::api::core::v1::ServicePort) -> Protocol {

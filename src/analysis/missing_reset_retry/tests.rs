@@ -615,3 +615,41 @@ fn undeclared_ports_of_databases_and_caches_are_tcp_not_http() {
     );
     assert_eq!(findings_of(&snapshot(&yaml), CODE).len(), 1);
 }
+
+/// An east-west gateway (sail-operator's docs, Istio's multi-network install): its ports are TLS
+/// but for `status-port` 15021, the proxy's own health check for load balancers. No app's HTTP
+/// goes through it, so no retry finding; an ingress gateway's `http2` port still counts.
+#[test]
+fn the_proxys_own_health_port_carries_no_app_traffic() {
+    let gateway = |ports: &str| {
+        format!(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: istio-eastwestgateway, namespace: istio-system}}
+spec:
+  selector: {{matchLabels: {{istio: eastwestgateway}}}}
+  template:
+    metadata:
+      labels: {{istio: eastwestgateway}}
+      annotations: {{inject.istio.io/templates: gateway}}
+    spec: {{containers: [{{name: istio-proxy, image: auto}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: istio-eastwestgateway, namespace: istio-system}}
+spec:
+  selector: {{istio: eastwestgateway}}
+  ports: {ports}
+"#
+        )
+    };
+    let status = "{name: status-port, port: 15021, targetPort: 15021}";
+    let tls = "{name: tls, port: 15443, targetPort: 15443}";
+    none_of(&gateway(&format!("[{status}, {tls}]")), CODE);
+    let http2 = "{name: http2, port: 80, targetPort: 8080}";
+    assert_eq!(
+        findings(&snapshot(&gateway(&format!("[{status}, {http2}, {tls}]")))).len(),
+        1
+    );
+}
