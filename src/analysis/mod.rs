@@ -12,6 +12,8 @@ pub mod missing_reset_retry;
 pub mod mtls_probe_failure;
 pub mod sidecar_lifecycle;
 
+use k8s_openapi::api::core::v1::ServicePort;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
 
 use crate::model::keys;
@@ -316,20 +318,17 @@ const NON_HTTP_PORTS: &[i32] = &[
 const ISTIO_PROXY_PORTS: &[i32] = &[15020, 15021, 15090];
 
 /// Whether a Service port leads to the Istio proxy's own endpoints rather than to an app.
-pub fn serves_the_proxy(port: &k8s_openapi::api::core::v1::ServicePort) -> bool {
-    let target = match &port.target_port {
-        None => port.port,
-        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => *n,
-        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(_)) => {
-            return false;
-        }
-    };
-    ISTIO_PROXY_PORTS.contains(&target)
+pub fn serves_the_proxy(port: &ServicePort) -> bool {
+    match &port.target_port {
+        None => ISTIO_PROXY_PORTS.contains(&port.port),
+        Some(IntOrString::Int(n)) => ISTIO_PROXY_PORTS.contains(n),
+        Some(IntOrString::String(_)) => false,
+    }
 }
 
 /// Service port protocol as Istio infers it: `appProtocol`, else the port name's prefix; an
 /// undeclared port of a well-known non-HTTP server is TCP, as sniffing will find it.
-pub fn port_protocol(port: &k8s_openapi::api::core::v1::ServicePort) -> Protocol {
+pub fn port_protocol(port: &ServicePort) -> Protocol {
     let named = port
         .app_protocol
         .as_deref()
