@@ -380,18 +380,16 @@ fn read_file(
             "kustomize configuration (analyse its output: kustomize build DIR | meshmedic analyze -)",
         );
     }
-    let documents = read_documents_with(name, text, prepare, Some(text));
+    // Decided on the text before any object is decoded: a chart's templates are skipped unread
+    // (`has_template_actions` also counts a document that does not parse).
     let templated = text.contains("{{") && text.contains("}}");
-    if templated
-        && (in_chart_templates(path, charts)
-            || has_template_actions(text)
-            || documents.iter().any(|d| d.is_err()))
-    {
+    if templated && (in_chart_templates(path, charts) || has_template_actions(text)) {
         return skip(
             input,
             "Helm/Go template ({{ }}): render it first (helm template | meshmedic analyze -)",
         );
     }
+    let documents = read_documents_with(name, text, prepare, Some(text));
     let mut objects = Vec::with_capacity(documents.len());
     let mut invalid = Vec::new();
     let mut others = Vec::new();
