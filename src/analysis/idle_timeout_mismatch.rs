@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
 use super::app_servers::{AppIdle, app_idle};
-use super::{Code, Finding, Protocol, Severity, Sink, WorkloadRef, port_protocol};
+use super::{Code, Finding, Protocol, Severity, Sink, WorkloadRef, app_ports, port_protocol};
 use crate::model::workload::Workload;
 use crate::model::{ObjectRef, duration, keys};
 use crate::remediation::{Edit, Remediation, creation_labels};
@@ -91,7 +91,7 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
                 continue;
             }
             let applied = snapshot.destination_rule_for(&host, ns, ns, &workload.pod_labels);
-            for port in service.spec.ports.iter().flatten() {
+            for port in app_ports(&service.spec) {
                 let protocol = port_protocol(port);
                 let target = port
                     .target_port

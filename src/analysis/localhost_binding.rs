@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::app_servers::{flag_value, words};
 use super::{
-    Code, Finding, Protocol, Severity, Sink, WorkloadRef, first_service, joined_ports,
+    Code, Finding, Protocol, Severity, Sink, WorkloadRef, app_ports, first_service, joined_ports,
     port_protocol,
 };
 use crate::model::workload::Workload;
@@ -165,7 +165,7 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
         // Container ports that a Service targets, with the protocol the Service gives them.
         let mut targeted: BTreeMap<i32, Protocol> = BTreeMap::new();
         for (_, svc) in snapshot.services_of(w) {
-            for port in svc.spec.ports.iter().flatten() {
+            for port in app_ports(&svc.spec) {
                 let target = port
                     .target_port
                     .clone()

@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::core::v1::ServiceSpec;
 use serde_json::json;
 
-use super::{Code, Finding, Protocol, Severity, Sink, port_protocol, serves_the_proxy};
+use super::{Code, Finding, Protocol, Severity, Sink, app_ports, port_protocol};
 use crate::model::istio::{HttpRetry, HttpRoute};
 use crate::model::keys;
 use crate::remediation::{Edit, PlanError, Remediation, creation_labels};
@@ -120,12 +120,7 @@ pub fn only_non_idempotent(route: &HttpRoute) -> bool {
 /// A service is in scope when it has an injected workload and a port that can carry an app's
 /// HTTP (not only the proxy's own health and telemetry endpoints).
 fn in_scope(snapshot: &Snapshot, s: usize) -> bool {
-    let svc = &snapshot.services[s];
-    svc.spec
-        .ports
-        .iter()
-        .flatten()
-        .any(|p| port_protocol(p) != Protocol::Tcp && !serves_the_proxy(p))
+    app_ports(&snapshot.services[s].spec).any(|p| port_protocol(p) != Protocol::Tcp)
         && snapshot.workloads_of(s).any(|w| snapshot.is_injected(w))
 }
 
@@ -140,10 +135,7 @@ fn service_non_idempotent(snapshot: &Snapshot, s: usize) -> bool {
 /// call is an HTTP POST, as non-idempotent to the proxy as a POST-only route (a payment's
 /// `Charge` replayed after a reset is a second charge).
 fn grpc_only(spec: &ServiceSpec) -> bool {
-    let ports: Vec<_> = spec
-        .ports
-        .iter()
-        .flatten()
+    let ports: Vec<_> = app_ports(spec)
         .filter(|p| port_protocol(p) == Protocol::Http)
         .collect();
     !ports.is_empty()

@@ -12,7 +12,7 @@ pub mod missing_reset_retry;
 pub mod mtls_probe_failure;
 pub mod sidecar_lifecycle;
 
-use k8s_openapi::api::core::v1::ServicePort;
+use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
 
@@ -314,11 +314,18 @@ const NON_HTTP_PORTS: &[i32] = &[
 /// Ports the Istio proxy serves itself, not an app (Istio's "Ports used by Istio"): 15020 merged
 /// Prometheus telemetry, 15021 health checks, 15090 Envoy's Prometheus telemetry. A gateway's
 /// Service exposes `status-port` 15021 for load balancers' health checks; an east-west gateway,
-/// whose other ports are TLS, got an HTTP retry finding for it.
+/// whose other ports are TLS, got an HTTP retry finding for it, and an nginx Service exposing
+/// 15020 an idle-timeout finding for a port nginx never serves.
 const ISTIO_PROXY_PORTS: &[i32] = &[15020, 15021, 15090];
 
+/// The ports of a Service that lead to an app: every detector reads these, never the ones that
+/// lead to the Istio proxy's own endpoints (the sidecar does not even capture those).
+pub fn app_ports(spec: &ServiceSpec) -> impl Iterator<Item = &ServicePort> {
+    spec.ports.iter().flatten().filter(|p| !serves_the_proxy(p))
+}
+
 /// Whether a Service port leads to the Istio proxy's own endpoints rather than to an app.
-pub fn serves_the_proxy(port: &ServicePort) -> bool {
+fn serves_the_proxy(port: &ServicePort) -> bool {
     match &port.target_port {
         None => ISTIO_PROXY_PORTS.contains(&port.port),
         Some(IntOrString::Int(n)) => ISTIO_PROXY_PORTS.contains(n),

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Probe;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::json;
 
-use super::{Code, Finding, Severity, Sink, WorkloadRef, first_service, joined_ports};
+use super::{Code, Finding, Severity, Sink, WorkloadRef, app_ports, first_service, joined_ports};
 use crate::model::istio::MtlsMode;
 use crate::model::keys;
 use crate::model::workload::Workload;
@@ -80,7 +80,7 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
         }
         let serving: BTreeSet<i32> = snapshot
             .services_of(w)
-            .flat_map(|(_, s)| s.spec.ports.iter().flatten())
+            .flat_map(|(_, s)| app_ports(&s.spec))
             .filter_map(|p| {
                 workload.resolve_port(&p.target_port.clone().unwrap_or(IntOrString::Int(p.port)))
             })

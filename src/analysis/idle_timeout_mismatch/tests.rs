@@ -635,3 +635,17 @@ fn proposed_timeout_is_the_app_minus_a_margin() {
         assert!(proposed_timeout(s(app)) < s(app), "{app}s");
     }
 }
+
+/// A Service that also exposes the proxy's merged telemetry (15020, as kyma and others do for
+/// third-party scrapers): nginx does not serve that port, the sidecar does not even capture it,
+/// so only port 80 is judged. Before, 15020 was judged as nginx's too and got its own problem.
+#[test]
+fn a_port_of_the_proxys_own_is_not_judged_as_the_apps() {
+    let yaml = nginx().replace(
+        "ports: [{name: http, port: 80, targetPort: 8080}]",
+        "ports: [{name: http, port: 80, targetPort: 8080}, {name: http-status, port: 15020, targetPort: 15020}]",
+    );
+    let f = only(&snapshot(&yaml));
+    assert!(!has_evidence(&f, "15020"), "{:?}", f.evidence);
+    assert!(has_evidence(&f, "port 80:"), "{:?}", f.evidence);
+}
