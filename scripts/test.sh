@@ -5,6 +5,15 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# A full disk shows up as a linker crash (lld: Bus error) minutes in; say it plainly up front.
+# A clean run writes ~3.5 GB under target/ (plus ~2 GB for the fuzz build and ~2 GB of Go
+# caches on first provisioning).
+free_kib=$(df -Pk . | awk 'NR == 2 { print $4 }')
+echo "== disk: $((free_kib / 1024 / 1024)) GiB free where target/ is"
+if [ "$free_kib" -lt $((6 * 1024 * 1024)) ]; then
+    echo "warning: under 6 GiB free; a clean build may fail at link time with 'Bus error'" >&2
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --check
 
