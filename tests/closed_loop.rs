@@ -1192,3 +1192,118 @@ async fn an_approval_the_cause_outlived_is_used_up_not_applied_when_the_cause_re
     .await;
     operator.stop();
 }
+
+/// An object meshmedic created never hides a person's. Seen on the Kiali travels demo: meshmedic
+/// created a VirtualService with retries for a host nothing routed; a person then added their own
+/// (a canary route), and Istio's sidecars, which take the oldest VirtualService per host, would
+/// have ignored theirs. The same holds for a DestinationRule (Istio merges rules for one host and
+/// keeps the oldest's traffic policy): meshmedic deletes its own, as it left it, and plans the
+/// fix on the person's, whose own fields stay as they wrote them.
+#[tokio::test]
+async fn a_created_rule_steps_aside_for_a_persons_rule_for_the_same_host() {
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+    let ns = shop(&admin, "loop-beside", Some("apply")).await;
+    let operator = Replica::start(cp.meshmedic_config(), "lease-beside", "replica-beside");
+    let app = |kind: &str, api_version: &str, name: &str, spec: Value| {
+        json!({"apiVersion": api_version, "kind": kind,
+               "metadata": {"name": name, "namespace": ns}, "spec": spec})
+    };
+    // nginx closes idle connections after 75s and no rule says otherwise: meshmedic creates one.
+    for doc in [
+        app(
+            "Deployment",
+            "apps/v1",
+            "gallery",
+            json!({"selector": {"matchLabels": {"app": "gallery"}},
+                   "template": {"metadata": {"labels": {"app": "gallery"}},
+                                "spec": {"containers": [{"name": "nginx", "image": "nginx:1.27",
+                                                         "ports": [{"containerPort": 80}]}]}}}),
+        ),
+        app(
+            "Service",
+            "v1",
+            "gallery",
+            json!({"selector": {"app": "gallery"},
+                   "ports": [{"name": "http", "port": 80, "targetPort": 80}]}),
+        ),
+    ] {
+        support::apply(&admin, &doc).await.expect("applied");
+    }
+    let mine = find(&admin, &ns, "DestinationRule", "gallery-idle-timeout").await;
+    let mine_name = mine.name_any();
+    wait_for(&admin, &ns, &mine_name, "meshmedic's rule verified", |r| {
+        reason(r, "Verified").as_deref() == Some("Verified")
+    })
+    .await;
+    assert!(
+        destination_rule(&admin, &ns, "gallery-idle-timeout")
+            .await
+            .is_some()
+    );
+
+    // The person's own rule for the host, by its short name.
+    let persons = app(
+        "DestinationRule",
+        "networking.istio.io/v1",
+        "gallery",
+        json!({"host": "gallery", "trafficPolicy": {"outlierDetection": {"consecutive5xxErrors": 7}}}),
+    );
+    support::apply(&admin, &persons).await.expect("applied");
+    let superseded = wait_for(
+        &admin,
+        &ns,
+        &mine_name,
+        "meshmedic's rule superseded",
+        |r| phase(r) == Phase::RolledBack,
+    )
+    .await;
+    assert_eq!(
+        reason(&superseded, "Ready").as_deref(),
+        Some("Superseded"),
+        "{:?}",
+        superseded.status
+    );
+    assert!(
+        destination_rule(&admin, &ns, "gallery-idle-timeout")
+            .await
+            .is_none(),
+        "meshmedic's rule is gone"
+    );
+    // The fix now lands on the person's rule (apply mode), beside what they wrote.
+    let theirs = find(&admin, &ns, "DestinationRule", "gallery").await;
+    wait_for(
+        &admin,
+        &ns,
+        &theirs.name_any(),
+        "the fix on the person's rule verified",
+        |r| reason(r, "Verified").as_deref() == Some("Verified"),
+    )
+    .await;
+    let rule = destination_rule(&admin, &ns, "gallery")
+        .await
+        .expect("theirs");
+    let spec = &rule.data["spec"];
+    assert_eq!(spec["host"], json!("gallery"));
+    assert_eq!(
+        spec["trafficPolicy"]["outlierDetection"],
+        json!({"consecutive5xxErrors": 7})
+    );
+    assert!(
+        spec["trafficPolicy"]["connectionPool"]["http"]["idleTimeout"].is_string(),
+        "{spec}"
+    );
+    // Settled: meshmedic does not create its own again beside theirs.
+    tokio::time::sleep(Duration::from_secs(APPLY_SETTLE_SECONDS + 2)).await;
+    assert!(
+        destination_rule(&admin, &ns, "gallery-idle-timeout")
+            .await
+            .is_none()
+    );
+    assert_eq!(
+        phase(&get_remediation(&admin, &ns, &mine_name).await),
+        Phase::RolledBack
+    );
+    operator.stop();
+}

@@ -15,6 +15,8 @@
 //!                                            (Ineffective / Mitigation)
 //!   rollback: true ─▶ target as meshmedic left it? ─ yes ─▶ restore original ─▶ RolledBack
 //!                                                  └ no ──▶ Refused (nothing written)
+//!   created, and a person's object now configures the same thing, as left ─▶ delete it
+//!                                                  ─▶ RolledBack (Superseded)
 //!   write fails ─▶ Failed / Stale (not retried until the plan changes); write limit ─▶ Refused
 //! ```
 
@@ -69,6 +71,9 @@ pub struct RemView {
     pub spec_changed: bool,
     /// Its plan was published less than the settle time ago (see `PlanView::settled`).
     pub young: bool,
+    /// meshmedic created the target and a person's object now configures the same thing
+    /// (`Snapshot::created_object_beside`), named for messages.
+    pub beside: Option<String>,
 }
 
 /// The target as the watch shows it, relative to meshmedic's last write.
@@ -102,6 +107,9 @@ pub enum Reason {
     NothingWritten,
     /// The finding came back after it had gone (nothing written meanwhile).
     Reappeared,
+    /// meshmedic deleted an object it had created, as it left it, because a person's object
+    /// now configures the same thing.
+    Superseded,
 }
 
 impl Reason {
@@ -119,6 +127,7 @@ impl Reason {
             Reason::TargetDeleted => "TargetDeleted",
             Reason::NothingWritten => "NothingWritten",
             Reason::Reappeared => "Reappeared",
+            Reason::Superseded => "Superseded",
         }
     }
 }
@@ -136,6 +145,11 @@ pub enum Decision {
     },
     /// Restore the target to `status.original`.
     Rollback,
+    /// Delete the object meshmedic created, as it left it: `by` (a person's object) now
+    /// configures the same thing.
+    Supersede {
+        by: String,
+    },
     /// Record a phase and reason (no write to the target).
     Set {
         phase: Phase,
@@ -201,6 +215,22 @@ pub fn decide(
             Target::Absent => set(Phase::Refused, Reason::TargetDeleted),
             Target::Present => set(Phase::Refused, Reason::TargetChanged),
         };
+    }
+
+    // 1b. An object meshmedic created, now beside a person's that configures the same thing:
+    //     one of the two is lost (Istio keeps one VirtualService per host on sidecars, merges
+    //     rules for one host keeping the oldest's policy). meshmedic's goes, in every mode, and
+    //     only as meshmedic left it: one a person edited is theirs (step 2).
+    if let Some(by) = &rem.beside
+        && rem.created
+        && rem.wrote
+        && !rem.reverted
+    {
+        match target {
+            Target::AsWritten => return Supersede { by: by.clone() },
+            Target::Pending => return Nothing,
+            _ => {}
+        }
     }
 
     // 2. Someone else changed what meshmedic wrote: a new situation, never a silent re-apply.
@@ -281,7 +311,11 @@ pub fn decide(
     //     re-applied without a new approval (the executor removes an approval the cause
     //     outlived before it records `Reappeared`).
     let resolved_before = rem.phase == Phase::Resolved
-        || (!rem.wrote && matches!(rem.reason.as_str(), "CauseGone" | "TargetDeleted"));
+        || (!rem.wrote
+            && matches!(
+                rem.reason.as_str(),
+                "CauseGone" | "TargetDeleted" | "Superseded"
+            ));
     if resolved_before
         && rem.published.as_deref() == Some(plan.digest.as_str())
         && target != Target::Pending

@@ -794,9 +794,17 @@ async fn reconcile_in(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
                 .filter(|(p, r)| r.spec.plan_digest.as_deref() == Some(p.view.digest.as_str()))
                 .map(|(p, _)| p.view.digest.as_str());
             let clock = ctx.settle_clock(ns, name, published, mode);
-            let rem_view = rem.map(|r| lifecycle::RemView {
-                young: clock.young,
-                ..rem_view(r)
+            let rem_view = rem.map(|r| {
+                let view = rem_view(r);
+                lifecycle::RemView {
+                    young: clock.young,
+                    beside: if view.created {
+                        snapshot.created_object_beside(target)
+                    } else {
+                        None
+                    },
+                    ..view
+                }
             });
             let plan_view = plan.map(|p| PlanView {
                 settled: clock.settled,
@@ -907,8 +915,10 @@ pub fn rem_view(r: &Remediation) -> lifecycle::RemView {
             (Some(generation), Some(observed)) => generation > observed,
             _ => false,
         },
-        // Time is the controller's to judge (see `Context::settle_clock`).
+        // Time is the controller's to judge (see `Context::settle_clock`), the snapshot's what
+        // stands beside the target (see `Snapshot::created_object_beside`).
         young: false,
+        beside: None,
     }
 }
 
@@ -1105,10 +1115,19 @@ async fn execute(
             .await;
             tracing::info!(remediation = %name, namespace = %ns, phase = outcome.phase.as_str(), "{}", outcome.message);
         }
-        Decision::Rollback => {
+        Decision::Rollback | Decision::Supersede { .. } => {
             let Some(r) = rem else { return Ok(()) };
-            let outcome =
+            let mut outcome =
                 apply::rollback_fix(&ctx.client, api, r, &ctx.metrics, &ctx.args.identity).await;
+            if let Decision::Supersede { by } = &decision
+                && outcome.phase == Phase::RolledBack
+            {
+                outcome.reason = Reason::Superseded.as_str();
+                outcome.message = format!(
+                    "{}: {by}. Only one of the two could take effect, and the person's is the one to keep; the fix, if still needed, is planned on it",
+                    outcome.message
+                );
+            }
             let Some(updated) = record_outcome(ctx, api, ns, name, r, &outcome).await? else {
                 return Ok(());
             };
@@ -1178,6 +1197,9 @@ async fn execute(
                 Reason::NothingWritten => {
                     "rollback requested; meshmedic had written nothing".to_string()
                 }
+                Reason::Superseded => format!(
+                    "{target}, which meshmedic had created, was deleted: a person's object configures the same thing"
+                ),
                 Reason::Reappeared => format!(
                     "the cause is back; proposed plan {}{}",
                     r.spec.plan_digest.as_deref().unwrap_or("?"),

@@ -5,8 +5,8 @@ use crate::model::istio::{
     ConnectionPool, DestinationRuleSpec, MtlsMode, PeerAuthenticationSpec, SidecarSpec,
     TrafficPolicy, VirtualServiceSpec,
 };
-use crate::model::selects;
 use crate::model::workload::Workload;
+use crate::model::{ObjectRef, keys, selects};
 
 /// The DestinationRule a proxy applies for a host, and why.
 #[derive(Clone, Debug)]
@@ -173,7 +173,7 @@ impl Snapshot {
             .into_iter()
             .map(|i| (i, &self.virtual_services[i]))
             .filter(|(_, vs)| {
-                (vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh"))
+                mesh_bound(&vs.spec)
                     && hosts::visible(&vs.spec.export_to, &vs.meta.namespace, from_namespace)
                     && vs.spec.hosts.iter().any(|h| {
                         hosts::matches(
@@ -183,6 +183,98 @@ impl Snapshot {
                     })
             })
             .collect()
+    }
+
+    /// For an object meshmedic created (see `remediation::creation_labels`): a person's object
+    /// that now configures the same thing, named for messages. meshmedic creates one only where
+    /// nothing configured it; once a person's arrives, one of the two is lost: Istio's sidecars
+    /// take one mesh VirtualService per host (the oldest; the others' routes are dropped),
+    /// DestinationRules for one host in one namespace merge keeping the oldest's traffic policy,
+    /// and two Sidecars selecting one workload leave its configuration undefined. So meshmedic's
+    /// has to go; the fix, if still needed, is planned on the person's object.
+    pub fn created_object_beside(&self, target: &ObjectRef) -> Option<String> {
+        let ns = target.namespace.as_str();
+        let i = self.object_position(&target.kind, ns, &target.name)?;
+        let others = self.by_namespace.get(ns);
+        match target.kind.as_str() {
+            "VirtualService" => {
+                let vs = &self.virtual_services[i];
+                if !mesh_bound(&vs.spec) {
+                    return None;
+                }
+                let resolve = |h: &str, in_ns: &str| hosts::resolve(h, in_ns, &self.cluster_domain);
+                vs.spec
+                    .hosts
+                    .iter()
+                    .map(|h| resolve(h, ns))
+                    .filter(|h| !h.starts_with('*'))
+                    .find_map(|host| {
+                        self.virtual_services_for(&host, ns)
+                            .into_iter()
+                            .find(|&(j, other)| {
+                                j != i
+                                    && !created_by_meshmedic(&other.meta)
+                                    && other
+                                        .spec
+                                        .hosts
+                                        .iter()
+                                        .any(|h| resolve(h, &other.meta.namespace) == host)
+                            })
+                            .map(|(_, other)| {
+                                format!(
+                                    "{} routes {host} too (Istio's sidecars take one mesh VirtualService per host, the oldest, and drop the other's routes)",
+                                    other.describe()
+                                )
+                            })
+                    })
+            }
+            "DestinationRule" => {
+                let dr = &self.destination_rules[i];
+                if dr.spec.workload_selector.is_some() {
+                    return None;
+                }
+                let host = hosts::resolve(&dr.spec.host, ns, &self.cluster_domain);
+                others?.destination_rules.iter().find_map(|&j| {
+                    let other = &self.destination_rules[j];
+                    (j != i
+                        && other.spec.workload_selector.is_none()
+                        && !created_by_meshmedic(&other.meta)
+                        && hosts::resolve(&other.spec.host, ns, &self.cluster_domain) == host)
+                        .then(|| {
+                            format!(
+                                "{} is a rule for {host} too (Istio merges them and keeps only the oldest's traffic policy)",
+                                other.describe()
+                            )
+                        })
+                })
+            }
+            "Sidecar" => {
+                let mine = self.sidecars[i].spec.workload_selector.as_ref()?;
+                others?.sidecars.iter().find_map(|&j| {
+                    let other = &self.sidecars[j];
+                    let theirs = other.spec.workload_selector.as_ref()?;
+                    if j == i || created_by_meshmedic(&other.meta) {
+                        return None;
+                    }
+                    self.workloads
+                        .iter()
+                        .find(|w| {
+                            w.meta.namespace == ns
+                                && selects(mine.labels(), &w.pod_labels)
+                                && selects(theirs.labels(), &w.pod_labels)
+                        })
+                        .map(|w| {
+                            format!(
+                                "{} selects {} {} too (with two Sidecars selecting one workload, Istio leaves its proxy's configuration undefined)",
+                                other.describe(),
+                                w.kind,
+                                w.meta.name
+                            )
+                        })
+                })
+            }
+            _ => None,
+        }
     }
 
     /// The effective PeerAuthentication mode for a workload port: a workload-selecting policy
@@ -249,6 +341,16 @@ impl Snapshot {
     }
 }
 
+/// Bound to the sidecars (no `gateways`, or `mesh` among them).
+fn mesh_bound(spec: &VirtualServiceSpec) -> bool {
+    spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh")
+}
+
+/// Carries the label meshmedic puts on what it creates.
+fn created_by_meshmedic(meta: &crate::model::Meta) -> bool {
+    meta.labels.get(keys::MANAGED_BY_LABEL).map(String::as_str) == Some(keys::MANAGED_BY_VALUE)
+}
+
 /// DestinationRule pool levels for one port: `portLevelSettings` for it, then the top level.
 pub fn dr_pool_levels(
     policy: Option<&TrafficPolicy>,
@@ -279,4 +381,143 @@ pub fn dr_pool_levels(
         });
     }
     levels
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::analysis::test_support::snapshot;
+    use crate::model::ObjectRef;
+
+    const MINE: &str = "labels: {app.kubernetes.io/managed-by: meshmedic}";
+
+    fn target(kind: &str, ns: &str, name: &str) -> ObjectRef {
+        ObjectRef {
+            api_version: "networking.istio.io/v1".into(),
+            kind: kind.into(),
+            namespace: ns.into(),
+            name: name.into(),
+        }
+    }
+
+    fn vs(name: &str, ns: &str, labels: &str, spec: &str) -> String {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: {ns}, {labels}}}\nspec: {spec}\n---\n"
+        )
+    }
+
+    #[test]
+    fn a_persons_virtual_service_for_the_host_of_meshmedics_is_found_by_its_short_name() {
+        let mine = vs(
+            "travels-retries",
+            "portal",
+            MINE,
+            "{hosts: [travels.portal.svc.cluster.local], http: [{route: [{destination: {host: travels}}]}]}",
+        );
+        let t = target("VirtualService", "portal", "travels-retries");
+        assert_eq!(snapshot(&mine).created_object_beside(&t), None);
+        // Bound to an ingress gateway only: the sidecars never see it, no conflict.
+        let gateway_only = vs(
+            "edge",
+            "portal",
+            "labels: {}",
+            "{hosts: [travels], gateways: [portal/edge], http: [{route: [{destination: {host: travels}}]}]}",
+        );
+        assert_eq!(
+            snapshot(&format!("{mine}{gateway_only}")).created_object_beside(&t),
+            None
+        );
+        let persons = vs(
+            "travels",
+            "portal",
+            "labels: {}",
+            "{hosts: [travels], http: [{route: [{destination: {host: travels, subset: v1}}]}]}",
+        );
+        assert_eq!(
+            snapshot(&format!("{mine}{persons}")).created_object_beside(&t),
+            Some(
+                "VirtualService portal/travels routes travels.portal.svc.cluster.local too (Istio's sidecars take one mesh VirtualService per host, the oldest, and drop the other's routes)".into()
+            )
+        );
+        // The same short name in another namespace is another host.
+        let elsewhere = persons.replace("namespace: portal", "namespace: agency");
+        assert_eq!(
+            snapshot(&format!("{mine}{elsewhere}")).created_object_beside(&t),
+            None
+        );
+        // A person's object never counts as meshmedic's.
+        let t = target("VirtualService", "portal", "travels");
+        assert_eq!(
+            snapshot(&format!("{mine}{persons}")).created_object_beside(&t),
+            None
+        );
+    }
+
+    #[test]
+    fn a_persons_rule_for_the_same_host_in_the_namespace_stands_beside_meshmedics() {
+        let dr = |name: &str, ns: &str, labels: &str, spec: &str| {
+            format!(
+                "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}, namespace: {ns}, {labels}}}\nspec: {spec}\n---\n"
+            )
+        };
+        let mine = dr(
+            "web-idle-timeout",
+            "a",
+            MINE,
+            "{host: web.a.svc.cluster.local, trafficPolicy: {connectionPool: {http: {idleTimeout: 60s}}}}",
+        );
+        let t = target("DestinationRule", "a", "web-idle-timeout");
+        let persons = dr(
+            "web",
+            "a",
+            "labels: {}",
+            "{host: web, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}",
+        );
+        assert_eq!(
+            snapshot(&format!("{mine}{persons}")).created_object_beside(&t),
+            Some("DestinationRule a/web is a rule for web.a.svc.cluster.local too (Istio merges them and keeps only the oldest's traffic policy)".into())
+        );
+        // In the root namespace, or for some workloads only: Istio does not merge them.
+        let root = dr(
+            "web",
+            "istio-system",
+            "labels: {}",
+            "{host: web.a.svc.cluster.local}",
+        );
+        let selecting = dr(
+            "web",
+            "a",
+            "labels: {}",
+            "{host: web, workloadSelector: {matchLabels: {app: client}}}",
+        );
+        for other in [root, selecting] {
+            assert_eq!(
+                snapshot(&format!("{mine}{other}")).created_object_beside(&t),
+                None,
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_persons_sidecar_selecting_the_same_workload_stands_beside_meshmedics() {
+        let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api, namespace: a}\n\
+            spec: {selector: {matchLabels: {app: api}}, template: {metadata: {labels: {app: api, tier: back}}, spec: {containers: [{name: c, image: x}]}}}\n---\n";
+        let sidecar = |name: &str, labels: &str, selector: &str| {
+            format!(
+                "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: {name}, namespace: a, {labels}}}\nspec: {{workloadSelector: {{labels: {selector}}}}}\n---\n"
+            )
+        };
+        let mine = sidecar("api-localhost", MINE, "{app: api}");
+        let t = target("Sidecar", "a", "api-localhost");
+        let persons = sidecar("back", "labels: {}", "{tier: back}");
+        assert_eq!(
+            snapshot(&format!("{deployment}{mine}{persons}")).created_object_beside(&t),
+            Some("Sidecar a/back selects Deployment api too (with two Sidecars selecting one workload, Istio leaves its proxy's configuration undefined)".into())
+        );
+        let others = sidecar("front", "labels: {}", "{tier: front}");
+        assert_eq!(
+            snapshot(&format!("{deployment}{mine}{others}")).created_object_beside(&t),
+            None
+        );
+    }
 }

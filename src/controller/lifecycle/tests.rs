@@ -294,6 +294,9 @@ enum Act {
     Delete,
     RequestRollback,
     WithdrawRollback,
+    /// A person's object that configures what meshmedic's created target does appears (true)
+    /// or goes (false).
+    PersonsObject(bool),
 }
 
 fn act() -> impl Strategy<Value = Act> {
@@ -306,6 +309,7 @@ fn act() -> impl Strategy<Value = Act> {
         1 => Just(Act::Delete),
         1 => Just(Act::RequestRollback),
         1 => Just(Act::WithdrawRollback),
+        1 => any::<bool>().prop_map(Act::PersonsObject),
     ]
 }
 
@@ -326,12 +330,15 @@ struct World {
     seen: Option<Spec>,
     /// meshmedic wrote (or deleted) the target and the watch has not shown it yet.
     unseen_write: bool,
+    /// A person's object configures the same thing as the target (see `Act::PersonsObject`).
+    persons: bool,
 }
 
 impl World {
     fn plan(&self) -> Option<PlanView> {
         let finding = match self.seen {
-            None => self.creates,
+            // With a person's object there, the fix is planned on theirs (another target).
+            None => self.creates && !self.persons,
             Some(s) => s.fix != 1,
         };
         finding.then(|| PlanView {
@@ -372,7 +379,11 @@ impl World {
     fn pass(&mut self) -> bool {
         let plan = self.plan();
         let view = self.view();
-        let d = decide(self.mode, plan.as_ref(), None, self.rem.as_ref(), view);
+        let rem_view = self.rem.clone().map(|r| RemView {
+            beside: (self.persons && r.created).then(|| "theirs".to_string()),
+            ..r
+        });
+        let d = decide(self.mode, plan.as_ref(), None, rem_view.as_ref(), view);
         match d {
             Decision::Nothing => return false,
             Decision::Withdraw => {
@@ -447,8 +458,15 @@ impl World {
                 rem.phase = Phase::Applied;
                 rem.reason = "Applied".into();
             }
-            Decision::Rollback => {
+            Decision::Rollback | Decision::Supersede { .. } => {
+                let supersede = matches!(d, Decision::Supersede { .. });
                 let rem = self.rem.as_mut().expect("rollback without a Remediation");
+                // Unasked, meshmedic only ever deletes what it created, and a person's object
+                // is there.
+                assert!(
+                    !supersede || (rem.created && self.persons),
+                    "superseded {rem:?}"
+                );
                 let original = self.original.expect("rollback without an original");
                 let written = self.written.expect("rollback without a write");
                 // Restores or refuses (on the live object): only over meshmedic's own values,
@@ -480,7 +498,12 @@ impl World {
                 rem.writes = 0;
                 rem.applied_digest = None;
                 rem.phase = Phase::RolledBack;
-                rem.reason = "RolledBack".into();
+                rem.reason = if supersede {
+                    "Superseded"
+                } else {
+                    "RolledBack"
+                }
+                .into();
             }
             Decision::Set { phase, reason } => {
                 let rem = self.rem.as_mut().expect("status without a Remediation");
@@ -543,6 +566,7 @@ impl World {
                     rem.rollback = true;
                 }
             }
+            Act::PersonsObject(there) => self.persons = *there,
             Act::WithdrawRollback => {
                 if let Some(rem) = self.rem.as_mut() {
                     rem.rollback = false;
@@ -576,6 +600,7 @@ proptest! {
             old_digests: Vec::new(),
             seen: None,
             unseen_write: false,
+            persons: false,
         };
         w.seen = w.target;
         for a in &acts {
@@ -683,5 +708,97 @@ fn a_rollback_after_the_write_limit_still_runs_and_a_refused_one_waits_for_a_new
     assert_eq!(
         decide(Mode::Apply, None, None, Some(&r), TargetView::Changed),
         Decision::Rollback
+    );
+}
+
+#[test]
+fn an_object_meshmedic_created_goes_as_it_left_it_once_a_persons_configures_the_same_thing() {
+    let created = RemView {
+        published: Some("d1".into()),
+        creates: true,
+        created: true,
+        wrote: true,
+        writes: 1,
+        resolves: true,
+        applied_digest: Some("d1".into()),
+        phase: Phase::Resolved,
+        reason: "Verified".into(),
+        beside: Some("VirtualService a/web routes web.a.svc.cluster.local too".into()),
+        ..Default::default()
+    };
+    let by = created.beside.clone().unwrap_or_default();
+    for mode in [Mode::Propose, Mode::Apply] {
+        assert_eq!(
+            decide(mode, None, None, Some(&created), TargetView::AsWritten),
+            Decision::Supersede { by: by.clone() },
+            "{mode:?}: it would hide the person's routing, approved or not"
+        );
+    }
+    assert_eq!(
+        decide(Mode::Off, None, None, Some(&created), TargetView::AsWritten),
+        Decision::Nothing
+    );
+    assert_eq!(
+        decide(Mode::Apply, None, None, Some(&created), TargetView::Pending),
+        Decision::Nothing,
+        "decided once the watch shows the write"
+    );
+    // Edited by a person since: theirs now, a revert as any other.
+    assert_eq!(
+        decide(Mode::Apply, None, None, Some(&created), TargetView::Changed),
+        Decision::Set {
+            phase: Phase::Resolved,
+            reason: Reason::Reverted
+        }
+    );
+    // A patched object is the person's own: never deleted.
+    let patched = RemView {
+        created: false,
+        creates: false,
+        ..created.clone()
+    };
+    assert_eq!(
+        decide(
+            Mode::Apply,
+            None,
+            None,
+            Some(&patched),
+            TargetView::AsWritten
+        ),
+        Decision::Nothing
+    );
+    // Gone, and the person's object goes too: the cause is back, a proposal again.
+    let superseded = RemView {
+        wrote: false,
+        created: false,
+        writes: 0,
+        applied_digest: None,
+        phase: Phase::RolledBack,
+        reason: "Superseded".into(),
+        beside: None,
+        ..created
+    };
+    assert_eq!(
+        decide(
+            Mode::Propose,
+            None,
+            None,
+            Some(&superseded),
+            TargetView::Absent
+        ),
+        Decision::Nothing
+    );
+    assert_eq!(
+        decide(
+            Mode::Propose,
+            Some(&plan("d1", true)),
+            None,
+            Some(&superseded),
+            TargetView::Absent
+        ),
+        Decision::Set {
+            phase: Phase::Proposed,
+            reason: Reason::Reappeared
+        }
     );
 }
