@@ -219,7 +219,7 @@ pub fn decide(
 
     // 1b. An object meshmedic created, now beside a person's that configures the same thing:
     //     one of the two is lost (Istio keeps one VirtualService per host on sidecars, merges
-    //     rules for one host keeping the oldest's policy). meshmedic's goes, in every mode, and
+    //     rules for one host keeping the oldest's policy). meshmedic's goes, approved or not, and
     //     only as meshmedic left it: one a person edited is theirs (step 2).
     if let Some(by) = &rem.beside
         && rem.created
