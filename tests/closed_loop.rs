@@ -1206,31 +1206,7 @@ async fn a_created_rule_steps_aside_for_a_persons_rule_for_the_same_host() {
     let admin = cp.admin();
     let ns = shop(&admin, "loop-beside", Some("apply")).await;
     let operator = Replica::start(cp.meshmedic_config(), "lease-beside", "replica-beside");
-    let app = |kind: &str, api_version: &str, name: &str, spec: Value| {
-        json!({"apiVersion": api_version, "kind": kind,
-               "metadata": {"name": name, "namespace": ns}, "spec": spec})
-    };
-    // nginx closes idle connections after 75s and no rule says otherwise: meshmedic creates one.
-    for doc in [
-        app(
-            "Deployment",
-            "apps/v1",
-            "gallery",
-            json!({"selector": {"matchLabels": {"app": "gallery"}},
-                   "template": {"metadata": {"labels": {"app": "gallery"}},
-                                "spec": {"containers": [{"name": "nginx", "image": "nginx:1.27",
-                                                         "ports": [{"containerPort": 80}]}]}}}),
-        ),
-        app(
-            "Service",
-            "v1",
-            "gallery",
-            json!({"selector": {"app": "gallery"},
-                   "ports": [{"name": "http", "port": 80, "targetPort": 80}]}),
-        ),
-    ] {
-        support::apply(&admin, &doc).await.expect("applied");
-    }
+    nginx_gallery(&admin, &ns).await;
     let mine = find(&admin, &ns, "DestinationRule", "gallery-idle-timeout").await;
     let mine_name = mine.name_any();
     wait_for(&admin, &ns, &mine_name, "meshmedic's rule verified", |r| {
@@ -1244,7 +1220,8 @@ async fn a_created_rule_steps_aside_for_a_persons_rule_for_the_same_host() {
     );
 
     // The person's own rule for the host, by its short name.
-    let persons = app(
+    let persons = object(
+        &ns,
         "DestinationRule",
         "networking.istio.io/v1",
         "gallery",
@@ -1305,5 +1282,98 @@ async fn a_created_rule_steps_aside_for_a_persons_rule_for_the_same_host() {
         phase(&get_remediation(&admin, &ns, &mine_name).await),
         Phase::RolledBack
     );
+    operator.stop();
+}
+
+fn object(ns: &str, kind: &str, api_version: &str, name: &str, spec: Value) -> Value {
+    json!({"apiVersion": api_version, "kind": kind,
+           "metadata": {"name": name, "namespace": ns}, "spec": spec})
+}
+
+/// nginx closes idle connections after 75s and no rule says otherwise: meshmedic creates
+/// `gallery-idle-timeout`.
+async fn nginx_gallery(admin: &Client, ns: &str) {
+    for doc in [
+        object(
+            ns,
+            "Deployment",
+            "apps/v1",
+            "gallery",
+            json!({"selector": {"matchLabels": {"app": "gallery"}},
+                   "template": {"metadata": {"labels": {"app": "gallery"}},
+                                "spec": {"containers": [{"name": "nginx", "image": "nginx:1.27",
+                                                         "ports": [{"containerPort": 80}]}]}}}),
+        ),
+        object(
+            ns,
+            "Service",
+            "v1",
+            "gallery",
+            json!({"selector": {"app": "gallery"},
+                   "ports": [{"name": "http", "port": 80, "targetPort": 80}]}),
+        ),
+    ] {
+        support::apply(admin, &doc).await.expect("applied");
+    }
+}
+
+/// Nothing a person wrote is lost: an object meshmedic created and someone then labelled (here
+/// as Argo CD labels what it adopts) is theirs. It is recorded `Reverted`, and a rollback, which
+/// would delete it, refuses and names the label.
+#[tokio::test]
+async fn a_created_object_someone_labelled_is_theirs_and_rollback_keeps_it() {
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+    let ns = shop(&admin, "loop-labelled", Some("apply")).await;
+    let operator = Replica::start(cp.meshmedic_config(), "lease-labelled", "replica-labelled");
+    nginx_gallery(&admin, &ns).await;
+    let mine = find(&admin, &ns, "DestinationRule", "gallery-idle-timeout").await;
+    let name = mine.name_any();
+    wait_for(&admin, &ns, &name, "meshmedic's rule verified", |r| {
+        reason(r, "Verified").as_deref() == Some("Verified")
+    })
+    .await;
+
+    let api = target_api(&admin, &mine).await;
+    let labelled = api
+        .patch(
+            "gallery-idle-timeout",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"labels": {"argocd.argoproj.io/instance": "photos"}}}),
+            ),
+        )
+        .await
+        .expect("a person labels it");
+    let theirs = wait_for(&admin, &ns, &name, "recorded as theirs", |r| {
+        reason(r, "Ready").as_deref() == Some("Reverted")
+    })
+    .await;
+    assert!(
+        theirs.status.as_ref().is_some_and(|s| s.reverted),
+        "{:?}",
+        theirs.status
+    );
+
+    meshmedic::cli::rollback::rollback(&admin, &ns, &name)
+        .await
+        .expect("rollback requested");
+    let refused = wait_for(&admin, &ns, &name, "the rollback refused", |r| {
+        phase(r) == Phase::Refused
+    })
+    .await;
+    assert_eq!(reason(&refused, "Ready").as_deref(), Some("TargetChanged"));
+    let said = refused
+        .status
+        .as_ref()
+        .and_then(|s| s.last_error.clone())
+        .unwrap_or_default();
+    assert!(
+        said.contains("/metadata/labels/argocd.argoproj.io~1instance"),
+        "{said}"
+    );
+    let kept = api.get("gallery-idle-timeout").await.expect("still there");
+    assert_eq!(kept.resource_version(), labelled.resource_version());
     operator.stop();
 }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::metrics::Metrics;
-use super::restore::{restore_ops, undo, undo_patch};
+use super::restore::{self, restore_ops, undo, undo_patch};
 use super::stores::api_resource;
 use crate::model::ObjectRef;
 use crate::model::remediation::{
@@ -473,6 +473,19 @@ pub async fn rollback_fix(
         return refuse(&status, "TargetChanged", refused(keys.join(", ")));
     }
     if !original.existed {
+        // Marked by someone else since (see `restore::others_marks`): theirs now, not deleted.
+        let live_value = serde_json::to_value(&live).unwrap_or_default();
+        let marks = restore::others_marks(&live_value, rem.metadata.uid.as_deref());
+        if !marks.is_empty() {
+            return refuse(
+                &status,
+                "TargetChanged",
+                format!(
+                    "rollback refused, nothing written: someone changed {target}, which meshmedic created, at {}; it is theirs now and meshmedic does not delete it. Delete it by hand if it should go, or undo those changes and request the rollback again",
+                    marks.join(", ")
+                ),
+            );
+        }
         let dp = DeleteParams {
             preconditions: Some(kube::api::Preconditions {
                 resource_version: live.resource_version(),

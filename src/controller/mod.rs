@@ -840,7 +840,7 @@ async fn reconcile_in(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
                     "the lease is no longer ours; pass abandoned".into(),
                 ));
             }
-            if let Err(e) = execute(ctx, &api, ns, name, decision, plan, rem, &gitops).await {
+            if let Err(e) = execute(ctx, &api, ns, name, decision, view, plan, rem, &gitops).await {
                 ctx.metrics.api_error("remediation");
                 tracing::warn!(namespace = %ns, remediation = %name, error = %e, "writing a Remediation failed");
             }
@@ -967,7 +967,15 @@ fn target_view(
         .cloned()
         .unwrap_or_else(|| serde_json::json!({}));
     let undos = status.map(|s| s.undo.as_slice()).unwrap_or_default();
-    if restore::intact(&current, undos).is_ok() {
+    // An object meshmedic created is also someone else's once they mark it (a label, an
+    // annotation, its owner reference to the Remediation removed): neither rewritten nor deleted.
+    let created = status
+        .and_then(|s| s.original.as_ref())
+        .is_some_and(|o| !o.existed);
+    let uid = rem.and_then(|r| r.metadata.uid.as_deref());
+    if restore::intact(&current, undos).is_ok()
+        && (!created || restore::others_marks(raw, uid).is_empty())
+    {
         TargetView::AsWritten
     } else {
         TargetView::Changed
@@ -1038,6 +1046,7 @@ async fn execute(
     ns: &str,
     name: &str,
     decision: Decision,
+    view: TargetView,
     plan: Option<&plan::Planned>,
     rem: Option<&Remediation>,
     gitops: &dyn Fn(&crate::model::ObjectRef) -> Option<String>,
@@ -1186,6 +1195,29 @@ async fn execute(
                 ),
                 Reason::CauseGone => {
                     "the analysis no longer finds this cause (meshmedic wrote nothing)".to_string()
+                }
+                Reason::Reverted
+                    if view == TargetView::Absent
+                        && status.original.as_ref().is_some_and(|o| !o.existed) =>
+                {
+                    format!(
+                        "someone deleted {target}, which meshmedic had created: not created again{}",
+                        if plan.is_some() {
+                            "; the fix is a new proposal and needs a new approval"
+                        } else {
+                            ""
+                        }
+                    )
+                }
+                Reason::Reverted if status.original.as_ref().is_some_and(|o| !o.existed) => {
+                    format!(
+                        "someone changed {target}, which meshmedic created: it is theirs now, never rewritten or deleted by meshmedic (a rollback refuses){}",
+                        if plan.is_some() {
+                            "; the fix is a new proposal and needs a new approval"
+                        } else {
+                            ""
+                        }
+                    )
                 }
                 Reason::Reverted => format!(
                     "someone changed the fields meshmedic wrote on {target}: not re-applied; the fix is a new proposal and needs a new approval"

@@ -149,6 +149,50 @@ pub fn undo_patch(undos: &[Vec<Value>]) -> Vec<Value> {
     undos.iter().rev().flatten().cloned().collect()
 }
 
+/// Where someone else has marked an object meshmedic created as theirs, as JSON pointers: a
+/// label other than meshmedic's own (see `remediation::creation_labels`, the only labels a
+/// created object is given), meshmedic's label changed or removed, any annotation, or the owner
+/// reference to its Remediation (`remediation_uid`) removed. Empty: the object carries only what
+/// meshmedic gave it. A GitOps tool adopting the object, a person labelling it for their own
+/// tooling or detaching it from its Remediation all show here; deleting it then would lose
+/// what they wrote. `kubectl.kubernetes.io/last-applied-configuration` is not counted: kubectl
+/// keeps it for itself, the stores drop it, and whatever the apply changed shows elsewhere.
+pub fn others_marks(object: &Value, remediation_uid: Option<&str>) -> Vec<String> {
+    use crate::model::keys::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+    let mut out = Vec::new();
+    let map = |key: &str| {
+        object
+            .pointer(&format!("/metadata/{key}"))
+            .and_then(Value::as_object)
+    };
+    let labels = map("labels");
+    for (k, v) in labels.into_iter().flatten() {
+        if k != MANAGED_BY_LABEL || v.as_str() != Some(MANAGED_BY_VALUE) {
+            out.push(format!("/metadata/labels/{}", escape(k)));
+        }
+    }
+    if !labels.is_some_and(|l| l.contains_key(MANAGED_BY_LABEL)) {
+        out.push(format!("/metadata/labels/{}", escape(MANAGED_BY_LABEL)));
+    }
+    for k in map("annotations").into_iter().flatten().map(|(k, _)| k) {
+        if k != "kubectl.kubernetes.io/last-applied-configuration" {
+            out.push(format!("/metadata/annotations/{}", escape(k)));
+        }
+    }
+    if let Some(uid) = remediation_uid {
+        let owned = object
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|o| o.get("uid").and_then(Value::as_str) == Some(uid));
+        if !owned {
+            out.push("/metadata/ownerReferences".into());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,5 +307,48 @@ mod tests {
         let mut obj = json!({"spec": current.clone()});
         assert!(apply(&mut obj, &restore_ops("/spec", &original, &written)).is_err());
         assert_eq!(obj["spec"], current, "nothing written");
+    }
+
+    fn created() -> Value {
+        json!({"metadata": {"name": "cart-retries",
+                            "labels": {"app.kubernetes.io/managed-by": "meshmedic"},
+                            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
+                            "ownerReferences": [{"kind": "Remediation", "name": "r", "uid": "u-1"}]},
+               "spec": vs()})
+    }
+
+    #[test]
+    fn a_created_object_as_meshmedic_made_it_carries_no_one_elses_marks() {
+        assert!(others_marks(&created(), Some("u-1")).is_empty());
+        // What the analysis creates is exactly what is judged here.
+        let made = json!({"metadata": {"labels": crate::remediation::creation_labels()}});
+        assert!(others_marks(&made, None).is_empty());
+    }
+
+    #[test]
+    fn labels_annotations_and_a_removed_owner_are_someone_elses_marks() {
+        let mut o = created();
+        o["metadata"]["labels"]["argocd.argoproj.io/instance"] = json!("shop");
+        o["metadata"]["annotations"]["note"] = json!("keep");
+        o["metadata"]["ownerReferences"] = json!([]);
+        assert_eq!(
+            others_marks(&o, Some("u-1")),
+            vec![
+                "/metadata/labels/argocd.argoproj.io~1instance",
+                "/metadata/annotations/note",
+                "/metadata/ownerReferences",
+            ]
+        );
+        let mut adopted = created();
+        adopted["metadata"]["labels"]["app.kubernetes.io/managed-by"] = json!("Helm");
+        assert_eq!(
+            others_marks(&adopted, Some("u-1")),
+            vec!["/metadata/labels/app.kubernetes.io~1managed-by"]
+        );
+        adopted["metadata"]["labels"] = json!({});
+        assert_eq!(
+            others_marks(&adopted, Some("u-1")),
+            vec!["/metadata/labels/app.kubernetes.io~1managed-by"]
+        );
     }
 }
