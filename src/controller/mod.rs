@@ -1128,14 +1128,28 @@ async fn execute(
             let Some(r) = rem else { return Ok(()) };
             let mut outcome =
                 apply::rollback_fix(&ctx.client, api, r, &ctx.metrics, &ctx.args.identity).await;
-            if let Decision::Supersede { by } = &decision
-                && outcome.phase == Phase::RolledBack
-            {
-                outcome.reason = Reason::Superseded.as_str();
-                outcome.message = format!(
-                    "{}: {by}. Only one of the two could take effect, and the person's is the one to keep; the fix, if still needed, is planned on it",
-                    outcome.message
-                );
+            if let Decision::Supersede { by } = &decision {
+                if outcome.phase == Phase::RolledBack {
+                    outcome.reason = Reason::Superseded.as_str();
+                    outcome.message = format!(
+                        "{}: {by}. Only one of the two could take effect, and the person's is the one to keep; the fix, if still needed, is planned on it",
+                        outcome.message
+                    );
+                } else if outcome.reason == "TargetChanged" {
+                    // Changed on the live object before the watch showed it: a person's edit,
+                    // so theirs (as step 2 of `decide` records it once seen), never retried.
+                    outcome.status.reverted = true;
+                    outcome.phase = if plan.is_some() {
+                        Phase::Proposed
+                    } else {
+                        Phase::Resolved
+                    };
+                    outcome.reason = Reason::Reverted.as_str();
+                    outcome.message = format!(
+                        "{}, which meshmedic created, is not deleted although {by} configures the same thing: someone changed it, so it is theirs now. Only one of the two takes effect: keep one and delete the other by hand ({})",
+                        r.spec.target, outcome.message
+                    );
+                }
             }
             let Some(updated) = record_outcome(ctx, api, ns, name, r, &outcome).await? else {
                 return Ok(());

@@ -477,6 +477,17 @@ impl World {
                     (Some(t), Some(o)) => t.fix == written.fix || t.fix == o.fix,
                     (Some(_), None) => false,
                 };
+                if !intact && supersede {
+                    // Someone changed it: theirs, recorded as such, never retried.
+                    rem.reverted = true;
+                    rem.phase = if plan.is_some() {
+                        Phase::Proposed
+                    } else {
+                        Phase::Resolved
+                    };
+                    rem.reason = Reason::Reverted.as_str().into();
+                    return true;
+                }
                 if !intact {
                     rem.phase = Phase::Refused;
                     rem.reason = "TargetChanged".into();
