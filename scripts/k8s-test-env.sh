@@ -4,6 +4,8 @@
 #   - etcd, compiled from the go.etcd.io/etcd/server/v3 Go module     (tests/k8s-env/etcd)
 #   - Istio's CRDs, kubernetes/customresourcedefinitions.gen.yaml of
 #     the istio.io/api Go module                                      (tests/k8s-env/istio-crds)
+#   - Argo Rollouts' Rollout CRD, manifests/crds/rollout-crd.yaml of
+#     the github.com/argoproj/argo-rollouts Go module          (tests/k8s-env/argo-rollouts-crd)
 # Versions are pinned by those modules' go.mod and checked by their go.sum.
 #
 # Idempotent and cached: everything lands in $MESHMEDIC_TEST_ASSETS (default
@@ -132,12 +134,34 @@ else
     log "istio CRDs: istio.io/api $istio_version -> $istio_crds"
 fi
 
+# Argo Rollouts' Rollout CRD -----------------------------------------------------------------
+rollouts_dir="$modules/argo-rollouts-crd"
+rollouts_version="$(mod_version "$rollouts_dir" github.com/argoproj/argo-rollouts)"
+out="$assets/argo-rollouts-crd-$rollouts_version-$(cache_key "$rollouts_dir")"
+rollout_crd="$out/rollout-crd.yaml"
+if [ -s "$rollout_crd" ]; then
+    log "Rollout CRD: cached at $rollout_crd"
+else
+    mkdir -p "$out"
+    json="$(cd "$rollouts_dir" && go mod download -json github.com/argoproj/argo-rollouts)" \
+        || die "go mod download github.com/argoproj/argo-rollouts failed: $json"
+    dir="$(printf '%s\n' "$json" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
+    if [ -z "$dir" ] || [ ! -s "$dir/manifests/crds/rollout-crd.yaml" ]; then
+        die "argo-rollouts $rollouts_version has no manifests/crds/rollout-crd.yaml (go said: $json)"
+    fi
+    cp "$dir/manifests/crds/rollout-crd.yaml" "$rollout_crd.tmp.$$"
+    chmod 644 "$rollout_crd.tmp.$$"
+    mv -f "$rollout_crd.tmp.$$" "$rollout_crd"
+    log "Rollout CRD: argo-rollouts $rollouts_version -> $rollout_crd"
+fi
+
 # Result ----------------------------------------------------------------------------------
 # %q quotes for the shell, so a cache path with spaces still evals.
 env_text="$(
     printf 'export MESHMEDIC_KUBE_APISERVER=%q\n' "$kube_apiserver"
     printf 'export MESHMEDIC_ETCD=%q\n' "$etcd"
     printf 'export MESHMEDIC_ISTIO_CRDS=%q\n' "$istio_crds"
+    printf 'export MESHMEDIC_ROLLOUT_CRD=%q\n' "$rollout_crd"
     printf 'export MESHMEDIC_K8S_VERSION=%q\n' "$k8s_version"
     printf 'export MESHMEDIC_ETCD_VERSION=%q\n' "$etcd_version"
     printf 'export MESHMEDIC_ISTIO_VERSION=%q\n' "$istio_version"

@@ -509,6 +509,8 @@ fn rbac_grants_exactly_what_the_controller_needs() {
             &["patch"],
         ),
         ("batch", &["jobs", "cronjobs"], READ),
+        ("argoproj.io", &["rollouts"], READ),
+        ("argoproj.io", &["rollouts"], &["patch"]),
         (
             "networking.istio.io",
             &[

@@ -22,8 +22,9 @@ use std::collections::BTreeSet;
 
 use super::Code;
 
-/// Workload kinds (a bare Pod, ReplicaSet or Job is a workload too).
-pub const WORKLOAD_KINDS: [&str; 7] = [
+/// Workload kinds (a bare Pod, ReplicaSet or Job is a workload too; so is Argo Rollouts'
+/// Rollout).
+pub const WORKLOAD_KINDS: [&str; 8] = [
     "Pod",
     "Deployment",
     "StatefulSet",
@@ -31,6 +32,7 @@ pub const WORKLOAD_KINDS: [&str; 7] = [
     "ReplicaSet",
     "Job",
     "CronJob",
+    "Rollout",
 ];
 
 /// Kinds every detector reads besides the workloads.

@@ -32,6 +32,7 @@ pub fn target_api(client: &Client, target: &ObjectRef) -> Option<Api<DynamicObje
         "Deployment" => "deployments",
         "StatefulSet" => "statefulsets",
         "DaemonSet" => "daemonsets",
+        "Rollout" => "rollouts",
         "DestinationRule" => "destinationrules",
         "VirtualService" => "virtualservices",
         "Sidecar" => "sidecars",

@@ -257,7 +257,7 @@ pub struct Watched {
 
 /// The kinds meshmedic watches: (group, version, kind, plural, optional). `analyze --cluster`
 /// lists the same.
-pub const KINDS: [(&str, &str, &str, &str, bool); 16] = [
+pub const KINDS: [(&str, &str, &str, &str, bool); 17] = [
     ("", "v1", "Namespace", "namespaces", false),
     // Kubelet versions decide native sidecars (the mesh profile); optional: a cluster may not
     // grant nodes, and then the profile says the version was assumed.
@@ -272,6 +272,8 @@ pub const KINDS: [(&str, &str, &str, &str, bool); 16] = [
     ("apps", "v1", "ReplicaSet", "replicasets", false),
     ("batch", "v1", "Job", "jobs", false),
     ("batch", "v1", "CronJob", "cronjobs", false),
+    // Argo Rollouts' workload; a cluster without its CRD has none (see `none_without_crd`).
+    ("argoproj.io", "v1alpha1", "Rollout", "rollouts", true),
     (
         "networking.istio.io",
         "v1",
@@ -334,6 +336,25 @@ pub fn strip(obj: &mut DynamicObject) {
     }
 }
 
+/// Kinds that exist only where their CRD is installed and that the analysis can do without:
+/// a cluster that does not serve them has none (Argo Rollouts' Rollout). Istio's kinds are not
+/// among them: without Istio's CRDs, the findings that read them are withheld.
+pub fn none_without_crd(kind: &str) -> bool {
+    kind == "Rollout"
+}
+
+/// How often a kind that is not served (see [`none_without_crd`]) is listed again.
+const NOT_SERVED_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The API server does not serve the resource (404 on list or watch: no CRD).
+fn not_served(e: &watcher::Error) -> bool {
+    matches!(
+        e,
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+            | watcher::Error::WatchStartFailed(kube::Error::Api(s)) if s.code == 404
+    ) || matches!(e, watcher::Error::WatchError(s) if s.code == 404)
+}
+
 /// Starts a watcher per kind (and one for ConfigMaps in the root namespace); every change marks
 /// its namespace dirty. Returns the stores; the watchers run until the process ends.
 /// Each watcher records in `sync` whether its kind has synced (see [`super::sync`]).
@@ -387,6 +408,7 @@ fn spawn(
     let resource = ar.clone();
     tokio::spawn(async move {
         let mut delay = std::time::Duration::from_millis(200);
+        let mut not_served_now = false;
         loop {
             // A fresh watcher lists first, so the kind is synced again only after a complete
             // list (its InitDone); the store is kept across restarts and swapped on InitDone.
@@ -461,6 +483,19 @@ fn spawn(
                     Err(watcher::Error::WatchFailed(e)) => {
                         tracing::debug!(kind, error = %e, "watch interrupted; resuming");
                     }
+                    // A kind that exists only with its CRD, and the CRD is absent: there are
+                    // none, which is the truth the analysis needs (not a gap to withhold on).
+                    // Listed again now and then, so installing the CRD later is noticed.
+                    Err(e) if none_without_crd(&kind) && not_served(&e) => {
+                        writer.relist_started();
+                        writer.relist_done();
+                        not_served_now = true;
+                        if sync.synced(&kind) {
+                            tracing::info!(kind, "not served (CRD absent): there are none");
+                            changes.mark(None, true).await;
+                        }
+                        break;
+                    }
                     // A missing CRD (404), a forbidden kind, the API server down, a watch too
                     // old (410): reported once. Until a fresh list completes, findings that read
                     // this kind are withheld (an empty or stale store is not "there is none").
@@ -478,6 +513,10 @@ fn spawn(
                         break;
                     }
                 }
+            }
+            if std::mem::take(&mut not_served_now) {
+                tokio::time::sleep(NOT_SERVED_RECHECK).await;
+                continue;
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(std::time::Duration::from_secs(5));

@@ -4,6 +4,7 @@
 pub mod duration;
 pub mod istio;
 pub mod remediation;
+pub mod rollout;
 pub mod workload;
 
 pub use duration::GoDuration;

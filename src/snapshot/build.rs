@@ -19,6 +19,7 @@ use crate::model::istio::{
     DestinationRuleSpec, EnvoyFilterSpec, MeshConfig, PeerAuthenticationSpec, SidecarSpec,
     TelemetrySpec, VirtualServiceSpec,
 };
+use crate::model::rollout::Rollout;
 use crate::model::workload::Workload;
 use crate::model::{Meta, duration, keys, selects};
 
@@ -611,7 +612,7 @@ impl SnapshotBuilder {
                     .map(Vec::as_slice)
                     .unwrap_or_default()
                 {
-                    if selects(selector, &parts.workloads[w].pod_labels) {
+                    if selects_pods_of(selector, &parts.workloads[w]) {
                         picked.push(w);
                         workload_services[w].push(s);
                     }
@@ -798,6 +799,17 @@ enum PreparedInner {
     Later(Box<(Source, Value, Option<Raw>)>),
 }
 
+/// Whether a Service's selector picks the pods of `w`. A Rollout's pods also carry the
+/// revision label its controller adds (and puts on the canary and stable Services' selectors).
+fn selects_pods_of(selector: &BTreeMap<String, String>, w: &Workload) -> bool {
+    if w.kind == "Rollout" && selector.contains_key(crate::model::rollout::POD_TEMPLATE_HASH) {
+        let mut rest = selector.clone();
+        rest.remove(crate::model::rollout::POD_TEMPLATE_HASH);
+        return selects(&rest, &w.pod_labels);
+    }
+    selects(selector, &w.pod_labels)
+}
+
 /// A typed object, ready to be added.
 enum Decoded {
     Service(Box<Obj<k8s_openapi::api::core::v1::ServiceSpec>>),
@@ -826,6 +838,7 @@ fn decoded_early(group: &str, kind: &str) -> bool {
                 "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet"
             )
             | ("batch", "Job" | "CronJob")
+            | ("argoproj.io", "Rollout")
             | (
                 "networking.istio.io",
                 "DestinationRule" | "VirtualService" | "Sidecar" | "EnvoyFilter"
@@ -973,6 +986,16 @@ fn decode_known<'de>(
                 None,
             );
             return workload(w, None);
+        }
+        ("argoproj.io", "Rollout") => {
+            let (r, raw): (Rollout, Raw) = decode_keep(&at, object, value, raw)?;
+            // With `workloadRef` (and no template of its own) the pods are the named
+            // Deployment's template, which is read as that Deployment.
+            let Some(template) = r.spec.template else {
+                return Ok(Decoded::Nothing);
+            };
+            let labels = r.spec.selector.and_then(|s| s.match_labels);
+            return workload(templated(r.metadata, at, raw, template, labels), None);
         }
         ("networking.istio.io", "DestinationRule") => istio!(DestinationRule),
         ("networking.istio.io", "VirtualService") => istio!(VirtualService),

@@ -429,4 +429,46 @@ mod tests {
             );
         }
     }
+
+    /// Argo Rollouts' Rollout is a workload like a Deployment: its template is read, a live
+    /// Service that selects on the revision label its controller adds still finds it, and the
+    /// fix patches the Rollout. With `workloadRef` the Deployment it names is the workload.
+    #[test]
+    fn an_argo_rollout_is_a_workload_and_the_target_of_its_fix() {
+        let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a, labels: {istio-injection: enabled}}\n";
+        let s = snapshot(&format!(
+            "{ns}---\napiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata: {{name: pay, namespace: a}}\n\
+             spec:\n  strategy: {{canary: {{canaryService: pay-canary, stableService: pay}}}}\n  selector: {{matchLabels: {{app: pay}}}}\n\
+             \x20 template:\n    metadata:\n      labels: {{app: pay}}\n      annotations: {{sidecar.istio.io/rewriteAppHTTPProbers: 'false'}}\n\
+             \x20   spec:\n      containers:\n      - name: pay\n        image: pay:1\n        ports: [{{name: health, containerPort: 8081}}]\n\
+             \x20       readinessProbe: {{httpGet: {{path: /healthz, port: health}}}}\n\
+             ---\napiVersion: v1\nkind: Service\nmetadata: {{name: pay, namespace: a}}\n\
+             spec: {{selector: {{app: pay, rollouts-pod-template-hash: 6d4f8c}}, ports: [{{name: http, port: 80}}]}}\n\
+             ---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: default, namespace: a}}\nspec: {{mtls: {{mode: STRICT}}}}\n\
+             ---\napiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata: {{name: ref, namespace: a}}\n\
+             spec: {{workloadRef: {{apiVersion: apps/v1, kind: Deployment, name: ref}}}}\n"
+        ));
+        assert!(s.workload("Rollout", "a", "pay").is_some());
+        assert!(s.workload("Rollout", "a", "ref").is_none());
+        let service = s.service_index("a", "pay").expect("service");
+        assert_eq!(
+            s.workloads_of(service)
+                .map(|w| w.meta.name.as_str())
+                .collect::<Vec<_>>(),
+            ["pay"]
+        );
+        let report = crate::analysis::analyze(&s);
+        let fix = report
+            .findings
+            .iter()
+            .find(|f| f.code == crate::analysis::Code::MtlsProbeFailure)
+            .expect("the probe finding on the Rollout");
+        assert_eq!(fix.remediation.target.kind, "Rollout");
+        assert_eq!(fix.remediation.target.api_version, "argoproj.io/v1alpha1");
+        let patch = serde_json::to_string(&fix.remediation.patch).expect("json");
+        assert!(
+            patch.contains("/spec/template/metadata/annotations"),
+            "{patch}"
+        );
+    }
 }
