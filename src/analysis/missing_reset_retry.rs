@@ -233,12 +233,27 @@ pub fn retry_findings(
         return out;
     }
 
+    // Two or more naming the host itself: only one takes effect, whatever meshmedic patches.
+    let same_host: Vec<String> = virtual_services
+        .iter()
+        .filter(|(_, vs)| snapshot.names_host(vs, &host))
+        .map(|(_, vs)| format!("{}/{}", vs.meta.namespace, vs.meta.name))
+        .collect();
+    let shadow_note = (same_host.len() > 1).then(|| {
+        format!(
+            "VirtualServices {} all route {host} for the sidecars: Istio uses one (the one created first) and ignores the others' routes (istioctl IST0109); keep one",
+            same_host.join(", ")
+        )
+    });
     for (v, vs) in virtual_services {
         if !claimed.insert(v) {
             continue;
         }
         let mut edits = Vec::new();
         let mut evidence = cause.to_vec();
+        if snapshot.names_host(vs, &host) {
+            evidence.extend(shadow_note.clone());
+        }
         let mut all_non_idempotent = true;
         for (i, route) in vs.spec.http.iter().enumerate() {
             if route.redirect.is_some()

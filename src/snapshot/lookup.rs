@@ -151,6 +151,17 @@ impl Snapshot {
         levels
     }
 
+    /// Whether `vs` names `host` itself, not through a wildcard. Istio's sidecars take one
+    /// VirtualService per host: of two that name the same host, the one created first is used
+    /// (by name, then namespace, when created in the same second) and the other's routes are
+    /// dropped; a wildcard host only applies where no exact one does.
+    pub fn names_host(&self, vs: &Obj<VirtualServiceSpec>, host: &str) -> bool {
+        vs.spec.hosts.iter().any(|h| {
+            let h = hosts::resolve(h, &vs.meta.namespace, &self.cluster_domain);
+            !h.starts_with('*') && h.eq_ignore_ascii_case(host)
+        })
+    }
+
     /// Mesh-bound VirtualServices (no `gateways`, or `mesh` among them) for a host, visible from
     /// `from_namespace`.
     pub fn virtual_services_for(

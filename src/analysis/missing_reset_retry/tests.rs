@@ -653,3 +653,27 @@ spec:
         1
     );
 }
+
+/// Two VirtualServices naming one host: Istio's sidecars use one and drop the other's routes,
+/// which the findings say (a wildcard one beside them is no such conflict).
+#[test]
+fn two_virtual_services_for_one_host_are_named_as_such() {
+    let route = "  hosts: [cart]\n  http:\n  - route:\n    - destination: {host: cart}\n";
+    let wildcard = "  hosts: ['*.shop.svc.cluster.local']\n  http:\n  - route:\n    - destination: {host: cart}\n";
+    let snap = snapshot(&with(&format!(
+        "{}---\n{}---\n{}",
+        vs("cart", route),
+        vs("cart-canary", route),
+        vs("everything", wildcard)
+    )));
+    let found = findings(&snap);
+    assert_eq!(found.len(), 3);
+    let note = "VirtualServices shop/cart, shop/cart-canary all route cart.shop.svc.cluster.local for the sidecars";
+    for f in &found {
+        let exact = f.remediation.target.name != "everything";
+        assert_eq!(has_evidence(f, note), exact, "{:?}", f.evidence);
+    }
+    // One of them alone: no such note.
+    let one = snapshot(&with(&vs("cart", route)));
+    assert!(!has_evidence(&only(&one), "all route"));
+}
