@@ -1377,3 +1377,65 @@ async fn a_created_object_someone_labelled_is_theirs_and_rollback_keeps_it() {
     assert_eq!(kept.resource_version(), labelled.resource_version());
     operator.stop();
 }
+
+/// An object meshmedic created that a person has made theirs is not deleted to step aside for
+/// another person's object for the same host, and the Remediation says that only one of the two
+/// takes effect. Both changes are made while no operator runs, so one pass sees them together.
+#[tokio::test]
+async fn a_created_object_made_theirs_is_kept_beside_a_persons_and_the_record_says_so() {
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+    let ns = shop(&admin, "loop-theirs-beside", Some("apply")).await;
+    let operator = Replica::start(cp.meshmedic_config(), "lease-theirs", "replica-theirs");
+    nginx_gallery(&admin, &ns).await;
+    let mine = find(&admin, &ns, "DestinationRule", "gallery-idle-timeout").await;
+    let name = mine.name_any();
+    wait_for(&admin, &ns, &name, "meshmedic's rule verified", |r| {
+        reason(r, "Verified").as_deref() == Some("Verified")
+    })
+    .await;
+    operator.stop();
+
+    let api = target_api(&admin, &mine).await;
+    api.patch(
+        "gallery-idle-timeout",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"team": "photos"}}})),
+    )
+    .await
+    .expect("a person labels it");
+    let persons = object(
+        &ns,
+        "DestinationRule",
+        "networking.istio.io/v1",
+        "gallery",
+        json!({"host": "gallery", "trafficPolicy": {"outlierDetection": {"consecutive5xxErrors": 7}}}),
+    );
+    support::apply(&admin, &persons).await.expect("applied");
+
+    let operator = Replica::start(cp.meshmedic_config(), "lease-theirs", "replica-theirs-2");
+    let theirs = wait_for(&admin, &ns, &name, "recorded as theirs", |r| {
+        reason(r, "Ready").as_deref() == Some("Reverted")
+    })
+    .await;
+    let said = theirs
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(said.contains("it is theirs now"), "{said}");
+    assert!(
+        said.contains("configures the same thing and only one of the two takes effect"),
+        "{said}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        destination_rule(&admin, &ns, "gallery-idle-timeout")
+            .await
+            .is_some(),
+        "kept"
+    );
+    operator.stop();
+}

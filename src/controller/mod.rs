@@ -840,7 +840,22 @@ async fn reconcile_in(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
                     "the lease is no longer ours; pass abandoned".into(),
                 ));
             }
-            if let Err(e) = execute(ctx, &api, ns, name, decision, view, plan, rem, &gitops).await {
+            if let Err(e) = execute(
+                ctx,
+                &api,
+                ns,
+                name,
+                decision,
+                Seen {
+                    view,
+                    beside: rem_view.as_ref().and_then(|v| v.beside.clone()),
+                },
+                plan,
+                rem,
+                &gitops,
+            )
+            .await
+            {
                 ctx.metrics.api_error("remediation");
                 tracing::warn!(namespace = %ns, remediation = %name, error = %e, "writing a Remediation failed");
             }
@@ -982,6 +997,13 @@ fn target_view(
     }
 }
 
+/// What a pass saw of a Remediation's target, for the words of what it records.
+struct Seen {
+    view: TargetView,
+    /// A person's object beside one meshmedic created (`Snapshot::created_object_beside`).
+    beside: Option<String>,
+}
+
 /// Another writer changed the Remediation since this pass read it: decide again on fresh state.
 /// The fresh state is read here rather than awaited from the watch, which can lag far behind
 /// (while it lists again after an apiserver outage): a pass on the same stale view would lose
@@ -1046,7 +1068,7 @@ async fn execute(
     ns: &str,
     name: &str,
     decision: Decision,
-    view: TargetView,
+    seen: Seen,
     plan: Option<&plan::Planned>,
     rem: Option<&Remediation>,
     gitops: &dyn Fn(&crate::model::ObjectRef) -> Option<String>,
@@ -1211,7 +1233,7 @@ async fn execute(
                     "the analysis no longer finds this cause (meshmedic wrote nothing)".to_string()
                 }
                 Reason::Reverted
-                    if view == TargetView::Absent
+                    if seen.view == TargetView::Absent
                         && status.original.as_ref().is_some_and(|o| !o.existed) =>
                 {
                     format!(
@@ -1225,7 +1247,13 @@ async fn execute(
                 }
                 Reason::Reverted if status.original.as_ref().is_some_and(|o| !o.existed) => {
                     format!(
-                        "someone changed {target}, which meshmedic created: it is theirs now, never rewritten or deleted by meshmedic (a rollback refuses){}",
+                        "someone changed {target}, which meshmedic created: it is theirs now, never rewritten or deleted by meshmedic (a rollback refuses){}{}",
+                        match &seen.beside {
+                            Some(by) => format!(
+                                ". {by} configures the same thing and only one of the two takes effect: keep one, delete the other by hand"
+                            ),
+                            None => String::new(),
+                        },
                         if plan.is_some() {
                             "; the fix is a new proposal and needs a new approval"
                         } else {
