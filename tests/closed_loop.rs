@@ -1439,3 +1439,62 @@ async fn a_created_object_made_theirs_is_kept_beside_a_persons_and_the_record_sa
     );
     operator.stop();
 }
+
+/// A namespace that is not opted in is never written, even through a Remediation of an opted-in
+/// one: a VirtualService in another namespace that routes an `apply` namespace's service is
+/// proposed there, and neither apply mode nor an approval writes it until its own namespace is
+/// opted in.
+#[tokio::test]
+async fn a_target_in_a_namespace_not_opted_in_is_proposed_never_written() {
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+    let ns = shop(&admin, "loop-foreign", Some("apply")).await;
+    let routing = support::namespace(&admin, "loop-foreign-routes").await;
+    let operator = Replica::start(cp.meshmedic_config(), "lease-foreign", "replica-foreign");
+    nginx_gallery(&admin, &ns).await;
+    // Routes for gallery kept in a routing namespace, retried without `reset`.
+    let routes = json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+        "metadata": {"name": "gallery-routes", "namespace": routing},
+        "spec": {"hosts": [format!("gallery.{ns}.svc.cluster.local")],
+                 "http": [{"route": [{"destination": {"host": format!("gallery.{ns}.svc.cluster.local")}}],
+                           "retries": {"attempts": 2, "retryOn": "connect-failure"}}]}});
+    let before = support::apply(&admin, &routes).await.expect("applied");
+    let rem = find(&admin, &ns, "VirtualService", "gallery-routes").await;
+    let name = rem.name_any();
+    assert_eq!(rem.spec.target.namespace, routing);
+    wait_for(&admin, &ns, &name, "held back", |r| {
+        reason(r, "Ready").as_deref() == Some("TargetNamespaceOff")
+    })
+    .await;
+    approve(&admin, &ns, &name).await;
+    tokio::time::sleep(Duration::from_secs(APPLY_SETTLE_SECONDS + 3)).await;
+    let r = get_remediation(&admin, &ns, &name).await;
+    assert!(!written(&r), "{:?}", r.status);
+    assert_eq!(reason(&r, "Ready").as_deref(), Some("TargetNamespaceOff"));
+    let api = target_api(&admin, &rem).await;
+    assert_eq!(
+        api.get("gallery-routes")
+            .await
+            .expect("vs")
+            .resource_version(),
+        before.resource_version(),
+        "nothing written in {routing}"
+    );
+
+    // The routing namespace opts in (propose): the approval given is used.
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone())
+        .patch(
+            &routing,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"meshmedic.io/mode": "propose"}}})),
+        )
+        .await
+        .expect("opted in");
+    wait_for(&admin, &ns, &name, "the approved fix verified", |r| {
+        reason(r, "Verified").as_deref() == Some("Verified")
+    })
+    .await;
+    operator.stop();
+}

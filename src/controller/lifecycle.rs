@@ -18,6 +18,7 @@
 //!   created, and a person's object now configures the same thing, as left ─▶ delete it
 //!                                                  ─▶ RolledBack (Superseded)
 //!   write fails ─▶ Failed / Stale (not retried until the plan changes); write limit ─▶ Refused
+//!   target in another namespace that is not opted in ─▶ Proposed (TargetNamespaceOff)
 //! ```
 
 use crate::model::remediation::Phase;
@@ -40,6 +41,11 @@ pub struct PlanView {
     /// The plan has stood, published and unchanged, for the apply settle time: apply mode
     /// writes only settled plans (a half-applied namespace's findings go away by themselves).
     pub settled: bool,
+    /// The mode of the target's namespace, when the target is in another namespace than the
+    /// Remediation (a VirtualService or DestinationRule elsewhere that applies to the service):
+    /// nothing is written in a namespace that is not opted in, and only an `apply` namespace
+    /// gets automatic writes.
+    pub target_mode: Option<Mode>,
 }
 
 /// What the Remediation records (spec and status).
@@ -110,6 +116,8 @@ pub enum Reason {
     /// meshmedic deleted an object it had created, as it left it, because a person's object
     /// now configures the same thing.
     Superseded,
+    /// The target is in a namespace that is not opted in: nothing is written there.
+    TargetNamespaceOff,
 }
 
 impl Reason {
@@ -128,6 +136,7 @@ impl Reason {
             Reason::NothingWritten => "NothingWritten",
             Reason::Reappeared => "Reappeared",
             Reason::Superseded => "Superseded",
+            Reason::TargetNamespaceOff => "TargetNamespaceOff",
         }
     }
 }
@@ -336,9 +345,20 @@ pub fn decide(
     let approved = rem.approved.as_deref() == Some(plan.digest.as_str());
     let already = rem.applied_digest.as_deref() == Some(plan.digest.as_str());
     let failed = rem.failed_digest.as_deref() == Some(plan.digest.as_str());
-    let auto =
+    let target_mode = plan.target_mode.unwrap_or(mode);
+    let auto_here =
         mode == Mode::Apply && plan.safe && plan.settled && !rem.reverted && !already && !failed;
-    if approved && !(already && target == Target::AsWritten) || auto {
+    let auto = auto_here && target_mode == Mode::Apply;
+    if approved && !(already && target == Target::AsWritten) || auto_here {
+        // Neither apply mode nor an approval given in this namespace opens another that is not
+        // opted in; the approval is kept, and used once that namespace is.
+        if target_mode == Mode::Off {
+            return set(Phase::Proposed, Reason::TargetNamespaceOff);
+        }
+        // A target namespace in `propose` mode: written once approved, never on its own.
+        if !approved && !auto {
+            return Nothing;
+        }
         if gitops.is_some() && !rem.allow_live_patch {
             return set(Phase::Proposed, Reason::GitOpsManaged);
         }

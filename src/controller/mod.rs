@@ -808,6 +808,8 @@ async fn reconcile_in(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
             });
             let plan_view = plan.map(|p| PlanView {
                 settled: clock.settled,
+                target_mode: (target.namespace != *ns)
+                    .then(|| modes.get(&target.namespace).copied().unwrap_or(Mode::Off)),
                 ..p.view.clone()
             });
             let decision = lifecycle::decide(
@@ -1271,6 +1273,10 @@ async fn execute(
                 Reason::NothingWritten => {
                     "rollback requested; meshmedic had written nothing".to_string()
                 }
+                Reason::TargetNamespaceOff => format!(
+                    "{target} is in namespace {}, which is not opted in (meshmedic.io/mode: propose or apply on that Namespace): meshmedic writes nothing there. Apply the fix there by hand, or opt the namespace in; an approval given here is kept and used then",
+                    target.namespace
+                ),
                 Reason::Superseded => format!(
                     "{target}, which meshmedic had created, was deleted: a person's object configures the same thing"
                 ),

@@ -296,8 +296,10 @@ pub fn plan_targets(
                 safe,
                 resolves,
                 noop,
-                // Time is the controller's to judge (see `Context::settled`).
+                // Time is the controller's to judge (see `Context::settled`), and the target's
+                // namespace its to read.
                 settled: false,
+                target_mode: None,
             },
         });
     }

@@ -336,6 +336,11 @@ pub fn strip(obj: &mut DynamicObject) {
     }
 }
 
+/// A Namespace's `meshmedic.io/mode` annotation, as written.
+fn mode_annotation(obj: &DynamicObject) -> Option<String> {
+    obj.annotations().get(crate::model::keys::MODE).cloned()
+}
+
 /// Kinds that exist only where their CRD is installed and that the analysis can do without:
 /// a cluster that does not serve them has none (Argo Rollouts' Rollout). Istio's kinds are not
 /// among them: without Istio's CRDs, the findings that read them are withheld.
@@ -401,6 +406,7 @@ fn spawn(
     // A Node's status is rewritten by its kubelet all the time; only a new kubelet version
     // changes the analysis (it changes the mesh profile, so every namespace).
     let mut kubelets: std::collections::HashMap<String, Option<Value>> = Default::default();
+    let mut modes: std::collections::HashMap<String, Option<String>> = Default::default();
     sync.register(&kind, optional);
     let seed = kind
         .bytes()
@@ -443,6 +449,9 @@ fn spawn(
                     }
                     Ok(watcher::Event::InitApply(obj)) => {
                         let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+                        if is_namespace {
+                            modes.insert(name.clone(), mode_annotation(&obj));
+                        }
                         writer.set(&ns, &name, project(&resource, obj));
                     }
                     Ok(event @ (watcher::Event::Apply(_) | watcher::Event::Delete(_))) => {
@@ -452,6 +461,14 @@ fn spawn(
                             _ => continue,
                         };
                         let (ns, name) = (obj.namespace(), obj.name_any());
+                        // A namespace's mode decides what may be written there for Remediations
+                        // of every namespace (a target can be in another): a new mode is a full
+                        // pass, anything else about a namespace only its own.
+                        let mode_changed = is_namespace && {
+                            let mode = if deleted { None } else { mode_annotation(&obj) };
+                            // (A namespace not seen before had no mode.)
+                            modes.insert(name.clone(), mode.clone()).flatten() != mode
+                        };
                         let value = if deleted {
                             None
                         } else {
@@ -462,7 +479,8 @@ fn spawn(
                             continue;
                         }
                         let ns = if is_namespace { Some(name) } else { ns };
-                        let all = ns.as_deref() == Some(root.as_str()) && !is_namespace;
+                        let all =
+                            (ns.as_deref() == Some(root.as_str()) && !is_namespace) || mode_changed;
                         changes.mark(ns.as_deref(), all).await;
                     }
                     Ok(watcher::Event::Init) => writer.relist_started(),

@@ -9,6 +9,7 @@ fn plan(digest: &str, safe: bool) -> PlanView {
         resolves: true,
         noop: false,
         settled: true,
+        target_mode: None,
     }
 }
 
@@ -347,6 +348,7 @@ impl World {
             resolves: true,
             noop: false,
             settled: true,
+            target_mode: None,
         })
     }
 
@@ -811,5 +813,65 @@ fn an_object_meshmedic_created_goes_as_it_left_it_once_a_persons_configures_the_
             phase: Phase::Proposed,
             reason: Reason::Reappeared
         }
+    );
+}
+
+/// A target in another namespace: nothing is written where meshmedic is not opted in (the
+/// approval waits), and apply mode writes on its own only into another `apply` namespace.
+#[test]
+fn a_target_in_a_namespace_not_opted_in_is_never_written() {
+    let approved = RemView {
+        approved: Some("d1".into()),
+        ..proposed("d1")
+    };
+    let elsewhere = |m| PlanView {
+        target_mode: Some(m),
+        ..plan("d1", true)
+    };
+    for mode in [Mode::Propose, Mode::Apply] {
+        assert_eq!(
+            decide(
+                mode,
+                Some(&elsewhere(Mode::Off)),
+                None,
+                Some(&approved),
+                TargetView::Present
+            ),
+            Decision::Set {
+                phase: Phase::Proposed,
+                reason: Reason::TargetNamespaceOff
+            }
+        );
+        assert_eq!(
+            decide(
+                mode,
+                Some(&elsewhere(Mode::Propose)),
+                None,
+                Some(&approved),
+                TargetView::Present
+            ),
+            Decision::Apply { auto: false }
+        );
+    }
+    let unapproved = proposed("d1");
+    assert_eq!(
+        decide(
+            Mode::Apply,
+            Some(&elsewhere(Mode::Propose)),
+            None,
+            Some(&unapproved),
+            TargetView::Present
+        ),
+        Decision::Nothing
+    );
+    assert_eq!(
+        decide(
+            Mode::Apply,
+            Some(&elsewhere(Mode::Apply)),
+            None,
+            Some(&unapproved),
+            TargetView::Present
+        ),
+        Decision::Apply { auto: true }
     );
 }
