@@ -1204,15 +1204,9 @@ async fn a_created_rule_steps_aside_for_a_persons_rule_for_the_same_host() {
     install_once().await;
     let cp = control_plane();
     let admin = cp.admin();
-    let ns = shop(&admin, "loop-beside", Some("apply")).await;
-    let operator = Replica::start(cp.meshmedic_config(), "lease-beside", "replica-beside");
-    nginx_gallery(&admin, &ns).await;
-    let mine = find(&admin, &ns, "DestinationRule", "gallery-idle-timeout").await;
+    let (ns, operator, mine) =
+        created_gallery_rule(&admin, "loop-beside", "lease-beside", "replica-beside").await;
     let mine_name = mine.name_any();
-    wait_for(&admin, &ns, &mine_name, "meshmedic's rule verified", |r| {
-        reason(r, "Verified").as_deref() == Some("Verified")
-    })
-    .await;
     assert!(
         destination_rule(&admin, &ns, "gallery-idle-timeout")
             .await
@@ -1290,6 +1284,29 @@ fn object(ns: &str, kind: &str, api_version: &str, name: &str, spec: Value) -> V
            "metadata": {"name": name, "namespace": ns}, "spec": spec})
 }
 
+/// In a fresh `apply` namespace watched by a fresh operator, the rule meshmedic creates for
+/// [`nginx_gallery`], verified; with its Remediation.
+async fn created_gallery_rule(
+    admin: &Client,
+    hint: &str,
+    lease: &str,
+    identity: &str,
+) -> (String, Replica, Remediation) {
+    let ns = shop(admin, hint, Some("apply")).await;
+    let operator = Replica::start(control_plane().meshmedic_config(), lease, identity);
+    nginx_gallery(admin, &ns).await;
+    let mine = find(admin, &ns, "DestinationRule", "gallery-idle-timeout").await;
+    wait_for(
+        admin,
+        &ns,
+        &mine.name_any(),
+        "meshmedic's rule verified",
+        |r| reason(r, "Verified").as_deref() == Some("Verified"),
+    )
+    .await;
+    (ns, operator, mine)
+}
+
 /// nginx closes idle connections after 75s and no rule says otherwise: meshmedic creates
 /// `gallery-idle-timeout`.
 async fn nginx_gallery(admin: &Client, ns: &str) {
@@ -1325,15 +1342,14 @@ async fn a_created_object_someone_labelled_is_theirs_and_rollback_keeps_it() {
     install_once().await;
     let cp = control_plane();
     let admin = cp.admin();
-    let ns = shop(&admin, "loop-labelled", Some("apply")).await;
-    let operator = Replica::start(cp.meshmedic_config(), "lease-labelled", "replica-labelled");
-    nginx_gallery(&admin, &ns).await;
-    let mine = find(&admin, &ns, "DestinationRule", "gallery-idle-timeout").await;
-    let name = mine.name_any();
-    wait_for(&admin, &ns, &name, "meshmedic's rule verified", |r| {
-        reason(r, "Verified").as_deref() == Some("Verified")
-    })
+    let (ns, operator, mine) = created_gallery_rule(
+        &admin,
+        "loop-labelled",
+        "lease-labelled",
+        "replica-labelled",
+    )
     .await;
+    let name = mine.name_any();
 
     let api = target_api(&admin, &mine).await;
     let labelled = api
@@ -1386,15 +1402,14 @@ async fn a_created_object_made_theirs_is_kept_beside_a_persons_and_the_record_sa
     install_once().await;
     let cp = control_plane();
     let admin = cp.admin();
-    let ns = shop(&admin, "loop-theirs-beside", Some("apply")).await;
-    let operator = Replica::start(cp.meshmedic_config(), "lease-theirs", "replica-theirs");
-    nginx_gallery(&admin, &ns).await;
-    let mine = find(&admin, &ns, "DestinationRule", "gallery-idle-timeout").await;
-    let name = mine.name_any();
-    wait_for(&admin, &ns, &name, "meshmedic's rule verified", |r| {
-        reason(r, "Verified").as_deref() == Some("Verified")
-    })
+    let (ns, operator, mine) = created_gallery_rule(
+        &admin,
+        "loop-theirs-beside",
+        "lease-theirs",
+        "replica-theirs",
+    )
     .await;
+    let name = mine.name_any();
     operator.stop();
 
     let api = target_api(&admin, &mine).await;
