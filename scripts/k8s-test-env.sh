@@ -112,48 +112,35 @@ out="$assets/etcd-$etcd_version-$(cache_key "$etcd_dir" "$ldflags_common")"
 build etcd "$etcd_dir" go.etcd.io/etcd/server/v3 "$ldflags_common"
 etcd="$out/etcd"
 
-# Istio CRDs ----------------------------------------------------------------------------
-istio_dir="$modules/istio-crds"
-istio_version="$(mod_version "$istio_dir" istio.io/api)"
-out="$assets/istio-crds-$istio_version-$(cache_key "$istio_dir")"
-istio_crds="$out/customresourcedefinitions.gen.yaml"
-if [ -s "$istio_crds" ]; then
-    log "istio CRDs: cached at $istio_crds"
-else
-    mkdir -p "$out"
-    # Checked against go.sum by the go command; Dir is the extracted module in the module cache.
-    json="$(cd "$istio_dir" && go mod download -json istio.io/api)" \
-        || die "go mod download istio.io/api failed: $json"
-    dir="$(printf '%s\n' "$json" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
-    if [ -z "$dir" ] || [ ! -s "$dir/kubernetes/customresourcedefinitions.gen.yaml" ]; then
-        die "istio.io/api $istio_version has no kubernetes/customresourcedefinitions.gen.yaml (go said: $json)"
+# Istio CRDs and Argo Rollouts' Rollout CRD ------------------------------------------------
+# module_file DIR MODULE PATH: the file PATH of the Go module MODULE at the version DIR's go.mod
+# pins, copied into the cache once; prints the cached file's path.
+module_file() {
+    local dir="$1" module="$2" path="$3" version out file json src
+    version="$(mod_version "$dir" "$module")"
+    out="$assets/$(basename "$dir")-$version-$(cache_key "$dir")"
+    file="$out/$(basename "$path")"
+    if [ -s "$file" ]; then
+        log "$module $version: cached at $file"
+    else
+        mkdir -p "$out"
+        # Checked against go.sum by the go command; Dir is the extracted module in the module cache.
+        json="$(cd "$dir" && go mod download -json "$module")" \
+            || die "go mod download $module failed: $json"
+        src="$(printf '%s\n' "$json" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
+        if [ -z "$src" ] || [ ! -s "$src/$path" ]; then
+            die "$module $version has no $path (go said: $json)"
+        fi
+        cp "$src/$path" "$file.tmp.$$"
+        chmod 644 "$file.tmp.$$" # the module cache is read-only
+        mv -f "$file.tmp.$$" "$file"
+        log "$module $version: $path -> $file"
     fi
-    cp "$dir/kubernetes/customresourcedefinitions.gen.yaml" "$istio_crds.tmp.$$"
-    chmod 644 "$istio_crds.tmp.$$" # the module cache is read-only
-    mv -f "$istio_crds.tmp.$$" "$istio_crds"
-    log "istio CRDs: istio.io/api $istio_version -> $istio_crds"
-fi
-
-# Argo Rollouts' Rollout CRD -----------------------------------------------------------------
-rollouts_dir="$modules/argo-rollouts-crd"
-rollouts_version="$(mod_version "$rollouts_dir" github.com/argoproj/argo-rollouts)"
-out="$assets/argo-rollouts-crd-$rollouts_version-$(cache_key "$rollouts_dir")"
-rollout_crd="$out/rollout-crd.yaml"
-if [ -s "$rollout_crd" ]; then
-    log "Rollout CRD: cached at $rollout_crd"
-else
-    mkdir -p "$out"
-    json="$(cd "$rollouts_dir" && go mod download -json github.com/argoproj/argo-rollouts)" \
-        || die "go mod download github.com/argoproj/argo-rollouts failed: $json"
-    dir="$(printf '%s\n' "$json" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
-    if [ -z "$dir" ] || [ ! -s "$dir/manifests/crds/rollout-crd.yaml" ]; then
-        die "argo-rollouts $rollouts_version has no manifests/crds/rollout-crd.yaml (go said: $json)"
-    fi
-    cp "$dir/manifests/crds/rollout-crd.yaml" "$rollout_crd.tmp.$$"
-    chmod 644 "$rollout_crd.tmp.$$"
-    mv -f "$rollout_crd.tmp.$$" "$rollout_crd"
-    log "Rollout CRD: argo-rollouts $rollouts_version -> $rollout_crd"
-fi
+    printf '%s\n' "$file"
+}
+istio_version="$(mod_version "$modules/istio-crds" istio.io/api)"
+istio_crds="$(module_file "$modules/istio-crds" istio.io/api kubernetes/customresourcedefinitions.gen.yaml)"
+rollout_crd="$(module_file "$modules/argo-rollouts-crd" github.com/argoproj/argo-rollouts manifests/crds/rollout-crd.yaml)"
 
 # Result ----------------------------------------------------------------------------------
 # %q quotes for the shell, so a cache path with spaces still evals.
