@@ -1,6 +1,7 @@
-//! Which GitOps tool owns an object, read from the labels and annotations each tool writes. A live
-//! patch of such an object is reverted by the tool's next sync (or starts a tug of war with its
-//! self-heal), so the fix belongs in the source and the operator only proposes it.
+//! Which GitOps tool owns an object, read from the labels and annotations each tool writes, or
+//! which controller generates it (its controlling owner reference). A live patch of such an
+//! object is reverted by the tool's next sync or the controller's next reconcile (or starts a tug
+//! of war with it), so the fix belongs in the source and the operator only proposes it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -27,6 +28,15 @@ pub enum GitOpsOwner {
         release: Option<String>,
         namespace: Option<String>,
     },
+    /// An owner reference with `controller: true`: another controller generates the object from
+    /// its own resource (Flagger's Canary its VirtualServices, DestinationRules and primary
+    /// Deployment; Knative's Ingress its VirtualServices and Revision its Deployment; an
+    /// operator's custom resource its Deployments) and writes it back on its next reconcile.
+    Controller {
+        api_version: String,
+        kind: String,
+        name: String,
+    },
 }
 
 impl GitOpsOwner {
@@ -41,6 +51,9 @@ impl GitOpsOwner {
             }
             GitOpsOwner::Helm { .. } => {
                 "change the chart or its values and upgrade the release; the next `helm upgrade` overwrites a live patch"
+            }
+            GitOpsOwner::Controller { .. } => {
+                "change the resource that generates it (a Flagger Canary's `service.retries`, a Knative Service's annotations, the operator's custom resource); its controller rewrites a live patch"
             }
         }
     }
@@ -67,6 +80,11 @@ impl fmt::Display for GitOpsOwner {
                 Some(r) => write!(f, "Helm release {}", qualified(namespace, r)),
                 None => write!(f, "Helm (app.kubernetes.io/managed-by: Helm)"),
             },
+            GitOpsOwner::Controller {
+                api_version,
+                kind,
+                name,
+            } => write!(f, "the controller of {kind} {name} ({api_version})"),
         }
     }
 }
@@ -117,6 +135,29 @@ pub fn owner(
         }),
         _ => None,
     }
+}
+
+/// The controller that owns an object, from its `metadata.ownerReferences` (the one with
+/// `controller: true`). meshmedic's own Remediation, which owns what meshmedic created, is none:
+/// it writes nothing back.
+pub fn controller(owner_references: Option<&serde_json::Value>) -> Option<GitOpsOwner> {
+    let owners = owner_references?.as_array()?;
+    owners.iter().find_map(|o| {
+        let text = |k: &str| {
+            o.get(k)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+        };
+        let api_version = text("apiVersion");
+        let mine = text("kind") == "Remediation" && api_version.starts_with("meshmedic.io/");
+        (o.get("controller").and_then(serde_json::Value::as_bool) == Some(true) && !mine).then(
+            || GitOpsOwner::Controller {
+                api_version: api_version.to_string(),
+                kind: text("kind").to_string(),
+                name: text("name").to_string(),
+            },
+        )
+    })
 }
 
 #[cfg(test)]
@@ -186,5 +227,27 @@ mod tests {
             ("app.kubernetes.io/managed-by", "kustomize"),
         ]);
         assert_eq!(owner(&l, &map(&[])), None);
+    }
+
+    #[test]
+    fn a_controller_owner_is_named_and_meshmedics_own_is_none() {
+        let refs = serde_json::json!([
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "1"},
+            {"apiVersion": "flagger.app/v1beta1", "kind": "Canary", "name": "podinfo", "uid": "2",
+             "controller": true, "blockOwnerDeletion": true},
+        ]);
+        let o = controller(Some(&refs)).unwrap();
+        assert_eq!(
+            o.to_string(),
+            "the controller of Canary podinfo (flagger.app/v1beta1)"
+        );
+        assert!(o.advice().contains("Flagger Canary"));
+        let mine = serde_json::json!([{"apiVersion": "meshmedic.io/v1alpha1", "kind": "Remediation",
+                                         "name": "r", "uid": "3", "controller": true}]);
+        assert_eq!(controller(Some(&mine)), None);
+        let not_controlling =
+            serde_json::json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "1"}]);
+        assert_eq!(controller(Some(&not_controlling)), None);
+        assert_eq!(controller(None), None);
     }
 }

@@ -772,7 +772,11 @@ async fn reconcile_in(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
                     .and_then(|v| serde_json::from_value(v.clone()).ok())
                     .unwrap_or_default()
             };
-            gitops_owner(&map("/metadata/labels"), &map("/metadata/annotations"))
+            gitops_owner(
+                &map("/metadata/labels"),
+                &map("/metadata/annotations"),
+                raw.pointer("/metadata/ownerReferences"),
+            )
         };
         let api: Api<Remediation> = Api::namespaced(ctx.client.clone(), ns);
         let names: BTreeSet<&String> = planned.keys().chain(mine.keys()).collect();

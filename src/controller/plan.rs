@@ -31,13 +31,17 @@ impl Mode {
     }
 }
 
-/// Labels and annotations that say a target belongs to a GitOps tool or Helm, which would revert
-/// an in-cluster change: such targets get proposals only. See [`super::gitops`].
+/// Labels and annotations that say a target belongs to a GitOps tool or Helm, or an owner
+/// reference to the controller that generates it, any of which would revert an in-cluster
+/// change: such targets get proposals only. See [`super::gitops`].
 pub fn gitops_owner(
     labels: &BTreeMap<String, String>,
     annotations: &BTreeMap<String, String>,
+    owner_references: Option<&serde_json::Value>,
 ) -> Option<String> {
-    super::gitops::owner(labels, annotations).map(|o| format!("{o}; {}", o.advice()))
+    super::gitops::owner(labels, annotations)
+        .or_else(|| super::gitops::controller(owner_references))
+        .map(|o| format!("{o}; {}", o.advice()))
 }
 
 /// The Remediation name for a target object: one per object, stable across restarts and
