@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::ServiceSpec;
 use serde_json::json;
 
 use super::{Code, Finding, Protocol, Severity, Sink, app_ports, port_protocol};
-use crate::model::istio::{HttpRetry, HttpRoute};
+use crate::model::istio::{HttpRetry, HttpRoute, VirtualServiceSpec};
 use crate::model::keys;
 use crate::remediation::{Edit, PlanError, Remediation, creation_labels};
 use crate::snapshot::{Obj, Snapshot};
@@ -194,6 +194,7 @@ pub fn retry_findings(
     if virtual_services.is_empty() {
         let eff = effective_retry(snapshot, None);
         if eff.attempts == 0 || has_reset(&eff.retry_on, svc_non_idempotent) {
+            out.extend(gateway_findings(snapshot, s, code, cause));
             return out;
         }
         let add = additions(svc_non_idempotent);
@@ -230,6 +231,7 @@ pub fn retry_findings(
             evidence,
             remediation,
         )));
+        out.extend(gateway_findings(snapshot, s, code, cause));
         return out;
     }
 
@@ -249,76 +251,12 @@ pub fn retry_findings(
         if !claimed.insert(v) {
             continue;
         }
-        let mut edits = Vec::new();
         let mut evidence = cause.to_vec();
         if snapshot.names_host(vs, &host) {
             evidence.extend(shadow_note.clone());
         }
-        let mut all_non_idempotent = true;
-        for (i, route) in vs.spec.http.iter().enumerate() {
-            if route.redirect.is_some()
-                || route.direct_response.is_some()
-                || route.delegate.is_some()
-            {
-                continue;
-            }
-            let eff = effective_retry(snapshot, Some(route));
-            let explicit_zero = route
-                .retries
-                .as_ref()
-                .is_some_and(|r| r.attempts == Some(0));
-            if explicit_zero || (route.retries.is_none() && eff.attempts == 0) {
-                continue;
-            }
-            let non_idempotent = svc_non_idempotent || only_non_idempotent(route);
-            if has_reset(&eff.retry_on, non_idempotent) && eff.attempts > 0 {
-                continue;
-            }
-            all_non_idempotent &= non_idempotent;
-            let name = route
-                .name
-                .as_deref()
-                .map(|n| format!(" ({n})"))
-                .unwrap_or_default();
-            let new_retry_on = merged_retry_on(&eff.retry_on, additions(non_idempotent));
-            let base = format!("/spec/http/{i}/retries");
-            match &route.retries {
-                Some(r) => {
-                    edits.push(Edit::at(
-                        &format!("{base}/retryOn"),
-                        None,
-                        json!(new_retry_on),
-                    ));
-                    if r.attempts.is_none() {
-                        evidence.push(format!(
-                            "http[{i}]{name}: retries has no attempts, which Istio reads as 0 (retries off); attempts {DEFAULT_ATTEMPTS} added"
-                        ));
-                        edits.push(Edit::at(
-                            &format!("{base}/attempts"),
-                            None,
-                            json!(DEFAULT_ATTEMPTS),
-                        ));
-                    }
-                }
-                None => {
-                    let mut retries = json!({"attempts": eff.attempts, "retryOn": new_retry_on});
-                    if let Some(t) = &eff.per_try_timeout {
-                        retries["perTryTimeout"] = json!(t);
-                    }
-                    edits.push(Edit::at(&base, None, retries));
-                }
-            }
-            evidence.push(format!(
-                "http[{i}]{name}: {}: retryOn {:?}, without {}",
-                eff.source,
-                eff.retry_on,
-                if non_idempotent {
-                    "reset or reset-before-request (non-idempotent route)"
-                } else {
-                    "reset"
-                }
-            ));
-        }
+        let (edits, all_non_idempotent) =
+            route_edits(snapshot, vs, svc_non_idempotent, &mut evidence, |_| true);
         if edits.is_empty() {
             continue;
         }
@@ -336,7 +274,142 @@ pub fn retry_findings(
             ),
         );
     }
+    out.extend(gateway_findings(snapshot, s, code, cause));
     out
+}
+
+/// The findings for routes of gateway-bound VirtualServices that send requests to service `s`:
+/// there the gateway's Envoy is the client, and a reset connection to the service is a 503 UC
+/// for the caller outside the mesh unless that route retries on `reset`. One finding per
+/// VirtualService, patching only the routes to `s` (the routes to other services are theirs; the
+/// operator and `analyze -o yaml` compose the fixes on one object).
+fn gateway_findings(
+    snapshot: &Snapshot,
+    s: usize,
+    code: Code,
+    cause: &[String],
+) -> Vec<Result<Finding, PlanError>> {
+    let service = &snapshot.services[s];
+    let host = snapshot.service_host(service);
+    let svc_non_idempotent = service_non_idempotent(snapshot, s);
+    let mut out = Vec::new();
+    for (_, vs) in snapshot.gateway_virtual_services_to(&host) {
+        let mut evidence = cause.to_vec();
+        evidence.push(format!(
+            "bound to gateway(s) {}: the gateway's proxy is the client of {host}",
+            vs.spec.gateways.join(", ")
+        ));
+        let (edits, all_non_idempotent) =
+            route_edits(snapshot, vs, svc_non_idempotent, &mut evidence, |route| {
+                snapshot.routes_to(vs, route, &host)
+            });
+        if edits.is_empty() {
+            continue;
+        }
+        if all_non_idempotent {
+            non_idempotent_notes(&mut evidence, service);
+        }
+        let message = format!(
+            "{}routes of {} (gateway) to {host} are not retried on connection reset (503 UC at the gateway)",
+            lead(code),
+            vs.describe()
+        );
+        out.push(
+            Remediation::patch(vs.object_ref(), vs.raw.to_value(), edits, true).map(
+                |remediation| {
+                    finding(
+                        code,
+                        Severity::Warning,
+                        service,
+                        message,
+                        evidence,
+                        remediation,
+                    )
+                },
+            ),
+        );
+    }
+    out
+}
+
+/// The edits that add `reset` (or `reset-before-request`) to the retries of `vs`'s HTTP routes
+/// that `wanted` picks, with a line of evidence each; and whether every route edited is
+/// non-idempotent.
+fn route_edits(
+    snapshot: &Snapshot,
+    vs: &Obj<VirtualServiceSpec>,
+    svc_non_idempotent: bool,
+    evidence: &mut Vec<String>,
+    wanted: impl Fn(&HttpRoute) -> bool,
+) -> (Vec<Edit>, bool) {
+    let mut edits = Vec::new();
+    let mut all_non_idempotent = true;
+    for (i, route) in vs.spec.http.iter().enumerate() {
+        if route.redirect.is_some()
+            || route.direct_response.is_some()
+            || route.delegate.is_some()
+            || !wanted(route)
+        {
+            continue;
+        }
+        let eff = effective_retry(snapshot, Some(route));
+        let explicit_zero = route
+            .retries
+            .as_ref()
+            .is_some_and(|r| r.attempts == Some(0));
+        if explicit_zero || (route.retries.is_none() && eff.attempts == 0) {
+            continue;
+        }
+        let non_idempotent = svc_non_idempotent || only_non_idempotent(route);
+        if has_reset(&eff.retry_on, non_idempotent) && eff.attempts > 0 {
+            continue;
+        }
+        all_non_idempotent &= non_idempotent;
+        let name = route
+            .name
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
+        let new_retry_on = merged_retry_on(&eff.retry_on, additions(non_idempotent));
+        let base = format!("/spec/http/{i}/retries");
+        match &route.retries {
+            Some(r) => {
+                edits.push(Edit::at(
+                    &format!("{base}/retryOn"),
+                    None,
+                    json!(new_retry_on),
+                ));
+                if r.attempts.is_none() {
+                    evidence.push(format!(
+                        "http[{i}]{name}: retries has no attempts, which Istio reads as 0 (retries off); attempts {DEFAULT_ATTEMPTS} added"
+                    ));
+                    edits.push(Edit::at(
+                        &format!("{base}/attempts"),
+                        None,
+                        json!(DEFAULT_ATTEMPTS),
+                    ));
+                }
+            }
+            None => {
+                let mut retries = json!({"attempts": eff.attempts, "retryOn": new_retry_on});
+                if let Some(t) = &eff.per_try_timeout {
+                    retries["perTryTimeout"] = json!(t);
+                }
+                edits.push(Edit::at(&base, None, retries));
+            }
+        }
+        evidence.push(format!(
+            "http[{i}]{name}: {}: retryOn {:?}, without {}",
+            eff.source,
+            eff.retry_on,
+            if non_idempotent {
+                "reset or reset-before-request (non-idempotent route)"
+            } else {
+                "reset"
+            }
+        ));
+    }
+    (edits, all_non_idempotent)
 }
 
 /// Why the retries added skip requests that reached the app.

@@ -643,6 +643,27 @@ impl SnapshotBuilder {
         let domain = &options.cluster_domain;
         let mut rules_by_host = super::HostIndex::default();
         for (i, vs) in parts.virtual_services.iter().enumerate() {
+            if !super::lookup::mesh_bound(&vs.spec) {
+                let mut to: Vec<String> = vs
+                    .spec
+                    .http
+                    .iter()
+                    .flat_map(|r| &r.route)
+                    .filter_map(|d| d.destination.as_ref())
+                    .map(|d| {
+                        hosts::resolve(&d.host, &vs.meta.namespace, domain).to_ascii_lowercase()
+                    })
+                    .collect();
+                to.sort_unstable();
+                to.dedup();
+                for host in to {
+                    rules_by_host
+                        .gateway_routes_to
+                        .entry(host)
+                        .or_default()
+                        .push(i);
+                }
+            }
             for h in &vs.spec.hosts {
                 let resolved = hosts::resolve(h, &vs.meta.namespace, domain);
                 if resolved.starts_with('*') {

@@ -2,7 +2,7 @@
 
 use super::{Obj, Snapshot, hosts};
 use crate::model::istio::{
-    ConnectionPool, DestinationRuleSpec, MtlsMode, PeerAuthenticationSpec, SidecarSpec,
+    ConnectionPool, DestinationRuleSpec, HttpRoute, MtlsMode, PeerAuthenticationSpec, SidecarSpec,
     TrafficPolicy, VirtualServiceSpec,
 };
 use crate::model::workload::Workload;
@@ -160,6 +160,33 @@ impl Snapshot {
             let h = hosts::resolve(h, &vs.meta.namespace, &self.cluster_domain);
             !h.starts_with('*') && h.eq_ignore_ascii_case(host)
         })
+    }
+
+    /// VirtualServices bound to gateways only whose HTTP routes send requests to `host` (the
+    /// gateway's Envoy is then the client that retries, or not).
+    pub fn gateway_virtual_services_to(
+        &self,
+        host: &str,
+    ) -> Vec<(usize, &Obj<VirtualServiceSpec>)> {
+        self.rules_by_host
+            .gateway_routes_to
+            .get(&host.to_ascii_lowercase())
+            .into_iter()
+            .flatten()
+            .map(|&i| (i, &self.virtual_services[i]))
+            .collect()
+    }
+
+    /// Whether one of `route`'s destinations is `host` (resolved in `vs`'s namespace).
+    pub fn routes_to(&self, vs: &Obj<VirtualServiceSpec>, route: &HttpRoute, host: &str) -> bool {
+        route
+            .route
+            .iter()
+            .filter_map(|d| d.destination.as_ref())
+            .any(|d| {
+                hosts::resolve(&d.host, &vs.meta.namespace, &self.cluster_domain)
+                    .eq_ignore_ascii_case(host)
+            })
     }
 
     /// Mesh-bound VirtualServices (no `gateways`, or `mesh` among them) for a host, visible from
@@ -353,7 +380,7 @@ impl Snapshot {
 }
 
 /// Bound to the sidecars (no `gateways`, or `mesh` among them).
-fn mesh_bound(spec: &VirtualServiceSpec) -> bool {
+pub(crate) fn mesh_bound(spec: &VirtualServiceSpec) -> bool {
     spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh")
 }
 

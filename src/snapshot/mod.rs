@@ -172,6 +172,8 @@ pub struct Snapshot {
 pub(crate) struct HostIndex {
     pub virtual_services: HashMap<String, Vec<usize>>,
     pub virtual_services_wildcard: Vec<usize>,
+    /// VirtualServices bound to gateways only, by the hosts their HTTP routes send requests to.
+    pub gateway_routes_to: HashMap<String, Vec<usize>>,
     pub destination_rules: HashMap<String, Vec<usize>>,
     pub destination_rules_wildcard: Vec<usize>,
 }

@@ -427,15 +427,29 @@ fn several_virtual_services_for_one_host_are_each_patched() {
     }
 }
 
+/// A VirtualService bound to a gateway only does not configure the sidecars (they get a
+/// VirtualService of their own), and its routes to the service are retried by the gateway's
+/// proxy: they get their own fix.
 #[test]
-fn a_gateway_only_virtual_service_is_ignored() {
+fn a_gateway_only_virtual_service_gets_its_own_fix_beside_the_sidecars_one() {
     let snap = snapshot(&with(&vs(
         "cart-public",
         "  hosts: [cart.example.com, cart]\n  gateways: [istio-system/public]\n  http:\n  - route: [{destination: {host: cart}}]\n",
     )));
-    let f = only(&snap);
-    assert_eq!(f.remediation.action, Action::Create);
-    assert_eq!(f.remediation.target.name, "cart-retries");
+    let found = findings(&snap);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    let of = |name: &str| {
+        found
+            .iter()
+            .find(|f| f.remediation.target.name == name)
+            .unwrap_or_else(|| panic!("no fix of {name}: {found:#?}"))
+    };
+    assert_eq!(of("cart-retries").remediation.action, Action::Create);
+    let gateway = of("cart-public");
+    assert_eq!(gateway.remediation.action, Action::Patch);
+    assert!(gateway.message.contains("503 UC at the gateway"), "{}", gateway.message);
+    assert!(has_evidence(gateway, "bound to gateway(s) istio-system/public"));
+    assert_patch_consistent(&snap, gateway);
 
     // Bound to the mesh as well: patched.
     let snap = snapshot(&with(&vs(
@@ -676,4 +690,30 @@ fn two_virtual_services_for_one_host_are_named_as_such() {
     // One of them alone: no such note.
     let one = snapshot(&with(&vs("cart", route)));
     assert!(!has_evidence(&only(&one), "all route"));
+}
+
+/// Of a gateway's routes, only those to the service are its finding's; a route to another
+/// service, one that already retries on reset, and a redirect are left alone.
+#[test]
+fn a_gateway_route_to_another_service_is_not_this_services() {
+    let snap = snapshot(&with(&vs(
+        "edge",
+        "  hosts: ['shop.example.com']\n  gateways: [istio-system/public]\n  http:\n\
+         \x20 - match: [{uri: {prefix: /cart}}]\n    route: [{destination: {host: cart.shop.svc.cluster.local, port: {number: 80}}}]\n\
+         \x20 - match: [{uri: {prefix: /basket}}]\n    route: [{destination: {host: cart}}]\n    retries: {attempts: 3, retryOn: 'reset,503'}\n\
+         \x20 - match: [{uri: {prefix: /pay}}]\n    route: [{destination: {host: payments}}]\n\
+         \x20 - redirect: {uri: /cart}\n",
+    )));
+    let found = findings(&snap);
+    let gateway: Vec<_> = found
+        .iter()
+        .filter(|f| f.remediation.target.name == "edge")
+        .collect();
+    assert_eq!(gateway.len(), 1);
+    let patch = serde_json::to_string(&gateway[0].remediation.patch).unwrap();
+    assert!(patch.contains("/spec/http/0/retries"), "{patch}");
+    for other in ["/spec/http/1", "/spec/http/2", "/spec/http/3"] {
+        assert!(!patch.contains(other), "{patch}");
+    }
+    assert_patch_consistent(&snap, gateway[0]);
 }
