@@ -118,6 +118,8 @@ pub enum Reason {
     Superseded,
     /// The target is in a namespace that is not opted in: nothing is written there.
     TargetNamespaceOff,
+    /// A proposal again, waiting for an approval (that namespace has opted in since).
+    Proposed,
 }
 
 impl Reason {
@@ -137,6 +139,7 @@ impl Reason {
             Reason::Reappeared => "Reappeared",
             Reason::Superseded => "Superseded",
             Reason::TargetNamespaceOff => "TargetNamespaceOff",
+            Reason::Proposed => "Proposed",
         }
     }
 }
@@ -349,6 +352,15 @@ pub fn decide(
     let auto_here =
         mode == Mode::Apply && plan.safe && plan.settled && !rem.reverted && !already && !failed;
     let auto = auto_here && target_mode == Mode::Apply;
+    // The target's namespace has opted in since it held the plan back: an ordinary proposal
+    // until approved (or applied, in two `apply` namespaces).
+    if rem.reason == Reason::TargetNamespaceOff.as_str()
+        && target_mode != Mode::Off
+        && !approved
+        && !auto
+    {
+        return set(Phase::Proposed, Reason::Proposed);
+    }
     if approved && !(already && target == Target::AsWritten) || auto_here {
         // Neither apply mode nor an approval given in this namespace opens another that is not
         // opted in; the approval is kept, and used once that namespace is.

@@ -1277,6 +1277,10 @@ async fn execute(
                 Reason::NothingWritten => {
                     "rollback requested; meshmedic had written nothing".to_string()
                 }
+                Reason::Proposed => format!(
+                    "proposed plan {}; approve it with `meshmedic approve {name} -n {ns}`",
+                    r.spec.plan_digest.as_deref().unwrap_or("?")
+                ),
                 Reason::TargetNamespaceOff => format!(
                     "{target} is in namespace {}, which is not opted in (meshmedic.io/mode: propose or apply on that Namespace): meshmedic writes nothing there. Apply the fix there by hand, or opt the namespace in; an approval given here is kept and used then",
                     target.namespace

@@ -447,8 +447,15 @@ fn a_gateway_only_virtual_service_gets_its_own_fix_beside_the_sidecars_one() {
     assert_eq!(of("cart-retries").remediation.action, Action::Create);
     let gateway = of("cart-public");
     assert_eq!(gateway.remediation.action, Action::Patch);
-    assert!(gateway.message.contains("503 UC at the gateway"), "{}", gateway.message);
-    assert!(has_evidence(gateway, "bound to gateway(s) istio-system/public"));
+    assert!(
+        gateway.message.contains("503 UC at the gateway"),
+        "{}",
+        gateway.message
+    );
+    assert!(has_evidence(
+        gateway,
+        "bound to gateway(s) istio-system/public"
+    ));
     assert_patch_consistent(&snap, gateway);
 
     // Bound to the mesh as well: patched.

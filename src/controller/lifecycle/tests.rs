@@ -874,4 +874,37 @@ fn a_target_in_a_namespace_not_opted_in_is_never_written() {
         ),
         Decision::Apply { auto: true }
     );
+    let d = |mode, target, rem: &RemView| {
+        decide(
+            mode,
+            Some(&elsewhere(target)),
+            None,
+            Some(rem),
+            TargetView::Present,
+        )
+    };
+    let held_back = Decision::Set {
+        phase: Phase::Proposed,
+        reason: Reason::TargetNamespaceOff,
+    };
+    // Apply mode says why it does not apply; propose mode has nothing to say until approved.
+    assert_eq!(d(Mode::Apply, Mode::Off, &unapproved), held_back);
+    assert_eq!(d(Mode::Propose, Mode::Off, &unapproved), Decision::Nothing);
+    // Held back, then that namespace opts in: an ordinary proposal again.
+    let held = RemView {
+        reason: Reason::TargetNamespaceOff.as_str().into(),
+        ..proposed("d1")
+    };
+    assert_eq!(
+        d(Mode::Propose, Mode::Propose, &held),
+        Decision::Set {
+            phase: Phase::Proposed,
+            reason: Reason::Proposed
+        }
+    );
+    assert_eq!(
+        d(Mode::Apply, Mode::Propose, &held),
+        d(Mode::Propose, Mode::Propose, &held)
+    );
+    assert_eq!(d(Mode::Propose, Mode::Off, &held), Decision::Nothing);
 }
