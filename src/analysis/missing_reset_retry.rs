@@ -299,10 +299,13 @@ fn gateway_findings(
             "bound to gateway(s) {}: the gateway's proxy is the client of {host}",
             vs.spec.gateways.join(", ")
         ));
+        let to = snapshot.route_destinations(vs);
+        let wanted = |i: usize| {
+            to.get(i)
+                .is_some_and(|hosts| hosts.contains(&host.to_ascii_lowercase()))
+        };
         let (edits, all_non_idempotent) =
-            route_edits(snapshot, vs, svc_non_idempotent, &mut evidence, |route| {
-                snapshot.routes_to(vs, route, &host)
-            });
+            route_edits(snapshot, vs, svc_non_idempotent, &mut evidence, wanted);
         if edits.is_empty() {
             continue;
         }
@@ -333,14 +336,14 @@ fn gateway_findings(
 }
 
 /// The edits that add `reset` (or `reset-before-request`) to the retries of `vs`'s HTTP routes
-/// that `wanted` picks, with a line of evidence each; and whether every route edited is
+/// that `wanted` picks (by index), with a line of evidence each; and whether every route edited is
 /// non-idempotent.
 fn route_edits(
     snapshot: &Snapshot,
     vs: &Obj<VirtualServiceSpec>,
     svc_non_idempotent: bool,
     evidence: &mut Vec<String>,
-    wanted: impl Fn(&HttpRoute) -> bool,
+    wanted: impl Fn(usize) -> bool,
 ) -> (Vec<Edit>, bool) {
     let mut edits = Vec::new();
     let mut all_non_idempotent = true;
@@ -348,7 +351,7 @@ fn route_edits(
         if route.redirect.is_some()
             || route.direct_response.is_some()
             || route.delegate.is_some()
-            || !wanted(route)
+            || !wanted(i)
         {
             continue;
         }

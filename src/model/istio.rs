@@ -133,22 +133,6 @@ pub struct HttpRoute {
     pub redirect: Option<Value>,
     pub direct_response: Option<Value>,
     pub delegate: Option<Value>,
-    /// Where the route sends requests (read for routes of gateways, whose `hosts` are the
-    /// names clients outside the mesh use, not the services behind them).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub route: Vec<HttpRouteDestination>,
-}
-
-/// One weighted destination of a route.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
-pub struct HttpRouteDestination {
-    pub destination: Option<Destination>,
-}
-
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
-pub struct Destination {
-    #[serde(default)]
-    pub host: String,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]

@@ -644,15 +644,9 @@ impl SnapshotBuilder {
         let mut rules_by_host = super::HostIndex::default();
         for (i, vs) in parts.virtual_services.iter().enumerate() {
             if !super::lookup::mesh_bound(&vs.spec) {
-                let mut to: Vec<String> = vs
-                    .spec
-                    .http
-                    .iter()
-                    .flat_map(|r| &r.route)
-                    .filter_map(|d| d.destination.as_ref())
-                    .map(|d| {
-                        hosts::resolve(&d.host, &vs.meta.namespace, domain).to_ascii_lowercase()
-                    })
+                let mut to: Vec<String> = super::lookup::route_destinations(vs, domain)
+                    .into_iter()
+                    .flatten()
                     .collect();
                 to.sort_unstable();
                 to.dedup();

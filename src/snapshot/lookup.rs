@@ -2,7 +2,7 @@
 
 use super::{Obj, Snapshot, hosts};
 use crate::model::istio::{
-    ConnectionPool, DestinationRuleSpec, HttpRoute, MtlsMode, PeerAuthenticationSpec, SidecarSpec,
+    ConnectionPool, DestinationRuleSpec, MtlsMode, PeerAuthenticationSpec, SidecarSpec,
     TrafficPolicy, VirtualServiceSpec,
 };
 use crate::model::workload::Workload;
@@ -177,16 +177,10 @@ impl Snapshot {
             .collect()
     }
 
-    /// Whether one of `route`'s destinations is `host` (resolved in `vs`'s namespace).
-    pub fn routes_to(&self, vs: &Obj<VirtualServiceSpec>, route: &HttpRoute, host: &str) -> bool {
-        route
-            .route
-            .iter()
-            .filter_map(|d| d.destination.as_ref())
-            .any(|d| {
-                hosts::resolve(&d.host, &vs.meta.namespace, &self.cluster_domain)
-                    .eq_ignore_ascii_case(host)
-            })
+    /// Per HTTP route of `vs` (by index), the hosts it sends requests to, resolved and in lower
+    /// case.
+    pub fn route_destinations(&self, vs: &Obj<VirtualServiceSpec>) -> Vec<Vec<String>> {
+        route_destinations(vs, &self.cluster_domain)
     }
 
     /// Mesh-bound VirtualServices (no `gateways`, or `mesh` among them) for a host, visible from
@@ -377,6 +371,31 @@ impl Snapshot {
         }
         (MtlsMode::Permissive, None)
     }
+}
+
+/// Per HTTP route of `vs` (by index), the hosts of its destinations, resolved in `vs`'s
+/// namespace and in lower case. Read from the object itself, not from the typed spec: only
+/// gateway-bound VirtualServices need them, and keeping every route's destinations typed cost
+/// about 8 MiB of peak memory at 10,000 services.
+pub(crate) fn route_destinations(vs: &Obj<VirtualServiceSpec>, domain: &str) -> Vec<Vec<String>> {
+    let value = vs.raw.to_value();
+    let routes = value
+        .pointer("/spec/http")
+        .and_then(serde_json::Value::as_array);
+    routes
+        .into_iter()
+        .flatten()
+        .map(|route| {
+            route
+                .get("route")
+                .and_then(serde_json::Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|d| d.pointer("/destination/host")?.as_str())
+                .map(|h| hosts::resolve(h, &vs.meta.namespace, domain).to_ascii_lowercase())
+                .collect()
+        })
+        .collect()
 }
 
 /// Bound to the sidecars (no `gateways`, or `mesh` among them).
