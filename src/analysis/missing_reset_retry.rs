@@ -172,7 +172,8 @@ fn has_reset(retry_on: &str, non_idempotent: bool) -> bool {
 }
 
 /// The findings of one cause (`missing-reset-retry`, or `listener-change-503` with its own
-/// evidence) for one service: one per VirtualService it patches, or one new VirtualService.
+/// evidence) for one service: one per VirtualService it patches, or one new VirtualService, for
+/// the sidecars; and one per gateway-bound VirtualService whose routes lead to it.
 pub fn retry_findings(
     snapshot: &Snapshot,
     s: usize,
@@ -180,10 +181,24 @@ pub fn retry_findings(
     cause: &[String],
     claimed: &mut BTreeSet<usize>,
 ) -> Vec<Result<Finding, PlanError>> {
-    let mut out = Vec::new();
     if !in_scope(snapshot, s) {
-        return out;
+        return Vec::new();
     }
+    let mut out = sidecar_findings(snapshot, s, code, cause, claimed);
+    out.extend(gateway_findings(snapshot, s, code, cause));
+    out
+}
+
+/// [`retry_findings`] for the routes the sidecars use: the mesh-bound VirtualServices of the
+/// service's host (each claimed once), or a new one.
+fn sidecar_findings(
+    snapshot: &Snapshot,
+    s: usize,
+    code: Code,
+    cause: &[String],
+    claimed: &mut BTreeSet<usize>,
+) -> Vec<Result<Finding, PlanError>> {
+    let mut out = Vec::new();
     let service = &snapshot.services[s];
     let ns = &service.meta.namespace;
     let host = snapshot.service_host(service);
@@ -194,7 +209,6 @@ pub fn retry_findings(
     if virtual_services.is_empty() {
         let eff = effective_retry(snapshot, None);
         if eff.attempts == 0 || has_reset(&eff.retry_on, svc_non_idempotent) {
-            out.extend(gateway_findings(snapshot, s, code, cause));
             return out;
         }
         let add = additions(svc_non_idempotent);
@@ -231,7 +245,6 @@ pub fn retry_findings(
             evidence,
             remediation,
         )));
-        out.extend(gateway_findings(snapshot, s, code, cause));
         return out;
     }
 
@@ -274,7 +287,6 @@ pub fn retry_findings(
             ),
         );
     }
-    out.extend(gateway_findings(snapshot, s, code, cause));
     out
 }
 
@@ -293,17 +305,14 @@ fn gateway_findings(
     let host = snapshot.service_host(service);
     let svc_non_idempotent = service_non_idempotent(snapshot, s);
     let mut out = Vec::new();
-    for (_, vs) in snapshot.gateway_virtual_services_to(&host) {
+    let lower = host.to_ascii_lowercase();
+    for (vs, route_hosts) in snapshot.gateway_virtual_services_to(&host) {
         let mut evidence = cause.to_vec();
         evidence.push(format!(
             "bound to gateway(s) {}: the gateway's proxy is the client of {host}",
             vs.spec.gateways.join(", ")
         ));
-        let to = snapshot.route_destinations(vs);
-        let wanted = |i: usize| {
-            to.get(i)
-                .is_some_and(|hosts| hosts.contains(&host.to_ascii_lowercase()))
-        };
+        let wanted = |i: usize| route_hosts.get(i).is_some_and(|hs| hs.contains(&lower));
         let (edits, all_non_idempotent) =
             route_edits(snapshot, vs, svc_non_idempotent, &mut evidence, wanted);
         if edits.is_empty() {

@@ -1209,6 +1209,11 @@ async fn execute(
                 .map(|p| p.spec["message"].as_str().unwrap_or_default())
                 .into_iter()
                 .collect();
+            let new_proposal = if plan.is_some() {
+                "; the fix is a new proposal and needs a new approval"
+            } else {
+                ""
+            };
             let message = match reason {
                 Reason::ApprovalOutdated => format!(
                     "the approval names {} but the plan is {}: nothing is written and that approval is withdrawn; approve the current plan",
@@ -1243,27 +1248,17 @@ async fn execute(
                         && status.original.as_ref().is_some_and(|o| !o.existed) =>
                 {
                     format!(
-                        "someone deleted {target}, which meshmedic had created: not created again{}",
-                        if plan.is_some() {
-                            "; the fix is a new proposal and needs a new approval"
-                        } else {
-                            ""
-                        }
+                        "someone deleted {target}, which meshmedic had created: not created again{new_proposal}"
                     )
                 }
                 Reason::Reverted if status.original.as_ref().is_some_and(|o| !o.existed) => {
                     format!(
-                        "someone changed {target}, which meshmedic created: it is theirs now, never rewritten or deleted by meshmedic (a rollback refuses){}{}",
+                        "someone changed {target}, which meshmedic created: it is theirs now, never rewritten or deleted by meshmedic (a rollback refuses){}{new_proposal}",
                         match &seen.beside {
                             Some(by) => format!(
                                 ". {by} configures the same thing and only one of the two takes effect: keep one, delete the other by hand"
                             ),
                             None => String::new(),
-                        },
-                        if plan.is_some() {
-                            "; the fix is a new proposal and needs a new approval"
-                        } else {
-                            ""
                         }
                     )
                 }

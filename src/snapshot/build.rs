@@ -644,19 +644,18 @@ impl SnapshotBuilder {
         let mut rules_by_host = super::HostIndex::default();
         for (i, vs) in parts.virtual_services.iter().enumerate() {
             if !super::lookup::mesh_bound(&vs.spec) {
-                let mut to: Vec<String> = super::lookup::route_destinations(vs, domain)
-                    .into_iter()
-                    .flatten()
-                    .collect();
+                let per_route = super::lookup::route_destinations(vs, domain);
+                let mut to: Vec<&String> = per_route.iter().flatten().collect();
                 to.sort_unstable();
                 to.dedup();
                 for host in to {
                     rules_by_host
                         .gateway_routes_to
-                        .entry(host)
+                        .entry(host.clone())
                         .or_default()
                         .push(i);
                 }
+                rules_by_host.gateway_route_hosts.insert(i, per_route);
             }
             for h in &vs.spec.hosts {
                 let resolved = hosts::resolve(h, &vs.meta.namespace, domain);
@@ -817,12 +816,13 @@ enum PreparedInner {
 /// Whether a Service's selector picks the pods of `w`. A Rollout's pods also carry the
 /// revision label its controller adds (and puts on the canary and stable Services' selectors).
 fn selects_pods_of(selector: &BTreeMap<String, String>, w: &Workload) -> bool {
-    if w.kind == "Rollout" && selector.contains_key(crate::model::rollout::POD_TEMPLATE_HASH) {
-        let mut rest = selector.clone();
-        rest.remove(crate::model::rollout::POD_TEMPLATE_HASH);
-        return selects(&rest, &w.pod_labels);
+    if w.kind != "Rollout" {
+        return selects(selector, &w.pod_labels);
     }
-    selects(selector, &w.pod_labels)
+    selector
+        .iter()
+        .filter(|(k, _)| k.as_str() != crate::model::rollout::POD_TEMPLATE_HASH)
+        .all(|(k, v)| w.pod_labels.get(k) == Some(v))
 }
 
 /// A typed object, ready to be added.

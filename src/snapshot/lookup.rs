@@ -163,24 +163,23 @@ impl Snapshot {
     }
 
     /// VirtualServices bound to gateways only whose HTTP routes send requests to `host` (the
-    /// gateway's Envoy is then the client that retries, or not).
+    /// gateway's Envoy is then the client that retries, or not), each with the hosts of its
+    /// routes (per HTTP route, by index).
     pub fn gateway_virtual_services_to(
         &self,
         host: &str,
-    ) -> Vec<(usize, &Obj<VirtualServiceSpec>)> {
-        self.rules_by_host
+    ) -> Vec<(&Obj<VirtualServiceSpec>, &[Vec<String>])> {
+        let index = &self.rules_by_host;
+        index
             .gateway_routes_to
             .get(&host.to_ascii_lowercase())
             .into_iter()
             .flatten()
-            .map(|&i| (i, &self.virtual_services[i]))
+            .map(|i| {
+                let routes = index.gateway_route_hosts.get(i).map(Vec::as_slice);
+                (&self.virtual_services[*i], routes.unwrap_or_default())
+            })
             .collect()
-    }
-
-    /// Per HTTP route of `vs` (by index), the hosts it sends requests to, resolved and in lower
-    /// case.
-    pub fn route_destinations(&self, vs: &Obj<VirtualServiceSpec>) -> Vec<Vec<String>> {
-        route_destinations(vs, &self.cluster_domain)
     }
 
     /// Mesh-bound VirtualServices (no `gateways`, or `mesh` among them) for a host, visible from
@@ -234,11 +233,10 @@ impl Snapshot {
                 if !mesh_bound(&vs.spec) {
                     return None;
                 }
-                let resolve = |h: &str, in_ns: &str| hosts::resolve(h, in_ns, &self.cluster_domain);
                 vs.spec
                     .hosts
                     .iter()
-                    .map(|h| resolve(h, ns))
+                    .map(|h| hosts::resolve(h, ns, &self.cluster_domain))
                     .filter(|h| !h.starts_with('*'))
                     .find_map(|host| {
                         self.virtual_services_for(&host, ns)
@@ -246,11 +244,7 @@ impl Snapshot {
                             .find(|&(j, other)| {
                                 j != i
                                     && !created_by_meshmedic(&other.meta)
-                                    && other
-                                        .spec
-                                        .hosts
-                                        .iter()
-                                        .any(|h| resolve(h, &other.meta.namespace) == host)
+                                    && self.names_host(other, &host)
                             })
                             .map(|(_, other)| {
                                 format!(
@@ -374,9 +368,9 @@ impl Snapshot {
 }
 
 /// Per HTTP route of `vs` (by index), the hosts of its destinations, resolved in `vs`'s
-/// namespace and in lower case. Read from the object itself, not from the typed spec: only
-/// gateway-bound VirtualServices need them, and keeping every route's destinations typed cost
-/// about 8 MiB of peak memory at 10,000 services.
+/// namespace and in lower case. Read from the object itself, once, when the snapshot is built,
+/// not from the typed spec: only gateway-bound VirtualServices need them, and keeping every
+/// route's destinations typed cost about 8 MiB of peak memory at 10,000 services.
 pub(crate) fn route_destinations(vs: &Obj<VirtualServiceSpec>, domain: &str) -> Vec<Vec<String>> {
     let value = vs.raw.to_value();
     let routes = value
@@ -456,10 +450,15 @@ mod tests {
         }
     }
 
-    fn vs(name: &str, ns: &str, labels: &str, spec: &str) -> String {
+    /// An Istio networking object of `kind` as YAML, with `labels` in its metadata.
+    fn rule(kind: &str, name: &str, ns: &str, labels: &str, spec: &str) -> String {
         format!(
-            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: {ns}, {labels}}}\nspec: {spec}\n---\n"
+            "apiVersion: networking.istio.io/v1\nkind: {kind}\nmetadata: {{name: {name}, namespace: {ns}, {labels}}}\nspec: {spec}\n---\n"
         )
+    }
+
+    fn vs(name: &str, ns: &str, labels: &str, spec: &str) -> String {
+        rule("VirtualService", name, ns, labels, spec)
     }
 
     #[test]
@@ -512,9 +511,7 @@ mod tests {
     #[test]
     fn a_persons_rule_for_the_same_host_in_the_namespace_stands_beside_meshmedics() {
         let dr = |name: &str, ns: &str, labels: &str, spec: &str| {
-            format!(
-                "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}, namespace: {ns}, {labels}}}\nspec: {spec}\n---\n"
-            )
+            rule("DestinationRule", name, ns, labels, spec)
         };
         let mine = dr(
             "web-idle-timeout",
@@ -560,9 +557,8 @@ mod tests {
         let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api, namespace: a}\n\
             spec: {selector: {matchLabels: {app: api}}, template: {metadata: {labels: {app: api, tier: back}}, spec: {containers: [{name: c, image: x}]}}}\n---\n";
         let sidecar = |name: &str, labels: &str, selector: &str| {
-            format!(
-                "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: {name}, namespace: a, {labels}}}\nspec: {{workloadSelector: {{labels: {selector}}}}}\n---\n"
-            )
+            let spec = format!("{{workloadSelector: {{labels: {selector}}}}}");
+            rule("Sidecar", name, "a", labels, &spec)
         };
         let mine = sidecar("api-localhost", MINE, "{app: api}");
         let t = target("Sidecar", "a", "api-localhost");

@@ -174,6 +174,8 @@ pub(crate) struct HostIndex {
     pub virtual_services_wildcard: Vec<usize>,
     /// VirtualServices bound to gateways only, by the hosts their HTTP routes send requests to.
     pub gateway_routes_to: HashMap<String, Vec<usize>>,
+    /// For each of those (by position): per HTTP route, the hosts it sends requests to.
+    pub gateway_route_hosts: HashMap<usize, Vec<Vec<String>>>,
     pub destination_rules: HashMap<String, Vec<usize>>,
     pub destination_rules_wildcard: Vec<usize>,
 }
