@@ -1,6 +1,6 @@
 //! Turns raw objects (from files or from the API server) into a typed, indexed [`Snapshot`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
@@ -602,16 +602,43 @@ impl SnapshotBuilder {
                 .or_default()
                 .push(i);
         }
+        // Workloads by namespace and pod label: a Service's selector is tried only on the
+        // workloads that carry the rarest of its labels, not on every workload of its namespace
+        // (quadratic: 10,000 services in one namespace spent 1.3 s here; README, Benchmarks).
+        let mut by_label: HashMap<(&str, &str, &str), Vec<usize>> = HashMap::new();
+        for (i, w) in parts.workloads.iter().enumerate() {
+            for (k, v) in w.pod_labels.iter() {
+                by_label
+                    .entry((&w.meta.namespace, k, v))
+                    .or_default()
+                    .push(i);
+            }
+        }
         let mut service_workloads = Vec::with_capacity(parts.services.len());
         let mut workload_services = vec![Vec::new(); parts.workloads.len()];
         for (s, svc) in parts.services.iter().enumerate() {
             let mut picked = Vec::new();
             if let Some(selector) = svc.spec.selector.as_ref().filter(|s| !s.is_empty()) {
-                for &w in workloads_by_ns
-                    .get(svc.meta.namespace.as_str())
-                    .map(Vec::as_slice)
-                    .unwrap_or_default()
-                {
+                let ns = svc.meta.namespace.as_str();
+                // A Rollout's revision label is not on its template (see `selects_pods_of`),
+                // so it cannot narrow the search.
+                let rarest = selector
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != crate::model::rollout::POD_TEMPLATE_HASH)
+                    .map(|(k, v)| {
+                        by_label
+                            .get(&(ns, k.as_str(), v.as_str()))
+                            .map(Vec::as_slice)
+                            .unwrap_or_default()
+                    })
+                    .min_by_key(|list| list.len());
+                let candidates = rarest.unwrap_or_else(|| {
+                    workloads_by_ns
+                        .get(ns)
+                        .map(Vec::as_slice)
+                        .unwrap_or_default()
+                });
+                for &w in candidates {
                     if selects_pods_of(selector, &parts.workloads[w]) {
                         picked.push(w);
                         workload_services[w].push(s);
@@ -636,9 +663,16 @@ impl SnapshotBuilder {
             &mut n.virtual_services
         });
         index(&parts.sidecars, &mut by_namespace, |n| &mut n.sidecars);
-        index(&parts.peer_authentications, &mut by_namespace, |n| {
-            &mut n.peer_authentications
-        });
+        for (i, sc) in parts.sidecars.iter().enumerate() {
+            let selector = sc.spec.workload_selector.as_ref().map(|s| s.labels());
+            let n = by_namespace.entry(sc.meta.namespace.clone()).or_default();
+            n.sidecar_selectors.add(i, selector);
+        }
+        for (i, pa) in parts.peer_authentications.iter().enumerate() {
+            let selector = pa.spec.selector.as_ref().map(|s| s.labels());
+            let n = by_namespace.entry(pa.meta.namespace.clone()).or_default();
+            n.peer_authentication_selectors.add(i, selector);
+        }
 
         let domain = &options.cluster_domain;
         let mut rules_by_host = super::HostIndex::default();

@@ -39,30 +39,38 @@ impl Snapshot {
     ) -> Option<AppliedDestinationRule<'_>> {
         let mut namespaces = vec![proxy_namespace, service_namespace, self.root_namespace()];
         namespaces.dedup();
+        // Only the rules naming this host or a wildcard, not every rule of each namespace: a
+        // namespace with thousands of services made each lookup scan thousands of rules (10,000
+        // services in one namespace took 4 s instead of 0.4 s; README, Benchmarks).
+        let naming = self
+            .rules_by_host
+            .destination_rules
+            .get(&host.to_ascii_lowercase());
         let mut seen = Vec::new();
         for (step, ns) in namespaces.iter().enumerate() {
             if namespaces[..step].contains(ns) {
                 continue;
             }
-            let Some(index) = self.by_namespace.get(*ns) else {
-                continue;
-            };
-            let mut candidates: Vec<usize> = index
-                .destination_rules
-                .iter()
+            let mut candidates: Vec<usize> = naming
+                .into_iter()
+                .flatten()
+                .chain(&self.rules_by_host.destination_rules_wildcard)
                 .copied()
-                .filter(|&i| {
-                    let dr = &self.destination_rules[i];
-                    let rule_host = hosts::resolve(&dr.spec.host, ns, &self.cluster_domain);
-                    hosts::matches(&rule_host, host)
-                        && hosts::visible(&dr.spec.export_to, ns, proxy_namespace)
-                        && dr
-                            .spec
-                            .workload_selector
-                            .as_ref()
-                            .is_none_or(|s| selects(s.labels(), proxy_labels))
-                })
+                .filter(|&i| self.destination_rules[i].meta.namespace == *ns)
                 .collect();
+            // In the order the rules were read, as Istio's age order among equals needs.
+            candidates.sort_unstable();
+            candidates.retain(|&i| {
+                let dr = &self.destination_rules[i];
+                let rule_host = hosts::resolve(&dr.spec.host, ns, &self.cluster_domain);
+                hosts::matches(&rule_host, host)
+                    && hosts::visible(&dr.spec.export_to, ns, proxy_namespace)
+                    && dr
+                        .spec
+                        .workload_selector
+                        .as_ref()
+                        .is_none_or(|s| selects(s.labels(), proxy_labels))
+            });
             // Stable sort keeps age order among equals.
             candidates.sort_by_key(|&i| {
                 let dr = &self.destination_rules[i];
@@ -87,7 +95,12 @@ impl Snapshot {
     pub fn sidecar_for(&self, workload: &Workload) -> Option<(usize, &Obj<SidecarSpec>)> {
         let in_ns = |ns: &str, with_selector: bool| {
             self.by_namespace.get(ns).and_then(|idx| {
-                idx.sidecars.iter().copied().find(|&i| {
+                let candidates = if with_selector {
+                    idx.sidecar_selectors.may_select(&workload.pod_labels)
+                } else {
+                    idx.sidecar_selectors.without_labels()
+                };
+                candidates.into_iter().find(|&i| {
                     let sc = &self.sidecars[i];
                     match (&sc.spec.workload_selector, with_selector) {
                         (Some(sel), true) => selects(sel.labels(), &workload.pod_labels),
@@ -307,19 +320,23 @@ impl Snapshot {
     /// (its `portLevelMtls` first), then the namespace-wide one, then the root namespace's;
     /// `UNSET` inherits; PERMISSIVE when nothing says otherwise.
     pub fn mtls_mode(&self, workload: &Workload, port: i32) -> (MtlsMode, Option<String>) {
-        let policies_in = |ns: &str| -> Vec<&Obj<PeerAuthenticationSpec>> {
-            self.by_namespace
-                .get(ns)
-                .map(|idx| {
-                    idx.peer_authentications
-                        .iter()
-                        .map(|&i| &self.peer_authentications[i])
-                        .collect()
-                })
-                .unwrap_or_default()
+        // Each list holds every policy the `find` after it could pick, in order.
+        let policies_in = |ns: &str, picking: Option<&crate::model::Labels>| {
+            let Some(idx) = self.by_namespace.get(ns) else {
+                return Vec::new();
+            };
+            let selectors = &idx.peer_authentication_selectors;
+            match picking {
+                Some(labels) => selectors.may_select(labels),
+                None => selectors.without_labels(),
+            }
+            .into_iter()
+            .map(|i| &self.peer_authentications[i])
+            .collect::<Vec<&Obj<PeerAuthenticationSpec>>>()
         };
-        let ns_policies = policies_in(&workload.meta.namespace);
-        let workload_policy = ns_policies.iter().find(|p| {
+        let ns_policies = policies_in(&workload.meta.namespace, None);
+        let workload_policy = policies_in(&workload.meta.namespace, Some(&workload.pod_labels));
+        let workload_policy = workload_policy.iter().find(|p| {
             p.spec.selector.as_ref().is_some_and(|s| {
                 !s.labels().is_empty() && selects(s.labels(), &workload.pod_labels)
             })
@@ -334,7 +351,7 @@ impl Snapshot {
         let root_policy = if root == workload.meta.namespace {
             None
         } else {
-            policies_in(root).into_iter().find(|p| {
+            policies_in(root, None).into_iter().find(|p| {
                 p.spec
                     .selector
                     .as_ref()

@@ -185,7 +185,61 @@ pub(crate) struct NamespaceIndex {
     pub destination_rules: Vec<usize>,
     pub virtual_services: Vec<usize>,
     pub sidecars: Vec<usize>,
-    pub peer_authentications: Vec<usize>,
+    /// The same Sidecars, and the namespace's PeerAuthentications, by their workload selectors.
+    pub sidecar_selectors: SelectorIndex,
+    pub peer_authentication_selectors: SelectorIndex,
+}
+
+/// Objects of one kind in one namespace by their workload selector, so that finding the ones
+/// that pick a workload does not try every object of a namespace for every workload: a Sidecar
+/// or a PeerAuthentication per workload is a common pattern, and 10,000 of each in one namespace
+/// took 1.6 s instead of 0.4 s (README, Benchmarks).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SelectorIndex {
+    /// Objects whose selector has labels, by the first of them (key, then value): a selector
+    /// picks a workload only if the workload carries that label.
+    first_label: HashMap<String, HashMap<String, Vec<usize>>>,
+    /// Objects with a selector without labels.
+    empty: Vec<usize>,
+    /// Objects without a selector.
+    none: Vec<usize>,
+}
+
+impl SelectorIndex {
+    /// Adds the object at position `i` (positions are added in increasing order).
+    pub fn add(&mut self, i: usize, selector: Option<&BTreeMap<String, String>>) {
+        match selector.and_then(|s| s.iter().next()) {
+            Some((k, v)) => self
+                .first_label
+                .entry(k.clone())
+                .or_default()
+                .entry(v.clone())
+                .or_default()
+                .push(i),
+            None if selector.is_some() => self.empty.push(i),
+            None => self.none.push(i),
+        }
+    }
+
+    /// In increasing position: the objects with a selector that may pick a workload with
+    /// these labels (every one that does is among them; the caller checks the whole selector).
+    pub fn may_select(&self, labels: &crate::model::Labels) -> Vec<usize> {
+        let mut out = self.empty.clone();
+        for (k, v) in labels.iter() {
+            if let Some(list) = self.first_label.get(k).and_then(|by_value| by_value.get(v)) {
+                out.extend_from_slice(list);
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    /// In increasing position: the objects without a selector or with one without labels.
+    pub fn without_labels(&self) -> Vec<usize> {
+        let mut out = [self.none.as_slice(), self.empty.as_slice()].concat();
+        out.sort_unstable();
+        out
+    }
 }
 
 impl Snapshot {
@@ -405,7 +459,82 @@ impl Snapshot {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::SelectorIndex;
     use crate::analysis::test_support::snapshot;
+    use crate::model::{Labels, selects};
+
+    fn labels_from(pairs: &[(u8, u8)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (format!("k{k}"), format!("v{v}")))
+            .collect()
+    }
+
+    proptest! {
+        /// The index's candidates, in order, hold every object whose selector picks the labels,
+        /// and the ones without labels are exactly those: the lookups that use it find what a
+        /// scan of the whole namespace found.
+        #[test]
+        fn the_selector_index_misses_no_object_that_selects(
+            selectors in proptest::collection::vec(
+                proptest::option::of(proptest::collection::vec((0u8..4, 0u8..3), 0..3)),
+                0..12,
+            ),
+            pod in proptest::collection::vec((0u8..4, 0u8..3), 0..4),
+        ) {
+            let selectors: Vec<Option<BTreeMap<String, String>>> =
+                selectors.iter().map(|s| s.as_deref().map(labels_from)).collect();
+            let mut index = SelectorIndex::default();
+            for (i, s) in selectors.iter().enumerate() {
+                index.add(i, s.as_ref());
+            }
+            let pod = Labels::from(labels_from(&pod));
+            let candidates = index.may_select(&pod);
+            prop_assert!(candidates.is_sorted());
+            let selecting: Vec<usize> = (0..selectors.len())
+                .filter(|&i| selectors[i].as_ref().is_some_and(|s| selects(s, &pod)))
+                .collect();
+            let kept: Vec<usize> = candidates
+                .iter()
+                .copied()
+                .filter(|&i| selectors[i].as_ref().is_some_and(|s| selects(s, &pod)))
+                .collect();
+            prop_assert_eq!(kept, selecting);
+            let without: Vec<usize> = (0..selectors.len())
+                .filter(|&i| selectors[i].as_ref().is_none_or(BTreeMap::is_empty))
+                .collect();
+            prop_assert_eq!(index.without_labels(), without);
+        }
+    }
+
+    /// Through the index, the first Sidecar (in the snapshot's order) whose selector picks the
+    /// workload wins even when another one, read later, is found through a different label; a
+    /// PeerAuthentication selecting the workload wins over the namespace's.
+    #[test]
+    fn the_first_selecting_sidecar_and_policy_are_found_through_the_index() {
+        let s = snapshot(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api, namespace: a}\n\
+             spec: {selector: {matchLabels: {app: api}}, template: {metadata: {labels: {app: api, tier: back}}, spec: {containers: [{name: c, image: x}]}}}\n\
+             ---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: a-default, namespace: a}\nspec: {}\n\
+             ---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: by-tier, namespace: a}\nspec: {workloadSelector: {labels: {tier: back}}}\n\
+             ---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: z-by-app, namespace: a}\nspec: {workloadSelector: {labels: {app: api}}}\n\
+             ---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: other, namespace: a}\nspec: {workloadSelector: {labels: {app: web}}}\n\
+             ---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: a}\nspec: {mtls: {mode: STRICT}}\n\
+             ---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: api, namespace: a}\nspec: {selector: {matchLabels: {tier: back}}, mtls: {mode: PERMISSIVE}}\n",
+        );
+        let api = s.workload("Deployment", "a", "api").expect("workload");
+        let (_, sidecar) = s.sidecar_for(api).expect("sidecar");
+        // Objects are ordered by name: `by-tier` is first, though `z-by-app` is found through
+        // the workload's first label.
+        assert_eq!(sidecar.meta.name, "by-tier");
+        let (mode, from) = s.mtls_mode(api, 8080);
+        assert_eq!(mode, crate::model::istio::MtlsMode::Permissive);
+        assert_eq!(from.as_deref(), Some("PeerAuthentication a/api"));
+    }
 
     #[test]
     fn objects_are_found_by_kind_namespace_and_name() {
