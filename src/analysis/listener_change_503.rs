@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use super::missing_reset_retry::retry_findings;
+use super::missing_reset_retry::{GatewayRoutes, retry_findings};
 use super::{Code, Sink};
 use crate::model::selects;
 use crate::snapshot::Snapshot;
@@ -57,6 +57,8 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
     }
     let root = snapshot.root_namespace();
     let mut claimed = BTreeSet::new();
+    let mut gateways = GatewayRoutes::default();
+    let code = Code::ListenerChange503;
     for (s, service) in snapshot.services.iter().enumerate() {
         if !sink.wants(&service.meta.namespace) {
             continue;
@@ -81,9 +83,12 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
         if cause.is_empty() {
             continue;
         }
-        for f in retry_findings(snapshot, s, Code::ListenerChange503, &cause, &mut claimed) {
+        for f in retry_findings(snapshot, s, code, &cause, &mut claimed, &mut gateways) {
             sink.push(f);
         }
+    }
+    for f in gateways.findings(snapshot, code) {
+        sink.push(f);
     }
 }
 

@@ -10,7 +10,7 @@
 //! PATCH), and workloads annotated `meshmedic.io/non-idempotent: "true"`, get
 //! `reset-before-request` instead: it retries only requests that never reached the app.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::api::core::v1::ServiceSpec;
 use serde_json::json;
@@ -172,21 +172,139 @@ fn has_reset(retry_on: &str, non_idempotent: bool) -> bool {
 }
 
 /// The findings of one cause (`missing-reset-retry`, or `listener-change-503` with its own
-/// evidence) for one service: one per VirtualService it patches, or one new VirtualService, for
-/// the sidecars; and one per gateway-bound VirtualService whose routes lead to it.
+/// evidence) for one service's sidecar routes: one per VirtualService it patches, or one new
+/// VirtualService. Its gateway routes are gathered in `gateways`, whose findings come once every
+/// service has been seen ([`GatewayRoutes::findings`]).
 pub fn retry_findings(
     snapshot: &Snapshot,
     s: usize,
     code: Code,
     cause: &[String],
     claimed: &mut BTreeSet<usize>,
+    gateways: &mut GatewayRoutes,
 ) -> Vec<Result<Finding, PlanError>> {
     if !in_scope(snapshot, s) {
         return Vec::new();
     }
-    let mut out = sidecar_findings(snapshot, s, code, cause, claimed);
-    out.extend(gateway_findings(snapshot, s, code, cause));
-    out
+    gateways.add(snapshot, s, code, cause);
+    sidecar_findings(snapshot, s, code, cause, claimed)
+}
+
+/// Services whose requests come through gateway-bound VirtualServices, gathered over one
+/// detector's pass: one finding per VirtualService and namespace of the services it routes to.
+/// A gateway VirtualService often fronts many services, and one finding per service, each with
+/// the whole corrected object, grew with the square of its routes (1,000 routes to 1,000
+/// services: 1,000 findings, 2 GiB and 8 s to analyse).
+#[derive(Default)]
+pub struct GatewayRoutes {
+    /// (VirtualService position, services' namespace) → the services there.
+    groups: BTreeMap<(usize, String), Vec<Member>>,
+}
+
+/// A service (by position) whose requests come through a gateway, and the cause's evidence.
+type Member = (usize, Vec<String>);
+
+impl GatewayRoutes {
+    fn add(&mut self, snapshot: &Snapshot, s: usize, code: Code, cause: &[String]) {
+        // A service that ignores this code keeps its routes out of the fix, as it kept its own
+        // finding out of the report.
+        if super::service_ignores(snapshot, s, code) {
+            return;
+        }
+        let service = &snapshot.services[s];
+        let host = snapshot.service_host(service);
+        for vs in snapshot.gateway_virtual_services_to(&host) {
+            self.groups
+                .entry((vs, service.meta.namespace.clone()))
+                .or_default()
+                .push((s, cause.to_vec()));
+        }
+    }
+
+    /// The findings: for each gateway VirtualService and namespace, the fix of its routes to
+    /// the services there that need one. With one such service the finding is that service's.
+    pub fn findings(self, snapshot: &Snapshot, code: Code) -> Vec<Result<Finding, PlanError>> {
+        let mut out = Vec::new();
+        for ((v, ns), members) in self.groups {
+            let hosts: Vec<String> = members
+                .iter()
+                .map(|&(s, _)| {
+                    snapshot
+                        .service_host(&snapshot.services[s])
+                        .to_ascii_lowercase()
+                })
+                .collect();
+            let needing: Vec<usize> = if members.len() == 1 {
+                vec![0]
+            } else {
+                // Only the services with a route that needs the fix.
+                let vs = &snapshot.virtual_services[v];
+                let route_hosts = snapshot.gateway_route_hosts(v);
+                let all: Vec<&Member> = members.iter().collect();
+                let by_host = members_by_host(snapshot, &all, &hosts);
+                let edits = route_edits(
+                    snapshot,
+                    vs,
+                    |i| routes_to_any(route_hosts, i, &by_host, false),
+                    &mut Vec::new(),
+                    |i| routes_to_any(route_hosts, i, &by_host, true),
+                );
+                let mut needing: Vec<usize> = edits
+                    .routes
+                    .iter()
+                    .flat_map(|&i| route_hosts.get(i).into_iter().flatten())
+                    .filter_map(|h| by_host.get(h.as_str()).map(|&(m, _)| m))
+                    .collect();
+                needing.sort_unstable();
+                needing.dedup();
+                needing
+            };
+            match needing.as_slice() {
+                [] => {}
+                &[m] => {
+                    let (s, cause) = &members[m];
+                    out.extend(gateway_finding(snapshot, v, *s, code, cause));
+                }
+                _ => {
+                    let chosen: Vec<&Member> = needing.iter().map(|&m| &members[m]).collect();
+                    out.extend(gateway_group_finding(snapshot, v, &ns, &chosen, code));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// For services (by their position among `members`): host (lower case) → (position, whether
+/// the service is non-idempotent).
+fn members_by_host<'a>(
+    snapshot: &Snapshot,
+    members: &[&Member],
+    hosts: &'a [String],
+) -> HashMap<&'a str, (usize, bool)> {
+    members
+        .iter()
+        .zip(hosts)
+        .enumerate()
+        .map(|(m, (&&(s, _), host))| (host.as_str(), (m, service_non_idempotent(snapshot, s))))
+        .collect()
+}
+
+/// Whether HTTP route `i` sends requests to one of the services of `by_host` (with
+/// `non_idempotent_only`: to one that is non-idempotent).
+fn routes_to_any(
+    route_hosts: &[Vec<String>],
+    i: usize,
+    by_host: &HashMap<&str, (usize, bool)>,
+    non_idempotent_only: bool,
+) -> bool {
+    route_hosts.get(i).is_some_and(|to| {
+        to.iter().any(|h| {
+            by_host
+                .get(h.as_str())
+                .is_some_and(|&(_, n)| n || !non_idempotent_only)
+        })
+    })
 }
 
 /// [`retry_findings`] for the routes the sidecars use: the mesh-bound VirtualServices of the
@@ -268,8 +386,17 @@ fn sidecar_findings(
         if snapshot.names_host(vs, &host) {
             evidence.extend(shadow_note.clone());
         }
-        let (edits, all_non_idempotent) =
-            route_edits(snapshot, vs, svc_non_idempotent, &mut evidence, |_| true);
+        let RouteEdits {
+            edits,
+            all_non_idempotent,
+            ..
+        } = route_edits(
+            snapshot,
+            vs,
+            |_| true,
+            &mut evidence,
+            |_| svc_non_idempotent,
+        );
         if edits.is_empty() {
             continue;
         }
@@ -290,71 +417,164 @@ fn sidecar_findings(
     out
 }
 
-/// The findings for routes of gateway-bound VirtualServices that send requests to service `s`:
-/// there the gateway's Envoy is the client, and a reset connection to the service is a 503 UC
-/// for the caller outside the mesh unless that route retries on `reset`. One finding per
-/// VirtualService, patching only the routes to `s` (the routes to other services are theirs; the
+/// The finding for the routes of gateway-bound VirtualService `v` that send requests to
+/// service `s`: there the gateway's Envoy is the client, and a reset connection to the service
+/// is a 503 UC for the caller outside the mesh unless that route retries on `reset`. Only the
+/// routes to `s` are patched (the routes to services of other namespaces are theirs; the
 /// operator and `analyze -o yaml` compose the fixes on one object).
-fn gateway_findings(
+fn gateway_finding(
     snapshot: &Snapshot,
+    v: usize,
     s: usize,
     code: Code,
     cause: &[String],
-) -> Vec<Result<Finding, PlanError>> {
+) -> Option<Result<Finding, PlanError>> {
     let service = &snapshot.services[s];
     let host = snapshot.service_host(service);
     let svc_non_idempotent = service_non_idempotent(snapshot, s);
-    let mut out = Vec::new();
     let lower = host.to_ascii_lowercase();
-    for (vs, route_hosts) in snapshot.gateway_virtual_services_to(&host) {
-        let mut evidence = cause.to_vec();
-        evidence.push(format!(
-            "bound to gateway(s) {}: the gateway's proxy is the client of {host}",
-            vs.spec.gateways.join(", ")
-        ));
-        let wanted = |i: usize| route_hosts.get(i).is_some_and(|hs| hs.contains(&lower));
-        let (edits, all_non_idempotent) =
-            route_edits(snapshot, vs, svc_non_idempotent, &mut evidence, wanted);
-        if edits.is_empty() {
-            continue;
-        }
-        if all_non_idempotent {
-            non_idempotent_notes(&mut evidence, service);
-        }
-        let message = format!(
-            "{}routes of {} (gateway) to {host} are not retried on connection reset (503 UC at the gateway)",
-            lead(code),
-            vs.describe()
-        );
-        out.push(
-            Remediation::patch(vs.object_ref(), vs.raw.to_value(), edits, true).map(
-                |remediation| {
-                    finding(
-                        code,
-                        Severity::Warning,
-                        service,
-                        message,
-                        evidence,
-                        remediation,
-                    )
-                },
-            ),
-        );
+    let vs = &snapshot.virtual_services[v];
+    let route_hosts = snapshot.gateway_route_hosts(v);
+    let mut evidence = cause.to_vec();
+    evidence.push(format!(
+        "bound to gateway(s) {}: the gateway's proxy is the client of {host}",
+        vs.spec.gateways.join(", ")
+    ));
+    let wanted = |i: usize| route_hosts.get(i).is_some_and(|hs| hs.contains(&lower));
+    let RouteEdits {
+        edits,
+        all_non_idempotent,
+        ..
+    } = route_edits(snapshot, vs, wanted, &mut evidence, |_| svc_non_idempotent);
+    if edits.is_empty() {
+        return None;
     }
-    out
+    if all_non_idempotent {
+        non_idempotent_notes(&mut evidence, service);
+    }
+    let message = format!(
+        "{}routes of {} (gateway) to {host} are not retried on connection reset (503 UC at the gateway)",
+        lead(code),
+        vs.describe()
+    );
+    Some(
+        Remediation::patch(vs.object_ref(), vs.raw.to_value(), edits, true).map(|remediation| {
+            finding(
+                code,
+                Severity::Warning,
+                service,
+                message,
+                evidence,
+                remediation,
+            )
+        }),
+    )
+}
+
+/// [`gateway_finding`] for several services of namespace `ns` at once: one fix of the routes to
+/// all of them, named in the finding (which belongs to no single service).
+fn gateway_group_finding(
+    snapshot: &Snapshot,
+    v: usize,
+    ns: &str,
+    members: &[&Member],
+    code: Code,
+) -> Option<Result<Finding, PlanError>> {
+    let vs = &snapshot.virtual_services[v];
+    let route_hosts = snapshot.gateway_route_hosts(v);
+    let hosts: Vec<String> = members
+        .iter()
+        .map(|&&(s, _)| snapshot.service_host(&snapshot.services[s]))
+        .collect();
+    let lower: Vec<String> = hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+    let by_host = members_by_host(snapshot, members, &lower);
+    let mut evidence: Vec<String> = Vec::new();
+    for (_, cause) in members {
+        for line in cause {
+            if !evidence.contains(line) {
+                evidence.push(line.clone());
+            }
+        }
+    }
+    evidence.push(format!(
+        "bound to gateway(s) {}: the gateway's proxy is the client of {}",
+        vs.spec.gateways.join(", "),
+        hosts.join(", ")
+    ));
+    let RouteEdits {
+        edits,
+        all_non_idempotent,
+        ..
+    } = route_edits(
+        snapshot,
+        vs,
+        |i| routes_to_any(route_hosts, i, &by_host, false),
+        &mut evidence,
+        |i| routes_to_any(route_hosts, i, &by_host, true),
+    );
+    if edits.is_empty() {
+        return None;
+    }
+    if all_non_idempotent {
+        for &&(s, _) in members {
+            let service = &snapshot.services[s];
+            if grpc_only(&service.spec) {
+                evidence.push(format!("{}: {}", service.meta.name, grpc_note()));
+            }
+        }
+        evidence.push(non_idempotent_note());
+    }
+    let names: Vec<&str> = members
+        .iter()
+        .map(|&&(s, _)| snapshot.services[s].meta.name.as_str())
+        .collect();
+    let shown = match names.len() {
+        n if n > 4 => format!("{} and {} more", names[..3].join(", "), n - 3),
+        _ => names.join(", "),
+    };
+    let message = format!(
+        "{}routes of {} (gateway) to {} services in {ns} ({shown}) are not retried on connection reset (503 UC at the gateway)",
+        lead(code),
+        vs.describe(),
+        names.len()
+    );
+    Some(
+        Remediation::patch(vs.object_ref(), vs.raw.to_value(), edits, true).map(|remediation| {
+            Finding {
+                code,
+                severity: Severity::Warning,
+                namespace: ns.to_string(),
+                service: None,
+                workload: None,
+                message,
+                evidence,
+                remediation,
+            }
+        }),
+    )
+}
+
+/// What [`route_edits`] changes.
+struct RouteEdits {
+    edits: Vec<Edit>,
+    /// Whether every route edited is non-idempotent.
+    all_non_idempotent: bool,
+    /// The HTTP routes edited, by index.
+    routes: Vec<usize>,
 }
 
 /// The edits that add `reset` (or `reset-before-request`) to the retries of `vs`'s HTTP routes
-/// that `wanted` picks (by index), with a line of evidence each; and whether every route edited is
-/// non-idempotent.
+/// that `wanted` picks (by index), with a line of evidence each. `service_non_idempotent` says
+/// whether a route (by index) leads to a service whose requests must not be replayed.
 fn route_edits(
     snapshot: &Snapshot,
     vs: &Obj<VirtualServiceSpec>,
-    svc_non_idempotent: bool,
-    evidence: &mut Vec<String>,
     wanted: impl Fn(usize) -> bool,
-) -> (Vec<Edit>, bool) {
+    evidence: &mut Vec<String>,
+    service_non_idempotent: impl Fn(usize) -> bool,
+) -> RouteEdits {
     let mut edits = Vec::new();
+    let mut routes = Vec::new();
     let mut all_non_idempotent = true;
     for (i, route) in vs.spec.http.iter().enumerate() {
         if route.redirect.is_some()
@@ -372,11 +592,12 @@ fn route_edits(
         if explicit_zero || (route.retries.is_none() && eff.attempts == 0) {
             continue;
         }
-        let non_idempotent = svc_non_idempotent || only_non_idempotent(route);
+        let non_idempotent = service_non_idempotent(i) || only_non_idempotent(route);
         if has_reset(&eff.retry_on, non_idempotent) && eff.attempts > 0 {
             continue;
         }
         all_non_idempotent &= non_idempotent;
+        routes.push(i);
         let name = route
             .name
             .as_deref()
@@ -421,7 +642,11 @@ fn route_edits(
             }
         ));
     }
-    (edits, all_non_idempotent)
+    RouteEdits {
+        edits,
+        all_non_idempotent,
+        routes,
+    }
 }
 
 /// Why the retries added skip requests that reached the app.
@@ -470,13 +695,18 @@ fn non_idempotent_note() -> String {
 
 pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
     let mut claimed = BTreeSet::new();
+    let mut gateways = GatewayRoutes::default();
+    let code = Code::MissingResetRetry;
     for s in 0..snapshot.services.len() {
         if !sink.wants(&snapshot.services[s].meta.namespace) {
             continue;
         }
-        for f in retry_findings(snapshot, s, Code::MissingResetRetry, &[], &mut claimed) {
+        for f in retry_findings(snapshot, s, code, &[], &mut claimed, &mut gateways) {
             sink.push(f);
         }
+    }
+    for f in gateways.findings(snapshot, code) {
+        sink.push(f);
     }
 }
 

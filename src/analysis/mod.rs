@@ -287,12 +287,22 @@ fn ignored(snapshot: &Snapshot, finding: &Finding) -> bool {
             .is_some_and(|x| lists(&x.pod_annotations))
     });
     let by_service = finding.service.as_ref().is_some_and(|s| {
-        snapshot.service_index(ns, s).is_some_and(|i| {
-            lists(&snapshot.services[i].meta.annotations)
-                || snapshot.workloads_of(i).any(|w| lists(&w.pod_annotations))
-        })
+        snapshot
+            .service_index(ns, s)
+            .is_some_and(|i| service_ignores(snapshot, i, finding.code))
     });
     by_workload || by_service
+}
+
+/// Whether service `s` (or a workload it selects) lists `code` in `meshmedic.io/ignore`.
+pub(crate) fn service_ignores(snapshot: &Snapshot, s: usize, code: Code) -> bool {
+    let lists = |annotations: &crate::model::Labels| {
+        annotations
+            .get(keys::IGNORE)
+            .is_some_and(|v| v.split(',').any(|c| Code::parse(c) == Some(code)))
+    };
+    lists(&snapshot.services[s].meta.annotations)
+        || snapshot.workloads_of(s).any(|w| lists(&w.pod_annotations))
 }
 
 /// The worst severity among findings (for `--fail-on`).

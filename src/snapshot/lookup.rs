@@ -175,24 +175,24 @@ impl Snapshot {
         })
     }
 
-    /// VirtualServices bound to gateways only whose HTTP routes send requests to `host` (the
-    /// gateway's Envoy is then the client that retries, or not), each with the hosts of its
-    /// routes (per HTTP route, by index).
-    pub fn gateway_virtual_services_to(
-        &self,
-        host: &str,
-    ) -> Vec<(&Obj<VirtualServiceSpec>, &[Vec<String>])> {
-        let index = &self.rules_by_host;
-        index
+    /// VirtualServices bound to gateways only (by position) whose HTTP routes send requests to
+    /// `host`: the gateway's Envoy is then the client that retries, or not.
+    pub fn gateway_virtual_services_to(&self, host: &str) -> Vec<usize> {
+        self.rules_by_host
             .gateway_routes_to
             .get(&host.to_ascii_lowercase())
-            .into_iter()
-            .flatten()
-            .map(|i| {
-                let routes = index.gateway_route_hosts.get(i).map(Vec::as_slice);
-                (&self.virtual_services[*i], routes.unwrap_or_default())
-            })
-            .collect()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// For a gateway-bound VirtualService (by position): per HTTP route, the hosts it sends
+    /// requests to, resolved and in lower case.
+    pub fn gateway_route_hosts(&self, vs: usize) -> &[Vec<String>] {
+        self.rules_by_host
+            .gateway_route_hosts
+            .get(&vs)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 
     /// Mesh-bound VirtualServices (no `gateways`, or `mesh` among them) for a host, visible from

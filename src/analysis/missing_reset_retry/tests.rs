@@ -724,3 +724,112 @@ fn a_gateway_route_to_another_service_is_not_this_services() {
     }
     assert_patch_consistent(&snap, gateway[0]);
 }
+
+/// An injected Deployment and its Service `name` in namespace `ns` (http 80 → 8080), with
+/// `annotations` on the Service and `port_name` for its port.
+fn service_in(ns: &str, name: &str, annotations: &str, port_name: &str) -> String {
+    format!(
+        "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {ns}}}\n\
+         spec:\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n\
+         \x20   spec: {{containers: [{{name: app, image: \"example/{name}:1\", ports: [{{containerPort: 8080}}]}}]}}\n\
+         ---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}, annotations: {{{annotations}}}}}\n\
+         spec: {{selector: {{app: {name}}}, ports: [{{name: {port_name}, port: 80, targetPort: 8080}}]}}\n"
+    )
+}
+
+/// A gateway VirtualService that fronts several services of a namespace gets one finding and
+/// one fix of its routes to them, not one copy of itself per service (1,000 routes made 1,000
+/// findings each with the whole corrected object). A service that ignores the code keeps its
+/// route out of the fix; a gRPC service's route gets `reset-before-request`; services of
+/// another namespace get a finding of their own.
+#[test]
+fn a_gateway_fronting_several_services_of_a_namespace_gets_one_fix_for_them() {
+    let ns2 = "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: pay, labels: {istio-injection: enabled}}\n";
+    let services = [
+        service_in("shop", "orders", "", "http"),
+        service_in("shop", "search", "", "grpc-api"),
+        service_in(
+            "shop",
+            "quiet",
+            "meshmedic.io/ignore: missing-reset-retry",
+            "http",
+        ),
+        service_in("pay", "payments", "", "http"),
+    ]
+    .concat();
+    let edge = vs(
+        "edge",
+        "  hosts: ['shop.example.com']\n  gateways: [istio-system/public]\n  http:\n\
+         \x20 - match: [{uri: {prefix: /cart}}]\n    route: [{destination: {host: cart}}]\n\
+         \x20 - match: [{uri: {prefix: /orders}}]\n    route: [{destination: {host: orders.shop.svc.cluster.local}}]\n\
+         \x20 - match: [{uri: {prefix: /search}}]\n    route: [{destination: {host: search}}]\n\
+         \x20 - match: [{uri: {prefix: /quiet}}]\n    route: [{destination: {host: quiet}}]\n\
+         \x20 - match: [{uri: {prefix: /pay}}]\n    route: [{destination: {host: payments.pay.svc.cluster.local}}]\n",
+    );
+    let snap = snapshot(&format!("{MESH}{ns2}{services}---\n{edge}"));
+    let found = findings(&snap);
+    let at_edge: Vec<&Finding> = found
+        .iter()
+        .filter(|f| f.remediation.target.name == "edge")
+        .collect();
+    assert_eq!(at_edge.len(), 2, "{at_edge:#?}");
+    let shop = at_edge.iter().find(|f| f.namespace == "shop").unwrap();
+    assert_eq!(shop.service, None);
+    assert!(
+        shop.message
+            .contains("(gateway) to 3 services in shop (cart, orders, search)"),
+        "{}",
+        shop.message
+    );
+    let patch = serde_json::to_string(&shop.remediation.patch).unwrap();
+    for edited in ["/spec/http/0/", "/spec/http/1/", "/spec/http/2/"] {
+        assert!(patch.contains(edited), "{patch}");
+    }
+    for kept in ["/spec/http/3", "/spec/http/4"] {
+        assert!(!patch.contains(kept), "{patch}");
+    }
+    let search = &shop.remediation.resource["spec"]["http"][2]["retries"]["retryOn"];
+    assert!(
+        search.as_str().unwrap().ends_with("reset-before-request"),
+        "{search}"
+    );
+    let cart = &shop.remediation.resource["spec"]["http"][0]["retries"]["retryOn"];
+    assert!(cart.as_str().unwrap().ends_with("reset,503"), "{cart}");
+    assert_patch_consistent(&snap, shop);
+    // Alone in its namespace, the payments route is the payments finding, as before.
+    let pay = at_edge.iter().find(|f| f.namespace == "pay").unwrap();
+    assert_eq!(pay.service.as_deref(), Some("payments"));
+    assert!(
+        pay.message
+            .contains("to payments.pay.svc.cluster.local are not retried")
+    );
+    assert_patch_consistent(&snap, pay);
+}
+
+/// Of the services a gateway VirtualService fronts in a namespace, only the ones with a route
+/// to fix are named; when that is one service, the finding is that service's.
+#[test]
+fn a_gateway_finding_names_only_the_services_whose_routes_it_fixes() {
+    let edge = vs(
+        "edge",
+        "  hosts: ['shop.example.com']\n  gateways: [istio-system/public]\n  http:\n\
+         \x20 - match: [{uri: {prefix: /cart}}]\n    route: [{destination: {host: cart}}]\n\
+         \x20 - match: [{uri: {prefix: /orders}}]\n    route: [{destination: {host: orders}}]\n    retries: {attempts: 2, retryOn: 'reset,503'}\n",
+    );
+    let snap = snapshot(&format!(
+        "{MESH}{}---\n{edge}",
+        service_in("shop", "orders", "", "http")
+    ));
+    let found = findings(&snap);
+    let at_edge: Vec<&Finding> = found
+        .iter()
+        .filter(|f| f.remediation.target.name == "edge")
+        .collect();
+    assert_eq!(at_edge.len(), 1, "{at_edge:#?}");
+    assert_eq!(at_edge[0].service.as_deref(), Some("cart"));
+    assert!(
+        at_edge[0]
+            .message
+            .contains(&format!("to {FQDN} are not retried"))
+    );
+}
