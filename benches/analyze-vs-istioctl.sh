@@ -5,6 +5,7 @@
 # into the same cache as the Kubernetes test binaries.
 # Usage: benches/analyze-vs-istioctl.sh [SERVICES...]      (default: 1000 5000 10000)
 #   NO_ISTIOCTL=1  meshmedic only (the test command's tiny run)
+#   PER_NAMESPACE=n, POLICIES=1, GATEWAY=1  the mesh's shape (see benches/gen-mesh.py)
 #   RUNS=n         best of n runs (default 3)
 #   MESHMEDIC_BIN  a meshmedic binary to use instead of building the release one
 #   --build-only   just build (or find) istioctl and print its path
@@ -57,6 +58,10 @@ measure() {
     echo "$best $rss"
 }
 
+per_ns=${PER_NAMESPACE:-50}
+[ "${POLICIES:-0}" = 1 ] && policies=", a Sidecar and a PeerAuthentication per service" || policies=""
+[ "${GATEWAY:-0}" = 1 ] && policies="$policies, a gateway VirtualService routing to each namespace's services"
+echo "# ${per_ns} services per namespace${policies}"
 printf '%-9s %-8s %-7s %-22s %-22s %s\n' services objects MB "meshmedic s / MiB" "istioctl s / MiB" ratio
 for n in "${sizes[@]}"; do
     file="$tmp/mesh-$n.yaml"

@@ -35,6 +35,8 @@ cargo test --all-features 2>&1 | tee "$log"
 
 echo "== the analyze benchmark runs (tiny size, meshmedic only; numbers in README)"
 NO_ISTIOCTL=1 RUNS=1 MESHMEDIC_BIN=target/debug/meshmedic bash benches/analyze-vs-istioctl.sh 100
+PER_NAMESPACE=100 POLICIES=1 GATEWAY=1 NO_ISTIOCTL=1 RUNS=1 MESHMEDIC_BIN=target/debug/meshmedic \
+    bash benches/analyze-vs-istioctl.sh 100
 
 if [ -x fuzz/run-short.sh ]; then
     echo "== short fuzz run (fuzz/run-short.sh)"
