@@ -4,12 +4,12 @@
 //! change reaches and whose routes still lack `reset` retries gets a finding, with the same fix
 //! as `missing-reset-retry`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use super::missing_reset_retry::{GatewayRoutes, retry_findings};
 use super::{Code, Sink};
 use crate::model::selects;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{SelectorIndex, Snapshot};
 
 /// A metric change: where it applies (namespace, optional workload labels) and what it is.
 struct MetricChange {
@@ -56,6 +56,16 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
         return;
     }
     let root = snapshot.root_namespace();
+    // The changes of each namespace by their workload selector: a Telemetry per workload is a
+    // common pattern, and trying each on every service of a namespace grew with the square of
+    // it (4,000 of each in one namespace: 3.2 s instead of 0.4).
+    let mut by_namespace: HashMap<&str, SelectorIndex> = HashMap::new();
+    for (i, c) in changes.iter().enumerate() {
+        by_namespace
+            .entry(&c.namespace)
+            .or_default()
+            .add(i, c.labels.as_ref());
+    }
     let mut claimed = BTreeSet::new();
     let mut gateways = GatewayRoutes::default();
     let code = Code::ListenerChange503;
@@ -63,16 +73,36 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
         if !sink.wants(&service.meta.namespace) {
             continue;
         }
-        let ns = &service.meta.namespace;
-        let cause: Vec<String> = changes
-            .iter()
-            .filter(|c| {
-                (c.namespace == *ns || c.namespace == root)
-                    && snapshot.workloads_of(s).any(|w| {
-                        snapshot.is_injected(w)
-                            && c.labels.as_ref().is_none_or(|l| selects(l, &w.pod_labels))
-                    })
-            })
+        let ns = service.meta.namespace.as_str();
+        let injected: Vec<_> = snapshot
+            .workloads_of(s)
+            .filter(|w| snapshot.is_injected(w))
+            .collect();
+        let mut applying = Vec::new();
+        if !injected.is_empty() {
+            for index in [ns, root]
+                .iter()
+                .enumerate()
+                .filter(|&(i, n)| i == 0 || *n != ns)
+                .filter_map(|(_, n)| by_namespace.get(n))
+            {
+                applying.extend(index.without_labels());
+                for w in &injected {
+                    applying.extend(index.may_select(&w.pod_labels).into_iter().filter(|&i| {
+                        changes[i]
+                            .labels
+                            .as_ref()
+                            .is_none_or(|l| selects(l, &w.pod_labels))
+                    }));
+                }
+            }
+        }
+        // In the order the changes were found, each once.
+        applying.sort_unstable();
+        applying.dedup();
+        let cause: Vec<String> = applying
+            .into_iter()
+            .map(|i| &changes[i])
             .map(|c| {
                 format!(
                     "{}: each change is pushed over LDS and resets in-flight requests on the listeners it rewrites",
@@ -174,6 +204,49 @@ spec:
                 .findings
                 .iter()
                 .any(|f| f.code == Code::MissingResetRetry)
+        );
+    }
+
+    /// Every change that reaches the service's workload is its cause, in the order found, each
+    /// once: the root namespace's filter, the namespace's Telemetry without a selector, one
+    /// selecting the workload by a label that is not its first (found through the index by a
+    /// selector label), and not one selecting another workload.
+    #[test]
+    fn every_change_that_reaches_the_workload_is_named_in_order() {
+        let telemetry = |name: &str, selector: &str| {
+            format!(
+                "---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{{selector}metrics: [{{providers: [{{name: prometheus}}]}}]}}\n"
+            )
+        };
+        let mesh = MESH.replace(
+            "metadata: {labels: {app: cart}}",
+            "metadata: {labels: {app: cart, tier: back}}",
+        );
+        let yaml = format!(
+            "{mesh}{STATS_FILTER}{}{}{}",
+            telemetry("a-all", ""),
+            telemetry("b-other", "selector: {matchLabels: {app: other}}, "),
+            telemetry("c-tier", "selector: {matchLabels: {tier: back}}, "),
+        );
+        let report = analyze(&snapshot(&yaml));
+        let f = report
+            .findings
+            .iter()
+            .find(|f| f.code == Code::ListenerChange503)
+            .expect("listener finding");
+        let named: Vec<&str> = f
+            .evidence
+            .iter()
+            .filter_map(|e| e.split(':').next())
+            .filter(|e| e.starts_with("EnvoyFilter") || e.starts_with("Telemetry"))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                "EnvoyFilter istio-system/stats-custom patches istio.stats",
+                "Telemetry shop/a-all customises metrics",
+                "Telemetry shop/c-tier customises metrics"
+            ]
         );
     }
 
