@@ -220,7 +220,7 @@ pub fn analyze_in(
     // The detectors only read the snapshot: on a large one, the first (about half the work)
     // runs on a second core. Their findings are joined in the same order either way.
     let large = snapshot.workloads.len() + snapshot.services.len() >= 2_000
-        && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+        && crate::snapshot::load::worker_threads() > 1;
     let mut sink = new_sink();
     if large {
         let mut others = new_sink();

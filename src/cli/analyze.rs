@@ -434,7 +434,7 @@ pub fn write_json(
     // JSON tree of the whole report (20 MB of output at 10,000 services) was a sixth of the
     // peak memory, and a tree per finding copied its corrected resource (README, Benchmarks).
     const BATCH: usize = 1024;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let threads = crate::snapshot::load::worker_threads();
     for (b, batch) in report.findings.chunks(BATCH).enumerate() {
         let first = b * BATCH;
         let part = batch.len().div_ceil(threads);

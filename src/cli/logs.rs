@@ -54,7 +54,7 @@ pub fn run(args: LogsArgs) -> ExitCode {
     };
     let threads = args
         .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(8)));
+        .unwrap_or_else(crate::snapshot::load::worker_threads);
     let mut analyzer = Analyzer::new(format, limits).with_threads(threads);
     let files = if args.files.is_empty() {
         vec!["-".to_string()]

@@ -407,7 +407,7 @@ pub fn locate(
     }
     // Each finding re-parses its document (a small lossless tree): independent, so spread
     // over the cores, in order.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let threads = crate::snapshot::load::worker_threads();
     if threads < 2 || findings.len() < 64 {
         return findings
             .iter()
