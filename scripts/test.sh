@@ -35,7 +35,7 @@ cargo test --all-features 2>&1 | tee "$log"
 
 echo "== the analyze benchmark runs (tiny size, meshmedic only; numbers in README)"
 NO_ISTIOCTL=1 RUNS=1 MESHMEDIC_BIN=target/debug/meshmedic bash benches/analyze-vs-istioctl.sh 100
-PER_NAMESPACE=100 POLICIES=1 GATEWAY=1 NO_ISTIOCTL=1 RUNS=1 MESHMEDIC_BIN=target/debug/meshmedic \
+PER_NAMESPACE=100 POLICIES=1 GATEWAY=1 SPLIT=1 NO_ISTIOCTL=1 RUNS=1 MESHMEDIC_BIN=target/debug/meshmedic \
     bash benches/analyze-vs-istioctl.sh 100
 
 if [ -x fuzz/run-short.sh ]; then
