@@ -58,7 +58,8 @@ impl Snapshot {
                 .copied()
                 .filter(|&i| self.destination_rules[i].meta.namespace == *ns)
                 .collect();
-            // In the order the rules were read, as Istio's age order among equals needs.
+            // In snapshot order, as the namespace's list was: the stable sort below keeps it
+            // among equals.
             candidates.sort_unstable();
             candidates.retain(|&i| {
                 let dr = &self.destination_rules[i];
