@@ -7,7 +7,8 @@
 # event -> Remediation p50/p99 under churn. Prints one table.
 #
 # Usage: benches/operator-scale.sh [PODS...]        (default: 2000 20000)
-# Env: CHURN (updates/s, default 60), CHURN_SECONDS (20), CONCURRENCY (48), FULL_PASS_OBJECTS
+# Env: CHURN (updates/s, default 60), CHURN_SECONDS (20), CONCURRENCY (48), SERVICES_PER_NAMESPACE
+#      (10; each with 10 pods), FULL_PASS_OBJECTS
 #      (the operator's --full-pass-objects; its default otherwise),
 #      MESHMEDIC_BIN (default: target/release/meshmedic, built here).
 set -euo pipefail

@@ -39,9 +39,17 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
-const SERVICES_PER_NS: usize = 10;
 const PODS_PER_DEPLOYMENT: usize = 10;
-const PODS_PER_NS: usize = SERVICES_PER_NS * PODS_PER_DEPLOYMENT;
+
+/// Services (each with a Deployment, a ReplicaSet and 10 pods) per namespace:
+/// `SERVICES_PER_NAMESPACE`, 10 unless set. A large one measures a pass over a large namespace.
+fn services_per_ns() -> usize {
+    (env_num("SERVICES_PER_NAMESPACE", 10) as usize).max(2)
+}
+
+fn pods_per_ns() -> usize {
+    services_per_ns() * PODS_PER_DEPLOYMENT
+}
 
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -273,7 +281,7 @@ async fn populate_namespace(client: Client, n: usize, concurrency: usize) {
     create(&nsapi, &nsobj).await;
     let pods = api(&client, "", "v1", "Pod", "pods", &ns);
     let mut work = Vec::new();
-    for s in 0..SERVICES_PER_NS {
+    for s in 0..services_per_ns() {
         let name = svc_name(s);
         let svc = obj(
             json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
@@ -510,8 +518,8 @@ fn main() {
         .collect();
     let pods: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(2000);
     let bin = std::env::var("MESHMEDIC_BIN").unwrap_or_else(|_| "target/release/meshmedic".into());
-    let namespaces = pods.div_ceil(PODS_PER_NS).max(1);
-    let pods = namespaces * PODS_PER_NS;
+    let namespaces = pods.div_ceil(pods_per_ns()).max(1);
+    let pods = namespaces * pods_per_ns();
     let churn = env_num("CHURN", 60);
     let churn_seconds = env_num("CHURN_SECONDS", 20);
     let concurrency = env_num("CONCURRENCY", 48) as usize;
@@ -549,9 +557,9 @@ fn main() {
         let create_s = started.elapsed().as_secs_f64();
         eprintln!(
             "created {namespaces} namespaces, {} services, {} deployments, {pods} pods in {create_s:.1}s ({:.0} objects/s)",
-            namespaces * SERVICES_PER_NS,
-            namespaces * SERVICES_PER_NS,
-            (pods + namespaces * (1 + 3 * SERVICES_PER_NS)) as f64 / create_s
+            namespaces * services_per_ns(),
+            namespaces * services_per_ns(),
+            (pods + namespaces * (1 + 3 * services_per_ns())) as f64 / create_s
         );
 
         let seen = watch_remediations(client.clone());
@@ -581,7 +589,7 @@ fn main() {
             let ns = ns_name((k * 7919) % namespaces);
             let d = api(&client, "apps", "v1", "Deployment", "deployments", &ns);
             let patch = json!({"metadata": {"annotations": {"bench/tick": format!("q{k}")}}});
-            d.patch(&svc_name(1 + k % (SERVICES_PER_NS - 1)), &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch");
+            d.patch(&svc_name(1 + k % (services_per_ns() - 1)), &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch");
             tokio::time::sleep(Duration::from_millis(400)).await;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -607,7 +615,7 @@ fn main() {
                         let n = (k * 104729) % namespaces;
                         let ns = ns_name(n);
                         let patch = json!({"metadata": {"annotations": {"bench/churn": k.to_string()}}});
-                        let s = 1 + k % (SERVICES_PER_NS - 1);
+                        let s = 1 + k % (services_per_ns() - 1);
                         let r = if k.is_multiple_of(2) {
                             api(&client, "apps", "v1", "Deployment", "deployments", &ns)
                                 .patch(&svc_name(s), &PatchParams::default(), &Patch::Merge(&patch)).await
@@ -629,10 +637,10 @@ fn main() {
         while churn_start.elapsed() < Duration::from_secs(churn_seconds) {
             // Probe p: a healthy Deployment (services 1..) switched to nginx.
             let ns = ns_name(p % namespaces);
-            let s = 1 + (p / namespaces) % (SERVICES_PER_NS - 1);
+            let s = 1 + (p / namespaces) % (services_per_ns() - 1);
             let svc = svc_name(s);
             p += 1;
-            if p > namespaces * (SERVICES_PER_NS - 1) {
+            if p > namespaces * (services_per_ns() - 1) {
                 break;
             }
             let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}}}});
@@ -665,7 +673,7 @@ fn main() {
         );
         println!(
             "RESULT pods={pods} services={} namespaces={namespaces} baseline_kib={baseline} peak_kib={hwm} rss_kib={rss} per_pod_kib={per_pod:.2} first_analysis_s={first_s:.2} seeded_remediations_s={seeded_s:.2} reanalysis_ms={reanalysis_ms:.1} churn_per_s={rate:.0} probes={} missing={missing} p50_s={:.3} p99_s={:.3} create_s={create_s:.0}",
-            namespaces * SERVICES_PER_NS,
+            namespaces * services_per_ns(),
             probes.len(),
             percentile(&lat, 0.5),
             percentile(&lat, 0.99),
