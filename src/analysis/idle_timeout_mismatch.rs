@@ -346,6 +346,7 @@ fn finding(
         severity: Severity::Warning,
         namespace: ns.clone(),
         service: Some(service.meta.name.clone()),
+        services: Vec::new(),
         workload: None,
         message: format!(
             "sidecar idle timeout is not shorter than the app's ({}): idle connections the app closes are reused and answer 503 UC; set it to {value_text} on {}",

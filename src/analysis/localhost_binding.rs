@@ -333,6 +333,7 @@ fn finding(
         severity: Severity::Error,
         namespace: ns.clone(),
         service: first_service(snapshot, w),
+        services: Vec::new(),
         workload: Some(WorkloadRef::of(workload)),
         message: format!(
             "{} {} listens on loopback only (ports {}): every request from other pods answers 503",

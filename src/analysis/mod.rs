@@ -144,8 +144,13 @@ pub struct Finding {
     pub code: Code,
     pub severity: Severity,
     pub namespace: String,
-    /// The Service's name, or null for a finding about a workload alone.
+    /// The Service's name, or null for a finding about a workload alone, or about several
+    /// Services (then named in `services`).
     pub service: Option<String>,
+    /// The Services a finding about several is for (a gateway VirtualService's routes to the
+    /// services of one namespace); empty, and left out of JSON, otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
     pub workload: Option<WorkloadRef>,
     pub message: String,
     pub evidence: Vec<String>,

@@ -204,6 +204,7 @@ fn finding(
         },
         namespace: workload.meta.namespace.clone(),
         service: first_service(snapshot, w),
+        services: Vec::new(),
         workload: Some(WorkloadRef::of(workload)),
         message: format!(
             "probes of {} {} hit STRICT-mTLS ports the sidecar captures (ports {}) with probe rewrite off",

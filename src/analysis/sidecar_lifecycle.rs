@@ -273,6 +273,7 @@ fn finding(
         },
         namespace: workload.meta.namespace.clone(),
         service: first_service(snapshot, w),
+        services: Vec::new(),
         workload: Some(WorkloadRef::of(workload)),
         message: if shutdown {
             format!(

@@ -51,26 +51,32 @@ fn raise(s: Severity) -> Severity {
 /// and raises its severity one step.
 pub fn attach(findings: &mut [Finding], observed: &Observed, cluster_domain: &str, window: &str) {
     for f in findings {
-        let Some(service) = &f.service else { continue };
-        let host = hosts::service_fqdn(service, &f.namespace, cluster_domain);
-        let Some(flags) = observed.get(&host) else {
-            continue;
-        };
-        let total: f64 = flags.values().sum();
-        if total < 0.5 {
-            continue;
+        let mut seen = false;
+        // A finding about several services (a gateway's routes to them) gets a line for each.
+        for service in f.service.iter().chain(&f.services) {
+            let host = hosts::service_fqdn(service, &f.namespace, cluster_domain);
+            let Some(flags) = observed.get(&host) else {
+                continue;
+            };
+            let total: f64 = flags.values().sum();
+            if total < 0.5 {
+                continue;
+            }
+            let by_flag: Vec<String> = flags
+                .iter()
+                .filter(|(_, v)| **v >= 0.5)
+                .map(|(flag, v)| format!("{flag}: {}", v.round()))
+                .collect();
+            f.evidence.push(format!(
+                "observed {} HTTP 503 responses for {host} in the last {window} ({})",
+                total.round(),
+                by_flag.join(", ")
+            ));
+            seen = true;
         }
-        let by_flag: Vec<String> = flags
-            .iter()
-            .filter(|(_, v)| **v >= 0.5)
-            .map(|(flag, v)| format!("{flag}: {}", v.round()))
-            .collect();
-        f.evidence.push(format!(
-            "observed {} HTTP 503 responses for {host} in the last {window} ({})",
-            total.round(),
-            by_flag.join(", ")
-        ));
-        f.severity = raise(f.severity);
+        if seen {
+            f.severity = raise(f.severity);
+        }
     }
 }
 
@@ -112,8 +118,10 @@ pub async fn collect(
             // One pod per service with a finding is enough: every sidecar of the service reports
             // the requests it served, and the counts are evidence, not an inventory.
             let mut seen = std::collections::BTreeSet::new();
-            for f in findings {
-                let Some(service) = &f.service else { continue };
+            for (f, service) in findings
+                .iter()
+                .flat_map(|f| f.service.iter().chain(&f.services).map(move |s| (f, s)))
+            {
                 if !seen.insert((f.namespace.clone(), service.clone())) {
                     continue;
                 }
@@ -171,6 +179,44 @@ mod tests {
         ]);
         assert_eq!(o["a.ns.svc.cluster.local"]["UC"], 42.0);
         assert_eq!(o["a.ns.svc.cluster.local"]["URX"], 3.0);
+    }
+
+    /// A gateway VirtualService's finding about several services gets the observed 503s of
+    /// each of them.
+    #[test]
+    fn a_finding_about_several_services_gets_each_ones_503s() {
+        let app = |name: &str| {
+            format!(
+                "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: shop}}\n\
+                 spec: {{selector: {{matchLabels: {{app: {name}}}}}, template: {{metadata: {{labels: {{app: {name}}}}}, spec: {{containers: [{{name: app, image: x}}]}}}}}}\n\
+                 ---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\n\
+                 spec: {{selector: {{app: {name}}}, ports: [{{name: http, port: 80}}]}}\n"
+            )
+        };
+        let yaml = format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: shop, labels: {{istio-injection: enabled}}}}\n{}{}\
+             ---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: edge, namespace: shop}}\n\
+             spec: {{hosts: [shop.example.com], gateways: [public], http: [{{route: [{{destination: {{host: a}}}}]}}, {{route: [{{destination: {{host: b}}}}]}}]}}\n",
+            app("a"),
+            app("b")
+        );
+        let mut findings = analyze(&snapshot(&yaml)).findings;
+        let edge = findings
+            .iter()
+            .position(|f| f.remediation.target.name == "edge")
+            .expect("gateway finding");
+        assert_eq!(findings[edge].services, ["a", "b"]);
+        let before = findings[edge].severity;
+        let o = observed(&[sample("b.shop.svc.cluster.local", "UC", "destination", 9.0)]);
+        attach(&mut findings, &o, "cluster.local", "1h");
+        assert_eq!(findings[edge].severity, raise(before));
+        assert!(
+            findings[edge].evidence.iter().any(
+                |e| e.starts_with("observed 9 HTTP 503 responses for b.shop.svc.cluster.local")
+            ),
+            "{:?}",
+            findings[edge].evidence
+        );
     }
 
     #[test]

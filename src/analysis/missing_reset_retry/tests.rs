@@ -775,6 +775,7 @@ fn a_gateway_fronting_several_services_of_a_namespace_gets_one_fix_for_them() {
     assert_eq!(at_edge.len(), 2, "{at_edge:#?}");
     let shop = at_edge.iter().find(|f| f.namespace == "shop").unwrap();
     assert_eq!(shop.service, None);
+    assert_eq!(shop.services, ["cart", "orders", "search"]);
     assert!(
         shop.message
             .contains("(gateway) to 3 services in shop (cart, orders, search)"),
