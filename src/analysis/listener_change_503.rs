@@ -80,12 +80,9 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
             .collect();
         let mut applying = Vec::new();
         if !injected.is_empty() {
-            for index in [ns, root]
-                .iter()
-                .enumerate()
-                .filter(|&(i, n)| i == 0 || *n != ns)
-                .filter_map(|(_, n)| by_namespace.get(n))
-            {
+            let mut namespaces = vec![ns, root];
+            namespaces.dedup();
+            for index in namespaces.iter().filter_map(|n| by_namespace.get(n)) {
                 applying.extend(index.without_labels());
                 for w in &injected {
                     applying.extend(index.may_select(&w.pod_labels).into_iter().filter(|&i| {
