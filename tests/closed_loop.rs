@@ -1362,9 +1362,22 @@ async fn a_created_object_someone_labelled_is_theirs_and_rollback_keeps_it() {
         )
         .await
         .expect("a person labels it");
-    let theirs = wait_for(&admin, &ns, &name, "recorded as theirs", |r| {
-        reason(r, "Ready").as_deref() == Some("Reverted")
-    })
+    // The record may be written before the person's rule reaches the new leader's view (or by
+    // the old leader, which saw the label first); it is written again once that rule is seen.
+    let theirs = wait_for(
+        &admin,
+        &ns,
+        &name,
+        "recorded as theirs, beside the person's",
+        |r| {
+            reason(r, "Ready").as_deref() == Some("Reverted")
+                && r.status.as_ref().is_some_and(|s| {
+                    s.conditions.iter().any(|c| {
+                        c.type_ == "Ready" && c.message.contains("configures the same thing")
+                    })
+                })
+        },
+    )
     .await;
     assert!(
         theirs.status.as_ref().is_some_and(|s| s.reverted),
@@ -1396,7 +1409,8 @@ async fn a_created_object_someone_labelled_is_theirs_and_rollback_keeps_it() {
 
 /// An object meshmedic created that a person has made theirs is not deleted to step aside for
 /// another person's object for the same host, and the Remediation says that only one of the two
-/// takes effect. Both changes are made while no operator runs, so one pass sees them together.
+/// takes effect. The person's edit is made while no operator runs and recorded by the next
+/// leader; the person's own rule comes after that record, which is written again to name it.
 #[tokio::test]
 async fn a_created_object_made_theirs_is_kept_beside_a_persons_and_the_record_says_so() {
     install_once().await;
@@ -1420,6 +1434,14 @@ async fn a_created_object_made_theirs_is_kept_beside_a_persons_and_the_record_sa
     )
     .await
     .expect("a person labels it");
+    let operator = Replica::start(cp.meshmedic_config(), "lease-theirs", "replica-theirs-2");
+    wait_for(&admin, &ns, &name, "recorded as theirs", |r| {
+        reason(r, "Ready").as_deref() == Some("Reverted")
+    })
+    .await;
+
+    // Then the person writes a rule of their own for the same host: the record, written
+    // before, is written again to name it.
     let persons = object(
         &ns,
         "DestinationRule",
@@ -1428,22 +1450,29 @@ async fn a_created_object_made_theirs_is_kept_beside_a_persons_and_the_record_sa
         json!({"host": "gallery", "trafficPolicy": {"outlierDetection": {"consecutive5xxErrors": 7}}}),
     );
     support::apply(&admin, &persons).await.expect("applied");
-
-    let operator = Replica::start(cp.meshmedic_config(), "lease-theirs", "replica-theirs-2");
-    let theirs = wait_for(&admin, &ns, &name, "recorded as theirs", |r| {
+    let ready_message = |r: &Remediation| {
+        r.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.message.clone())
+            .unwrap_or_default()
+    };
+    let theirs = wait_for(&admin, &ns, &name, "the person's rule named", |r| {
         reason(r, "Ready").as_deref() == Some("Reverted")
+            && ready_message(r).contains("configures the same thing")
     })
     .await;
-    let said = theirs
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
+    let said = ready_message(&theirs);
     assert!(said.contains("it is theirs now"), "{said}");
+    assert!(said.contains("DestinationRule"), "{said}");
     assert!(
         said.contains("configures the same thing and only one of the two takes effect"),
         "{said}"
+    );
+    assert_eq!(
+        theirs.status.as_ref().map(|s| s.reverted),
+        Some(true),
+        "still theirs"
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(

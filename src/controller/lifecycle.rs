@@ -80,6 +80,8 @@ pub struct RemView {
     /// meshmedic created the target and a person's object now configures the same thing
     /// (`Snapshot::created_object_beside`), named for messages.
     pub beside: Option<String>,
+    /// The message of the Ready condition as last written.
+    pub ready_message: String,
 }
 
 /// The target as the watch shows it, relative to meshmedic's last write.
@@ -259,6 +261,24 @@ pub fn decide(
     }
     if rem.wrote && target == Target::Absent && !rem.created {
         return set(Phase::Stale, Reason::TargetDeleted);
+    }
+    // 2b. Theirs already, and a person's object stands beside it that the record does not name
+    //     (it was recorded before that object was seen, or another one stands there now): the
+    //     record is written again, so it says which one to keep or delete.
+    if rem.reverted
+        && rem.created
+        && rem.reason == Reason::Reverted.as_str()
+        && target != Target::Absent
+        && target != Target::Pending
+        && rem
+            .beside
+            .as_ref()
+            .is_some_and(|by| !rem.ready_message.contains(by.as_str()))
+    {
+        return Set {
+            phase: rem.phase,
+            reason: Reason::Reverted,
+        };
     }
 
     // 3. Verify a write once the watch has shown it (this pass analysed the written target).

@@ -911,12 +911,9 @@ fn withheld_kinds<'a>(
 /// What the lifecycle reads from a Remediation.
 pub fn rem_view(r: &Remediation) -> lifecycle::RemView {
     let status = r.status.clone().unwrap_or_default();
-    let reason = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| c.reason.clone())
-        .unwrap_or_default();
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+    let reason = ready.map(|c| c.reason.clone()).unwrap_or_default();
+    let ready_message = ready.map(|c| c.message.clone()).unwrap_or_default();
     lifecycle::RemView {
         published: r.spec.plan_digest.clone(),
         approved: r.spec.approved_digest.clone(),
@@ -940,6 +937,7 @@ pub fn rem_view(r: &Remediation) -> lifecycle::RemView {
         // stands beside the target (see `Snapshot::created_object_beside`).
         young: false,
         beside: None,
+        ready_message,
     }
 }
 
@@ -1294,8 +1292,11 @@ async fn execute(
                 ),
             };
             if reason == Reason::Reverted {
+                // Counted once: a record written again to name an object beside is no new revert.
+                if !status.reverted {
+                    ctx.metrics.outcome("reverted");
+                }
                 status.reverted = true;
-                ctx.metrics.outcome("reverted");
             }
             let generation = r.metadata.generation;
             match reason {

@@ -522,6 +522,11 @@ impl World {
                 let rem = self.rem.as_mut().expect("status without a Remediation");
                 if reason == Reason::Reverted {
                     rem.reverted = true;
+                    // The executor's message names the person's object beside one it created.
+                    rem.ready_message = match (&rem_view, rem.created) {
+                        (Some(v), true) => v.beside.clone().unwrap_or_default(),
+                        _ => String::new(),
+                    };
                 }
                 // The executor withdraws an approval of a replaced plan, and one its cause
                 // outlived, before it records these.
@@ -721,6 +726,64 @@ fn a_rollback_after_the_write_limit_still_runs_and_a_refused_one_waits_for_a_new
     assert_eq!(
         decide(Mode::Apply, None, None, Some(&r), TargetView::Changed),
         Decision::Rollback
+    );
+}
+
+#[test]
+fn a_record_of_an_object_made_theirs_names_the_persons_object_seen_beside_it_later() {
+    let by = "DestinationRule a/web configures web.a.svc.cluster.local too".to_string();
+    let theirs = RemView {
+        published: Some("d1".into()),
+        creates: true,
+        created: true,
+        wrote: true,
+        writes: 1,
+        resolves: true,
+        applied_digest: Some("d1".into()),
+        reverted: true,
+        phase: Phase::Resolved,
+        reason: "Reverted".into(),
+        ready_message: "someone changed it: it is theirs now".into(),
+        beside: Some(by.clone()),
+        ..Default::default()
+    };
+    assert_eq!(
+        decide(
+            Mode::Propose,
+            None,
+            None,
+            Some(&theirs),
+            TargetView::Changed
+        ),
+        Decision::Set {
+            phase: Phase::Resolved,
+            reason: Reason::Reverted
+        },
+        "written again to name it"
+    );
+    let said = RemView {
+        ready_message: format!(
+            "someone changed it: it is theirs now. {by} configures the same thing"
+        ),
+        ..theirs.clone()
+    };
+    assert_eq!(
+        decide(Mode::Propose, None, None, Some(&said), TargetView::Changed),
+        Decision::Nothing,
+        "named already"
+    );
+    let alone = RemView {
+        beside: None,
+        ..theirs.clone()
+    };
+    assert_eq!(
+        decide(Mode::Propose, None, None, Some(&alone), TargetView::Changed),
+        Decision::Nothing
+    );
+    assert_eq!(
+        decide(Mode::Propose, None, None, Some(&theirs), TargetView::Absent),
+        Decision::Nothing,
+        "deleted since: nothing beside to keep or delete"
     );
 }
 
