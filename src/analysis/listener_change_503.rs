@@ -14,7 +14,7 @@ use crate::snapshot::{SelectorIndex, Snapshot};
 /// A metric change: where it applies (namespace, optional workload labels) and what it is.
 struct MetricChange {
     namespace: String,
-    labels: Option<std::collections::BTreeMap<String, String>>,
+    labels: Option<crate::model::Labels>,
     description: String,
 }
 

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use k8s_openapi::api::core::v1::ServiceSpec;
+use crate::model::service::ServiceSpec;
 use serde_json::json;
 
 use super::{Code, Finding, Protocol, Severity, Sink, app_ports, port_protocol};

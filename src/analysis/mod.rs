@@ -12,7 +12,8 @@ pub mod missing_reset_retry;
 pub mod mtls_probe_failure;
 pub mod sidecar_lifecycle;
 
-use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
+use crate::model::service::ServiceSpec;
+use k8s_openapi::api::core::v1::ServicePort;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
 

@@ -11,6 +11,7 @@ use kube::CustomResource;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::Labels;
 use super::duration::GoDuration;
 
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
@@ -78,7 +79,7 @@ pub struct Subset {
     #[serde(default)]
     pub name: String,
     #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     pub traffic_policy: Option<TrafficPolicy>,
 }
 
@@ -87,14 +88,14 @@ pub struct Subset {
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadSelector {
     #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    pub labels: Labels,
     /// DestinationRule spells it `matchLabels`.
     #[serde(default)]
-    pub match_labels: BTreeMap<String, String>,
+    pub match_labels: Labels,
 }
 
 impl WorkloadSelector {
-    pub fn labels(&self) -> &BTreeMap<String, String> {
+    pub fn labels(&self) -> &Labels {
         if self.match_labels.is_empty() {
             &self.labels
         } else {

@@ -5,6 +5,7 @@ pub mod duration;
 pub mod istio;
 pub mod remediation;
 pub mod rollout;
+pub mod service;
 pub mod workload;
 
 pub use duration::GoDuration;
@@ -92,6 +93,43 @@ impl<'a> IntoIterator for &'a Labels {
     }
 }
 
+/// Read as a `BTreeMap<String, String>` is (the same values and error messages; a key given
+/// twice keeps its last value), without the map's node.
+impl<'de> serde::Deserialize<'de> for Labels {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Labels, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Labels;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Labels, A::Error> {
+                let mut entries: Vec<(String, String)> =
+                    Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                // Stable, so a key given twice is a run in the order written; the run keeps the
+                // last value, as `BTreeMap::insert` does.
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                entries.dedup_by(|later, kept| {
+                    if later.0 == kept.0 {
+                        std::mem::swap(&mut later.1, &mut kept.1);
+                        true
+                    } else {
+                        false
+                    }
+                });
+                Ok(Labels(entries.into_boxed_slice()))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
 impl Serialize for Labels {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_map(self.iter())
@@ -168,6 +206,38 @@ impl std::fmt::Display for ObjectRef {
 }
 
 /// `true` when every label of `selector` is on `labels` (an empty selector selects everything).
-pub fn selects(selector: &BTreeMap<String, String>, labels: &Labels) -> bool {
-    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+pub fn selects<'a>(
+    selector: impl IntoIterator<Item = (&'a String, &'a String)>,
+    labels: &Labels,
+) -> bool {
+    selector.into_iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Labels` reads what a `BTreeMap<String, String>` reads, with the same errors.
+    #[test]
+    fn labels_read_as_a_string_map_does() {
+        for json in [
+            r#"{}"#,
+            r#"{"b": "2", "a": "1"}"#,
+            r#"{"a": "1", "b": "2", "a": "3"}"#,
+            r#"{"z": "", "a": "x", "m": "y", "a": "w", "z": "v"}"#,
+            r#"{"a": 1}"#,
+            r#"{"a": null}"#,
+            r#"["a"]"#,
+            r#""a""#,
+            r#"null"#,
+        ] {
+            let map = serde_json::from_str::<BTreeMap<String, String>>(json);
+            let labels = serde_json::from_str::<Labels>(json);
+            match (map, labels) {
+                (Ok(map), Ok(labels)) => assert_eq!(Labels::from(map), labels, "{json}"),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{json}"),
+                (a, b) => panic!("{json}: {a:?} against {b:?}"),
+            }
+        }
+    }
 }

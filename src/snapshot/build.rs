@@ -33,7 +33,7 @@ pub struct SnapshotBuilder {
 #[derive(Default)]
 struct Parts {
     namespaces: BTreeMap<String, Meta>,
-    services: Vec<Obj<k8s_openapi::api::core::v1::ServiceSpec>>,
+    services: Vec<Obj<crate::model::service::ServiceSpec>>,
     workloads: Vec<Workload>,
     destination_rules: Vec<Obj<DestinationRuleSpec>>,
     virtual_services: Vec<Obj<VirtualServiceSpec>>,
@@ -850,7 +850,7 @@ enum PreparedInner {
 
 /// Whether a Service's selector picks the pods of `w`. A Rollout's pods also carry the
 /// revision label its controller adds (and puts on the canary and stable Services' selectors).
-fn selects_pods_of(selector: &BTreeMap<String, String>, w: &Workload) -> bool {
+fn selects_pods_of(selector: &crate::model::Labels, w: &Workload) -> bool {
     if w.kind != "Rollout" {
         return selects(selector, &w.pod_labels);
     }
@@ -862,7 +862,7 @@ fn selects_pods_of(selector: &BTreeMap<String, String>, w: &Workload) -> bool {
 
 /// A typed object, ready to be added.
 enum Decoded {
-    Service(Box<Obj<k8s_openapi::api::core::v1::ServiceSpec>>),
+    Service(Box<Obj<crate::model::service::ServiceSpec>>),
     /// With the istiod it shows, if it is one.
     Workload(Box<Workload>, Option<Box<IstiodSeen>>),
     DestinationRule(Box<Obj<DestinationRuleSpec>>),
@@ -965,7 +965,7 @@ fn decode_known<'de>(
                 meta,
                 source: at,
                 raw,
-                spec: svc.spec.unwrap_or_default(),
+                spec: svc.spec.map(Into::into).unwrap_or_default(),
             }))
         }
         ("", "Pod") => {

@@ -14,7 +14,6 @@ pub mod yaml;
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::ServiceSpec;
 use serde_json::Value;
 
 use crate::error::Source;
@@ -22,6 +21,7 @@ use crate::model::istio::{
     DestinationRuleSpec, EnvoyFilterSpec, MeshConfig, PeerAuthenticationSpec, SidecarSpec,
     TelemetrySpec, VirtualServiceSpec,
 };
+use crate::model::service::ServiceSpec;
 use crate::model::workload::Workload;
 use crate::model::{Meta, ObjectRef};
 
@@ -207,7 +207,7 @@ pub(crate) struct SelectorIndex {
 
 impl SelectorIndex {
     /// Adds the object at position `i` (positions are added in increasing order).
-    pub fn add(&mut self, i: usize, selector: Option<&BTreeMap<String, String>>) {
+    pub fn add(&mut self, i: usize, selector: Option<&crate::model::Labels>) {
         match selector.and_then(|s| s.iter().next()) {
             Some((k, v)) => self
                 .first_label
@@ -486,8 +486,10 @@ mod tests {
             ),
             pod in proptest::collection::vec((0u8..4, 0u8..3), 0..4),
         ) {
-            let selectors: Vec<Option<BTreeMap<String, String>>> =
-                selectors.iter().map(|s| s.as_deref().map(labels_from)).collect();
+            let selectors: Vec<Option<Labels>> = selectors
+                .iter()
+                .map(|s| s.as_deref().map(|s| Labels::from(labels_from(s))))
+                .collect();
             let mut index = SelectorIndex::default();
             for (i, s) in selectors.iter().enumerate() {
                 index.add(i, s.as_ref());
@@ -505,7 +507,7 @@ mod tests {
                 .collect();
             prop_assert_eq!(kept, selecting);
             let without: Vec<usize> = (0..selectors.len())
-                .filter(|&i| selectors[i].as_ref().is_none_or(BTreeMap::is_empty))
+                .filter(|&i| selectors[i].as_ref().is_none_or(Labels::is_empty))
                 .collect();
             prop_assert_eq!(index.without_labels(), without);
         }

@@ -237,7 +237,7 @@ mod sizes {
             size_of::<crate::model::workload::Container>(),
             size_of::<k8s_openapi::api::core::v1::Container>(),
             size_of::<k8s_openapi::api::core::v1::Probe>(),
-            size_of::<super::super::Obj<k8s_openapi::api::core::v1::ServiceSpec>>(),
+            size_of::<super::super::Obj<crate::model::service::ServiceSpec>>(),
             size_of::<super::super::Obj<crate::model::istio::DestinationRuleSpec>>(),
             size_of::<super::super::Obj<crate::model::istio::VirtualServiceSpec>>(),
             size_of::<crate::model::Meta>(),
