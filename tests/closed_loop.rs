@@ -1362,22 +1362,9 @@ async fn a_created_object_someone_labelled_is_theirs_and_rollback_keeps_it() {
         )
         .await
         .expect("a person labels it");
-    // The record may be written before the person's rule reaches the new leader's view (or by
-    // the old leader, which saw the label first); it is written again once that rule is seen.
-    let theirs = wait_for(
-        &admin,
-        &ns,
-        &name,
-        "recorded as theirs, beside the person's",
-        |r| {
-            reason(r, "Ready").as_deref() == Some("Reverted")
-                && r.status.as_ref().is_some_and(|s| {
-                    s.conditions.iter().any(|c| {
-                        c.type_ == "Ready" && c.message.contains("configures the same thing")
-                    })
-                })
-        },
-    )
+    let theirs = wait_for(&admin, &ns, &name, "recorded as theirs", |r| {
+        reason(r, "Ready").as_deref() == Some("Reverted")
+    })
     .await;
     assert!(
         theirs.status.as_ref().is_some_and(|s| s.reverted),
