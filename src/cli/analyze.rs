@@ -630,12 +630,12 @@ pub fn render_yaml(
             continue;
         }
         let doc = match r.action {
-            Action::Create => r.resource.clone(),
+            Action::Create => r.resource.to_value(),
             Action::Patch => {
                 let mut doc = snapshot
                     .raw_object(&r.target)
                     .cloned()
-                    .unwrap_or_else(|| r.resource.clone());
+                    .unwrap_or_else(|| r.resource.to_value());
                 let ops = plan_patch(&doc, &r.edits)
                     .map_err(|e| Error::Other(format!("{}: {e}", r.target)))?;
                 apply(&mut doc, &ops).map_err(|e| Error::Other(format!("{}: {e}", r.target)))?;

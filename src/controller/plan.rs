@@ -219,10 +219,10 @@ pub fn plan_targets(
         let first = causes[0];
         let r0 = &first.remediation;
         let (action, patch, resource) = match r0.action {
-            Action::Create => (Action::Create, None, r0.resource.clone()),
+            Action::Create => (Action::Create, None, r0.resource.to_value()),
             Action::Patch => {
                 let mut ops = r0.patch.clone().unwrap_or_default();
-                let mut doc = r0.resource.clone();
+                let mut doc = r0.resource.to_value();
                 let mut ok = true;
                 for f in &causes[1..] {
                     let r = &f.remediation;

@@ -51,7 +51,7 @@ pub struct Remediation {
     /// RFC 6902 operations (`action: patch`), or null for a new object.
     pub patch: Option<Vec<Value>>,
     /// The corrected (or new) resource in full.
-    pub resource: Value,
+    pub resource: Resource,
     pub safe_to_auto_apply: bool,
     /// Whether applying this fix removes its own finding. `false` marks a mitigation whose real
     /// cure is in the app (the operator then neither expects the finding to go away nor
@@ -60,6 +60,132 @@ pub struct Remediation {
     /// The edits behind `patch`, kept to compose fixes on one object.
     #[serde(skip)]
     pub edits: Vec<Edit>,
+}
+
+/// A fix's corrected (or new) resource, held as compact JSON text: every finding carries one,
+/// and as a `serde_json` tree it was about a quarter of `analyze`'s peak heap at 10,000
+/// services (30 of 123 MB; README, Benchmarks). It serializes as the tree it was made from
+/// (parsed again, one at a time, while written); reading it as a [`Value`] (`Deref`, used by
+/// tests and tools) parses it once and keeps the tree. A tree nested too deeply for the JSON
+/// parser to read back is kept as it is.
+pub struct Resource(ResourceInner);
+
+enum ResourceInner {
+    Text {
+        json: Box<str>,
+        tree: std::sync::OnceLock<Value>,
+    },
+    Tree(Value),
+}
+
+/// Nesting the text form is used up to: serde_json reads back 128 levels.
+const RESOURCE_TEXT_DEPTH: usize = 100;
+
+impl Resource {
+    /// The resource as an owned tree (parsed from its text, not kept).
+    pub fn to_value(&self) -> Value {
+        match &self.0 {
+            ResourceInner::Text { json, tree } => match tree.get() {
+                Some(v) => v.clone(),
+                None => parse_resource(json),
+            },
+            ResourceInner::Tree(v) => v.clone(),
+        }
+    }
+}
+
+/// The text was written from a [`Value`] no deeper than the parser reads, so it reads back;
+/// should it not, the resource reads as null rather than taking the process down.
+fn parse_resource(json: &str) -> Value {
+    serde_json::from_str(json).unwrap_or(Value::Null)
+}
+
+fn depth_at_most(v: &Value, limit: usize) -> bool {
+    match v {
+        _ if limit == 0 => false,
+        Value::Array(items) => items.iter().all(|i| depth_at_most(i, limit - 1)),
+        Value::Object(map) => map.values().all(|i| depth_at_most(i, limit - 1)),
+        _ => true,
+    }
+}
+
+impl From<Value> for Resource {
+    fn from(value: Value) -> Resource {
+        if !depth_at_most(&value, RESOURCE_TEXT_DEPTH) {
+            return Resource(ResourceInner::Tree(value));
+        }
+        Resource(ResourceInner::Text {
+            json: value.to_string().into_boxed_str(),
+            tree: std::sync::OnceLock::new(),
+        })
+    }
+}
+
+impl std::ops::Deref for Resource {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        match &self.0 {
+            ResourceInner::Text { json, tree } => tree.get_or_init(|| parse_resource(json)),
+            ResourceInner::Tree(v) => v,
+        }
+    }
+}
+
+impl Clone for Resource {
+    fn clone(&self) -> Resource {
+        match &self.0 {
+            ResourceInner::Text { json, .. } => Resource(ResourceInner::Text {
+                json: json.clone(),
+                tree: std::sync::OnceLock::new(),
+            }),
+            ResourceInner::Tree(v) => Resource(ResourceInner::Tree(v.clone())),
+        }
+    }
+}
+
+impl std::fmt::Debug for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.to_value().fmt(f)
+    }
+}
+
+impl PartialEq for Resource {
+    fn eq(&self, other: &Resource) -> bool {
+        match (&self.0, &other.0) {
+            (ResourceInner::Text { json: a, .. }, ResourceInner::Text { json: b, .. })
+                if a == b =>
+            {
+                true
+            }
+            _ => self.to_value() == other.to_value(),
+        }
+    }
+}
+
+impl PartialEq<Value> for Resource {
+    fn eq(&self, other: &Value) -> bool {
+        self.to_value() == *other
+    }
+}
+
+impl PartialEq<Resource> for Value {
+    fn eq(&self, other: &Resource) -> bool {
+        *self == other.to_value()
+    }
+}
+
+impl Serialize for Resource {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            ResourceInner::Text { json, tree } => match tree.get() {
+                Some(v) => v.serialize(serializer),
+                None => serde_json::from_str::<Value>(json)
+                    .map_err(serde::ser::Error::custom)?
+                    .serialize(serializer),
+            },
+            ResourceInner::Tree(v) => v.serialize(serializer),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,7 +315,7 @@ impl Remediation {
             action: Action::Patch,
             target,
             patch: Some(ops),
-            resource,
+            resource: resource.into(),
             safe_to_auto_apply,
             resolves: true,
             edits,
@@ -208,7 +334,7 @@ impl Remediation {
             action: Action::Create,
             target,
             patch: None,
-            resource,
+            resource: resource.into(),
             safe_to_auto_apply,
             resolves: true,
             edits: Vec::new(),
@@ -320,6 +446,49 @@ mod tests {
         let back = rollback_patch(&original, &forward).unwrap();
         apply(&mut patched, &back).unwrap();
         assert_eq!(patched, original);
+    }
+
+    /// A resource held as text writes exactly what its tree wrote (pretty JSON, YAML), reads
+    /// back as the same tree, and one nested past what the parser reads back stays a tree.
+    #[test]
+    fn a_resource_writes_and_reads_as_its_tree() {
+        let mut deep = json!("leaf");
+        for _ in 0..200 {
+            deep = json!({ "a": [deep] });
+        }
+        for tree in [
+            json!({"z": 1, "a": {"y": [1.5, -0.0, 1e300, 0.1, 18446744073709551615u64, -7]},
+                   "s": "quote \" slash \\ tab \t é 日本 \u{1}", "n": null, "b": true,
+                   "empty": {}, "list": []}),
+            json!(2.5e-8),
+            json!([]),
+            deep,
+        ] {
+            let resource = Resource::from(tree.clone());
+            assert_eq!(
+                serde_json::to_string_pretty(&resource).unwrap(),
+                serde_json::to_string_pretty(&tree).unwrap()
+            );
+            assert_eq!(
+                serde_saphyr::to_string(&resource).unwrap(),
+                serde_saphyr::to_string(&tree).unwrap()
+            );
+            assert_eq!(resource.to_value(), tree);
+            assert_eq!(resource.clone(), resource);
+            assert_eq!(*resource, tree, "read through Deref");
+            assert_eq!(
+                serde_json::to_string(&resource.to_value()).unwrap(),
+                serde_json::to_string(&tree).unwrap(),
+                "key order"
+            );
+        }
+        let kept = Resource::from(json!({"a": 1}));
+        assert!(matches!(kept.0, ResourceInner::Text { .. }));
+        let mut deep = json!(1);
+        for _ in 0..RESOURCE_TEXT_DEPTH {
+            deep = json!([deep]);
+        }
+        assert!(matches!(Resource::from(deep).0, ResourceInner::Tree(_)));
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub fn with_fix(
     match fix.action {
         Action::Create => out.push((
             Source::new(format!("<fix {}>", fix.target), 0),
-            fix.resource.clone(),
+            fix.resource.to_value(),
         )),
         Action::Patch => {
             let t = &fix.target;
