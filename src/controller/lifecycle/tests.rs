@@ -729,10 +729,9 @@ fn a_rollback_after_the_write_limit_still_runs_and_a_refused_one_waits_for_a_new
     );
 }
 
-#[test]
-fn a_record_of_an_object_made_theirs_names_the_persons_object_seen_beside_it_later() {
-    let by = "DestinationRule a/web configures web.a.svc.cluster.local too".to_string();
-    let theirs = RemView {
+/// A Remediation whose fix created its target, written once.
+fn created_and_written() -> RemView {
+    RemView {
         published: Some("d1".into()),
         creates: true,
         created: true,
@@ -740,12 +739,20 @@ fn a_record_of_an_object_made_theirs_names_the_persons_object_seen_beside_it_lat
         writes: 1,
         resolves: true,
         applied_digest: Some("d1".into()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_record_of_an_object_made_theirs_names_the_persons_object_seen_beside_it_later() {
+    let by = "DestinationRule a/web configures web.a.svc.cluster.local too".to_string();
+    let theirs = RemView {
         reverted: true,
         phase: Phase::Resolved,
         reason: "Reverted".into(),
         ready_message: "someone changed it: it is theirs now".into(),
         beside: Some(by.clone()),
-        ..Default::default()
+        ..created_and_written()
     };
     assert_eq!(
         decide(
@@ -790,17 +797,10 @@ fn a_record_of_an_object_made_theirs_names_the_persons_object_seen_beside_it_lat
 #[test]
 fn an_object_meshmedic_created_goes_as_it_left_it_once_a_persons_configures_the_same_thing() {
     let created = RemView {
-        published: Some("d1".into()),
-        creates: true,
-        created: true,
-        wrote: true,
-        writes: 1,
-        resolves: true,
-        applied_digest: Some("d1".into()),
         phase: Phase::Resolved,
         reason: "Verified".into(),
         beside: Some("VirtualService a/web routes web.a.svc.cluster.local too".into()),
-        ..Default::default()
+        ..created_and_written()
     };
     let by = created.beside.clone().unwrap_or_default();
     for mode in [Mode::Propose, Mode::Apply] {
