@@ -65,7 +65,7 @@ pub struct Remediation {
 /// A fix's corrected (or new) resource, held as compact JSON text: every finding carries one,
 /// and as a `serde_json` tree it was about a quarter of `analyze`'s peak heap at 10,000
 /// services (30 of 123 MB; README, Benchmarks). It serializes as the tree it was made from
-/// (parsed again, one at a time, while written); reading it as a [`Value`] (`Deref`, used by
+/// (transcoded from the text while written, without a tree); reading it as a [`Value`] (`Deref`, used by
 /// tests and tools) parses it once and keeps the tree. A tree nested too deeply for the JSON
 /// parser to read back is kept as it is.
 pub struct Resource(ResourceInner);
@@ -114,10 +114,13 @@ impl From<Value> for Resource {
         if !depth_at_most(&value, RESOURCE_TEXT_DEPTH) {
             return Resource(ResourceInner::Tree(value));
         }
-        Resource(ResourceInner::Text {
-            json: value.to_string().into_boxed_str(),
-            tree: std::sync::OnceLock::new(),
-        })
+        match serde_json::to_string(&value) {
+            Ok(json) => Resource(ResourceInner::Text {
+                json: json.into_boxed_str(),
+                tree: std::sync::OnceLock::new(),
+            }),
+            Err(_) => Resource(ResourceInner::Tree(value)),
+        }
     }
 }
 
@@ -179,9 +182,11 @@ impl Serialize for Resource {
         match &self.0 {
             ResourceInner::Text { json, tree } => match tree.get() {
                 Some(v) => v.serialize(serializer),
-                None => serde_json::from_str::<Value>(json)
-                    .map_err(serde::ser::Error::custom)?
-                    .serialize(serializer),
+                // Straight from the text to the output: no tree is built.
+                None => serde_transcode::transcode(
+                    &mut serde_json::Deserializer::from_str(json),
+                    serializer,
+                ),
             },
             ResourceInner::Tree(v) => v.serialize(serializer),
         }
