@@ -65,9 +65,9 @@ pub struct Remediation {
 /// A fix's corrected (or new) resource, held as compact JSON text: every finding carries one,
 /// and as a `serde_json` tree it was about a quarter of `analyze`'s peak heap at 10,000
 /// services (30 of 123 MB; README, Benchmarks). It serializes as the tree it was made from
-/// (transcoded from the text while written, without a tree); reading it as a [`Value`] (`Deref`, used by
-/// tests and tools) parses it once and keeps the tree. A tree nested too deeply for the JSON
-/// parser to read back is kept as it is.
+/// (transcoded from the text as it is written, without a tree); reading it as a [`Value`]
+/// (`Deref`, used by tests) parses it once and keeps the tree, [`Resource::to_value`] parses it
+/// without keeping it. A tree nested too deeply for the JSON parser to read back stays a tree.
 pub struct Resource(ResourceInner);
 
 enum ResourceInner {
