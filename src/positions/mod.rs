@@ -287,12 +287,13 @@ pub fn source_of<'a>(snapshot: &'a Snapshot, target: &ObjectRef) -> Option<&'a S
 pub fn subject_of(snapshot: &Snapshot, finding: &Finding) -> Option<(ObjectRef, Option<String>)> {
     let r = &finding.remediation;
     if r.action == Action::Patch && source_of(snapshot, &r.target).is_some() {
-        let field = r.patch.as_ref().and_then(|ops| {
-            ops.iter()
-                .find(|op| op.get("op").and_then(Value::as_str) != Some("test"))
-                .and_then(|op| op.get("path").and_then(Value::as_str))
-                .map(str::to_string)
-        });
+        // Read from the patch's text, not kept (see `remediation::Compact`).
+        let ops = r.patch.as_ref().map(|p| p.to_value()).unwrap_or_default();
+        let field = ops
+            .iter()
+            .find(|op| op.get("op").and_then(Value::as_str) != Some("test"))
+            .and_then(|op| op.get("path").and_then(Value::as_str))
+            .map(str::to_string);
         return Some((r.target.clone(), field));
     }
     let ns = &finding.namespace;

@@ -5,7 +5,10 @@
 //! from the edits against the object as it is, so several findings on one object compose (the
 //! `yaml` output applies them one after another), and the inverse patch (rollback) is exact.
 
+use std::sync::OnceLock;
+
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::model::ObjectRef;
@@ -49,7 +52,7 @@ pub struct Remediation {
     pub action: Action,
     pub target: ObjectRef,
     /// RFC 6902 operations (`action: patch`), or null for a new object.
-    pub patch: Option<Vec<Value>>,
+    pub patch: Option<Patch>,
     /// The corrected (or new) resource in full.
     pub resource: Resource,
     pub safe_to_auto_apply: bool,
@@ -62,42 +65,44 @@ pub struct Remediation {
     pub edits: Vec<Edit>,
 }
 
-/// A fix's corrected (or new) resource, held as compact JSON text: every finding carries one,
-/// and as a `serde_json` tree it was about a quarter of `analyze`'s peak heap at 10,000
-/// services (30 of 123 MB; README, Benchmarks). It serializes as the tree it was made from
-/// (transcoded from the text as it is written, without a tree); reading it as a [`Value`]
-/// (`Deref`, used by tests) parses it once and keeps the tree, [`Resource::to_value`] parses it
-/// without keeping it. A tree nested too deeply for the JSON parser to read back stays a tree.
-pub struct Resource(ResourceInner);
+/// A fix's corrected (or new) resource, or its patch, held as compact JSON text: every finding
+/// carries both, and as `serde_json` trees they were about 45 of the 137 MB peak heap of
+/// `analyze` at 10,000 services (README, Benchmarks). It serializes as the tree it was made
+/// from (transcoded from the text as it is written, without a tree); reading it through `Deref`
+/// (tests) parses it once and keeps the tree, [`Compact::to_value`] parses it without keeping
+/// it. A tree nested too deeply for the JSON parser to read back stays a tree.
+pub struct Compact<T>(CompactInner<T>);
 
-enum ResourceInner {
-    Text {
-        json: Box<str>,
-        tree: std::sync::OnceLock<Value>,
-    },
-    Tree(Value),
+enum CompactInner<T> {
+    Text { json: Box<str>, tree: OnceLock<T> },
+    Tree(T),
 }
 
-/// Nesting the text form is used up to: serde_json reads back 128 levels.
-const RESOURCE_TEXT_DEPTH: usize = 100;
+/// The corrected (or new) resource in full.
+pub type Resource = Compact<Value>;
 
-impl Resource {
-    /// The resource as an owned tree (parsed from its text, not kept).
-    pub fn to_value(&self) -> Value {
-        match &self.0 {
-            ResourceInner::Text { json, tree } => match tree.get() {
-                Some(v) => v.clone(),
-                None => parse_resource(json),
-            },
-            ResourceInner::Tree(v) => v.clone(),
-        }
+/// RFC 6902 operations.
+pub type Patch = Compact<Vec<Value>>;
+
+/// What a [`Compact`] holds.
+pub trait CompactForm: Serialize + DeserializeOwned + Default + Clone {
+    /// Whether its JSON text reads back: serde_json reads 128 levels.
+    fn reads_back(&self) -> bool;
+}
+
+/// Nesting the text form is used up to, below serde_json's 128.
+const TEXT_DEPTH: usize = 100;
+
+impl CompactForm for Value {
+    fn reads_back(&self) -> bool {
+        depth_at_most(self, TEXT_DEPTH)
     }
 }
 
-/// The text was written from a [`Value`] no deeper than the parser reads, so it reads back;
-/// should it not, the resource reads as null rather than taking the process down.
-fn parse_resource(json: &str) -> Value {
-    serde_json::from_str(json).unwrap_or(Value::Null)
+impl CompactForm for Vec<Value> {
+    fn reads_back(&self) -> bool {
+        self.iter().all(|v| depth_at_most(v, TEXT_DEPTH - 1))
+    }
 }
 
 fn depth_at_most(v: &Value, limit: usize) -> bool {
@@ -109,55 +114,72 @@ fn depth_at_most(v: &Value, limit: usize) -> bool {
     }
 }
 
-impl From<Value> for Resource {
-    fn from(value: Value) -> Resource {
-        if !depth_at_most(&value, RESOURCE_TEXT_DEPTH) {
-            return Resource(ResourceInner::Tree(value));
+/// The text was written from a tree the parser reads back, so it reads back; should it not,
+/// it reads as empty (null, no operations) rather than taking the process down.
+fn parse<T: CompactForm>(json: &str) -> T {
+    serde_json::from_str(json).unwrap_or_default()
+}
+
+impl<T: CompactForm> Compact<T> {
+    /// The tree, owned (parsed from the text, not kept).
+    pub fn to_value(&self) -> T {
+        match &self.0 {
+            CompactInner::Text { json, tree } => match tree.get() {
+                Some(v) => v.clone(),
+                None => parse(json),
+            },
+            CompactInner::Tree(v) => v.clone(),
+        }
+    }
+}
+
+impl<T: CompactForm> From<T> for Compact<T> {
+    fn from(value: T) -> Compact<T> {
+        if !value.reads_back() {
+            return Compact(CompactInner::Tree(value));
         }
         match serde_json::to_string(&value) {
-            Ok(json) => Resource(ResourceInner::Text {
+            Ok(json) => Compact(CompactInner::Text {
                 json: json.into_boxed_str(),
-                tree: std::sync::OnceLock::new(),
+                tree: OnceLock::new(),
             }),
-            Err(_) => Resource(ResourceInner::Tree(value)),
+            Err(_) => Compact(CompactInner::Tree(value)),
         }
     }
 }
 
-impl std::ops::Deref for Resource {
-    type Target = Value;
-    fn deref(&self) -> &Value {
+impl<T: CompactForm> std::ops::Deref for Compact<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
         match &self.0 {
-            ResourceInner::Text { json, tree } => tree.get_or_init(|| parse_resource(json)),
-            ResourceInner::Tree(v) => v,
+            CompactInner::Text { json, tree } => tree.get_or_init(|| parse(json)),
+            CompactInner::Tree(v) => v,
         }
     }
 }
 
-impl Clone for Resource {
-    fn clone(&self) -> Resource {
+impl<T: CompactForm> Clone for Compact<T> {
+    fn clone(&self) -> Compact<T> {
         match &self.0 {
-            ResourceInner::Text { json, .. } => Resource(ResourceInner::Text {
+            CompactInner::Text { json, .. } => Compact(CompactInner::Text {
                 json: json.clone(),
-                tree: std::sync::OnceLock::new(),
+                tree: OnceLock::new(),
             }),
-            ResourceInner::Tree(v) => Resource(ResourceInner::Tree(v.clone())),
+            CompactInner::Tree(v) => Compact(CompactInner::Tree(v.clone())),
         }
     }
 }
 
-impl std::fmt::Debug for Resource {
+impl<T: CompactForm + std::fmt::Debug> std::fmt::Debug for Compact<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.to_value().fmt(f)
     }
 }
 
-impl PartialEq for Resource {
-    fn eq(&self, other: &Resource) -> bool {
+impl<T: CompactForm + PartialEq> PartialEq for Compact<T> {
+    fn eq(&self, other: &Compact<T>) -> bool {
         match (&self.0, &other.0) {
-            (ResourceInner::Text { json: a, .. }, ResourceInner::Text { json: b, .. })
-                if a == b =>
-            {
+            (CompactInner::Text { json: a, .. }, CompactInner::Text { json: b, .. }) if a == b => {
                 true
             }
             _ => self.to_value() == other.to_value(),
@@ -165,8 +187,8 @@ impl PartialEq for Resource {
     }
 }
 
-impl PartialEq<Value> for Resource {
-    fn eq(&self, other: &Value) -> bool {
+impl<T: CompactForm + PartialEq> PartialEq<T> for Compact<T> {
+    fn eq(&self, other: &T) -> bool {
         self.to_value() == *other
     }
 }
@@ -177,10 +199,10 @@ impl PartialEq<Resource> for Value {
     }
 }
 
-impl Serialize for Resource {
+impl<T: CompactForm> Serialize for Compact<T> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match &self.0 {
-            ResourceInner::Text { json, tree } => match tree.get() {
+            CompactInner::Text { json, tree } => match tree.get() {
                 Some(v) => v.serialize(serializer),
                 // Straight from the text to the output: no tree is built.
                 None => serde_transcode::transcode(
@@ -188,7 +210,7 @@ impl Serialize for Resource {
                     serializer,
                 ),
             },
-            ResourceInner::Tree(v) => v.serialize(serializer),
+            CompactInner::Tree(v) => v.serialize(serializer),
         }
     }
 }
@@ -319,7 +341,7 @@ impl Remediation {
         Ok(Remediation {
             action: Action::Patch,
             target,
-            patch: Some(ops),
+            patch: Some(ops.into()),
             resource: resource.into(),
             safe_to_auto_apply,
             resolves: true,
@@ -453,8 +475,8 @@ mod tests {
         assert_eq!(patched, original);
     }
 
-    /// A resource held as text writes exactly what its tree wrote (pretty JSON, YAML), reads
-    /// back as the same tree, and one nested past what the parser reads back stays a tree.
+    /// A resource or a patch held as text writes exactly what its tree wrote (pretty JSON, YAML),
+    /// reads back as the same tree, and one nested past what the parser reads back stays a tree.
     #[test]
     fn a_resource_writes_and_reads_as_its_tree() {
         let mut deep = json!("leaf");
@@ -487,13 +509,30 @@ mod tests {
                 "key order"
             );
         }
+        let ops = vec![
+            json!({"op": "test", "path": "/spec/a", "value": {"b": 1.25, "c": []}}),
+            json!({"op": "add", "path": "/spec/a/d~1e", "value": "x"}),
+        ];
+        for ops in [ops, Vec::new()] {
+            let patch = Patch::from(ops.clone());
+            assert_eq!(
+                serde_json::to_string_pretty(&Some(&patch)).unwrap(),
+                serde_json::to_string_pretty(&Some(&ops)).unwrap()
+            );
+            assert_eq!(
+                serde_saphyr::to_string(&patch).unwrap(),
+                serde_saphyr::to_string(&ops).unwrap()
+            );
+            assert_eq!(patch.to_value(), ops);
+            assert_eq!(&*patch, &ops);
+        }
         let kept = Resource::from(json!({"a": 1}));
-        assert!(matches!(kept.0, ResourceInner::Text { .. }));
+        assert!(matches!(kept.0, CompactInner::Text { .. }));
         let mut deep = json!(1);
-        for _ in 0..RESOURCE_TEXT_DEPTH {
+        for _ in 0..TEXT_DEPTH {
             deep = json!([deep]);
         }
-        assert!(matches!(Resource::from(deep).0, ResourceInner::Tree(_)));
+        assert!(matches!(Resource::from(deep).0, CompactInner::Tree(_)));
     }
 
     #[test]
