@@ -93,40 +93,12 @@ impl<'a> IntoIterator for &'a Labels {
     }
 }
 
-/// Read as a `BTreeMap<String, String>` is (the same values and error messages; a key given
-/// twice keeps its last value), without the map's node.
+/// Read as a `BTreeMap<String, String>` is, by reading one (the same values and error
+/// messages; a key given twice keeps its last value): the map is dropped at once, only the
+/// slice is kept.
 impl<'de> serde::Deserialize<'de> for Labels {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Labels, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Labels;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a map")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Labels, A::Error> {
-                let mut entries: Vec<(String, String)> =
-                    Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
-                while let Some(entry) = map.next_entry()? {
-                    entries.push(entry);
-                }
-                // Stable, so a key given twice is a run in the order written; the run keeps the
-                // last value, as `BTreeMap::insert` does.
-                entries.sort_by(|a, b| a.0.cmp(&b.0));
-                entries.dedup_by(|later, kept| {
-                    if later.0 == kept.0 {
-                        std::mem::swap(&mut later.1, &mut kept.1);
-                        true
-                    } else {
-                        false
-                    }
-                });
-                Ok(Labels(entries.into_boxed_slice()))
-            }
-        }
-        deserializer.deserialize_map(Visitor)
+        BTreeMap::<String, String>::deserialize(deserializer).map(Labels::from)
     }
 }
 
