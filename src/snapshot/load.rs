@@ -67,8 +67,8 @@ pub struct ObjectDocument {
 /// One object of a document (a `kind: List` has several), made ready for the builder.
 pub struct Entry {
     source: Source,
-    /// `(kind[.group], namespace, name)`, to find objects defined twice.
-    key: Option<(String, String, String)>,
+    /// To find objects defined twice.
+    key: Option<ObjectKey>,
     prepared: Prepared,
     /// The field-path prefix of a List item (`items[3]`).
     prefix: String,
@@ -130,82 +130,79 @@ impl Input {
         let mut builder = SnapshotBuilder::new(options);
         let mut read = 0;
         let mut objects = std::mem::take(&mut self.objects);
-        // Every object (List items apart), with the document it came from.
-        let mut entries = Vec::with_capacity(objects.len());
-        for (i, obj) in objects.iter_mut().enumerate() {
-            let prepared = obj.prepared.take().unwrap_or_else(|| {
+        // Every object (List items apart), left in the document it came from: a list of them
+        // all would be one more large block of fresh memory (7 MB at 10,000 services).
+        for obj in &mut objects {
+            if obj.prepared.is_none() {
                 // Moved, not cloned: only the text (for an error's line) stays behind.
                 let value = std::mem::take(&mut obj.document.value);
-                prepare_entries(obj.source.clone(), value, None)
-            });
-            for entry in prepared {
-                entries.push((i, entry));
+                obj.prepared = Some(prepare_entries(obj.source.clone(), value, None));
             }
         }
+        let entries = || objects.iter().flat_map(|o| o.prepared.iter().flatten());
         // The same object twice (two variants of one manifest in a repository): the last one
         // is analysed, as `kubectl apply -f DIR` would leave it.
-        // Keys are borrowed, not copied (three strings per object).
-        let mut superseded = vec![false; entries.len()];
+        let count = entries().count();
+        let mut superseded = vec![false; count];
         {
-            let mut last: HashMap<&(String, String, String), usize> =
-                HashMap::with_capacity(entries.len());
-            for (n, (_, entry)) in entries.iter().enumerate() {
+            let mut last: HashMap<&ObjectKey, (usize, &Entry)> = HashMap::with_capacity(count);
+            for (n, entry) in entries().enumerate() {
                 if let Some(key) = &entry.key
-                    && let Some(earlier) = last.insert(key, n)
+                    && let Some((earlier, first)) = last.insert(key, (n, entry))
                 {
                     superseded[earlier] = true;
-                    let first = &entries[earlier].1.source;
-                    let later = &entries[n].1.source;
+                    let (kind, namespace, name) = key.parts();
                     self.duplicates.push(format!(
-                        "{} {}/{} is in {first} and {later}: the last one is analysed",
-                        key.0, key.1, key.2
+                        "{kind} {namespace}/{name} is in {} and {}: the last one is analysed",
+                        first.source, entry.source
                     ));
                 }
             }
         }
         builder.reserve(
-            entries
-                .iter()
+            entries()
                 .zip(&superseded)
                 .filter(|(_, s)| !**s)
-                .map(|((_, e), _)| &e.prepared),
+                .map(|(e, _)| &e.prepared),
         );
-        for ((i, entry), superseded) in entries.into_iter().zip(superseded) {
-            if superseded {
-                continue;
-            }
-            let Entry {
-                source,
-                prepared,
-                prefix,
-                ..
-            } = entry;
-            match builder.add_prepared(prepared) {
-                Ok(()) => read += 1,
-                Err(Error::InvalidField {
-                    object,
-                    field,
-                    message,
-                    ..
-                }) => {
-                    let path = if field.starts_with('(') {
-                        prefix.clone()
-                    } else if prefix.is_empty() {
-                        field.clone()
-                    } else {
-                        format!("{prefix}.{field}")
-                    };
-                    let obj = &objects[i];
-                    let line = obj.document.line_of(&path).unwrap_or(1);
-                    self.invalid_documents.push(InvalidDocument {
-                        file: source.file.clone(),
-                        document: source.document,
-                        item: source.item,
-                        line: obj.first_line + line - 1,
-                        message: format!("{object}: field `{field}`: {message}"),
-                    });
+        let mut superseded = superseded.into_iter();
+        for obj in &mut objects {
+            for entry in obj.prepared.take().into_iter().flatten() {
+                if superseded.next().unwrap_or(false) {
+                    continue;
                 }
-                Err(e) => return Err(e),
+                let Entry {
+                    source,
+                    prepared,
+                    prefix,
+                    ..
+                } = entry;
+                match builder.add_prepared(prepared) {
+                    Ok(()) => read += 1,
+                    Err(Error::InvalidField {
+                        object,
+                        field,
+                        message,
+                        ..
+                    }) => {
+                        let path = if field.starts_with('(') {
+                            prefix.clone()
+                        } else if prefix.is_empty() {
+                            field.clone()
+                        } else {
+                            format!("{prefix}.{field}")
+                        };
+                        let line = obj.document.line_of(&path).unwrap_or(1);
+                        self.invalid_documents.push(InvalidDocument {
+                            file: source.file.clone(),
+                            document: source.document,
+                            item: source.item,
+                            line: obj.first_line + line - 1,
+                            message: format!("{object}: field `{field}`: {message}"),
+                        });
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok((builder.build()?, read))
@@ -247,9 +244,47 @@ fn prepare_borrowed(source: Source, node: yaml::Borrowed<'_>, text: DocText) -> 
     }]
 }
 
-/// `(kind[.group], namespace, name)`; objects without a namespace are in `default`, as kubectl
-/// puts them.
-fn object_key(value: &impl Fields) -> Option<(String, String, String)> {
+/// `(kind[.group], namespace, name)` in one string (one allocation an object, not three: they
+/// are all held until the build). The two ends are kept, so keys are equal only when all three
+/// parts are.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ObjectKey {
+    text: String,
+    kind_end: u32,
+    namespace_end: u32,
+}
+
+impl ObjectKey {
+    fn new(kind: &str, group: Option<&str>, namespace: &str, name: &str) -> Option<ObjectKey> {
+        let mut text = String::with_capacity(
+            kind.len() + group.map_or(0, |g| g.len() + 1) + namespace.len() + name.len(),
+        );
+        text.push_str(kind);
+        if let Some(group) = group {
+            text.push('.');
+            text.push_str(group);
+        }
+        let kind_end = u32::try_from(text.len()).ok()?;
+        text.push_str(namespace);
+        let namespace_end = u32::try_from(text.len()).ok()?;
+        text.push_str(name);
+        Some(ObjectKey {
+            text,
+            kind_end,
+            namespace_end,
+        })
+    }
+
+    /// `(kind[.group], namespace, name)`.
+    fn parts(&self) -> (&str, &str, &str) {
+        let (kind, rest) = self.text.split_at(self.kind_end as usize);
+        let (namespace, name) = rest.split_at((self.namespace_end - self.kind_end) as usize);
+        (kind, namespace, name)
+    }
+}
+
+/// Objects without a namespace are in `default`, as kubectl puts them.
+fn object_key(value: &impl Fields) -> Option<ObjectKey> {
     let kind = value.str_at(&["kind"])?;
     let group = value
         .str_at(&["apiVersion"])?
@@ -261,11 +296,7 @@ fn object_key(value: &impl Fields) -> Option<(String, String, String)> {
         None if kind == "Namespace" => "",
         None => "default",
     };
-    let kind = match group {
-        Some(group) => format!("{kind}.{group}"),
-        None => kind.to_string(),
-    };
-    Some((kind, namespace.to_string(), name.to_string()))
+    ObjectKey::new(kind, group, namespace, name)
 }
 
 /// The items of a `kind: List` (each with its source and field-path prefix), or the object.
@@ -1188,6 +1219,22 @@ spec:
             input.duplicates[0].contains("Service x/p"),
             "{:?}",
             input.duplicates
+        );
+    }
+
+    #[test]
+    fn object_keys_are_equal_only_when_kind_namespace_and_name_are() {
+        let key = |kind, group, ns, name| ObjectKey::new(kind, group, ns, name).unwrap();
+        let service = key("Service", None, "shop", "cart");
+        assert_eq!(service.parts(), ("Service", "shop", "cart"));
+        assert_eq!(service, key("Service", None, "shop", "cart"));
+        // The same letters split elsewhere are another object.
+        assert_ne!(service, key("Service", None, "shopc", "art"));
+        assert_ne!(service, key("Services", None, "hop", "cart"));
+        let rule = key("DestinationRule", Some("networking.istio.io"), "", "r");
+        assert_eq!(
+            rule.parts(),
+            ("DestinationRule.networking.istio.io", "", "r")
         );
     }
 
