@@ -30,17 +30,19 @@ pub struct SnapshotBuilder {
     snapshot_parts: Parts,
 }
 
+/// Boxed as [`Snapshot`]'s lists are (the boxes `Decoded` holds, kept).
+#[allow(clippy::vec_box)]
 #[derive(Default)]
 struct Parts {
     namespaces: BTreeMap<String, Meta>,
-    services: Vec<Obj<crate::model::service::ServiceSpec>>,
-    workloads: Vec<Workload>,
-    destination_rules: Vec<Obj<DestinationRuleSpec>>,
-    virtual_services: Vec<Obj<VirtualServiceSpec>>,
-    sidecars: Vec<Obj<SidecarSpec>>,
-    peer_authentications: Vec<Obj<PeerAuthenticationSpec>>,
-    envoy_filters: Vec<Obj<EnvoyFilterSpec>>,
-    telemetries: Vec<Obj<TelemetrySpec>>,
+    services: Vec<Box<Obj<crate::model::service::ServiceSpec>>>,
+    workloads: Vec<Box<Workload>>,
+    destination_rules: Vec<Box<Obj<DestinationRuleSpec>>>,
+    virtual_services: Vec<Box<Obj<VirtualServiceSpec>>>,
+    sidecars: Vec<Box<Obj<SidecarSpec>>>,
+    peer_authentications: Vec<Box<Obj<PeerAuthenticationSpec>>>,
+    envoy_filters: Vec<Box<Obj<EnvoyFilterSpec>>>,
+    telemetries: Vec<Box<Obj<TelemetrySpec>>>,
     /// (source, `ns/name`, mesh config).
     mesh_configs: Vec<(Source, String, MeshConfig)>,
     profile: ProfileInputs,
@@ -359,17 +361,17 @@ impl SnapshotBuilder {
     fn insert(&mut self, decoded: Decoded) -> Result<()> {
         let parts = &mut self.snapshot_parts;
         match decoded {
-            Decoded::Service(o) => parts.services.push(*o),
+            Decoded::Service(o) => parts.services.push(o),
             Decoded::Workload(w, istiod) => {
                 parts.profile.istiods.extend(istiod.map(|i| *i));
-                parts.workloads.push(*w);
+                parts.workloads.push(w);
             }
-            Decoded::DestinationRule(o) => parts.destination_rules.push(*o),
-            Decoded::VirtualService(o) => parts.virtual_services.push(*o),
-            Decoded::Sidecar(o) => parts.sidecars.push(*o),
-            Decoded::EnvoyFilter(o) => parts.envoy_filters.push(*o),
-            Decoded::PeerAuthentication(o) => parts.peer_authentications.push(*o),
-            Decoded::Telemetry(o) => parts.telemetries.push(*o),
+            Decoded::DestinationRule(o) => parts.destination_rules.push(o),
+            Decoded::VirtualService(o) => parts.virtual_services.push(o),
+            Decoded::Sidecar(o) => parts.sidecars.push(o),
+            Decoded::EnvoyFilter(o) => parts.envoy_filters.push(o),
+            Decoded::PeerAuthentication(o) => parts.peer_authentications.push(o),
+            Decoded::Telemetry(o) => parts.telemetries.push(o),
             Decoded::IstiodThenError(istiod, e) => {
                 parts.profile.istiods.push(*istiod);
                 return Err(*e);
@@ -563,7 +565,7 @@ impl SnapshotBuilder {
         let istio_version = profile.istio.clone();
 
         // Istio breaks ties between rules by age, then name: keep that order everywhere.
-        fn order<T>(objs: &mut [Obj<T>]) {
+        fn order<T>(objs: &mut [Box<Obj<T>>]) {
             objs.sort_by(|a, b| {
                 (
                     &a.meta.namespace,
@@ -649,7 +651,7 @@ impl SnapshotBuilder {
             service_workloads.push(picked);
         }
         fn index<T>(
-            objs: &[Obj<T>],
+            objs: &[Box<Obj<T>>],
             by_ns: &mut BTreeMap<String, NamespaceIndex>,
             field: fn(&mut NamespaceIndex) -> &mut Vec<usize>,
         ) {

@@ -87,7 +87,7 @@ impl Snapshot {
         Some(AppliedDestinationRule {
             index: first,
             rule: &self.destination_rules[first],
-            shadowed: rest.iter().map(|&i| &self.destination_rules[i]).collect(),
+            shadowed: rest.iter().map(|&i| &*self.destination_rules[i]).collect(),
         })
     }
 
@@ -114,7 +114,7 @@ impl Snapshot {
         in_ns(&workload.meta.namespace, true)
             .or_else(|| in_ns(&workload.meta.namespace, false))
             .or_else(|| in_ns(self.root_namespace(), false))
-            .map(|i| (i, &self.sidecars[i]))
+            .map(|i| (i, &*self.sidecars[i]))
     }
 
     /// The connection pool levels that shape a workload's *inbound* cluster for a port, highest
@@ -216,7 +216,7 @@ impl Snapshot {
         candidates.dedup();
         candidates
             .into_iter()
-            .map(|i| (i, &self.virtual_services[i]))
+            .map(|i| (i, &*self.virtual_services[i]))
             .filter(|(_, vs)| {
                 mesh_bound(&vs.spec)
                     && hosts::visible(&vs.spec.export_to, &vs.meta.namespace, from_namespace)
@@ -332,7 +332,7 @@ impl Snapshot {
                 None => selectors.without_labels(),
             }
             .into_iter()
-            .map(|i| &self.peer_authentications[i])
+            .map(|i| &*self.peer_authentications[i])
             .collect::<Vec<&Obj<PeerAuthenticationSpec>>>()
         };
         let ns_policies = policies_in(&workload.meta.namespace, None);
