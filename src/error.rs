@@ -5,8 +5,9 @@ use std::path::PathBuf;
 /// Where an object came from, so that every message can name it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub struct Source {
-    /// File path as the user gave it, `-` for stdin, or `cluster` for the API server.
-    pub file: String,
+    /// File path as the user gave it, `-` for stdin, or `cluster` for the API server. Shared:
+    /// every object of a file names it (three copies an object while a file is read).
+    pub file: std::sync::Arc<str>,
     /// Zero-based index of the YAML document in the file.
     pub document: usize,
     /// Zero-based index of the item when the document is a `kind: List`.
@@ -14,7 +15,7 @@ pub struct Source {
 }
 
 impl Source {
-    pub fn new(file: impl Into<String>, document: usize) -> Source {
+    pub fn new(file: impl Into<std::sync::Arc<str>>, document: usize) -> Source {
         Source {
             file: file.into(),
             document,

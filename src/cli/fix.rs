@@ -228,7 +228,7 @@ pub fn plan(snapshot: &Snapshot, selection: &Selection) -> Plan {
                 .push(format!("{target}: not found among the input objects"));
             continue;
         };
-        if source.file == "-" || source.file == "cluster" {
+        if &*source.file == "-" || &*source.file == "cluster" {
             plan.skipped
                 .push(format!("{target}: read from {}, not a file", source.file));
             continue;
@@ -259,7 +259,7 @@ pub fn plan(snapshot: &Snapshot, selection: &Selection) -> Plan {
             plan.applied.push(format!("{at}: {}: {target}", f.code));
         }
         by_file
-            .entry(source.file.clone())
+            .entry(source.file.to_string())
             .or_default()
             .push(ObjectPatch {
                 source: source.clone(),

@@ -257,7 +257,7 @@ fn file_fix(snapshot: &Snapshot, f: &Finding, l: &Location, locator: &mut Locato
         .map(|p| p.to_value())
         .filter(|ops| !ops.is_empty())?;
     let source = positions::source_of(snapshot, &r.target)?.clone();
-    if source.file != l.file {
+    if *source.file != *l.file {
         return None;
     }
     let old = locator.text(&source.file)?.to_string();

@@ -366,7 +366,7 @@ impl Locator {
     fn locate_loaded(&self, snapshot: &Snapshot, finding: &Finding) -> Option<Location> {
         let (object, field) = subject_of(snapshot, finding)?;
         let source = source_of(snapshot, &object)?.clone();
-        let file = self.files.get(&source.file)?.as_ref()?;
+        let file = self.files.get(&*source.file)?.as_ref()?;
         let ((line, column), field_at) = match locate_in_file(file, &source, field.as_deref()) {
             Some(found) => found,
             // The document is there but its tree could not be had: its first line.
@@ -378,7 +378,7 @@ impl Locator {
         let at = |line: usize, column: usize| format!("{}:{line}:{column}", source.file);
         Some(Location {
             object: object.to_string(),
-            file: source.file.clone(),
+            file: source.file.to_string(),
             document: source.document,
             item: source.item,
             line,

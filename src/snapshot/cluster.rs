@@ -252,11 +252,7 @@ mod tests {
         ));
         let replaced = overlay(cluster, &mut local, "shop");
         assert_eq!(replaced, 2);
-        let files: Vec<&str> = local
-            .objects
-            .iter()
-            .map(|o| o.source.file.as_str())
-            .collect();
+        let files: Vec<&str> = local.objects.iter().map(|o| &*o.source.file).collect();
         assert_eq!(files, ["cluster", "a.yaml", "list.yaml"]);
         assert_eq!(
             local.objects[1].document.value["metadata"]["namespace"],

@@ -194,7 +194,7 @@ impl Input {
                         };
                         let line = obj.document.line_of(&path).unwrap_or(1);
                         self.invalid_documents.push(InvalidDocument {
-                            file: source.file.clone(),
+                            file: source.file.to_string(),
                             document: source.document,
                             item: source.item,
                             line: obj.first_line + line - 1,
@@ -834,13 +834,15 @@ fn read_documents_with(
         .filter(|(_, (_, chunk))| !is_blank(chunk))
         .map(|(document, (first_line, chunk))| (document, first_line, chunk))
         .collect();
+    // One name for every object of the file.
+    let name: Arc<str> = file.into();
     let read_value =
         |document: usize, first_line: usize, chunk: Cow<'_, str>| match Document::lazy_in(
             shared, &chunk,
         ) {
             Ok(doc) if doc.value.is_null() => None,
             Ok(mut doc) => {
-                let source = Source::new(file, document);
+                let source = Source::new(name.clone(), document);
                 let prepared = (prepare && is_object(&doc.value)).then(|| {
                     let value = std::mem::take(&mut doc.value);
                     prepare_entries(source.clone(), value, doc.text.clone())
@@ -866,7 +868,7 @@ fn read_documents_with(
             && let Some(node) = yaml::borrowed(&chunk)
             && is_object(&node)
         {
-            let source = Source::new(file, document);
+            let source = Source::new(name.clone(), document);
             let text = DocText::of(shared, &chunk);
             let prepared = Some(prepare_borrowed(source.clone(), node, text.clone()));
             return Some(Ok(ObjectDocument {
@@ -1213,7 +1215,7 @@ spec:
         let (snapshot, read) = input.build(SnapshotOptions::default()).unwrap();
         assert_eq!(read, 3);
         assert_eq!(snapshot.services.len(), 1);
-        assert_eq!(snapshot.services[0].source.file, "b.yaml");
+        assert_eq!(&*snapshot.services[0].source.file, "b.yaml");
         assert_eq!(input.duplicates.len(), 1, "{:?}", input.duplicates);
         assert!(
             input.duplicates[0].contains("Service x/p"),
