@@ -1100,6 +1100,49 @@ mod tests {
         ));
     }
 
+    /// Objects are decoded without tracking field paths, and only a failing one again with it:
+    /// the message must name the field as before, whether the document was read as the
+    /// borrowed tree, as JSON, or was a List's item.
+    #[test]
+    fn a_field_of_the_wrong_type_is_named_however_the_document_was_read() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec:\n  ports:\n  \
+                    - port: web\n---\n{\"apiVersion\": \"networking.istio.io/v1\", \"kind\": \
+                    \"DestinationRule\", \"metadata\": {\"name\": \"r\"}, \"spec\": {\"host\": \
+                    \"a\", \"trafficPolicy\": {\"connectionPool\": {\"tcp\": {\"idleTimeout\": \
+                    [1]}}}}}\n---\napiVersion: v1\nkind: List\nitems:\n- apiVersion: apps/v1\n  \
+                    kind: Deployment\n  metadata: {name: d}\n  spec:\n    selector: {}\n    \
+                    template:\n      spec:\n        containers: {name: app}\n";
+        let messages = |prepare: bool| {
+            let mut input = Input::default();
+            read_file(
+                Path::new("m.yaml"),
+                "m.yaml",
+                &Arc::new(text.to_string()),
+                &mut HashMap::new(),
+                &mut input,
+                prepare,
+                Some(1),
+            );
+            let (_, read) = input.build(SnapshotOptions::default()).unwrap();
+            assert_eq!(read, 0);
+            input
+                .invalid_documents
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        };
+        let prepared = messages(true);
+        assert_eq!(prepared, messages(false));
+        assert_eq!(prepared.len(), 3, "{prepared:?}");
+        for (bad, field) in prepared.iter().zip([
+            "field `spec.ports[0].port`",
+            "field `spec.trafficPolicy.connectionPool.tcp.idleTimeout`",
+            "(document 2, item 0): Deployment d: field `spec.template.spec.containers`",
+        ]) {
+            assert!(bad.contains(field), "{bad} names {field}");
+        }
+    }
+
     #[test]
     fn broken_document_is_reported_and_the_rest_is_read() {
         let text = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\napiVersion: v1\n\
