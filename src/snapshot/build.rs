@@ -357,38 +357,6 @@ impl SnapshotBuilder {
         }
     }
 
-    /// Makes room for the objects of `prepared` at once: the typed objects are large (a
-    /// workload ~2 KB before its containers), and lists grown by doubling copied them and held
-    /// both copies at the peak.
-    pub fn reserve<'a>(&mut self, prepared: impl Iterator<Item = &'a Prepared>) {
-        let mut counts = [0usize; 8];
-        for p in prepared {
-            if let PreparedInner::Decoded(d) = &p.0 {
-                let slot = match d {
-                    Decoded::Service(_) => 0,
-                    Decoded::Workload(..) => 1,
-                    Decoded::DestinationRule(_) => 2,
-                    Decoded::VirtualService(_) => 3,
-                    Decoded::Sidecar(_) => 4,
-                    Decoded::EnvoyFilter(_) => 5,
-                    Decoded::PeerAuthentication(_) => 6,
-                    Decoded::Telemetry(_) => 7,
-                    Decoded::IstiodThenError(..) | Decoded::Nothing => continue,
-                };
-                counts[slot] += 1;
-            }
-        }
-        let parts = &mut self.snapshot_parts;
-        parts.services.reserve(counts[0]);
-        parts.workloads.reserve(counts[1]);
-        parts.destination_rules.reserve(counts[2]);
-        parts.virtual_services.reserve(counts[3]);
-        parts.sidecars.reserve(counts[4]);
-        parts.envoy_filters.reserve(counts[5]);
-        parts.peer_authentications.reserve(counts[6]);
-        parts.telemetries.reserve(counts[7]);
-    }
-
     fn insert(&mut self, decoded: Decoded) -> Result<()> {
         let parts = &mut self.snapshot_parts;
         match decoded {

@@ -159,12 +159,6 @@ impl Input {
                 }
             }
         }
-        builder.reserve(
-            entries()
-                .zip(&superseded)
-                .filter(|(_, s)| !**s)
-                .map(|(e, _)| &e.prepared),
-        );
         let mut superseded = superseded.into_iter();
         for obj in &mut objects {
             for entry in obj.prepared.take().into_iter().flatten() {
