@@ -915,6 +915,17 @@ fn decode_object(
     Ok(decode_known(at, api_version, kind, object, value, raw))
 }
 
+/// The one version of each Kubernetes kind read early that k8s-openapi decodes; the others
+/// (`apps/v1beta1`, `batch/v1beta1`, ...) were removed from Kubernetes.
+fn served_version(group: &str, kind: &str) -> Option<&'static str> {
+    match (group, kind) {
+        ("", "Service" | "Pod") => Some("v1"),
+        ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet") => Some("apps/v1"),
+        ("batch", "Job" | "CronJob") => Some("batch/v1"),
+        _ => None,
+    }
+}
+
 fn decode_known<'de>(
     at: Source,
     api_version: &str,
@@ -923,6 +934,20 @@ fn decode_known<'de>(
     value: impl Decodable<'de>,
     raw: Option<Raw>,
 ) -> Result<Decoded> {
+    // k8s-openapi refuses another version as the whole object ("field `(object)`", found in
+    // GoogleCloudPlatform/istio-samples): the field is named, and why.
+    if let Some(served) = served_version(group_of(api_version), kind)
+        && api_version != served
+    {
+        return Err(Error::InvalidField {
+            at,
+            object: object.to_string(),
+            field: "apiVersion".to_string(),
+            message: format!(
+                "{api_version} is not served by Kubernetes any more: {kind} is read as {served}"
+            ),
+        });
+    }
     let workload = |w: Result<Workload>, istiod: Option<IstiodSeen>| match (w, istiod) {
         (Ok(w), istiod) => Ok(Decoded::Workload(Box::new(w), istiod.map(Box::new))),
         // istiod is seen even when its Deployment is then refused.

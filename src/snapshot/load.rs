@@ -1138,6 +1138,22 @@ mod tests {
     }
 
     #[test]
+    fn a_removed_api_version_is_named_as_the_field() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\n\
+                    apiVersion: apps/v1beta1\nkind: Deployment\nmetadata: {name: d}\nspec: {}\n";
+        let mut input = read_one("m.yaml", text);
+        let (_, read) = input.build(SnapshotOptions::default()).unwrap();
+        assert_eq!(read, 1);
+        assert_eq!(input.invalid_documents.len(), 1);
+        let bad = input.invalid_documents[0].to_string();
+        assert_eq!(
+            bad,
+            "m.yaml:5 (document 1): Deployment d: field `apiVersion`: apps/v1beta1 is not \
+             served by Kubernetes any more: Deployment is read as apps/v1"
+        );
+    }
+
+    #[test]
     fn broken_document_is_reported_and_the_rest_is_read() {
         let text = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\napiVersion: v1\n\
                     kind: Service\nmetadata: {name: b\n---\napiVersion: apps/v1\nkind: Deployment\n\
