@@ -251,11 +251,7 @@ fn file_fix(snapshot: &Snapshot, f: &Finding, l: &Location, locator: &mut Locato
     if r.action != Action::Patch {
         return None;
     }
-    let ops = r
-        .patch
-        .as_ref()
-        .map(|p| p.to_value())
-        .filter(|ops| !ops.is_empty())?;
+    let ops = Some(r.operations()).filter(|ops| !ops.is_empty())?;
     let source = positions::source_of(snapshot, &r.target)?.clone();
     if *source.file != *l.file {
         return None;

@@ -221,7 +221,7 @@ pub fn plan_targets(
         let (action, patch, resource) = match r0.action {
             Action::Create => (Action::Create, None, r0.resource.to_value()),
             Action::Patch => {
-                let mut ops = r0.patch.as_ref().map(|p| p.to_value()).unwrap_or_default();
+                let mut ops = r0.operations();
                 let mut doc = r0.resource.to_value();
                 let mut ok = true;
                 for f in &causes[1..] {

@@ -288,7 +288,7 @@ pub fn subject_of(snapshot: &Snapshot, finding: &Finding) -> Option<(ObjectRef, 
     let r = &finding.remediation;
     if r.action == Action::Patch && source_of(snapshot, &r.target).is_some() {
         // Read from the patch's text, not kept (see `remediation::Compact`).
-        let ops = r.patch.as_ref().map(|p| p.to_value()).unwrap_or_default();
+        let ops = r.operations();
         let field = ops
             .iter()
             .find(|op| op.get("op").and_then(Value::as_str) != Some("test"))

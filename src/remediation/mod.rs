@@ -326,6 +326,14 @@ pub fn rollback_patch(before: &Value, forward: &[Value]) -> Result<Vec<Value>, S
 }
 
 impl Remediation {
+    /// The patch's operations, read from its text (not kept); none for a new object.
+    pub fn operations(&self) -> Vec<Value> {
+        self.patch
+            .as_ref()
+            .map(Compact::to_value)
+            .unwrap_or_default()
+    }
+
     /// A patch of an existing object (`original`, as read).
     pub fn patch(
         target: ObjectRef,

@@ -36,11 +36,8 @@ pub fn with_fix(
                             .is_none_or(|ns| ns == t.namespace)
                 })
                 .ok_or_else(|| format!("{t} is not in the input"))?;
-            super::apply(
-                doc,
-                &fix.patch.as_ref().map(|p| p.to_value()).unwrap_or_default(),
-            )
-            .map_err(|e| format!("the patch of {t} does not apply: {e}"))?;
+            super::apply(doc, &fix.operations())
+                .map_err(|e| format!("the patch of {t} does not apply: {e}"))?;
         }
     }
     Ok(out)

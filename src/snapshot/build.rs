@@ -881,22 +881,17 @@ enum Decoded {
 /// The kinds [`decode_known`] decodes: they need nothing but their document, and they are
 /// most of a large input.
 fn decoded_early(group: &str, kind: &str) -> bool {
-    matches!(
-        (group, kind),
-        ("", "Service" | "Pod")
-            | (
-                "apps",
-                "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet"
-            )
-            | ("batch", "Job" | "CronJob")
-            | ("argoproj.io", "Rollout")
-            | (
-                "networking.istio.io",
-                "DestinationRule" | "VirtualService" | "Sidecar" | "EnvoyFilter"
-            )
-            | ("security.istio.io", "PeerAuthentication")
-            | ("telemetry.istio.io", "Telemetry")
-    )
+    served_version(group, kind).is_some()
+        || matches!(
+            (group, kind),
+            ("argoproj.io", "Rollout")
+                | (
+                    "networking.istio.io",
+                    "DestinationRule" | "VirtualService" | "Sidecar" | "EnvoyFilter"
+                )
+                | ("security.istio.io", "PeerAuthentication")
+                | ("telemetry.istio.io", "Telemetry")
+        )
 }
 
 /// [`decode_known`] for the kinds it decodes; the document back for the others.
@@ -915,8 +910,8 @@ fn decode_object(
     Ok(decode_known(at, api_version, kind, object, value, raw))
 }
 
-/// The one version of each Kubernetes kind read early that k8s-openapi decodes; the others
-/// (`apps/v1beta1`, `batch/v1beta1`, ...) were removed from Kubernetes.
+/// The Kubernetes kinds read early, with the one version of each that k8s-openapi decodes; the
+/// others (`apps/v1beta1`, `batch/v1beta1`, ...) were removed from Kubernetes.
 fn served_version(group: &str, kind: &str) -> Option<&'static str> {
     match (group, kind) {
         ("", "Service" | "Pod") => Some("v1"),

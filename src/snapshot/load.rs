@@ -173,34 +173,48 @@ impl Input {
                 } = entry;
                 match builder.add_prepared(prepared) {
                     Ok(()) => read += 1,
-                    Err(Error::InvalidField {
-                        object,
-                        field,
-                        message,
-                        ..
-                    }) => {
-                        let path = if field.starts_with('(') {
-                            prefix.clone()
-                        } else if prefix.is_empty() {
-                            field.clone()
-                        } else {
-                            format!("{prefix}.{field}")
-                        };
-                        let line = obj.document.line_of(&path).unwrap_or(1);
-                        self.invalid_documents.push(InvalidDocument {
-                            file: source.file.to_string(),
-                            document: source.document,
-                            item: source.item,
-                            line: obj.first_line + line - 1,
-                            message: format!("{object}: field `{field}`: {message}"),
-                        });
-                    }
-                    Err(e) => return Err(e),
+                    Err(e) => self
+                        .invalid_documents
+                        .push(invalid_field(obj, &source, &prefix, e)?),
                 }
             }
         }
         Ok((builder.build()?, read))
     }
+}
+
+/// An object whose field has the wrong type, as the document it is left out of, with the
+/// field's line; any other error is the run's.
+fn invalid_field(
+    obj: &ObjectDocument,
+    source: &Source,
+    prefix: &str,
+    error: Error,
+) -> Result<InvalidDocument> {
+    let Error::InvalidField {
+        object,
+        field,
+        message,
+        ..
+    } = error
+    else {
+        return Err(error);
+    };
+    let path = if field.starts_with('(') {
+        prefix.to_string()
+    } else if prefix.is_empty() {
+        field.clone()
+    } else {
+        format!("{prefix}.{field}")
+    };
+    let line = obj.document.line_of(&path).unwrap_or(1);
+    Ok(InvalidDocument {
+        file: source.file.to_string(),
+        document: source.document,
+        item: source.item,
+        line: obj.first_line + line - 1,
+        message: format!("{object}: field `{field}`: {message}"),
+    })
 }
 
 /// The objects of a document (the items of a `kind: List`), each decoded as far as it can be
