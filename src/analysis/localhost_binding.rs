@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 
 use super::app_servers::{flag_value, words};
 use super::{
-    Code, Finding, Protocol, Severity, Sink, WorkloadRef, app_ports, first_service, joined_ports,
-    port_protocol,
+    Code, Finding, Severity, Sink, WorkloadRef, app_ports, first_service, joined_ports,
+    sidecar_listener_protocol,
 };
 use crate::model::workload::Workload;
 use crate::remediation::{Edit, Remediation, creation_labels};
@@ -162,8 +162,8 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
         if snapshot.sidecar(workload).is_none() {
             continue;
         }
-        // Container ports that a Service targets, with the protocol the Service gives them.
-        let mut targeted: BTreeMap<i32, Protocol> = BTreeMap::new();
+        // Container ports that a Service targets, with the protocol a listener for them declares.
+        let mut targeted: BTreeMap<i32, &'static str> = BTreeMap::new();
         for (_, svc) in snapshot.services_of(w) {
             for port in app_ports(&svc.spec) {
                 let target = port
@@ -171,7 +171,7 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
                     .clone()
                     .unwrap_or(IntOrString::Int(port.port));
                 if let Some(p) = workload.resolve_port(&target) {
-                    targeted.entry(p).or_insert(port_protocol(port));
+                    targeted.entry(p).or_insert(sidecar_listener_protocol(port));
                 }
             }
         }
@@ -230,20 +230,15 @@ fn endpoint(ipv6: bool, loopback: bool, port: i32) -> String {
     }
 }
 
-fn ingress_port(port: i32, protocol: Protocol) -> Value {
-    let proto = if protocol == Protocol::Http {
-        "HTTP"
-    } else {
-        "TCP"
-    };
-    json!({"number": port, "protocol": proto, "name": format!("{}-{port}", proto.to_ascii_lowercase())})
+fn ingress_port(port: i32, protocol: &str) -> Value {
+    json!({"number": port, "protocol": protocol, "name": format!("{}-{port}", protocol.to_ascii_lowercase())})
 }
 
 fn finding(
     snapshot: &Snapshot,
     w: usize,
     workload: &Workload,
-    targeted: &BTreeMap<i32, Protocol>,
+    targeted: &BTreeMap<i32, &'static str>,
     loopback: &BTreeMap<i32, (bool, String)>,
 ) -> Result<Finding, crate::remediation::PlanError> {
     let mut evidence: Vec<String> = loopback

@@ -352,8 +352,19 @@ fn serves_the_proxy(port: &ServicePort) -> bool {
 /// Service port protocol as Istio infers it: `appProtocol`, else the port name's prefix; an
 /// undeclared port of a well-known non-HTTP server is TCP, as sniffing will find it.
 pub fn port_protocol(port: &ServicePort) -> Protocol {
-    let named = port
-        .app_protocol
+    match declared_protocol(port).as_str() {
+        "http" | "http2" | "grpc" | "grpc-web" | "h2c" | "kubernetes.io/h2c" => Protocol::Http,
+        "tcp" | "tls" | "https" | "mongo" | "mysql" | "redis" | "udp" => Protocol::Tcp,
+        _ if port.protocol.as_deref().is_some_and(|p| p != "TCP") => Protocol::Tcp,
+        _ if NON_HTTP_PORTS.contains(&port.port) => Protocol::Tcp,
+        _ => Protocol::Unknown,
+    }
+}
+
+/// The protocol a port declares, lowercase: its `appProtocol`, else its name's prefix
+/// (Istio's protocol selection).
+fn declared_protocol(port: &ServicePort) -> String {
+    port.app_protocol
         .as_deref()
         .or_else(|| {
             port.name
@@ -361,13 +372,22 @@ pub fn port_protocol(port: &ServicePort) -> Protocol {
                 .map(|n| n.split('-').next().unwrap_or(n))
         })
         .unwrap_or_default()
-        .to_ascii_lowercase();
-    match named.as_str() {
-        "http" | "http2" | "grpc" | "grpc-web" | "h2c" | "kubernetes.io/h2c" => Protocol::Http,
-        "tcp" | "tls" | "https" | "mongo" | "mysql" | "redis" | "udp" => Protocol::Tcp,
-        _ if port.protocol.as_deref().is_some_and(|p| p != "TCP") => Protocol::Tcp,
-        _ if NON_HTTP_PORTS.contains(&port.port) => Protocol::Tcp,
-        _ => Protocol::Unknown,
+        .to_ascii_lowercase()
+}
+
+/// The protocol a Sidecar ingress listener for `port` declares, so that the proxy speaks to the
+/// app as the app speaks: the listener's protocol sets its cluster's (Istio's
+/// `buildInboundClustersFromSidecar`), and an `HTTP` one speaks HTTP/1.1, which a gRPC or h2c
+/// server refuses. A port Istio sniffs, or one that is not HTTP, is passed through as TCP.
+pub fn sidecar_listener_protocol(port: &ServicePort) -> &'static str {
+    match port_protocol(port) {
+        Protocol::Http => match declared_protocol(port).as_str() {
+            "grpc" => "GRPC",
+            "grpc-web" => "GRPC-Web",
+            "http2" | "h2c" | "kubernetes.io/h2c" => "HTTP2",
+            _ => "HTTP",
+        },
+        Protocol::Tcp | Protocol::Unknown => "TCP",
     }
 }
 

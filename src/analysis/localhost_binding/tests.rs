@@ -189,6 +189,39 @@ fn other_targeted_ports_keep_going_to_the_pod_ip() {
     );
 }
 
+/// Found on GoogleCloudPlatform/istio-samples (grpc-greeter-go: `--address=127.0.0.1:8080`
+/// behind a port named `grpc`): an `HTTP` listener's cluster speaks HTTP/1.1 to the app, which
+/// a gRPC server refuses, so the fix would not have brought traffic back.
+#[test]
+fn grpc_and_h2c_ports_get_listeners_that_speak_http2() {
+    for (port_name, app_protocol, protocol) in [
+        ("grpc", None, "GRPC"),
+        ("web", Some("grpc-web"), "GRPC-Web"),
+        ("http2-api", None, "HTTP2"),
+        ("api", Some("kubernetes.io/h2c"), "HTTP2"),
+        ("http-api", None, "HTTP"),
+    ] {
+        let app_protocol = app_protocol.map_or(String::new(), |p| format!(", appProtocol: {p}"));
+        let snap = snapshot(&mesh_with(
+            r#"{name: app, image: "greeter", args: [--address=127.0.0.1:8080], ports: [{containerPort: 8080}]}"#,
+            &format!("[{{name: {port_name}, port: 8080{app_protocol}}}]"),
+        ));
+        let f = only(&snap);
+        assert_eq!(
+            f.remediation.resource["spec"]["ingress"],
+            json!([{
+                "port": {
+                    "number": 8080,
+                    "protocol": protocol,
+                    "name": format!("{}-8080", protocol.to_ascii_lowercase()),
+                },
+                "defaultEndpoint": "127.0.0.1:8080",
+            }]),
+            "port {port_name}"
+        );
+    }
+}
+
 #[test]
 fn a_tcp_port_gets_a_tcp_listener() {
     let snap = snapshot(&mesh_with(
