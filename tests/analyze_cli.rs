@@ -337,10 +337,17 @@ fn lifecycle(report: &Value) -> Vec<String> {
 
 #[test]
 fn a_repository_without_namespaces_needs_assume_injected() {
-    let report = json_of(&meshmedic(&["analyze", PROFILE_REPO, "-o", "json"]));
+    let out = meshmedic(&["analyze", PROFILE_REPO, "-o", "json"]);
+    let report = json_of(&out);
     assert!(
         codes(&report).is_empty(),
         "nothing says the namespace is injected"
+    );
+    // "0 findings" is not left to speak for itself: the note names the flag.
+    assert!(
+        stderr(&out).contains("add --assume-injected"),
+        "{}",
+        stderr(&out)
     );
     let assumptions = report["profile"]["assumptions"]
         .as_array()
@@ -367,6 +374,8 @@ fn a_repository_without_namespaces_needs_assume_injected() {
         codes(&report),
         vec![("missing-reset-retry".to_string(), String::new())]
     );
+    let out = meshmedic(&["analyze", PROFILE_REPO, "--assume-injected"]);
+    assert!(!stderr(&out).contains("note:"), "{}", stderr(&out));
     assert!(
         report["profile"]["assumptions"]
             .as_array()

@@ -110,6 +110,20 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
             input.duplicates.len()
         );
     }
+    // A repository rarely holds its Namespace objects: say why nothing is in the mesh, not
+    // only "0 findings". A cluster's namespaces are read as they are.
+    let left_out = if args.cluster {
+        0
+    } else {
+        snapshot.left_out_for_want_of_namespace_labels()
+    };
+    if left_out > 0 {
+        eprintln!(
+            "meshmedic: note: no workload here runs with an Istio proxy: {left_out} workload(s) \
+             are in namespaces the input has no Namespace object for, read as not injected; if \
+             they are deployed into injected namespaces, add --assume-injected"
+        );
+    }
     if read == 0 {
         eprintln!(
             "meshmedic: nothing to analyse: no Kubernetes object could be read from the input"

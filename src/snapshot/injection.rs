@@ -272,6 +272,36 @@ impl Snapshot {
         }
     }
 
+    /// What `--assume-injected` would bring into the mesh: the workloads that run with no
+    /// proxy only because their Namespace is not in the input (outside Istio's and the system
+    /// namespaces, not `hostNetwork`). 0 when any app workload already has a sidecar or runs
+    /// ambient: the input then says how it is meshed, and the rest is left out on purpose.
+    /// Gateways say nothing about the app namespaces (istiod's own charts deploy them).
+    pub fn left_out_for_want_of_namespace_labels(&self) -> usize {
+        if self.profile.assume_injected {
+            return 0;
+        }
+        let mut left_out = 0;
+        for w in &self.workloads {
+            match self.dataplane(w) {
+                Dataplane::Sidecar { .. } | Dataplane::Ambient { .. } => return 0,
+                Dataplane::Gateway { .. } => {}
+                Dataplane::None => {
+                    let ns = w.meta.namespace.as_str();
+                    if !self.namespaces.contains_key(ns)
+                        && ns != self.root_namespace()
+                        && !IGNORED_NAMESPACES.contains(&ns)
+                        && w.pod_spec.host_network != Some(true)
+                        && w.app_containers().next().is_some()
+                    {
+                        left_out += 1;
+                    }
+                }
+            }
+        }
+        left_out
+    }
+
     /// A waypoint serves the pod, a Service selecting it, or its namespace.
     fn uses_waypoint(&self, w: &Workload) -> bool {
         let named = |labels: &crate::model::Labels| {

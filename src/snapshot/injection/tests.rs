@@ -202,6 +202,46 @@ fn assume_injected_covers_namespaces_absent_from_the_input() {
 }
 
 #[test]
+fn what_assume_injected_would_bring_into_the_mesh_is_counted_only_when_nothing_is_meshed() {
+    let left_out = |yaml: &str| snapshot(yaml).left_out_for_want_of_namespace_labels();
+    let shop = deployment("shop", APP, "{}", "");
+    assert_eq!(left_out(&shop), 1, "its namespace is not in the input");
+    // Istio's namespace, the system namespaces and hostNetwork pods are never injected.
+    for ns in ["istio-system", "kube-system"] {
+        assert_eq!(left_out(&deployment(ns, APP, "{}", "")), 0, "{ns}");
+    }
+    assert_eq!(
+        left_out(&deployment("shop", APP, "{}", ", hostNetwork: true")),
+        0
+    );
+    // A Namespace in the input says how it is labelled, even unlabelled.
+    assert_eq!(left_out(&format!("{}{shop}", namespace("shop", "{}"))), 0);
+    // One workload with a sidecar: the input says how it is meshed.
+    let meshed = deployment(
+        "cart",
+        r#"{app: app, sidecar.istio.io/inject: "true"}"#,
+        "{}",
+        "",
+    );
+    assert_eq!(left_out(&format!("{shop}{meshed}")), 0);
+    let ambient = format!(
+        "{}{}",
+        namespace("cart", r#"{istio.io/dataplane-mode: ambient}"#),
+        deployment("cart", APP, "{}", "")
+    );
+    assert_eq!(left_out(&format!("{shop}{ambient}")), 0);
+    // With the flag there is nothing left to suggest.
+    let assume = SnapshotOptions {
+        assume_injected: true,
+        ..SnapshotOptions::default()
+    };
+    assert_eq!(
+        snapshot_with(&shop, assume).left_out_for_want_of_namespace_labels(),
+        0
+    );
+}
+
+#[test]
 fn revision_tags_pick_their_revisions_control_plane() {
     let yaml = format!(
         "{}{}{}",
