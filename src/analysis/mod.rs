@@ -201,6 +201,53 @@ impl Sink {
     }
 }
 
+/// Every detector, on one core or (`two_cores`) the retries on this one and the rest on
+/// another (the retries are about half the work). Findings and errors are joined in the same
+/// order either way.
+fn run_detectors(
+    snapshot: &Snapshot,
+    new_sink: &(dyn Fn() -> Sink + Sync),
+    two_cores: bool,
+) -> Sink {
+    // Three runs of detectors, in the order their findings (and errors) are joined.
+    let timeouts = |sink: &mut Sink| idle_timeout_mismatch::detect(snapshot, sink);
+    let retries = |sink: &mut Sink| {
+        missing_reset_retry::detect(snapshot, sink);
+        listener_change_503::detect(snapshot, sink);
+    };
+    let workloads = |sink: &mut Sink| {
+        sidecar_lifecycle::detect(snapshot, sink);
+        localhost_binding::detect(snapshot, sink);
+        mtls_probe_failure::detect(snapshot, sink);
+    };
+    let mut sink = new_sink();
+    if two_cores {
+        let mut middle = new_sink();
+        let mut last = new_sink();
+        std::thread::scope(|scope| {
+            let other = scope.spawn(|| {
+                let (mut first, mut last) = (new_sink(), new_sink());
+                timeouts(&mut first);
+                workloads(&mut last);
+                (first, last)
+            });
+            retries(&mut middle);
+            (sink, last) = other
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e));
+        });
+        for part in [&mut middle, &mut last] {
+            sink.findings.append(&mut part.findings);
+            sink.errors.append(&mut part.errors);
+        }
+    } else {
+        timeouts(&mut sink);
+        retries(&mut sink);
+        workloads(&mut sink);
+    }
+    sink
+}
+
 /// Runs every detector over the snapshot.
 pub fn analyze(snapshot: &Snapshot) -> Report {
     analyze_in(snapshot, None)
@@ -216,37 +263,10 @@ pub fn analyze_in(
         scope: scope.clone(),
         ..Sink::default()
     };
-    let rest = |sink: &mut Sink| {
-        missing_reset_retry::detect(snapshot, sink);
-        listener_change_503::detect(snapshot, sink);
-        sidecar_lifecycle::detect(snapshot, sink);
-        localhost_binding::detect(snapshot, sink);
-        mtls_probe_failure::detect(snapshot, sink);
-    };
-    // The detectors only read the snapshot: on a large one, the first (about half the work)
-    // runs on a second core. Their findings are joined in the same order either way.
+    // The detectors only read the snapshot: on a large one, they run on two cores.
     let large = snapshot.workloads.len() + snapshot.services.len() >= 2_000
         && crate::snapshot::load::worker_threads() > 1;
-    let mut sink = new_sink();
-    if large {
-        let mut others = new_sink();
-        std::thread::scope(|scope| {
-            let first = scope.spawn(|| {
-                let mut sink = new_sink();
-                idle_timeout_mismatch::detect(snapshot, &mut sink);
-                sink
-            });
-            rest(&mut others);
-            sink = first
-                .join()
-                .unwrap_or_else(|e| std::panic::resume_unwind(e));
-        });
-        sink.findings.append(&mut others.findings);
-        sink.errors.append(&mut others.errors);
-    } else {
-        idle_timeout_mismatch::detect(snapshot, &mut sink);
-        rest(&mut sink);
-    }
+    let sink = run_detectors(snapshot, &new_sink, large);
     let mut findings: Vec<Finding> = sink
         .findings
         .into_iter()
@@ -486,5 +506,29 @@ spec: {selector: {app: web}, ports: [{name: http, port: 80}]}
             crate::remediation::apply(&mut doc, patch).expect("patch applies");
             assert_eq!(doc, r.resource, "patch result differs from resource");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Sink, run_detectors};
+
+    #[test]
+    fn detectors_on_two_cores_give_the_findings_and_errors_of_one() {
+        let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let mut input = crate::snapshot::load::read_paths(&[examples]).expect("examples read");
+        let options = crate::snapshot::SnapshotOptions {
+            assume_injected: true,
+            ..Default::default()
+        };
+        let (snapshot, _) = input.build(options).expect("examples build");
+        let new_sink = Sink::default;
+        let one = run_detectors(&snapshot, &new_sink, false);
+        let two = run_detectors(&snapshot, &new_sink, true);
+        let codes: std::collections::BTreeSet<_> = one.findings.iter().map(|f| f.code).collect();
+        assert!(codes.len() >= 5, "the examples give most causes: {codes:?}");
+        let json = |sink: &Sink| serde_json::to_string(&sink.findings).expect("findings serialize");
+        assert_eq!(json(&one), json(&two));
+        assert_eq!(one.errors, two.errors);
     }
 }
