@@ -469,6 +469,62 @@ fn a_gateway_only_virtual_service_gets_its_own_fix_beside_the_sidecars_one() {
     assert_patch_consistent(&snap, &f);
 }
 
+/// Without a sidecar the gateway's proxy is the app's only client in the mesh: its routes are
+/// judged, and nothing else is (there are no sidecar routes, so no VirtualService is created).
+#[test]
+fn a_gateway_route_to_a_service_without_a_sidecar_is_judged() {
+    let uninjected = MESH.replace("labels: {istio-injection: enabled}", "labels: {}");
+    let gateway_vs = vs(
+        "cart-public",
+        "  hosts: [cart.example.com]\n  gateways: [istio-system/public]\n  http:\n  - route: [{destination: {host: cart}}]\n",
+    );
+    let snap = snapshot(&format!("{uninjected}---\n{gateway_vs}"));
+    let f = only(&snap);
+    assert_eq!(f.remediation.action, Action::Patch);
+    assert_eq!(f.remediation.target.name, "cart-public");
+    assert!(f.message.contains("503 UC at the gateway"), "{}", f.message);
+    assert!(
+        has_evidence(&f, "Service shop/cart has no sidecar"),
+        "{:#?}",
+        f.evidence
+    );
+    assert_eq!(
+        f.remediation.resource["spec"]["http"][0]["retries"]["retryOn"],
+        format!("{DEFAULT_RETRY_ON},reset,503")
+    );
+    assert_patch_consistent(&snap, &f);
+
+    // Already retried on reset at the gateway: nothing to do.
+    none(&format!(
+        "{uninjected}---\n{}",
+        gateway_vs.replace(
+            "  - route: [{destination: {host: cart}}]\n",
+            "  - route: [{destination: {host: cart}}]\n    retries: {attempts: 2, retryOn: reset}\n"
+        )
+    ));
+    // Ambient pods reach the gateway through ztunnel, and a TCP-only Service has no HTTP route.
+    none(&format!(
+        "{}---\n{gateway_vs}",
+        MESH.replace(
+            "labels: {istio-injection: enabled}",
+            "labels: {istio.io/dataplane-mode: ambient}"
+        )
+    ));
+    none(&format!(
+        "{}---\n{gateway_vs}",
+        uninjected.replace("name: http, port: 80", "name: tcp-cart, port: 80")
+    ));
+    // Only routes bound to a gateway: whether any client of an app without a sidecar has one
+    // is not in the files (a gateway is a proxy by definition), so mesh routes are not judged.
+    none(&format!(
+        "{uninjected}---\n{}",
+        vs(
+            "cart",
+            "  hosts: [cart]\n  http:\n  - route: [{destination: {host: cart}}]\n"
+        )
+    ));
+}
+
 #[test]
 fn a_virtual_service_exported_elsewhere_is_not_visible() {
     let snap = snapshot(&with(&vs(
