@@ -376,6 +376,13 @@ fn a_repository_without_namespaces_needs_assume_injected() {
     );
     let out = meshmedic(&["analyze", PROFILE_REPO, "--assume-injected"]);
     assert!(!stderr(&out).contains("note:"), "{}", stderr(&out));
+    // `fix` reads the same files the same way, and says the same.
+    let out = meshmedic(&["fix", "--diff", PROFILE_REPO]);
+    assert!(
+        stderr(&out).contains("add --assume-injected"),
+        "{}",
+        stderr(&out)
+    );
     assert!(
         report["profile"]["assumptions"]
             .as_array()

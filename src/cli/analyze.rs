@@ -110,19 +110,11 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
             input.duplicates.len()
         );
     }
-    // A repository rarely holds its Namespace objects: say why nothing is in the mesh, not
-    // only "0 findings". A cluster's namespaces are read as they are.
-    let left_out = if args.cluster {
-        0
-    } else {
-        snapshot.left_out_for_want_of_namespace_labels()
-    };
-    if left_out > 0 {
-        eprintln!(
-            "meshmedic: note: no workload here runs with an Istio proxy: {left_out} workload(s) \
-             are in namespaces the input has no Namespace object for, read as not injected; if \
-             they are deployed into injected namespaces, add --assume-injected"
-        );
+    // A cluster's namespaces are read as they are.
+    if !args.cluster
+        && let Some(note) = unmeshed_input_note(&snapshot)
+    {
+        eprintln!("{note}");
     }
     if read == 0 {
         eprintln!(
@@ -163,6 +155,19 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
     let _ = out.write_all(text.as_bytes());
     phases.done("write");
     Ok(exit_code(args, &report))
+}
+
+/// A repository rarely holds its Namespace objects: when that alone leaves every workload out
+/// of the mesh, say so and name the flag, rather than let "0 findings" speak for itself.
+pub(super) fn unmeshed_input_note(snapshot: &crate::snapshot::Snapshot) -> Option<String> {
+    let left_out = snapshot.left_out_for_want_of_namespace_labels();
+    (left_out > 0).then(|| {
+        format!(
+            "meshmedic: note: no workload here runs with an Istio proxy: {left_out} workload(s) \
+             are in namespaces the input has no Namespace object for, read as not injected; if \
+             they are deployed into injected namespaces, add --assume-injected"
+        )
+    })
 }
 
 /// 2 for fixes that could not be planned or (`--strict`) unreadable documents, 1 for a finding

@@ -121,6 +121,9 @@ fn run_inner(args: &FixArgs) -> Result<ExitCode> {
         eprintln!("meshmedic: left out: {bad}");
     }
     let (snapshot, _) = input.build(options)?;
+    if let Some(note) = super::analyze::unmeshed_input_note(&snapshot) {
+        eprintln!("{note}");
+    }
     let plan = plan(&snapshot, &selection);
     for line in &plan.skipped {
         eprintln!("meshmedic: not written: {line}");
