@@ -15,11 +15,14 @@ use serde_json::{Value, json};
 
 use super::app_servers::{AppIdle, app_idle};
 use super::{Code, Finding, Protocol, Severity, Sink, WorkloadRef, app_ports, port_protocol};
+use crate::model::service::ServiceSpec;
 use crate::model::workload::Workload;
 use crate::model::{ObjectRef, duration, keys};
 use crate::remediation::{Edit, Remediation, creation_labels};
-use crate::snapshot::lookup::PoolLevel;
+use crate::snapshot::Obj;
+use crate::snapshot::lookup::{PoolLevel, dr_pool_levels};
 use crate::snapshot::{Snapshot, hosts};
+use k8s_openapi::api::core::v1::ServicePort;
 
 /// Envoy's and Istio's default idle timeout for upstream connections.
 pub const PROXY_DEFAULT: Duration = Duration::from_secs(3600);
@@ -65,7 +68,17 @@ fn effective(level: Option<&PoolLevel>, protocol: Protocol) -> (Option<Duration>
     (value, format!("{}: {field} {shown}", level.description))
 }
 
+/// The proxy that keeps the idle connections to the app.
+#[derive(Clone, Copy, PartialEq)]
+enum Client {
+    /// The server's own sidecar (its inbound pool).
+    Sidecar,
+    /// A gateway's Envoy, when the app has no sidecar (its outbound pool for the host).
+    Gateway,
+}
+
 struct PortProblem {
+    client: Client,
     service_port: i32,
     protocol: Protocol,
     app: Duration,
@@ -93,31 +106,7 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
             let applied = snapshot.destination_rule_for(&host, ns, ns, &workload.pod_labels);
             for port in app_ports(&service.spec) {
                 let protocol = port_protocol(port);
-                let target = port
-                    .target_port
-                    .clone()
-                    .unwrap_or(IntOrString::Int(port.port));
-                let Some(target_port) = workload.resolve_port(&target) else {
-                    continue;
-                };
-                let Some(container) = container_for(workload, target_port) else {
-                    continue;
-                };
-                let annotation = workload
-                    .annotation(keys::APP_IDLE_TIMEOUT)
-                    .map(|v| (v, format!("{} pod template", describe(workload))))
-                    .or_else(|| {
-                        service
-                            .meta
-                            .annotations
-                            .get(keys::APP_IDLE_TIMEOUT)
-                            .map(|v| (v.as_str(), service.describe()))
-                    });
-                let app = app_idle(
-                    container,
-                    annotation.as_ref().map(|(v, o)| (*v, o.as_str())),
-                );
-                let AppIdle::Closes { after, why } = app else {
+                let Some((target_port, after, why)) = app_closes(workload, service, port) else {
                     continue;
                 };
                 let levels = snapshot.inbound_pool_levels(
@@ -170,6 +159,7 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
                 };
                 let entry = by_target.entry(target).or_insert((dr_index, Vec::new()));
                 entry.1.push(PortProblem {
+                    client: Client::Sidecar,
                     service_port: port.port,
                     protocol,
                     app: after,
@@ -179,6 +169,9 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
                     level,
                 });
             }
+        }
+        if super::reached_without_sidecar(snapshot, s) {
+            gateway_problems(snapshot, s, &host, &mut by_target, &mut evidence_extra);
         }
         for dr in snapshot
             .destination_rules_naming(&host)
@@ -223,6 +216,151 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
                 &evidence_extra,
             ));
         }
+    }
+}
+
+/// What the app behind a Service port does with idle connections, when it closes them:
+/// `(container port, after, why)`.
+fn app_closes(
+    workload: &Workload,
+    service: &Obj<ServiceSpec>,
+    port: &ServicePort,
+) -> Option<(i32, Duration, String)> {
+    let target = port
+        .target_port
+        .clone()
+        .unwrap_or(IntOrString::Int(port.port));
+    let target_port = workload.resolve_port(&target)?;
+    let container = container_for(workload, target_port)?;
+    let annotation = workload
+        .annotation(keys::APP_IDLE_TIMEOUT)
+        .map(|v| (v, format!("{} pod template", describe(workload))))
+        .or_else(|| {
+            service
+                .meta
+                .annotations
+                .get(keys::APP_IDLE_TIMEOUT)
+                .map(|v| (v.as_str(), service.describe()))
+        });
+    match app_idle(
+        container,
+        annotation.as_ref().map(|(v, o)| (*v, o.as_str())),
+    ) {
+        AppIdle::Closes { after, why } => Some((target_port, after, why)),
+        _ => None,
+    }
+}
+
+/// A Service whose pods have no sidecar, behind gateway VirtualServices: each gateway's Envoy
+/// pools its own connections to the app, with the idle timeout of the DestinationRule it
+/// applies for the host (Envoy's 1 h when none sets one). Judged only where meshmedic's fix
+/// takes effect for every such gateway: from each gateway's namespace the same rule applies,
+/// and it is the service's own (patched) or none (a new one in the service's namespace then
+/// applies); a rule with a `workloadSelector` for the host may pick the gateway's pods, whose
+/// labels are not in the VirtualService, so then nothing is judged.
+fn gateway_problems(
+    snapshot: &Snapshot,
+    s: usize,
+    host: &str,
+    by_target: &mut BTreeMap<Option<ObjectRef>, (Option<usize>, Vec<PortProblem>)>,
+    evidence_extra: &mut Vec<String>,
+) {
+    let service = &snapshot.services[s];
+    let ns = &service.meta.namespace;
+    let mut gateways: Vec<String> = Vec::new();
+    for v in snapshot.gateway_virtual_services_to(host) {
+        let vs = &snapshot.virtual_services[v];
+        for gateway in vs.spec.gateways.iter().filter(|g| g.as_str() != "mesh") {
+            let named = if gateway.contains('/') {
+                gateway.clone()
+            } else {
+                format!("{}/{gateway}", vs.meta.namespace)
+            };
+            if !gateways.contains(&named) {
+                gateways.push(named);
+            }
+        }
+    }
+    if gateways.is_empty()
+        || snapshot.destination_rules_naming(host).any(|i| {
+            snapshot.destination_rules[i]
+                .spec
+                .workload_selector
+                .is_some()
+        })
+    {
+        return;
+    }
+    let no_labels = crate::model::Labels::default();
+    let mut applied: Option<Option<usize>> = None;
+    for gateway in &gateways {
+        let gateway_ns = gateway.split('/').next().unwrap_or(ns);
+        let own = match snapshot.destination_rule_for(host, ns, gateway_ns, &no_labels) {
+            None => None,
+            Some(a)
+                if a.rule.meta.namespace == *ns
+                    && hosts::resolve(&a.rule.spec.host, ns, &snapshot.cluster_domain) == host =>
+            {
+                Some(a.index)
+            }
+            Some(_) => return,
+        };
+        match applied {
+            Some(before) if before != own => return,
+            _ => applied = Some(own),
+        }
+    }
+    let Some(dr_index) = applied else {
+        return;
+    };
+    let rule = dr_index.map(|i| &snapshot.destination_rules[i]);
+    let mut found = false;
+    for workload in snapshot.workloads_of(s) {
+        for port in app_ports(&service.spec) {
+            let protocol = port_protocol(port);
+            if protocol == Protocol::Tcp {
+                continue;
+            }
+            let Some((_, after, why)) = app_closes(workload, service, port) else {
+                continue;
+            };
+            let level = rule.and_then(|r| {
+                dr_pool_levels(
+                    r.spec.traffic_policy.as_ref(),
+                    "/spec/trafficPolicy",
+                    port.port,
+                    &r.describe(),
+                )
+                .into_iter()
+                .next()
+            });
+            let (proxy, proxy_why) = effective(level.as_ref(), protocol);
+            if proxy.is_some_and(|p| p < after) {
+                continue;
+            }
+            found = true;
+            by_target
+                .entry(rule.map(|r| r.object_ref()))
+                .or_insert((dr_index, Vec::new()))
+                .1
+                .push(PortProblem {
+                    client: Client::Gateway,
+                    service_port: port.port,
+                    protocol,
+                    app: after,
+                    app_why: why,
+                    proxy_why,
+                    workload: describe(workload),
+                    level,
+                });
+        }
+    }
+    if found {
+        evidence_extra.push(format!(
+            "{} has no sidecar: the Envoy of gateway(s) {} connects to its pods directly and keeps its own idle connections to them",
+            service.describe(),
+            gateways.join(", ")
+        ));
     }
 }
 
@@ -272,8 +410,16 @@ fn finding(
         .iter()
         .map(|p| {
             format!(
-                "port {}: {} closes idle connections after {} ({}); the server's sidecar keeps them for {}",
-                p.service_port, p.workload, duration::format(p.app), p.app_why, p.proxy_why
+                "port {}: {} closes idle connections after {} ({}); {} keeps them for {}",
+                p.service_port,
+                p.workload,
+                duration::format(p.app),
+                p.app_why,
+                match p.client {
+                    Client::Sidecar => "the server's sidecar",
+                    Client::Gateway => "the gateway's proxy",
+                },
+                p.proxy_why
             )
         })
         .collect();
@@ -348,11 +494,19 @@ fn finding(
         service: Some(service.meta.name.clone()),
         services: Vec::new(),
         workload: None,
-        message: format!(
-            "sidecar idle timeout is not shorter than the app's ({}): idle connections the app closes are reused and answer 503 UC; set it to {value_text} on {}",
-            duration::format(app),
-            remediation.target
-        ),
+        message: if problems.iter().all(|p| p.client == Client::Gateway) {
+            format!(
+                "gateway idle timeout to {host} is not shorter than the app's ({}): idle connections the app closes are reused and answer 503 UC at the gateway; set it to {value_text} on {}",
+                duration::format(app),
+                remediation.target
+            )
+        } else {
+            format!(
+                "sidecar idle timeout is not shorter than the app's ({}): idle connections the app closes are reused and answer 503 UC; set it to {value_text} on {}",
+                duration::format(app),
+                remediation.target
+            )
+        },
         evidence,
         remediation,
     })

@@ -124,16 +124,6 @@ fn in_scope(snapshot: &Snapshot, s: usize) -> bool {
         && snapshot.workloads_of(s).any(|w| snapshot.is_injected(w))
 }
 
-/// A Service with an HTTP port whose pods, all in the input, run with no Istio proxy at all
-/// (not ambient, where ztunnel carries the gateway's connections): what a gateway reaches
-/// directly.
-fn reached_without_sidecar(snapshot: &Snapshot, s: usize) -> bool {
-    let mut workloads = snapshot.workloads_of(s).peekable();
-    workloads.peek().is_some()
-        && app_ports(&snapshot.services[s].spec).any(|p| port_protocol(p) != Protocol::Tcp)
-        && workloads.all(|w| snapshot.dataplane(w) == crate::snapshot::injection::Dataplane::None)
-}
-
 fn service_non_idempotent(snapshot: &Snapshot, s: usize) -> bool {
     let yes = |a: &crate::model::Labels| a.get(keys::NON_IDEMPOTENT).is_some_and(|v| v == "true");
     yes(&snapshot.services[s].meta.annotations)
@@ -197,7 +187,7 @@ pub fn retry_findings(
         // No sidecar: the gateway's proxy connects to the app itself, pools those connections,
         // and meets the app's resets first hand. Its routes are judged; there are no sidecar
         // routes to judge.
-        if code == Code::MissingResetRetry && reached_without_sidecar(snapshot, s) {
+        if code == Code::MissingResetRetry && super::reached_without_sidecar(snapshot, s) {
             let service = &snapshot.services[s];
             let why = format!(
                 "{} has no sidecar: the gateway's proxy connects to its pods directly and pools \

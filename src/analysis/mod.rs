@@ -354,6 +354,16 @@ const NON_HTTP_PORTS: &[i32] = &[
 /// 15020 an idle-timeout finding for a port nginx never serves.
 const ISTIO_PROXY_PORTS: &[i32] = &[15020, 15021, 15090];
 
+/// A Service with an HTTP port whose pods, all in the input, run with no Istio proxy at all
+/// (not ambient, where ztunnel carries the gateway's connections): what a gateway's Envoy
+/// reaches directly, pooling its own connections to the app.
+pub(crate) fn reached_without_sidecar(snapshot: &Snapshot, s: usize) -> bool {
+    let mut workloads = snapshot.workloads_of(s).peekable();
+    workloads.peek().is_some()
+        && app_ports(&snapshot.services[s].spec).any(|p| port_protocol(p) != Protocol::Tcp)
+        && workloads.all(|w| snapshot.dataplane(w) == crate::snapshot::Dataplane::None)
+}
+
 /// The ports of a Service that lead to an app: every detector reads these, never the ones that
 /// lead to the Istio proxy's own endpoints (the sidecar does not even capture those).
 pub fn app_ports(spec: &ServiceSpec) -> impl Iterator<Item = &ServicePort> {

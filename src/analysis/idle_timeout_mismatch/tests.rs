@@ -569,6 +569,82 @@ fn workloads_without_a_sidecar_are_not_checked() {
     ));
 }
 
+/// A VirtualService in `shop` bound to gateway `istio-system/public`, routing to `web`.
+fn gateway_route() -> String {
+    "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: web-public, namespace: shop}\nspec:\n  hosts: [web.example.com]\n  gateways: [istio-system/public]\n  http:\n  - route: [{destination: {host: web}}]\n".to_string()
+}
+
+/// Without a sidecar, a gateway's Envoy pools its own connections to the app, with the idle
+/// timeout of the DestinationRule it applies for the host (1 h when none sets one).
+#[test]
+fn a_gateway_in_front_of_an_app_without_a_sidecar_pools_its_connections() {
+    let uninjected = nginx().replace("labels: {istio-injection: enabled}", "labels: {}");
+    let snap = snapshot(&with(&uninjected, &gateway_route()));
+    let f = only(&snap);
+    assert!(
+        f.message
+            .starts_with("gateway idle timeout to web.shop.svc.cluster.local"),
+        "{}",
+        f.message
+    );
+    assert!(f.message.contains("503 UC at the gateway"), "{}", f.message);
+    assert!(
+        has_evidence(
+            &f,
+            "Service shop/web has no sidecar: the Envoy of gateway(s) istio-system/public"
+        ),
+        "{:#?}",
+        f.evidence
+    );
+    assert!(has_evidence(
+        &f,
+        "the gateway's proxy keeps them for Istio default (1h)"
+    ));
+    assert_eq!(f.remediation.action, Action::Create);
+    assert_eq!(f.remediation.target.name, "web-idle-timeout");
+    assert_eq!(
+        f.remediation.resource["spec"],
+        json!({"host": FQDN, "trafficPolicy": {"connectionPool": {"http": {"idleTimeout": "67s"}}}})
+    );
+
+    // The service's own rule is patched where its level is in force.
+    let own = dr(
+        "web",
+        "web",
+        "{connectionPool: {http: {idleTimeout: 2h}, tcp: {maxConnections: 10}}}",
+    );
+    let snap = snapshot(&with(&with(&uninjected, &gateway_route()), &own));
+    let f = only(&snap);
+    assert_eq!(f.remediation.action, Action::Patch);
+    assert_eq!(f.remediation.target.name, "web");
+    assert_eq!(
+        f.remediation.resource["spec"]["trafficPolicy"]["connectionPool"],
+        json!({"http": {"idleTimeout": "67s"}, "tcp": {"maxConnections": 10}})
+    );
+    assert_patch_consistent(&snap, &f);
+
+    // Already shorter than the app's: nothing to do.
+    none(&with(
+        &with(&uninjected, &gateway_route()),
+        &dr("web", "web", "{connectionPool: {http: {idleTimeout: 60s}}}"),
+    ));
+    // A rule in the gateway's namespace wins there: meshmedic's fix would not apply; a rule
+    // with a workloadSelector may pick the gateway's pods. Neither is judged.
+    none(&with(
+        &with(&uninjected, &gateway_route()),
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: web, namespace: istio-system}\nspec:\n  host: web.shop.svc.cluster.local\n",
+    ));
+    none(&with(
+        &with(&uninjected, &gateway_route()),
+        &dr("web", "web", "{connectionPool: {http: {idleTimeout: 2h}}}").replace(
+            "spec:\n",
+            "spec:\n  workloadSelector: {matchLabels: {istio: ingressgateway}}\n",
+        ),
+    ));
+    // No gateway route: nothing proxies to the app.
+    none(&uninjected);
+}
+
 #[test]
 fn a_tcp_port_uses_the_tcp_idle_timeout() {
     let tcp = nginx().replace("name: http, port: 80", "name: tcp-web, port: 80");
