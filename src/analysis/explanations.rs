@@ -24,7 +24,7 @@ pub fn title(code: Code) -> &'static str {
 pub fn explanation(code: Code) -> &'static str {
     match code {
         Code::IdleTimeoutMismatch => {
-            "The sidecar proxy keeps idle connections to the app longer than the app does (the proxy's default is 1 hour). The app closes an idle connection first; the proxy still thinks it is open, forwards the next request on it, and answers 503 with response flag UC. It shows up intermittently, more under load, with no configuration change. Cure: set the DestinationRule's idleTimeout slightly below the app's own idle timeout (too short only costs more connections); retries that open a new connection also help."
+            "The sidecar proxy keeps idle connections to the app longer than the app does (the proxy's default is 1 hour). The app closes an idle connection first; the proxy still thinks it is open, forwards the next request on it, and answers 503 with response flag UC. It shows up intermittently, more under load, with no configuration change. An ingress gateway in front of an app without a sidecar does the same with its own connections to the app. Cure: set the DestinationRule's idleTimeout slightly below the app's own idle timeout (too short only costs more connections); retries that open a new connection also help."
         }
         Code::MissingResetRetry => {
             "A connection reset upstream (the app or a listener closing it) reaches the caller as 503 UC, and only the retry condition `reset` retries it. Istio's default policy (connect-failure, refused-stream, unavailable, cancelled, retriable-status-codes) does not include it. Cure: add `reset` (and `503`) to the route's retryOn, with attempts. Retrying non-idempotent requests (POST) can duplicate work: decide per route."
