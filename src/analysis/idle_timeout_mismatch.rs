@@ -2,7 +2,8 @@
 //! longer than the app does. The app closes one first, the proxy reuses it, and the request
 //! fails with 503 UC. Fix: an idle timeout slightly shorter than the app's, at the level that is
 //! in force today (so that it wins), on the DestinationRule or Sidecar Istio applies, or on a new
-//! DestinationRule when none applies.
+//! DestinationRule when none applies. An app with no sidecar behind a gateway VirtualService
+//! races the gateway's Envoy the same way, through its outbound pool (`gateway_problems`).
 //!
 //! The value written is `app − max(1s, 10% of app)`, in whole seconds from 2s up (a 5s app gets
 //! 4s, 75s gets 67s); an app at 1s or less gets half of it.
