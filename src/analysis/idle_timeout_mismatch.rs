@@ -89,6 +89,30 @@ struct PortProblem {
     level: Option<PoolLevel>,
 }
 
+impl PortProblem {
+    /// The app behind `port` of `workload` closes idle connections after `app.0` (why: `app.1`);
+    /// `client` keeps them for as long as `proxy_why` says, from `level`.
+    fn at(
+        client: Client,
+        port: &ServicePort,
+        app: (Duration, String),
+        proxy_why: String,
+        workload: &Workload,
+        level: Option<PoolLevel>,
+    ) -> PortProblem {
+        PortProblem {
+            client,
+            service_port: port.port,
+            protocol: port_protocol(port),
+            app: app.0,
+            app_why: app.1,
+            proxy_why,
+            workload: describe(workload),
+            level,
+        }
+    }
+}
+
 pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
     for (s, service) in snapshot.services.iter().enumerate() {
         if !sink.wants(&service.meta.namespace) {
@@ -159,16 +183,14 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
                     },
                 };
                 let entry = by_target.entry(target).or_insert((dr_index, Vec::new()));
-                entry.1.push(PortProblem {
-                    client: Client::Sidecar,
-                    service_port: port.port,
-                    protocol,
-                    app: after,
-                    app_why: why,
+                entry.1.push(PortProblem::at(
+                    Client::Sidecar,
+                    port,
+                    (after, why),
                     proxy_why,
-                    workload: describe(workload),
+                    workload,
                     level,
-                });
+                ));
             }
         }
         if super::reached_without_sidecar(snapshot, s) {
@@ -344,16 +366,14 @@ fn gateway_problems(
                 .entry(rule.map(|r| r.object_ref()))
                 .or_insert((dr_index, Vec::new()))
                 .1
-                .push(PortProblem {
-                    client: Client::Gateway,
-                    service_port: port.port,
-                    protocol,
-                    app: after,
-                    app_why: why,
+                .push(PortProblem::at(
+                    Client::Gateway,
+                    port,
+                    (after, why),
                     proxy_why,
-                    workload: describe(workload),
+                    workload,
                     level,
-                });
+                ));
         }
     }
     if found {
