@@ -95,6 +95,14 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
     let (snapshot, read) = input.build(options)?;
     phases.done("build (typed objects, indexes)");
     let mut report = analyze_in(&snapshot, scope);
+    // A fix's edits are kept to compose fixes on one object; only `-o yaml` does that here.
+    // Freed before the findings are located and written, whose memory then reuses them: at
+    // 10,000 services behind gateways (large VirtualServices edited), peak 150 -> 142 MiB.
+    if args.output != Output::Yaml {
+        for f in &mut report.findings {
+            f.remediation.edits = Vec::new();
+        }
+    }
     phases.done("detectors and fixes");
     // Where each finding is in the files (issue 13 §1): `path:line:col`.
     let mut locator = crate::positions::Locator::with_texts(std::mem::take(&mut input.texts));
