@@ -21,7 +21,7 @@ use crate::model::workload::Workload;
 use crate::model::{ObjectRef, duration, keys};
 use crate::remediation::{Edit, Remediation, creation_labels};
 use crate::snapshot::Obj;
-use crate::snapshot::lookup::{PoolLevel, dr_pool_levels};
+use crate::snapshot::lookup::{AppliedDestinationRule, PoolLevel, dr_pool_levels};
 use crate::snapshot::{Snapshot, hosts};
 use k8s_openapi::api::core::v1::ServicePort;
 
@@ -124,10 +124,12 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
         let mut by_target: BTreeMap<Option<ObjectRef>, (Option<usize>, Vec<PortProblem>)> =
             BTreeMap::new();
         let mut evidence_extra = Vec::new();
+        let mut any_injected = false;
         for workload in snapshot.workloads_of(s) {
             if !snapshot.is_injected(workload) {
                 continue;
             }
+            any_injected = true;
             let applied = snapshot.destination_rule_for(&host, ns, ns, &workload.pod_labels);
             for port in app_ports(&service.spec) {
                 let protocol = port_protocol(port);
@@ -161,14 +163,7 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
                         )
                     }
                     _ => match &applied {
-                        Some(a)
-                            if a.rule.meta.namespace == *ns
-                                && hosts::resolve(
-                                    &a.rule.spec.host,
-                                    ns,
-                                    &snapshot.cluster_domain,
-                                ) == host =>
-                        {
+                        Some(a) if is_services_own(snapshot, a, ns, &host) => {
                             (Some(a.rule.object_ref()), Some(a.index))
                         }
                         Some(a) => {
@@ -193,7 +188,8 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
                 ));
             }
         }
-        if super::reached_without_sidecar(snapshot, s) {
+        // Only a service none of whose pods has a proxy can be reached without one.
+        if !any_injected && super::reached_without_sidecar(snapshot, s) {
             gateway_problems(snapshot, s, &host, &mut by_target, &mut evidence_extra);
         }
         for dr in snapshot
@@ -320,12 +316,7 @@ fn gateway_problems(
         let gateway_ns = gateway.split('/').next().unwrap_or(ns);
         let own = match snapshot.destination_rule_for(host, ns, gateway_ns, &no_labels) {
             None => None,
-            Some(a)
-                if a.rule.meta.namespace == *ns
-                    && hosts::resolve(&a.rule.spec.host, ns, &snapshot.cluster_domain) == host =>
-            {
-                Some(a.index)
-            }
+            Some(a) if is_services_own(snapshot, &a, ns, host) => Some(a.index),
             Some(_) => return,
         };
         match applied {
@@ -383,6 +374,18 @@ fn gateway_problems(
             gateways.join(", ")
         ));
     }
+}
+
+/// Whether the rule that applies is the service's own: in its namespace, for its host exactly
+/// (not a wildcard), so a fix may patch it without changing other services.
+fn is_services_own(
+    snapshot: &Snapshot,
+    applied: &AppliedDestinationRule<'_>,
+    ns: &str,
+    host: &str,
+) -> bool {
+    applied.rule.meta.namespace == ns
+        && hosts::resolve(&applied.rule.spec.host, ns, &snapshot.cluster_domain) == host
 }
 
 fn describe(w: &Workload) -> String {

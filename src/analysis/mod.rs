@@ -220,30 +220,29 @@ fn run_detectors(
         localhost_binding::detect(snapshot, sink);
         mtls_probe_failure::detect(snapshot, sink);
     };
-    let mut sink = new_sink();
-    if two_cores {
-        let mut middle = new_sink();
-        let mut last = new_sink();
-        std::thread::scope(|scope| {
-            let other = scope.spawn(|| {
-                let (mut first, mut last) = (new_sink(), new_sink());
-                timeouts(&mut first);
-                workloads(&mut last);
-                (first, last)
-            });
-            retries(&mut middle);
-            (sink, last) = other
-                .join()
-                .unwrap_or_else(|e| std::panic::resume_unwind(e));
-        });
-        for part in [&mut middle, &mut last] {
-            sink.findings.append(&mut part.findings);
-            sink.errors.append(&mut part.errors);
-        }
-    } else {
+    if !two_cores {
+        let mut sink = new_sink();
         timeouts(&mut sink);
         retries(&mut sink);
         workloads(&mut sink);
+        return sink;
+    }
+    let mut middle = new_sink();
+    let (mut sink, mut last) = std::thread::scope(|scope| {
+        let other = scope.spawn(|| {
+            let (mut first, mut last) = (new_sink(), new_sink());
+            timeouts(&mut first);
+            workloads(&mut last);
+            (first, last)
+        });
+        retries(&mut middle);
+        other
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    });
+    for part in [&mut middle, &mut last] {
+        sink.findings.append(&mut part.findings);
+        sink.errors.append(&mut part.errors);
     }
     sink
 }
