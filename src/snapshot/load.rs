@@ -967,11 +967,16 @@ fn split_documents(text: &str) -> Vec<(usize, Cow<'_, str>)> {
         }
         Cow::Owned(owned)
     }
+    let bytes = text.as_bytes();
     let mut docs = Vec::new();
-    let (mut start, mut from, mut offset) = (1, 0, 0);
-    for (i, raw) in text.split_inclusive('\n').enumerate() {
-        let at = offset;
-        offset += raw.len();
+    let (mut start, mut from) = (1, 0);
+    // Lines are counted between markers, not walked one by one (README, Benchmarks).
+    let (mut i, mut counted_to) = (0, 0);
+    for at in marker_line_candidates(text) {
+        i += memchr::memchr_iter(b'\n', &bytes[counted_to..at]).count();
+        counted_to = at;
+        let offset = memchr::memchr(b'\n', &bytes[at..]).map_or(text.len(), |n| at + n + 1);
+        let raw = &text[at..offset];
         let line = match raw.strip_suffix('\n') {
             Some(l) => l.strip_suffix('\r').unwrap_or(l),
             None => raw,
@@ -996,6 +1001,23 @@ fn split_documents(text: &str) -> Vec<(usize, Cow<'_, str>)> {
     docs
 }
 
+/// The start of every line that begins with `---` or `...`, in order: the only lines that can
+/// be document markers, found by a vectorised search rather than by walking every line (10 ms
+/// of a 12.6 MB file, on one core, before its documents can be parsed on all of them).
+pub(crate) fn marker_line_candidates(text: &str) -> Vec<usize> {
+    let bytes = text.as_bytes();
+    let after_newline =
+        |needle: &'static [u8]| memchr::memmem::find_iter(bytes, needle).map(|i| i + 1);
+    let mut candidates: Vec<usize> = (bytes.starts_with(b"---") || bytes.starts_with(b"..."))
+        .then_some(0)
+        .into_iter()
+        .chain(after_newline(b"\n---"))
+        .chain(after_newline(b"\n..."))
+        .collect();
+    candidates.sort_unstable();
+    candidates
+}
+
 fn is_blank(chunk: &str) -> bool {
     chunk
         .lines()
@@ -1005,6 +1027,67 @@ fn is_blank(chunk: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Documents and their first lines as the first version split them: every line walked.
+    fn split_documents_line_by_line(text: &str) -> Vec<(usize, String)> {
+        let chunk = |range: &str| {
+            if range.is_empty() || (range.ends_with('\n') && !range.contains("\r\n")) {
+                return range.to_string();
+            }
+            range.lines().map(|l| format!("{l}\n")).collect()
+        };
+        let mut docs = Vec::new();
+        let (mut start, mut from, mut offset) = (1, 0, 0);
+        for (i, raw) in text.split_inclusive('\n').enumerate() {
+            let at = offset;
+            offset += raw.len();
+            let line = match raw.strip_suffix('\n') {
+                Some(l) => l.strip_suffix('\r').unwrap_or(l),
+                None => raw,
+            };
+            if line == "---"
+                || line.starts_with("--- ")
+                || line.starts_with("---\t")
+                || line == "..."
+            {
+                if i > 0 {
+                    docs.push((start, chunk(&text[from..at])));
+                }
+                (start, from) = (i + 2, offset);
+                if line.starts_with("--- ") {
+                    (start, from) = (i + 1, at + 4);
+                }
+            }
+        }
+        docs.push((start, chunk(&text[from.min(text.len())..])));
+        docs
+    }
+
+    proptest::proptest! {
+        /// Markers found by searching split a file, and number its documents' first lines, as
+        /// walking every line did.
+        #[test]
+        fn documents_found_by_search_are_the_line_by_line_ones(
+            lines in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "---", "--- ", "--- {a: 1}", "---\t", "----", "-- -", "...", "....", ". ..",
+                    "a: 1", "- x", "", "\r", "---\r", "...\r\r", "  ---", "#---", "é: ---",
+                ]),
+                0..24,
+            ),
+            newline_at_end in proptest::bool::ANY,
+        ) {
+            let mut text = lines.join("\n");
+            if newline_at_end {
+                text.push('\n');
+            }
+            let searched: Vec<(usize, String)> = split_documents(&text)
+                .into_iter()
+                .map(|(line, chunk)| (line, chunk.into_owned()))
+                .collect();
+            proptest::prop_assert_eq!(searched, split_documents_line_by_line(&text));
+        }
+    }
 
     /// `text` read as the file `name`, alone, as `analyze` reads a file.
     fn read_one(name: &str, text: &str) -> Input {
