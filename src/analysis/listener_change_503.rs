@@ -4,7 +4,9 @@
 //! change reaches and whose routes still lack `reset` retries gets a finding, with the same fix
 //! as `missing-reset-retry`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use hashbrown::HashMap;
 
 use super::missing_reset_retry::{GatewayRoutes, retry_findings};
 use super::{Code, Sink};

@@ -10,7 +10,9 @@
 //! PATCH), and workloads annotated `meshmedic.io/non-idempotent: "true"`, get
 //! `reset-before-request` instead: it retries only requests that never reached the app.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use hashbrown::HashMap;
 
 use crate::model::service::ServiceSpec;
 use serde_json::json;

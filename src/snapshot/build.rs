@@ -1,6 +1,8 @@
 //! Turns raw objects (from files or from the API server) into a typed, indexed [`Snapshot`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use hashbrown::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
@@ -649,6 +651,8 @@ impl SnapshotBuilder {
             }
             service_workloads.push(picked);
         }
+        // Borrows the workloads, which move into the snapshot below.
+        drop(by_label);
         fn index<T>(
             objs: &[Box<Obj<T>>],
             by_ns: &mut BTreeMap<String, NamespaceIndex>,

@@ -145,7 +145,8 @@ impl Input {
         let count = entries().count();
         let mut superseded = vec![false; count];
         {
-            let mut last: HashMap<&ObjectKey, (usize, &Entry)> = HashMap::with_capacity(count);
+            let mut last: hashbrown::HashMap<&ObjectKey, (usize, &Entry)> =
+                hashbrown::HashMap::with_capacity(count);
             for (n, entry) in entries().enumerate() {
                 if let Some(key) = &entry.key
                     && let Some((earlier, first)) = last.insert(key, (n, entry))

@@ -12,7 +12,11 @@ pub mod profile;
 pub mod raw;
 pub mod yaml;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+// foldhash, not std's SipHash: these are hashed once per object and per lookup, and hold no
+// attacker-chosen keys an in-process run would need to defend against.
+use hashbrown::HashMap;
 
 use serde_json::Value;
 
