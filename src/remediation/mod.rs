@@ -263,12 +263,24 @@ fn plan_patch_owned(mut working: Value, edits: &[Edit]) -> Result<(Vec<Value>, V
                 None => break,
             }
         }
-        if depth == edit.path.len() {
+        // The `test` pins the value just read, so only the change is applied to `working`,
+        // built as the json-patch crate's own operation: converting both JSON operations
+        // (the test holding a copy of what it pins) was a fifth of planning a fix.
+        let path = |tokens: &[String]| json_patch::jsonptr::PointerBuf::from_tokens(tokens);
+        let change = if depth == edit.path.len() {
             if *node == edit.value {
                 continue;
             }
-            ops.push(json!({"op": "test", "path": pointer(&edit.path), "value": node}));
-            ops.push(json!({"op": "replace", "path": pointer(&edit.path), "value": edit.value}));
+            ops.push(operation("test", pointer(&edit.path), node.clone()));
+            ops.push(operation(
+                "replace",
+                pointer(&edit.path),
+                edit.value.clone(),
+            ));
+            json_patch::PatchOperation::Replace(json_patch::ReplaceOperation {
+                path: path(&edit.path),
+                value: edit.value.clone(),
+            })
         } else {
             if !(node.is_object() || node.is_array()) {
                 return Err(format!(
@@ -281,12 +293,34 @@ fn plan_patch_owned(mut working: Value, edits: &[Edit]) -> Result<(Vec<Value>, V
             for token in edit.path[depth + 1..].iter().rev() {
                 value = json!({ token: value });
             }
-            ops.push(json!({"op": "test", "path": pointer(&edit.path[..depth]), "value": node}));
-            ops.push(json!({"op": "add", "path": pointer(&edit.path[..=depth]), "value": value}));
-        }
-        apply(&mut working, &ops[ops.len() - 2..])?;
+            ops.push(operation(
+                "test",
+                pointer(&edit.path[..depth]),
+                node.clone(),
+            ));
+            ops.push(operation(
+                "add",
+                pointer(&edit.path[..=depth]),
+                value.clone(),
+            ));
+            json_patch::PatchOperation::Add(json_patch::AddOperation {
+                path: path(&edit.path[..=depth]),
+                value,
+            })
+        };
+        json_patch::patch(&mut working, &[change]).map_err(|e| e.to_string())?;
     }
     Ok((ops, working))
+}
+
+/// `{"op": .., "path": .., "value": ..}`, as `json!` writes it, without `json!`'s copy of the
+/// value through the serializer.
+fn operation(op: &str, path: String, value: Value) -> Value {
+    let mut map = serde_json::Map::with_capacity(3);
+    map.insert("op".to_string(), Value::from(op));
+    map.insert("path".to_string(), Value::from(path));
+    map.insert("value".to_string(), value);
+    Value::Object(map)
 }
 
 fn child<'a>(node: &'a Value, token: &str) -> Option<&'a Value> {
