@@ -267,8 +267,7 @@ where
         }
         Some(b'{' | b'[') => strip_comment(text).trim_end_matches(' '),
         // In a plain scalar, quotes are text: a comment is any ` #`.
-        _ => text
-            .find(" #")
+        _ => comment_start(text)
             .map_or(text, |i| &text[..i])
             .trim_end_matches(' '),
     };
@@ -319,8 +318,24 @@ fn plain_key(key: &str) -> bool {
             '&', '*', '!', '?', '|', '>', '"', '\'', '%', '@', '`', '{', '[', ']', '}', ',', '#',
             '-', ':',
         ])
-        && !key.contains(" #")
+        && comment_start(key).is_none()
         && key != "<<"
+}
+
+/// Where the first ` #` is: a byte search for `#`, which few lines hold. `str::find` with a
+/// two-byte pattern sets up a substring searcher per call, and these run on every key and
+/// plain value of a file (README, Benchmarks).
+fn comment_start(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    memchr::memchr_iter(b'#', bytes)
+        .find(|&i| i > 0 && bytes[i - 1] == b' ')
+        .map(|i| i - 1)
+}
+
+/// Whether `: ` is in `text` (see [`comment_start`]).
+fn has_colon_space(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    memchr::memchr_iter(b':', bytes).any(|i| bytes.get(i + 1) == Some(&b' '))
 }
 
 /// ` #` starts a comment outside quotes.
@@ -449,7 +464,7 @@ fn scalar<'a, B: Build<'a>>(text: &'a str, line: usize) -> Option<B> {
         b'?' | b':' => None,
         b'-' if text.len() == 1 || text.as_bytes()[1] == b' ' => None,
         _ => {
-            if text.contains(": ") || text.ends_with(':') || text.contains('\t') {
+            if has_colon_space(text) || text.ends_with(':') || text.contains('\t') {
                 return None;
             }
             B::plain(text, line)
@@ -524,4 +539,19 @@ fn flow_value<'a, B: Build<'a>>(node: Flow<'a>, line: usize) -> Option<B> {
         Flow::Quoted(value) => B::string(value),
         Flow::Plain(text) => scalar(text, line)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pair_searches_find_what_str_find_finds() {
+        for text in [
+            "", "#", " #", "a #b", "a#b #c", "a: b", "a:b", "a::", ": ", "x:  #y", "é #", "#a #",
+        ] {
+            assert_eq!(comment_start(text), text.find(" #"), "{text:?}");
+            assert_eq!(has_colon_space(text), text.contains(": "), "{text:?}");
+        }
+    }
 }
