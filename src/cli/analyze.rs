@@ -142,8 +142,10 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
         }
         drop(out);
         phases.done("render and write");
-        std::mem::forget(snapshot);
-        return Ok(exit_code(args, &report));
+        let code = exit_code(args, &report);
+        // As the snapshot below: the findings and their places are freed by the exit.
+        std::mem::forget((snapshot, report, locations, locator, input));
+        return Ok(code);
     }
     let text = match args.output {
         Output::Table => render_table_at(&report, &locations),
