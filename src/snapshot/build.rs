@@ -597,135 +597,9 @@ impl SnapshotBuilder {
             ))
         });
 
-        let mut by_namespace: BTreeMap<String, super::NamespaceIndex> = BTreeMap::new();
-        let mut workloads_by_ns: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for (i, w) in parts.workloads.iter().enumerate() {
-            workloads_by_ns
-                .entry(&w.meta.namespace)
-                .or_default()
-                .push(i);
-        }
-        // Workloads by namespace and pod label: a Service's selector is tried only on the
-        // workloads that carry the rarest of its labels, not on every workload of its namespace
-        // (quadratic: about a third of the 3.9 s 10,000 services in one namespace took; README,
-        // Benchmarks).
-        let mut by_label: HashMap<(&str, &str, &str), Vec<usize>> = HashMap::new();
-        for (i, w) in parts.workloads.iter().enumerate() {
-            for (k, v) in w.pod_labels.iter() {
-                by_label
-                    .entry((&w.meta.namespace, k, v))
-                    .or_default()
-                    .push(i);
-            }
-        }
-        let mut service_workloads = Vec::with_capacity(parts.services.len());
-        let mut workload_services = vec![Vec::new(); parts.workloads.len()];
-        for (s, svc) in parts.services.iter().enumerate() {
-            let mut picked = Vec::new();
-            if let Some(selector) = svc.spec.selector.as_ref().filter(|s| !s.is_empty()) {
-                let ns = svc.meta.namespace.as_str();
-                // A Rollout's revision label is not on its template (see `selects_pods_of`),
-                // so it cannot narrow the search.
-                let rarest = selector
-                    .iter()
-                    .filter(|(k, _)| k.as_str() != crate::model::rollout::POD_TEMPLATE_HASH)
-                    .map(|(k, v)| {
-                        by_label
-                            .get(&(ns, k.as_str(), v.as_str()))
-                            .map(Vec::as_slice)
-                            .unwrap_or_default()
-                    })
-                    .min_by_key(|list| list.len());
-                let candidates = rarest.unwrap_or_else(|| {
-                    workloads_by_ns
-                        .get(ns)
-                        .map(Vec::as_slice)
-                        .unwrap_or_default()
-                });
-                for &w in candidates {
-                    if selects_pods_of(selector, &parts.workloads[w]) {
-                        picked.push(w);
-                        workload_services[w].push(s);
-                    }
-                }
-            }
-            service_workloads.push(picked);
-        }
-        // Borrows the workloads, which move into the snapshot below.
-        drop(by_label);
-        fn index<T>(
-            objs: &[Box<Obj<T>>],
-            by_ns: &mut BTreeMap<String, NamespaceIndex>,
-            field: fn(&mut NamespaceIndex) -> &mut Vec<usize>,
-        ) {
-            for (i, o) in objs.iter().enumerate() {
-                field(by_ns.entry(o.meta.namespace.clone()).or_default()).push(i);
-            }
-        }
-        index(&parts.destination_rules, &mut by_namespace, |n| {
-            &mut n.destination_rules
-        });
-        index(&parts.virtual_services, &mut by_namespace, |n| {
-            &mut n.virtual_services
-        });
-        index(&parts.sidecars, &mut by_namespace, |n| &mut n.sidecars);
-        for (i, sc) in parts.sidecars.iter().enumerate() {
-            let selector = sc.spec.workload_selector.as_ref().map(|s| s.labels());
-            let n = by_namespace.entry(sc.meta.namespace.clone()).or_default();
-            n.sidecar_selectors.add(i, selector);
-        }
-        for (i, pa) in parts.peer_authentications.iter().enumerate() {
-            let selector = pa.spec.selector.as_ref().map(|s| s.labels());
-            let n = by_namespace.entry(pa.meta.namespace.clone()).or_default();
-            n.peer_authentication_selectors.add(i, selector);
-        }
-
-        let domain = &options.cluster_domain;
-        let mut rules_by_host = super::HostIndex::default();
-        for (i, vs) in parts.virtual_services.iter().enumerate() {
-            if !super::lookup::mesh_bound(&vs.spec) {
-                let per_route = super::lookup::route_destinations(vs, domain);
-                let mut to: Vec<&String> = per_route.iter().flatten().collect();
-                to.sort_unstable();
-                to.dedup();
-                for host in to {
-                    rules_by_host
-                        .gateway_routes_to
-                        .entry(host.clone())
-                        .or_default()
-                        .push(i);
-                }
-                rules_by_host.gateway_route_hosts.insert(i, per_route);
-            }
-            for h in &vs.spec.hosts {
-                let resolved = hosts::resolve(h, &vs.meta.namespace, domain);
-                if resolved.starts_with('*') {
-                    rules_by_host.virtual_services_wildcard.push(i);
-                } else {
-                    rules_by_host
-                        .virtual_services
-                        .entry(resolved.to_ascii_lowercase())
-                        .or_default()
-                        .push(i);
-                }
-            }
-        }
-        for (i, dr) in parts.destination_rules.iter().enumerate() {
-            let resolved = hosts::resolve(&dr.spec.host, &dr.meta.namespace, domain);
-            if resolved.starts_with('*') {
-                rules_by_host.destination_rules_wildcard.push(i);
-            } else {
-                rules_by_host
-                    .destination_rules
-                    .entry(resolved.to_ascii_lowercase())
-                    .or_default()
-                    .push(i);
-            }
-        }
-
         let mut snapshot = Snapshot {
             objects: Default::default(),
-            rules_by_host,
+            rules_by_host: Default::default(),
             cluster_domain: options.cluster_domain,
             namespaces: parts.namespaces,
             services: parts.services,
@@ -742,13 +616,177 @@ impl SnapshotBuilder {
             istio_version,
             profile,
             skipped: parts.skipped,
-            service_workloads,
-            workload_services,
-            by_namespace,
+            service_workloads: Vec::new(),
+            workload_services: Vec::new(),
+            by_namespace: BTreeMap::new(),
         };
-        snapshot.objects = snapshot.index_objects();
+        // The indexes read the lists and not each other: which Service selects which workload
+        // on one core, the others on another (this phase ran on one core, about a tenth of a
+        // large run's time; README, Benchmarks). Small inputs (the operator's passes over a
+        // few namespaces) are not worth a thread.
+        let large = snapshot.services.len() + snapshot.workloads.len() >= 2_000;
+        let view = &snapshot;
+        // Halves of about 14 and 12 ms at 10,000 services.
+        let ((selection, by_namespace), (rules_by_host, objects)) =
+            if large && super::load::worker_threads() >= 2 {
+                std::thread::scope(|scope| {
+                    let half = scope.spawn(|| (select_workloads(view), namespace_index(view)));
+                    let rest = (host_index(view), view.index_objects());
+                    let half = half.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+                    (half, rest)
+                })
+            } else {
+                (
+                    (select_workloads(view), namespace_index(view)),
+                    (host_index(view), view.index_objects()),
+                )
+            };
+        (snapshot.service_workloads, snapshot.workload_services) = selection;
+        snapshot.by_namespace = by_namespace;
+        snapshot.rules_by_host = rules_by_host;
+        snapshot.objects = objects;
         Ok(snapshot)
     }
+}
+
+/// For each Service the workloads it selects, and for each workload the Services selecting it.
+fn select_workloads(snapshot: &Snapshot) -> (Vec<Vec<usize>>, Vec<Vec<usize>>) {
+    let (services, workloads) = (&snapshot.services, &snapshot.workloads);
+    let mut workloads_by_ns: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, w) in workloads.iter().enumerate() {
+        workloads_by_ns
+            .entry(&w.meta.namespace)
+            .or_default()
+            .push(i);
+    }
+    // Workloads by namespace and pod label: a Service's selector is tried only on the
+    // workloads that carry the rarest of its labels, not on every workload of its namespace
+    // (quadratic: about a third of the 3.9 s 10,000 services in one namespace took; README,
+    // Benchmarks).
+    let mut by_label: HashMap<(&str, &str, &str), Vec<usize>> = HashMap::new();
+    for (i, w) in workloads.iter().enumerate() {
+        for (k, v) in w.pod_labels.iter() {
+            by_label
+                .entry((&w.meta.namespace, k, v))
+                .or_default()
+                .push(i);
+        }
+    }
+    let mut service_workloads = Vec::with_capacity(services.len());
+    let mut workload_services = vec![Vec::new(); workloads.len()];
+    for (s, svc) in services.iter().enumerate() {
+        let mut picked = Vec::new();
+        if let Some(selector) = svc.spec.selector.as_ref().filter(|s| !s.is_empty()) {
+            let ns = svc.meta.namespace.as_str();
+            // A Rollout's revision label is not on its template (see `selects_pods_of`),
+            // so it cannot narrow the search.
+            let rarest = selector
+                .iter()
+                .filter(|(k, _)| k.as_str() != crate::model::rollout::POD_TEMPLATE_HASH)
+                .map(|(k, v)| {
+                    by_label
+                        .get(&(ns, k.as_str(), v.as_str()))
+                        .map(Vec::as_slice)
+                        .unwrap_or_default()
+                })
+                .min_by_key(|list| list.len());
+            let candidates = rarest.unwrap_or_else(|| {
+                workloads_by_ns
+                    .get(ns)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+            });
+            for &w in candidates {
+                if selects_pods_of(selector, &workloads[w]) {
+                    picked.push(w);
+                    workload_services[w].push(s);
+                }
+            }
+        }
+        service_workloads.push(picked);
+    }
+    (service_workloads, workload_services)
+}
+
+/// Each namespace's rules, Sidecars and PeerAuthentications, the last two by their selectors.
+fn namespace_index(snapshot: &Snapshot) -> BTreeMap<String, NamespaceIndex> {
+    let mut by_namespace: BTreeMap<String, NamespaceIndex> = BTreeMap::new();
+    fn index<T>(
+        objs: &[Box<Obj<T>>],
+        by_ns: &mut BTreeMap<String, NamespaceIndex>,
+        field: fn(&mut NamespaceIndex) -> &mut Vec<usize>,
+    ) {
+        for (i, o) in objs.iter().enumerate() {
+            field(by_ns.entry(o.meta.namespace.clone()).or_default()).push(i);
+        }
+    }
+    index(&snapshot.destination_rules, &mut by_namespace, |n| {
+        &mut n.destination_rules
+    });
+    index(&snapshot.virtual_services, &mut by_namespace, |n| {
+        &mut n.virtual_services
+    });
+    index(&snapshot.sidecars, &mut by_namespace, |n| &mut n.sidecars);
+    for (i, sc) in snapshot.sidecars.iter().enumerate() {
+        let selector = sc.spec.workload_selector.as_ref().map(|s| s.labels());
+        let n = by_namespace.entry(sc.meta.namespace.clone()).or_default();
+        n.sidecar_selectors.add(i, selector);
+    }
+    for (i, pa) in snapshot.peer_authentications.iter().enumerate() {
+        let selector = pa.spec.selector.as_ref().map(|s| s.labels());
+        let n = by_namespace.entry(pa.meta.namespace.clone()).or_default();
+        n.peer_authentication_selectors.add(i, selector);
+    }
+
+    by_namespace
+}
+
+/// VirtualServices and DestinationRules by the hosts they name, and gateway routes by the
+/// hosts they send requests to.
+fn host_index(snapshot: &Snapshot) -> super::HostIndex {
+    let domain = &snapshot.cluster_domain;
+    let mut rules_by_host = super::HostIndex::default();
+    for (i, vs) in snapshot.virtual_services.iter().enumerate() {
+        if !super::lookup::mesh_bound(&vs.spec) {
+            let per_route = super::lookup::route_destinations(vs, domain);
+            let mut to: Vec<&String> = per_route.iter().flatten().collect();
+            to.sort_unstable();
+            to.dedup();
+            for host in to {
+                rules_by_host
+                    .gateway_routes_to
+                    .entry(host.clone())
+                    .or_default()
+                    .push(i);
+            }
+            rules_by_host.gateway_route_hosts.insert(i, per_route);
+        }
+        for h in &vs.spec.hosts {
+            let resolved = hosts::resolve(h, &vs.meta.namespace, domain);
+            if resolved.starts_with('*') {
+                rules_by_host.virtual_services_wildcard.push(i);
+            } else {
+                rules_by_host
+                    .virtual_services
+                    .entry(resolved.to_ascii_lowercase())
+                    .or_default()
+                    .push(i);
+            }
+        }
+    }
+    for (i, dr) in snapshot.destination_rules.iter().enumerate() {
+        let resolved = hosts::resolve(&dr.spec.host, &dr.meta.namespace, domain);
+        if resolved.starts_with('*') {
+            rules_by_host.destination_rules_wildcard.push(i);
+        } else {
+            rules_by_host
+                .destination_rules
+                .entry(resolved.to_ascii_lowercase())
+                .or_default()
+                .push(i);
+        }
+    }
+    rules_by_host
 }
 
 /// meshmedic's hints and the proxy config annotation are user input: a value that does not parse
