@@ -279,38 +279,29 @@ pub fn source_of<'a>(snapshot: &'a Snapshot, target: &ObjectRef) -> Option<&'a S
     snapshot.object(target).map(|o| o.source)
 }
 
-/// The object a finding points at, and the field its fix changes (a JSON pointer).
-pub fn subject_of(snapshot: &Snapshot, finding: &Finding) -> Option<(ObjectRef, Option<String>)> {
-    let (object, patched) = subject_object_of(snapshot, finding)?;
-    let field = if patched {
-        finding.remediation.changed_field()
-    } else {
-        None
-    };
-    Some((object.into_owned(), field))
-}
-
-/// The object a finding points at, and whether it is the one its fix patches.
+/// The object a finding points at, whether it is the one its fix patches, and where it was
+/// read: one lookup of the object (this ran four times per finding).
 fn subject_object_of<'a>(
     snapshot: &'a Snapshot,
     finding: &'a Finding,
-) -> Option<(std::borrow::Cow<'a, ObjectRef>, bool)> {
+) -> Option<(std::borrow::Cow<'a, ObjectRef>, bool, &'a Source)> {
     let r = &finding.remediation;
-    if r.action == Action::Patch && source_of(snapshot, &r.target).is_some() {
-        return Some((std::borrow::Cow::Borrowed(&r.target), true));
+    if r.action == Action::Patch
+        && let Some(source) = source_of(snapshot, &r.target)
+    {
+        return Some((std::borrow::Cow::Borrowed(&r.target), true, source));
     }
     let ns = &finding.namespace;
-    if let Some(w) = &finding.workload
-        && let Some(x) = snapshot.workload(&w.kind, ns, &w.name)
-    {
-        return Some((std::borrow::Cow::Owned(x.object_ref()), false));
-    }
-    let service = finding.service.as_ref()?;
-    let i = snapshot.service_index(ns, service)?;
-    Some((
-        std::borrow::Cow::Owned(snapshot.services[i].object_ref()),
-        false,
-    ))
+    let object = match &finding.workload {
+        Some(w) if let Some(x) = snapshot.workload(&w.kind, ns, &w.name) => x.object_ref(),
+        _ => {
+            let service = finding.service.as_ref()?;
+            let i = snapshot.service_index(ns, service)?;
+            snapshot.services[i].object_ref()
+        }
+    };
+    let source = source_of(snapshot, &object)?;
+    Some((std::borrow::Cow::Owned(object), false, source))
 }
 
 /// Reads each file once and locates findings in it.
@@ -365,19 +356,21 @@ impl Locator {
 
     /// Reads (once) the file a finding's object came from.
     fn load(&mut self, snapshot: &Snapshot, finding: &Finding) {
-        if let Some((object, _)) = subject_object_of(snapshot, finding)
-            && let Some(source) = source_of(snapshot, &object)
-        {
+        if let Some((_, _, source)) = subject_object_of(snapshot, finding) {
             self.file(&source.file);
         }
     }
 
     /// [`Locator::locate`] once [`Locator::load`] has read the file: shared by threads.
     fn locate_loaded(&self, snapshot: &Snapshot, finding: &Finding) -> Option<Location> {
-        let (object, field) = subject_of(snapshot, finding)?;
-        let source = source_of(snapshot, &object)?.clone();
+        let (object, patched, source) = subject_object_of(snapshot, finding)?;
+        let field = if patched {
+            finding.remediation.changed_field()
+        } else {
+            None
+        };
         let file = self.files.get(&*source.file)?.as_ref()?;
-        let ((line, column), field_at) = match locate_in_file(file, &source, field.as_deref()) {
+        let ((line, column), field_at) = match locate_in_file(file, source, field.as_deref()) {
             Some(found) => found,
             // The document is there but its tree could not be had: its first line.
             None => {
