@@ -477,23 +477,11 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Markers found by searching for them split a file as walking every line did, on
-        /// lines made of the pieces markers and near-markers are made of.
+        /// Markers found by searching for them split a file as walking every line did.
         #[test]
         fn chunks_found_by_search_are_the_line_by_line_ones(
-            lines in proptest::collection::vec(
-                proptest::sample::select(vec![
-                    "---", "--- ", "--- {a: 1}", "---\t", "----", "-- -", "...", "....", ". ..",
-                    "a: 1", "- x", "", "\r", "---\r", "...\r\r", "  ---", "#---", "é: ---",
-                ]),
-                0..24,
-            ),
-            newline_at_end in proptest::bool::ANY,
+            text in crate::snapshot::load::tests::marker_prone_text(),
         ) {
-            let mut text = lines.join("\n");
-            if newline_at_end {
-                text.push('\n');
-            }
             proptest::prop_assert_eq!(document_chunks(&text), document_chunks_line_by_line(&text));
         }
     }

@@ -763,30 +763,43 @@ fn host_index(snapshot: &Snapshot) -> super::HostIndex {
         }
         for h in &vs.spec.hosts {
             let resolved = hosts::resolve(h, &vs.meta.namespace, domain);
-            if resolved.starts_with('*') {
-                rules_by_host.virtual_services_wildcard.push(i);
-            } else {
-                rules_by_host
-                    .virtual_services
-                    .entry(resolved.to_ascii_lowercase())
-                    .or_default()
-                    .push(i);
-            }
+            let index = &mut rules_by_host;
+            by_host(
+                &mut index.virtual_services,
+                &mut index.virtual_services_wildcard,
+                resolved,
+                i,
+            );
         }
     }
     for (i, dr) in snapshot.destination_rules.iter().enumerate() {
         let resolved = hosts::resolve(&dr.spec.host, &dr.meta.namespace, domain);
-        if resolved.starts_with('*') {
-            rules_by_host.destination_rules_wildcard.push(i);
-        } else {
-            rules_by_host
-                .destination_rules
-                .entry(resolved.to_ascii_lowercase())
-                .or_default()
-                .push(i);
-        }
+        let index = &mut rules_by_host;
+        by_host(
+            &mut index.destination_rules,
+            &mut index.destination_rules_wildcard,
+            resolved,
+            i,
+        );
     }
     rules_by_host
+}
+
+/// A rule at position `i` under the host it names (resolved), or with the wildcards.
+fn by_host(
+    exact: &mut hashbrown::HashMap<String, Vec<usize>>,
+    wildcard: &mut Vec<usize>,
+    resolved: String,
+    i: usize,
+) {
+    if resolved.starts_with('*') {
+        wildcard.push(i);
+    } else {
+        exact
+            .entry(resolved.to_ascii_lowercase())
+            .or_default()
+            .push(i);
+    }
 }
 
 /// meshmedic's hints and the proxy config annotation are user input: a value that does not parse

@@ -1026,7 +1026,7 @@ fn is_blank(chunk: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Documents and their first lines as the first version split them: every line walked.
@@ -1064,24 +1064,45 @@ mod tests {
         docs
     }
 
+    /// Texts of lines made of the pieces document markers and near-markers are made of.
+    pub(crate) fn marker_prone_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::strategy::Strategy;
+        let line = proptest::sample::select(vec![
+            "---",
+            "--- ",
+            "--- {a: 1}",
+            "---\t",
+            "----",
+            "-- -",
+            "...",
+            "....",
+            ". ..",
+            "a: 1",
+            "- x",
+            "",
+            "\r",
+            "---\r",
+            "...\r\r",
+            "  ---",
+            "#---",
+            "é: ---",
+        ]);
+        (proptest::collection::vec(line, 0..24), proptest::bool::ANY).prop_map(
+            |(lines, newline_at_end)| {
+                let mut text = lines.join("\n");
+                if newline_at_end {
+                    text.push('\n');
+                }
+                text
+            },
+        )
+    }
+
     proptest::proptest! {
         /// Markers found by searching split a file, and number its documents' first lines, as
         /// walking every line did.
         #[test]
-        fn documents_found_by_search_are_the_line_by_line_ones(
-            lines in proptest::collection::vec(
-                proptest::sample::select(vec![
-                    "---", "--- ", "--- {a: 1}", "---\t", "----", "-- -", "...", "....", ". ..",
-                    "a: 1", "- x", "", "\r", "---\r", "...\r\r", "  ---", "#---", "é: ---",
-                ]),
-                0..24,
-            ),
-            newline_at_end in proptest::bool::ANY,
-        ) {
-            let mut text = lines.join("\n");
-            if newline_at_end {
-                text.push('\n');
-            }
+        fn documents_found_by_search_are_the_line_by_line_ones(text in marker_prone_text()) {
             let searched: Vec<(usize, String)> = split_documents(&text)
                 .into_iter()
                 .map(|(line, chunk)| (line, chunk.into_owned()))
