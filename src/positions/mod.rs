@@ -292,9 +292,11 @@ fn subject_object_of<'a>(
         return Some((std::borrow::Cow::Borrowed(&r.target), true, source));
     }
     let ns = &finding.namespace;
-    let object = match &finding.workload {
-        Some(w) if let Some(x) = snapshot.workload(&w.kind, ns, &w.name) => x.object_ref(),
-        _ => {
+    let workload =
+        (finding.workload.as_ref()).and_then(|w| snapshot.workload(&w.kind, ns, &w.name));
+    let object = match workload {
+        Some(x) => x.object_ref(),
+        None => {
             let service = finding.service.as_ref()?;
             let i = snapshot.service_index(ns, service)?;
             snapshot.services[i].object_ref()
