@@ -264,8 +264,7 @@ pub fn analyze_in(
         ..Sink::default()
     };
     // The detectors only read the snapshot: on a large one, they run on two cores.
-    let large = snapshot.workloads.len() + snapshot.services.len() >= 2_000
-        && crate::snapshot::load::worker_threads() > 1;
+    let large = Snapshot::worth_two_cores(snapshot.services.len(), snapshot.workloads.len());
     let sink = run_detectors(snapshot, &new_sink, large);
     let mut findings: Vec<Finding> = sink
         .findings

@@ -77,9 +77,7 @@ pub fn document_chunks(text: &str) -> Vec<Chunk> {
         let end_of_line =
             memchr::memchr(b'\n', &bytes[offset..]).map_or(text.len(), |i| offset + i + 1);
         let line = text[offset..end_of_line].trim_end_matches(['\n', '\r']);
-        let is_marker =
-            line == "---" || line.starts_with("--- ") || line.starts_with("---\t") || line == "...";
-        if !is_marker {
+        if !crate::snapshot::load::is_marker(line) {
             continue;
         }
         if offset > 0 {

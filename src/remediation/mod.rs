@@ -388,14 +388,15 @@ impl Remediation {
             path: Option<std::borrow::Cow<'a, str>>,
         }
         let patch = self.patch.as_ref()?;
-        let Some(json) = patch.text() else {
-            let ops = patch.to_value();
-            let op = ops
-                .iter()
-                .find(|op| op.get("op").and_then(Value::as_str) != Some("test"))?;
-            return op.get("path").and_then(Value::as_str).map(str::to_string);
+        let tree;
+        let ops: Vec<Op> = match patch.text() {
+            Some(json) => serde_json::from_str(json).ok()?,
+            None => {
+                tree = patch.to_value();
+                let ops = tree.iter().map(serde::Deserialize::deserialize);
+                ops.collect::<Result<_, _>>().ok()?
+            }
         };
-        let ops: Vec<Op> = serde_json::from_str(json).ok()?;
         let op = ops
             .into_iter()
             .find(|op| op.op.as_deref() != Some("test"))?;

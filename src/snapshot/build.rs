@@ -622,25 +622,24 @@ impl SnapshotBuilder {
         };
         // The indexes read the lists and not each other: which Service selects which workload
         // on one core, the others on another (this phase ran on one core, about a tenth of a
-        // large run's time; README, Benchmarks). Small inputs (the operator's passes over a
-        // few namespaces) are not worth a thread.
-        let large = snapshot.services.len() + snapshot.workloads.len() >= 2_000;
+        // large run's time; README, Benchmarks). Halves of about 14 and 12 ms at 10,000
+        // services.
+        let two_cores =
+            Snapshot::worth_two_cores(snapshot.services.len(), snapshot.workloads.len());
         let view = &snapshot;
-        // Halves of about 14 and 12 ms at 10,000 services.
-        let ((selection, by_namespace), (rules_by_host, objects)) =
-            if large && super::load::worker_threads() >= 2 {
-                std::thread::scope(|scope| {
-                    let half = scope.spawn(|| (select_workloads(view), namespace_index(view)));
-                    let rest = (host_index(view), view.index_objects());
-                    let half = half.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-                    (half, rest)
-                })
-            } else {
-                (
-                    (select_workloads(view), namespace_index(view)),
-                    (host_index(view), view.index_objects()),
-                )
-            };
+        let ((selection, by_namespace), (rules_by_host, objects)) = if two_cores {
+            std::thread::scope(|scope| {
+                let half = scope.spawn(|| (select_workloads(view), namespace_index(view)));
+                let rest = (host_index(view), view.index_objects());
+                let half = half.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+                (half, rest)
+            })
+        } else {
+            (
+                (select_workloads(view), namespace_index(view)),
+                (host_index(view), view.index_objects()),
+            )
+        };
         (snapshot.service_workloads, snapshot.workload_services) = selection;
         snapshot.by_namespace = by_namespace;
         snapshot.rules_by_host = rules_by_host;

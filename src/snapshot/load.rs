@@ -982,9 +982,7 @@ fn split_documents(text: &str) -> Vec<(usize, Cow<'_, str>)> {
             Some(l) => l.strip_suffix('\r').unwrap_or(l),
             None => raw,
         };
-        let is_marker =
-            line == "---" || line.starts_with("--- ") || line.starts_with("---\t") || line == "...";
-        if !is_marker {
+        if !is_marker(line) {
             continue;
         }
         if i > 0 {
@@ -1000,6 +998,11 @@ fn split_documents(text: &str) -> Vec<(usize, Cow<'_, str>)> {
     }
     docs.push((start, chunk(&text[from.min(text.len())..])));
     docs
+}
+
+/// Whether a line (without its line end) starts or ends a YAML document.
+pub(crate) fn is_marker(line: &str) -> bool {
+    line == "---" || line.starts_with("--- ") || line.starts_with("---\t") || line == "..."
 }
 
 /// The start of every line that begins with `---` or `...`, in order: the only lines that can

@@ -454,6 +454,13 @@ impl Snapshot {
         index
     }
 
+    /// Whether work over this snapshot is worth splitting across two cores: at least 2,000
+    /// Services and workloads, on a machine with two. Small ones (the operator's passes over a
+    /// few namespaces) stay on one.
+    pub(crate) fn worth_two_cores(services: usize, workloads: usize) -> bool {
+        services + workloads >= 2_000 && load::worker_threads() > 1
+    }
+
     /// The position of an object in its kind's list (workloads: any workload kind).
     pub(crate) fn object_position(&self, kind: &str, namespace: &str, name: &str) -> Option<usize> {
         let slot = Slot::of(kind);
