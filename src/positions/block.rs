@@ -340,13 +340,11 @@ fn classify(text: &str) -> Option<Kind<'_>> {
 /// A plain key that YAML reads as a string: not `<<`, and nothing that could resolve to a
 /// number, a boolean or null (`200:`, `on:`), which the tree does not find by its text.
 fn string_key(key: &str) -> bool {
-    let lower = key.to_ascii_lowercase();
+    // Compared in any case without a lowercased copy: this runs for every key line located.
+    const WORDS: [&str; 9] = ["y", "n", "yes", "no", "on", "off", "true", "false", "null"];
     !(key == "<<"
         || key.starts_with(|c: char| c.is_ascii_digit() || matches!(c, '-' | '+' | '.' | '~'))
-        || matches!(
-            lower.as_str(),
-            "y" | "n" | "yes" | "no" | "on" | "off" | "true" | "false" | "null"
-        ))
+        || WORDS.iter().any(|word| key.eq_ignore_ascii_case(word)))
 }
 
 /// A value that ends on its line: quotes closed, flow brackets balanced.

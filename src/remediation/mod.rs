@@ -230,12 +230,9 @@ pub struct PlanError {
     pub message: String,
 }
 
-fn escape(token: &str) -> String {
-    token.replace('~', "~0").replace('/', "~1")
-}
-
-fn pointer(tokens: &[String]) -> String {
-    tokens.iter().map(|t| format!("/{}", escape(t))).collect()
+/// The JSON pointer of `tokens` (RFC 6901 escapes), as json-patch's own type.
+fn pointer(tokens: &[String]) -> json_patch::jsonptr::PointerBuf {
+    json_patch::jsonptr::PointerBuf::from_tokens(tokens)
 }
 
 /// Builds the JSON patch for `edits` against `doc`. For each edit it pins the deepest value that
@@ -266,47 +263,36 @@ fn plan_patch_owned(mut working: Value, edits: &[Edit]) -> Result<(Vec<Value>, V
         // The `test` pins the value just read, so only the change is applied to `working`,
         // built as the json-patch crate's own operation: converting both JSON operations
         // (the test holding a copy of what it pins) was a fifth of planning a fix.
-        let path = |tokens: &[String]| json_patch::jsonptr::PointerBuf::from_tokens(tokens);
+        // Each pointer is built once, for the operations written and the one applied.
         let change = if depth == edit.path.len() {
             if *node == edit.value {
                 continue;
             }
-            ops.push(operation("test", pointer(&edit.path), node.clone()));
+            let path = pointer(&edit.path);
+            ops.push(operation("test", path.as_str().to_owned(), node.clone()));
             ops.push(operation(
                 "replace",
-                pointer(&edit.path),
+                path.as_str().to_owned(),
                 edit.value.clone(),
             ));
             json_patch::PatchOperation::Replace(json_patch::ReplaceOperation {
-                path: path(&edit.path),
+                path,
                 value: edit.value.clone(),
             })
         } else {
+            let parent = pointer(&edit.path[..depth]);
             if !(node.is_object() || node.is_array()) {
-                return Err(format!(
-                    "{} is not an object or list",
-                    pointer(&edit.path[..depth])
-                ));
+                return Err(format!("{parent} is not an object or list"));
             }
             // Build the missing part of the path as nested objects around the value.
             let mut value = edit.value.clone();
             for token in edit.path[depth + 1..].iter().rev() {
                 value = json!({ token: value });
             }
-            ops.push(operation(
-                "test",
-                pointer(&edit.path[..depth]),
-                node.clone(),
-            ));
-            ops.push(operation(
-                "add",
-                pointer(&edit.path[..=depth]),
-                value.clone(),
-            ));
-            json_patch::PatchOperation::Add(json_patch::AddOperation {
-                path: path(&edit.path[..=depth]),
-                value,
-            })
+            let path = pointer(&edit.path[..=depth]);
+            ops.push(operation("test", parent.as_str().to_owned(), node.clone()));
+            ops.push(operation("add", path.as_str().to_owned(), value.clone()));
+            json_patch::PatchOperation::Add(json_patch::AddOperation { path, value })
         };
         json_patch::patch(&mut working, &[change]).map_err(|e| e.to_string())?;
     }

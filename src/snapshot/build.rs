@@ -55,10 +55,18 @@ const DEFAULT_NAMESPACE: &str = "default";
 
 fn describe(kind: &str, value: &impl Fields) -> String {
     let name = value.str_at(&["metadata", "name"]).unwrap_or("<unnamed>");
-    match value.str_at(&["metadata", "namespace"]) {
-        Some(ns) => format!("{kind} {ns}/{name}"),
-        None => format!("{kind} {name}"),
+    let namespace = value.str_at(&["metadata", "namespace"]);
+    // One allocation of the right size (`format!` grew it twice), for every object read.
+    let mut out =
+        String::with_capacity(kind.len() + 2 + namespace.map_or(0, str::len) + name.len());
+    out.push_str(kind);
+    out.push(' ');
+    if let Some(namespace) = namespace {
+        out.push_str(namespace);
+        out.push('/');
     }
+    out.push_str(name);
+    out
 }
 
 /// A document as JSON or as the borrowed tree ([`yaml::Borrowed`]): what is read of it before
