@@ -360,7 +360,7 @@ pub(crate) fn reached_without_sidecar(snapshot: &Snapshot, s: usize) -> bool {
     let mut workloads = snapshot.workloads_of(s).peekable();
     workloads.peek().is_some()
         && app_ports(&snapshot.services[s].spec).any(|p| port_protocol(p) != Protocol::Tcp)
-        && workloads.all(|w| snapshot.dataplane(w) == crate::snapshot::Dataplane::None)
+        && workloads.all(|w| snapshot.has_no_proxy(w))
 }
 
 /// The ports of a Service that lead to an app: every detector reads these, never the ones that

@@ -68,7 +68,7 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
             continue;
         }
         // A sidecar-only cause: gateways and ambient pods have no sidecar in front of an app.
-        if snapshot.sidecar(workload).is_none() {
+        if !snapshot.has_sidecar(workload) {
             continue;
         }
         let rewrite_off = match workload.annotation(keys::REWRITE_PROBES) {

@@ -592,6 +592,7 @@ impl MeshProfile {
 
     /// Whether istiod of this revision injects native sidecars, and why (for evidence).
     pub fn native_sidecars(&self, revision: &str) -> (bool, String) {
+        let on = self.native_sidecars_on(revision);
         let plane = self.control_plane(revision);
         match plane.native_sidecars {
             NativeSidecarMode::Enabled => (
@@ -610,7 +611,6 @@ impl MeshProfile {
             ),
             NativeSidecarMode::Auto => {
                 let k = &self.kubernetes;
-                let on = k.at_least(NATIVE_SIDECAR_KUBELET);
                 (
                     on,
                     format!(
@@ -627,6 +627,15 @@ impl MeshProfile {
                     ),
                 )
             }
+        }
+    }
+
+    /// [`MeshProfile::native_sidecars`] without the words.
+    pub fn native_sidecars_on(&self, revision: &str) -> bool {
+        match self.control_plane(revision).native_sidecars {
+            NativeSidecarMode::Enabled => true,
+            NativeSidecarMode::Disabled => false,
+            NativeSidecarMode::Auto => self.kubernetes.at_least(NATIVE_SIDECAR_KUBELET),
         }
     }
 
