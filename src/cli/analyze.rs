@@ -524,24 +524,178 @@ fn write_finding(
         buf.push(b',');
     }
     buf.extend_from_slice(b"\n    ");
-    let start = buf.len();
-    let mut ser = serde_json::Serializer::with_formatter(
-        &mut *buf,
-        serde_json::ser::PrettyFormatter::with_indent(b"  "),
-    );
-    Located { finding, location }.serialize(&mut ser)?;
-    // Two levels deeper than written: every line after the first. JSON strings hold no raw
-    // newline, so each one is the formatter's.
-    let lines = buf[start..].iter().filter(|&&b| b == b'\n').count();
-    if lines > 0 {
-        let written = buf.split_off(start);
-        buf.reserve(written.len() + 4 * lines);
-        for line in written.split_inclusive(|&b| b == b'\n') {
-            buf.extend_from_slice(line);
-            if line.ends_with(b"\n") {
-                buf.extend_from_slice(b"    ");
+    // Two levels in: the report's object and its `findings` array.
+    let mut ser = serde_json::Serializer::with_formatter(&mut *buf, Pretty::at_depth(2));
+    crate::remediation::with_raw_json_fragments(|| {
+        Located { finding, location }.serialize(&mut ser)
+    })
+}
+
+/// serde_json's `PrettyFormatter` (two spaces), started `depth` levels in, which also lays out
+/// a raw fragment of compact JSON (a finding's corrected resource or patch,
+/// [`crate::remediation::Compact`]) as it would have laid out the same value serialized token
+/// by token: the fragment was written by serde_json, so its strings and numbers are already as
+/// the formatter writes them, and only the layout between the tokens changes. Its own (not a
+/// wrapped `PrettyFormatter`): that one always starts at the left margin, and indenting every
+/// line of a finding again afterwards was a tenth of writing it.
+struct Pretty {
+    /// How many objects and arrays are open: the indentation of what follows a newline.
+    depth: usize,
+    /// Whether the innermost open object or array has a value yet (`{}` and `[]` otherwise).
+    has_value: bool,
+}
+
+impl Pretty {
+    fn at_depth(depth: usize) -> Pretty {
+        Pretty {
+            depth,
+            has_value: false,
+        }
+    }
+}
+
+/// A newline and `depth` levels of two spaces.
+fn newline_at(out: &mut (impl Write + ?Sized), depth: usize) -> std::io::Result<()> {
+    const SPACES: &[u8] = &[b' '; 64];
+    out.write_all(b"\n")?;
+    let mut left = 2 * depth;
+    while left > 0 {
+        let n = left.min(SPACES.len());
+        out.write_all(&SPACES[..n])?;
+        left -= n;
+    }
+    Ok(())
+}
+
+impl serde_json::ser::Formatter for Pretty {
+    fn begin_array<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth += 1;
+        self.has_value = false;
+        w.write_all(b"[")
+    }
+    fn end_array<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth -= 1;
+        if self.has_value {
+            newline_at(w, self.depth)?;
+        }
+        w.write_all(b"]")
+    }
+    fn begin_array_value<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if !first {
+            w.write_all(b",")?;
+        }
+        newline_at(w, self.depth)
+    }
+    fn end_array_value<W: ?Sized + Write>(&mut self, _: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+    fn begin_object<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth += 1;
+        self.has_value = false;
+        w.write_all(b"{")
+    }
+    fn end_object<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.depth -= 1;
+        if self.has_value {
+            newline_at(w, self.depth)?;
+        }
+        w.write_all(b"}")
+    }
+    fn begin_object_key<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if !first {
+            w.write_all(b",")?;
+        }
+        newline_at(w, self.depth)
+    }
+    fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
+    fn end_object_value<W: ?Sized + Write>(&mut self, _: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+    fn write_raw_fragment<W: ?Sized + Write>(
+        &mut self,
+        w: &mut W,
+        json: &str,
+    ) -> std::io::Result<()> {
+        pretty_fragment(w, json.as_bytes(), self.depth)
+    }
+}
+
+/// Compact JSON `json` as [`Pretty`] writes the same value when `depth` objects and arrays are
+/// already open: a newline and the indentation after `{`, `[` and `,` (none inside an empty
+/// `{}` or `[]`), before a closing bracket, and `": "` between a key and its value. Strings
+/// are copied as they are.
+fn pretty_fragment(
+    out: &mut (impl Write + ?Sized),
+    json: &[u8],
+    mut depth: usize,
+) -> std::io::Result<()> {
+    let mut i = 0;
+    while i < json.len() {
+        let b = json[i];
+        match b {
+            b'"' => {
+                // To the closing quote: the first one no backslash escapes.
+                let mut end = i + 1;
+                while let Some(at) = json
+                    .get(end..)
+                    .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+                {
+                    end += at;
+                    if json[end] == b'"' {
+                        break;
+                    }
+                    end += 2;
+                }
+                let end = (end + 1).min(json.len());
+                out.write_all(&json[i..end])?;
+                i = end;
+                continue;
+            }
+            b'{' | b'[' => {
+                let close = if b == b'{' { b'}' } else { b']' };
+                if json.get(i + 1) == Some(&close) {
+                    out.write_all(&[b, close])?;
+                    i += 2;
+                    continue;
+                }
+                out.write_all(&[b])?;
+                depth += 1;
+                newline_at(out, depth)?;
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                newline_at(out, depth)?;
+                out.write_all(&[b])?;
+            }
+            b',' => {
+                out.write_all(b",")?;
+                newline_at(out, depth)?;
+            }
+            b':' => out.write_all(b": ")?,
+            _ => {
+                // A number or a literal, to the next structural byte.
+                let end = json[i..]
+                    .iter()
+                    .position(|c| matches!(c, b',' | b'}' | b']'))
+                    .map_or(json.len(), |n| i + n);
+                out.write_all(&json[i..end])?;
+                i = end;
+                continue;
             }
         }
+        i += 1;
     }
     Ok(())
 }
@@ -690,4 +844,87 @@ pub fn render_yaml(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Serialize;
+    use serde_json::json;
+
+    /// Values whose layout has edge cases: empty containers at every level, strings that hold
+    /// brackets, commas, colons, quotes and escapes, numbers at their limits.
+    fn values() -> Vec<Value> {
+        vec![
+            json!({}),
+            json!([]),
+            json!(null),
+            json!("a\"b\\c\n\u{1}é/\\"),
+            json!(1.5e300),
+            json!(-0.0),
+            json!(0.1),
+            json!(u64::MAX),
+            json!(i64::MIN),
+            json!({"a": [], "b": {}, "c": [1, [2, {}], {"d": "x,y:}]\\\""}], "e": {"f": {"g": true}}}),
+            json!([[[]], [{}], "]", ",", {"": ""}]),
+        ]
+    }
+
+    /// serde_json's pretty layout of `v`, `depth` levels in.
+    fn serde_json_pretty(v: &impl Serialize, depth: usize) -> String {
+        let indent = format!("\n{}", "  ".repeat(depth));
+        // JSON strings hold no raw newline: each one is the layout's.
+        serde_json::to_string_pretty(v)
+            .expect("serializes")
+            .replace('\n', &indent)
+    }
+
+    #[test]
+    fn a_compact_fragment_is_laid_out_as_serde_json_lays_out_its_value() {
+        for v in values() {
+            let compact = serde_json::to_string(&v).expect("serializes");
+            for depth in [0, 1, 3, 40] {
+                let mut out = Vec::new();
+                pretty_fragment(&mut out, compact.as_bytes(), depth).expect("writes");
+                assert_eq!(
+                    String::from_utf8(out).expect("utf-8"),
+                    serde_json_pretty(&v, depth),
+                    "{compact} at depth {depth}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_formatter_writes_what_serde_json_pretty_writes_with_fragments_or_without() {
+        #[derive(Serialize)]
+        struct Holder {
+            name: &'static str,
+            resource: crate::remediation::Resource,
+            list: Vec<crate::remediation::Resource>,
+            value: Value,
+        }
+        for v in values() {
+            let holder = || Holder {
+                name: "h",
+                resource: v.clone().into(),
+                list: vec![v.clone().into(), json!({}).into()],
+                value: v.clone(),
+            };
+            for depth in [0, 2] {
+                let expected = serde_json_pretty(&holder(), depth);
+                let mut plain = Vec::new();
+                let mut ser =
+                    serde_json::Serializer::with_formatter(&mut plain, Pretty::at_depth(depth));
+                holder().serialize(&mut ser).expect("serializes");
+                assert_eq!(String::from_utf8(plain).expect("utf-8"), expected);
+                let mut raw = Vec::new();
+                let mut ser =
+                    serde_json::Serializer::with_formatter(&mut raw, Pretty::at_depth(depth));
+                crate::remediation::with_raw_json_fragments(|| holder().serialize(&mut ser))
+                    .expect("serializes");
+                assert_eq!(String::from_utf8(raw).expect("utf-8"), expected, "{v}");
+            }
+        }
+    }
 }
