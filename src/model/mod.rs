@@ -42,6 +42,16 @@ pub struct Labels(Box<[(String, String)]>);
 
 impl Labels {
     pub fn get(&self, key: &str) -> Option<&String> {
+        // Most label sets hold a few entries: comparing lengths first skips nearly every byte
+        // comparison, where a binary search compares bytes at each step (every detector asks
+        // for several keys of every workload).
+        if self.0.len() <= 8 {
+            return self
+                .0
+                .iter()
+                .find(|(k, _)| k.len() == key.len() && k == key)
+                .map(|(_, v)| v);
+        }
         self.0
             .binary_search_by(|(k, _)| k.as_str().cmp(key))
             .ok()
@@ -210,6 +220,27 @@ mod tests {
                 (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{json}"),
                 (a, b) => panic!("{json}: {a:?} against {b:?}"),
             }
+        }
+    }
+
+    /// `get` finds what a map finds, in small sets (scanned) and large ones (searched).
+    #[test]
+    fn get_finds_what_a_map_finds_in_small_and_large_sets() {
+        for size in [0, 1, 2, 8, 9, 40] {
+            let map: BTreeMap<String, String> = (0..size)
+                .map(|i| {
+                    (
+                        format!("k{}", "x".repeat(i % 5)) + &i.to_string(),
+                        i.to_string(),
+                    )
+                })
+                .collect();
+            let labels = Labels::from(map.clone());
+            for probe in (0..size + 3).map(|i| format!("k{}", "x".repeat(i % 5)) + &i.to_string()) {
+                assert_eq!(labels.get(&probe), map.get(&probe), "{size} {probe}");
+            }
+            assert_eq!(labels.get(""), None);
+            assert_eq!(labels.get("k"), None);
         }
     }
 }
