@@ -545,15 +545,6 @@ struct Pretty {
     has_value: bool,
 }
 
-impl Pretty {
-    fn at_depth(depth: usize) -> Pretty {
-        Pretty {
-            depth,
-            has_value: false,
-        }
-    }
-}
-
 /// A newline and `depth` levels of two spaces.
 fn newline_at(out: &mut (impl Write + ?Sized), depth: usize) -> std::io::Result<()> {
     const SPACES: &[u8] = &[b' '; 64];
@@ -568,6 +559,13 @@ fn newline_at(out: &mut (impl Write + ?Sized), depth: usize) -> std::io::Result<
 }
 
 impl Pretty {
+    fn at_depth(depth: usize) -> Pretty {
+        Pretty {
+            depth,
+            has_value: false,
+        }
+    }
+
     /// `{` or `[`: one level deeper, nothing in it yet.
     fn open<W: ?Sized + Write>(&mut self, w: &mut W, bracket: &[u8]) -> std::io::Result<()> {
         self.depth += 1;

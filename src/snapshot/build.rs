@@ -769,23 +769,19 @@ fn host_index(snapshot: &Snapshot) -> super::HostIndex {
             rules_by_host.gateway_route_hosts.insert(i, per_route);
         }
         for h in &vs.spec.hosts {
-            let resolved = hosts::resolve(h, &vs.meta.namespace, domain);
-            let index = &mut rules_by_host;
             by_host(
-                &mut index.virtual_services,
-                &mut index.virtual_services_wildcard,
-                resolved,
+                &mut rules_by_host.virtual_services,
+                &mut rules_by_host.virtual_services_wildcard,
+                hosts::resolve(h, &vs.meta.namespace, domain),
                 i,
             );
         }
     }
     for (i, dr) in snapshot.destination_rules.iter().enumerate() {
-        let resolved = hosts::resolve(&dr.spec.host, &dr.meta.namespace, domain);
-        let index = &mut rules_by_host;
         by_host(
-            &mut index.destination_rules,
-            &mut index.destination_rules_wildcard,
-            resolved,
+            &mut rules_by_host.destination_rules,
+            &mut rules_by_host.destination_rules_wildcard,
+            hosts::resolve(&dr.spec.host, &dr.meta.namespace, domain),
             i,
         );
     }
