@@ -792,7 +792,7 @@ async fn reconcile_in(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
                 ctx.pass_after(ns, Duration::from_secs(1));
                 continue;
             }
-            let view = target_view(ctx, &snapshot, target, rem);
+            let mut view = target_view(ctx, &snapshot, target, rem);
             let published = plan
                 .zip(rem)
                 .filter(|(p, r)| r.spec.plan_digest.as_deref() == Some(p.view.digest.as_str()))
@@ -816,13 +816,22 @@ async fn reconcile_in(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
                     .then(|| modes.get(&target.namespace).copied().unwrap_or(Mode::Off)),
                 ..p.view.clone()
             });
-            let decision = lifecycle::decide(
-                mode,
-                plan_view.as_ref(),
-                gitops(target).as_deref(),
-                rem_view.as_ref(),
-                view,
-            );
+            let decide = |view| {
+                lifecycle::decide(
+                    mode,
+                    plan_view.as_ref(),
+                    gitops(target).as_deref(),
+                    rem_view.as_ref(),
+                    view,
+                )
+            };
+            let mut decision = decide(view);
+            if concludes_from_absence_of_own_write(view, rem_view.as_ref(), &decision)
+                && !absent_on_the_apiserver(ctx, ns, target).await
+            {
+                view = TargetView::Pending;
+                decision = decide(view);
+            }
             let own_object_unreadable = rejected_targets.contains(&(
                 target.kind.clone(),
                 target.namespace.clone(),
@@ -998,6 +1007,47 @@ fn target_view(
         TargetView::AsWritten
     } else {
         TargetView::Changed
+    }
+}
+
+/// Whether `decision` acts on the absence of a target meshmedic wrote (records it deleted by
+/// someone, refuses a rollback, rolls back a create). The watch is only a view: under load, or
+/// while it lists again, it can lag past [`PENDING_TTL`] behind meshmedic's own create, and
+/// that create must not read as a person's delete. Such a decision is taken only once the
+/// apiserver confirms the absence ([`absent_on_the_apiserver`]); other decisions on an absent
+/// target (nothing to do) cost no request.
+fn concludes_from_absence_of_own_write(
+    view: TargetView,
+    rem: Option<&lifecycle::RemView>,
+    decision: &Decision,
+) -> bool {
+    view == TargetView::Absent && rem.is_some_and(|r| r.wrote) && *decision != Decision::Nothing
+}
+
+/// Reads `target` from the apiserver: true only when it answers that the object does not exist.
+/// Found (the watch is behind) or unreadable: not absent, and the pass waits for the watch (an
+/// arriving object is a watch event, which brings the next pass; a failed read is tried again
+/// shortly).
+async fn absent_on_the_apiserver(ctx: &Context, ns: &str, target: &ObjectRef) -> bool {
+    let Some(api) = apply::target_api(&ctx.client, target) else {
+        return true;
+    };
+    match api.get_opt(&target.name).await {
+        Ok(None) => true,
+        Ok(Some(live)) => {
+            tracing::info!(
+                %target,
+                resource_version = live.metadata.resource_version.as_deref().unwrap_or(""),
+                "the watch does not show this target yet, the apiserver does: waiting for the watch"
+            );
+            false
+        }
+        Err(e) => {
+            ctx.metrics.api_error("get_target");
+            tracing::warn!(%target, error = %e, "cannot read the target to confirm it is gone; deciding later");
+            ctx.pass_after(ns, RETRY_UNSEEN);
+            false
+        }
     }
 }
 

@@ -26,6 +26,7 @@
 //! directory (logs, kubeconfig) for a look after the run.
 #![allow(dead_code)] // each test binary uses a part of this module
 
+pub mod lag;
 pub mod operator;
 
 use std::fs;

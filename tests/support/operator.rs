@@ -74,6 +74,42 @@ impl Replica {
         identity: &str,
         adjust: impl FnOnce(&mut RunArgs),
     ) -> Replica {
+        Replica::start_on(config, lease, identity, adjust, |config| {
+            Client::try_from(config).expect("client")
+        })
+    }
+
+    /// Starts a replica whose watches of `lag`'s resource lag behind the apiserver by what the
+    /// test sets (see [`super::lag`]).
+    pub fn start_lagging(
+        config: Config,
+        lease: &str,
+        identity: &str,
+        lag: super::lag::WatchLag,
+    ) -> Replica {
+        Replica::start_on(
+            config,
+            lease,
+            identity,
+            |_| {},
+            move |config| {
+                kube::client::ClientBuilder::try_from(config)
+                    .expect("client")
+                    .with_layer(&lag)
+                    .build()
+            },
+        )
+    }
+
+    /// Starts a replica on the client `client` makes (inside the replica's runtime, where a
+    /// client must be built).
+    fn start_on(
+        config: Config,
+        lease: &str,
+        identity: &str,
+        adjust: impl FnOnce(&mut RunArgs),
+        client: impl FnOnce(Config) -> Client + Send + 'static,
+    ) -> Replica {
         let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -107,7 +143,7 @@ impl Replica {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let client = Client::try_from(config).expect("client");
+                let client = client(config);
                 tokio::select! {
                     r = run_with(client, args, stop_rx) => if let Err(e) = r { eprintln!("operator stopped: {e}") },
                     _ = kill_rx => {}
