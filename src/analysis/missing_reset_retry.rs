@@ -341,7 +341,10 @@ fn sidecar_findings(
 
     if virtual_services.is_empty() {
         let eff = effective_retry(snapshot, None);
-        if eff.attempts == 0 || has_reset(&eff.retry_on, svc_non_idempotent) {
+        if eff.attempts == 0
+            || has_reset(&eff.retry_on, svc_non_idempotent)
+            || exposed_gateways(snapshot, s)
+        {
             return out;
         }
         let add = additions(svc_non_idempotent);
@@ -430,6 +433,20 @@ fn sidecar_findings(
         );
     }
     out
+}
+
+/// Service `s` exposes gateways to clients outside the cluster: `type: LoadBalancer` or
+/// `NodePort`, and every workload behind it a gateway (an ingress gateway's own Service). Its
+/// requests come from outside the mesh straight to the gateway's Envoy: no sidecar is the client
+/// that a new VirtualService for its host would configure, so proposing one is noise. A gateway
+/// behind a ClusterIP Service is still judged: mesh clients call those (Knative's
+/// `knative-local-gateway`, an internal gateway), as is a VirtualService that already routes to
+/// an exposed one.
+fn exposed_gateways(snapshot: &Snapshot, s: usize) -> bool {
+    let mut workloads = snapshot.workloads_of(s).peekable();
+    snapshot.services[s].spec.exposed_outside
+        && workloads.peek().is_some()
+        && workloads.all(|w| crate::snapshot::injection::gateway_reason(w).is_some())
 }
 
 /// The finding for the routes of gateway-bound VirtualService `v` that send requests to

@@ -377,3 +377,81 @@ pub async fn get_target(client: &Client, r: &Remediation) -> DynamicObject {
         .expect("api");
     api.get(&t.name).await.expect("target")
 }
+
+/// The Remediation for `kind/name` in `ns`, once it is published with a status.
+pub async fn find(admin: &Client, ns: &str, kind: &str, name: &str) -> Remediation {
+    eventually(
+        Duration::from_secs(60),
+        &format!("the Remediation for {kind}/{name}"),
+        || async {
+            remediations(admin, ns).await.into_iter().find(|r| {
+                r.spec.target.kind == kind
+                    && r.spec.target.name == name
+                    && r.spec.plan_digest.is_some()
+                    && r.status.is_some()
+            })
+        },
+    )
+    .await
+}
+
+/// Polls the Remediation `ns/name` until `check` holds; a timeout shows it as it stands.
+pub async fn wait_within(
+    admin: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    within: Duration,
+    check: impl Fn(&Remediation) -> bool,
+) -> Remediation {
+    // Not `eventually`: on a timeout, the Remediation as it stands says why.
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let r = get_remediation(admin, ns, name).await;
+        if check(&r) {
+            return r;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "timed out after {}s waiting for {what}; {ns}/{name} is:\n{}",
+                within.as_secs(),
+                serde_json::to_string_pretty(&json!({"spec": r.spec, "status": r.status}))
+                    .unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// nginx closes idle connections after 75s and no rule says otherwise: meshmedic creates
+/// `gallery-idle-timeout`.
+pub async fn nginx_gallery(admin: &Client, ns: &str) {
+    for doc in [
+        object(
+            ns,
+            "Deployment",
+            "apps/v1",
+            "gallery",
+            json!({"selector": {"matchLabels": {"app": "gallery"}},
+                   "template": {"metadata": {"labels": {"app": "gallery"}},
+                                "spec": {"containers": [{"name": "nginx", "image": "nginx:1.27",
+                                                         "ports": [{"containerPort": 80}]}]}}}),
+        ),
+        object(
+            ns,
+            "Service",
+            "v1",
+            "gallery",
+            json!({"selector": {"app": "gallery"},
+                   "ports": [{"name": "http", "port": 80, "targetPort": 80}]}),
+        ),
+    ] {
+        super::apply(admin, &doc).await.expect("applied");
+    }
+}
+
+/// A namespaced object with a `spec`, as JSON.
+pub fn object(ns: &str, kind: &str, api_version: &str, name: &str, spec: Value) -> Value {
+    json!({"apiVersion": api_version, "kind": kind,
+           "metadata": {"name": name, "namespace": ns}, "spec": spec})
+}

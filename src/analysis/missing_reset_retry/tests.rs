@@ -695,9 +695,12 @@ fn undeclared_ports_of_databases_and_caches_are_tcp_not_http() {
 
 /// An east-west gateway (sail-operator's docs, Istio's multi-network install): its ports are TLS
 /// but for `status-port` 15021, the proxy's own health check for load balancers. No app's HTTP
-/// goes through it, so no retry finding; an ingress gateway's `http2` port still counts.
+/// goes through it, so no retry finding. Exposed as a LoadBalancer with an `http2` port, it gets
+/// none either (its clients are outside the mesh: no sidecar would use a new VirtualService);
+/// as a ClusterIP Service (an internal gateway mesh clients call) it does, and so does a
+/// VirtualService that already routes mesh traffic to the exposed one.
 #[test]
-fn the_proxys_own_health_port_carries_no_app_traffic() {
+fn a_gateway_exposed_outside_is_not_a_mesh_client_target() {
     let gateway = |ports: &str| {
         format!(
             r#"
@@ -716,6 +719,7 @@ apiVersion: v1
 kind: Service
 metadata: {{name: istio-eastwestgateway, namespace: istio-system}}
 spec:
+  type: LoadBalancer
   selector: {{istio: eastwestgateway}}
   ports: {ports}
 "#
@@ -725,10 +729,68 @@ spec:
     let tls = "{name: tls, port: 15443, targetPort: 15443}";
     none_of(&gateway(&format!("[{status}, {tls}]")), CODE);
     let http2 = "{name: http2, port: 80, targetPort: 8080}";
-    assert_eq!(
-        findings(&snapshot(&gateway(&format!("[{status}, {http2}, {tls}]")))).len(),
-        1
+    let with_http = gateway(&format!("[{status}, {http2}, {tls}]"));
+    none_of(&with_http, CODE);
+    let internal = with_http.replace("  type: LoadBalancer\n", "");
+    assert_eq!(findings(&snapshot(&internal)).len(), 1);
+    let routed = format!(
+        "{with_http}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+         metadata: {{name: to-gateway, namespace: istio-system}}\n\
+         spec:\n  hosts: [istio-eastwestgateway]\n  http:\n  - route:\n    - destination: {{host: istio-eastwestgateway}}\n"
     );
+    let found = findings(&snapshot(&routed));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].remediation.target.name, "to-gateway");
+}
+
+/// An ingress gateway's Service (anthos-service-mesh-samples' `asm-ingressgateway`: injected
+/// with the `gateway` template, reached by a LoadBalancer) beside an app's: only the app's
+/// Service is a finding.
+#[test]
+fn an_ingress_gateways_service_beside_an_app_is_left_out() {
+    let yaml = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {istio-injection: enabled}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: asm-ingressgateway, namespace: shop}
+spec:
+  selector: {matchLabels: {asm: ingressgateway}}
+  template:
+    metadata:
+      labels: {asm: ingressgateway}
+      annotations: {inject.istio.io/templates: gateway}
+    spec: {containers: [{name: istio-proxy, image: auto}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: asm-ingressgateway, namespace: shop}
+spec:
+  type: LoadBalancer
+  selector: {asm: ingressgateway}
+  ports: [{name: http, port: 80}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: cart, namespace: shop}
+spec:
+  selector: {matchLabels: {app: cart}}
+  template:
+    metadata: {labels: {app: cart}}
+    spec: {containers: [{name: cart, image: cart:1, ports: [{containerPort: 8080}]}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: cart, namespace: shop}
+spec:
+  selector: {app: cart}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+"#;
+    let found = findings(&snapshot(yaml));
+    let services: Vec<Option<&str>> = found.iter().map(|f| f.service.as_deref()).collect();
+    assert_eq!(services, [Some("cart")], "{found:?}");
 }
 
 /// Two VirtualServices naming one host: Istio's sidecars use one and drop the other's routes,
