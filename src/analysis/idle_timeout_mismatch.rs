@@ -54,10 +54,10 @@ fn effective(level: Option<&PoolLevel>, protocol: Protocol) -> (Option<Duration>
     let tcp = level.pool.tcp.as_ref().and_then(|t| t.idle_timeout);
     let (value, field) = match (protocol, http, tcp) {
         (Protocol::Tcp, _, Some(t)) => (t.0, "tcp.idleTimeout"),
-        (Protocol::Tcp, _, None) => (PROXY_DEFAULT, "no tcp.idleTimeout, default 1h"),
+        (Protocol::Tcp, _, None) => (PROXY_DEFAULT, "no tcp.idleTimeout, default"),
         (_, Some(h), _) => (h.0, "http.idleTimeout"),
         (_, None, Some(t)) => (t.0, "tcp.idleTimeout (no http.idleTimeout)"),
-        (_, None, None) => (PROXY_DEFAULT, "no idleTimeout, default 1h"),
+        (_, None, None) => (PROXY_DEFAULT, "no idleTimeout, default"),
     };
     let shown = if value.is_zero() {
         "0s (disabled: never times out)".to_string()

@@ -78,6 +78,24 @@ fn native_proxy_in_init_containers(w: &Workload) -> bool {
         .any(|c| c.name == PROXY && c.restart_policy.as_deref() == Some("Always"))
 }
 
+/// An `istio-proxy` container written into the pod (not injected) sees the app's traffic only
+/// where something redirects it there: the injector's `sidecar.istio.io/status` annotation
+/// (`istioctl kube-inject` writes it; Istio's CNI redirects only pods that carry it, "excluded
+/// due to not containing sidecar annotation" in `cni/pkg/plugin`), or an init container that runs
+/// `istio-iptables` (`istio-init`). Without either, the proxy is a bystander: Istio 1.5's
+/// Prometheus ran one only to fetch certificates for scraping, next to
+/// `sidecar.istio.io/inject: "false"`.
+fn iptables_init_container(w: &Workload) -> bool {
+    w.pod_spec.init_containers.iter().flatten().any(|c| {
+        c.name == "istio-init"
+            || c.command
+                .iter()
+                .chain(c.args.iter())
+                .flatten()
+                .any(|a| a == "istio-iptables")
+    })
+}
+
 /// Why a workload is a gateway, if it is one.
 pub fn gateway_reason(w: &Workload) -> Option<String> {
     let labels = |key: &str| {
@@ -180,7 +198,8 @@ impl Snapshot {
         }
         if beside_an_app
             && proxy_in_containers(w).is_some()
-            && (w.pod_annotations.contains_key(SIDECAR_STATUS) || revision.is_none())
+            && (w.pod_annotations.contains_key(SIDECAR_STATUS)
+                || (revision.is_none() && iptables_init_container(w)))
         {
             return Plane::Sidecar {
                 native: false,

@@ -148,6 +148,27 @@ fn tcp_idle_timeout_longer_than_the_app_gets_an_http_idle_timeout() {
     assert_patch_consistent(&snap, &f);
 }
 
+/// A pool that sets other limits but no idle timeout keeps Istio's 1h, said once (the evidence
+/// read "no idleTimeout, default 1h 1h" on christian-posta/istio-demos' httpbin rule).
+#[test]
+fn a_pool_without_an_idle_timeout_is_the_1h_default() {
+    let yaml = with(
+        &nginx(),
+        &dr(
+            "web",
+            "web",
+            "{connectionPool: {http: {maxRequestsPerConnection: 10}}}",
+        ),
+    );
+    let f = only(&snapshot(&yaml));
+    let said = f.evidence.join("\n");
+    assert!(
+        said.contains("connectionPool: no idleTimeout, default 1h"),
+        "{said}"
+    );
+    assert!(!said.contains("1h 1h"), "{said}");
+}
+
 #[test]
 fn a_5s_app_gets_4s() {
     let yaml = with(

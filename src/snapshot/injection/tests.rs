@@ -440,3 +440,63 @@ spec:
     ));
     assert!(plane(&snap).is_sidecar(), "{:?}", plane(&snap));
 }
+
+/// An `istio-proxy` container written beside an app sees the app's traffic only where something
+/// redirects it: the injector's status annotation (Istio's CNI acts on no other pod) or an
+/// `istio-iptables` init container. Istio 1.5's Prometheus (christian-posta/istio-demos,
+/// `istio-1.5.yaml`) ran one only to fetch certificates, with `sidecar.istio.io/inject: "false"`
+/// and no init container; it got an mTLS probe finding at error level for probes that never
+/// reach the proxy.
+#[test]
+fn a_proxy_written_into_the_pod_is_a_sidecar_only_where_traffic_is_redirected() {
+    let pod = |annotations: &str, init: &str| {
+        format!(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: prometheus, namespace: istio-system}}
+spec:
+  selector: {{matchLabels: {{app: prometheus}}}}
+  template:
+    metadata:
+      labels: {{app: prometheus}}
+      annotations: {annotations}
+    spec:
+      initContainers: {init}
+      containers:
+      - {{name: prometheus, image: "docker.io/prom/prometheus:v2.15.1", ports: [{{containerPort: 9090}}],
+          readinessProbe: {{httpGet: {{path: /-/ready, port: 9090}}}}}}
+      - {{name: istio-proxy, image: "docker.io/istio/proxyv2:1.5.0", args: [proxy, sidecar]}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: default, namespace: istio-system}}
+spec: {{mtls: {{mode: STRICT}}}}
+"#
+        )
+    };
+    let no_inject = r#"{sidecar.istio.io/inject: "false"}"#;
+    let bystander = snapshot(&pod(no_inject, "[]"));
+    assert_eq!(plane(&bystander), Dataplane::None);
+    assert!(
+        crate::analysis::analyze(&bystander).findings.is_empty(),
+        "{:?}",
+        crate::analysis::analyze(&bystander).findings
+    );
+    for init in [
+        r#"[{name: istio-init, image: "docker.io/istio/proxyv2:1.5.0"}]"#,
+        r#"[{name: mesh-init, image: "docker.io/istio/proxyv2:1.5.0", args: [istio-iptables, -p, "15001"]}]"#,
+    ] {
+        let snap = snapshot(&pod(no_inject, init));
+        assert!(plane(&snap).is_sidecar(), "{init}: {:?}", plane(&snap));
+    }
+    let kube_injected = snapshot(&pod(
+        r#"{sidecar.istio.io/status: '{"containers":["istio-proxy"]}'}"#,
+        "[]",
+    ));
+    assert!(plane(&kube_injected).is_sidecar());
+    assert!(
+        !crate::analysis::analyze(&kube_injected).findings.is_empty(),
+        "the same probes behind a sidecar that captures them are a finding"
+    );
+}
