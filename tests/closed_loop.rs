@@ -1331,6 +1331,54 @@ async fn a_created_object_someone_labelled_is_theirs_and_rollback_keeps_it() {
     operator.stop();
 }
 
+/// A person deletes the object meshmedic created: recorded as theirs to decide ("not created
+/// again … needs a new approval"), and that approval, given with `meshmedic approve`, creates it
+/// again. The same plan as before (a create over nothing): `approve` once refused it as
+/// "already written".
+#[tokio::test]
+async fn a_created_object_someone_deleted_is_created_again_only_on_a_new_approval() {
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+    let (ns, operator, mine) =
+        created_gallery_rule(&admin, "loop-deleted", "lease-deleted", "replica-deleted").await;
+    let name = mine.name_any();
+    let api = target_api(&admin, &mine).await;
+    api.delete("gallery-idle-timeout", &DeleteParams::default())
+        .await
+        .expect("a person deletes it");
+    let theirs = wait_for(&admin, &ns, &name, "the delete recorded", |r| {
+        reason(r, "Ready").as_deref() == Some("Reverted")
+    })
+    .await;
+    assert_eq!(phase(&theirs), Phase::Proposed);
+    // In `apply` mode too, nothing is created again on its own.
+    tokio::time::sleep(Duration::from_secs(APPLY_SETTLE_SECONDS + 3)).await;
+    assert!(
+        api.get_opt("gallery-idle-timeout")
+            .await
+            .expect("read")
+            .is_none()
+    );
+
+    let digest = approve(&admin, &ns, &name).await;
+    assert_eq!(Some(digest.as_str()), theirs.spec.plan_digest.as_deref());
+    let again = wait_for(&admin, &ns, &name, "created again and verified", |r| {
+        reason(r, "Ready").as_deref() == Some("Verified")
+    })
+    .await;
+    let status = again.status.expect("status");
+    assert!(!status.reverted, "{status:?}");
+    assert_eq!(status.writes, 2);
+    assert!(
+        api.get_opt("gallery-idle-timeout")
+            .await
+            .expect("read")
+            .is_some()
+    );
+    operator.stop();
+}
+
 /// An object meshmedic created that a person has made theirs is not deleted to step aside for
 /// another person's object for the same host, and the Remediation says that only one of the two
 /// takes effect. The person's edit is made while no operator runs and recorded by the next

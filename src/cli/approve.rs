@@ -173,11 +173,14 @@ pub async fn approve(
             "the plan changed since you reviewed it: it is now {digest}, not {expected}; nothing approved. Run `meshmedic approve {name} -n {namespace}` to review the new plan"
         ));
     }
-    // Already written: there is nothing left to approve (and the target no longer has the spec
-    // the plan was made from, so a diff would mislead).
+    // Already written and still in place: there is nothing left to approve (and the target no
+    // longer has the spec the plan was made from, so a diff would mislead). Once a person has
+    // undone it (`reverted`: deleted the object meshmedic created, or put their values back),
+    // the same plan is the fix again, and the Remediation asks for a new approval.
     if let Some(status) = rem.status.as_ref()
         && status.applied_digest.as_deref() == Some(digest.as_str())
         && status.written.is_some()
+        && !status.reverted
     {
         return Err(format!(
             "plan {digest} was already written (phase {}); nothing approved",
