@@ -748,11 +748,8 @@ spec:
 /// Service is a finding.
 #[test]
 fn an_ingress_gateways_service_beside_an_app_is_left_out() {
-    let yaml = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop, labels: {istio-injection: enabled}}
----
+    let yaml = with(
+        r#"
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: asm-ingressgateway, namespace: shop}
@@ -771,24 +768,9 @@ spec:
   type: LoadBalancer
   selector: {asm: ingressgateway}
   ports: [{name: http, port: 80}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: cart, namespace: shop}
-spec:
-  selector: {matchLabels: {app: cart}}
-  template:
-    metadata: {labels: {app: cart}}
-    spec: {containers: [{name: cart, image: cart:1, ports: [{containerPort: 8080}]}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: cart, namespace: shop}
-spec:
-  selector: {app: cart}
-  ports: [{name: http, port: 80, targetPort: 8080}]
-"#;
-    let found = findings(&snapshot(yaml));
+"#,
+    );
+    let found = findings(&snapshot(&yaml));
     let services: Vec<Option<&str>> = found.iter().map(|f| f.service.as_deref()).collect();
     assert_eq!(services, [Some("cart")], "{found:?}");
 }
