@@ -868,7 +868,16 @@ fn read_documents_with(
                 document,
                 item: None,
                 line: first_line + e.line.max(1) - 1,
-                message: format!("not valid YAML: {}", e.message),
+                message: format!(
+                    "not valid YAML: {}{}",
+                    e.message,
+                    if placeholder_near(&chunk, e.line) {
+                        "; `${…}` there is a placeholder for envsubst or a CI tool, not YAML: \
+                         substitute it first (envsubst < FILE | meshmedic analyze -)"
+                    } else {
+                        ""
+                    }
+                ),
             })),
         };
     let read = |(document, first_line, chunk): (usize, usize, Cow<'_, str>)| {
@@ -928,6 +937,19 @@ fn read_documents_with(
         }
         out
     })
+}
+
+/// Whether a `${…}` placeholder (envsubst, a CI templating step) stands on the 1-based `line` of
+/// `document` or the line before it, where a YAML error it causes is reported (an unquoted
+/// `${urls}` alone on a line of a sequence, in retaildevcrews/istio, is "could not find expected
+/// ':'" on the next line).
+fn placeholder_near(document: &str, line: usize) -> bool {
+    let first = line.saturating_sub(2);
+    document
+        .lines()
+        .skip(first)
+        .take(line - first)
+        .any(|l| l.find("${").is_some_and(|i| l[i..].contains('}')))
 }
 
 /// Splits a file into its YAML documents and parses each (JSON is YAML too); the first broken
@@ -1031,6 +1053,35 @@ fn is_blank(chunk: &str) -> bool {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// A `${…}` placeholder that breaks the YAML is named in the error, with what to do; other
+    /// errors say nothing of it (retaildevcrews/istio: an unquoted `${urls}` in a container's
+    /// args).
+    #[test]
+    fn an_envsubst_placeholder_that_breaks_the_yaml_is_named() {
+        let broken = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api}\nspec:\n  args:\n    - --zone\n    - dev\n    ${urls}\n  image: api\n";
+        let docs = read_documents("mock.yaml", broken);
+        let Some(Err(bad)) = docs.first() else {
+            panic!("{:?}", docs.len())
+        };
+        assert!(
+            bad.message.starts_with("not valid YAML: "),
+            "{}",
+            bad.message
+        );
+        assert!(bad.message.contains("envsubst < FILE"), "{}", bad.message);
+        assert_eq!(bad.line, 8, "{}", bad.message);
+
+        let other = "apiVersion: v1\nkind: Service\nmetadata: {name: api\nspec: {}\n";
+        let docs = read_documents("svc.yaml", other);
+        let Some(Err(bad)) = docs.first() else {
+            panic!("{:?}", docs.len())
+        };
+        assert!(!bad.message.contains("envsubst"), "{}", bad.message);
+        // A placeholder that YAML reads as text is no error at all.
+        let fine = "apiVersion: v1\nkind: Service\nmetadata: {name: \"${NAME}\"}\n";
+        assert!(read_documents("ok.yaml", fine)[0].is_ok());
+    }
 
     /// Documents and their first lines as the first version split them: every line walked.
     fn split_documents_line_by_line(text: &str) -> Vec<(usize, String)> {
