@@ -1027,7 +1027,8 @@ fn concludes_from_absence_of_own_write(
 /// Reads `target` from the apiserver: true only when it answers that the object does not exist.
 /// Found (the watch is behind) or unreadable: not absent, and the pass waits for the watch (an
 /// arriving object is a watch event, which brings the next pass; a failed read is tried again
-/// shortly).
+/// [`RETRY_UNREADABLE`] later, not sooner: a read that keeps failing, e.g. `get` no longer
+/// granted, must not become a request a second).
 async fn absent_on_the_apiserver(ctx: &Context, ns: &str, target: &ObjectRef) -> bool {
     let Some(api) = apply::target_api(&ctx.client, target) else {
         return true;
@@ -1045,7 +1046,7 @@ async fn absent_on_the_apiserver(ctx: &Context, ns: &str, target: &ObjectRef) ->
         Err(e) => {
             ctx.metrics.api_error("get_target");
             tracing::warn!(%target, error = %e, "cannot read the target to confirm it is gone; deciding later");
-            ctx.pass_after(ns, RETRY_UNSEEN);
+            ctx.pass_after(ns, RETRY_UNREADABLE);
             false
         }
     }
@@ -1088,6 +1089,9 @@ async fn retry_later(ctx: &Context, api: &Api<Remediation>, ns: &str, name: &str
 
 /// How long a pass that lost a race on a Remediation it cannot read waits for the watch.
 const RETRY_UNSEEN: Duration = Duration::from_secs(1);
+
+/// How long a pass that could not read a target to confirm its absence waits to try again.
+const RETRY_UNREADABLE: Duration = Duration::from_secs(10);
 
 /// Records an apply or rollback outcome in the Remediation's status; `None` when another replica
 /// is writing the target (decided again later).
