@@ -343,7 +343,7 @@ fn sidecar_findings(
         let eff = effective_retry(snapshot, None);
         if eff.attempts == 0
             || has_reset(&eff.retry_on, svc_non_idempotent)
-            || exposed_gateways(snapshot, s)
+            || only_gateways_behind(snapshot, s)
         {
             return out;
         }
@@ -435,17 +435,17 @@ fn sidecar_findings(
     out
 }
 
-/// Service `s` exposes gateways to clients outside the cluster: `type: LoadBalancer` or
-/// `NodePort`, and every workload behind it a gateway (an ingress gateway's own Service). Its
-/// requests come from outside the mesh straight to the gateway's Envoy: no sidecar is the client
-/// that a new VirtualService for its host would configure, so proposing one is noise. A gateway
-/// behind a ClusterIP Service is still judged: mesh clients call those (Knative's
-/// `knative-local-gateway`, an internal gateway), as is a VirtualService that already routes to
-/// an exposed one.
-fn exposed_gateways(snapshot: &Snapshot, s: usize) -> bool {
+/// Every workload behind service `s` is a gateway (an ingress, egress or internal gateway's own
+/// Service). A sidecar picks a VirtualService by the request's Host, and requests through a
+/// gateway do not carry the gateway's own host name: ingress clients are outside the mesh,
+/// egress traffic is routed by the external host's VirtualService, and Knative's
+/// `knative-local-gateway` is reached through its services' ExternalName hosts. A new
+/// VirtualService for the gateway's host would change nothing (and a re-analysis would call it
+/// verified), so none is proposed; one that already routes to the gateway is judged like any
+/// other.
+fn only_gateways_behind(snapshot: &Snapshot, s: usize) -> bool {
     let mut workloads = snapshot.workloads_of(s).peekable();
-    snapshot.services[s].spec.exposed_outside
-        && workloads.peek().is_some()
+    workloads.peek().is_some()
         && workloads.all(|w| crate::snapshot::injection::gateway_reason(w).is_some())
 }
 

@@ -4,8 +4,7 @@ use k8s_openapi::api::core::v1::ServicePort;
 
 use super::Labels;
 
-/// The parts of a Service's spec the analysis reads: the pods it selects, its ports, and whether
-/// it is reached from outside the cluster. The
+/// The parts of a Service's spec the analysis reads: the pods it selects and its ports. The
 /// object is decoded (and so checked) whole as k8s-openapi's `Service`, then moved into this:
 /// k8s-openapi's `ServiceSpec` is about 600 bytes, and its selector a `BTreeMap` that takes a
 /// ~550-byte node for a single label (README, Benchmarks).
@@ -13,8 +12,6 @@ use super::Labels;
 pub struct ServiceSpec {
     pub selector: Option<Labels>,
     pub ports: Option<Vec<ServicePort>>,
-    /// `type: LoadBalancer` or `NodePort`: clients outside the cluster reach its pods directly.
-    pub exposed_outside: bool,
 }
 
 impl From<k8s_openapi::api::core::v1::ServiceSpec> for ServiceSpec {
@@ -22,7 +19,6 @@ impl From<k8s_openapi::api::core::v1::ServiceSpec> for ServiceSpec {
         ServiceSpec {
             selector: spec.selector.map(Labels::from),
             ports: spec.ports,
-            exposed_outside: matches!(spec.type_.as_deref(), Some("LoadBalancer" | "NodePort")),
         }
     }
 }
