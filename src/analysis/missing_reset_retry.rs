@@ -385,18 +385,38 @@ fn sidecar_findings(
     }
 
     // Two or more naming the host itself: only one takes effect, whatever meshmedic patches.
-    let same_host: Vec<String> = virtual_services
+    let same_host: Vec<usize> = virtual_services
         .iter()
         .filter(|(_, vs)| snapshot.names_host(vs, &host))
-        .map(|(_, vs)| format!("{}/{}", vs.meta.namespace, vs.meta.name))
+        .map(|(v, _)| *v)
         .collect();
+    let pick = sidecars_pick(snapshot, &same_host);
     let shadow_note = (same_host.len() > 1).then(|| {
+        let names: Vec<String> = same_host
+            .iter()
+            .map(|&v| {
+                let vs = &snapshot.virtual_services[v];
+                format!("{}/{}", vs.meta.namespace, vs.meta.name)
+            })
+            .collect();
+        let used = match pick {
+            Some(p) => format!(
+                "Istio uses {}/{} (created first) and ignores the others' routes, which are not patched",
+                snapshot.virtual_services[p].meta.namespace,
+                snapshot.virtual_services[p].meta.name
+            ),
+            None => "Istio uses one (the one created first) and ignores the others' routes".into(),
+        };
         format!(
-            "VirtualServices {} all route {host} for the sidecars: Istio uses one (the one created first) and ignores the others' routes (istioctl IST0109); keep one",
-            same_host.join(", ")
+            "VirtualServices {} all route {host} for the sidecars: {used} (istioctl IST0109); keep one",
+            names.join(", ")
         )
     });
     for (v, vs) in virtual_services {
+        // A patch to a rule the sidecars ignore would change nothing, and be "verified".
+        if pick.is_some_and(|p| p != v) && vs.spec.hosts.len() == 1 && same_host.contains(&v) {
+            continue;
+        }
         if !claimed.insert(v) {
             continue;
         }
@@ -447,6 +467,40 @@ fn only_gateways_behind(snapshot: &Snapshot, s: usize) -> bool {
     let mut workloads = snapshot.workloads_of(s).peekable();
     workloads.peek().is_some()
         && workloads.all(|w| crate::snapshot::injection::gateway_reason(w).is_some())
+}
+
+/// Of the VirtualServices naming one host exactly (`same`, by position), the one whose routes
+/// the sidecars use, when Istio's pick is known: every one exported everywhere (no `exportTo`,
+/// or `*`) and every one with a creation time (read from a cluster, or `kubectl get -o yaml`).
+/// Istio sorts them by creation time, then name, then namespace
+/// (`sortMergedVirtualServicesByCreationTime`), and the first to claim a host keeps it (later
+/// duplicate domains are dropped, `pilot/pkg/networking/core/httproute.go`). Without creation
+/// times (most files) or with `exportTo`, which makes the pick depend on the client's namespace,
+/// it is not known.
+fn sidecars_pick(snapshot: &Snapshot, same: &[usize]) -> Option<usize> {
+    if same.len() < 2 {
+        return None;
+    }
+    let known = same.iter().all(|&v| {
+        let vs = &snapshot.virtual_services[v];
+        vs.meta.creation_timestamp.is_some() && vs.spec.export_to.iter().all(|e| e == "*")
+    });
+    if !known {
+        return None;
+    }
+    // The API server writes every creationTimestamp as `YYYY-MM-DDTHH:MM:SSZ`: as text, they
+    // sort by time.
+    same.iter().copied().min_by(|&a, &b| {
+        let key = |v: usize| {
+            let vs = &snapshot.virtual_services[v];
+            (
+                vs.meta.creation_timestamp.as_deref(),
+                vs.meta.name.as_str(),
+                vs.meta.namespace.as_str(),
+            )
+        };
+        key(a).cmp(&key(b))
+    })
 }
 
 /// The finding for the routes of gateway-bound VirtualService `v` that send requests to

@@ -798,6 +798,65 @@ fn two_virtual_services_for_one_host_are_named_as_such() {
     assert!(!has_evidence(&only(&one), "all route"));
 }
 
+/// With creation times (a cluster, `kubectl get -o yaml`) Istio's pick among VirtualServices for
+/// one host is known: the oldest, then by name. Only that one is patched, since a patch to one
+/// the sidecars ignore would change nothing and a re-analysis would call it verified. Without
+/// creation times, or with an `exportTo` (the pick then depends on the client's namespace), each
+/// is patched, as before.
+#[test]
+fn of_virtual_services_for_one_host_only_the_one_istio_uses_is_patched_when_known() {
+    let route = "  hosts: [cart]\n  http:\n  - route:\n    - destination: {host: cart}\n";
+    let aged = |name: &str, at: &str, extra: &str| {
+        vs(name, &format!("{route}{extra}")).replace(
+            "namespace: shop}",
+            &format!("namespace: shop, creationTimestamp: '{at}'}}"),
+        )
+    };
+    let targets = |yaml: &str| -> Vec<String> {
+        let mut t: Vec<String> = findings(&snapshot(&with(yaml)))
+            .iter()
+            .map(|f| f.remediation.target.name.clone())
+            .collect();
+        t.sort();
+        t
+    };
+    let older_canary = format!(
+        "{}---\n{}",
+        aged("cart", "2026-03-02T10:00:00Z", ""),
+        aged("cart-canary", "2026-03-01T09:00:00Z", "")
+    );
+    assert_eq!(targets(&older_canary), ["cart-canary"]);
+    let found = findings(&snapshot(&with(&older_canary)));
+    assert!(
+        has_evidence(
+            &found[0],
+            "Istio uses shop/cart-canary (created first) and ignores the others' routes, which are not patched"
+        ),
+        "{:?}",
+        found[0].evidence
+    );
+    // Created in the same second: by name.
+    let same_second = format!(
+        "{}---\n{}",
+        aged("cart", "2026-03-01T09:00:00Z", ""),
+        aged("cart-canary", "2026-03-01T09:00:00Z", "")
+    );
+    assert_eq!(targets(&same_second), ["cart"]);
+    // One without a creation time, or one exported to one namespace: not known, both patched.
+    let unknown = format!(
+        "{}---\n{}",
+        aged("cart", "2026-03-02T10:00:00Z", ""),
+        vs("cart-canary", route)
+    );
+    assert_eq!(targets(&unknown), ["cart", "cart-canary"]);
+    let exported = format!(
+        "{}---\n{}",
+        aged("cart", "2026-03-02T10:00:00Z", "  exportTo: ['.']\n"),
+        aged("cart-canary", "2026-03-01T09:00:00Z", "")
+    );
+    assert_eq!(targets(&exported), ["cart", "cart-canary"]);
+}
+
 /// Of a gateway's routes, only those to the service are its finding's; a route to another
 /// service, one that already retries on reset, and a redirect are left alone.
 #[test]
