@@ -390,7 +390,7 @@ fn sidecar_findings(
         .filter(|(_, vs)| snapshot.names_host(vs, &host))
         .map(|(v, _)| *v)
         .collect();
-    let pick = sidecars_pick(snapshot, &same_host);
+    let pick = snapshot.sidecars_pick(&same_host);
     let shadow_note = (same_host.len() > 1).then(|| {
         let names: Vec<String> = same_host
             .iter()
@@ -467,40 +467,6 @@ fn only_gateways_behind(snapshot: &Snapshot, s: usize) -> bool {
     let mut workloads = snapshot.workloads_of(s).peekable();
     workloads.peek().is_some()
         && workloads.all(|w| crate::snapshot::injection::gateway_reason(w).is_some())
-}
-
-/// Of the VirtualServices naming one host exactly (`same`, by position), the one whose routes
-/// the sidecars use, when Istio's pick is known: every one exported everywhere (no `exportTo`,
-/// or `*`) and every one with a creation time (read from a cluster, or `kubectl get -o yaml`).
-/// Istio sorts them by creation time, then name, then namespace
-/// (`sortMergedVirtualServicesByCreationTime`), and the first to claim a host keeps it (later
-/// duplicate domains are dropped, `pilot/pkg/networking/core/httproute.go`). Without creation
-/// times (most files) or with `exportTo`, which makes the pick depend on the client's namespace,
-/// it is not known.
-fn sidecars_pick(snapshot: &Snapshot, same: &[usize]) -> Option<usize> {
-    if same.len() < 2 {
-        return None;
-    }
-    let known = same.iter().all(|&v| {
-        let vs = &snapshot.virtual_services[v];
-        vs.meta.creation_timestamp.is_some() && vs.spec.export_to.iter().all(|e| e == "*")
-    });
-    if !known {
-        return None;
-    }
-    // The API server writes every creationTimestamp as `YYYY-MM-DDTHH:MM:SSZ`: as text, they
-    // sort by time.
-    same.iter().copied().min_by(|&a, &b| {
-        let key = |v: usize| {
-            let vs = &snapshot.virtual_services[v];
-            (
-                vs.meta.creation_timestamp.as_deref(),
-                vs.meta.name.as_str(),
-                vs.meta.namespace.as_str(),
-            )
-        };
-        key(a).cmp(&key(b))
-    })
 }
 
 /// The finding for the routes of gateway-bound VirtualService `v` that send requests to

@@ -42,15 +42,11 @@ pub struct Labels(Box<[(String, String)]>);
 
 impl Labels {
     pub fn get(&self, key: &str) -> Option<&String> {
-        // Most label sets hold a few entries: comparing lengths first skips nearly every byte
-        // comparison, where a binary search compares bytes at each step (every detector asks
-        // for several keys of every workload).
+        // Most label sets hold a few entries: a scan's string comparisons stop at a length that
+        // differs (nearly every one), where a binary search compares bytes at each step (every
+        // detector asks for several keys of every workload).
         if self.0.len() <= 8 {
-            return self
-                .0
-                .iter()
-                .find(|(k, _)| k.len() == key.len() && k == key)
-                .map(|(_, v)| v);
+            return self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v);
         }
         self.0
             .binary_search_by(|(k, _)| k.as_str().cmp(key))

@@ -176,6 +176,40 @@ impl Snapshot {
         })
     }
 
+    /// Of the VirtualServices naming one host exactly (`same`, by position), the one whose routes
+    /// the sidecars use, when Istio's pick is known: every one exported everywhere (no `exportTo`,
+    /// or `*`) and every one with a creation time (read from a cluster, or `kubectl get -o yaml`).
+    /// Istio sorts them by creation time, then name, then namespace
+    /// (`sortMergedVirtualServicesByCreationTime`), and the first to claim a host keeps it (later
+    /// duplicate domains are dropped, `pilot/pkg/networking/core/httproute.go`). Without creation
+    /// times (most files) or with `exportTo`, which makes the pick depend on the client's namespace,
+    /// it is not known.
+    pub fn sidecars_pick(&self, same: &[usize]) -> Option<usize> {
+        if same.len() < 2 {
+            return None;
+        }
+        let known = same.iter().all(|&v| {
+            let vs = &self.virtual_services[v];
+            vs.meta.creation_timestamp.is_some() && vs.spec.export_to.iter().all(|e| e == "*")
+        });
+        if !known {
+            return None;
+        }
+        // The API server writes every creationTimestamp as `YYYY-MM-DDTHH:MM:SSZ`: as text, they
+        // sort by time.
+        same.iter().copied().min_by(|&a, &b| {
+            let key = |v: usize| {
+                let vs = &self.virtual_services[v];
+                (
+                    vs.meta.creation_timestamp.as_deref(),
+                    vs.meta.name.as_str(),
+                    vs.meta.namespace.as_str(),
+                )
+            };
+            key(a).cmp(&key(b))
+        })
+    }
+
     /// VirtualServices bound to gateways only (by position) whose HTTP routes send requests to
     /// `host`: the gateway's Envoy is then the client that retries, or not.
     pub fn gateway_virtual_services_to(&self, host: &str) -> Vec<usize> {
