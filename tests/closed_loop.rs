@@ -309,6 +309,60 @@ async fn a_refused_rollback_runs_when_asked_again_after_the_edit_is_undone() {
     .await;
     let now = api.get("cart").await.expect("cart");
     assert_eq!(now.data["spec"], original, "restored exactly");
+
+    // The request stands, and a person changes the target again: the Remediation stays
+    // RolledBack, nothing is written, and it shows the plan for the target as it is now, which
+    // `meshmedic approve` approves (withdrawing the request) and the operator then writes.
+    let before = wait_for(&admin, &ns, &name, "RolledBack", |r| {
+        phase(r) == Phase::RolledBack
+    })
+    .await;
+    let edited = api
+        .patch(
+            "cart",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"http": [{
+                "name": "default",
+                "route": [{"destination": {"host": "cart"}}],
+                "timeout": "15s",
+                "retries": {"attempts": 3, "perTryTimeout": "2s",
+                            "retryOn": "connect-failure,refused-stream,unavailable"},
+            }]}})),
+        )
+        .await
+        .expect("a person changes the timeout");
+    let replanned = wait_for(
+        &admin,
+        &ns,
+        &name,
+        "a new plan shown, still RolledBack",
+        |r| r.spec.plan_digest != before.spec.plan_digest,
+    )
+    .await;
+    assert_eq!(phase(&replanned), Phase::RolledBack);
+    assert!(replanned.spec.rollback);
+    assert!(!written(&replanned));
+    assert_eq!(
+        api.get("cart").await.expect("cart").resource_version(),
+        edited.resource_version(),
+        "nothing written while the request stands"
+    );
+    let digest = approve(&admin, &ns, &name).await;
+    assert_eq!(Some(digest.as_str()), replanned.spec.plan_digest.as_deref());
+    let fixed = wait_for(
+        &admin,
+        &ns,
+        &name,
+        "the new plan written and verified",
+        |r| reason(r, "Ready").as_deref() == Some("Verified"),
+    )
+    .await;
+    assert!(!fixed.spec.rollback);
+    let now = api.get("cart").await.expect("cart");
+    assert_eq!(
+        now.data["spec"]["http"][0]["timeout"], "15s",
+        "the person's edit kept"
+    );
     operator.stop();
 }
 
@@ -904,6 +958,7 @@ async fn a_stale_pass_never_publishes_over_a_remediation_that_moved_on() {
                 &ns,
                 &spec,
                 seen.as_ref(),
+                Phase::Proposed,
                 "Proposed",
                 "proposed",
             )

@@ -86,16 +86,12 @@ pub async fn show(client: &Client, rem: &Remediation) -> Result<String, String> 
     if let (Some(base), Some(o)) = (rem.spec.base_digest.as_deref(), &live)
         && crate::controller::plan::spec_digest(&o.data) != base
     {
-        // A Remediation whose rollback request still stands is not planned again (the request
-        // is honoured first): waiting would be forever, so say how to withdraw it.
+        // The operator re-plans a rolled-back Remediation too (its phase stays RolledBack
+        // while the request stands); approving the new plan withdraws the request.
         let next = if rem.spec.rollback {
-            format!(
-                "its rollback request still stands, and the operator plans again only once it is withdrawn: `kubectl patch remediation {} -n {} --type merge -p '{{\"spec\":{{\"rollback\":false}}}}'`, then review the new plan",
-                rem.name_any(),
-                rem.namespace().unwrap_or_default()
-            )
+            "wait for the operator to re-plan (it publishes a new digest; the Remediation stays RolledBack while its rollback request stands), then review again: approving the new plan withdraws the request"
         } else {
-            "wait for the operator to re-plan (it publishes a new digest), then review again".into()
+            "wait for the operator to re-plan (it publishes a new digest), then review again"
         };
         return Err(format!(
             "{target} changed since this plan was made; nothing approved: {next}"

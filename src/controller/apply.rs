@@ -765,19 +765,22 @@ pub async fn upsert(
     api.patch(name, &params, &Patch::Apply(body)).await
 }
 
-/// Publishes a plan for review: the spec meshmedic owns, then phase Proposed with `reason`.
+/// Publishes a plan for review: the spec meshmedic owns, then `phase` (Proposed, or RolledBack
+/// while a rollback request stands) with `reason`.
 ///
 /// The decision was made from `seen`, the Remediation as the pass read it (`None`: there was
 /// none). A pass can be slow, and another replica may publish, or a reviewer approve and a write
 /// follow, meanwhile: if the Remediation is no longer what was seen, nothing is written and
 /// `Ok(None)` says to decide again on fresh state. A stale pass must never set a Remediation
 /// that has moved on (Applied, Resolved) back to Proposed.
+#[allow(clippy::too_many_arguments)]
 pub async fn publish(
     api: &Api<Remediation>,
     name: &str,
     namespace: &str,
     spec: &Value,
     seen: Option<&Remediation>,
+    phase: Phase,
     reason: &str,
     message: &str,
 ) -> kube::Result<Option<Remediation>> {
@@ -794,7 +797,7 @@ pub async fn publish(
         return Ok(None);
     }
     let status = updated.status.clone().unwrap_or_default();
-    let status = with_phase(&updated, status, Phase::Proposed, reason, message);
+    let status = with_phase(&updated, status, phase, reason, message);
     match write_status(api, &updated, &status).await {
         Err(e) if lost_race(&e) => Ok(None),
         r => r.map(Some),

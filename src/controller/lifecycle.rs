@@ -15,6 +15,8 @@
 //!                                            (Ineffective / Mitigation)
 //!   rollback: true ─▶ target as meshmedic left it? ─ yes ─▶ restore original ─▶ RolledBack
 //!                                                  └ no ──▶ Refused (nothing written)
+//!   RolledBack, request standing, target changed since ─▶ new plan published, still RolledBack
+//!                     (written only once approved; approving withdraws the request)
 //!   created, and a person's object now configures the same thing, as left ─▶ delete it
 //!                                                  ─▶ RolledBack (Superseded)
 //!   write fails ─▶ Failed / Stale (not retried until the plan changes); write limit ─▶ Refused
@@ -149,9 +151,13 @@ impl Reason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     Nothing,
-    /// Publish the current plan (and its digest) for review: phase Proposed.
+    /// Publish the current plan (and its digest) for review: phase Proposed, or, while a
+    /// rollback request stands (`rolled_back`), phase RolledBack: the target changed after it was
+    /// restored, and the plan shown is the one for it now, written only once approved (approving
+    /// withdraws the request).
     Publish {
         first: bool,
+        rolled_back: bool,
     },
     /// Write the current plan to the target. `auto`: apply mode, no approval.
     Apply {
@@ -189,7 +195,10 @@ pub fn decide(
     }
     let Some(rem) = rem else {
         return if plan.is_some() {
-            Publish { first: true }
+            Publish {
+                first: true,
+                rolled_back: false,
+            }
         } else {
             Nothing
         };
@@ -205,10 +214,24 @@ pub fn decide(
     // 1. A rollback request: restore exactly, or refuse and write nothing.
     if rem.rollback {
         if !rem.wrote {
-            return if matches!(rem.phase, Phase::RolledBack) {
-                Nothing
-            } else {
-                set(Phase::RolledBack, Reason::NothingWritten)
+            if rem.phase != Phase::RolledBack {
+                return set(Phase::RolledBack, Reason::NothingWritten);
+            }
+            // Nothing of meshmedic's is in place, and the target has changed since (its plan is
+            // no longer the one shown): the request stands, so nothing is written, but the
+            // Remediation shows what approving would write now instead of a plan for a target
+            // that is gone. Not while meshmedic's own restore has yet to reach the watch.
+            return match plan {
+                Some(p)
+                    if rem.published.as_deref() != Some(p.digest.as_str())
+                        && target != Target::Pending =>
+                {
+                    Publish {
+                        first: false,
+                        rolled_back: true,
+                    }
+                }
+                _ => Nothing,
             };
         }
         // A refused rollback is not retried on its own (the view may lag behind the edit that
@@ -357,7 +380,10 @@ pub fn decide(
 
     // 6. A changed plan is published before anything can approve or apply it.
     if rem.published.as_deref() != Some(plan.digest.as_str()) {
-        return Publish { first: false };
+        return Publish {
+            first: false,
+            rolled_back: false,
+        };
     }
     if target == Target::Pending {
         return Nothing;

@@ -1145,9 +1145,13 @@ async fn execute(
                 }
             }
         }
-        Decision::Publish { first } => {
+        Decision::Publish { first, rolled_back } => {
             let Some(p) = plan else { return Ok(()) };
             let message = match rem {
+                Some(_) if rolled_back => format!(
+                    "rolled back, and the target has changed since: this is the plan for it now ({}); the rollback request stands, so nothing is written unless you approve it (`meshmedic approve {name} -n {ns}`, which withdraws the request)",
+                    p.view.digest
+                ),
                 Some(r) => plan::describe_change(&r.spec, &p.spec),
                 None => format!(
                     "proposed plan {}; approve it with `meshmedic approve {name} -n {ns}`",
@@ -1155,8 +1159,13 @@ async fn execute(
                 ),
             };
             let reason = if first { "Proposed" } else { "PlanChanged" };
+            let phase = if rolled_back {
+                Phase::RolledBack
+            } else {
+                Phase::Proposed
+            };
             let Some(updated) =
-                apply::publish(api, name, ns, &p.spec, rem, reason, &message).await?
+                apply::publish(api, name, ns, &p.spec, rem, phase, reason, &message).await?
             else {
                 return retry_later(ctx, api, ns, name).await;
             };

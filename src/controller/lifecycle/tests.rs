@@ -27,7 +27,10 @@ fn a_new_finding_is_published_and_nothing_is_written_in_off_namespaces() {
     let p = plan("d1", true);
     assert_eq!(
         decide(Mode::Propose, Some(&p), None, None, TargetView::Present),
-        Decision::Publish { first: true }
+        Decision::Publish {
+            first: true,
+            rolled_back: false
+        }
     );
     assert_eq!(
         decide(Mode::Off, Some(&p), None, None, TargetView::Present),
@@ -142,7 +145,10 @@ fn only_an_approval_of_the_current_digest_applies() {
             Some(&r),
             TargetView::Present
         ),
-        Decision::Publish { first: false }
+        Decision::Publish {
+            first: false,
+            rolled_back: false
+        }
     );
 }
 
@@ -193,6 +199,58 @@ fn rollback_refuses_over_someone_elses_edit() {
     assert_eq!(
         decide(Mode::Propose, None, None, Some(&r), TargetView::Changed),
         Decision::Nothing
+    );
+}
+
+#[test]
+fn a_target_changed_after_its_rollback_shows_its_new_plan_and_writes_only_on_approval() {
+    let mut r = proposed("d1");
+    r.rollback = true;
+    r.phase = Phase::RolledBack;
+    r.reason = "RolledBack".into();
+    // Restored, and the target as it was: the plan shown is still the plan.
+    let p1 = plan("d1", true);
+    for mode in [Mode::Propose, Mode::Apply] {
+        assert_eq!(
+            decide(mode, Some(&p1), None, Some(&r), TargetView::Present),
+            Decision::Nothing
+        );
+    }
+    // Someone changed it since: the new plan is shown, and the phase stays RolledBack.
+    let p2 = plan("d2", true);
+    assert_eq!(
+        decide(Mode::Apply, Some(&p2), None, Some(&r), TargetView::Present),
+        Decision::Publish {
+            first: false,
+            rolled_back: true
+        }
+    );
+    // Not from a view that has yet to show meshmedic's restore.
+    assert_eq!(
+        decide(Mode::Apply, Some(&p2), None, Some(&r), TargetView::Pending),
+        Decision::Nothing
+    );
+    // Published: nothing more while the request stands, in apply mode too.
+    r.published = Some("d2".into());
+    r.reason = "PlanChanged".into();
+    for mode in [Mode::Propose, Mode::Apply] {
+        assert_eq!(
+            decide(mode, Some(&p2), None, Some(&r), TargetView::Present),
+            Decision::Nothing
+        );
+    }
+    // An approval of the shown plan (which withdraws the request) writes it.
+    r.rollback = false;
+    r.approved = Some("d2".into());
+    assert_eq!(
+        decide(
+            Mode::Propose,
+            Some(&p2),
+            None,
+            Some(&r),
+            TargetView::Present
+        ),
+        Decision::Apply { auto: false }
     );
 }
 
@@ -393,7 +451,7 @@ impl World {
                 assert!(!rem.wrote && rem.approved.is_none(), "withdrew {rem:?}");
                 self.rem = None;
             }
-            Decision::Publish { first } => {
+            Decision::Publish { first, rolled_back } => {
                 let plan = plan.expect("publish without a plan");
                 let rem = self.rem.get_or_insert_with(|| RemView {
                     creates: self.creates,
@@ -401,13 +459,18 @@ impl World {
                     ..Default::default()
                 });
                 assert_eq!(first, rem.published.is_none());
+                // Published under a standing rollback request only once nothing of
+                // meshmedic's is in place.
+                if rolled_back {
+                    assert!(rem.rollback && !rem.wrote && rem.phase == Phase::RolledBack);
+                }
                 if let Some(old) = rem.published.replace(plan.digest) {
                     self.old_digests.push(old);
                 }
-                if rem.phase != Phase::RolledBack {
+                if !rolled_back {
                     rem.phase = Phase::Proposed;
-                    rem.reason = "Proposed".into();
                 }
+                rem.reason = if first { "Proposed" } else { "PlanChanged" }.into();
             }
             Decision::Apply { auto } => {
                 let plan = plan.expect("apply without a plan");
@@ -549,10 +612,13 @@ impl World {
                 }
             }
             Act::ApproveShown => {
+                // As `meshmedic approve` does: the digest shown, and a standing rollback
+                // request withdrawn in the same write.
                 if let Some(rem) = self.rem.as_mut()
                     && let Some(d) = rem.published.clone()
                 {
                     rem.approved = Some(d);
+                    rem.rollback = false;
                     self.approvals += 1;
                 }
             }
