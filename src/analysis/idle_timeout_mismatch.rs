@@ -453,7 +453,7 @@ fn finding(
 
     let remediation = match target {
         Some(target) => {
-            let raw = snapshot.raw_object_owned(&target).unwrap_or(Value::Null);
+            let raw = snapshot.raw_of(&target);
             let mut edits = Vec::new();
             for p in &problems {
                 let base = match &p.level {
@@ -475,7 +475,10 @@ fn finding(
                 }
             }
             // Lowering an idle timeout only opens a few more connections: safe to apply.
-            Remediation::patch(target, raw, edits, true)?
+            match raw {
+                Some(raw) => Remediation::patch_raw(target, raw, edits, true)?,
+                None => Remediation::patch(target, Value::Null, edits, true)?,
+            }
         }
         None => {
             let mut spec = match dr_index {

@@ -290,7 +290,7 @@ fn finding(
                 "{} already selects this workload; its ingress is patched",
                 sc.describe()
             ));
-            Remediation::patch(sc.object_ref(), sc.raw.to_value(), edits, false)?
+            Remediation::patch_raw(sc.object_ref(), &sc.raw, edits, false)?
         }
         _ => {
             let ingress: Vec<Value> = targeted

@@ -447,9 +447,9 @@ fn sidecar_findings(
             vs.describe()
         );
         out.push(
-            Remediation::patch(vs.object_ref(), vs.raw.to_value(), edits, true).map(
-                |remediation| finding(code, severity, service, message, evidence, remediation),
-            ),
+            Remediation::patch_raw(vs.object_ref(), &vs.raw, edits, true).map(|remediation| {
+                finding(code, severity, service, message, evidence, remediation)
+            }),
         );
     }
     out
@@ -510,7 +510,7 @@ fn gateway_finding(
         vs.describe()
     );
     Some(
-        Remediation::patch(vs.object_ref(), vs.raw.to_value(), edits, true).map(|remediation| {
+        Remediation::patch_raw(vs.object_ref(), &vs.raw, edits, true).map(|remediation| {
             finding(
                 code,
                 Severity::Warning,
@@ -591,18 +591,16 @@ fn gateway_group_finding(
         names.len()
     );
     Some(
-        Remediation::patch(vs.object_ref(), vs.raw.to_value(), edits, true).map(|remediation| {
-            Finding {
-                code,
-                severity: Severity::Warning,
-                namespace: ns.to_string(),
-                service: None,
-                services: names.iter().map(|n| n.to_string()).collect(),
-                workload: None,
-                message,
-                evidence,
-                remediation,
-            }
+        Remediation::patch_raw(vs.object_ref(), &vs.raw, edits, true).map(|remediation| Finding {
+            code,
+            severity: Severity::Warning,
+            namespace: ns.to_string(),
+            service: None,
+            services: names.iter().map(|n| n.to_string()).collect(),
+            workload: None,
+            message,
+            evidence,
+            remediation,
         }),
     )
 }

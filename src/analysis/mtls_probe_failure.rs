@@ -193,8 +193,7 @@ fn finding(
         ));
     }
     // A pod-template change rolls the workload's pods: always a proposal.
-    let remediation =
-        Remediation::patch(workload.object_ref(), workload.raw.to_value(), edits, false)?;
+    let remediation = Remediation::patch_raw(workload.object_ref(), &workload.raw, edits, false)?;
     Ok(Finding {
         code: Code::MtlsProbeFailure,
         severity: if only_tcp {

@@ -258,12 +258,8 @@ fn finding(
         Some(keys::PROXY_CONFIG),
         json!(text),
     );
-    let remediation = Remediation::patch(
-        workload.object_ref(),
-        workload.raw.to_value(),
-        vec![edit],
-        false,
-    )?;
+    let remediation =
+        Remediation::patch_raw(workload.object_ref(), &workload.raw, vec![edit], false)?;
     Ok(Finding {
         code: Code::SidecarLifecycle,
         severity: if shutdown {

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::model::ObjectRef;
 
+mod borrowed;
 pub mod simulate;
 
 /// One change: put `value` at `path` (JSON pointer tokens, unescaped).
@@ -121,6 +122,15 @@ fn parse<T: CompactForm>(json: &str) -> T {
 }
 
 impl<T: CompactForm> Compact<T> {
+    /// Compact JSON text written as `serde_json::to_string` writes the tree, of a tree that
+    /// reads back.
+    fn of_text(json: String) -> Compact<T> {
+        Compact(CompactInner::Text {
+            json: json.into_boxed_str(),
+            tree: OnceLock::new(),
+        })
+    }
+
     /// The compact JSON text, when it is kept as text.
     fn text(&self) -> Option<&str> {
         match &self.0 {
@@ -434,6 +444,32 @@ impl Remediation {
             target,
             patch: Some(ops.into()),
             resource: resource.into(),
+            safe_to_auto_apply,
+            resolves: true,
+            edits,
+        })
+    }
+
+    /// [`Remediation::patch`] of an object as the snapshot keeps it: planned on the borrowed
+    /// tree of its YAML when it has one ([`borrowed`]), else on its value. The same result.
+    pub fn patch_raw(
+        target: ObjectRef,
+        raw: &crate::snapshot::Raw,
+        edits: Vec<Edit>,
+        safe_to_auto_apply: bool,
+    ) -> Result<Remediation, PlanError> {
+        let planned = raw
+            .yaml_text()
+            .and_then(crate::snapshot::yaml::borrowed)
+            .and_then(|tree| borrowed::plan(tree, &edits));
+        let Some((ops, json)) = planned else {
+            return Remediation::patch(target, raw.to_value(), edits, safe_to_auto_apply);
+        };
+        Ok(Remediation {
+            action: Action::Patch,
+            target,
+            patch: Some(Compact::of_text(ops)),
+            resource: Compact::of_text(json),
             safe_to_auto_apply,
             resolves: true,
             edits,

@@ -288,13 +288,8 @@ impl Snapshot {
         self.raw_of(target).map(Raw::value)
     }
 
-    /// [`Snapshot::raw_object`], owned and not kept ([`Raw::to_value`]): for a fix that copies
-    /// its target.
-    pub fn raw_object_owned(&self, target: &ObjectRef) -> Option<Value> {
-        self.raw_of(target).map(Raw::to_value)
-    }
-
-    fn raw_of(&self, target: &ObjectRef) -> Option<&Raw> {
+    /// The raw form of the object `target` names, as the snapshot keeps it.
+    pub fn raw_of(&self, target: &ObjectRef) -> Option<&Raw> {
         self.object(target).map(|o| o.raw)
     }
 

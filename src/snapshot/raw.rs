@@ -130,6 +130,15 @@ impl Raw {
         }
     }
 
+    /// The YAML text the object was read from, when it is its document whole (not an item of
+    /// a `List`, not JSON the operator keeps): what a fix can be planned on without a tree.
+    pub fn yaml_text(&self) -> Option<&str> {
+        match &self.0 {
+            Inner::Text(t) if !t.json && t.item.is_none() => Some(&t.text),
+            _ => None,
+        }
+    }
+
     /// Whether the value has been built (for tests and measurements).
     pub fn is_read(&self) -> bool {
         match &self.0 {

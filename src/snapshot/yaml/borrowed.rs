@@ -56,6 +56,48 @@ impl<'a> Borrowed<'a> {
         }
     }
 
+    /// `value` as a tree that owns its strings (a fix's new value, put into a document).
+    pub fn from_value(value: Value) -> Borrowed<'static> {
+        match value {
+            Value::String(s) => Borrowed::Str(Cow::Owned(s)),
+            Value::Array(items) => Borrowed::Seq(items.into_iter().map(Self::from_value).collect()),
+            Value::Object(map) => Borrowed::Map(
+                map.into_iter()
+                    .map(|(k, v)| (Cow::Owned(k), Self::from_value(v)))
+                    .collect(),
+            ),
+            scalar => Borrowed::Scalar(scalar),
+        }
+    }
+
+    /// Whether this is `value`, as `Value`'s own `==` decides: a mapping's keys in any order.
+    pub fn equals(&self, value: &Value) -> bool {
+        match (self, value) {
+            (Borrowed::Scalar(a), b) => a == b,
+            (Borrowed::Str(a), Value::String(b)) => a == b,
+            (Borrowed::Seq(a), Value::Array(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.equals(y))
+            }
+            (Borrowed::Map(a), Value::Object(b)) => {
+                a.len() == b.len()
+                    && a.iter()
+                        .all(|(k, v)| b.get(k.as_ref()).is_some_and(|w| v.equals(w)))
+            }
+            _ => false,
+        }
+    }
+
+    /// Its levels: a scalar or an empty collection 1, a collection 1 more than its deepest item.
+    pub fn levels(&self) -> usize {
+        match self {
+            Borrowed::Scalar(_) | Borrowed::Str(_) => 1,
+            Borrowed::Seq(items) => 1 + items.iter().map(Self::levels).max().unwrap_or(0),
+            Borrowed::Map(entries) => {
+                1 + entries.iter().map(|(_, v)| v.levels()).max().unwrap_or(0)
+            }
+        }
+    }
+
     fn unexpected(&self) -> Unexpected<'_> {
         match self {
             Borrowed::Scalar(Value::Null) => Unexpected::Unit,
@@ -132,6 +174,32 @@ macro_rules! scalar_only {
             }
         )*
     };
+}
+
+/// Written as the `Value` it stands for is written (a mapping in its order; `serde_json` with
+/// `preserve_order` writes a `Value`'s in insertion order, which is the document's).
+impl serde::Serialize for Borrowed<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self {
+            Borrowed::Scalar(v) => v.serialize(serializer),
+            Borrowed::Str(s) => serializer.serialize_str(s),
+            Borrowed::Seq(items) => {
+                let mut seq = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(item)?;
+                }
+                seq.end()
+            }
+            Borrowed::Map(entries) => {
+                let mut map = serializer.serialize_map(Some(entries.len()))?;
+                for (k, v) in entries {
+                    map.serialize_entry(k.as_ref(), v)?;
+                }
+                map.end()
+            }
+        }
+    }
 }
 
 impl<'de> Deserializer<'de> for Borrowed<'de> {
