@@ -164,10 +164,7 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
         // Only a sidecar beside an app races it; gateways and ambient pods have none. A native
         // sidecar starts before the app and stops after it (the profile says which one istiod
         // injects), so neither race exists.
-        let Some((native, sidecar_why)) = snapshot.sidecar(workload) else {
-            continue;
-        };
-        if native {
+        if snapshot.native_sidecar(workload) != Some(false) {
             continue;
         }
         let config = proxy_config(snapshot, workload);
@@ -220,7 +217,9 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
             );
             keys_to_set.push(("holdApplicationUntilProxyStarts", json!(true)));
         }
-        evidence.push(format!("classic sidecar: {sidecar_why}"));
+        if let Some((_, why)) = snapshot.sidecar(workload) {
+            evidence.push(format!("classic sidecar: {why}"));
+        }
         sink.push(finding(
             snapshot,
             w,

@@ -807,6 +807,14 @@ fn by_host(
 
 /// meshmedic's hints and the proxy config annotation are user input: a value that does not parse
 /// is an error naming the field, not a silently ignored hint.
+/// The annotations [`validate_annotations`] reads.
+const VALIDATED_ANNOTATIONS: [&str; 4] = [
+    keys::APP_IDLE_TIMEOUT,
+    keys::APP_SHUTDOWN_TIMEOUT,
+    keys::PROXY_CONFIG,
+    keys::IGNORE,
+];
+
 fn validate_annotations(
     at: &Source,
     object: &str,
@@ -1149,7 +1157,6 @@ fn new_workload(
     match_labels: Option<BTreeMap<String, String>>,
 ) -> Result<Workload> {
     let meta = Meta::from_owned_meta(metadata, DEFAULT_NAMESPACE);
-    let object = format!("{kind} {}/{}", meta.namespace, meta.name);
     let workload = Workload::from_template(
         api_version,
         kind,
@@ -1160,11 +1167,19 @@ fn new_workload(
         template,
         match_labels,
     );
-    let field = format!(
-        "{}.metadata.annotations",
-        template_pointer.trim_start_matches('/').replace('/', ".")
-    );
-    validate_annotations(&workload.source, &object, &field, &workload.pod_annotations)?;
+    // The names for an error, only where there is something to check (most pods have none of
+    // meshmedic's annotations, and these were two strings a workload).
+    if VALIDATED_ANNOTATIONS
+        .iter()
+        .any(|k| workload.pod_annotations.get(k).is_some())
+    {
+        let object = format!("{kind} {}/{}", workload.meta.namespace, workload.meta.name);
+        let field = format!(
+            "{}.metadata.annotations",
+            template_pointer.trim_start_matches('/').replace('/', ".")
+        );
+        validate_annotations(&workload.source, &object, &field, &workload.pod_annotations)?;
+    }
     Ok(workload)
 }
 

@@ -244,6 +244,15 @@ impl Snapshot {
         matches!(self.plane(w), Plane::Sidecar { .. })
     }
 
+    /// Whether the sidecar beside the app, if there is one, is native ([`Snapshot::sidecar`]
+    /// without its words, which only a finding needs).
+    pub fn native_sidecar(&self, w: &Workload) -> Option<bool> {
+        match self.plane(w) {
+            Plane::Sidecar { native, .. } => Some(native),
+            _ => None,
+        }
+    }
+
     /// The sidecar beside the app, if there is one: `(native, why)`.
     pub fn sidecar(&self, w: &Workload) -> Option<(bool, String)> {
         match self.plane(w) {
