@@ -6,6 +6,9 @@
 #     the istio.io/api Go module                                      (tests/k8s-env/istio-crds)
 #   - Argo Rollouts' Rollout CRD, manifests/crds/rollout-crd.yaml of
 #     the github.com/argoproj/argo-rollouts Go module          (tests/k8s-env/argo-rollouts-crd)
+#   - Gateway API's HTTPRoute CRD (standard channel),
+#     config/crd/standard/gateway.networking.k8s.io_httproutes.yaml of
+#     the sigs.k8s.io/gateway-api Go module                      (tests/k8s-env/gateway-api-crd)
 # Versions are pinned by those modules' go.mod and checked by their go.sum.
 #
 # Idempotent and cached: everything lands in $MESHMEDIC_TEST_ASSETS (default
@@ -112,7 +115,7 @@ out="$assets/etcd-$etcd_version-$(cache_key "$etcd_dir" "$ldflags_common")"
 build etcd "$etcd_dir" go.etcd.io/etcd/server/v3 "$ldflags_common"
 etcd="$out/etcd"
 
-# Istio CRDs and Argo Rollouts' Rollout CRD ------------------------------------------------
+# Istio CRDs, Argo Rollouts' Rollout CRD, Gateway API's HTTPRoute CRD ---------------------
 # module_file DIR MODULE PATH: the file PATH of the Go module MODULE at the version DIR's go.mod
 # pins, copied into the cache once; prints the cached file's path.
 module_file() {
@@ -141,6 +144,7 @@ module_file() {
 istio_version="$(mod_version "$modules/istio-crds" istio.io/api)"
 istio_crds="$(module_file "$modules/istio-crds" istio.io/api kubernetes/customresourcedefinitions.gen.yaml)"
 rollout_crd="$(module_file "$modules/argo-rollouts-crd" github.com/argoproj/argo-rollouts manifests/crds/rollout-crd.yaml)"
+httproute_crd="$(module_file "$modules/gateway-api-crd" sigs.k8s.io/gateway-api config/crd/standard/gateway.networking.k8s.io_httproutes.yaml)"
 
 # Result ----------------------------------------------------------------------------------
 # %q quotes for the shell, so a cache path with spaces still evals.
@@ -149,6 +153,7 @@ env_text="$(
     printf 'export MESHMEDIC_ETCD=%q\n' "$etcd"
     printf 'export MESHMEDIC_ISTIO_CRDS=%q\n' "$istio_crds"
     printf 'export MESHMEDIC_ROLLOUT_CRD=%q\n' "$rollout_crd"
+    printf 'export MESHMEDIC_HTTPROUTE_CRD=%q\n' "$httproute_crd"
     printf 'export MESHMEDIC_K8S_VERSION=%q\n' "$k8s_version"
     printf 'export MESHMEDIC_ETCD_VERSION=%q\n' "$etcd_version"
     printf 'export MESHMEDIC_ISTIO_VERSION=%q\n' "$istio_version"

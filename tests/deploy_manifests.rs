@@ -528,6 +528,7 @@ fn rbac_grants_exactly_what_the_controller_needs() {
         ),
         ("security.istio.io", &["peerauthentications"], READ),
         ("telemetry.istio.io", &["telemetries"], READ),
+        ("gateway.networking.k8s.io", &["httproutes"], READ),
         (
             "meshmedic.io",
             &["remediations"],

@@ -11,9 +11,10 @@
 //! - `idle-timeout-mismatch`: DestinationRules (`destination_rule_for`, `destination_rules_naming`)
 //!   and Sidecars (`inbound_pool_levels`, `sidecar_for`) — an empty DestinationRule store would
 //!   propose creating a DestinationRule that exists;
-//! - `missing-reset-retry`: VirtualServices (`virtual_services_for`);
-//! - `listener-change-503`: EnvoyFilters and Telemetries (the metric changes) and VirtualServices
-//!   (the same retry analysis as `missing-reset-retry`);
+//! - `missing-reset-retry`: VirtualServices (`virtual_services_for`) and HTTPRoutes
+//!   (`mesh_routes_of`: no VirtualService is proposed for a Service a route attaches to);
+//! - `listener-change-503`: EnvoyFilters and Telemetries (the metric changes), VirtualServices and
+//!   HTTPRoutes (the same retry analysis as `missing-reset-retry`);
 //! - `sidecar-lifecycle`: nothing more (the mesh profile, from the common kinds);
 //! - `localhost-binding`: Sidecars (ingress listeners, `sidecar_for`);
 //! - `mtls-probe-failure`: PeerAuthentications (`mtls_mode`).
@@ -42,8 +43,8 @@ pub const COMMON_KINDS: [&str; 3] = ["Namespace", "Service", "ConfigMap"];
 pub fn specific_kinds(code: Code) -> &'static [&'static str] {
     match code {
         Code::IdleTimeoutMismatch => &["DestinationRule", "Sidecar"],
-        Code::MissingResetRetry => &["VirtualService"],
-        Code::ListenerChange503 => &["VirtualService", "EnvoyFilter", "Telemetry"],
+        Code::MissingResetRetry => &["VirtualService", "HTTPRoute"],
+        Code::ListenerChange503 => &["VirtualService", "HTTPRoute", "EnvoyFilter", "Telemetry"],
         Code::SidecarLifecycle => &[],
         Code::LocalhostBinding => &["Sidecar"],
         Code::MtlsProbeFailure => &["PeerAuthentication"],

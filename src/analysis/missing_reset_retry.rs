@@ -323,7 +323,14 @@ fn routes_to_any(
 }
 
 /// [`retry_findings`] for the routes the sidecars use: the mesh-bound VirtualServices of the
-/// service's host (each claimed once), or a new one.
+/// service's host (each claimed once), or a new one. Not a new one where an HTTPRoute attaches
+/// to the service for mesh traffic (Gateway API's mesh support): istiod routes the host from
+/// that route as from a VirtualService, and with two for one host it takes only one, so a
+/// VirtualService meshmedic created could silently replace the route's rules (its backends and
+/// weights) or be ignored. Nor is the route patched: Istio gives an HTTPRoute `retry` exactly
+/// `connect-failure,refused-stream,unavailable,cancelled` and the codes it names, never `reset`
+/// (istio/istio `pilot/pkg/config/kube/gateway/conversion.go`), so its services' resets are
+/// retried only by a mesh-wide `defaultHttpRetryPolicy` that has `reset` (README).
 fn sidecar_findings(
     snapshot: &Snapshot,
     s: usize,
@@ -344,6 +351,7 @@ fn sidecar_findings(
         if eff.attempts == 0
             || has_reset(&eff.retry_on, svc_non_idempotent)
             || only_gateways_behind(snapshot, s)
+            || snapshot.mesh_routes_of(s).next().is_some()
         {
             return out;
         }

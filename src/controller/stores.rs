@@ -257,7 +257,7 @@ pub struct Watched {
 
 /// The kinds meshmedic watches: (group, version, kind, plural, optional). `analyze --cluster`
 /// lists the same.
-pub const KINDS: [(&str, &str, &str, &str, bool); 17] = [
+pub const KINDS: [(&str, &str, &str, &str, bool); 18] = [
     ("", "v1", "Namespace", "namespaces", false),
     // Kubelet versions decide native sidecars (the mesh profile); optional: a cluster may not
     // grant nodes, and then the profile says the version was assumed.
@@ -304,6 +304,15 @@ pub const KINDS: [(&str, &str, &str, &str, bool); 17] = [
         true,
     ),
     ("telemetry.istio.io", "v1", "Telemetry", "telemetries", true),
+    // Gateway API's HTTPRoute: routes a Service's host for the mesh when attached to it; a
+    // cluster without its CRD has none (see `none_without_crd`).
+    (
+        "gateway.networking.k8s.io",
+        "v1",
+        "HTTPRoute",
+        "httproutes",
+        true,
+    ),
 ];
 
 pub fn api_resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
@@ -336,16 +345,36 @@ pub fn strip(obj: &mut DynamicObject) {
     }
 }
 
+/// The namespaces, other than its own, of the Services an HTTPRoute attaches to for mesh
+/// traffic.
+fn mesh_parents_elsewhere(obj: &DynamicObject) -> Vec<String> {
+    let own = obj.namespace().unwrap_or_default();
+    let parents: Vec<crate::model::gateway_api::ParentReference> = obj
+        .data
+        .pointer("/spec/parentRefs")
+        .and_then(|p| serde_json::from_value(p.clone()).ok())
+        .unwrap_or_default();
+    let mut out: Vec<String> = parents
+        .iter()
+        .filter_map(|p| p.mesh_service(&own).map(|(ns, _)| ns.to_string()))
+        .filter(|ns| *ns != own)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// A Namespace's `meshmedic.io/mode` annotation, as written.
 fn mode_annotation(obj: &DynamicObject) -> Option<String> {
     obj.annotations().get(crate::model::keys::MODE).cloned()
 }
 
 /// Kinds that exist only where their CRD is installed and that the analysis can do without:
-/// a cluster that does not serve them has none (Argo Rollouts' Rollout). Istio's kinds are not
-/// among them: without Istio's CRDs, the findings that read them are withheld.
+/// a cluster that does not serve them has none (Argo Rollouts' Rollout, Gateway API's
+/// HTTPRoute). Istio's kinds are not among them: without Istio's CRDs, the findings that read
+/// them are withheld.
 pub fn none_without_crd(kind: &str) -> bool {
-    kind == "Rollout"
+    matches!(kind, "Rollout" | "HTTPRoute")
 }
 
 /// How often a kind that is not served (see [`none_without_crd`]) is listed again.
@@ -403,10 +432,13 @@ fn spawn(
     let root = root.to_string();
     let is_namespace = kind == "Namespace";
     let is_node = kind == "Node";
+    let is_http_route = kind == "HTTPRoute";
     // A Node's status is rewritten by its kubelet all the time; only a new kubelet version
     // changes the analysis (it changes the mesh profile, so every namespace).
     let mut kubelets: std::collections::HashMap<String, Option<Value>> = Default::default();
     let mut modes: std::collections::HashMap<String, Option<String>> = Default::default();
+    let mut route_parents: std::collections::HashMap<(String, String), Vec<String>> =
+        Default::default();
     sync.register(&kind, optional);
     let seed = kind
         .bytes()
@@ -452,6 +484,14 @@ fn spawn(
                         if is_namespace {
                             modes.insert(name.clone(), mode_annotation(&obj));
                         }
+                        if is_http_route {
+                            let parents = mesh_parents_elsewhere(&obj);
+                            if parents.is_empty() {
+                                route_parents.remove(&(ns.clone(), name.clone()));
+                            } else {
+                                route_parents.insert((ns.clone(), name.clone()), parents);
+                            }
+                        }
                         writer.set(&ns, &name, project(&resource, obj));
                     }
                     Ok(event @ (watcher::Event::Apply(_) | watcher::Event::Delete(_))) => {
@@ -461,6 +501,27 @@ fn spawn(
                             _ => continue,
                         };
                         let (ns, name) = (obj.namespace(), obj.name_any());
+                        // A route attached to a Service of another namespace (a consumer route)
+                        // changes what that Service's findings read: that namespace is
+                        // re-analysed too, before and after the change.
+                        let parents_elsewhere = if is_http_route {
+                            let key = (ns.clone().unwrap_or_default(), name.clone());
+                            let now = if deleted {
+                                Vec::new()
+                            } else {
+                                mesh_parents_elsewhere(&obj)
+                            };
+                            let mut touched = route_parents.remove(&key).unwrap_or_default();
+                            touched.extend(now.iter().cloned());
+                            if !now.is_empty() {
+                                route_parents.insert(key, now);
+                            }
+                            touched.sort();
+                            touched.dedup();
+                            touched
+                        } else {
+                            Vec::new()
+                        };
                         // A namespace's mode decides what may be written there for Remediations
                         // of every namespace (a target can be in another): a new mode is a full
                         // pass, anything else about a namespace only its own.
@@ -482,6 +543,9 @@ fn spawn(
                         let all =
                             (ns.as_deref() == Some(root.as_str()) && !is_namespace) || mode_changed;
                         changes.mark(ns.as_deref(), all).await;
+                        for parent_ns in parents_elsewhere {
+                            changes.mark(Some(&parent_ns), false).await;
+                        }
                     }
                     Ok(watcher::Event::Init) => writer.relist_started(),
                     // A complete list: the store is the truth again (swapped in whole, so every

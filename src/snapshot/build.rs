@@ -16,6 +16,7 @@ use super::profile::{InjectorSettings, IstiodSeen, MeshProfile, ProfileInputs, P
 use super::{NamespaceIndex, Obj, Raw, Snapshot, SnapshotOptions, hosts, yaml};
 use crate::analysis::Code;
 use crate::error::{Error, Result, Source};
+use crate::model::gateway_api::HttpRouteSpec;
 use crate::model::istio::ProxyConfig;
 use crate::model::istio::{
     DestinationRuleSpec, EnvoyFilterSpec, MeshConfig, PeerAuthenticationSpec, SidecarSpec,
@@ -45,6 +46,7 @@ struct Parts {
     peer_authentications: Vec<Box<Obj<PeerAuthenticationSpec>>>,
     envoy_filters: Vec<Box<Obj<EnvoyFilterSpec>>>,
     telemetries: Vec<Box<Obj<TelemetrySpec>>>,
+    http_routes: Vec<Box<Obj<HttpRouteSpec>>>,
     /// (source, `ns/name`, mesh config).
     mesh_configs: Vec<(Source, String, MeshConfig)>,
     profile: ProfileInputs,
@@ -381,6 +383,7 @@ impl SnapshotBuilder {
             Decoded::EnvoyFilter(o) => parts.envoy_filters.push(o),
             Decoded::PeerAuthentication(o) => parts.peer_authentications.push(o),
             Decoded::Telemetry(o) => parts.telemetries.push(o),
+            Decoded::HttpRoute(o) => parts.http_routes.push(o),
             Decoded::IstiodThenError(istiod, e) => {
                 parts.profile.istiods.push(*istiod);
                 return Err(*e);
@@ -597,6 +600,7 @@ impl SnapshotBuilder {
         order(&mut parts.peer_authentications);
         order(&mut parts.envoy_filters);
         order(&mut parts.telemetries);
+        order(&mut parts.http_routes);
         parts.workloads.sort_by(|a, b| {
             (&a.meta.namespace, &a.kind, &a.meta.name).cmp(&(
                 &b.meta.namespace,
@@ -618,6 +622,8 @@ impl SnapshotBuilder {
             peer_authentications: parts.peer_authentications,
             envoy_filters: parts.envoy_filters,
             telemetries: parts.telemetries,
+            http_routes: parts.http_routes,
+            mesh_route_parents: HashMap::new(),
             mesh,
             mesh_source,
             rewrite_probes_by_default: profile.rewrite_app_http_probe,
@@ -652,8 +658,26 @@ impl SnapshotBuilder {
         snapshot.by_namespace = by_namespace;
         snapshot.rules_by_host = rules_by_host;
         snapshot.objects = objects;
+        snapshot.mesh_route_parents = mesh_route_parents(&snapshot);
         Ok(snapshot)
     }
+}
+
+/// For each Service an HTTPRoute attaches to for mesh traffic, those HTTPRoutes (few: read
+/// whole, without the halves above).
+fn mesh_route_parents(snapshot: &Snapshot) -> HashMap<(String, String), Vec<usize>> {
+    let mut out: HashMap<(String, String), Vec<usize>> = HashMap::new();
+    for (i, route) in snapshot.http_routes.iter().enumerate() {
+        for parent in &route.spec.parent_refs {
+            if let Some((ns, name)) = parent.mesh_service(&route.meta.namespace) {
+                let routes = out.entry((ns.to_string(), name.to_string())).or_default();
+                if routes.last() != Some(&i) {
+                    routes.push(i);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// For each Service the workloads it selects, and for each workload the Services selecting it.
@@ -938,6 +962,7 @@ enum Decoded {
     EnvoyFilter(Box<Obj<EnvoyFilterSpec>>),
     PeerAuthentication(Box<Obj<PeerAuthenticationSpec>>),
     Telemetry(Box<Obj<TelemetrySpec>>),
+    HttpRoute(Box<Obj<HttpRouteSpec>>),
     /// An istiod Deployment whose template is refused (the error), though its version counts.
     IstiodThenError(Box<IstiodSeen>, Box<Error>),
     /// Left out: a pod (or ReplicaSet, Job) that a controller made.
@@ -957,6 +982,7 @@ fn decoded_early(group: &str, kind: &str) -> bool {
                 )
                 | ("security.istio.io", "PeerAuthentication")
                 | ("telemetry.istio.io", "Telemetry")
+                | ("gateway.networking.k8s.io", "HTTPRoute")
         )
 }
 
@@ -1140,6 +1166,7 @@ fn decode_known<'de>(
         ("networking.istio.io", "EnvoyFilter") => istio!(EnvoyFilter),
         ("security.istio.io", "PeerAuthentication") => istio!(PeerAuthentication),
         ("telemetry.istio.io", "Telemetry") => istio!(Telemetry),
+        ("gateway.networking.k8s.io", "HTTPRoute") => istio!(HttpRoute),
         // decoded_early() names no other kind.
         _ => Decoded::Nothing,
     })

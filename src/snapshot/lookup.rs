@@ -230,6 +230,20 @@ impl Snapshot {
             .unwrap_or_default()
     }
 
+    /// The HTTPRoutes attached to Service `s` for mesh traffic (Gateway API's mesh support):
+    /// istiod routes its host from them, as from a VirtualService.
+    pub fn mesh_routes_of(
+        &self,
+        s: usize,
+    ) -> impl Iterator<Item = &Obj<crate::model::gateway_api::HttpRouteSpec>> {
+        let service = &self.services[s];
+        self.mesh_route_parents
+            .get(&(service.meta.namespace.clone(), service.meta.name.clone()))
+            .into_iter()
+            .flatten()
+            .map(|&i| &*self.http_routes[i])
+    }
+
     /// Mesh-bound VirtualServices (no `gateways`, or `mesh` among them) for a host, visible from
     /// `from_namespace`.
     pub fn virtual_services_for(

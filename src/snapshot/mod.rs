@@ -152,6 +152,10 @@ pub struct Snapshot {
     pub peer_authentications: Vec<Box<Obj<PeerAuthenticationSpec>>>,
     pub envoy_filters: Vec<Box<Obj<EnvoyFilterSpec>>>,
     pub telemetries: Vec<Box<Obj<TelemetrySpec>>>,
+    /// Gateway API HTTPRoutes (see [`crate::model::gateway_api`]).
+    pub http_routes: Vec<Box<Obj<crate::model::gateway_api::HttpRouteSpec>>>,
+    /// Index: Service (namespace, name) → the HTTPRoutes attached to it for mesh traffic.
+    pub(crate) mesh_route_parents: HashMap<(String, String), Vec<usize>>,
     pub mesh: MeshConfig,
     /// Where the mesh config came from, if anywhere.
     pub mesh_source: Option<Source>,

@@ -111,6 +111,39 @@ fn no_virtual_service_and_no_mesh_default_gets_a_new_one() {
     assert_patch_consistent(&snap, &f);
 }
 
+/// An HTTPRoute in `ns` whose parent reference is `parent` (flow YAML).
+fn http_route(ns: &str, parent: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: cart-canary, namespace: {ns}}}\nspec:\n  parentRefs: [{parent}]\n  rules: [{{backendRefs: [{{name: cart, port: 80, weight: 90}}, {{name: cart-v2, port: 80, weight: 10}}]}}]\n"
+    )
+}
+
+#[test]
+fn a_service_an_http_route_attaches_to_for_mesh_traffic_gets_no_new_virtual_service() {
+    // Istio routes the host from the HTTPRoute: a second route for it would take one of the two.
+    none(&with(&http_route(
+        "shop",
+        "{group: '', kind: Service, name: cart}",
+    )));
+    // A consumer route in another namespace attaches to the same Service.
+    none(&with(&http_route(
+        "web",
+        "{group: '', kind: Service, name: cart, namespace: shop}",
+    )));
+    // A route for a Gateway (ingress), one for another Service, or one whose group is not the
+    // core group, as Istio reads them: the sidecars still use the mesh default, and the new
+    // VirtualService is proposed.
+    for parent in [
+        "{name: ingress}",
+        "{group: '', kind: Service, name: orders}",
+        "{group: core, kind: Service, name: cart}",
+        "{group: '', kind: Service, name: cart, namespace: web}",
+    ] {
+        let snap = snapshot(&with(&http_route("shop", parent)));
+        assert_eq!(only(&snap).remediation.action, Action::Create, "{parent}");
+    }
+}
+
 #[test]
 fn istio_1_23_default_also_retried_503() {
     let version = |v: &str| SnapshotOptions {
