@@ -85,15 +85,7 @@ async fn a_missing_istio_crd_is_skipped_and_picked_up_when_it_appears() {
     )
     .await
     .expect("CRD back");
-    eventually(Duration::from_secs(30), "the CRD established", || async {
-        let c = crds.get(ENVOYFILTER_CRD).await.ok()?;
-        c.status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-            .then_some(())
-    })
-    .await;
+    crd_established(&admin, ENVOYFILTER_CRD).await;
     for f in &filters {
         eventually(
             Duration::from_secs(30),

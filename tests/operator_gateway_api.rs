@@ -11,7 +11,6 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use meshmedic::model::remediation::{Phase, Remediation};
@@ -82,27 +81,10 @@ async fn a_service_an_http_route_attaches_to_gets_no_virtual_service_of_meshmedi
                       "metadata": {"name": "istio", "namespace": "istio-system"},
                       "data": {"mesh": "rootNamespace: istio-system\n"}});
     support::apply(&admin, &mesh).await.expect("mesh config");
-    let path = std::env::var("MESHMEDIC_HTTPROUTE_CRD")
-        .expect("MESHMEDIC_HTTPROUTE_CRD (run: eval \"$(scripts/k8s-test-env.sh)\")");
-    let text = std::fs::read_to_string(&path).expect("the HTTPRoute CRD");
-    for (_, crd) in meshmedic::snapshot::load::parse_documents(&path, &text).expect("yaml") {
-        support::apply(&admin, &crd).await.expect("CRD applied");
-    }
-    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
-    eventually(
-        Duration::from_secs(30),
-        "the HTTPRoute CRD established",
-        || async {
-            let crd = crds
-                .get_opt("httproutes.gateway.networking.k8s.io")
-                .await
-                .ok()??;
-            crd.status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-                .then_some(())
-        },
+    install_crd_from_env(
+        &admin,
+        "MESHMEDIC_HTTPROUTE_CRD",
+        "httproutes.gateway.networking.k8s.io",
     )
     .await;
 

@@ -60,25 +60,7 @@ async fn a_rollout_is_a_workload_once_its_crd_is_served_and_nothing_waits_for_it
     assert_eq!(payments.spec.target.name, "payments");
 
     // Argo Rollouts installed: its CRD, then a Rollout with the same probe problem.
-    let path = std::env::var("MESHMEDIC_ROLLOUT_CRD")
-        .expect("MESHMEDIC_ROLLOUT_CRD (run: eval \"$(scripts/k8s-test-env.sh)\")");
-    let text = std::fs::read_to_string(&path).expect("the Rollout CRD");
-    for (_, crd) in meshmedic::snapshot::load::parse_documents(&path, &text).expect("yaml") {
-        support::apply(&admin, &crd).await.expect("CRD applied");
-    }
-    eventually(
-        Duration::from_secs(30),
-        "the Rollout CRD established",
-        || async {
-            let crd = crds.get_opt("rollouts.argoproj.io").await.ok()??;
-            crd.status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True")
-                .then_some(())
-        },
-    )
-    .await;
+    install_crd_from_env(&admin, "MESHMEDIC_ROLLOUT_CRD", "rollouts.argoproj.io").await;
     for doc in ledger(&ns) {
         support::apply(&admin, &doc)
             .await

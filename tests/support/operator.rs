@@ -455,3 +455,34 @@ pub fn object(ns: &str, kind: &str, api_version: &str, name: &str, spec: Value) 
     json!({"apiVersion": api_version, "kind": kind,
            "metadata": {"name": name, "namespace": ns}, "spec": spec})
 }
+
+/// Waits until the API server serves the CRD `name` (condition Established).
+pub async fn crd_established(admin: &Client, name: &str) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    eventually(
+        Duration::from_secs(30),
+        &format!("the CRD {name} established"),
+        || async {
+            let crd = crds.get_opt(name).await.ok()??;
+            crd.status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// Installs the CRD in the file the environment variable `var` names (set by
+/// `scripts/k8s-test-env.sh`) and waits until `name` is served.
+pub async fn install_crd_from_env(admin: &Client, var: &str, name: &str) {
+    let path = std::env::var(var)
+        .unwrap_or_else(|_| panic!("{var} (run: eval \"$(scripts/k8s-test-env.sh)\")"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    for (_, crd) in meshmedic::snapshot::load::parse_documents(&path, &text).expect("yaml") {
+        super::apply(admin, &crd).await.expect("CRD applied");
+    }
+    crd_established(admin, name).await;
+}
