@@ -18,32 +18,6 @@ use serde_json::{Value, json};
 use support::control_plane;
 use support::operator::*;
 
-/// An injected app `name` behind its Service (http 9080).
-async fn app(admin: &Client, ns: &str, name: &str) {
-    for doc in [
-        object(
-            ns,
-            "Deployment",
-            "apps/v1",
-            name,
-            json!({"selector": {"matchLabels": {"app": name}},
-                   "template": {"metadata": {"labels": {"app": name}},
-                                "spec": {"containers": [{"name": "app", "image": "example/app:1",
-                                                         "ports": [{"containerPort": 9080}]}]}}}),
-        ),
-        object(
-            ns,
-            "Service",
-            "v1",
-            name,
-            json!({"selector": {"app": name},
-                   "ports": [{"name": "http", "port": 9080, "targetPort": 9080}]}),
-        ),
-    ] {
-        support::apply(admin, &doc).await.expect("applied");
-    }
-}
-
 /// An HTTPRoute `name` in `ns` attached to Service `service` of `service_ns` for mesh traffic.
 fn http_route(ns: &str, name: &str, service_ns: &str, service: &str) -> Value {
     object(
@@ -96,8 +70,8 @@ async fn a_service_an_http_route_attaches_to_gets_no_virtual_service_of_meshmedi
         .patch(&ns, &PatchParams::default(), &Patch::Merge(&opt_in))
         .await
         .expect("namespace opted in");
-    app(&admin, &ns, "reviews").await;
-    app(&admin, &ns, "ratings").await;
+    app(&admin, &ns, "reviews", ("app", "example/app:1"), 9080).await;
+    app(&admin, &ns, "ratings", ("app", "example/app:1"), 9080).await;
     // A producer route: reviews' host is routed from it (a canary split, say).
     support::apply(&admin, &http_route(&ns, "reviews", &ns, "reviews"))
         .await

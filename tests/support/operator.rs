@@ -426,24 +426,30 @@ pub async fn wait_within(
 /// nginx closes idle connections after 75s and no rule says otherwise: meshmedic creates
 /// `gallery-idle-timeout`.
 pub async fn nginx_gallery(admin: &Client, ns: &str) {
+    app(admin, ns, "gallery", ("nginx", "nginx:1.27"), 80).await;
+}
+
+/// A Deployment `name` of one container (`(name, image)`) listening on `port`, behind a
+/// Service `name` whose port `http` is that port.
+pub async fn app(admin: &Client, ns: &str, name: &str, container: (&str, &str), port: u16) {
     for doc in [
         object(
             ns,
             "Deployment",
             "apps/v1",
-            "gallery",
-            json!({"selector": {"matchLabels": {"app": "gallery"}},
-                   "template": {"metadata": {"labels": {"app": "gallery"}},
-                                "spec": {"containers": [{"name": "nginx", "image": "nginx:1.27",
-                                                         "ports": [{"containerPort": 80}]}]}}}),
+            name,
+            json!({"selector": {"matchLabels": {"app": name}},
+                   "template": {"metadata": {"labels": {"app": name}},
+                                "spec": {"containers": [{"name": container.0, "image": container.1,
+                                                         "ports": [{"containerPort": port}]}]}}}),
         ),
         object(
             ns,
             "Service",
             "v1",
-            "gallery",
-            json!({"selector": {"app": "gallery"},
-                   "ports": [{"name": "http", "port": 80, "targetPort": 80}]}),
+            name,
+            json!({"selector": {"app": name},
+                   "ports": [{"name": "http", "port": port, "targetPort": port}]}),
         ),
     ] {
         super::apply(admin, &doc).await.expect("applied");
