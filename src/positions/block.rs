@@ -238,17 +238,23 @@ fn find_in_flow(text: &str, start: usize, path: &[String]) -> Option<(usize, usi
 /// The block lines of a document, or `None` when it is not plain block YAML.
 fn lines(text: &str) -> Option<Vec<Line<'_>>> {
     let mut out = Vec::new();
-    let mut offset = 0;
     // Inside a block scalar (`|`, `>`): lines indented more than this are its text.
     let mut scalar_above: Option<usize> = None;
-    for raw in text.split_inclusive('\n') {
-        let start = offset;
-        offset += raw.len();
-        let line = raw.trim_end_matches(['\n', '\r']);
-        if line.contains('\r') {
-            // A lone carriage return breaks lines for YAML, not for this scan.
-            return None;
-        }
+    // Lines found with the memchr crate, as the parser finds them (the standard library's
+    // search per line was half of placing a finding); most documents have no `\r` at all.
+    let has_cr = memchr::memchr(b'\r', text.as_bytes()).is_some();
+    for raw in crate::snapshot::yaml::RawLines::new(text) {
+        let start = raw.as_ptr() as usize - text.as_ptr() as usize;
+        let line = if has_cr {
+            let line = raw.strip_suffix('\r').unwrap_or(raw);
+            if line.contains('\r') {
+                // A lone carriage return breaks lines for YAML, not for this scan.
+                return None;
+            }
+            line
+        } else {
+            raw
+        };
         let content = line.trim_start_matches(' ');
         if let Some(above) = scalar_above {
             if content.is_empty() || line.len() - content.len() > above {

@@ -169,9 +169,15 @@ const MAX_INDENT: usize = 1024;
 /// The lines of a text without their `\n`, as `split_inclusive('\n')` with the `\n` stripped
 /// gives them, found with the memchr crate's search: the standard library's byte search per
 /// line was a twentieth of `analyze`.
-struct RawLines<'a> {
+pub(crate) struct RawLines<'a> {
     text: &'a str,
     at: usize,
+}
+
+impl<'a> RawLines<'a> {
+    pub(crate) fn new(text: &'a str) -> RawLines<'a> {
+        RawLines { text, at: 0 }
+    }
 }
 
 impl<'a> Iterator for RawLines<'a> {
@@ -197,7 +203,7 @@ fn lines(text: &str) -> Option<Vec<Line<'_>>> {
     // was three reallocations a document.
     let newlines = memchr::memchr_iter(b'\n', text.as_bytes()).count();
     let mut out: Vec<Line> = Vec::with_capacity(newlines + newlines / 4 + 1);
-    let mut raw_lines = RawLines { text, at: 0 }.enumerate().peekable();
+    let mut raw_lines = RawLines::new(text).enumerate().peekable();
     // Most documents have no `\r` at all: then no line is searched for one.
     let has_cr = memchr::memchr(b'\r', text.as_bytes()).is_some();
     while let Some((i, raw)) = raw_lines.next() {
