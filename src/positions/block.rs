@@ -245,16 +245,7 @@ fn lines(text: &str) -> Option<Vec<Line<'_>>> {
     let has_cr = memchr::memchr(b'\r', text.as_bytes()).is_some();
     for raw in crate::snapshot::yaml::RawLines::new(text) {
         let start = raw.as_ptr() as usize - text.as_ptr() as usize;
-        let line = if has_cr {
-            let line = raw.strip_suffix('\r').unwrap_or(raw);
-            if line.contains('\r') {
-                // A lone carriage return breaks lines for YAML, not for this scan.
-                return None;
-            }
-            line
-        } else {
-            raw
-        };
+        let line = crate::snapshot::yaml::without_cr(raw, has_cr)?;
         let content = line.trim_start_matches(' ');
         if let Some(above) = scalar_above {
             if content.is_empty() || line.len() - content.len() > above {

@@ -22,7 +22,7 @@ pub(crate) mod flow;
 
 pub use borrowed::Borrowed;
 
-pub(crate) use block::{RawLines, after_dash, key_end, strip_comment};
+pub(crate) use block::{RawLines, after_dash, key_end, strip_comment, without_cr};
 
 use granit_parser::{Event, Parser, ScalarStyle, Span};
 use serde_json::{Map, Number, Value};

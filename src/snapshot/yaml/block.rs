@@ -197,6 +197,17 @@ impl<'a> Iterator for RawLines<'a> {
     }
 }
 
+/// A line of [`RawLines`] without the `\r` of a `\r\n` ending; `None` when a carriage return
+/// stands elsewhere in it (a line break for YAML, which the line scans do not make). `has_cr`:
+/// whether the text has one at all (most have none, and then no line is searched).
+pub(crate) fn without_cr(raw: &str, has_cr: bool) -> Option<&str> {
+    if !has_cr {
+        return Some(raw);
+    }
+    let line = raw.strip_suffix('\r').unwrap_or(raw);
+    (!line.contains('\r')).then_some(line)
+}
+
 /// The block lines of a document, or `None` when it is not plain block YAML.
 fn lines(text: &str) -> Option<Vec<Line<'_>>> {
     // Sized once: a line is one entry, or two when it starts with a dash. Growing by doubling
@@ -207,15 +218,7 @@ fn lines(text: &str) -> Option<Vec<Line<'_>>> {
     // Most documents have no `\r` at all: then no line is searched for one.
     let has_cr = memchr::memchr(b'\r', text.as_bytes()).is_some();
     while let Some((i, raw)) = raw_lines.next() {
-        let line = if has_cr {
-            let line = raw.strip_suffix('\r').unwrap_or(raw);
-            if line.contains('\r') {
-                return None;
-            }
-            line
-        } else {
-            raw
-        };
+        let line = without_cr(raw, has_cr)?;
         let content = line.trim_start_matches(' ');
         if content.is_empty() || content.starts_with('#') {
             continue;
