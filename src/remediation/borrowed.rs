@@ -34,13 +34,10 @@ pub(super) fn plan(mut doc: Borrowed<'_>, edits: &[Edit]) -> Option<(String, Str
                 continue;
             }
             let path = pointer(&edit.path);
+            let new = Borrowed::from_value(edit.value.clone());
             ops.push("test", path.as_str(), node)?;
-            ops.push(
-                "replace",
-                path.as_str(),
-                &Borrowed::from_value(edit.value.clone()),
-            )?;
-            *walk_mut(&mut doc, &edit.path)? = Borrowed::from_value(edit.value.clone());
+            ops.push("replace", path.as_str(), &new)?;
+            *walk_mut(&mut doc, &edit.path)? = new;
         } else {
             if !matches!(node, Borrowed::Map(_) | Borrowed::Seq(_)) {
                 return None;

@@ -830,25 +830,18 @@ fn by_host(
 }
 
 /// meshmedic's hints and the proxy config annotation are user input: a value that does not parse
-/// is an error naming the field, not a silently ignored hint.
-/// The annotations [`validate_annotations`] reads.
-const VALIDATED_ANNOTATIONS: [&str; 4] = [
-    keys::APP_IDLE_TIMEOUT,
-    keys::APP_SHUTDOWN_TIMEOUT,
-    keys::PROXY_CONFIG,
-    keys::IGNORE,
-];
-
+/// is an error naming the field, not a silently ignored hint. The object's name and the field's
+/// prefix are made only for an error (most objects carry none of these annotations).
 fn validate_annotations(
     at: &Source,
-    object: &str,
-    field_prefix: &str,
+    object: impl Fn() -> String,
+    field_prefix: impl Fn() -> String,
     annotations: &crate::model::Labels,
 ) -> Result<()> {
     let bad = |key: &str, message: String| Error::InvalidField {
         at: at.clone(),
-        object: object.to_string(),
-        field: format!("{field_prefix}[{key:?}]"),
+        object: object(),
+        field: format!("{}[{key:?}]", field_prefix()),
         message,
     };
     for key in [keys::APP_IDLE_TIMEOUT, keys::APP_SHUTDOWN_TIMEOUT] {
@@ -1071,7 +1064,12 @@ fn decode_known<'de>(
         ("", "Service") => {
             let (svc, raw): (Service, Raw) = decode_keep(&at, object, value, raw)?;
             let meta = Meta::from_owned_meta(svc.metadata, DEFAULT_NAMESPACE);
-            validate_annotations(&at, object, "metadata.annotations", &meta.annotations)?;
+            validate_annotations(
+                &at,
+                || object.to_string(),
+                || "metadata.annotations".into(),
+                &meta.annotations,
+            )?;
             Decoded::Service(Box::new(Obj {
                 api_version: api_version.to_string(),
                 kind: kind.to_string(),
@@ -1088,7 +1086,12 @@ fn decode_known<'de>(
                 return Ok(Decoded::Nothing);
             }
             let meta = Meta::from_object_meta(&pod.metadata, DEFAULT_NAMESPACE);
-            validate_annotations(&at, object, "metadata.annotations", &meta.annotations)?;
+            validate_annotations(
+                &at,
+                || object.to_string(),
+                || "metadata.annotations".into(),
+                &meta.annotations,
+            )?;
             let template = PodTemplateSpec {
                 metadata: Some(pod.metadata),
                 spec: pod.spec,
@@ -1194,19 +1197,17 @@ fn new_workload(
         template,
         match_labels,
     );
-    // The names for an error, only where there is something to check (most pods have none of
-    // meshmedic's annotations, and these were two strings a workload).
-    if VALIDATED_ANNOTATIONS
-        .iter()
-        .any(|k| workload.pod_annotations.get(k).is_some())
-    {
-        let object = format!("{kind} {}/{}", workload.meta.namespace, workload.meta.name);
-        let field = format!(
-            "{}.metadata.annotations",
-            template_pointer.trim_start_matches('/').replace('/', ".")
-        );
-        validate_annotations(&workload.source, &object, &field, &workload.pod_annotations)?;
-    }
+    validate_annotations(
+        &workload.source,
+        || format!("{kind} {}/{}", workload.meta.namespace, workload.meta.name),
+        || {
+            format!(
+                "{}.metadata.annotations",
+                template_pointer.trim_start_matches('/').replace('/', ".")
+            )
+        },
+        &workload.pod_annotations,
+    )?;
     Ok(workload)
 }
 

@@ -237,11 +237,14 @@ impl Snapshot {
         s: usize,
     ) -> impl Iterator<Item = &Obj<crate::model::gateway_api::HttpRouteSpec>> {
         let service = &self.services[s];
-        self.mesh_route_parents
-            .get(&(service.meta.namespace.clone(), service.meta.name.clone()))
-            .into_iter()
-            .flatten()
-            .map(|&i| &*self.http_routes[i])
+        // Most inputs have no HTTPRoute: then no key is built.
+        let routes = if self.mesh_route_parents.is_empty() {
+            None
+        } else {
+            self.mesh_route_parents
+                .get(&(service.meta.namespace.clone(), service.meta.name.clone()))
+        };
+        routes.into_iter().flatten().map(|&i| &*self.http_routes[i])
     }
 
     /// Mesh-bound VirtualServices (no `gateways`, or `mesh` among them) for a host, visible from
