@@ -199,7 +199,8 @@ pub fn overlay(cluster: Vec<ObjectDocument>, local: &mut Input, namespace: &str)
         .filter(|o| key(&o.document.value).is_none_or(|k| !local_keys.contains(&k)))
         .collect();
     let replaced = before - kept.len();
-    let mut objects = kept;
+    let mut objects = super::load::Documents::default();
+    objects.push_part(kept);
     objects.append(&mut local.objects);
     local.objects = objects;
     replaced

@@ -80,10 +80,92 @@ impl std::fmt::Debug for Entry {
     }
 }
 
+/// The documents of the input, in order, kept in the parts they were read in (a large file's
+/// share of each thread, one small file): joining the parts into one list was one more copy of
+/// them all while the parts still lived (9 MB of the peak at 10,000 services; README,
+/// Benchmarks).
+#[derive(Default)]
+pub struct Documents(Vec<Vec<ObjectDocument>>);
+
+// The documents, whatever parts they were read in.
+impl std::fmt::Debug for Documents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Documents {
+    pub fn len(&self) -> usize {
+        self.0.iter().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(Vec::is_empty)
+    }
+
+    pub fn push(&mut self, document: ObjectDocument) {
+        match self.0.last_mut() {
+            Some(last) => last.push(document),
+            None => self.0.push(vec![document]),
+        }
+    }
+
+    /// Appends a part as it is, without copying its documents.
+    pub fn push_part(&mut self, part: Vec<ObjectDocument>) {
+        if !part.is_empty() {
+            self.0.push(part);
+        }
+    }
+
+    /// Moves every document of `other` after these.
+    pub fn append(&mut self, other: &mut Documents) {
+        self.0.append(&mut other.0);
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ObjectDocument> {
+        self.0.iter().flatten()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut ObjectDocument> {
+        self.0.iter_mut().flatten()
+    }
+}
+
+impl<'a> IntoIterator for &'a mut Documents {
+    type Item = &'a mut ObjectDocument;
+    type IntoIter = std::iter::Flatten<std::slice::IterMut<'a, Vec<ObjectDocument>>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter_mut().flatten()
+    }
+}
+
+impl IntoIterator for Documents {
+    type Item = ObjectDocument;
+    type IntoIter = std::iter::Flatten<std::vec::IntoIter<Vec<ObjectDocument>>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter().flatten()
+    }
+}
+
+impl std::ops::Index<usize> for Documents {
+    type Output = ObjectDocument;
+    /// The `index`th document; panics past the end, as a slice does (tests).
+    fn index(&self, index: usize) -> &ObjectDocument {
+        let mut rest = index;
+        for part in &self.0 {
+            if rest < part.len() {
+                return &part[rest];
+            }
+            rest -= part.len();
+        }
+        panic!("document {index} of {}", self.len())
+    }
+}
+
 /// Everything read from the inputs.
 #[derive(Default)]
 pub struct Input {
-    pub objects: Vec<ObjectDocument>,
+    pub objects: Documents,
     /// The text of each file that gave objects (name as in [`Source::file`], text), for the
     /// positions of findings (`positions::Locator::with_texts`). Stdin's is not kept.
     pub texts: Vec<(String, Arc<String>)>,
@@ -111,13 +193,8 @@ impl std::fmt::Debug for Input {
 
 impl Input {
     /// Appends what another part of the input (the next file) gave.
-    fn absorb(&mut self, other: Input) {
-        // Moved when this has no room of its own (a list made at its final size is kept).
-        if self.objects.capacity() == 0 {
-            self.objects = other.objects;
-        } else {
-            self.objects.extend(other.objects);
-        }
+    fn absorb(&mut self, mut other: Input) {
+        self.objects.append(&mut other.objects);
         self.texts.extend(other.texts);
         self.skipped_files.extend(other.skipped_files);
         self.invalid_documents.extend(other.invalid_documents);
@@ -449,11 +526,6 @@ fn read_paths_on(
             .collect()
     });
     read.sort_unstable_by_key(|(i, _)| *i);
-    // The list of objects made at its final size, not grown by doubling.
-    let objects = read.iter().flat_map(|(_, one)| one.as_ref().ok());
-    input
-        .objects
-        .reserve(objects.map(|(part, _)| part.objects.len()).sum());
     for (file, (_, one)) in files.iter().zip(read) {
         let (part, left) = one?;
         input.absorb(part);
@@ -575,18 +647,26 @@ fn read_file(
             "Helm/Go template ({{ }}): render it first (helm template | meshmedic analyze -)",
         );
     }
-    let documents = read_documents_with(name, text, prepare, Some(text), threads);
-    let mut objects = Vec::with_capacity(documents.len());
+    let mut objects = Documents::default();
     let mut invalid = Vec::new();
     let mut others = Vec::new();
-    for doc in documents {
-        match doc {
-            Ok(obj) if obj.prepared.is_some() || is_object(&obj.document.value) => {
-                objects.push(obj)
-            }
-            Ok(other) => others.push(other),
-            Err(bad) => invalid.push(bad),
-        }
+    for part in read_document_parts(name, text, prepare, Some(text), threads) {
+        // Each part's list becomes its list of objects, in place: the rest are rare.
+        let part: Vec<ObjectDocument> = part
+            .into_iter()
+            .filter_map(|doc| match doc {
+                Ok(obj) if obj.prepared.is_some() || is_object(&obj.document.value) => Some(obj),
+                Ok(other) => {
+                    others.push(other);
+                    None
+                }
+                Err(bad) => {
+                    invalid.push(bad);
+                    None
+                }
+            })
+            .collect();
+        objects.push_part(part);
     }
     if objects.is_empty() && !invalid.is_empty() && !text.contains("apiVersion") {
         // JSON with comments or trailing commas (`.vscode/settings.json`, `appsettings.json`,
@@ -621,11 +701,7 @@ fn read_file(
         invalid.sort_by_key(|d| d.document);
     }
     // Moved, not copied: a large file's list of objects is tens of MB.
-    if input.objects.is_empty() {
-        input.objects = objects;
-    } else {
-        input.objects.extend(objects);
-    }
+    input.objects.append(&mut objects);
     input.invalid_documents.extend(invalid);
 }
 
@@ -824,19 +900,23 @@ pub fn read_documents(
     file: &str,
     text: &str,
 ) -> Vec<std::result::Result<ObjectDocument, InvalidDocument>> {
-    read_documents_with(file, text, false, None, None)
+    read_document_parts(file, text, false, None, None)
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// [`read_documents`]; with `prepare`, objects are decoded where they are parsed
 /// ([`ObjectDocument::prepared`]).
 /// Documents keep their text as a range of `shared` (the file's text) when given.
-fn read_documents_with(
+/// In order, in the parts that were read on one thread each.
+fn read_document_parts(
     file: &str,
     text: &str,
     prepare: bool,
     shared: Option<&Arc<String>>,
     threads: Option<usize>,
-) -> Vec<std::result::Result<ObjectDocument, InvalidDocument>> {
+) -> Vec<Vec<std::result::Result<ObjectDocument, InvalidDocument>>> {
     let chunks: Vec<(usize, usize, Cow<'_, str>)> = split_documents(text)
         .into_iter()
         .enumerate()
@@ -912,9 +992,8 @@ fn read_documents_with(
         out
     };
     if threads < 2 || chunks.len() < 64 {
-        return read_all(chunks);
+        return vec![read_all(chunks)];
     }
-    let total = chunks.len();
     let per = chunks.len().div_ceil(threads);
     let mut parts: Vec<Vec<(usize, usize, Cow<'_, str>)>> = Vec::new();
     let mut rest = chunks.into_iter();
@@ -931,11 +1010,10 @@ fn read_documents_with(
             .into_iter()
             .map(|part| scope.spawn(move || read_all(part)))
             .collect();
-        let mut out = Vec::with_capacity(total);
-        for h in handles {
-            out.extend(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
-        }
-        out
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
     })
 }
 
