@@ -541,7 +541,7 @@ fn finding(
         if let [only] = problems.as_slice()
             && let Some(w) = snapshot.workloads_of(s).find(|w| describe(w) == only.workload)
         {
-            f.workload = Some(WorkloadRef { kind: w.kind.clone(), name: w.meta.name.clone() });
+            f.workload = Some(WorkloadRef { kind: w.kind.to_string(), name: w.meta.name.clone() });
         }
         f
     })

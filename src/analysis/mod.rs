@@ -121,7 +121,7 @@ pub struct WorkloadRef {
 impl WorkloadRef {
     pub fn of(w: &crate::model::workload::Workload) -> WorkloadRef {
         WorkloadRef {
-            kind: w.kind.clone(),
+            kind: w.kind.to_string(),
             name: w.meta.name.clone(),
         }
     }

@@ -184,6 +184,52 @@ impl std::fmt::Display for ObjectRef {
     }
 }
 
+/// An object's `apiVersion` or `kind`. The kinds meshmedic reads name a few strings, the same
+/// for every object: those are shared, not allocated for each object (80,000 allocations at
+/// 10,000 services; README, Benchmarks). Anything else is kept as written.
+pub type TypeName = std::borrow::Cow<'static, str>;
+
+/// `apiVersion`s and kinds of the objects meshmedic decodes, sorted (a test checks).
+const TYPE_NAMES: &[&str] = &[
+    "CronJob",
+    "DaemonSet",
+    "Deployment",
+    "DestinationRule",
+    "EnvoyFilter",
+    "HTTPRoute",
+    "Job",
+    "PeerAuthentication",
+    "Pod",
+    "ReplicaSet",
+    "Rollout",
+    "Service",
+    "Sidecar",
+    "StatefulSet",
+    "Telemetry",
+    "VirtualService",
+    "apps/v1",
+    "argoproj.io/v1alpha1",
+    "batch/v1",
+    "gateway.networking.k8s.io/v1",
+    "gateway.networking.k8s.io/v1beta1",
+    "networking.istio.io/v1",
+    "networking.istio.io/v1alpha3",
+    "networking.istio.io/v1beta1",
+    "security.istio.io/v1",
+    "security.istio.io/v1beta1",
+    "telemetry.istio.io/v1",
+    "telemetry.istio.io/v1alpha1",
+    "v1",
+];
+
+/// `name` as a [`TypeName`]: shared when it is one of [`TYPE_NAMES`].
+pub fn type_name(name: &str) -> TypeName {
+    match TYPE_NAMES.binary_search(&name) {
+        Ok(i) => TypeName::Borrowed(TYPE_NAMES[i]),
+        Err(_) => TypeName::Owned(name.to_string()),
+    }
+}
+
 /// `true` when every label of `selector` is on `labels` (an empty selector selects everything).
 pub fn selects<'a>(
     selector: impl IntoIterator<Item = (&'a String, &'a String)>,
@@ -195,6 +241,20 @@ pub fn selects<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn type_names_are_shared_when_known_and_kept_otherwise() {
+        assert!(
+            TYPE_NAMES.windows(2).all(|w| w[0] < w[1]),
+            "sorted, once each"
+        );
+        for name in TYPE_NAMES {
+            assert!(matches!(type_name(name), TypeName::Borrowed(n) if n == *name));
+        }
+        let other = type_name("example.com/v2");
+        assert!(matches!(other, TypeName::Owned(_)));
+        assert_eq!(other, "example.com/v2");
+    }
 
     /// `Labels` reads what a `BTreeMap<String, String>` reads, with the same errors.
     #[test]

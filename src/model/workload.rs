@@ -78,8 +78,8 @@ impl From<k8s_openapi::api::core::v1::PodSpec> for PodSpec {
 
 #[derive(Clone, Debug)]
 pub struct Workload {
-    pub api_version: String,
-    pub kind: String,
+    pub api_version: super::TypeName,
+    pub kind: super::TypeName,
     pub meta: Meta,
     pub source: Source,
     /// The object as the user wrote it; patches are computed against this.
@@ -120,8 +120,8 @@ impl Workload {
             .map(Labels::from)
             .unwrap_or_else(|| pod_labels.clone());
         Workload {
-            api_version: api_version.to_string(),
-            kind: kind.to_string(),
+            api_version: super::type_name(api_version),
+            kind: super::type_name(kind),
             meta,
             source,
             raw,
@@ -135,8 +135,8 @@ impl Workload {
 
     pub fn object_ref(&self) -> ObjectRef {
         ObjectRef {
-            api_version: self.api_version.clone(),
-            kind: self.kind.clone(),
+            api_version: self.api_version.to_string(),
+            kind: self.kind.to_string(),
             namespace: self.meta.namespace.clone(),
             name: self.meta.name.clone(),
         }

@@ -909,8 +909,8 @@ fn istio_obj<'de, T: DeserializeOwned + Default>(
     }
     let (shape, raw): (Shape<T>, Raw) = decode_keep(&at, object, value, raw)?;
     Ok(Obj {
-        api_version: api_version.to_string(),
-        kind: kind.to_string(),
+        api_version: crate::model::type_name(api_version),
+        kind: crate::model::type_name(kind),
         meta: Meta::from_owned_meta(shape.metadata, DEFAULT_NAMESPACE),
         source: at,
         raw,
@@ -1071,8 +1071,8 @@ fn decode_known<'de>(
                 &meta.annotations,
             )?;
             Decoded::Service(Box::new(Obj {
-                api_version: api_version.to_string(),
-                kind: kind.to_string(),
+                api_version: crate::model::type_name(api_version),
+                kind: crate::model::type_name(kind),
                 meta,
                 source: at,
                 raw,

@@ -37,8 +37,8 @@ pub use raw::Raw;
 /// One object: where it came from, what the user wrote, and the typed view of it.
 #[derive(Clone, Debug)]
 pub struct Obj<T> {
-    pub api_version: String,
-    pub kind: String,
+    pub api_version: crate::model::TypeName,
+    pub kind: crate::model::TypeName,
     pub meta: Meta,
     pub source: Source,
     /// The object as the user wrote it (read from its text on first use).
@@ -49,8 +49,8 @@ pub struct Obj<T> {
 impl<T> Obj<T> {
     pub fn object_ref(&self) -> ObjectRef {
         ObjectRef {
-            api_version: self.api_version.clone(),
-            kind: self.kind.clone(),
+            api_version: self.api_version.to_string(),
+            kind: self.kind.to_string(),
             namespace: self.meta.namespace.clone(),
             name: self.meta.name.clone(),
         }
