@@ -825,7 +825,12 @@ async fn apply_mode_re_applications_are_counted_capped_and_rolled_back_write_by_
     meshmedic::cli::rollback::rollback(&admin, &ns, &name)
         .await
         .expect("rollback");
-    wait_phase(&admin, &ns, &name, Phase::RolledBack).await;
+    let rolled_back = wait_phase(&admin, &ns, &name, Phase::RolledBack).await;
+    // The verification was of a write that is now undone: not a stale Verified=True.
+    assert_eq!(
+        reason(&rolled_back, "Verified").as_deref(),
+        Some("RolledBack")
+    );
     let now = api.get("cart").await.expect("cart").data["spec"].clone();
     assert_eq!(
         now["http"][0], original["http"][0],

@@ -413,6 +413,18 @@ pub async fn rollback_fix(
         if rv.is_some() {
             status.target_resource_version_after = rv.clone();
         }
+        // The write that was verified is undone: the condition says so instead of standing as
+        // a stale True beside RolledBack (seen by hand on the istio-tutorial's retries).
+        if status.conditions.iter().any(|c| c.type_ == "Verified") {
+            set_condition(
+                &mut status,
+                rem.metadata.generation,
+                "Verified",
+                false,
+                "RolledBack",
+                "the fix that was verified is rolled back: it is no longer in place",
+            );
+        }
         Outcome {
             phase: Phase::RolledBack,
             reason: "RolledBack",
