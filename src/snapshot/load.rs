@@ -147,9 +147,10 @@ impl IntoIterator for Documents {
     }
 }
 
+// For tests only: the `index`th document, and a panic past the end, as a slice's.
+#[cfg(test)]
 impl std::ops::Index<usize> for Documents {
     type Output = ObjectDocument;
-    /// The `index`th document; panics past the end, as a slice does (tests).
     fn index(&self, index: usize) -> &ObjectDocument {
         let mut rest = index;
         for part in &self.0 {
