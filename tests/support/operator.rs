@@ -462,23 +462,43 @@ pub fn object(ns: &str, kind: &str, api_version: &str, name: &str, spec: Value) 
            "metadata": {"name": name, "namespace": ns}, "spec": spec})
 }
 
-/// Waits until the API server serves the CRD `name` (condition Established).
+/// Waits until the API server serves the CRD `name`: condition Established, and then a list of
+/// its objects at every served version answers. Established comes a moment before the
+/// resource's handler does; a create in between got `404 page not found` (seen once in CI, on
+/// the Rollout test).
 pub async fn crd_established(admin: &Client, name: &str) {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
-    eventually(
+    let crd = eventually(
         Duration::from_secs(30),
         &format!("the CRD {name} established"),
         || async {
             let crd = crds.get_opt(name).await.ok()??;
-            crd.status?
-                .conditions?
+            crd.status
+                .as_ref()?
+                .conditions
+                .as_ref()?
                 .iter()
                 .any(|c| c.type_ == "Established" && c.status == "True")
-                .then_some(())
+                .then_some(crd)
         },
     )
     .await;
+    for version in crd.spec.versions.iter().filter(|v| v.served) {
+        let path = format!(
+            "/apis/{}/{}/{}?limit=1",
+            crd.spec.group, version.name, crd.spec.names.plural
+        );
+        eventually(
+            Duration::from_secs(30),
+            &format!("{path} served"),
+            || async {
+                let request = http::Request::get(path.as_str()).body(Vec::new()).ok()?;
+                admin.request_text(request).await.ok().map(|_| ())
+            },
+        )
+        .await;
+    }
 }
 
 /// Installs the CRD in the file the environment variable `var` names (set by
