@@ -996,11 +996,15 @@ fn decode_object(
 }
 
 /// The Kubernetes kinds read early, with the one version of each that k8s-openapi decodes; the
-/// others (`apps/v1beta1`, `batch/v1beta1`, ...) were removed from Kubernetes.
+/// others (`apps/v1beta1`, `batch/v1beta1`, ...) were removed from Kubernetes. So was the
+/// `extensions` group's workloads (Kubernetes 1.16): named as such, not skipped unread as an
+/// unknown kind (twelve Deployments of redhat-scholars/istio-tutorial were).
 fn served_version(group: &str, kind: &str) -> Option<&'static str> {
     match (group, kind) {
         ("", "Service" | "Pod") => Some("v1"),
-        ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet") => Some("apps/v1"),
+        ("apps" | "extensions", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet") => {
+            Some("apps/v1")
+        }
         ("batch", "Job" | "CronJob") => Some("batch/v1"),
         _ => None,
     }

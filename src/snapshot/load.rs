@@ -1406,6 +1406,21 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_workload_of_the_removed_extensions_group_is_named_not_skipped() {
+        let text = "apiVersion: extensions/v1beta1\nkind: Deployment\nmetadata: {name: d}\n\
+                    spec: {}\n";
+        let mut input = read_one("m.yaml", text);
+        let (snapshot, read) = input.build(SnapshotOptions::default()).unwrap();
+        assert_eq!(read, 0);
+        assert!(snapshot.skipped.is_empty(), "{:?}", snapshot.skipped);
+        assert_eq!(
+            input.invalid_documents[0].to_string(),
+            "m.yaml:1 (document 0): Deployment d: field `apiVersion`: extensions/v1beta1 is not \
+             served by Kubernetes any more: Deployment is read as apps/v1"
+        );
+    }
+
+    #[test]
     fn broken_document_is_reported_and_the_rest_is_read() {
         let text = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\napiVersion: v1\n\
                     kind: Service\nmetadata: {name: b\n---\napiVersion: apps/v1\nkind: Deployment\n\
