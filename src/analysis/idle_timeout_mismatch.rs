@@ -7,6 +7,13 @@
 //!
 //! The value written is `app − max(1s, 10% of app)`, in whole seconds from 2s up (a 5s app gets
 //! 4s, 75s gets 67s); an app at 1s or less gets half of it.
+//!
+//! Only ports the proxy handles as HTTP (declared so, or sniffed) are judged. On a TCP port
+//! (declared `tcp`, `tls`, `https`, ..., or a well-known non-HTTP server's) the sidecar is a TCP
+//! proxy: each client connection gets its own connection to the app, none is pooled or reused,
+//! and when the app closes one the proxy closes the client's side; no request is answered 503,
+//! and a shorter `tcp.idleTimeout` would not change what the client sees. Found on
+//! GoogleCloudPlatform/kubernetes-engine-samples: an Envoy behind a TLS port 443 got a finding.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -42,8 +49,9 @@ pub fn proposed_timeout(app: Duration) -> Duration {
     }
 }
 
-/// The proxy's effective idle timeout from the level in force (`None` when `0s` disables it).
-fn effective(level: Option<&PoolLevel>, protocol: Protocol) -> (Option<Duration>, String) {
+/// The proxy's effective idle timeout for an HTTP port from the level in force (`None` when
+/// `0s` disables it).
+fn effective(level: Option<&PoolLevel>) -> (Option<Duration>, String) {
     let Some(level) = level else {
         return (
             Some(PROXY_DEFAULT),
@@ -52,12 +60,10 @@ fn effective(level: Option<&PoolLevel>, protocol: Protocol) -> (Option<Duration>
     };
     let http = level.pool.http.as_ref().and_then(|h| h.idle_timeout);
     let tcp = level.pool.tcp.as_ref().and_then(|t| t.idle_timeout);
-    let (value, field) = match (protocol, http, tcp) {
-        (Protocol::Tcp, _, Some(t)) => (t.0, "tcp.idleTimeout"),
-        (Protocol::Tcp, _, None) => (PROXY_DEFAULT, "no tcp.idleTimeout, default"),
-        (_, Some(h), _) => (h.0, "http.idleTimeout"),
-        (_, None, Some(t)) => (t.0, "tcp.idleTimeout (no http.idleTimeout)"),
-        (_, None, None) => (PROXY_DEFAULT, "no idleTimeout, default"),
+    let (value, field) = match (http, tcp) {
+        (Some(h), _) => (h.0, "http.idleTimeout"),
+        (None, Some(t)) => (t.0, "tcp.idleTimeout (no http.idleTimeout)"),
+        (None, None) => (PROXY_DEFAULT, "no idleTimeout, default"),
     };
     let shown = if value.is_zero() {
         "0s (disabled: never times out)".to_string()
@@ -81,7 +87,6 @@ enum Client {
 struct PortProblem {
     client: Client,
     service_port: i32,
-    protocol: Protocol,
     app: Duration,
     app_why: String,
     proxy_why: String,
@@ -103,7 +108,6 @@ impl PortProblem {
         PortProblem {
             client,
             service_port: port.port,
-            protocol: port_protocol(port),
             app: app.0,
             app_why: app.1,
             proxy_why,
@@ -132,7 +136,9 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
             any_injected = true;
             let applied = snapshot.destination_rule_for(&host, ns, ns, &workload.pod_labels);
             for port in app_ports(&service.spec) {
-                let protocol = port_protocol(port);
+                if port_protocol(port) == Protocol::Tcp {
+                    continue;
+                }
                 let Some((target_port, after, why)) = app_closes(workload, service, port) else {
                     continue;
                 };
@@ -143,7 +149,7 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
                     port.port,
                 );
                 let level = levels.first().cloned();
-                let (proxy, proxy_why) = effective(level.as_ref(), protocol);
+                let (proxy, proxy_why) = effective(level.as_ref());
                 if proxy.is_some_and(|p| p < after) {
                     continue;
                 }
@@ -331,8 +337,7 @@ fn gateway_problems(
     let mut found = false;
     for workload in snapshot.workloads_of(s) {
         for port in app_ports(&service.spec) {
-            let protocol = port_protocol(port);
-            if protocol == Protocol::Tcp {
+            if port_protocol(port) == Protocol::Tcp {
                 continue;
             }
             let Some((_, after, why)) = app_closes(workload, service, port) else {
@@ -348,7 +353,7 @@ fn gateway_problems(
                 .into_iter()
                 .next()
             });
-            let (proxy, proxy_why) = effective(level.as_ref(), protocol);
+            let (proxy, proxy_why) = effective(level.as_ref());
             if proxy.is_some_and(|p| p < after) {
                 continue;
             }
@@ -404,14 +409,6 @@ fn container_for(workload: &Workload, port: i32) -> Option<&crate::model::worklo
     })
 }
 
-fn field_for(protocol: Protocol) -> &'static str {
-    if protocol == Protocol::Tcp {
-        "tcp"
-    } else {
-        "http"
-    }
-}
-
 fn finding(
     snapshot: &Snapshot,
     s: usize,
@@ -465,11 +462,7 @@ fn finding(
                     }
                     _ => "/spec/trafficPolicy/connectionPool".to_string(),
                 };
-                let edit = Edit::at(
-                    &format!("{base}/{}/idleTimeout", field_for(p.protocol)),
-                    None,
-                    json!(value_text),
-                );
+                let edit = Edit::at(&format!("{base}/http/idleTimeout"), None, json!(value_text));
                 if !edits.contains(&edit) {
                     edits.push(edit);
                 }
@@ -508,7 +501,7 @@ fn finding(
                     Some(l) if l.pointer.starts_with("/spec/trafficPolicy") => l.pointer.clone(),
                     _ => "/spec/trafficPolicy/connectionPool".to_string(),
                 };
-                let path = format!("{pointer}/{}/idleTimeout", field_for(p.protocol));
+                let path = format!("{pointer}/http/idleTimeout");
                 set_pointer(&mut resource, &path, json!(value_text));
             }
             Remediation::create(resource, true)

@@ -667,41 +667,56 @@ fn a_gateway_in_front_of_an_app_without_a_sidecar_pools_its_connections() {
 }
 
 #[test]
-fn a_tcp_port_uses_the_tcp_idle_timeout() {
-    let tcp = nginx().replace("name: http, port: 80", "name: tcp-web, port: 80");
-    let yaml = with(
-        &tcp,
-        &dr(
-            "web",
-            "web",
-            "{connectionPool: {http: {idleTimeout: 30s}, tcp: {idleTimeout: 2h}}}",
-        ),
-    );
-    let snap = snapshot(&yaml);
-    let f = only(&snap);
-    assert!(has_evidence(&f, "tcp.idleTimeout 2h"));
-    let r = &f.remediation;
-    assert_eq!(
-        r.resource["spec"]["trafficPolicy"]["connectionPool"],
-        json!({"http": {"idleTimeout": "30s"}, "tcp": {"idleTimeout": "67s"}})
-    );
-    assert_patch_consistent(&snap, &f);
+fn a_tcp_port_gets_no_finding() {
+    // The sidecar proxies a TCP port connection for connection: nothing is pooled or reused, so
+    // the app closing an idle connection answers no request 503, whatever tcp.idleTimeout says.
+    let declared = [
+        "name: tcp-web, port: 80",
+        "name: https, port: 80",
+        "name: web, appProtocol: tls, port: 80",
+        "name: web, port: 443",
+        "name: web, protocol: UDP, port: 80",
+    ];
+    for port in declared {
+        let tcp = nginx().replace("name: http, port: 80", port);
+        assert!(tcp.contains(port), "{port}");
+        none(&tcp);
+        none(&with(
+            &tcp,
+            &dr("web", "web", "{connectionPool: {tcp: {idleTimeout: 2h}}}"),
+        ));
+    }
 
-    // Without any rule, the new one sets tcp.idleTimeout.
-    let snap = snapshot(&tcp);
+    // Beside an HTTP port, only the HTTP port is judged, and the fix sets http.idleTimeout.
+    let both = nginx().replace(
+        "ports: [{name: http, port: 80, targetPort: 8080}]",
+        "ports: [{name: http, port: 80, targetPort: 8080}, {name: tcp-raw, port: 81, targetPort: 8080}]",
+    );
+    assert!(both.contains("tcp-raw"));
+    let snap = snapshot(&both);
     let f = only(&snap);
+    assert!(has_evidence(&f, "port 80:"));
+    assert!(
+        !f.evidence.iter().any(|e| e.starts_with("port 81")),
+        "{:?}",
+        f.evidence
+    );
     assert_eq!(
         f.remediation.resource["spec"]["trafficPolicy"],
-        json!({"connectionPool": {"tcp": {"idleTimeout": "67s"}}})
+        json!({"connectionPool": {"http": {"idleTimeout": "67s"}}})
     );
 
-    // tcp.idleTimeout 0s disables the timeout: a finding.
+    // An HTTP port with only tcp.idleTimeout 0s (disabled): a finding, fixed with http.
     let snap = snapshot(&with(
-        &tcp,
+        &nginx(),
         &dr("web", "web", "{connectionPool: {tcp: {idleTimeout: 0s}}}"),
     ));
     let f = only(&snap);
     assert!(has_evidence(&f, "disabled"));
+    assert_eq!(
+        f.remediation.resource["spec"]["trafficPolicy"]["connectionPool"],
+        json!({"http": {"idleTimeout": "67s"}, "tcp": {"idleTimeout": "0s"}})
+    );
     assert_patch_consistent(&snap, &f);
 }
 
