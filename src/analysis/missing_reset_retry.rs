@@ -130,29 +130,79 @@ fn service_non_idempotent(snapshot: &Snapshot, s: usize) -> bool {
     let yes = |a: &crate::model::Labels| a.get(keys::NON_IDEMPOTENT).is_some_and(|v| v == "true");
     yes(&snapshot.services[s].meta.annotations)
         || snapshot.workloads_of(s).any(|w| yes(&w.pod_annotations))
-        || grpc_only(&snapshot.services[s].spec)
+        || grpc_only(snapshot, s).is_some()
 }
 
-/// Every HTTP port of the Service speaks gRPC (its `appProtocol`, else its name's prefix): each
-/// call is an HTTP POST, as non-idempotent to the proxy as a POST-only route (a payment's
-/// `Charge` replayed after a reset is a second charge).
-fn grpc_only(spec: &ServiceSpec) -> bool {
-    let ports: Vec<_> = app_ports(spec)
+/// Whether every HTTP port of the Service speaks gRPC, and how that is known (the evidence to
+/// show): its `appProtocol`, else its name's prefix, or a gRPC health probe of its pods on the
+/// port it leads to (an `http2-*` port of a gRPC server, as kubernetes-engine-samples'
+/// `echo-grpc`). Each call is an HTTP POST, as non-idempotent to the proxy as a POST-only route
+/// (a payment's `Charge` replayed after a reset is a second charge).
+fn grpc_only(snapshot: &Snapshot, s: usize) -> Option<String> {
+    let service = &snapshot.services[s];
+    let ports: Vec<_> = app_ports(&service.spec)
         .filter(|p| port_protocol(p) == Protocol::Http)
         .collect();
-    !ports.is_empty()
-        && ports.iter().all(|p| {
-            let named = p
-                .app_protocol
-                .as_deref()
-                .or(p.name.as_deref())
-                .unwrap_or_default();
-            named.to_ascii_lowercase().starts_with("grpc")
-        })
+    if ports.is_empty() {
+        return None;
+    }
+    let mut probed = Vec::new();
+    for port in ports {
+        let named = port
+            .app_protocol
+            .as_deref()
+            .or(port.name.as_deref())
+            .unwrap_or_default();
+        if named.to_ascii_lowercase().starts_with("grpc") {
+            continue;
+        }
+        probed.push(grpc_probe(snapshot, s, port)?);
+    }
+    Some(if probed.is_empty() {
+        "the Service's ports speak gRPC: every call is an HTTP POST".to_string()
+    } else {
+        format!(
+            "the Service's ports speak gRPC ({}): every call is an HTTP POST",
+            probed.join("; ")
+        )
+    })
 }
 
-fn grpc_note() -> String {
-    "the Service's ports speak gRPC: every call is an HTTP POST".to_string()
+/// A gRPC health probe of a pod behind `port` on the container port it leads to: the server
+/// there speaks gRPC. Says which.
+fn grpc_probe(
+    snapshot: &Snapshot,
+    s: usize,
+    port: &k8s_openapi::api::core::v1::ServicePort,
+) -> Option<String> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let target = port
+        .target_port
+        .clone()
+        .unwrap_or(IntOrString::Int(port.port));
+    snapshot.workloads_of(s).find_map(|w| {
+        let number = w.resolve_port(&target)?;
+        w.app_containers().find_map(|c| {
+            [
+                ("readiness", &c.readiness_probe),
+                ("liveness", &c.liveness_probe),
+                ("startup", &c.startup_probe),
+            ]
+            .into_iter()
+            .find(|(_, probe)| {
+                probe
+                    .as_ref()
+                    .and_then(|p| p.grpc.as_ref())
+                    .is_some_and(|g| g.port == number)
+            })
+            .map(|(kind, _)| {
+                format!(
+                    "port {}: {kind} probe of {} {}/{} container {} is gRPC on {number}",
+                    port.port, w.kind, w.meta.namespace, w.meta.name, c.name
+                )
+            })
+        })
+    })
 }
 
 /// What to add for a route, and the words for it.
@@ -373,7 +423,7 @@ fn sidecar_findings(
             eff.source, eff.retry_on
         ));
         if svc_non_idempotent {
-            non_idempotent_notes(&mut evidence, service);
+            non_idempotent_notes(&mut evidence, snapshot, s);
         }
         let message = format!(
             "{}requests to {host} are not retried on connection reset (503 UC); a VirtualService adds {}",
@@ -447,7 +497,7 @@ fn sidecar_findings(
             continue;
         }
         if all_non_idempotent {
-            non_idempotent_notes(&mut evidence, service);
+            non_idempotent_notes(&mut evidence, snapshot, s);
         }
         let message = format!(
             "{}routes of {} to {host} are not retried on connection reset (503 UC)",
@@ -510,7 +560,7 @@ fn gateway_finding(
         return None;
     }
     if all_non_idempotent {
-        non_idempotent_notes(&mut evidence, service);
+        non_idempotent_notes(&mut evidence, snapshot, s);
     }
     let message = format!(
         "{}routes of {} (gateway) to {host} are not retried on connection reset (503 UC at the gateway)",
@@ -578,8 +628,8 @@ fn gateway_group_finding(
     if all_non_idempotent {
         for &&(s, _) in members {
             let service = &snapshot.services[s];
-            if grpc_only(&service.spec) {
-                evidence.push(format!("{}: {}", service.meta.name, grpc_note()));
+            if let Some(note) = grpc_only(snapshot, s) {
+                evidence.push(format!("{}: {note}", service.meta.name));
             }
         }
         evidence.push(non_idempotent_note());
@@ -709,9 +759,9 @@ fn route_edits(
 }
 
 /// Why the retries added skip requests that reached the app.
-fn non_idempotent_notes(evidence: &mut Vec<String>, service: &Obj<ServiceSpec>) {
-    if grpc_only(&service.spec) {
-        evidence.push(grpc_note());
+fn non_idempotent_notes(evidence: &mut Vec<String>, snapshot: &Snapshot, s: usize) {
+    if let Some(note) = grpc_only(snapshot, s) {
+        evidence.push(note);
     }
     evidence.push(non_idempotent_note());
 }

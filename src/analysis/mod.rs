@@ -400,7 +400,25 @@ pub fn worst(findings: &[Finding]) -> Option<Severity> {
 /// sniffing passes through as TCP (kubeflow/manifests' admission webhooks, whose only port is
 /// an unnamed 443, got HTTP retry findings).
 const NON_HTTP_PORTS: &[i32] = &[
-    443, 5432, 3306, 6379, 27017, 9042, 11211, 5672, 9092, 2181, 1433, 1521, 4222, 6650, 26257,
+    443, 5432, 3306, 33060, 6379, 27017, 9042, 11211, 5672, 9092, 2181, 1433, 1521, 4222, 6650,
+    26257,
+];
+
+/// Port names (their prefix, as Istio splits them) of the same non-HTTP protocols that Istio
+/// does not parse: it sniffs such a port and finds TCP. Found on GoogleCloudPlatform/
+/// kubernetes-engine-samples: a MySQL Router's X Protocol ports `mysqlx-rw` (64460) and
+/// `mysqlx-ro` (64470) were offered HTTP retries (its `mysql-*` ports Istio reads as MySQL).
+const NON_HTTP_NAMES: &[&str] = &[
+    "mysqlx",
+    "postgres",
+    "postgresql",
+    "amqp",
+    "amqps",
+    "kafka",
+    "zookeeper",
+    "memcached",
+    "cql",
+    "nats",
 ];
 
 /// Ports the Istio proxy serves itself, not an app (Istio's "Ports used by Istio"): 15020 merged
@@ -435,12 +453,14 @@ fn serves_the_proxy(port: &ServicePort) -> bool {
     }
 }
 
-/// Service port protocol as Istio infers it: `appProtocol`, else the port name's prefix; an
-/// undeclared port of a well-known non-HTTP server is TCP, as sniffing will find it.
+/// Service port protocol as Istio infers it: `appProtocol`, else the port name's prefix; a port
+/// named for a non-HTTP protocol Istio does not parse, or an undeclared port of a well-known
+/// non-HTTP server, is TCP, as sniffing will find it.
 pub fn port_protocol(port: &ServicePort) -> Protocol {
     match declared_protocol(port).as_str() {
         "http" | "http2" | "grpc" | "grpc-web" | "h2c" | "kubernetes.io/h2c" => Protocol::Http,
         "tcp" | "tls" | "https" | "mongo" | "mysql" | "redis" | "udp" => Protocol::Tcp,
+        name if NON_HTTP_NAMES.contains(&name) => Protocol::Tcp,
         _ if port.protocol.as_deref().is_some_and(|p| p != "TCP") => Protocol::Tcp,
         _ if NON_HTTP_PORTS.contains(&port.port) => Protocol::Tcp,
         _ => Protocol::Unknown,

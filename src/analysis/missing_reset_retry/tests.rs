@@ -414,6 +414,43 @@ fn a_grpc_service_gets_reset_before_request_not_reset() {
 }
 
 #[test]
+fn an_http2_port_with_a_grpc_probe_behind_it_speaks_grpc() {
+    // kubernetes-engine-samples' echo-grpc: port `http2-echo`, and the server's readiness probe
+    // is a gRPC health check on the port it leads to.
+    let grpc_server = |probe_port: u16, target: &str| {
+        MESH.replace("ports: [{name: http, port: 80, targetPort: 8080}]", &format!("ports: [{{name: http2-echo, port: 80, targetPort: {target}}}]"))
+            .replace(
+                "ports: [{containerPort: 8080}]}",
+                &format!("ports: [{{name: api, containerPort: 8080}}], readinessProbe: {{grpc: {{port: {probe_port}}}}}}}"),
+            )
+    };
+    let yaml = grpc_server(8080, "8080");
+    assert!(yaml.contains("http2-echo") && yaml.contains("grpc: {port: 8080}"));
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert!(has_evidence(
+        &f,
+        "port 80: readiness probe of Deployment shop/cart container app is gRPC on 8080"
+    ));
+    assert_eq!(
+        f.remediation.resource["spec"]["http"][0]["retries"],
+        json!({"attempts": 2, "retryOn": format!("{DEFAULT_RETRY_ON},reset-before-request")})
+    );
+    // A named target port resolves the same way.
+    assert!(has_evidence(
+        &only(&snapshot(&grpc_server(8080, "api"))),
+        "is gRPC on 8080"
+    ));
+    // A gRPC probe on another port says nothing about this one: `reset` as for any HTTP port.
+    let f = only(&snapshot(&grpc_server(9090, "8080")));
+    assert!(!has_evidence(&f, "speak gRPC"), "{:?}", f.evidence);
+    assert_eq!(
+        f.remediation.resource["spec"]["http"][0]["retries"]["retryOn"],
+        format!("{DEFAULT_RETRY_ON},reset,503")
+    );
+}
+
+#[test]
 fn reset_before_request_is_not_enough_for_an_idempotent_route() {
     let snap = snapshot(&with(&vs(
         "cart",
@@ -716,6 +753,18 @@ fn undeclared_ports_of_databases_and_caches_are_tcp_not_http() {
                 "{name: http, port: 80, targetPort: 8080}",
                 &format!("{{port: {port}, targetPort: {port}}}"),
             );
+        none_of(&yaml, CODE);
+    }
+    // Ports named for a non-HTTP protocol Istio does not parse (a MySQL Router's X Protocol
+    // ports in kubernetes-engine-samples; PostgreSQL, AMQP): sniffed, and found TCP.
+    for ports in [
+        "[{name: mysqlx-rw, port: 64460}, {name: mysqlx-ro, port: 64470}]",
+        "[{name: postgres, port: 6000}]",
+        "[{name: amqp, port: 6000}]",
+        "[{port: 33060}]",
+    ] {
+        let yaml = MESH.replace("[{name: http, port: 80, targetPort: 8080}]", ports);
+        assert!(yaml.contains(ports), "{ports}");
         none_of(&yaml, CODE);
     }
     // An unnamed port elsewhere may carry HTTP: still in scope.
