@@ -335,6 +335,46 @@ fn lifecycle(report: &Value) -> Vec<String> {
         .collect()
 }
 
+/// kube-prometheus' manifests define `monitoring` with no mesh label: "0 findings" would read as
+/// a healthy mesh, and `--assume-injected` does not change a namespace the input defines.
+#[test]
+fn namespaces_defined_without_a_mesh_label_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("monitoring.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: monitoring}\n---\n\
+         apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: grafana, namespace: monitoring}\n\
+         spec:\n  selector: {matchLabels: {app: grafana}}\n  template:\n    metadata: {labels: {app: grafana}}\n\
+         \x20   spec: {containers: [{name: grafana, image: grafana/grafana:12.0.0}]}\n",
+    )
+    .expect("write");
+    let path = file.to_str().expect("utf-8");
+    for flags in [&[][..], &["--assume-injected"][..]] {
+        let out = meshmedic(&[&["analyze", path, "-o", "json"][..], flags].concat());
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(codes(&json_of(&out)).is_empty());
+        assert!(
+            stderr(&out).contains(
+                "1 workload(s) are in namespaces the input defines with no mesh label (monitoring)"
+            ),
+            "{flags:?}: {}",
+            stderr(&out)
+        );
+        assert!(
+            !stderr(&out).contains("add --assume-injected"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let out = meshmedic(&["fix", "--diff", path]);
+    assert!(
+        stderr(&out).contains("no mesh label (monitoring)"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn a_repository_without_namespaces_needs_assume_injected() {
     let out = meshmedic(&["analyze", PROFILE_REPO, "-o", "json"]);

@@ -165,16 +165,30 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
 }
 
 /// A repository rarely holds its Namespace objects: when that alone leaves every workload out
-/// of the mesh, say so and name the flag, rather than let "0 findings" speak for itself.
+/// of the mesh, say so and name the flag, rather than let "0 findings" speak for itself. The
+/// same when the input defines their namespaces with no mesh label (then no flag helps).
 pub(super) fn unmeshed_input_note(snapshot: &crate::snapshot::Snapshot) -> Option<String> {
     let left_out = snapshot.left_out_for_want_of_namespace_labels();
-    (left_out > 0).then(|| {
-        format!(
+    let mut notes = Vec::new();
+    if left_out > 0 {
+        notes.push(format!(
             "meshmedic: note: no workload here runs with an Istio proxy: {left_out} workload(s) \
              are in namespaces the input has no Namespace object for, read as not injected; if \
              they are deployed into injected namespaces, add --assume-injected"
-        )
-    })
+        ));
+    }
+    let unlabelled = snapshot.left_out_by_unlabelled_namespaces();
+    if !unlabelled.is_empty() {
+        let count: usize = unlabelled.iter().map(|(_, n)| n).sum();
+        let names: Vec<&str> = unlabelled.iter().map(|(ns, _)| *ns).collect();
+        notes.push(format!(
+            "meshmedic: note: no workload here runs with an Istio proxy: {count} workload(s) are \
+             in namespaces the input defines with no mesh label ({}), so not injected; label a \
+             namespace istio-injection=enabled (or istio.io/rev) to judge it as meshed",
+            names.join(", ")
+        ));
+    }
+    (!notes.is_empty()).then(|| notes.join("\n"))
 }
 
 /// 2 for fixes that could not be planned or (`--strict`) unreadable documents, 1 for a finding

@@ -397,6 +397,40 @@ impl Snapshot {
         left_out
     }
 
+    /// The namespaces the input defines with no mesh label at all (neither `istio-injection`,
+    /// `istio.io/rev` nor `istio.io/dataplane-mode`), with how many app workloads each leaves
+    /// out of the mesh, when that leaves every app workload out (as above; `--assume-injected`
+    /// changes nothing here: it reads only namespaces absent from the input). A namespace
+    /// labelled out of the mesh (`istio-injection: disabled`) is left out on purpose and not
+    /// counted. kube-prometheus' manifests define `monitoring` unlabelled: "0 findings" alone
+    /// read as a healthy mesh.
+    pub fn left_out_by_unlabelled_namespaces(&self) -> Vec<(&str, usize)> {
+        let mut left_out = std::collections::BTreeMap::new();
+        for w in &self.workloads {
+            match self.plane(w) {
+                Plane::Sidecar { .. } | Plane::Ambient { .. } => return Vec::new(),
+                Plane::Gateway { .. } => {}
+                Plane::None => {
+                    let ns = w.meta.namespace.as_str();
+                    let unlabelled = self.namespaces.get(ns).is_some_and(|n| {
+                        [keys::NS_INJECTION, keys::NS_REV, DATAPLANE_MODE]
+                            .iter()
+                            .all(|k| n.labels.get(k).is_none())
+                    });
+                    if unlabelled
+                        && ns != self.root_namespace()
+                        && !IGNORED_NAMESPACES.contains(&ns)
+                        && w.pod_spec.host_network != Some(true)
+                        && w.app_containers().next().is_some()
+                    {
+                        *left_out.entry(ns).or_insert(0) += 1;
+                    }
+                }
+            }
+        }
+        left_out.into_iter().collect()
+    }
+
     /// A waypoint serves the pod, a Service selecting it, or its namespace.
     fn uses_waypoint(&self, w: &Workload) -> bool {
         let named = |labels: &crate::model::Labels| {

@@ -242,6 +242,64 @@ fn what_assume_injected_would_bring_into_the_mesh_is_counted_only_when_nothing_i
 }
 
 #[test]
+fn namespaces_the_input_defines_with_no_mesh_label_are_named_when_nothing_is_meshed() {
+    let left_out = |yaml: &str, assume_injected: bool| {
+        let options = SnapshotOptions {
+            assume_injected,
+            ..SnapshotOptions::default()
+        };
+        snapshot_with(yaml, options)
+            .left_out_by_unlabelled_namespaces()
+            .into_iter()
+            .map(|(ns, n)| (ns.to_string(), n))
+            .collect::<Vec<_>>()
+    };
+    // kube-prometheus: `monitoring` is defined, unlabelled; the flag does not change it.
+    let monitoring = format!(
+        "{}{}",
+        namespace(
+            "monitoring",
+            "{pod-security.kubernetes.io/warn: privileged}"
+        ),
+        deployment("monitoring", APP, "{}", "")
+    );
+    for assume in [false, true] {
+        assert_eq!(
+            left_out(&monitoring, assume),
+            [("monitoring".to_string(), 1)]
+        );
+    }
+    // Labelled out of the mesh on purpose, or in ambient: nothing to say.
+    for labels in [
+        "{istio-injection: disabled}",
+        "{istio.io/rev: canary}",
+        "{istio.io/dataplane-mode: none}",
+    ] {
+        let yaml = format!(
+            "{}{}",
+            namespace("monitoring", labels),
+            deployment("monitoring", APP, "{}", "")
+        );
+        assert!(left_out(&yaml, false).is_empty(), "{labels}");
+    }
+    // A namespace absent from the input is the other note's; hostNetwork pods are never meshed.
+    assert!(left_out(&deployment("shop", APP, "{}", ""), false).is_empty());
+    let host = format!(
+        "{}{}",
+        namespace("monitoring", "{}"),
+        deployment("monitoring", APP, "{}", ", hostNetwork: true")
+    );
+    assert!(left_out(&host, false).is_empty());
+    // One workload with a sidecar: the input says how it is meshed.
+    let meshed = format!(
+        "{}{}",
+        namespace("shop", "{istio-injection: enabled}"),
+        deployment("shop", APP, "{}", "")
+    );
+    assert!(left_out(&format!("{monitoring}{meshed}"), false).is_empty());
+}
+
+#[test]
 fn revision_tags_pick_their_revisions_control_plane() {
     let yaml = format!(
         "{}{}{}",
