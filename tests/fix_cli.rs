@@ -303,6 +303,55 @@ fn new_objects_go_to_the_named_file_once() {
     assert_eq!(std::fs::read_to_string(&target).expect("read"), first);
 }
 
+/// microservices-demo's kubernetes-manifests/kustomization.yaml names each of its files: a new
+/// file beside them is not deployed by `kubectl apply -k` until it is listed, and `fix` says so.
+#[test]
+fn a_kustomization_that_does_not_list_the_new_objects_file_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = dir.path().join("app");
+    std::fs::create_dir(&app).expect("mkdir");
+    std::fs::write(
+        app.join("web.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop}\n\
+         spec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n\
+         \x20   spec: {containers: [{name: web, image: example/web:1}]}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\n\
+         spec: {selector: {app: web}, ports: [{name: http, port: 80}]}\n",
+    )
+    .expect("write");
+    let kustomization = app.join("kustomization.yaml");
+    std::fs::write(&kustomization, "resources:\n- ./web.yaml\n").expect("write");
+    let path = app.to_str().expect("utf-8");
+    let note =
+        "kustomization.yaml lists its resources, not web.meshmedic-new.yaml: add it to `resources`";
+    let out = meshmedic(&["fix", "--diff", "--assume-injected", path]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(note), "{}", text(&out.stderr));
+    // Listed (as kustomize accepts it, with `./`): nothing to say.
+    std::fs::write(
+        &kustomization,
+        "resources:\n- web.yaml\n- ./web.meshmedic-new.yaml\n",
+    )
+    .expect("write");
+    let out = meshmedic(&["fix", "--diff", "--assume-injected", path]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("lists its resources"),
+        "{}",
+        text(&out.stderr)
+    );
+    // No kustomization: nothing to say either.
+    std::fs::remove_file(&kustomization).expect("rm");
+    let out = meshmedic(&["fix", "--assume-injected", path]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("lists its resources"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(app.join("web.meshmedic-new.yaml").is_file());
+}
+
 fn files_of(dir: &Path) -> Vec<(PathBuf, String)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];

@@ -75,6 +75,8 @@ pub struct Plan {
     /// Fixes left out, with the reason.
     pub skipped: Vec<String>,
     pub errors: Vec<String>,
+    /// The files new objects are added to.
+    pub new_object_files: BTreeSet<PathBuf>,
 }
 
 /// Which fixes are written.
@@ -130,6 +132,9 @@ fn run_inner(args: &FixArgs) -> Result<ExitCode> {
     }
     for e in &plan.errors {
         eprintln!("meshmedic: {e}");
+    }
+    for note in unlisted_in_kustomizations(&plan) {
+        eprintln!("meshmedic: note: {note}");
     }
     let changed: Vec<_> = plan
         .files
@@ -286,6 +291,68 @@ pub fn plan(snapshot: &Snapshot, selection: &Selection) -> Plan {
     plan
 }
 
+/// New-object files that the kustomization of their directory does not list, one line per
+/// kustomization: `kubectl apply -k` and `kustomize build` read only the resources a
+/// kustomization names, so those objects would silently stay out of what is deployed
+/// (microservices-demo's `kubernetes-manifests/kustomization.yaml` names each of its files).
+/// Only the kustomization beside the file is read; one that lists the directory is the parent's.
+pub fn unlisted_in_kustomizations(plan: &Plan) -> Vec<String> {
+    let mut unlisted: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
+    for file in &plan.new_object_files {
+        let dir = file
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let Some(name) = file.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some((path, text)) = ["kustomization.yaml", "kustomization.yml", "Kustomization"]
+            .iter()
+            .find_map(|k| {
+                let path = dir.join(k);
+                std::fs::read_to_string(&path).ok().map(|text| (path, text))
+            })
+        else {
+            continue;
+        };
+        // One that does not read is reported when the kustomization itself is built.
+        let Ok(kustomization) = crate::snapshot::yaml::from_str(&text) else {
+            continue;
+        };
+        let same = |listed: &str| {
+            let plain = |p: &str| {
+                Path::new(p)
+                    .components()
+                    .filter(|c| !matches!(c, std::path::Component::CurDir))
+                    .collect::<PathBuf>()
+            };
+            plain(listed) == plain(name)
+        };
+        let listed = kustomization
+            .get("resources")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .any(same);
+        if !listed {
+            unlisted.entry(path).or_default().push(name.to_string());
+        }
+    }
+    unlisted
+        .into_iter()
+        .map(|(kustomization, names)| {
+            format!(
+                "{} lists its resources, not {}: add {} to `resources`, or `kubectl apply -k` and \
+                 `kustomize build` leave the new objects out",
+                kustomization.display(),
+                names.join(", "),
+                if names.len() == 1 { "it" } else { "them" }
+            )
+        })
+        .collect()
+}
+
 /// The default file for new objects: `<stem>.meshmedic-new.yaml` beside `file`.
 pub fn new_objects_file(file: &Path) -> PathBuf {
     let stem = file
@@ -366,6 +433,7 @@ fn plan_creates(
         }
         plan.applied
             .push(format!("{}: {}: new {}", file.display(), f.code, r.target));
+        plan.new_object_files.insert(file.clone());
         plan.files.insert(file, (old, new));
     }
 }
