@@ -401,6 +401,7 @@ fn sidecar_findings(
         if eff.attempts == 0
             || has_reset(&eff.retry_on, svc_non_idempotent)
             || only_gateways_behind(snapshot, s)
+            || only_metrics_ports(&service.spec)
             || snapshot.mesh_routes_of(s).next().is_some()
         {
             return out;
@@ -525,6 +526,29 @@ fn only_gateways_behind(snapshot: &Snapshot, s: usize) -> bool {
     let mut workloads = snapshot.workloads_of(s).peekable();
     workloads.peek().is_some()
         && workloads.all(|w| crate::snapshot::injection::gateway_reason(w).is_some())
+}
+
+/// Every port of the Service that can carry HTTP is a metrics port (its name, split at `-`,
+/// has `metrics`, `metric`, `prometheus`, `exporter` or `monitoring`): what calls it is a
+/// scraper, and Prometheus scrapes the pods' own addresses (a ServiceMonitor's endpoints,
+/// Istio's merged metrics), which no VirtualService for the Service's host applies to. A new
+/// VirtualService would change nothing while a re-analysis called it verified, and a reset
+/// scrape is a missed sample, not a 503 to a caller. Found on argo-cd's install.yaml (three of
+/// its seven Services are `argocd-*-metrics`) and sock-shop's rabbitmq (AMQP beside its
+/// exporter). One that a VirtualService already routes is judged like any other.
+fn only_metrics_ports(spec: &ServiceSpec) -> bool {
+    const METRICS: [&str; 5] = ["metrics", "metric", "prometheus", "exporter", "monitoring"];
+    let mut http = app_ports(spec)
+        .filter(|p| port_protocol(p) != Protocol::Tcp)
+        .peekable();
+    http.peek().is_some()
+        && http.all(|p| {
+            p.name.as_deref().is_some_and(|name| {
+                name.to_ascii_lowercase()
+                    .split('-')
+                    .any(|part| METRICS.contains(&part))
+            })
+        })
 }
 
 /// The finding for the routes of gateway-bound VirtualService `v` that send requests to

@@ -451,6 +451,44 @@ fn an_http2_port_with_a_grpc_probe_behind_it_speaks_grpc() {
 }
 
 #[test]
+fn a_service_of_metrics_ports_only_gets_no_new_virtual_service() {
+    // argo-cd's argocd-metrics (`metrics`), sock-shop's rabbitmq (AMQP beside `exporter`):
+    // scrapers reach the pods' own addresses, which no VirtualService for the host applies to.
+    for ports in [
+        "[{name: metrics, port: 8082, targetPort: 8080}]",
+        "[{name: http-metrics, port: 8082, targetPort: 8080}]",
+        "[{name: rabbitmq, port: 5672}, {name: exporter, port: 9090, targetPort: 8080}]",
+        "[{name: Prometheus, port: 9090, targetPort: 8080}, {name: https, port: 443}]",
+    ] {
+        let yaml = MESH.replace("[{name: http, port: 80, targetPort: 8080}]", ports);
+        assert!(yaml.contains(ports), "{ports}");
+        none_of(&yaml, CODE);
+    }
+    // An app port beside the metrics one: judged.
+    let both = MESH.replace(
+        "[{name: http, port: 80, targetPort: 8080}]",
+        "[{name: http, port: 80, targetPort: 8080}, {name: metrics, port: 9090, targetPort: 8080}]",
+    );
+    assert!(both.contains("name: metrics"));
+    assert_eq!(findings(&snapshot(&both)).len(), 1);
+    // Names that only contain the word are not metrics ports.
+    let api = MESH.replace("{name: http, port: 80", "{name: http-metricsapi, port: 80");
+    assert!(api.contains("metricsapi"));
+    assert_eq!(findings(&snapshot(&api)).len(), 1);
+    // A VirtualService someone wrote for it is judged like any other.
+    let metrics = MESH.replace("{name: http, port: 80", "{name: metrics, port: 80");
+    let routed = format!(
+        "{metrics}---\n{}",
+        vs(
+            "cart",
+            "  hosts: [cart]\n  http:\n  - route: [{destination: {host: cart}}]\n"
+        )
+    );
+    let f = only(&snapshot(&routed));
+    assert_eq!(f.remediation.target.name, "cart");
+}
+
+#[test]
 fn reset_before_request_is_not_enough_for_an_idempotent_route() {
     let snap = snapshot(&with(&vs(
         "cart",
