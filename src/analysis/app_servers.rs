@@ -23,14 +23,18 @@ pub enum AppIdle {
     Unknown,
 }
 
-/// Splits command and args into words, so `sh -c "gunicorn -k gevent app"` is read too.
+/// Splits command and args into words, so `sh -c "gunicorn -k gevent app"` is read too. A
+/// shell comment (a word that starts with `#`, to the end of its line) runs nothing: the
+/// CockroachDB StatefulSet of kubernetes/examples, whose `bash -c` script says "a node
+/// attempting to join itself" in a comment, was read as running Node.js.
 pub fn words(container: &Container) -> Vec<String> {
     container
         .command
         .iter()
         .flatten()
         .chain(container.args.iter().flatten())
-        .flat_map(|a| a.split_whitespace())
+        .flat_map(|a| a.lines())
+        .flat_map(|line| line.split_whitespace().take_while(|w| !w.starts_with('#')))
         .map(|w| w.trim_matches(|c| c == '"' || c == '\'').to_string())
         .collect()
 }
@@ -278,6 +282,31 @@ mod tests {
             ..Default::default()
         }]);
         assert_eq!(after(app_idle(&c, None)), Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn a_shell_comment_runs_nothing() {
+        // kubernetes/examples' CockroachDB: a `bash -ecx` script whose comment mentions a node.
+        let mut c = container(
+            "cockroachdb/cockroach:v1.1.0",
+            &[
+                "# avoid a node attempting\n# to join itself\nexec /cockroach/cockroach start  # not node\n",
+            ],
+        );
+        c.command = Some(vec!["/bin/bash".into(), "-ecx".into()]);
+        assert_eq!(app_idle(&c, None), AppIdle::Unknown);
+        assert_eq!(
+            words(&c),
+            ["/bin/bash", "-ecx", "exec", "/cockroach/cockroach", "start"]
+        );
+        // The same program on a line of the script is read, and a `#` inside a word is not a
+        // comment.
+        let c = container(
+            "example/app:1",
+            &["# start the app\nnode server.js --color=#fff\n"],
+        );
+        assert!(matches!(app_idle(&c, None), AppIdle::Closes { .. }));
+        assert_eq!(words(&c), ["node", "server.js", "--color=#fff"]);
     }
 
     #[test]
