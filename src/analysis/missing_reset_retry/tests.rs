@@ -800,6 +800,13 @@ fn undeclared_ports_of_databases_and_caches_are_tcp_not_http() {
         "[{name: postgres, port: 6000}]",
         "[{name: amqp, port: 6000}]",
         "[{port: 33060}]",
+        // kubernetes/examples: an NFS server, Hazelcast, Redis Sentinel, RethinkDB's driver
+        // port, OpenShift's API.
+        "[{name: nfs, port: 2049}, {name: mountd, port: 20048}, {name: rpcbind, port: 111}]",
+        "[{port: 5701}]",
+        "[{port: 26379, targetPort: 26379}]",
+        "[{port: 28015, targetPort: 28015}]",
+        "[{name: openshift, port: 8443, targetPort: 8443}]",
     ] {
         let yaml = MESH.replace("[{name: http, port: 80, targetPort: 8080}]", ports);
         assert!(yaml.contains(ports), "{ports}");
