@@ -395,16 +395,17 @@ pub fn worst(findings: &[Finding]) -> Option<Severity> {
 /// Ports of databases, caches, brokers and file servers whose clients never speak HTTP: on a
 /// port Istio sniffs, their traffic is plain TCP (PostgreSQL, MySQL, Redis and its Sentinel,
 /// MongoDB, Cassandra, Memcached, AMQP, Kafka, ZooKeeper, SQL Server, Oracle, NATS, Pulsar,
-/// CockroachDB, Hazelcast, RethinkDB's driver port, NFS with rpcbind and mountd). Found reading
+/// CockroachDB, Hazelcast, RethinkDB's driver port, NFS with rpcbind and mountd, LDAP). Found reading
 /// the findings on GoogleCloudPlatform/kubernetes-engine-samples: unnamed Redis and PostgreSQL
 /// ports were offered HTTP retries that their traffic never meets; the same on kubernetes/
-/// examples' Hazelcast, Redis Sentinel, RethinkDB and NFS server. And 443 and 8443: clients
+/// examples' Hazelcast, Redis Sentinel, RethinkDB and NFS server, and kustomize's LDAP example.
+/// And 443 and 8443: clients
 /// speak TLS there, which sniffing passes through as TCP (kubeflow/manifests' admission
 /// webhooks, whose only port is an unnamed 443, got HTTP retry findings; so did OpenShift's
 /// API on 8443 in kubernetes/examples).
 const NON_HTTP_PORTS: &[i32] = &[
     443, 8443, 5432, 3306, 33060, 6379, 26379, 27017, 9042, 11211, 5672, 9092, 2181, 1433, 1521,
-    4222, 6650, 26257, 5701, 28015, 2049, 111, 20048,
+    4222, 6650, 26257, 5701, 28015, 2049, 111, 20048, 389, 636,
 ];
 
 /// Port names (their prefix, as Istio splits them) of the same non-HTTP protocols that Istio
@@ -425,6 +426,8 @@ const NON_HTTP_NAMES: &[&str] = &[
     "nfs",
     "mountd",
     "rpcbind",
+    "ldap",
+    "ldaps",
 ];
 
 /// Ports the Istio proxy serves itself, not an app (Istio's "Ports used by Istio"): 15020 merged

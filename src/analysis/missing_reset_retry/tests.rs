@@ -807,6 +807,9 @@ fn undeclared_ports_of_databases_and_caches_are_tcp_not_http() {
         "[{port: 26379, targetPort: 26379}]",
         "[{port: 28015, targetPort: 28015}]",
         "[{name: openshift, port: 8443, targetPort: 8443}]",
+        // kustomize's LDAP example.
+        "[{port: 389, targetPort: 389}]",
+        "[{name: ldaps, port: 1636, targetPort: 1636}]",
     ] {
         let yaml = MESH.replace("[{name: http, port: 80, targetPort: 8080}]", ports);
         assert!(yaml.contains(ports), "{ports}");
