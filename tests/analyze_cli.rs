@@ -373,6 +373,27 @@ fn namespaces_defined_without_a_mesh_label_are_named() {
         "{}",
         stderr(&out)
     );
+
+    // Ten such namespaces: the first eight are named, and how many more there are.
+    let many: String = (0..10)
+        .map(|i| {
+            format!(
+                "---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: team-{i}}}\n---\n\
+                 apiVersion: v1\nkind: Pod\nmetadata: {{name: app, namespace: team-{i}}}\n\
+                 spec: {{containers: [{{name: app, image: example/app:1}}]}}\n"
+            )
+        })
+        .collect();
+    std::fs::write(&file, many).expect("write");
+    let out = meshmedic(&["analyze", path]);
+    assert!(
+        stderr(&out).contains(
+            "10 workload(s) are in namespaces the input defines with no mesh label (team-0, \
+             team-1, team-2, team-3, team-4, team-5, team-6, team-7, 2 more)"
+        ),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -303,6 +303,23 @@ async fn analyze_cluster_reads_the_live_cluster_with_the_operators_permissions()
     assert!(err.contains("Deployment: 1"), "{err}");
     assert!(!err.contains("forbidden"), "{err}");
 
+    // A namespace the cluster defines with no mesh label: "0 findings" comes with the reason.
+    let plain = support::namespace(&admin, "analyze-cluster-plain").await;
+    support::apply(&admin, &web(Some(&plain), "127.0.0.1:8080"))
+        .await
+        .expect("deployment");
+    let mut args = base.to_vec();
+    args.extend(["-n", &plain]);
+    let out = meshmedic(&args);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(localhost_findings(&out, &plain), 0, "{err}");
+    assert!(
+        err.contains(&format!("defines with no mesh label ({plain})")),
+        "{err}"
+    );
+    assert!(!err.contains("--assume-injected"), "{err}");
+
     // A local fix laid over the cluster: the object without a namespace lands in -n's.
     let dir = tempfile::tempdir().expect("tempdir");
     let fixed = dir.path().join("web.yaml");

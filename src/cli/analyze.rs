@@ -115,10 +115,7 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
             input.duplicates.len()
         );
     }
-    // A cluster's namespaces are read as they are.
-    if !args.cluster
-        && let Some(note) = unmeshed_input_note(&snapshot)
-    {
+    if let Some(note) = unmeshed_input_note(&snapshot, args.cluster) {
         eprintln!("{note}");
     }
     if read == 0 {
@@ -166,9 +163,17 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
 
 /// A repository rarely holds its Namespace objects: when that alone leaves every workload out
 /// of the mesh, say so and name the flag, rather than let "0 findings" speak for itself. The
-/// same when the input defines their namespaces with no mesh label (then no flag helps).
-pub(super) fn unmeshed_input_note(snapshot: &crate::snapshot::Snapshot) -> Option<String> {
-    let left_out = snapshot.left_out_for_want_of_namespace_labels();
+/// same when the input defines their namespaces with no mesh label (then no flag helps); that
+/// one also on a `cluster`, whose namespaces are all there.
+pub(super) fn unmeshed_input_note(
+    snapshot: &crate::snapshot::Snapshot,
+    cluster: bool,
+) -> Option<String> {
+    let left_out = if cluster {
+        0
+    } else {
+        snapshot.left_out_for_want_of_namespace_labels()
+    };
     let mut notes = Vec::new();
     if left_out > 0 {
         notes.push(format!(
@@ -180,7 +185,14 @@ pub(super) fn unmeshed_input_note(snapshot: &crate::snapshot::Snapshot) -> Optio
     let unlabelled = snapshot.left_out_by_unlabelled_namespaces();
     if !unlabelled.is_empty() {
         let count: usize = unlabelled.iter().map(|(_, n)| n).sum();
-        let names: Vec<&str> = unlabelled.iter().map(|(ns, _)| *ns).collect();
+        // A cluster dump can define hundreds: the first few name the case.
+        const SHOWN: usize = 8;
+        let mut names: Vec<&str> = unlabelled.iter().take(SHOWN).map(|(ns, _)| *ns).collect();
+        let more = unlabelled.len().saturating_sub(SHOWN);
+        let more = format!("{more} more");
+        if unlabelled.len() > SHOWN {
+            names.push(&more);
+        }
         notes.push(format!(
             "meshmedic: note: no workload here runs with an Istio proxy: {count} workload(s) are \
              in namespaces the input defines with no mesh label ({}), so not injected; label a \

@@ -123,7 +123,7 @@ fn run_inner(args: &FixArgs) -> Result<ExitCode> {
         eprintln!("meshmedic: left out: {bad}");
     }
     let (snapshot, _) = input.build(options)?;
-    if let Some(note) = super::analyze::unmeshed_input_note(&snapshot) {
+    if let Some(note) = super::analyze::unmeshed_input_note(&snapshot, false) {
         eprintln!("{note}");
     }
     let plan = plan(&snapshot, &selection);
@@ -342,11 +342,15 @@ pub fn unlisted_in_kustomizations(plan: &Plan) -> Vec<String> {
     unlisted
         .into_iter()
         .map(|(kustomization, names)| {
+            const SHOWN: usize = 8;
+            let mut shown = names[..names.len().min(SHOWN)].join(", ");
+            if names.len() > SHOWN {
+                shown.push_str(&format!(" and {} more", names.len() - SHOWN));
+            }
             format!(
-                "{} lists its resources, not {}: add {} to `resources`, or `kubectl apply -k` and \
-                 `kustomize build` leave the new objects out",
+                "{} lists its resources, not {shown}: add {} to `resources`, or `kubectl apply -k` \
+                 and `kustomize build` leave the new objects out",
                 kustomization.display(),
-                names.join(", "),
                 if names.len() == 1 { "it" } else { "them" }
             )
         })
