@@ -34,6 +34,13 @@ metadata: {name: cart, namespace: shop}
 spec: {selector: {app: cart}, ports: [{name: http, port: 80, targetPort: 8080}]}
 "#;
 
+/// MESH with its Service's ports replaced by `ports` (a flow sequence).
+fn with_ports(ports: &str) -> String {
+    let yaml = MESH.replace("[{name: http, port: 80, targetPort: 8080}]", ports);
+    assert!(yaml.contains(ports), "{ports}");
+    yaml
+}
+
 fn with(extra: &str) -> String {
     format!("{MESH}---\n{extra}")
 }
@@ -460,16 +467,12 @@ fn a_service_of_metrics_ports_only_gets_no_new_virtual_service() {
         "[{name: rabbitmq, port: 5672}, {name: exporter, port: 9090, targetPort: 8080}]",
         "[{name: Prometheus, port: 9090, targetPort: 8080}, {name: https, port: 443}]",
     ] {
-        let yaml = MESH.replace("[{name: http, port: 80, targetPort: 8080}]", ports);
-        assert!(yaml.contains(ports), "{ports}");
-        none_of(&yaml, CODE);
+        none_of(&with_ports(ports), CODE);
     }
     // An app port beside the metrics one: judged.
-    let both = MESH.replace(
-        "[{name: http, port: 80, targetPort: 8080}]",
+    let both = with_ports(
         "[{name: http, port: 80, targetPort: 8080}, {name: metrics, port: 9090, targetPort: 8080}]",
     );
-    assert!(both.contains("name: metrics"));
     assert_eq!(findings(&snapshot(&both)).len(), 1);
     // Names that only contain the word are not metrics ports.
     let api = MESH.replace("{name: http, port: 80", "{name: http-metricsapi, port: 80");
@@ -811,9 +814,7 @@ fn undeclared_ports_of_databases_and_caches_are_tcp_not_http() {
         "[{port: 389, targetPort: 389}]",
         "[{name: ldaps, port: 1636, targetPort: 1636}]",
     ] {
-        let yaml = MESH.replace("[{name: http, port: 80, targetPort: 8080}]", ports);
-        assert!(yaml.contains(ports), "{ports}");
-        none_of(&yaml, CODE);
+        none_of(&with_ports(ports), CODE);
     }
     // An unnamed port elsewhere may carry HTTP: still in scope.
     let yaml = MESH.replace(
