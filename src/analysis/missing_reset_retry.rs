@@ -148,12 +148,7 @@ fn grpc_only(snapshot: &Snapshot, s: usize) -> Option<String> {
     }
     let mut probed = Vec::new();
     for port in ports {
-        let named = port
-            .app_protocol
-            .as_deref()
-            .or(port.name.as_deref())
-            .unwrap_or_default();
-        if named.to_ascii_lowercase().starts_with("grpc") {
+        if super::declared_protocol(port).starts_with("grpc") {
             continue;
         }
         probed.push(grpc_probe(snapshot, s, port)?);
@@ -175,13 +170,11 @@ fn grpc_probe(
     s: usize,
     port: &k8s_openapi::api::core::v1::ServicePort,
 ) -> Option<String> {
-    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-    let target = port
-        .target_port
-        .clone()
-        .unwrap_or(IntOrString::Int(port.port));
     snapshot.workloads_of(s).find_map(|w| {
-        let number = w.resolve_port(&target)?;
+        let number = match &port.target_port {
+            Some(target) => w.resolve_port(target)?,
+            None => port.port,
+        };
         w.app_containers().find_map(|c| {
             [
                 ("readiness", &c.readiness_probe),

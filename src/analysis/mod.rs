@@ -478,7 +478,7 @@ pub fn port_protocol(port: &ServicePort) -> Protocol {
 
 /// The protocol a port declares, lowercase: its `appProtocol`, else its name's prefix
 /// (Istio's protocol selection).
-fn declared_protocol(port: &ServicePort) -> String {
+pub(crate) fn declared_protocol(port: &ServicePort) -> String {
     port.app_protocol
         .as_deref()
         .or_else(|| {

@@ -185,19 +185,12 @@ pub(super) fn unmeshed_input_note(
     let unlabelled = snapshot.left_out_by_unlabelled_namespaces();
     if !unlabelled.is_empty() {
         let count: usize = unlabelled.iter().map(|(_, n)| n).sum();
-        // A cluster dump can define hundreds: the first few name the case.
-        const SHOWN: usize = 8;
-        let mut names: Vec<&str> = unlabelled.iter().take(SHOWN).map(|(ns, _)| *ns).collect();
-        let more = unlabelled.len().saturating_sub(SHOWN);
-        let more = format!("{more} more");
-        if unlabelled.len() > SHOWN {
-            names.push(&more);
-        }
+        let names: Vec<&str> = unlabelled.iter().map(|(ns, _)| *ns).collect();
         notes.push(format!(
             "meshmedic: note: no workload here runs with an Istio proxy: {count} workload(s) are \
              in namespaces the input defines with no mesh label ({}), so not injected; label a \
              namespace istio-injection=enabled (or istio.io/rev) to judge it as meshed",
-            names.join(", ")
+            super::first_names(&names)
         ));
     }
     (!notes.is_empty()).then(|| notes.join("\n"))

@@ -297,15 +297,20 @@ pub fn plan(snapshot: &Snapshot, selection: &Selection) -> Plan {
 /// (microservices-demo's `kubernetes-manifests/kustomization.yaml` names each of its files).
 /// Only the kustomization beside the file is read; one that lists the directory is the parent's.
 pub fn unlisted_in_kustomizations(plan: &Plan) -> Vec<String> {
-    let mut unlisted: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
+    use crate::snapshot::load::normalize;
+    // By directory: each kustomization is read once, however many new files sit beside it.
+    let mut by_dir: BTreeMap<&Path, Vec<&str>> = BTreeMap::new();
     for file in &plan.new_object_files {
         let dir = file
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let Some(name) = file.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
+        if let Some(name) = file.file_name().and_then(|n| n.to_str()) {
+            by_dir.entry(dir).or_default().push(name);
+        }
+    }
+    let mut notes = Vec::new();
+    for (dir, names) in by_dir {
         let Some((path, text)) = ["kustomization.yaml", "kustomization.yml", "Kustomization"]
             .iter()
             .find_map(|k| {
@@ -319,42 +324,30 @@ pub fn unlisted_in_kustomizations(plan: &Plan) -> Vec<String> {
         let Ok(kustomization) = crate::snapshot::yaml::from_str(&text) else {
             continue;
         };
-        let same = |listed: &str| {
-            let plain = |p: &str| {
-                Path::new(p)
-                    .components()
-                    .filter(|c| !matches!(c, std::path::Component::CurDir))
-                    .collect::<PathBuf>()
-            };
-            plain(listed) == plain(name)
-        };
-        let listed = kustomization
+        let listed: BTreeSet<PathBuf> = kustomization
             .get("resources")
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
             .filter_map(Value::as_str)
-            .any(same);
-        if !listed {
-            unlisted.entry(path).or_default().push(name.to_string());
+            .map(|r| normalize(Path::new(r)))
+            .collect();
+        let unlisted: Vec<&str> = names
+            .into_iter()
+            .filter(|name| !listed.contains(&normalize(Path::new(name))))
+            .collect();
+        if unlisted.is_empty() {
+            continue;
         }
+        notes.push(format!(
+            "{} lists its resources, not {}: add {} to `resources`, or `kubectl apply -k` and \
+             `kustomize build` leave the new objects out",
+            path.display(),
+            super::first_names(&unlisted),
+            if unlisted.len() == 1 { "it" } else { "them" }
+        ));
     }
-    unlisted
-        .into_iter()
-        .map(|(kustomization, names)| {
-            const SHOWN: usize = 8;
-            let mut shown = names[..names.len().min(SHOWN)].join(", ");
-            if names.len() > SHOWN {
-                shown.push_str(&format!(" and {} more", names.len() - SHOWN));
-            }
-            format!(
-                "{} lists its resources, not {shown}: add {} to `resources`, or `kubectl apply -k` \
-                 and `kustomize build` leave the new objects out",
-                kustomization.display(),
-                if names.len() == 1 { "it" } else { "them" }
-            )
-        })
-        .collect()
+    notes
 }
 
 /// The default file for new objects: `<stem>.meshmedic-new.yaml` beside `file`.

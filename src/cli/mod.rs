@@ -47,6 +47,16 @@ pub enum Command {
     Rollback(rollback::RollbackArgs),
 }
 
+/// Names for a note, the first eight and then how many more: an input can hold hundreds.
+pub(crate) fn first_names(names: &[&str]) -> String {
+    const SHOWN: usize = 8;
+    let mut shown = names[..names.len().min(SHOWN)].join(", ");
+    if names.len() > SHOWN {
+        shown.push_str(&format!(", {} more", names.len() - SHOWN));
+    }
+    shown
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

@@ -367,65 +367,63 @@ impl Snapshot {
         }
     }
 
-    /// What `--assume-injected` would bring into the mesh: the workloads that run with no
-    /// proxy only because their Namespace is not in the input (outside Istio's and the system
-    /// namespaces, not `hostNetwork`). 0 when any app workload already has a sidecar or runs
-    /// ambient: the input then says how it is meshed, and the rest is left out on purpose.
-    /// Gateways say nothing about the app namespaces (istiod's own charts deploy them).
-    pub fn left_out_for_want_of_namespace_labels(&self) -> usize {
-        if self.profile.assume_injected {
-            return 0;
-        }
-        let mut left_out = 0;
+    /// The app workloads that run with no proxy and could: outside Istio's and the system
+    /// namespaces, not `hostNetwork`, with an app container. `None` when any workload already
+    /// has a sidecar or runs ambient: the input then says how it is meshed, and the rest is left
+    /// out on purpose. Gateways say nothing about the app namespaces (istiod's own charts deploy
+    /// them).
+    fn unmeshed_app_workloads(&self) -> Option<Vec<&Workload>> {
+        let mut unmeshed = Vec::new();
         for w in &self.workloads {
             match self.plane(w) {
-                Plane::Sidecar { .. } | Plane::Ambient { .. } => return 0,
+                Plane::Sidecar { .. } | Plane::Ambient { .. } => return None,
                 Plane::Gateway { .. } => {}
                 Plane::None => {
                     let ns = w.meta.namespace.as_str();
-                    if !self.namespaces.contains_key(ns)
-                        && ns != self.root_namespace()
+                    if ns != self.root_namespace()
                         && !IGNORED_NAMESPACES.contains(&ns)
                         && w.pod_spec.host_network != Some(true)
                         && w.app_containers().next().is_some()
                     {
-                        left_out += 1;
+                        unmeshed.push(&**w);
                     }
                 }
             }
         }
-        left_out
+        Some(unmeshed)
+    }
+
+    /// What `--assume-injected` would bring into the mesh: the unmeshed app workloads (above)
+    /// whose Namespace is not in the input. 0 when anything is meshed, or with the flag.
+    pub fn left_out_for_want_of_namespace_labels(&self) -> usize {
+        if self.profile.assume_injected {
+            return 0;
+        }
+        self.unmeshed_app_workloads().map_or(0, |ws| {
+            ws.iter()
+                .filter(|w| !self.namespaces.contains_key(&w.meta.namespace))
+                .count()
+        })
     }
 
     /// The namespaces the input defines with no mesh label at all (neither `istio-injection`,
-    /// `istio.io/rev` nor `istio.io/dataplane-mode`), with how many app workloads each leaves
-    /// out of the mesh, when that leaves every app workload out (as above; `--assume-injected`
-    /// changes nothing here: it reads only namespaces absent from the input). A namespace
-    /// labelled out of the mesh (`istio-injection: disabled`) is left out on purpose and not
-    /// counted. kube-prometheus' manifests define `monitoring` unlabelled: "0 findings" alone
-    /// read as a healthy mesh.
+    /// `istio.io/rev` nor `istio.io/dataplane-mode`), with how many unmeshed app workloads
+    /// (above) each holds; empty when anything is meshed. `--assume-injected` changes nothing
+    /// here: it reads only namespaces absent from the input. A namespace labelled out of the
+    /// mesh (`istio-injection: disabled`) is left out on purpose and not counted.
+    /// kube-prometheus' manifests define `monitoring` unlabelled: "0 findings" alone read as a
+    /// healthy mesh.
     pub fn left_out_by_unlabelled_namespaces(&self) -> Vec<(&str, usize)> {
         let mut left_out = std::collections::BTreeMap::new();
-        for w in &self.workloads {
-            match self.plane(w) {
-                Plane::Sidecar { .. } | Plane::Ambient { .. } => return Vec::new(),
-                Plane::Gateway { .. } => {}
-                Plane::None => {
-                    let ns = w.meta.namespace.as_str();
-                    let unlabelled = self.namespaces.get(ns).is_some_and(|n| {
-                        [keys::NS_INJECTION, keys::NS_REV, DATAPLANE_MODE]
-                            .iter()
-                            .all(|k| n.labels.get(k).is_none())
-                    });
-                    if unlabelled
-                        && ns != self.root_namespace()
-                        && !IGNORED_NAMESPACES.contains(&ns)
-                        && w.pod_spec.host_network != Some(true)
-                        && w.app_containers().next().is_some()
-                    {
-                        *left_out.entry(ns).or_insert(0) += 1;
-                    }
-                }
+        for w in self.unmeshed_app_workloads().unwrap_or_default() {
+            let ns = w.meta.namespace.as_str();
+            let unlabelled = self.namespaces.get(ns).is_some_and(|n| {
+                [keys::NS_INJECTION, keys::NS_REV, DATAPLANE_MODE]
+                    .iter()
+                    .all(|k| n.labels.get(k).is_none())
+            });
+            if unlabelled {
+                *left_out.entry(ns).or_insert(0) += 1;
             }
         }
         left_out.into_iter().collect()

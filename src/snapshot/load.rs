@@ -804,7 +804,7 @@ fn kustomize_patches(files: &[PathBuf]) -> HashMap<PathBuf, String> {
 }
 
 /// `a/./b/../c` → `a/c`, without touching the file system.
-fn normalize(path: &Path) -> PathBuf {
+pub(crate) fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {
