@@ -1063,7 +1063,7 @@ async fn apply_mode_writes_settled_plans_only_never_a_half_applied_namespace_fin
     );
 
     // A new app arrives object by object: its Deployment and Service first (nginx closes idle
-    // connections after 75s, no DestinationRule says otherwise yet: a finding whose fix creates
+    // connections after 65s, no DestinationRule says otherwise yet: a finding whose fix creates
     // one), then its own DestinationRule, which ends the finding.
     let app = |kind: &str, body: Value| {
         let mut doc = body;

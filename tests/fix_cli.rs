@@ -148,7 +148,7 @@ fn fix_on_a_commented_manifest_touches_only_the_fixed_lines() {
     assert_eq!(
         added,
         vec![
-            "+                idleTimeout: \"67s\"    # reviewed 2024",
+            "+                idleTimeout: \"58s\"    # reviewed 2024",
             "+        retryOn: 'connect-failure,refused-stream,reset,503'   # no reset yet",
         ],
         "quoting and comments kept: {diff_text}"

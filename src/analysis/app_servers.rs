@@ -104,10 +104,33 @@ fn secs(n: &str) -> Option<Duration> {
         .map(Duration::from_secs_f64)
 }
 
+/// A volume a container mounts, with what the input shows of its files.
+#[derive(Clone, Debug)]
+pub struct MountedFiles<'a> {
+    /// `mountPath`.
+    pub path: &'a str,
+    /// `None` when the input does not show the files: not a ConfigMap volume, or a ConfigMap
+    /// the input does not have.
+    pub files: Option<ShownFiles<'a>>,
+}
+
+/// The files of a mounted ConfigMap the input has.
+#[derive(Clone, Debug)]
+pub struct ShownFiles<'a> {
+    /// `ConfigMap ns/name`.
+    pub source: String,
+    /// By full path in the container, the nginx `keepalive_timeout` arguments each file sets.
+    pub files: Vec<(String, &'a [String])>,
+}
+
 /// What the app in `container` does with idle connections. `annotation` is the
 /// `meshmedic.io/app-idle-timeout` value from the pod template or the Service, already validated
-/// when the snapshot was built.
-pub fn app_idle(container: &Container, annotation: Option<(&str, &str)>) -> AppIdle {
+/// when the snapshot was built; `mounts` are the container's volume mounts.
+pub fn app_idle(
+    container: &Container,
+    annotation: Option<(&str, &str)>,
+    mounts: &[MountedFiles<'_>],
+) -> AppIdle {
     if let Some((value, owner)) = annotation
         && let Ok(after) = duration::parse(value)
     {
@@ -211,10 +234,7 @@ pub fn app_idle(container: &Container, annotation: Option<(&str, &str)>) -> AppI
         why: format!("{why} (image {image})"),
     };
     match base {
-        // nginx.org/en/docs/http/ngx_http_core_module.html#keepalive_timeout: 75s.
-        "nginx" | "nginx-unprivileged" | "openresty" => {
-            known(75, "nginx default keepalive_timeout 75s")
-        }
+        "nginx" | "nginx-unprivileged" | "openresty" => nginx_idle(image, &words, mounts),
         // httpd.apache.org/docs/2.4/mod/core.html#keepalivetimeout: 5s.
         "httpd" => known(5, "Apache httpd default KeepAliveTimeout 5s"),
         // The official tomcat image's conf/server.xml sets connectionTimeout="20000", and
@@ -234,6 +254,168 @@ pub fn app_idle(container: &Container, annotation: Option<(&str, &str)>) -> AppI
         "envoy" | "envoy-distroless" => known(3600, "Envoy default idle_timeout 1h"),
         _ => AppIdle::Unknown,
     }
+}
+
+/// Where nginx images read their configuration: the official and unprivileged images
+/// (`/etc/nginx/nginx.conf`, including `conf.d/*.conf`, written from `templates/`), OpenResty's
+/// (`/usr/local/openresty/nginx/conf/nginx.conf`, including `/etc/nginx/conf.d`) and Bitnami's.
+const NGINX_CONFIG_DIRS: [&str; 3] = [
+    "/etc/nginx",
+    "/usr/local/openresty/nginx/conf",
+    "/opt/bitnami/nginx/conf",
+];
+
+/// nginx's idle keep-alive timeout. Its built-in default is 75s, but the `nginx.conf` every
+/// common image ships (nginx.org's packages, so the official and unprivileged images, and
+/// OpenResty's and Bitnami's) sets `keepalive_timeout 65`: 65s unless a mounted configuration
+/// says otherwise. A mounted configuration is read when the input has its ConfigMap; when it
+/// does not (or the volume is not a ConfigMap), the answer is unknown.
+fn nginx_idle(image: &str, words: &[String], mounts: &[MountedFiles<'_>]) -> AppIdle {
+    let trim = |p: &'_ str| -> String { p.trim_end_matches('/').to_string() };
+    // `nginx -c FILE`: only after the word that runs nginx (`sh -c "…"` is a shell's flag).
+    let nginx_args = words
+        .iter()
+        .position(|w| matches!(w.rsplit('/').next(), Some("nginx" | "openresty")))
+        .map_or(&[][..], |i| &words[i + 1..]);
+    let main_flag = flag_value(nginx_args, &["-c"]).map(trim);
+    let mut dirs: Vec<String> = NGINX_CONFIG_DIRS.iter().map(|d| d.to_string()).collect();
+    let mut mains: Vec<String> = dirs.iter().map(|d| format!("{d}/nginx.conf")).collect();
+    if let Some(main) = &main_flag {
+        if let Some((dir, _)) = main.rsplit_once('/') {
+            dirs.push(dir.to_string());
+        }
+        mains = vec![main.clone()];
+    }
+    let under = |path: &str, dir: &str| path == dir || path.starts_with(&format!("{dir}/"));
+    // A mount whose files the input does not show matters only where it can hold configuration:
+    // a config directory, one above it, a `.conf` file, or a directory nginx includes from.
+    let may_configure = |path: &str| {
+        let last = path.rsplit('/').next().unwrap_or_default();
+        dirs.iter().any(|d| path == d || under(d, path))
+            || (dirs.iter().any(|d| under(path, d))
+                && (last.ends_with(".conf")
+                    || matches!(
+                        last,
+                        "conf.d"
+                            | "templates"
+                            | "sites-enabled"
+                            | "http.d"
+                            | "server_blocks"
+                            | "context.d"
+                    )))
+    };
+    let mut values: Vec<(Duration, String)> = Vec::new();
+    let mut sources: Vec<&str> = Vec::new();
+    let mut main_replaced = false;
+    for mount in mounts {
+        let path = trim(mount.path);
+        let in_config = dirs.iter().any(|d| under(&path, d) || under(d, &path));
+        if !in_config {
+            continue;
+        }
+        let Some(ShownFiles { source, files }) = &mount.files else {
+            if may_configure(&path) {
+                return AppIdle::Unknown;
+            }
+            continue;
+        };
+        main_replaced |= mains.iter().any(|m| under(m, &path));
+        sources.push(source);
+        for (file, args) in files {
+            for arg in args.iter() {
+                let Some(after) = nginx_time(arg) else {
+                    // A variable or a template placeholder: not known before the pod runs.
+                    return AppIdle::Unknown;
+                };
+                values.push((
+                    after,
+                    format!("keepalive_timeout {arg} in {file} from {source}"),
+                ));
+            }
+        }
+    }
+    if main_flag.is_some() && !main_replaced {
+        // `-c` names a file of the image meshmedic cannot read.
+        return AppIdle::Unknown;
+    }
+    if let Some((after, why)) = values
+        .iter()
+        .filter(|(after, _)| !after.is_zero())
+        .min_by_key(|(after, _)| *after)
+    {
+        return AppIdle::Closes {
+            after: *after,
+            why: format!("{why} (image {image})"),
+        };
+    }
+    if let Some((_, why)) = values.first() {
+        return AppIdle::NoRace {
+            why: format!("{why}: nginx closes each connection after its response"),
+        };
+    }
+    sources.dedup();
+    let (after, why) = match (main_replaced, sources.is_empty()) {
+        (true, _) => (
+            75,
+            format!(
+                "nginx built-in keepalive_timeout 75s: the nginx.conf from {} sets none",
+                sources.join(", ")
+            ),
+        ),
+        (false, true) => (
+            65,
+            "keepalive_timeout 65s of the image's nginx.conf".to_string(),
+        ),
+        (false, false) => (
+            65,
+            format!(
+                "keepalive_timeout 65s of the image's nginx.conf; the config from {} sets none",
+                sources.join(", ")
+            ),
+        ),
+    };
+    AppIdle::Closes {
+        after: Duration::from_secs(after),
+        why: format!("{why} (image {image})"),
+    }
+}
+
+/// An nginx time (nginx.org/en/docs/syntax.html): a number with an optional unit (`ms`, `s`,
+/// `m`, `h`, `d`, `w`, `M` = 30 days, `y` = 365 days; seconds without one), several summed
+/// from the largest (`1m30s`, `1h 30m`).
+pub fn nginx_time(text: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let millis: u64 = match &rest[..unit_len] {
+            "ms" => 1,
+            "" | "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            "M" => 30 * 86_400_000,
+            "y" => 365 * 86_400_000,
+            _ => return None,
+        };
+        total = total.checked_add(Duration::from_millis(n.checked_mul(millis)?))?;
+        rest = rest[unit_len..].trim_start();
+    }
+    Some(total)
 }
 
 #[cfg(test)]
@@ -261,7 +443,7 @@ mod tests {
     fn annotation_wins() {
         let c = container("nginx:1.27", &[]);
         assert_eq!(
-            after(app_idle(&c, Some(("10s", "Deployment a/b")))),
+            after(app_idle(&c, Some(("10s", "Deployment a/b")), &[])),
             Some(Duration::from_secs(10))
         );
     }
@@ -269,19 +451,19 @@ mod tests {
     #[test]
     fn gunicorn_sync_cannot_race_but_other_workers_can() {
         let c = container("python:3.12", &["gunicorn", "app:app"]);
-        assert!(matches!(app_idle(&c, None), AppIdle::NoRace { .. }));
+        assert!(matches!(app_idle(&c, None, &[]), AppIdle::NoRace { .. }));
         let c = container(
             "python:3.12",
             &["gunicorn -k gevent --keep-alive 7 app:app"],
         );
-        assert_eq!(after(app_idle(&c, None)), Some(Duration::from_secs(7)));
+        assert_eq!(after(app_idle(&c, None, &[])), Some(Duration::from_secs(7)));
         let mut c = container("python:3.12", &["gunicorn", "app:app"]);
         c.env = Some(vec![EnvVar {
             name: "GUNICORN_CMD_ARGS".into(),
             value: Some("--worker-class=gthread".into()),
             ..Default::default()
         }]);
-        assert_eq!(after(app_idle(&c, None)), Some(Duration::from_secs(2)));
+        assert_eq!(after(app_idle(&c, None, &[])), Some(Duration::from_secs(2)));
     }
 
     #[test]
@@ -294,7 +476,7 @@ mod tests {
             ],
         );
         c.command = Some(vec!["/bin/bash".into(), "-ecx".into()]);
-        assert_eq!(app_idle(&c, None), AppIdle::Unknown);
+        assert_eq!(app_idle(&c, None, &[]), AppIdle::Unknown);
         assert_eq!(
             words(&c),
             ["/bin/bash", "-ecx", "exec", "/cockroach/cockroach", "start"]
@@ -305,7 +487,7 @@ mod tests {
             "example/app:1",
             &["# start the app\nnode server.js --color=#fff\n"],
         );
-        assert!(matches!(app_idle(&c, None), AppIdle::Closes { .. }));
+        assert!(matches!(app_idle(&c, None, &[]), AppIdle::Closes { .. }));
         assert_eq!(words(&c), ["node", "server.js", "--color=#fff"]);
     }
 
@@ -315,23 +497,30 @@ mod tests {
             "python:3.12",
             &["uvicorn", "main:app", "--timeout-keep-alive=30"],
         );
-        assert_eq!(after(app_idle(&c, None)), Some(Duration::from_secs(30)));
+        assert_eq!(
+            after(app_idle(&c, None, &[])),
+            Some(Duration::from_secs(30))
+        );
         let c = container("python:3.12", &["python", "-m", "uvicorn", "main:app"]);
-        assert_eq!(after(app_idle(&c, None)), Some(Duration::from_secs(5)));
+        assert_eq!(after(app_idle(&c, None, &[])), Some(Duration::from_secs(5)));
     }
 
     #[test]
     fn node_version_from_tag() {
         assert_eq!(
-            after(app_idle(&container("node:20-alpine", &[]), None)),
+            after(app_idle(&container("node:20-alpine", &[]), None, &[])),
             Some(Duration::from_secs(5))
         );
         assert_eq!(
-            after(app_idle(&container("docker.io/library/node:26", &[]), None)),
+            after(app_idle(
+                &container("docker.io/library/node:26", &[]),
+                None,
+                &[]
+            )),
             Some(Duration::from_secs(65))
         );
         assert_eq!(
-            after(app_idle(&container("node:lts", &[]), None)),
+            after(app_idle(&container("node:lts", &[]), None, &[])),
             Some(Duration::from_secs(5))
         );
     }
@@ -339,30 +528,154 @@ mod tests {
     #[test]
     fn images_and_unknowns() {
         assert_eq!(
-            after(app_idle(&container("nginx:1.27", &[]), None)),
-            Some(Duration::from_secs(75))
+            after(app_idle(&container("nginx:1.27", &[]), None, &[])),
+            Some(Duration::from_secs(65))
         );
         assert_eq!(
             after(app_idle(
                 &container("registry.example.com:5000/httpd:2.4", &[]),
-                None
+                None,
+                &[]
             )),
             Some(Duration::from_secs(5))
         );
         assert_eq!(
             after(app_idle(
                 &container("mcr.microsoft.com/dotnet/aspnet:8.0", &[]),
-                None
+                None,
+                &[]
             )),
             Some(Duration::from_secs(130))
         );
         assert_eq!(
-            app_idle(&container("golang:1.23", &["/app"]), None),
+            app_idle(&container("golang:1.23", &["/app"]), None, &[]),
             AppIdle::Unknown
         );
         assert_eq!(
-            app_idle(&container("example/shop:1.0", &[]), None),
+            app_idle(&container("example/shop:1.0", &[]), None, &[]),
             AppIdle::Unknown
+        );
+    }
+
+    #[test]
+    fn nginx_times() {
+        let t = |s: &str| nginx_time(s).map(|d| d.as_millis());
+        assert_eq!(t("65"), Some(65_000));
+        assert_eq!(t("30s"), Some(30_000));
+        assert_eq!(t("500ms"), Some(500));
+        assert_eq!(t("1m30s"), Some(90_000));
+        assert_eq!(t("1h 30m"), Some(5_400_000));
+        assert_eq!(t("0"), Some(0));
+        assert_eq!(t("$timeout"), None);
+        assert_eq!(t("${KEEPALIVE}"), None);
+        assert_eq!(t("5x"), None);
+        assert_eq!(t(""), None);
+        assert_eq!(t("99999999999999999999"), None);
+    }
+
+    /// nginx's configuration mounted from a ConfigMap decides, not the image's: the asm-labs
+    /// multi-buffer sample mounts its own nginx.conf over `/etc/nginx`.
+    #[test]
+    fn nginx_reads_a_mounted_configuration() {
+        let nginx = container("nginx:1.27", &[]);
+        fn dir<'a>(path: &'a str, files: Vec<(String, &'a [String])>) -> MountedFiles<'a> {
+            MountedFiles {
+                path,
+                files: Some(ShownFiles {
+                    source: "ConfigMap default/conf".to_string(),
+                    files,
+                }),
+            }
+        }
+        let thirty = ["30s".to_string(), "90".to_string()];
+        let zero = ["0".to_string()];
+        let none: &[String] = &[];
+        let var = ["${T}".to_string()];
+        let (thirty, zero, var) = (&thirty[..], &zero[..], &var[..]);
+        // The whole directory replaced, its nginx.conf setting no keepalive_timeout: nginx's
+        // built-in 75s.
+        let whole = [dir(
+            "/etc/nginx",
+            vec![("/etc/nginx/nginx.conf".into(), none)],
+        )];
+        let a = app_idle(&nginx, None, &whole);
+        assert_eq!(after(a.clone()), Some(Duration::from_secs(75)));
+        assert!(format!("{a:?}").contains("built-in"), "{a:?}");
+        // A server block in conf.d: the shortest directive.
+        let conf_d = [dir(
+            "/etc/nginx/conf.d",
+            vec![("/etc/nginx/conf.d/default.conf".into(), thirty)],
+        )];
+        let a = app_idle(&nginx, None, &conf_d);
+        assert_eq!(after(a.clone()), Some(Duration::from_secs(30)));
+        assert!(
+            format!("{a:?}").contains("keepalive_timeout 30s in /etc/nginx/conf.d/default.conf from ConfigMap default/conf"),
+            "{a:?}"
+        );
+        // Only conf.d, setting nothing: the image's nginx.conf still sets 65s.
+        let empty = [dir(
+            "/etc/nginx/conf.d",
+            vec![("/etc/nginx/conf.d/a.conf".into(), none)],
+        )];
+        assert_eq!(
+            after(app_idle(&nginx, None, &empty)),
+            Some(Duration::from_secs(65))
+        );
+        // keepalive_timeout 0: no keep-alive, nothing to race.
+        let off = [dir(
+            "/etc/nginx/nginx.conf",
+            vec![("/etc/nginx/nginx.conf".into(), zero)],
+        )];
+        assert!(matches!(
+            app_idle(&nginx, None, &off),
+            AppIdle::NoRace { .. }
+        ));
+        // A value only known when the pod runs, or a ConfigMap the input does not have.
+        let templated = [dir(
+            "/etc/nginx/templates",
+            vec![("/etc/nginx/templates/t".into(), var)],
+        )];
+        assert_eq!(app_idle(&nginx, None, &templated), AppIdle::Unknown);
+        let absent = [MountedFiles {
+            path: "/etc/nginx/conf.d",
+            files: None,
+        }];
+        assert_eq!(app_idle(&nginx, None, &absent), AppIdle::Unknown);
+        // Certificates from a Secret next to the config, and content elsewhere, change nothing.
+        let other = [
+            MountedFiles {
+                path: "/etc/nginx/certs",
+                files: None,
+            },
+            MountedFiles {
+                path: "/usr/share/nginx/html",
+                files: None,
+            },
+        ];
+        assert_eq!(
+            after(app_idle(&nginx, None, &other)),
+            Some(Duration::from_secs(65))
+        );
+        // `-c` names a file of the image: unknown, unless a mount gives it.
+        let custom = container(
+            "nginx:1.27",
+            &["nginx", "-c", "/config/site.conf", "-g", "daemon off;"],
+        );
+        assert_eq!(app_idle(&custom, None, &[]), AppIdle::Unknown);
+        // A shell's `-c` is not nginx's.
+        let mut shell = container(
+            "nginx:1.27",
+            &["envsubst < /t > /etc/nginx/x && exec nginx -g 'daemon off;'"],
+        );
+        shell.command = Some(vec!["/bin/sh".into(), "-c".into()]);
+        assert_eq!(
+            after(app_idle(&shell, None, &[])),
+            Some(Duration::from_secs(65))
+        );
+        let given = [dir("/config", vec![("/config/site.conf".into(), none)])];
+        assert_eq!(
+            after(app_idle(&custom, None, &given)),
+            Some(Duration::from_secs(75))
         );
     }
 

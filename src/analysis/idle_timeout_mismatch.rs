@@ -21,10 +21,10 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
-use super::app_servers::{AppIdle, app_idle};
+use super::app_servers::{AppIdle, MountedFiles, ShownFiles, app_idle};
 use super::{Code, Finding, Protocol, Severity, Sink, WorkloadRef, app_ports, port_protocol};
 use crate::model::service::ServiceSpec;
-use crate::model::workload::Workload;
+use crate::model::workload::{Container, Workload};
 use crate::model::{ObjectRef, duration, keys};
 use crate::remediation::{Edit, Remediation, creation_labels};
 use crate::snapshot::Obj;
@@ -139,7 +139,8 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
                 if port_protocol(port) == Protocol::Tcp {
                     continue;
                 }
-                let Some((target_port, after, why)) = app_closes(workload, service, port) else {
+                let Some((target_port, after, why)) = app_closes(snapshot, workload, service, port)
+                else {
                     continue;
                 };
                 let levels = snapshot.inbound_pool_levels(
@@ -247,6 +248,7 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
 /// What the app behind a Service port does with idle connections, when it closes them:
 /// `(container port, after, why)`.
 fn app_closes(
+    snapshot: &Snapshot,
     workload: &Workload,
     service: &Obj<ServiceSpec>,
     port: &ServicePort,
@@ -267,13 +269,75 @@ fn app_closes(
                 .get(keys::APP_IDLE_TIMEOUT)
                 .map(|v| (v.as_str(), service.describe()))
         });
+    let mounts = mounted_files(snapshot, workload, container);
     match app_idle(
         container,
         annotation.as_ref().map(|(v, o)| (*v, o.as_str())),
+        &mounts,
     ) {
         AppIdle::Closes { after, why } => Some((target_port, after, why)),
         _ => None,
     }
+}
+
+/// A container's volume mounts, with the files of each ConfigMap the snapshot has (by full
+/// path in the container: a `subPath` mount is the one file; otherwise each key, or each of
+/// `items`, under the mount path).
+fn mounted_files<'a>(
+    snapshot: &'a Snapshot,
+    workload: &'a Workload,
+    container: &'a Container,
+) -> Vec<MountedFiles<'a>> {
+    let ns = &workload.meta.namespace;
+    container
+        .volume_mounts
+        .iter()
+        .map(|mount| {
+            let files = workload
+                .pod_spec
+                .volumes
+                .iter()
+                .find(|v| v.name == mount.name)
+                .and_then(|v| v.config_map.as_ref())
+                .and_then(|volume| {
+                    let cm = snapshot
+                        .config_maps
+                        .get(&(ns.clone(), volume.name.clone()))?;
+                    // File name in the volume → key.
+                    let names: Vec<(&str, &str)> = match &volume.items {
+                        Some(items) => items
+                            .iter()
+                            .map(|i| (i.path.as_str(), i.key.as_str()))
+                            .collect(),
+                        None => cm
+                            .keys
+                            .iter()
+                            .map(|(k, _)| (k.as_str(), k.as_str()))
+                            .collect(),
+                    };
+                    let dir = mount.mount_path.trim_end_matches('/');
+                    let files = names
+                        .into_iter()
+                        .filter_map(|(name, key)| {
+                            let args = cm.key(key)?;
+                            match mount.sub_path.as_deref().filter(|p| !p.is_empty()) {
+                                Some(sub) if sub == name => Some((dir.to_string(), args)),
+                                Some(_) => None,
+                                None => Some((format!("{dir}/{name}"), args)),
+                            }
+                        })
+                        .collect();
+                    Some(ShownFiles {
+                        source: format!("ConfigMap {ns}/{}", volume.name),
+                        files,
+                    })
+                });
+            MountedFiles {
+                path: &mount.mount_path,
+                files,
+            }
+        })
+        .collect()
 }
 
 /// A Service whose pods have no sidecar, behind gateway VirtualServices: each gateway's Envoy
@@ -340,7 +404,7 @@ fn gateway_problems(
             if port_protocol(port) == Protocol::Tcp {
                 continue;
             }
-            let Some((_, after, why)) = app_closes(workload, service, port) else {
+            let Some((_, after, why)) = app_closes(snapshot, workload, service, port) else {
                 continue;
             };
             let level = rule.and_then(|r| {

@@ -19,6 +19,42 @@ pub struct PodSpec {
     pub init_containers: Option<Vec<Container>>,
     pub host_network: Option<bool>,
     pub termination_grace_period_seconds: Option<i64>,
+    /// The pod's volumes, kept only for where a ConfigMap is mounted: an app server's config
+    /// file in a ConfigMap replaces the defaults of its image (nginx's keepalive_timeout).
+    pub volumes: Vec<Volume>,
+}
+
+/// A pod volume: its name, and the ConfigMap it projects, if it is a `configMap` volume.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Volume {
+    pub name: String,
+    pub config_map: Option<ConfigMapVolume>,
+}
+
+/// A `configMap` volume: which ConfigMap, and which of its keys under which file names
+/// (`items`; every key under its own name when there are none).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ConfigMapVolume {
+    pub name: String,
+    pub items: Option<Vec<KeyToPath>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct KeyToPath {
+    pub key: String,
+    pub path: String,
+}
+
+/// Where a container mounts a volume.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct VolumeMount {
+    pub name: String,
+    pub mount_path: String,
+    pub sub_path: Option<String>,
 }
 
 /// The parts of a container the analysis reads (see [`PodSpec`]). Probes and lifecycle hooks
@@ -38,6 +74,7 @@ pub struct Container {
     pub startup_probe: Option<Box<Probe>>,
     /// `Always` on an init container: a native sidecar.
     pub restart_policy: Option<String>,
+    pub volume_mounts: Vec<VolumeMount>,
 }
 
 impl From<k8s_openapi::api::core::v1::Container> for Container {
@@ -54,6 +91,16 @@ impl From<k8s_openapi::api::core::v1::Container> for Container {
             liveness_probe: c.liveness_probe.map(Box::new),
             startup_probe: c.startup_probe.map(Box::new),
             restart_policy: c.restart_policy,
+            volume_mounts: c
+                .volume_mounts
+                .unwrap_or_default()
+                .into_iter()
+                .map(|m| VolumeMount {
+                    name: m.name,
+                    mount_path: m.mount_path,
+                    sub_path: m.sub_path,
+                })
+                .collect(),
         }
     }
 }
@@ -72,6 +119,29 @@ impl From<k8s_openapi::api::core::v1::PodSpec> for PodSpec {
             init_containers: s.init_containers.map(containers),
             host_network: s.host_network,
             termination_grace_period_seconds: s.termination_grace_period_seconds,
+            volumes: s
+                .volumes
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|v| {
+                    let config_map = v.config_map?;
+                    Some(Volume {
+                        name: v.name,
+                        config_map: Some(ConfigMapVolume {
+                            name: config_map.name,
+                            items: config_map.items.map(|items| {
+                                items
+                                    .into_iter()
+                                    .map(|i| KeyToPath {
+                                        key: i.key,
+                                        path: i.path,
+                                    })
+                                    .collect()
+                            }),
+                        }),
+                    })
+                })
+                .collect(),
         }
     }
 }

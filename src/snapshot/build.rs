@@ -1,6 +1,6 @@
 //! Turns raw objects (from files or from the API server) into a typed, indexed [`Snapshot`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use hashbrown::HashMap;
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::app_config::AppConfigMap;
 use super::profile::{InjectorSettings, IstiodSeen, MeshProfile, ProfileInputs, ProfileOverrides};
 use super::{NamespaceIndex, Obj, Raw, Snapshot, SnapshotOptions, hosts, yaml};
 use crate::analysis::Code;
@@ -51,6 +52,7 @@ struct Parts {
     mesh_configs: Vec<(Source, String, MeshConfig)>,
     profile: ProfileInputs,
     skipped: BTreeMap<String, usize>,
+    config_maps: super::app_config::AppConfigMaps,
 }
 
 const DEFAULT_NAMESPACE: &str = "default";
@@ -536,11 +538,17 @@ impl SnapshotBuilder {
             );
             return Ok(());
         }
-        *self
-            .snapshot_parts
-            .skipped
-            .entry("v1/ConfigMap".to_string())
-            .or_default() += 1;
+        // Counted as skipped at the end unless a workload mounts it.
+        let namespace = cm
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+        let binary = cm.binary_data.unwrap_or_default();
+        let read = AppConfigMap::read(&data, binary.keys());
+        self.snapshot_parts
+            .config_maps
+            .insert((namespace, name.to_string()), read);
         Ok(())
     }
 
@@ -609,6 +617,26 @@ impl SnapshotBuilder {
             ))
         });
 
+        // A ConfigMap is read when a workload mounts it; the others are skipped unread.
+        let mounted: HashSet<(&str, &str)> = parts
+            .workloads
+            .iter()
+            .flat_map(|w| {
+                w.pod_spec.volumes.iter().filter_map(|v| {
+                    let cm = v.config_map.as_ref()?;
+                    Some((w.meta.namespace.as_str(), cm.name.as_str()))
+                })
+            })
+            .collect();
+        let unread = parts
+            .config_maps
+            .keys()
+            .filter(|(ns, name)| !mounted.contains(&(ns.as_str(), name.as_str())))
+            .count();
+        if unread > 0 {
+            *parts.skipped.entry("v1/ConfigMap".to_string()).or_default() += unread;
+        }
+
         let mut snapshot = Snapshot {
             objects: Default::default(),
             rules_by_host: Default::default(),
@@ -630,6 +658,7 @@ impl SnapshotBuilder {
             istio_version,
             profile,
             skipped: parts.skipped,
+            config_maps: parts.config_maps,
             service_workloads: Vec::new(),
             workload_services: Vec::new(),
             by_namespace: BTreeMap::new(),

@@ -2,6 +2,7 @@
 //! service host to the rules and workloads that shape its traffic. Built from files (`load`) or
 //! from the controller's reflector stores; the analysis cannot tell the two apart.
 
+pub mod app_config;
 pub mod build;
 pub mod cluster;
 pub mod hosts;
@@ -167,6 +168,10 @@ pub struct Snapshot {
     pub profile: MeshProfile,
     /// Documents of kinds meshmedic does not read, counted by `apiVersion/kind`.
     pub skipped: BTreeMap<String, usize>,
+    /// ConfigMaps other than Istio's, as far as an app server's configuration in them is read
+    /// (nginx's `keepalive_timeout`). The operator reads none (its RBAC grants no application
+    /// ConfigMap), so there an app whose server config is mounted from one is not judged.
+    pub config_maps: app_config::AppConfigMaps,
     /// Index: for each service, the workloads its selector picks.
     pub(crate) service_workloads: Vec<Vec<usize>>,
     /// Index: for each workload, the services that select it.

@@ -423,7 +423,7 @@ pub async fn wait_within(
     }
 }
 
-/// nginx closes idle connections after 75s and no rule says otherwise: meshmedic creates
+/// nginx closes idle connections after 65s and no rule says otherwise: meshmedic creates
 /// `gallery-idle-timeout`.
 pub async fn nginx_gallery(admin: &Client, ns: &str) {
     app(admin, ns, "gallery", ("nginx", "nginx:1.27"), 80).await;

@@ -45,7 +45,7 @@ spec:
     )
 }
 
-/// nginx: keep-alive idle timeout 75s.
+/// nginx: keep-alive idle timeout 65s (the image's nginx.conf).
 fn nginx() -> String {
     mesh_with(
         r#"{name: nginx, image: "nginx:1.27", ports: [{containerPort: 8080}]}"#,
@@ -88,7 +88,7 @@ fn no_destination_rule_creates_one_against_the_1h_default() {
         })
     );
     assert!(has_evidence(&f, "Istio default (1h)"));
-    assert!(has_evidence(&f, "75s"));
+    assert!(has_evidence(&f, "65s"));
     let r = &f.remediation;
     assert_eq!(r.action, Action::Create);
     assert!(r.safe_to_auto_apply);
@@ -108,7 +108,7 @@ fn no_destination_rule_creates_one_against_the_1h_default() {
             },
             "spec": {
                 "host": FQDN,
-                "trafficPolicy": {"connectionPool": {"http": {"idleTimeout": "67s"}}},
+                "trafficPolicy": {"connectionPool": {"http": {"idleTimeout": "58s"}}},
             },
         })
     );
@@ -140,7 +140,7 @@ fn tcp_idle_timeout_longer_than_the_app_gets_an_http_idle_timeout() {
         json!({
             "connectionPool": {
                 "tcp": {"idleTimeout": "2h", "maxConnections": 100},
-                "http": {"idleTimeout": "67s"},
+                "http": {"idleTimeout": "58s"},
             },
             "tls": {"mode": "ISTIO_MUTUAL"},
         })
@@ -231,7 +231,7 @@ fn an_http_idle_timeout_of_0s_disables_it_and_is_a_finding() {
     assert!(has_evidence(&f, "disabled"));
     assert_eq!(
         f.remediation.resource["spec"]["trafficPolicy"]["connectionPool"]["http"]["idleTimeout"],
-        "67s"
+        "58s"
     );
     assert_patch_consistent(&snap, &f);
 }
@@ -255,12 +255,12 @@ fn port_level_settings_for_the_port_win_and_get_the_patch() {
     assert!(ops.contains(&json!({
         "op": "replace",
         "path": "/spec/trafficPolicy/portLevelSettings/0/connectionPool/http/idleTimeout",
-        "value": "67s",
+        "value": "58s",
     })));
     let policy = &r.resource["spec"]["trafficPolicy"];
     assert_eq!(
         policy["portLevelSettings"][0]["connectionPool"]["http"]["idleTimeout"],
-        "67s"
+        "58s"
     );
     assert_eq!(
         policy["connectionPool"]["http"]["idleTimeout"], "30s",
@@ -304,7 +304,7 @@ fn a_subset_idle_timeout_does_not_fix_the_inbound_side() {
     assert_eq!(r.target.name, "web");
     assert_eq!(
         r.resource["spec"]["trafficPolicy"],
-        json!({"connectionPool": {"http": {"idleTimeout": "67s"}}})
+        json!({"connectionPool": {"http": {"idleTimeout": "58s"}}})
     );
     assert_eq!(
         r.resource["spec"]["subsets"][0]["trafficPolicy"]["connectionPool"]["http"]["idleTimeout"],
@@ -331,7 +331,7 @@ fn a_rule_exported_only_to_another_namespace_is_not_applied() {
     assert_eq!(r.target.name, "web-idle-timeout");
     assert_eq!(
         r.resource["spec"],
-        json!({"host": FQDN, "trafficPolicy": {"connectionPool": {"http": {"idleTimeout": "67s"}}}})
+        json!({"host": FQDN, "trafficPolicy": {"connectionPool": {"http": {"idleTimeout": "58s"}}}})
     );
     assert_patch_consistent(&snap, &f);
 
@@ -361,7 +361,7 @@ fn short_and_full_host_names_both_name_the_service() {
         assert_eq!(r.resource["spec"]["host"], host, "host kept as written");
         assert_eq!(
             r.resource["spec"]["trafficPolicy"]["connectionPool"]["http"]["idleTimeout"],
-            "67s"
+            "58s"
         );
         assert_patch_consistent(&snap, &f);
     }
@@ -415,7 +415,7 @@ fn a_wildcard_rule_in_the_root_namespace_applies_and_is_copied() {
         json!({
             "host": FQDN,
             "trafficPolicy": {
-                "connectionPool": {"http": {"idleTimeout": "67s", "maxRequestsPerConnection": 10}},
+                "connectionPool": {"http": {"idleTimeout": "58s", "maxRequestsPerConnection": 10}},
                 "tls": {"mode": "ISTIO_MUTUAL"},
             },
         }),
@@ -460,7 +460,7 @@ fn a_sidecar_ingress_pool_for_the_port_wins_over_the_destination_rule() {
     assert!(r.patch.as_ref().unwrap().contains(&json!({
         "op": "replace",
         "path": "/spec/ingress/0/connectionPool/http/idleTimeout",
-        "value": "67s",
+        "value": "58s",
     })));
     assert_eq!(
         r.resource["spec"]["ingress"][0]["defaultEndpoint"],
@@ -493,7 +493,7 @@ fn a_sidecar_inbound_connection_pool_is_patched_where_it_is() {
     );
     assert_eq!(
         r.resource["spec"]["inboundConnectionPool"]["http"]["idleTimeout"],
-        "67s"
+        "58s"
     );
     assert_eq!(r.resource["spec"]["egress"], json!([{"hosts": ["./*"]}]));
     assert_patch_consistent(&snap, &f);
@@ -625,7 +625,7 @@ fn a_gateway_in_front_of_an_app_without_a_sidecar_pools_its_connections() {
     assert_eq!(f.remediation.target.name, "web-idle-timeout");
     assert_eq!(
         f.remediation.resource["spec"],
-        json!({"host": FQDN, "trafficPolicy": {"connectionPool": {"http": {"idleTimeout": "67s"}}}})
+        json!({"host": FQDN, "trafficPolicy": {"connectionPool": {"http": {"idleTimeout": "58s"}}}})
     );
 
     // The service's own rule is patched where its level is in force.
@@ -640,7 +640,7 @@ fn a_gateway_in_front_of_an_app_without_a_sidecar_pools_its_connections() {
     assert_eq!(f.remediation.target.name, "web");
     assert_eq!(
         f.remediation.resource["spec"]["trafficPolicy"]["connectionPool"],
-        json!({"http": {"idleTimeout": "67s"}, "tcp": {"maxConnections": 10}})
+        json!({"http": {"idleTimeout": "58s"}, "tcp": {"maxConnections": 10}})
     );
     assert_patch_consistent(&snap, &f);
 
@@ -703,7 +703,7 @@ fn a_tcp_port_gets_no_finding() {
     );
     assert_eq!(
         f.remediation.resource["spec"]["trafficPolicy"],
-        json!({"connectionPool": {"http": {"idleTimeout": "67s"}}})
+        json!({"connectionPool": {"http": {"idleTimeout": "58s"}}})
     );
 
     // An HTTP port with only tcp.idleTimeout 0s (disabled): a finding, fixed with http.
@@ -715,7 +715,7 @@ fn a_tcp_port_gets_no_finding() {
     assert!(has_evidence(&f, "disabled"));
     assert_eq!(
         f.remediation.resource["spec"]["trafficPolicy"]["connectionPool"],
-        json!({"http": {"idleTimeout": "67s"}, "tcp": {"idleTimeout": "0s"}})
+        json!({"http": {"idleTimeout": "58s"}, "tcp": {"idleTimeout": "0s"}})
     );
     assert_patch_consistent(&snap, &f);
 }
@@ -760,4 +760,78 @@ fn a_port_of_the_proxys_own_is_not_judged_as_the_apps() {
     let f = only(&snapshot(&yaml));
     assert!(!has_evidence(&f, "15020"), "{:?}", f.evidence);
     assert!(has_evidence(&f, "port 80:"), "{:?}", f.evidence);
+}
+
+/// nginx with its configuration mounted from a ConfigMap: the configuration decides, not the
+/// image's default. (AliyunContainerService/asm-labs' multi-buffer sample mounts its own over
+/// `/etc/nginx`; meshmedic judged it at nginx's 75s.)
+fn nginx_with_config(config_map: Option<&str>) -> String {
+    let deployment = format!(
+        r#"{NS}---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: shop}}
+spec:
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.27
+        ports: [{{containerPort: 8080}}]
+        volumeMounts:
+        - {{name: conf, mountPath: /etc/nginx/nginx.conf, subPath: nginx.conf}}
+        - {{name: certs, mountPath: /etc/nginx/certs}}
+      volumes:
+      - {{name: conf, configMap: {{name: web-nginx}}}}
+      - {{name: certs, secret: {{secretName: web-tls}}}}
+{SERVICE}"#
+    );
+    match config_map {
+        None => deployment,
+        Some(text) => {
+            let text = text.replace('\n', "\n    ");
+            format!(
+                "{deployment}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: web-nginx, namespace: shop}}\ndata:\n  nginx.conf: |\n    {text}\n  unused.conf: |\n    keepalive_timeout 1s;\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: unmounted, namespace: shop}}\n"
+            )
+        }
+    }
+}
+
+#[test]
+fn nginx_configuration_mounted_from_a_config_map_decides() {
+    let conf = "events {}\nhttp {\n  upstream app { server 127.0.0.1:9000; keepalive_timeout 5s; }\n  keepalive_timeout 20s;\n  server { listen 8080; }\n}";
+    let snap = snapshot(&nginx_with_config(Some(conf)));
+    let f = only(&snap);
+    assert!(
+        has_evidence(
+            &f,
+            "after 20s (keepalive_timeout 20s in /etc/nginx/nginx.conf from ConfigMap shop/web-nginx"
+        ),
+        "{:?}",
+        f.evidence
+    );
+    assert_eq!(
+        f.remediation
+            .resource
+            .pointer("/spec/trafficPolicy/connectionPool/http/idleTimeout"),
+        Some(&json!("18s"))
+    );
+    assert_patch_consistent(&snap, &f);
+    // The mounted ConfigMap is read; the other one is skipped unread.
+    assert_eq!(snap.skipped.get("v1/ConfigMap"), Some(&1));
+
+    // The same nginx.conf without the directive: nginx's built-in 75s, not the image's 65s.
+    let snap = snapshot(&nginx_with_config(Some(
+        "events {}\nhttp { server { listen 8080; } }",
+    )));
+    assert!(has_evidence(
+        &only(&snap),
+        "nginx built-in keepalive_timeout 75s"
+    ));
+    // keep-alive off: nothing is pooled across requests, no finding.
+    none(&nginx_with_config(Some("http { keepalive_timeout 0; }")));
+    // The ConfigMap is not in the input: what nginx does is unknown, no finding.
+    none(&nginx_with_config(None));
 }
