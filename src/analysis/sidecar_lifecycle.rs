@@ -8,8 +8,10 @@
 //! as a native sidecar, which Kubernetes starts first and stops last: the mesh profile decides
 //! that per pod (istiod's `ENABLE_NATIVE_SIDECARS`, the kubelets, the pod annotation), and
 //! gateways and ambient pods, which have no sidecar beside an app, are not checked. The fix merges the needed
-//! keys into the pod template's `proxy.istio.io/config` annotation, keeping what is there; it is
-//! never applied automatically because it restarts pods.
+//! keys into the pod template's `proxy.istio.io/config` annotation, keeping what is there; for a
+//! proxy written into a template no webhook injects again, the startup part changes the
+//! template as the injector would (see [`WrittenInProxy`]). It is never applied automatically
+//! because it restarts pods.
 
 use std::time::Duration;
 
@@ -180,9 +182,17 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
             .as_ref()
             .filter(|(d, _)| *d > drain && !exit_on_zero(&config, workload));
         // The injection template holds the app when the proxy config or the injector's
-        // `values.global.proxy.holdApplicationUntilProxyStarts` says so.
-        let startup_problem = config.hold_application_until_proxy_starts != Some(true)
-            && !snapshot.profile().hold_application_until_proxy_starts;
+        // `values.global.proxy.holdApplicationUntilProxyStarts` says so. A proxy written into
+        // the template that no webhook injects again runs as written: only the template holds
+        // the app.
+        let written = written_in_proxy(snapshot, workload);
+        let startup_problem = match &written {
+            Some(proxy) => !proxy.holds_the_app && !proxy.other_post_start,
+            None => {
+                config.hold_application_until_proxy_starts != Some(true)
+                    && !snapshot.profile().hold_application_until_proxy_starts
+            }
+        };
         if shutdown_problem.is_none() && !startup_problem {
             continue;
         }
@@ -210,7 +220,21 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
                 json!(duration::format(proposed)),
             ));
         }
-        if startup_problem {
+        let mut hold_in_template = false;
+        if startup_problem && written.is_some() {
+            let ns = &workload.meta.namespace;
+            let why = if snapshot.namespaces.contains_key(ns) {
+                format!("no injection webhook injects namespace {ns} again")
+            } else {
+                format!(
+                    "namespace {ns} is not in the input, so no webhook is taken to inject it again (--assume-injected says otherwise)"
+                )
+            };
+            evidence.push(format!(
+                "istio-proxy is written into the pod template (istioctl kube-inject) and {why}: holdApplicationUntilProxyStarts in the proxy config takes effect only when the template is injected again, so the fix changes the template as the injector would: istio-proxy first among the containers, with a postStart hook `pilot-agent wait` (the kubelet starts the next container only when it returns)"
+            ));
+            hold_in_template = true;
+        } else if startup_problem {
             evidence.push(
                 "holdApplicationUntilProxyStarts is not set (pod annotation or mesh defaultConfig): the app can start, and call out, before its proxy is ready"
                     .to_string(),
@@ -226,9 +250,77 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
             workload,
             shutdown_problem.is_some(),
             keys_to_set,
+            hold_in_template,
             evidence,
         ));
     }
+}
+
+/// An `istio-proxy` regular container written into the pod template (the output of `istioctl
+/// kube-inject`, kept in Git) that no injection webhook injects again: gitops-istio runs its
+/// pre-injected Deployments in a namespace labelled `istio-injection: disabled`. Settings the
+/// injector reads (holdApplicationUntilProxyStarts orders the containers and adds the proxy's
+/// postStart hook) then change nothing until someone injects the template again; settings the
+/// proxy reads when it starts (terminationDrainDuration, from the annotations the downward API
+/// mounts) still apply.
+struct WrittenInProxy {
+    /// The proxy is the first container and its postStart hook waits for it to be ready.
+    holds_the_app: bool,
+    /// The proxy has a postStart hook of someone else's: meshmedic does not replace it.
+    other_post_start: bool,
+}
+
+fn written_in_proxy(snapshot: &Snapshot, workload: &Workload) -> Option<WrittenInProxy> {
+    if snapshot.injecting_revision(workload).is_some() {
+        return None;
+    }
+    let containers = &workload.pod_spec.containers;
+    let index = containers.iter().position(|c| c.name == PROXY)?;
+    let post_start = containers[index]
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.post_start.as_ref());
+    let waits = post_start
+        .and_then(|h| h.exec.as_ref())
+        .and_then(|e| e.command.as_ref())
+        .is_some_and(|c| {
+            c.iter()
+                .any(|w| w.rsplit('/').next() == Some("pilot-agent"))
+                && c.iter().any(|w| w == "wait")
+        });
+    Some(WrittenInProxy {
+        holds_the_app: index == 0 && waits,
+        other_post_start: post_start.is_some() && !waits,
+    })
+}
+
+const PROXY: &str = "istio-proxy";
+
+/// The template's containers as the injector writes them when it holds the app: `istio-proxy`
+/// first, with a postStart hook `pilot-agent wait`; everything else as it was. Read from the
+/// object itself, not from the analysis' trimmed view, so no field is lost.
+fn containers_holding_the_app(workload: &Workload) -> Result<(String, Value), String> {
+    let pointer = format!("{}/spec/containers", workload.template_pointer);
+    let object = workload.raw.to_value();
+    let Some(Value::Array(containers)) = object.pointer(&pointer) else {
+        return Err(format!("{pointer} is not a list"));
+    };
+    let mut containers = containers.clone();
+    let index = containers
+        .iter()
+        .position(|c| c.get("name").and_then(Value::as_str) == Some(PROXY))
+        .ok_or_else(|| format!("no {PROXY} container at {pointer}"))?;
+    let mut proxy = containers.remove(index);
+    let Some(fields) = proxy.as_object_mut() else {
+        return Err(format!("{pointer}/{index} is not an object"));
+    };
+    let lifecycle = fields.entry("lifecycle").or_insert_with(|| json!({}));
+    if !lifecycle.is_object() {
+        *lifecycle = json!({});
+    }
+    lifecycle["postStart"] = json!({"exec": {"command": ["pilot-agent", "wait"]}});
+    containers.insert(0, proxy);
+    Ok((pointer, Value::Array(containers)))
 }
 
 fn finding(
@@ -237,28 +329,36 @@ fn finding(
     workload: &Workload,
     shutdown: bool,
     keys_to_set: Vec<(&str, Value)>,
+    hold_in_template: bool,
     evidence: Vec<String>,
 ) -> Result<Finding, crate::remediation::PlanError> {
-    // Keep every key the user wrote in the annotation; add or replace only ours.
-    let mut config: Value = workload
-        .annotation(keys::PROXY_CONFIG)
-        .and_then(|v| crate::snapshot::yaml::from_str(v).ok())
-        .filter(Value::is_object)
-        .unwrap_or_else(|| json!({}));
-    for (k, v) in keys_to_set {
-        config[k] = v;
-    }
-    let text = serde_saphyr::to_string(&config).map_err(|e| crate::remediation::PlanError {
+    let plan_error = |message: String| crate::remediation::PlanError {
         target: workload.object_ref().to_string(),
-        message: e.to_string(),
-    })?;
-    let edit = Edit::at(
-        &workload.annotations_pointer(),
-        Some(keys::PROXY_CONFIG),
-        json!(text),
-    );
-    let remediation =
-        Remediation::patch_raw(workload.object_ref(), &workload.raw, vec![edit], false)?;
+        message,
+    };
+    let mut edits = Vec::new();
+    if !keys_to_set.is_empty() {
+        // Keep every key the user wrote in the annotation; add or replace only ours.
+        let mut config: Value = workload
+            .annotation(keys::PROXY_CONFIG)
+            .and_then(|v| crate::snapshot::yaml::from_str(v).ok())
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({}));
+        for (k, v) in keys_to_set {
+            config[k] = v;
+        }
+        let text = serde_saphyr::to_string(&config).map_err(|e| plan_error(e.to_string()))?;
+        edits.push(Edit::at(
+            &workload.annotations_pointer(),
+            Some(keys::PROXY_CONFIG),
+            json!(text),
+        ));
+    }
+    if hold_in_template {
+        let (pointer, containers) = containers_holding_the_app(workload).map_err(plan_error)?;
+        edits.push(Edit::at(&pointer, None, containers));
+    }
+    let remediation = Remediation::patch_raw(workload.object_ref(), &workload.raw, edits, false)?;
     Ok(Finding {
         code: Code::SidecarLifecycle,
         severity: if shutdown {

@@ -606,3 +606,101 @@ fn ambient_pods_have_no_sidecar() {
         );
     none(&ambient_pod);
 }
+
+/// A Deployment written out by `istioctl kube-inject` (the proxy a regular container after the
+/// app, `sidecar.istio.io/status` set) in a namespace no webhook injects, as
+/// stefanprodan/gitops-istio keeps its apps: `prod` is labelled `istio-injection: disabled`.
+fn pre_injected(namespace_label: &str, proxy_first_with_hook: bool) -> String {
+    let proxy = r#"{name: istio-proxy, image: "docker.io/istio/proxyv2:1.13.2", args: [proxy, sidecar], resources: {requests: {cpu: 10m}}}"#;
+    let hooked = r#"{name: istio-proxy, image: "docker.io/istio/proxyv2:1.13.2", args: [proxy, sidecar], lifecycle: {postStart: {exec: {command: [pilot-agent, wait]}}}}"#;
+    let app = r#"{name: backend, image: "ghcr.io/stefanprodan/podinfo:6.1.0", ports: [{containerPort: 8080}], volumeMounts: [{name: data, mountPath: /data}]}"#;
+    let containers = if proxy_first_with_hook {
+        format!("      - {hooked}\n      - {app}\n")
+    } else {
+        format!("      - {app}\n      - {proxy}\n")
+    };
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: shop, labels: {{istio-injection: {namespace_label}}}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: orders, namespace: shop}}
+spec:
+  selector: {{matchLabels: {{app: orders}}}}
+  template:
+    metadata:
+      labels: {{app: orders}}
+      annotations:
+        sidecar.istio.io/status: '{{"initContainers":["istio-init"],"containers":["istio-proxy"],"revision":"default"}}'
+    spec:
+      initContainers:
+      - {{name: istio-init, image: "docker.io/istio/proxyv2:1.13.2", args: [istio-iptables]}}
+      containers:
+{containers}      volumes:
+      - {{name: data, emptyDir: {{}}}}
+{SERVICE}"#
+    )
+}
+
+#[test]
+fn a_proxy_written_into_the_template_is_held_by_the_template_not_the_annotation() {
+    let yaml = pre_injected("disabled", false);
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert!(
+        has_evidence(&f, "istio-proxy is written into the pod template"),
+        "{:?}",
+        f.evidence
+    );
+    assert!(!f.remediation.safe_to_auto_apply);
+    assert_patch_consistent(&snap, &f);
+    // The fix is the template the injector would write: the proxy first with its wait hook,
+    // every other field of both containers kept; no annotation that would change nothing.
+    let containers = &f.remediation.resource["spec"]["template"]["spec"]["containers"];
+    assert_eq!(containers[0]["name"], "istio-proxy");
+    assert_eq!(
+        containers[0]["lifecycle"],
+        json!({"postStart": {"exec": {"command": ["pilot-agent", "wait"]}}})
+    );
+    assert_eq!(
+        containers[0]["resources"],
+        json!({"requests": {"cpu": "10m"}})
+    );
+    assert_eq!(containers[1]["name"], "backend");
+    assert_eq!(containers[1]["volumeMounts"][0]["mountPath"], "/data");
+    assert!(
+        f.remediation.resource["spec"]["template"]["metadata"]["annotations"]
+            .get("proxy.istio.io/config")
+            .is_none()
+    );
+    // With the fix applied, nothing is left to find.
+    let docs = crate::snapshot::load::parse_documents("input.yaml", &yaml).expect("parse");
+    let fixed = crate::remediation::simulate::with_fix(&docs, &f.remediation).expect("applies");
+    let mut builder = crate::snapshot::SnapshotBuilder::new(Default::default());
+    for (at, value) in fixed {
+        builder.add(at, value).expect("add");
+    }
+    let after = builder.build().expect("build");
+    assert!(crate::analysis::test_support::findings_of(&after, CODE).is_empty());
+
+    // The annotation alone does not hold a written-in proxy: still a finding.
+    let annotated = yaml.replace(
+        "        sidecar.istio.io/status",
+        "        proxy.istio.io/config: 'holdApplicationUntilProxyStarts: true'\n        sidecar.istio.io/status",
+    );
+    assert!(has_evidence(
+        &only(&snapshot(&annotated)),
+        "written into the pod template"
+    ));
+    // Already first with the hook: held.
+    none(&pre_injected("disabled", true));
+    // A namespace the webhook injects re-injects the pod with the annotation: the annotation fix.
+    let f = only(&snapshot(&pre_injected("enabled", false)));
+    assert!(!has_evidence(&f, "written into the pod template"));
+    assert_eq!(
+        proxy_config(&f)["holdApplicationUntilProxyStarts"],
+        json!(true)
+    );
+}
