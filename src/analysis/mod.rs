@@ -395,7 +395,8 @@ pub fn worst(findings: &[Finding]) -> Option<Severity> {
 /// Ports of databases, caches, brokers and file servers whose clients never speak HTTP: on a
 /// port Istio sniffs, their traffic is plain TCP (PostgreSQL, MySQL, Redis and its Sentinel,
 /// MongoDB, Cassandra, Memcached, AMQP, Kafka, ZooKeeper, SQL Server, Oracle, NATS, Pulsar,
-/// CockroachDB, Hazelcast, RethinkDB's driver port, NFS with rpcbind and mountd, LDAP). Found reading
+/// CockroachDB, Hazelcast, RethinkDB's driver port, NFS with rpcbind and mountd, LDAP, Apache
+/// Dubbo's RPC 20880: AliyunContainerService/asm-labs' Dubbo provider). Found reading
 /// the findings on GoogleCloudPlatform/kubernetes-engine-samples: unnamed Redis and PostgreSQL
 /// ports were offered HTTP retries that their traffic never meets; the same on kubernetes/
 /// examples' Hazelcast, Redis Sentinel, RethinkDB and NFS server, and kustomize's LDAP example.
@@ -405,7 +406,7 @@ pub fn worst(findings: &[Finding]) -> Option<Severity> {
 /// API on 8443 in kubernetes/examples).
 const NON_HTTP_PORTS: &[i32] = &[
     443, 8443, 5432, 3306, 33060, 6379, 26379, 27017, 9042, 11211, 5672, 9092, 2181, 1433, 1521,
-    4222, 6650, 26257, 5701, 28015, 2049, 111, 20048, 389, 636,
+    4222, 6650, 26257, 5701, 28015, 2049, 111, 20048, 389, 636, 20880,
 ];
 
 /// Port names (their prefix, as Istio splits them) of the same non-HTTP protocols that Istio
@@ -428,6 +429,7 @@ const NON_HTTP_NAMES: &[&str] = &[
     "rpcbind",
     "ldap",
     "ldaps",
+    "dubbo",
 ];
 
 /// Ports the Istio proxy serves itself, not an app (Istio's "Ports used by Istio"): 15020 merged

@@ -813,6 +813,9 @@ fn undeclared_ports_of_databases_and_caches_are_tcp_not_http() {
         // kustomize's LDAP example.
         "[{port: 389, targetPort: 389}]",
         "[{name: ldaps, port: 1636, targetPort: 1636}]",
+        // AliyunContainerService/asm-labs: a Dubbo provider (Dubbo's binary RPC, not HTTP).
+        "[{name: dubbo, port: 20880, targetPort: 20880}]",
+        "[{port: 20880}]",
     ] {
         none_of(&with_ports(ports), CODE);
     }
