@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use crate::model::workload::Container;
+use crate::snapshot::app_config::Directives;
 
 use crate::model::{duration, keys};
 
@@ -119,8 +120,8 @@ pub struct MountedFiles<'a> {
 pub struct ShownFiles<'a> {
     /// `ConfigMap ns/name`.
     pub source: String,
-    /// By full path in the container, the nginx `keepalive_timeout` arguments each file sets.
-    pub files: Vec<(String, &'a [String])>,
+    /// By full path in the container, what each file sets.
+    pub files: Vec<(String, &'a Directives)>,
 }
 
 /// What the app in `container` does with idle connections. `annotation` is the
@@ -236,16 +237,55 @@ pub fn app_idle(
     match base {
         "nginx" | "nginx-unprivileged" | "openresty" => nginx_idle(image, &words, mounts),
         // httpd.apache.org/docs/2.4/mod/core.html#keepalivetimeout: 5s.
-        "httpd" => known(5, "Apache httpd default KeepAliveTimeout 5s"),
+        "httpd" => httpd_idle(image, mounts),
         // The official tomcat image's conf/server.xml sets connectionTimeout="20000", and
         // keepAliveTimeout defaults to connectionTimeout (tomcat.apache.org/tomcat-10.1-doc/config/http.html).
         // (Embedded Tomcat without server.xml, as in Spring Boot, uses the attribute default 60s.)
+        // A server.xml mounted over the image's is not read: then nothing is known.
+        "tomcat" if config_mounted(mounts, &["/usr/local/tomcat/conf"]) => AppIdle::Unknown,
         "tomcat" => known(
             20,
             "Tomcat image server.xml connectionTimeout 20s (keepAliveTimeout defaults to it)",
         ),
-        // eclipse.dev/jetty documentation: connector idleTimeout 30000ms.
-        "jetty" => known(30, "Jetty default connector idleTimeout 30s"),
+        // eclipse.dev/jetty documentation: connector idleTimeout 30000ms, set with the
+        // `jetty.http.idleTimeout` property (milliseconds) as an argument or a `-D` in
+        // JAVA_OPTIONS; a start.d or etc/ configuration mounted over the image's is not read.
+        "jetty" => {
+            let property = words
+                .iter()
+                .map(String::as_str)
+                .chain(
+                    env(container, "JAVA_OPTIONS")
+                        .into_iter()
+                        .flat_map(str::split_whitespace),
+                )
+                .find_map(|w| {
+                    w.trim_start_matches("-D")
+                        .strip_prefix("jetty.http.idleTimeout=")
+                });
+            match property {
+                Some(ms) => match ms.parse::<u64>() {
+                    Ok(ms) => AppIdle::Closes {
+                        after: Duration::from_millis(ms),
+                        why: format!("jetty.http.idleTimeout={ms} (image {image})"),
+                    },
+                    Err(_) => AppIdle::Unknown,
+                },
+                None if config_mounted(
+                    mounts,
+                    &[
+                        "/var/lib/jetty/start.d",
+                        "/var/lib/jetty/start.ini",
+                        "/var/lib/jetty/etc",
+                        "/usr/local/jetty/etc",
+                    ],
+                ) =>
+                {
+                    AppIdle::Unknown
+                }
+                None => known(30, "Jetty default connector idleTimeout 30s"),
+            }
+        }
         // learn.microsoft.com, KestrelServerLimits.KeepAliveTimeout: 130s.
         "aspnet" if image_name.contains("dotnet") => {
             known(130, "Kestrel default KeepAliveTimeout 130s")
@@ -264,6 +304,107 @@ const NGINX_CONFIG_DIRS: [&str; 3] = [
     "/usr/local/openresty/nginx/conf",
     "/opt/bitnami/nginx/conf",
 ];
+
+/// The official httpd image's configuration (`httpd.conf`, and `extra/` it may include).
+const HTTPD_CONFIG_DIR: &str = "/usr/local/apache2/conf";
+
+/// What a container's mounts over an app server's configuration directories say.
+struct MountedConfig<'m> {
+    /// The setting's arguments, with the file and the ConfigMap each came from.
+    values: Vec<Setting<'m>>,
+    /// Where keep-alive is switched off (file, ConfigMap).
+    off: Option<(&'m str, &'m str)>,
+    /// A mount replaces the main configuration file: the server's built-in defaults apply.
+    main_replaced: bool,
+    /// The ConfigMaps read.
+    sources: Vec<&'m str>,
+}
+
+/// One setting read from a mounted file: its argument, the file, the ConfigMap.
+#[derive(Clone, Copy)]
+struct Setting<'m> {
+    arg: &'m str,
+    file: &'m str,
+    source: &'m str,
+}
+
+fn under(path: &str, dir: &str) -> bool {
+    path == dir
+        || path
+            .strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Reads the mounts over `dirs` (`mains` are the main configuration files). `None` when what
+/// configures the server cannot be read: a mount that `may_configure` says can hold
+/// configuration whose files the input does not show.
+fn mounted_config<'m>(
+    mounts: &'m [MountedFiles<'_>],
+    dirs: &[String],
+    mains: &[String],
+    may_configure: impl Fn(&str) -> bool,
+    read: impl Fn(&'m Directives) -> (&'m [String], bool),
+) -> Option<MountedConfig<'m>> {
+    let mut out = MountedConfig {
+        values: Vec::new(),
+        off: None,
+        main_replaced: false,
+        sources: Vec::new(),
+    };
+    for mount in mounts {
+        let path = mount.path.trim_end_matches('/');
+        if !dirs.iter().any(|d| under(path, d) || under(d, path)) {
+            continue;
+        }
+        let Some(shown) = &mount.files else {
+            if may_configure(path) {
+                return None;
+            }
+            continue;
+        };
+        out.main_replaced |= mains.iter().any(|m| under(m, path));
+        out.sources.push(&shown.source);
+        for (file, directives) in &shown.files {
+            let (args, off) = read(directives);
+            for arg in args {
+                out.values.push(Setting {
+                    arg,
+                    file,
+                    source: &shown.source,
+                });
+            }
+            if off && out.off.is_none() {
+                out.off = Some((file, &shown.source));
+            }
+        }
+    }
+    out.sources.dedup();
+    Some(out)
+}
+
+/// The shortest positive of the mounted values, parsed by `parse` (`None` from it: a variable
+/// or a placeholder, known only when the pod runs).
+fn shortest<'m>(
+    values: &[Setting<'m>],
+    parse: impl Fn(&str) -> Option<Duration>,
+) -> Result<Option<(Duration, Setting<'m>)>, ()> {
+    let mut best: Option<(Duration, Setting<'m>)> = None;
+    let mut all_zero = !values.is_empty();
+    for &value in values {
+        let after = parse(value.arg).ok_or(())?;
+        if after.is_zero() {
+            continue;
+        }
+        all_zero = false;
+        if best.is_none_or(|(b, _)| after < b) {
+            best = Some((after, value));
+        }
+    }
+    if all_zero {
+        return Ok(Some((Duration::ZERO, values[0])));
+    }
+    Ok(best)
+}
 
 /// nginx's idle keep-alive timeout. Its built-in default is 75s, but the `nginx.conf` every
 /// common image ships (nginx.org's packages, so the official and unprivileged images, and
@@ -286,7 +427,6 @@ fn nginx_idle(image: &str, words: &[String], mounts: &[MountedFiles<'_>]) -> App
         }
         mains = vec![main.clone()];
     }
-    let under = |path: &str, dir: &str| path == dir || path.starts_with(&format!("{dir}/"));
     // A mount whose files the input does not show matters only where it can hold configuration:
     // a config directory, one above it, a `.conf` file, or a directory nginx includes from.
     let may_configure = |path: &str| {
@@ -304,62 +444,38 @@ fn nginx_idle(image: &str, words: &[String], mounts: &[MountedFiles<'_>]) -> App
                             | "context.d"
                     )))
     };
-    let mut values: Vec<(Duration, String)> = Vec::new();
-    let mut sources: Vec<&str> = Vec::new();
-    let mut main_replaced = false;
-    for mount in mounts {
-        let path = trim(mount.path);
-        let in_config = dirs.iter().any(|d| under(&path, d) || under(d, &path));
-        if !in_config {
-            continue;
-        }
-        let Some(ShownFiles { source, files }) = &mount.files else {
-            if may_configure(&path) {
-                return AppIdle::Unknown;
-            }
-            continue;
-        };
-        main_replaced |= mains.iter().any(|m| under(m, &path));
-        sources.push(source);
-        for (file, args) in files {
-            for arg in args.iter() {
-                let Some(after) = nginx_time(arg) else {
-                    // A variable or a template placeholder: not known before the pod runs.
-                    return AppIdle::Unknown;
-                };
-                values.push((
-                    after,
-                    format!("keepalive_timeout {arg} in {file} from {source}"),
-                ));
-            }
-        }
-    }
-    if main_flag.is_some() && !main_replaced {
+    let Some(mounted) = mounted_config(mounts, &dirs, &mains, may_configure, |d| {
+        (&d.nginx_keepalive_timeout, false)
+    }) else {
+        return AppIdle::Unknown;
+    };
+    if main_flag.is_some() && !mounted.main_replaced {
         // `-c` names a file of the image meshmedic cannot read.
         return AppIdle::Unknown;
     }
-    if let Some((after, why)) = values
-        .iter()
-        .filter(|(after, _)| !after.is_zero())
-        .min_by_key(|(after, _)| *after)
-    {
-        return AppIdle::Closes {
-            after: *after,
-            why: format!("{why} (image {image})"),
-        };
+    match shortest(&mounted.values, nginx_time) {
+        Err(()) => return AppIdle::Unknown,
+        Ok(Some((after, Setting { arg, file, source }))) => {
+            let why = format!("keepalive_timeout {arg} in {file} from {source}");
+            return if after.is_zero() {
+                AppIdle::NoRace {
+                    why: format!("{why}: nginx closes each connection after its response"),
+                }
+            } else {
+                AppIdle::Closes {
+                    after,
+                    why: format!("{why} (image {image})"),
+                }
+            };
+        }
+        Ok(None) => {}
     }
-    if let Some((_, why)) = values.first() {
-        return AppIdle::NoRace {
-            why: format!("{why}: nginx closes each connection after its response"),
-        };
-    }
-    sources.dedup();
-    let (after, why) = match (main_replaced, sources.is_empty()) {
+    let sources = mounted.sources.join(", ");
+    let (after, why) = match (mounted.main_replaced, sources.is_empty()) {
         (true, _) => (
             75,
             format!(
-                "nginx built-in keepalive_timeout 75s: the nginx.conf from {} sets none",
-                sources.join(", ")
+                "nginx built-in keepalive_timeout 75s: the nginx.conf from {sources} sets none"
             ),
         ),
         (false, true) => (
@@ -369,8 +485,7 @@ fn nginx_idle(image: &str, words: &[String], mounts: &[MountedFiles<'_>]) -> App
         (false, false) => (
             65,
             format!(
-                "keepalive_timeout 65s of the image's nginx.conf; the config from {} sets none",
-                sources.join(", ")
+                "keepalive_timeout 65s of the image's nginx.conf; the config from {sources} sets none"
             ),
         ),
     };
@@ -378,6 +493,56 @@ fn nginx_idle(image: &str, words: &[String], mounts: &[MountedFiles<'_>]) -> App
         after: Duration::from_secs(after),
         why: format!("{why} (image {image})"),
     }
+}
+
+/// Apache httpd's idle keep-alive timeout: `KeepAliveTimeout` (5s built in, which the official
+/// image's httpd.conf leaves as it is), or none with `KeepAlive Off`. A configuration mounted
+/// over `conf/` decides, when the input has it.
+fn httpd_idle(image: &str, mounts: &[MountedFiles<'_>]) -> AppIdle {
+    let dirs = [HTTPD_CONFIG_DIR.to_string()];
+    let mains = [format!("{HTTPD_CONFIG_DIR}/httpd.conf")];
+    let Some(mounted) = mounted_config(
+        mounts,
+        &dirs,
+        &mains,
+        |_| true,
+        |d| (&d.httpd_keepalive_timeout, d.httpd_keepalive_off),
+    ) else {
+        return AppIdle::Unknown;
+    };
+    // `KeepAliveTimeout 15` (seconds) or `KeepAliveTimeout 500ms`.
+    let parse = |v: &str| match v.strip_suffix("ms") {
+        Some(ms) => ms.parse().ok().map(Duration::from_millis),
+        None => v.parse().ok().map(Duration::from_secs),
+    };
+    if let Some((file, source)) = mounted.off {
+        return AppIdle::NoRace {
+            why: format!(
+                "KeepAlive Off in {file} from {source}: httpd closes each connection after its response"
+            ),
+        };
+    }
+    match shortest(&mounted.values, parse) {
+        Err(()) => AppIdle::Unknown,
+        Ok(Some((after, Setting { arg, file, source }))) if !after.is_zero() => AppIdle::Closes {
+            after,
+            why: format!("KeepAliveTimeout {arg} in {file} from {source} (image {image})"),
+        },
+        // httpd reads 0 as its default.
+        Ok(_) => AppIdle::Closes {
+            after: Duration::from_secs(5),
+            why: format!("Apache httpd default KeepAliveTimeout 5s (image {image})"),
+        },
+    }
+}
+
+/// Whether a mount covers one of `dirs` (or a file in one): the image's configuration there,
+/// which the defaults below describe, may be replaced.
+fn config_mounted(mounts: &[MountedFiles<'_>], dirs: &[&str]) -> bool {
+    mounts.iter().any(|m| {
+        let path = m.path.trim_end_matches('/');
+        dirs.iter().any(|d| under(path, d) || under(d, path))
+    })
 }
 
 /// An nginx time (nginx.org/en/docs/syntax.html): a number with an optional unit (`ms`, `s`,
@@ -557,6 +722,97 @@ mod tests {
         );
     }
 
+    fn dir<'a>(path: &'a str, files: Vec<(String, &'a Directives)>) -> MountedFiles<'a> {
+        MountedFiles {
+            path,
+            files: Some(ShownFiles {
+                source: "ConfigMap default/conf".to_string(),
+                files,
+            }),
+        }
+    }
+
+    /// httpd's KeepAliveTimeout from a mounted httpd.conf; Tomcat's and Jetty's configuration
+    /// mounted over the image's is not read, so nothing is known.
+    #[test]
+    fn other_servers_with_a_mounted_configuration() {
+        let httpd = container("httpd:2.4", &[]);
+        let set = |t: &[&str], off: bool| Directives {
+            httpd_keepalive_timeout: t.iter().map(|a| a.to_string()).collect(),
+            httpd_keepalive_off: off,
+            ..Default::default()
+        };
+        let (fifteen, off, half) = (set(&["15"], false), set(&[], true), set(&["500ms"], false));
+        let conf = "/usr/local/apache2/conf/httpd.conf";
+        let mounted = |d| [dir(conf, vec![(conf.to_string(), d)])];
+        assert_eq!(
+            after(app_idle(&httpd, None, &mounted(&fifteen))),
+            Some(Duration::from_secs(15))
+        );
+        assert_eq!(
+            after(app_idle(&httpd, None, &mounted(&half))),
+            Some(Duration::from_millis(500))
+        );
+        assert!(matches!(
+            app_idle(&httpd, None, &mounted(&off)),
+            AppIdle::NoRace { .. }
+        ));
+        let absent = [MountedFiles {
+            path: "/usr/local/apache2/conf/extra",
+            files: None,
+        }];
+        assert_eq!(app_idle(&httpd, None, &absent), AppIdle::Unknown);
+        let html = [MountedFiles {
+            path: "/usr/local/apache2/htdocs",
+            files: None,
+        }];
+        assert_eq!(
+            after(app_idle(&httpd, None, &html)),
+            Some(Duration::from_secs(5))
+        );
+
+        let server_xml = [MountedFiles {
+            path: "/usr/local/tomcat/conf/server.xml",
+            files: None,
+        }];
+        let tomcat = container("tomcat:10.1", &[]);
+        assert_eq!(app_idle(&tomcat, None, &server_xml), AppIdle::Unknown);
+        let webapps = [MountedFiles {
+            path: "/usr/local/tomcat/webapps/ROOT",
+            files: None,
+        }];
+        assert_eq!(
+            after(app_idle(&tomcat, None, &webapps)),
+            Some(Duration::from_secs(20))
+        );
+
+        let jetty = container("jetty:12", &["jetty.http.idleTimeout=120000"]);
+        assert_eq!(
+            after(app_idle(&jetty, None, &[])),
+            Some(Duration::from_secs(120))
+        );
+        let mut jetty = container("jetty:12", &[]);
+        jetty.env = Some(vec![EnvVar {
+            name: "JAVA_OPTIONS".into(),
+            value: Some("-Xmx1g -Djetty.http.idleTimeout=45000".into()),
+            ..Default::default()
+        }]);
+        assert_eq!(
+            after(app_idle(&jetty, None, &[])),
+            Some(Duration::from_secs(45))
+        );
+        let start_d = [MountedFiles {
+            path: "/var/lib/jetty/start.d",
+            files: None,
+        }];
+        let jetty = container("jetty:12", &[]);
+        assert_eq!(app_idle(&jetty, None, &start_d), AppIdle::Unknown);
+        assert_eq!(
+            after(app_idle(&jetty, None, &[])),
+            Some(Duration::from_secs(30))
+        );
+    }
+
     #[test]
     fn nginx_times() {
         let t = |s: &str| nginx_time(s).map(|d| d.as_millis());
@@ -578,20 +834,17 @@ mod tests {
     #[test]
     fn nginx_reads_a_mounted_configuration() {
         let nginx = container("nginx:1.27", &[]);
-        fn dir<'a>(path: &'a str, files: Vec<(String, &'a [String])>) -> MountedFiles<'a> {
-            MountedFiles {
-                path,
-                files: Some(ShownFiles {
-                    source: "ConfigMap default/conf".to_string(),
-                    files,
-                }),
-            }
-        }
-        let thirty = ["30s".to_string(), "90".to_string()];
-        let zero = ["0".to_string()];
-        let none: &[String] = &[];
-        let var = ["${T}".to_string()];
-        let (thirty, zero, var) = (&thirty[..], &zero[..], &var[..]);
+        let nginx_set = |args: &[&str]| Directives {
+            nginx_keepalive_timeout: args.iter().map(|a| a.to_string()).collect(),
+            ..Default::default()
+        };
+        let (thirty, zero, none, var) = (
+            nginx_set(&["30s", "90"]),
+            nginx_set(&["0"]),
+            nginx_set(&[]),
+            nginx_set(&["${T}"]),
+        );
+        let (thirty, zero, none, var) = (&thirty, &zero, &none, &var);
         // The whole directory replaced, its nginx.conf setting no keepalive_timeout: nginx's
         // built-in 75s.
         let whole = [dir(

@@ -7,9 +7,30 @@ use std::collections::HashMap;
 /// What the analysis read of one ConfigMap.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AppConfigMap {
-    /// Its keys (`data` and `binaryData` names), each with the arguments of the nginx
-    /// `keepalive_timeout` directives its text sets (outside `upstream` blocks), in order.
-    pub keys: Vec<(String, Vec<String>)>,
+    /// Its keys (`data` and `binaryData` names), each with what its text sets.
+    pub keys: Vec<(String, Directives)>,
+}
+
+/// The idle keep-alive settings a configuration file sets, as written, in order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Directives {
+    /// nginx `keepalive_timeout` arguments (outside `upstream` blocks).
+    pub nginx_keepalive_timeout: Vec<String>,
+    /// Apache httpd `KeepAliveTimeout` arguments.
+    pub httpd_keepalive_timeout: Vec<String>,
+    /// Apache httpd `KeepAlive Off`.
+    pub httpd_keepalive_off: bool,
+}
+
+impl Directives {
+    pub fn read(text: &str) -> Directives {
+        let (httpd_keepalive_timeout, httpd_keepalive_off) = httpd_keepalive(text);
+        Directives {
+            nginx_keepalive_timeout: nginx_keepalive_timeouts(text),
+            httpd_keepalive_timeout,
+            httpd_keepalive_off,
+        }
+    }
 }
 
 impl AppConfigMap {
@@ -17,21 +38,45 @@ impl AppConfigMap {
         data: impl IntoIterator<Item = (&'a String, &'a String)>,
         binary_keys: impl IntoIterator<Item = &'a String>,
     ) -> AppConfigMap {
-        let mut keys: Vec<(String, Vec<String>)> = data
+        let mut keys: Vec<(String, Directives)> = data
             .into_iter()
-            .map(|(k, text)| (k.clone(), nginx_keepalive_timeouts(text)))
+            .map(|(k, text)| (k.clone(), Directives::read(text)))
             .collect();
-        keys.extend(binary_keys.into_iter().map(|k| (k.clone(), Vec::new())));
-        keys.sort();
+        keys.extend(
+            binary_keys
+                .into_iter()
+                .map(|k| (k.clone(), Directives::default())),
+        );
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
         AppConfigMap { keys }
     }
 
-    pub fn key(&self, key: &str) -> Option<&[String]> {
-        self.keys
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_slice())
+    pub fn key(&self, key: &str) -> Option<&Directives> {
+        self.keys.iter().find(|(k, _)| k == key).map(|(_, v)| v)
     }
+}
+
+/// Apache httpd's `KeepAliveTimeout` arguments and whether `KeepAlive Off` is set (directive
+/// names are case-insensitive; `#` starts a comment line).
+pub fn httpd_keepalive(text: &str) -> (Vec<String>, bool) {
+    if !text.to_ascii_lowercase().contains("keepalive") {
+        return (Vec::new(), false);
+    }
+    let mut timeouts = Vec::new();
+    let mut off = false;
+    for line in text.lines().map(str::trim).filter(|l| !l.starts_with('#')) {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some(d), Some(v)) if d.eq_ignore_ascii_case("KeepAliveTimeout") => {
+                timeouts.push(v.to_string())
+            }
+            (Some(d), Some(v)) if d.eq_ignore_ascii_case("KeepAlive") => {
+                off |= v.eq_ignore_ascii_case("off")
+            }
+            _ => {}
+        }
+    }
+    (timeouts, off)
 }
 
 /// ConfigMaps by (namespace, name).
@@ -130,6 +175,12 @@ http {
         assert!(nginx_keepalive_timeouts("worker_processes 1;").is_empty());
         // Not nginx: a YAML key with the same name is no directive.
         assert!(nginx_keepalive_timeouts("keepalive_timeout: 30\n").is_empty());
+        // httpd: case-insensitive names, comment lines left out.
+        assert_eq!(
+            httpd_keepalive("KeepAlive On\n# KeepAliveTimeout 1\nkeepalivetimeout 15\n"),
+            (vec!["15".to_string()], false)
+        );
+        assert_eq!(httpd_keepalive("KeepAlive Off\n"), (Vec::new(), true));
         // An unterminated block or quote does not panic.
         assert_eq!(
             nginx_keepalive_timeouts("http { keepalive_timeout 5s; server { \"x"),
