@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use hashbrown::HashMap;
 
 use crate::model::service::ServiceSpec;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::json;
 
 use super::{Code, Finding, Protocol, Severity, Sink, app_ports, port_protocol};
@@ -395,6 +396,7 @@ fn sidecar_findings(
             || has_reset(&eff.retry_on, svc_non_idempotent)
             || only_gateways_behind(snapshot, s)
             || only_metrics_ports(&service.spec)
+            || external_twin(snapshot, s)
             || snapshot.mesh_routes_of(s).next().is_some()
         {
             return out;
@@ -541,6 +543,42 @@ fn only_metrics_ports(spec: &ServiceSpec) -> bool {
                     .split('-')
                     .any(|part| METRICS.contains(&part))
             })
+        })
+}
+
+/// A LoadBalancer or NodePort Service beside a cluster-internal one for the same pods and
+/// target ports (Online Boutique's `frontend-external` beside `frontend`): callers outside the
+/// cluster reach the pods through it with no sidecar of theirs, so a VirtualService for its
+/// host retries nothing they send, and callers in the mesh use the internal Service, whose own
+/// finding covers them. A new VirtualService for it would change no request while a
+/// re-analysis called it verified. Found on GoogleCloudPlatform/anthos-service-mesh-samples. One
+/// that a VirtualService already routes is judged like any other.
+fn external_twin(snapshot: &Snapshot, s: usize) -> bool {
+    let service = &snapshot.services[s];
+    if !service.spec.external {
+        return false;
+    }
+    let targets = |spec: &ServiceSpec| -> BTreeSet<String> {
+        app_ports(spec)
+            .filter(|p| port_protocol(p) != Protocol::Tcp)
+            .map(|p| match &p.target_port {
+                Some(IntOrString::Int(n)) => n.to_string(),
+                Some(IntOrString::String(name)) => name.clone(),
+                None => p.port.to_string(),
+            })
+            .collect()
+    };
+    let own_targets = targets(&service.spec);
+    let own_pods = &snapshot.service_workloads[s];
+    !own_pods.is_empty()
+        && snapshot.services.iter().enumerate().any(|(t, other)| {
+            t != s
+                && !other.spec.external
+                && other.meta.namespace == service.meta.namespace
+                && own_pods
+                    .iter()
+                    .all(|w| snapshot.service_workloads[t].contains(w))
+                && own_targets.is_subset(&targets(&other.spec))
         })
 }
 

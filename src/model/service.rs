@@ -12,6 +12,9 @@ use super::Labels;
 pub struct ServiceSpec {
     pub selector: Option<Labels>,
     pub ports: Option<Vec<ServicePort>>,
+    /// `type: LoadBalancer` or `NodePort`: clients outside the cluster reach its pods through
+    /// it, with no sidecar of theirs on the way.
+    pub external: bool,
 }
 
 impl From<k8s_openapi::api::core::v1::ServiceSpec> for ServiceSpec {
@@ -19,6 +22,7 @@ impl From<k8s_openapi::api::core::v1::ServiceSpec> for ServiceSpec {
         ServiceSpec {
             selector: spec.selector.map(Labels::from),
             ports: spec.ports,
+            external: matches!(spec.type_.as_deref(), Some("LoadBalancer" | "NodePort")),
         }
     }
 }

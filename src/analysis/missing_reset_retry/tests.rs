@@ -1126,3 +1126,31 @@ fn a_gateway_finding_names_only_the_services_whose_routes_it_fixes() {
             .contains(&format!("to {FQDN} are not retried"))
     );
 }
+
+/// Online Boutique's `frontend-external` (anthos-service-mesh-samples): a LoadBalancer Service
+/// for the pods the ClusterIP Service already serves. Outside callers reach the pods with no
+/// sidecar of theirs, so only the internal Service gets a new VirtualService.
+#[test]
+fn a_load_balancer_beside_the_internal_service_gets_no_new_virtual_service() {
+    let external = |kind: &str, target: &str| {
+        with(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: cart-external, namespace: shop}}\nspec: {{type: {kind}, selector: {{app: cart}}, ports: [{{name: http, port: 80, targetPort: {target}}}]}}\n"
+        ))
+    };
+    for kind in ["LoadBalancer", "NodePort"] {
+        let found = findings(&snapshot(&external(kind, "8080")));
+        assert_eq!(found.len(), 1, "{kind}: {found:?}");
+        assert_eq!(found[0].service.as_deref(), Some("cart"));
+    }
+    // A ClusterIP twin is a second in-mesh name: both are judged.
+    assert_eq!(findings(&snapshot(&external("ClusterIP", "8080"))).len(), 2);
+    // A port the internal Service does not reach: the external one is the only way in.
+    assert_eq!(findings(&snapshot(&external("LoadBalancer", "9090"))).len(), 2);
+    // Alone, a LoadBalancer Service is judged as before (mesh clients may call it).
+    let alone = MESH.replace(
+        "spec: {selector: {app: cart},",
+        "spec: {type: LoadBalancer, selector: {app: cart},",
+    );
+    assert!(alone.contains("LoadBalancer"));
+    assert_eq!(findings(&snapshot(&alone)).len(), 1);
+}
