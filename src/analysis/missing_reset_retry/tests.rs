@@ -1145,7 +1145,10 @@ fn a_load_balancer_beside_the_internal_service_gets_no_new_virtual_service() {
     // A ClusterIP twin is a second in-mesh name: both are judged.
     assert_eq!(findings(&snapshot(&external("ClusterIP", "8080"))).len(), 2);
     // A port the internal Service does not reach: the external one is the only way in.
-    assert_eq!(findings(&snapshot(&external("LoadBalancer", "9090"))).len(), 2);
+    assert_eq!(
+        findings(&snapshot(&external("LoadBalancer", "9090"))).len(),
+        2
+    );
     // Alone, a LoadBalancer Service is judged as before (mesh clients may call it).
     let alone = MESH.replace(
         "spec: {selector: {app: cart},",
