@@ -1574,3 +1574,85 @@ async fn a_target_in_a_namespace_not_opted_in_is_proposed_never_written() {
     .await;
     operator.stop();
 }
+
+/// A Deployment written out by `istioctl kube-inject`, in a namespace no webhook injects
+/// (stefanprodan/gitops-istio keeps its apps so, with `istio-injection: disabled`): the proxy
+/// runs as the template says, so the fix puts `istio-proxy` first with its `pilot-agent wait`
+/// hook, as the injector would. Approved, it is written once and verified on the live object;
+/// rolled back, the containers are the original exactly.
+#[tokio::test]
+async fn a_pre_injected_template_is_fixed_in_its_containers_and_rolls_back_exactly() {
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+    let ns = support::namespace(&admin, "loop-kube-inject").await;
+    let deployment = object(
+        &ns,
+        "Deployment",
+        "apps/v1",
+        "orders",
+        json!({"selector": {"matchLabels": {"app": "orders"}},
+               "template": {
+                   "metadata": {"labels": {"app": "orders"},
+                                "annotations": {"sidecar.istio.io/status":
+                                    "{\"initContainers\":[\"istio-init\"],\"containers\":[\"istio-proxy\"],\"revision\":\"default\"}"}},
+                   "spec": {
+                       "initContainers": [{"name": "istio-init", "image": "docker.io/istio/proxyv2:1.13.2",
+                                           "args": ["istio-iptables", "-p", "15001"]}],
+                       "containers": [
+                           {"name": "orders", "image": "ghcr.io/stefanprodan/podinfo:6.1.0",
+                            "ports": [{"containerPort": 9898}],
+                            "resources": {"requests": {"cpu": "10m"}}},
+                           {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.13.2",
+                            "args": ["proxy", "sidecar"],
+                            "env": [{"name": "ISTIO_META_APP_CONTAINERS", "value": "orders"}]}]}}}),
+    );
+    support::apply(&admin, &deployment).await.expect("applied");
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone())
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {
+                "labels": {"istio-injection": "disabled"},
+                // The startup race alone is an `info` finding.
+                "annotations": {"meshmedic.io/mode": "propose",
+                                "meshmedic.io/min-severity": "info"}}})),
+        )
+        .await
+        .expect("namespace opted in");
+    let operator = Replica::start(cp.meshmedic_config(), "lease-inject", "replica-inject");
+    let rem = find(&admin, &ns, "Deployment", "orders").await;
+    assert!(answers(&rem, "sidecar-lifecycle"), "{:?}", rem.spec.causes);
+    let name = rem.name_any();
+    let api = target_api(&admin, &rem).await;
+    let before = api.get("orders").await.expect("deployment");
+    approve(&admin, &ns, &name).await;
+    let applied = wait_for(&admin, &ns, &name, "the fix written and verified", |r| {
+        written(r) && reason(r, "Verified").as_deref() == Some("Verified")
+    })
+    .await;
+    assert_eq!(applied.status.as_ref().map(|s| s.writes), Some(1));
+    let live = api.get("orders").await.expect("deployment");
+    let containers = &live.data["spec"]["template"]["spec"]["containers"];
+    assert_eq!(containers[0]["name"], "istio-proxy", "{containers:#}");
+    assert_eq!(
+        containers[0]["lifecycle"]["postStart"]["exec"]["command"],
+        json!(["pilot-agent", "wait"])
+    );
+    assert_eq!(containers[1]["name"], "orders");
+    assert_eq!(
+        containers[1]["resources"],
+        json!({"requests": {"cpu": "10m"}})
+    );
+    meshmedic::cli::rollback::rollback(&admin, &ns, &name)
+        .await
+        .expect("rollback");
+    wait_phase(&admin, &ns, &name, Phase::RolledBack).await;
+    let after = api.get("orders").await.expect("deployment");
+    assert_eq!(
+        serde_json::to_vec(&after.data["spec"]["template"]).expect("json"),
+        serde_json::to_vec(&before.data["spec"]["template"]).expect("json"),
+        "the pod template byte-identical to the original"
+    );
+    operator.stop();
+}
