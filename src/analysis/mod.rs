@@ -437,7 +437,7 @@ const NON_HTTP_NAMES: &[&str] = &[
 /// Service exposes `status-port` 15021 for load balancers' health checks; an east-west gateway,
 /// whose other ports are TLS, got an HTTP retry finding for it, and an nginx Service exposing
 /// 15020 an idle-timeout finding for a port nginx never serves.
-const ISTIO_PROXY_PORTS: &[i32] = &[15020, 15021, 15090];
+pub(crate) const ISTIO_PROXY_PORTS: &[i32] = &[15020, 15021, 15090];
 
 /// A Service with an HTTP port whose pods, all in the input, run with no Istio proxy at all
 /// (not ambient, where ztunnel carries the gateway's connections): what a gateway's Envoy

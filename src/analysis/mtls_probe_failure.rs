@@ -98,6 +98,12 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
                 else {
                     continue;
                 };
+                // The proxy's own ports are never captured, and a probe there is one the
+                // injector already rewrote (`/app-health/…` on 15020, as `istioctl kube-inject`
+                // writes it into a template): the kubelet reaches the proxy in plain HTTP.
+                if super::ISTIO_PROXY_PORTS.contains(&port) {
+                    continue;
+                }
                 if !captured(workload, port) {
                     continue;
                 }

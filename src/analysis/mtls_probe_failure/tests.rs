@@ -379,3 +379,18 @@ fn gateways_and_ambient_workloads_are_not_checked() {
     assert!(gateway.contains("gateway-name"));
     none(&gateway);
 }
+
+/// A template `istioctl kube-inject` wrote keeps the probes it rewrote: `/app-health/<container>/
+/// readyz` on the proxy's 15020, which is never captured. With probe rewrite off (the annotation
+/// kube-inject leaves, or the injector's setting today) and STRICT mTLS, nothing fails there.
+#[test]
+fn a_probe_already_rewritten_to_the_proxy_is_fine() {
+    none(&mesh(
+        REWRITE_OFF,
+        "{httpGet: {path: /app-health/app/readyz, port: 15020}}",
+        &strict(),
+    ));
+    // The same probe on the app's own port still fails.
+    let f = only(&snapshot(&mesh(REWRITE_OFF, HEALTH_PORT_PROBE, &strict())));
+    assert!(has_evidence(&f, "port 8081"));
+}
