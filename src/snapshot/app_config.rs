@@ -59,7 +59,12 @@ impl AppConfigMap {
 /// Apache httpd's `KeepAliveTimeout` arguments and whether `KeepAlive Off` is set (directive
 /// names are case-insensitive; `#` starts a comment line).
 pub fn httpd_keepalive(text: &str) -> (Vec<String>, bool) {
-    if !text.to_ascii_lowercase().contains("keepalive") {
+    // Without a copy of the text: ConfigMaps can be large (Grafana dashboards).
+    if !text
+        .as_bytes()
+        .windows(9)
+        .any(|w| w.eq_ignore_ascii_case(b"keepalive"))
+    {
         return (Vec::new(), false);
     }
     let mut timeouts = Vec::new();
