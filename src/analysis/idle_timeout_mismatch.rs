@@ -319,11 +319,11 @@ fn mounted_files<'a>(
                     let files = names
                         .into_iter()
                         .filter_map(|(name, key)| {
-                            let args = cm.key(key)?;
+                            let directives = cm.key(key)?;
                             match mount.sub_path.as_deref().filter(|p| !p.is_empty()) {
-                                Some(sub) if sub == name => Some((dir.to_string(), args)),
+                                Some(sub) if sub == name => Some((dir.to_string(), directives)),
                                 Some(_) => None,
-                                None => Some((format!("{dir}/{name}"), args)),
+                                None => Some((format!("{dir}/{name}"), directives)),
                             }
                         })
                         .collect();
