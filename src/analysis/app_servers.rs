@@ -382,8 +382,9 @@ fn mounted_config<'m>(
     Some(out)
 }
 
-/// The shortest positive of the mounted values, parsed by `parse` (`None` from it: a variable
-/// or a placeholder, known only when the pod runs).
+/// The shortest positive of the mounted values, parsed by `parse`; zero with the first value
+/// when every value is 0 (keep-alive off); `Err` when one cannot be parsed (a variable or a
+/// placeholder, known only when the pod runs).
 fn shortest<'m>(
     values: &[Setting<'m>],
     parse: impl Fn(&str) -> Option<Duration>,
