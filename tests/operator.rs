@@ -693,3 +693,86 @@ async fn an_unreadable_object_is_told_with_an_event_and_nothing_in_its_namespace
     }
     operator.stop();
 }
+
+/// A namespace opted in without a mesh label (kube-prometheus' `monitoring`, sock-shop): nothing
+/// in it runs with a proxy, so no sidecar cause is looked for there. The person who opted it in
+/// is told once with a Warning Event on the Namespace, not on every pass; labelled for
+/// injection, it is analysed as any other, and nothing more is told.
+#[tokio::test]
+async fn an_opted_in_namespace_with_nothing_meshed_is_told_once_with_an_event() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::api::events::v1::Event;
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+    let ns = support::namespace(&admin, "nothing-meshed").await;
+    nginx_gallery(&admin, &ns).await;
+    Api::<Namespace>::all(admin.clone())
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"meshmedic.io/mode": "propose"}}})),
+        )
+        .await
+        .expect("opted in");
+    let operator = Replica::start(cp.meshmedic_config(), "lease-nothing-meshed", "replica-nm");
+    let events: Api<Event> = Api::namespaced(admin.clone(), &ns);
+    let told = |evs: &[Event]| {
+        evs.iter()
+            .filter(|e| {
+                e.reporting_instance.as_deref() == Some("replica-nm")
+                    && e.reason.as_deref() == Some("NothingMeshed")
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Namespace")
+                    && e.note.as_deref().is_some_and(|n| {
+                        n.contains("none of its 1 workload(s) runs with an Istio proxy")
+                            && n.contains("no istio-injection or istio.io/rev label")
+                    })
+            })
+            .count()
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the NothingMeshed Event",
+        || async {
+            let evs = events.list(&Default::default()).await.ok()?.items;
+            (told(&evs) == 1).then_some(())
+        },
+    )
+    .await;
+    // Later passes over the namespace tell nothing again.
+    for i in 0..3 {
+        Api::<Namespace>::all(admin.clone())
+            .patch(
+                &ns,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"touched": i.to_string()}}})),
+            )
+            .await
+            .expect("touched");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let evs = events
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items;
+    assert_eq!(told(&evs), 1);
+    assert!(remediations(&admin, &ns).await.is_empty());
+    // Labelled for injection: the gallery's idle-timeout cause is proposed.
+    Api::<Namespace>::all(admin.clone())
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"istio-injection": "enabled"}}})),
+        )
+        .await
+        .expect("labelled");
+    eventually(
+        Duration::from_secs(30),
+        "a Remediation once meshed",
+        || async { (!remediations(&admin, &ns).await.is_empty()).then_some(()) },
+    )
+    .await;
+    operator.stop();
+}

@@ -145,6 +145,8 @@ pub struct Context {
     pub told_annotations: std::sync::Mutex<BTreeSet<(String, String, String)>>,
     /// Objects the analysis could not read, already told with an Event (object, error).
     pub told_objects: std::sync::Mutex<BTreeSet<(ObjectRef, String)>>,
+    /// Opted-in namespaces already told that nothing in them runs in the mesh.
+    pub told_nothing_meshed: std::sync::Mutex<BTreeSet<String>>,
     /// When this replica first saw each Remediation's current plan published ((namespace,
     /// name) → (plan digest, when)): apply mode writes a plan only once it has settled.
     pub published_since: std::sync::Mutex<BTreeMap<(String, String), (String, Instant)>>,
@@ -372,6 +374,7 @@ pub async fn run_with(
         latest: Default::default(),
         pending: Default::default(),
         told_annotations: Default::default(),
+        told_nothing_meshed: Default::default(),
         told_objects: Default::default(),
         published_since: Default::default(),
     });
@@ -543,6 +546,48 @@ async fn tell_annotation_problems(ctx: &Context, snapshot: &Snapshot) {
     }
 }
 
+/// A Warning Event on each opted-in namespace of this pass where workloads run but none with
+/// an Istio proxy: the person who opted it in sees no Remediation for its sidecar causes and
+/// should hear why. Told once; told again after the namespace had a meshed workload (or no
+/// workload) in between.
+async fn tell_nothing_meshed(ctx: &Context, snapshot: &Snapshot, scope: &BTreeSet<String>) {
+    let nothing: BTreeMap<&str, usize> = snapshot
+        .namespaces_with_nothing_meshed()
+        .into_iter()
+        .filter(|(ns, _)| scope.contains(*ns))
+        .collect();
+    let mut to_tell = Vec::new();
+    if let Ok(mut told) = ctx.told_nothing_meshed.lock() {
+        told.retain(|ns| !scope.contains(ns) || nothing.contains_key(ns.as_str()));
+        for (ns, n) in &nothing {
+            if told.insert(ns.to_string()) {
+                to_tell.push((ns.to_string(), *n));
+            }
+        }
+    }
+    for (ns, n) in to_tell {
+        let why = match snapshot
+            .namespaces
+            .get(&ns)
+            .and_then(|m| m.labels.get(keys::NS_INJECTION))
+        {
+            Some(v) => format!("its label istio-injection={v} keeps the injector away"),
+            None => "it has no istio-injection or istio.io/rev label, and no pod template asks for a sidecar".to_string(),
+        };
+        let message = format!(
+            "namespace {ns} is opted in to meshmedic, but none of its {n} workload(s) runs with an Istio proxy ({why}): meshmedic judges them only as the upstreams of mesh gateways, and looks for no sidecar cause here; label the namespace istio-injection=enabled (or istio.io/rev=<revision>) if it belongs in the mesh"
+        );
+        let reference = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Namespace".into()),
+            name: Some(ns.clone()),
+            namespace: Some(ns),
+            ..Default::default()
+        };
+        warn(ctx, &reference, "NothingMeshed", "Analyse".into(), message).await;
+    }
+}
+
 /// A Warning Event on each object the analysis could not read (once per object and error).
 /// Only the objects of the `touched` namespaces were read this pass.
 async fn tell_rejected(
@@ -667,6 +712,7 @@ async fn reconcile_in(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
         update_phase_gauge(ctx);
         return Ok(());
     }
+    tell_nothing_meshed(ctx, &snapshot, &scope).await;
     let mut report = analyze_in(&snapshot, Some(scope.clone()));
     if let Some(source) = ctx.args.evidence_source() {
         let mut cache = ctx.evidence.lock().await;

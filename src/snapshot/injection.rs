@@ -429,6 +429,36 @@ impl Snapshot {
         left_out.into_iter().collect()
     }
 
+    /// Namespaces where no workload is in the mesh (no sidecar, no gateway, not ambient) while
+    /// at least one app workload is (root and system namespaces left out), with how many:
+    /// opted in to the operator, such a namespace gets no Remediation however broken, and the
+    /// person who opted it in should hear why (a Warning Event; see `controller`).
+    pub fn namespaces_with_nothing_meshed(&self) -> Vec<(&str, usize)> {
+        let mut by_namespace: std::collections::BTreeMap<&str, Option<usize>> =
+            std::collections::BTreeMap::new();
+        for w in &self.workloads {
+            let ns = w.meta.namespace.as_str();
+            let entry = by_namespace.entry(ns).or_insert(Some(0));
+            match self.plane(w) {
+                Plane::None => {
+                    if let Some(n) = entry
+                        && ns != self.root_namespace()
+                        && !IGNORED_NAMESPACES.contains(&ns)
+                        && w.pod_spec.host_network != Some(true)
+                        && w.app_containers().next().is_some()
+                    {
+                        *n += 1;
+                    }
+                }
+                _ => *entry = None,
+            }
+        }
+        by_namespace
+            .into_iter()
+            .filter_map(|(ns, n)| n.filter(|n| *n > 0).map(|n| (ns, n)))
+            .collect()
+    }
+
     /// A waypoint serves the pod, a Service selecting it, or its namespace.
     fn uses_waypoint(&self, w: &Workload) -> bool {
         let named = |labels: &crate::model::Labels| {

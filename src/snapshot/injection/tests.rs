@@ -299,6 +299,59 @@ fn namespaces_the_input_defines_with_no_mesh_label_are_named_when_nothing_is_mes
     assert!(left_out(&format!("{monitoring}{meshed}"), false).is_empty());
 }
 
+/// Per namespace, for the operator: a namespace whose workloads are all out of the mesh is
+/// named even when another namespace is meshed (the notes above speak of the whole input).
+#[test]
+fn namespaces_with_nothing_meshed_are_named_one_by_one() {
+    let nothing = |yaml: &str| {
+        snapshot(yaml)
+            .namespaces_with_nothing_meshed()
+            .into_iter()
+            .map(|(ns, n)| (ns.to_string(), n))
+            .collect::<Vec<_>>()
+    };
+    let meshed = format!(
+        "{}{}",
+        namespace("shop", "{istio-injection: enabled}"),
+        deployment("shop", APP, "{}", "")
+    );
+    let off = format!(
+        "{}{}",
+        namespace("batch", "{istio-injection: disabled}"),
+        deployment("batch", APP, "{}", "")
+    );
+    let unlabelled = format!(
+        "{}{}",
+        namespace("web", "{}"),
+        deployment("web", APP, "{}", "")
+    );
+    assert_eq!(
+        nothing(&format!("{meshed}{off}{unlabelled}")),
+        [("batch".to_string(), 1), ("web".to_string(), 1)]
+    );
+    assert!(nothing(&meshed).is_empty());
+    // A pod that asks for the sidecar in an unlabelled namespace is meshed: nothing to say.
+    let asks = format!(
+        "{}{}",
+        namespace("web", "{}"),
+        deployment(
+            "web",
+            "{app: app, sidecar.istio.io/inject: \"true\"}",
+            "{}",
+            ""
+        )
+    );
+    assert!(nothing(&asks).is_empty());
+    // Only hostNetwork pods (never meshed) or the system namespaces: nothing to say.
+    let host = format!(
+        "{}{}",
+        namespace("web", "{}"),
+        deployment("web", APP, "{}", ", hostNetwork: true")
+    );
+    assert!(nothing(&host).is_empty());
+    assert!(nothing(&deployment("kube-system", APP, "{}", "")).is_empty());
+}
+
 #[test]
 fn revision_tags_pick_their_revisions_control_plane() {
     let yaml = format!(
