@@ -594,17 +594,7 @@ async fn a_meaningless_annotation_is_told_once_with_an_event_and_the_safe_readin
     .await;
     // Mode off is the safe reading: nothing proposed. Later passes (touch the namespace's
     // objects) tell nothing again.
-    for i in 0..3 {
-        Api::<Namespace>::all(admin.clone())
-            .patch(
-                &ns,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"labels": {"touched": i.to_string()}}})),
-            )
-            .await
-            .expect("touched");
-        tokio::time::sleep(Duration::from_millis(700)).await;
-    }
+    touch_three_times(&admin, &ns).await;
     let evs = events
         .list(&Default::default())
         .await
@@ -741,17 +731,7 @@ async fn an_opted_in_namespace_with_nothing_meshed_is_told_once_with_an_event() 
     )
     .await;
     // Later passes over the namespace tell nothing again.
-    for i in 0..3 {
-        Api::<Namespace>::all(admin.clone())
-            .patch(
-                &ns,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"labels": {"touched": i.to_string()}}})),
-            )
-            .await
-            .expect("touched");
-        tokio::time::sleep(Duration::from_millis(700)).await;
-    }
+    touch_three_times(&admin, &ns).await;
     let evs = events
         .list(&Default::default())
         .await
@@ -775,4 +755,20 @@ async fn an_opted_in_namespace_with_nothing_meshed_is_told_once_with_an_event() 
     )
     .await;
     operator.stop();
+}
+
+/// Three passes over `ns`: its Namespace relabelled, 700 ms apart.
+async fn touch_three_times(admin: &kube::Client, ns: &str) {
+    use k8s_openapi::api::core::v1::Namespace;
+    for i in 0..3 {
+        Api::<Namespace>::all(admin.clone())
+            .patch(
+                ns,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"touched": i.to_string()}}})),
+            )
+            .await
+            .expect("touched");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
 }

@@ -526,18 +526,10 @@ async fn tell_annotation_problems(ctx: &Context, snapshot: &Snapshot) {
         *told = now;
     }
     for (ns, key, message) in to_tell {
-        let reference = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Namespace".into()),
-            name: Some(ns.clone()),
-            // Recorded in the namespace itself, where its users look (`kubectl get events -n`).
-            namespace: Some(ns),
-            ..Default::default()
-        };
         // One series per annotation: the recorder folds events with the same action.
         warn(
             ctx,
-            &reference,
+            &namespace_reference(ns),
             "InvalidAnnotation",
             format!("Read {key}"),
             message,
@@ -577,14 +569,20 @@ async fn tell_nothing_meshed(ctx: &Context, snapshot: &Snapshot, scope: &BTreeSe
         let message = format!(
             "namespace {ns} is opted in to meshmedic, but none of its {n} workload(s) runs with an Istio proxy ({why}): meshmedic judges them only as the upstreams of mesh gateways, and looks for no sidecar cause here; label the namespace istio-injection=enabled (or istio.io/rev=<revision>) if it belongs in the mesh"
         );
-        let reference = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Namespace".into()),
-            name: Some(ns.clone()),
-            namespace: Some(ns),
-            ..Default::default()
-        };
+        let reference = namespace_reference(ns);
         warn(ctx, &reference, "NothingMeshed", "Analyse".into(), message).await;
+    }
+}
+
+/// A Namespace as an Event's subject, the Event recorded in the namespace itself, where its
+/// users look (`kubectl get events -n`).
+fn namespace_reference(ns: String) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Namespace".into()),
+        name: Some(ns.clone()),
+        namespace: Some(ns),
+        ..Default::default()
     }
 }
 
