@@ -718,15 +718,13 @@ async fn the_namespace_minimum_severity_filters_remediations() {
     let admin = cp.admin();
     // Opted in and given a minimum in one write (other tests' operators watch every namespace).
     let ns = shop(&admin, "loop-severity", None).await;
-    Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone())
-        .patch(
-            &ns,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {
-                "meshmedic.io/mode": "propose", "meshmedic.io/min-severity": "error"}}})),
-        )
-        .await
-        .expect("annotate");
+    patch_namespace(
+        &admin,
+        &ns,
+        json!({"metadata": {"annotations": {
+                "meshmedic.io/mode": "propose", "meshmedic.io/min-severity": "error"}}}),
+    )
+    .await;
     let operator = Replica::start(cp.meshmedic_config(), "lease-severity", "replica-severity");
     let all = eventually(
         Duration::from_secs(60),
@@ -1560,14 +1558,12 @@ async fn a_target_in_a_namespace_not_opted_in_is_proposed_never_written() {
     );
 
     // The routing namespace opts in (propose): the approval given is used.
-    Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone())
-        .patch(
-            &routing,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"meshmedic.io/mode": "propose"}}})),
-        )
-        .await
-        .expect("opted in");
+    patch_namespace(
+        &admin,
+        &routing,
+        json!({"metadata": {"annotations": {"meshmedic.io/mode": "propose"}}}),
+    )
+    .await;
     wait_for(&admin, &ns, &name, "the approved fix verified", |r| {
         reason(r, "Verified").as_deref() == Some("Verified")
     })
@@ -1608,18 +1604,16 @@ async fn a_pre_injected_template_is_fixed_in_its_containers_and_rolls_back_exact
                             "env": [{"name": "ISTIO_META_APP_CONTAINERS", "value": "orders"}]}]}}}),
     );
     support::apply(&admin, &deployment).await.expect("applied");
-    Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone())
-        .patch(
-            &ns,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {
+    patch_namespace(
+        &admin,
+        &ns,
+        json!({"metadata": {
                 "labels": {"istio-injection": "disabled"},
                 // The startup race alone is an `info` finding.
                 "annotations": {"meshmedic.io/mode": "propose",
-                                "meshmedic.io/min-severity": "info"}}})),
-        )
-        .await
-        .expect("namespace opted in");
+                                "meshmedic.io/min-severity": "info"}}}),
+    )
+    .await;
     let operator = Replica::start(cp.meshmedic_config(), "lease-inject", "replica-inject");
     let rem = find(&admin, &ns, "Deployment", "orders").await;
     assert!(answers(&rem, "sidecar-lifecycle"), "{:?}", rem.spec.causes);

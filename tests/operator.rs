@@ -604,14 +604,12 @@ async fn a_meaningless_annotation_is_told_once_with_an_event_and_the_safe_readin
     assert!(remediations(&admin, &ns).await.is_empty());
 
     // Corrected: the namespace is analysed as asked.
-    Api::<Namespace>::all(admin.clone())
-        .patch(
-            &ns,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"meshmedic.io/mode": "propose"}}})),
-        )
-        .await
-        .expect("corrected");
+    patch_namespace(
+        &admin,
+        &ns,
+        json!({"metadata": {"annotations": {"meshmedic.io/mode": "propose"}}}),
+    )
+    .await;
     eventually(
         Duration::from_secs(30),
         "Remediations once corrected",
@@ -690,21 +688,18 @@ async fn an_unreadable_object_is_told_with_an_event_and_nothing_in_its_namespace
 /// injection, it is analysed as any other, and nothing more is told.
 #[tokio::test]
 async fn an_opted_in_namespace_with_nothing_meshed_is_told_once_with_an_event() {
-    use k8s_openapi::api::core::v1::Namespace;
     use k8s_openapi::api::events::v1::Event;
     install_once().await;
     let cp = control_plane();
     let admin = cp.admin();
     let ns = support::namespace(&admin, "nothing-meshed").await;
     nginx_gallery(&admin, &ns).await;
-    Api::<Namespace>::all(admin.clone())
-        .patch(
-            &ns,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"meshmedic.io/mode": "propose"}}})),
-        )
-        .await
-        .expect("opted in");
+    patch_namespace(
+        &admin,
+        &ns,
+        json!({"metadata": {"annotations": {"meshmedic.io/mode": "propose"}}}),
+    )
+    .await;
     let operator = Replica::start(cp.meshmedic_config(), "lease-nothing-meshed", "replica-nm");
     let events: Api<Event> = Api::namespaced(admin.clone(), &ns);
     let told = |evs: &[Event]| {
@@ -740,14 +735,12 @@ async fn an_opted_in_namespace_with_nothing_meshed_is_told_once_with_an_event() 
     assert_eq!(told(&evs), 1);
     assert!(remediations(&admin, &ns).await.is_empty());
     // Labelled for injection: the gallery's idle-timeout cause is proposed.
-    Api::<Namespace>::all(admin.clone())
-        .patch(
-            &ns,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"istio-injection": "enabled"}}})),
-        )
-        .await
-        .expect("labelled");
+    patch_namespace(
+        &admin,
+        &ns,
+        json!({"metadata": {"labels": {"istio-injection": "enabled"}}}),
+    )
+    .await;
     eventually(
         Duration::from_secs(30),
         "a Remediation once meshed",
@@ -759,16 +752,13 @@ async fn an_opted_in_namespace_with_nothing_meshed_is_told_once_with_an_event() 
 
 /// Three passes over `ns`: its Namespace relabelled, 700 ms apart.
 async fn touch_three_times(admin: &kube::Client, ns: &str) {
-    use k8s_openapi::api::core::v1::Namespace;
     for i in 0..3 {
-        Api::<Namespace>::all(admin.clone())
-            .patch(
-                ns,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"labels": {"touched": i.to_string()}}})),
-            )
-            .await
-            .expect("touched");
+        patch_namespace(
+            admin,
+            ns,
+            json!({"metadata": {"labels": {"touched": i.to_string()}}}),
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
 }

@@ -512,3 +512,11 @@ pub async fn install_crd_from_env(admin: &Client, var: &str, name: &str) {
     }
     crd_established(admin, name).await;
 }
+
+/// Merge-patches the Namespace `ns` (labels, annotations), as `kubectl label`/`annotate` would.
+pub async fn patch_namespace(admin: &Client, ns: &str, patch: Value) {
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone())
+        .patch(ns, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("patching namespace {ns}: {e}"));
+}
