@@ -335,6 +335,11 @@ fn under(path: &str, dir: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// A mount at `path` covers something in `dir`, or all of it.
+fn overlaps(path: &str, dir: &str) -> bool {
+    under(path, dir) || under(dir, path)
+}
+
 /// Reads the mounts over `dirs` (`mains` are the main configuration files). `None` when what
 /// configures the server cannot be read: a mount that `may_configure` says can hold
 /// configuration whose files the input does not show.
@@ -353,7 +358,7 @@ fn mounted_config<'m>(
     };
     for mount in mounts {
         let path = mount.path.trim_end_matches('/');
-        if !dirs.iter().any(|d| under(path, d) || under(d, path)) {
+        if !dirs.iter().any(|d| overlaps(path, d)) {
             continue;
         }
         let Some(shown) = &mount.files else {
@@ -542,7 +547,7 @@ fn httpd_idle(image: &str, mounts: &[MountedFiles<'_>]) -> AppIdle {
 fn config_mounted(mounts: &[MountedFiles<'_>], dirs: &[&str]) -> bool {
     mounts.iter().any(|m| {
         let path = m.path.trim_end_matches('/');
-        dirs.iter().any(|d| under(path, d) || under(d, path))
+        dirs.iter().any(|d| overlaps(path, d))
     })
 }
 

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use super::app_servers::{flag_value, words};
 use super::{Code, Finding, Severity, Sink, WorkloadRef, first_service};
 use crate::model::istio::ProxyConfig;
-use crate::model::workload::Workload;
+use crate::model::workload::{PROXY_CONTAINER as PROXY, Workload};
 use crate::model::{duration, keys};
 use crate::remediation::{Edit, Remediation};
 use crate::snapshot::Snapshot;
@@ -293,8 +293,6 @@ fn written_in_proxy(snapshot: &Snapshot, workload: &Workload) -> Option<WrittenI
         other_post_start: post_start.is_some() && !waits,
     })
 }
-
-const PROXY: &str = "istio-proxy";
 
 /// The template's containers as the injector writes them when it holds the app: `istio-proxy`
 /// first, with a postStart hook `pilot-agent wait`; everything else as it was. Read from the

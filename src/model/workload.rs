@@ -8,6 +8,9 @@ use serde::Deserialize;
 use super::{Labels, Meta, ObjectRef};
 use crate::error::Source;
 
+/// The name Istio gives its proxy container, injected or written into a template.
+pub const PROXY_CONTAINER: &str = "istio-proxy";
+
 /// The parts of a pod spec the analysis reads. An object is decoded (and so checked) whole as
 /// k8s-openapi's type, then moved into this and the rest dropped: k8s-openapi's `PodSpec` is
 /// 1.5 KB and each `Container` 2.3 KB before any string, most of `analyze`'s and a full
@@ -217,7 +220,7 @@ impl Workload {
         self.pod_spec
             .containers
             .iter()
-            .filter(|c| c.name != "istio-proxy")
+            .filter(|c| c.name != PROXY_CONTAINER)
     }
 
     pub fn proxy_container(&self) -> Option<&Container> {
@@ -225,7 +228,7 @@ impl Workload {
             .containers
             .iter()
             .chain(self.pod_spec.init_containers.iter().flatten())
-            .find(|c| c.name == "istio-proxy")
+            .find(|c| c.name == PROXY_CONTAINER)
     }
 
     /// The pod-template annotation a user set, if any.

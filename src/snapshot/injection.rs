@@ -29,7 +29,7 @@ const INJECT_TEMPLATES: &str = "inject.istio.io/templates";
 const GATEWAY_API_NAME: &str = "gateway.networking.k8s.io/gateway-name";
 const ISTIO_GATEWAY_NAME: &str = "istio.io/gateway-name";
 const SIDECAR_STATUS: &str = "sidecar.istio.io/status";
-const PROXY: &str = "istio-proxy";
+use crate::model::workload::PROXY_CONTAINER as PROXY;
 
 /// Namespaces Istio never injects (`IgnoredNamespaces`, `pkg/kube/inject/initializer.go`).
 pub const IGNORED_NAMESPACES: [&str; 4] = [
@@ -378,19 +378,21 @@ impl Snapshot {
             match self.plane(w) {
                 Plane::Sidecar { .. } | Plane::Ambient { .. } => return None,
                 Plane::Gateway { .. } => {}
-                Plane::None => {
-                    let ns = w.meta.namespace.as_str();
-                    if ns != self.root_namespace()
-                        && !IGNORED_NAMESPACES.contains(&ns)
-                        && w.pod_spec.host_network != Some(true)
-                        && w.app_containers().next().is_some()
-                    {
-                        unmeshed.push(&**w);
-                    }
-                }
+                Plane::None if self.could_be_meshed(w) => unmeshed.push(&**w),
+                Plane::None => {}
             }
         }
         Some(unmeshed)
+    }
+
+    /// An app workload that a mesh could take in: outside Istio's and the system namespaces,
+    /// not `hostNetwork`, with an app container.
+    fn could_be_meshed(&self, w: &Workload) -> bool {
+        let ns = w.meta.namespace.as_str();
+        ns != self.root_namespace()
+            && !IGNORED_NAMESPACES.contains(&ns)
+            && w.pod_spec.host_network != Some(true)
+            && w.app_containers().next().is_some()
     }
 
     /// What `--assume-injected` would bring into the mesh: the unmeshed app workloads (above)
@@ -442,10 +444,7 @@ impl Snapshot {
             match self.plane(w) {
                 Plane::None => {
                     if let Some(n) = entry
-                        && ns != self.root_namespace()
-                        && !IGNORED_NAMESPACES.contains(&ns)
-                        && w.pod_spec.host_network != Some(true)
-                        && w.app_containers().next().is_some()
+                        && self.could_be_meshed(w)
                     {
                         *n += 1;
                     }
