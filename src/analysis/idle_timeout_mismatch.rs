@@ -22,7 +22,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
 use super::app_servers::{AppIdle, MountedFiles, ShownFiles, app_idle};
-use super::{Code, Finding, Protocol, Severity, Sink, WorkloadRef, app_ports, port_protocol};
+use super::{
+    Code, Finding, Protocol, Severity, Sink, WorkloadRef, app_ports, service_port_protocol,
+};
 use crate::model::service::ServiceSpec;
 use crate::model::workload::{Container, Workload};
 use crate::model::{ObjectRef, duration, keys};
@@ -136,7 +138,7 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
             any_injected = true;
             let applied = snapshot.destination_rule_for(&host, ns, ns, &workload.pod_labels);
             for port in app_ports(&service.spec) {
-                if port_protocol(port) == Protocol::Tcp {
+                if service_port_protocol(snapshot, s, port) == Protocol::Tcp {
                     continue;
                 }
                 let Some((target_port, after, why)) = app_closes(snapshot, workload, service, port)
@@ -401,7 +403,7 @@ fn gateway_problems(
     let mut found = false;
     for workload in snapshot.workloads_of(s) {
         for port in app_ports(&service.spec) {
-            if port_protocol(port) == Protocol::Tcp {
+            if service_port_protocol(snapshot, s, port) == Protocol::Tcp {
                 continue;
             }
             let Some((_, after, why)) = app_closes(snapshot, workload, service, port) else {

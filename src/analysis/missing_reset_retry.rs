@@ -18,7 +18,9 @@ use crate::model::service::ServiceSpec;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::json;
 
-use super::{Code, Finding, Protocol, Severity, Sink, app_ports, port_protocol};
+use super::{
+    Code, Finding, Protocol, Severity, Sink, app_ports, port_protocol, service_port_protocol,
+};
 use crate::model::istio::{HttpRetry, HttpRoute, VirtualServiceSpec};
 use crate::model::keys;
 use crate::remediation::{Edit, PlanError, Remediation, creation_labels};
@@ -123,7 +125,8 @@ pub fn only_non_idempotent(route: &HttpRoute) -> bool {
 /// A service is in scope when it has an injected workload and a port that can carry an app's
 /// HTTP (not only the proxy's own health and telemetry endpoints).
 fn in_scope(snapshot: &Snapshot, s: usize) -> bool {
-    app_ports(&snapshot.services[s].spec).any(|p| port_protocol(p) != Protocol::Tcp)
+    app_ports(&snapshot.services[s].spec)
+        .any(|p| service_port_protocol(snapshot, s, p) != Protocol::Tcp)
         && snapshot.workloads_of(s).any(|w| snapshot.is_injected(w))
 }
 

@@ -445,7 +445,8 @@ pub(crate) const ISTIO_PROXY_PORTS: &[i32] = &[15020, 15021, 15090];
 pub(crate) fn reached_without_sidecar(snapshot: &Snapshot, s: usize) -> bool {
     let mut workloads = snapshot.workloads_of(s).peekable();
     workloads.peek().is_some()
-        && app_ports(&snapshot.services[s].spec).any(|p| port_protocol(p) != Protocol::Tcp)
+        && app_ports(&snapshot.services[s].spec)
+            .any(|p| service_port_protocol(snapshot, s, p) != Protocol::Tcp)
         && workloads.all(|w| snapshot.has_no_proxy(w))
 }
 
@@ -476,6 +477,53 @@ pub fn port_protocol(port: &ServicePort) -> Protocol {
         _ if NON_HTTP_PORTS.contains(&port.port) => Protocol::Tcp,
         _ => Protocol::Unknown,
     }
+}
+
+/// [`port_protocol`] of a port of Service `s`, with what its pods say when Istio would sniff
+/// it: when the container port it leads to, in every workload of the Service, is named for a
+/// non-HTTP protocol (`tcp-echo-port`), the app speaks that and sniffing finds TCP. Istio reads
+/// only the Service port's name, so this is evidence of the app, not of Istio's listener. Found
+/// on istioinaction/book-source-code: an unnamed Service port 2701 before a container port
+/// `tcp-echo-port` was offered HTTP retries.
+pub(crate) fn service_port_protocol(snapshot: &Snapshot, s: usize, port: &ServicePort) -> Protocol {
+    let declared = port_protocol(port);
+    if declared != Protocol::Unknown {
+        return declared;
+    }
+    let mut workloads = snapshot.workloads_of(s).peekable();
+    let tcp_in_every_pod =
+        workloads.peek().is_some() && workloads.all(|w| container_port_names_tcp(w, port));
+    if tcp_in_every_pod {
+        Protocol::Tcp
+    } else {
+        Protocol::Unknown
+    }
+}
+
+/// Whether the container port a Service port leads to in `workload` is named (or declared)
+/// for a protocol that is not HTTP.
+fn container_port_names_tcp(
+    workload: &crate::model::workload::Workload,
+    port: &ServicePort,
+) -> bool {
+    let target = port.target_port.as_ref();
+    workload
+        .pod_spec
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .find(|p| match target {
+            None => p.container_port == port.port,
+            Some(IntOrString::Int(n)) => p.container_port == *n,
+            Some(IntOrString::String(name)) => p.name.as_deref() == Some(name.as_str()),
+        })
+        .is_some_and(|p| {
+            let named = p.name.as_deref().unwrap_or_default().to_ascii_lowercase();
+            let prefix = named.split('-').next().unwrap_or_default();
+            matches!(prefix, "tcp" | "tls" | "mongo" | "mysql" | "redis" | "udp")
+                || NON_HTTP_NAMES.contains(&prefix)
+                || p.protocol.as_deref().is_some_and(|proto| proto != "TCP")
+        })
 }
 
 /// The protocol a port declares, lowercase: its `appProtocol`, else its name's prefix

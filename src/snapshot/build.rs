@@ -1057,7 +1057,8 @@ fn decode_known<'de>(
             object: object.to_string(),
             field: "apiVersion".to_string(),
             message: format!(
-                "{api_version} is not served by Kubernetes any more: {kind} is read as {served}"
+                "{api_version} is not served by Kubernetes any more, so kubectl apply refuses \
+                 it and meshmedic leaves it out: {kind} is served as {served}"
             ),
         });
     }

@@ -1401,7 +1401,8 @@ pub(crate) mod tests {
         assert_eq!(
             bad,
             "m.yaml:5 (document 1): Deployment d: field `apiVersion`: apps/v1beta1 is not \
-             served by Kubernetes any more: Deployment is read as apps/v1"
+             served by Kubernetes any more, so kubectl apply refuses it and meshmedic leaves it \
+             out: Deployment is served as apps/v1"
         );
     }
 
@@ -1416,7 +1417,8 @@ pub(crate) mod tests {
         assert_eq!(
             input.invalid_documents[0].to_string(),
             "m.yaml:1 (document 0): Deployment d: field `apiVersion`: extensions/v1beta1 is not \
-             served by Kubernetes any more: Deployment is read as apps/v1"
+             served by Kubernetes any more, so kubectl apply refuses it and meshmedic leaves it \
+             out: Deployment is served as apps/v1"
         );
     }
 

@@ -827,6 +827,54 @@ fn undeclared_ports_of_databases_and_caches_are_tcp_not_http() {
     assert_eq!(findings_of(&snapshot(&yaml), CODE).len(), 1);
 }
 
+/// istioinaction/book-source-code's TCP echo server: an unnamed Service port that Istio sniffs,
+/// leading to a container port named `tcp-echo-port`. The app speaks TCP, so sniffing finds TCP
+/// and no HTTP retry applies. Led to by name or by number; a container port named for HTTP, or
+/// one pod of two with an unnamed port, leaves it in scope.
+#[test]
+fn an_unnamed_service_port_before_a_tcp_named_container_port_is_tcp() {
+    let named = |container_port: &str, service_ports: &str| {
+        with_ports(service_ports).replace("[{containerPort: 8080}]", container_port)
+    };
+    for name in ["tcp-echo-port", "redis", "http-web"] {
+        for target in ["8080", name] {
+            let yaml = named(
+                &format!("[{{name: {name}, containerPort: 8080}}]"),
+                &format!("[{{port: 2701, targetPort: {target}}}]"),
+            );
+            if name == "http-web" {
+                assert_eq!(findings_of(&snapshot(&yaml), CODE).len(), 1, "{yaml}");
+            } else {
+                none_of(&yaml, CODE);
+            }
+        }
+    }
+    // The Service port's own name decides before the pods': Istio parses `http` as HTTP.
+    let yaml = named(
+        "[{name: tcp-echo-port, containerPort: 8080}]",
+        "[{name: http, port: 80, targetPort: 8080}]",
+    );
+    assert_eq!(findings_of(&snapshot(&yaml), CODE).len(), 1);
+    // A second workload behind the Service whose port is unnamed: it may serve HTTP.
+    let second = r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: cart-v2, namespace: shop}
+spec:
+  selector: {matchLabels: {app: cart, version: v2}}
+  template:
+    metadata: {labels: {app: cart, version: v2}}
+    spec: {containers: [{name: app, image: "example/cart:2", ports: [{containerPort: 8080}]}]}
+"#;
+    let yaml = format!(
+        "{}---\n{second}",
+        named(
+            "[{name: tcp-echo-port, containerPort: 8080}]",
+            "[{port: 2701, targetPort: 8080}]"
+        )
+    );
+    assert_eq!(findings_of(&snapshot(&yaml), CODE).len(), 1, "{yaml}");
+}
+
 /// An east-west gateway (sail-operator's docs, Istio's multi-network install): its ports are TLS
 /// but for `status-port` 15021, the proxy's own health check for load balancers. No app's HTTP
 /// goes through it, so no retry finding. With an `http2` port it gets none either: requests
