@@ -1574,8 +1574,11 @@ async fn a_target_in_a_namespace_not_opted_in_is_proposed_never_written() {
 /// A Deployment written out by `istioctl kube-inject`, in a namespace no webhook injects
 /// (stefanprodan/gitops-istio keeps its apps so, with `istio-injection: disabled`): the proxy
 /// runs as the template says, so the fix puts `istio-proxy` first with its `pilot-agent wait`
-/// hook, as the injector would. Approved, it is written once and verified on the live object;
-/// rolled back, the containers are the original exactly.
+/// hook, as the injector would. Injected with probe rewrite off and under STRICT mTLS, its
+/// readiness probe fails too, and that fix rewrites the probe in the template as the injector
+/// does (the annotation would change nothing). Both fixes rebuild the containers list, and one
+/// Remediation carries both. Approved, it is written once and verified on the live object;
+/// rolled back, the template is the original exactly.
 #[tokio::test]
 async fn a_pre_injected_template_is_fixed_in_its_containers_and_rolls_back_exactly() {
     install_once().await;
@@ -1591,19 +1594,30 @@ async fn a_pre_injected_template_is_fixed_in_its_containers_and_rolls_back_exact
                "template": {
                    "metadata": {"labels": {"app": "orders"},
                                 "annotations": {"sidecar.istio.io/status":
-                                    "{\"initContainers\":[\"istio-init\"],\"containers\":[\"istio-proxy\"],\"revision\":\"default\"}"}},
+                                    "{\"initContainers\":[\"istio-init\"],\"containers\":[\"istio-proxy\"],\"revision\":\"default\"}",
+                                    "sidecar.istio.io/rewriteAppHTTPProbers": "false"}},
                    "spec": {
                        "initContainers": [{"name": "istio-init", "image": "docker.io/istio/proxyv2:1.13.2",
                                            "args": ["istio-iptables", "-p", "15001"]}],
                        "containers": [
                            {"name": "orders", "image": "ghcr.io/stefanprodan/podinfo:6.1.0",
-                            "ports": [{"containerPort": 9898}],
+                            "ports": [{"name": "http", "containerPort": 9898}],
+                            "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"},
+                                               "periodSeconds": 5},
                             "resources": {"requests": {"cpu": "10m"}}},
                            {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.13.2",
                             "args": ["proxy", "sidecar"],
                             "env": [{"name": "ISTIO_META_APP_CONTAINERS", "value": "orders"}]}]}}}),
     );
     support::apply(&admin, &deployment).await.expect("applied");
+    let strict = object(
+        &ns,
+        "PeerAuthentication",
+        "security.istio.io/v1",
+        "default",
+        json!({"mtls": {"mode": "STRICT"}}),
+    );
+    support::apply(&admin, &strict).await.expect("applied");
     patch_namespace(
         &admin,
         &ns,
@@ -1617,6 +1631,7 @@ async fn a_pre_injected_template_is_fixed_in_its_containers_and_rolls_back_exact
     let operator = Replica::start(cp.meshmedic_config(), "lease-inject", "replica-inject");
     let rem = find(&admin, &ns, "Deployment", "orders").await;
     assert!(answers(&rem, "sidecar-lifecycle"), "{:?}", rem.spec.causes);
+    assert!(answers(&rem, "mtls-probe-failure"), "{:?}", rem.spec.causes);
     let name = rem.name_any();
     let api = target_api(&admin, &rem).await;
     let before = api.get("orders").await.expect("deployment");
@@ -1637,6 +1652,17 @@ async fn a_pre_injected_template_is_fixed_in_its_containers_and_rolls_back_exact
     assert_eq!(
         containers[1]["resources"],
         json!({"requests": {"cpu": "10m"}})
+    );
+    assert_eq!(
+        containers[1]["readinessProbe"],
+        json!({"httpGet": {"path": "/app-health/orders/readyz", "port": 15020, "scheme": "HTTP"},
+               "periodSeconds": 5, "timeoutSeconds": 1, "successThreshold": 1,
+               "failureThreshold": 3})
+    );
+    assert_eq!(
+        containers[0]["env"][1],
+        json!({"name": "ISTIO_KUBE_APP_PROBERS",
+               "value": "{\"/app-health/orders/readyz\":{\"httpGet\":{\"path\":\"/readyz\",\"port\":9898,\"scheme\":\"HTTP\"},\"timeoutSeconds\":1}}"})
     );
     meshmedic::cli::rollback::rollback(&admin, &ns, &name)
         .await

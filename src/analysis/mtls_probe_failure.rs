@@ -18,6 +18,7 @@ use super::{Code, Finding, Severity, Sink, WorkloadRef, app_ports, first_service
 use crate::model::istio::MtlsMode;
 use crate::model::keys;
 use crate::model::workload::Workload;
+use crate::remediation::template::{APP_PROBERS_ENV, Rebuild};
 use crate::remediation::{Edit, Remediation};
 use crate::snapshot::Snapshot;
 
@@ -75,7 +76,11 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
             Some(v) => v.trim() == "false",
             None => !snapshot.rewrite_probes_by_default,
         };
-        if !rewrite_off {
+        // A proxy written into the template was injected once, and its probes were rewritten
+        // then or never: whichever setting says so now, a probe still on the app's port is
+        // not rewritten (one the injector rewrote is on the proxy's port, skipped below).
+        let written_in = super::proxy_written_into_template(snapshot, workload);
+        if !rewrite_off && !written_in {
             continue;
         }
         let serving: BTreeSet<i32> = snapshot
@@ -125,7 +130,11 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
         if failing.is_empty() {
             continue;
         }
-        sink.push(finding(snapshot, w, workload, &serving, failing));
+        sink.push(if written_in {
+            finding_in_template(snapshot, w, workload, failing)
+        } else {
+            finding(snapshot, w, workload, &serving, failing)
+        });
     }
 }
 
@@ -213,6 +222,93 @@ fn finding(
         workload: Some(WorkloadRef::of(workload)),
         message: format!(
             "probes of {} {} hit STRICT-mTLS ports the sidecar captures (ports {}) with probe rewrite off",
+            workload.kind,
+            workload.meta.name,
+            joined_ports(failing.keys())
+        ),
+        evidence,
+        remediation,
+    })
+}
+
+/// The agent's port for the kubelet's probes: the pod's `status.sidecar.istio.io/port`, else
+/// Istio's 15020.
+fn status_port(workload: &Workload) -> i32 {
+    workload
+        .annotation("status.sidecar.istio.io/port")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or(15020)
+}
+
+/// For a proxy written into the template (`istioctl kube-inject` output that no webhook injects
+/// again): the annotations that turn probe rewrite on or keep a port out of capture act only
+/// when a pod is injected (istio-init's iptables rules are in its arguments), so they would change
+/// nothing while a re-analysis called the fix verified. The fix writes into the template what
+/// the injector writes with probe rewrite on. Found by injecting microservices-demo with
+/// `istioctl kube-inject` and probe rewrite off.
+fn finding_in_template(
+    snapshot: &Snapshot,
+    w: usize,
+    workload: &Workload,
+    failing: BTreeMap<i32, (BTreeSet<ProbeKind>, Vec<String>, String)>,
+) -> Result<Finding, crate::remediation::PlanError> {
+    let port = status_port(workload);
+    let mut evidence = vec![
+        "istio-proxy is written into the pod template (istioctl kube-inject) and no injector \
+         injects it again: probes are rewritten only when a pod is injected, so these stay as \
+         written"
+            .to_string(),
+    ];
+    let mut only_tcp = true;
+    for (probe_port, (kinds, probes, policy)) in &failing {
+        let tcp = kinds.iter().all(|k| *k == ProbeKind::Tcp);
+        only_tcp &= tcp;
+        let effect = if tcp {
+            "the proxy accepts the TCP connection itself, so the probe passes even when the app is down"
+        } else {
+            "the kubelet has no mesh certificate, so the probe fails the mTLS handshake"
+        };
+        evidence.push(format!(
+            "port {probe_port}: {} — STRICT mTLS from {policy}; {effect}",
+            probes.join(", ")
+        ));
+    }
+    evidence.push(format!(
+        "the fix writes the template as the injector does with probe rewrite on: each HTTP, TCP \
+         and gRPC probe of the app containers goes to the agent on port {port} \
+         (/app-health/<container>/livez, readyz, startupz), and {APP_PROBERS_ENV} on istio-proxy \
+         gives the agent the probes as they were, which it sends to the app past the sidecar"
+    ));
+    let mut edits = vec![Edit::rebuilt(
+        &format!("{}/spec/containers", workload.template_pointer),
+        Rebuild::AppProbesThroughTheAgent { status_port: port },
+    )];
+    // A later injection of the template then rewrites its probes too.
+    if workload
+        .annotation(keys::REWRITE_PROBES)
+        .is_some_and(|v| v.trim() == "false")
+    {
+        edits.push(Edit::at(
+            &workload.annotations_pointer(),
+            Some(keys::REWRITE_PROBES),
+            json!("true"),
+        ));
+    }
+    // A pod-template change rolls the workload's pods: always a proposal.
+    let remediation = Remediation::patch_raw(workload.object_ref(), &workload.raw, edits, false)?;
+    Ok(Finding {
+        code: Code::MtlsProbeFailure,
+        severity: if only_tcp {
+            Severity::Warning
+        } else {
+            Severity::Error
+        },
+        namespace: workload.meta.namespace.clone(),
+        service: first_service(snapshot, w),
+        services: Vec::new(),
+        workload: Some(WorkloadRef::of(workload)),
+        message: format!(
+            "probes of {} {} hit STRICT-mTLS ports the sidecar captures (ports {}), not rewritten when its proxy was written into the template",
             workload.kind,
             workload.meta.name,
             joined_ports(failing.keys())

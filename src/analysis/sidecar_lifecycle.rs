@@ -23,6 +23,7 @@ use super::{Code, Finding, Severity, Sink, WorkloadRef, first_service};
 use crate::model::istio::ProxyConfig;
 use crate::model::workload::{PROXY_CONTAINER as PROXY, Workload};
 use crate::model::{duration, keys};
+use crate::remediation::template::Rebuild;
 use crate::remediation::{Edit, Remediation};
 use crate::snapshot::Snapshot;
 
@@ -256,12 +257,10 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
     }
 }
 
-/// An `istio-proxy` regular container written into the pod template (the output of `istioctl
-/// kube-inject`, kept in Git) that no injection webhook injects again: gitops-istio runs its
-/// pre-injected Deployments in a namespace labelled `istio-injection: disabled`. Settings the
+/// A proxy written into the template ([`super::proxy_written_into_template`]): settings the
 /// injector reads (holdApplicationUntilProxyStarts orders the containers and adds the proxy's
-/// postStart hook) then change nothing until someone injects the template again; settings the
-/// proxy reads when it starts (terminationDrainDuration, from the annotations the downward API
+/// postStart hook) change nothing until someone injects the template again; settings the proxy
+/// reads when it starts (terminationDrainDuration, from the annotations the downward API
 /// mounts) still apply.
 struct WrittenInProxy {
     /// The proxy is the first container and its postStart hook waits for it to be ready.
@@ -271,7 +270,7 @@ struct WrittenInProxy {
 }
 
 fn written_in_proxy(snapshot: &Snapshot, workload: &Workload) -> Option<WrittenInProxy> {
-    if snapshot.injecting_revision(workload).is_some() {
+    if !super::proxy_written_into_template(snapshot, workload) {
         return None;
     }
     let containers = &workload.pod_spec.containers;
@@ -292,33 +291,6 @@ fn written_in_proxy(snapshot: &Snapshot, workload: &Workload) -> Option<WrittenI
         holds_the_app: index == 0 && waits,
         other_post_start: post_start.is_some() && !waits,
     })
-}
-
-/// The template's containers as the injector writes them when it holds the app: `istio-proxy`
-/// first, with a postStart hook `pilot-agent wait`; everything else as it was. Read from the
-/// object itself, not from the analysis' trimmed view, so no field is lost.
-fn containers_holding_the_app(workload: &Workload) -> Result<(String, Value), String> {
-    let pointer = format!("{}/spec/containers", workload.template_pointer);
-    let object = workload.raw.to_value();
-    let Some(Value::Array(containers)) = object.pointer(&pointer) else {
-        return Err(format!("{pointer} is not a list"));
-    };
-    let mut containers = containers.clone();
-    let index = containers
-        .iter()
-        .position(|c| c.get("name").and_then(Value::as_str) == Some(PROXY))
-        .ok_or_else(|| format!("no {PROXY} container at {pointer}"))?;
-    let mut proxy = containers.remove(index);
-    let Some(fields) = proxy.as_object_mut() else {
-        return Err(format!("{pointer}/{index} is not an object"));
-    };
-    let lifecycle = fields.entry("lifecycle").or_insert_with(|| json!({}));
-    if !lifecycle.is_object() {
-        *lifecycle = json!({});
-    }
-    lifecycle["postStart"] = json!({"exec": {"command": ["pilot-agent", "wait"]}});
-    containers.insert(0, proxy);
-    Ok((pointer, Value::Array(containers)))
 }
 
 fn finding(
@@ -353,8 +325,12 @@ fn finding(
         ));
     }
     if hold_in_template {
-        let (pointer, containers) = containers_holding_the_app(workload).map_err(plan_error)?;
-        edits.push(Edit::at(&pointer, None, containers));
+        // Rebuilt from the containers the fix is planned on, so it composes with a probe
+        // rewrite of the same template (`mtls-probe-failure`) in either order.
+        edits.push(Edit::rebuilt(
+            &format!("{}/spec/containers", workload.template_pointer),
+            Rebuild::ProxyFirstHoldingTheApp,
+        ));
     }
     let remediation = Remediation::patch_raw(workload.object_ref(), &workload.raw, edits, false)?;
     Ok(Finding {

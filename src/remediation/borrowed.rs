@@ -16,6 +16,10 @@ use crate::snapshot::yaml::Borrowed;
 /// [`super::plan_patch_owned`] gives for the same document, written by `serde_json::to_string`.
 /// The operations are written as they are planned, not built as `Value`s first.
 pub(super) fn plan(mut doc: Borrowed<'_>, edits: &[Edit]) -> Option<(String, String)> {
+    // A value rebuilt from the document is worked out on the `Value` (rare: pod templates).
+    if edits.iter().any(|e| e.rebuild.is_some()) {
+        return None;
+    }
     let mut ops = Ops(String::from("["));
     for edit in edits {
         let mut depth = 0;

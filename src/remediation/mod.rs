@@ -15,12 +15,16 @@ use crate::model::ObjectRef;
 
 mod borrowed;
 pub mod simulate;
+pub mod template;
 
-/// One change: put `value` at `path` (JSON pointer tokens, unescaped).
+/// One change: put `value` at `path` (JSON pointer tokens, unescaped), or, with `rebuild`, the
+/// value at `path` rebuilt from what is there when the patch is planned (so the change composes
+/// with others on the same list).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Edit {
     pub path: Vec<String>,
     pub value: Value,
+    pub rebuild: Option<template::Rebuild>,
 }
 
 impl Edit {
@@ -35,7 +39,39 @@ impl Edit {
         if let Some(key) = key {
             path.push(key.to_string());
         }
-        Edit { path, value }
+        Edit {
+            path,
+            value,
+            rebuild: None,
+        }
+    }
+
+    /// The value at `pointer` rebuilt ([`template::Rebuild`]) from the object being patched.
+    pub fn rebuilt(pointer: &str, rebuild: template::Rebuild) -> Edit {
+        Edit {
+            rebuild: Some(rebuild),
+            ..Edit::at(pointer, None, Value::Null)
+        }
+    }
+
+    /// This edit with its value worked out against `doc` (itself when it has no rebuild).
+    fn against(&self, doc: &Value) -> Result<std::borrow::Cow<'_, Edit>, String> {
+        let Some(rebuild) = &self.rebuild else {
+            return Ok(std::borrow::Cow::Borrowed(self));
+        };
+        let mut node = doc;
+        for token in &self.path {
+            node = child(node, token)
+                .ok_or_else(|| format!("{} does not exist", pointer(&self.path)))?;
+        }
+        let value = rebuild
+            .apply(node)
+            .map_err(|e| format!("{}: {e}", pointer(&self.path)))?;
+        Ok(std::borrow::Cow::Owned(Edit {
+            path: self.path.clone(),
+            value,
+            rebuild: None,
+        }))
     }
 }
 
@@ -287,6 +323,8 @@ pub fn plan_patch(doc: &Value, edits: &[Edit]) -> Result<Vec<Value>, String> {
 fn plan_patch_owned(mut working: Value, edits: &[Edit]) -> Result<(Vec<Value>, Value), String> {
     let mut ops = Vec::new();
     for edit in edits {
+        let edit = edit.against(&working)?;
+        let edit = edit.as_ref();
         let mut depth = 0;
         let mut node = &working;
         for token in &edit.path {

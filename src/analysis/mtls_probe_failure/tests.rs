@@ -394,3 +394,142 @@ fn a_probe_already_rewritten_to_the_proxy_is_fine() {
     let f = only(&snapshot(&mesh(REWRITE_OFF, HEALTH_PORT_PROBE, &strict())));
     assert!(has_evidence(&f, "port 8081"));
 }
+
+/// microservices-demo's adservice as `istioctl kube-inject` writes it with probe rewrite off
+/// (the annotation kept, gRPC probes on the serving port, the proxy after the app), in a
+/// namespace no webhook injects, under STRICT mTLS.
+fn pre_injected(namespace_label: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: shop, labels: {{istio-injection: {namespace_label}}}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: adservice, namespace: shop}}
+spec:
+  selector: {{matchLabels: {{app: adservice}}}}
+  template:
+    metadata:
+      labels: {{app: adservice}}
+      annotations:
+        sidecar.istio.io/rewriteAppHTTPProbers: "false"
+        sidecar.istio.io/status: '{{"initContainers":["istio-init"],"containers":["istio-proxy"],"revision":"default"}}'
+    spec:
+      initContainers:
+      - {{name: istio-init, image: "docker.io/istio/proxyv2:1.28.0", args: [istio-iptables, -p, "15001", -b, "*"]}}
+      containers:
+      - name: server
+        image: "example/adservice:v0.10.6"
+        ports: [{{containerPort: 9555}}]
+        readinessProbe: {{grpc: {{port: 9555, service: null}}, periodSeconds: 15}}
+        livenessProbe: {{grpc: {{port: 9555, service: null}}, initialDelaySeconds: 20}}
+      - name: istio-proxy
+        image: "docker.io/istio/proxyv2:1.28.0"
+        args: [proxy, sidecar]
+        env: [{{name: ISTIO_META_APP_CONTAINERS, value: server}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: adservice, namespace: shop}}
+spec: {{selector: {{app: adservice}}, ports: [{{name: grpc, port: 9555, targetPort: 9555}}]}}
+{}"#,
+        strict()
+    )
+}
+
+/// The annotation acts only when a pod is injected: for a proxy written into the template, the
+/// fix is the template the injector writes with probe rewrite on (checked against `istioctl
+/// kube-inject` on microservices-demo: the same probes and the same `ISTIO_KUBE_APP_PROBERS`).
+#[test]
+fn a_proxy_written_into_the_template_gets_its_probes_rewritten_in_the_template() {
+    let yaml = pre_injected("disabled");
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert_eq!(f.severity, Severity::Error);
+    assert!(
+        has_evidence(&f, "istio-proxy is written into the pod template"),
+        "{:?}",
+        f.evidence
+    );
+    assert!(!f.remediation.safe_to_auto_apply);
+    assert_patch_consistent(&snap, &f);
+    let resource = f.remediation.resource.to_value();
+    let containers = &resource["spec"]["template"]["spec"]["containers"];
+    assert_eq!(
+        containers[0]["readinessProbe"],
+        json!({"periodSeconds": 15, "httpGet": {"path": "/app-health/server/readyz", "port": 15020}})
+    );
+    assert_eq!(
+        containers[0]["livenessProbe"]["httpGet"]["path"],
+        "/app-health/server/livez"
+    );
+    assert_eq!(containers[1]["env"][1]["name"], "ISTIO_KUBE_APP_PROBERS");
+    assert_eq!(
+        containers[1]["env"][1]["value"],
+        r#"{"/app-health/server/livez":{"grpc":{"port":9555,"service":null}},"/app-health/server/readyz":{"grpc":{"port":9555,"service":null}}}"#
+    );
+    assert_eq!(
+        resource["spec"]["template"]["metadata"]["annotations"]["sidecar.istio.io/rewriteAppHTTPProbers"],
+        "true"
+    );
+    // With the fix applied, nothing is left to find.
+    let docs = crate::snapshot::load::parse_documents("input.yaml", &yaml).expect("parse");
+    let fixed = crate::remediation::simulate::with_fix(&docs, &f.remediation).expect("applies");
+    let mut builder = crate::snapshot::SnapshotBuilder::new(Default::default());
+    for (at, value) in fixed {
+        builder.add(at, value).expect("add");
+    }
+    let after = builder.build().expect("build");
+    assert!(crate::analysis::test_support::findings_of(&after, Code::MtlsProbeFailure).is_empty());
+
+    // Where the webhook injects the pod again, it does so with the annotation: the annotation fix.
+    let f = only(&snapshot(&pre_injected("enabled")));
+    assert!(!has_evidence(&f, "written into the pod template"));
+    let resource = f.remediation.resource.to_value();
+    assert_eq!(
+        resource["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["grpc"]["port"],
+        9555
+    );
+}
+
+/// The same template also gets `sidecar-lifecycle`'s fix (the proxy moved first): both rebuild
+/// the containers from what they are planned on, so together they give one template in either
+/// order, the probes rewritten and the proxy first.
+#[test]
+fn the_probe_rewrite_and_the_proxy_moved_first_compose_in_either_order() {
+    let snap = snapshot(&pre_injected("disabled"));
+    let probes = only(&snap);
+    let lifecycle = crate::analysis::test_support::only_of(&snap, Code::SidecarLifecycle);
+    let raw = snap
+        .raw_object(&probes.remediation.target)
+        .expect("target")
+        .clone();
+    let patched = |edits: Vec<crate::remediation::Edit>| {
+        let ops = crate::remediation::plan_patch(&raw, &edits).expect("plans");
+        let mut doc = raw.clone();
+        crate::remediation::apply(&mut doc, &ops).expect("applies");
+        doc
+    };
+    let one = patched(
+        [&probes, &lifecycle]
+            .iter()
+            .flat_map(|f| f.remediation.edits.clone())
+            .collect(),
+    );
+    let other = patched(
+        [&lifecycle, &probes]
+            .iter()
+            .flat_map(|f| f.remediation.edits.clone())
+            .collect(),
+    );
+    assert_eq!(one, other);
+    let containers = &one["spec"]["template"]["spec"]["containers"];
+    assert_eq!(containers[0]["name"], "istio-proxy");
+    assert_eq!(
+        containers[0]["lifecycle"]["postStart"]["exec"]["command"],
+        json!(["pilot-agent", "wait"])
+    );
+    assert_eq!(containers[0]["env"][1]["name"], "ISTIO_KUBE_APP_PROBERS");
+    assert_eq!(containers[1]["readinessProbe"]["httpGet"]["port"], 15020);
+}
