@@ -439,8 +439,9 @@ const NON_HTTP_NAMES: &[&str] = &[
 /// 15020 an idle-timeout finding for a port nginx never serves.
 pub(crate) const ISTIO_PROXY_PORTS: &[i32] = &[15020, 15021, 15090];
 
-/// An `istio-proxy` regular container written into the pod template (the output of `istioctl
-/// kube-inject`, kept in Git) that no injection webhook injects again: gitops-istio runs its
+/// An `istio-proxy` container (regular, or a native sidecar among the init containers) written
+/// into the pod template (the output of `istioctl kube-inject`, kept in Git) that no injection
+/// webhook injects again: gitops-istio runs its
 /// pre-injected Deployments in a namespace labelled `istio-injection: disabled`. What the
 /// injector reads (annotations, its own settings) then changes nothing until someone injects
 /// the template again; a fix changes the template itself, as the injector would have. (Where a
@@ -449,12 +450,7 @@ pub(crate) fn proxy_written_into_template(
     snapshot: &Snapshot,
     workload: &crate::model::workload::Workload,
 ) -> bool {
-    snapshot.injecting_revision(workload).is_none()
-        && workload
-            .pod_spec
-            .containers
-            .iter()
-            .any(|c| c.name == crate::model::workload::PROXY_CONTAINER)
+    snapshot.injecting_revision(workload).is_none() && workload.proxy_container().is_some()
 }
 
 /// A Service with an HTTP port whose pods, all in the input, run with no Istio proxy at all

@@ -279,10 +279,24 @@ fn finding_in_template(
          (/app-health/<container>/livez, readyz, startupz), and {APP_PROBERS_ENV} on istio-proxy \
          gives the agent the probes as they were, which it sends to the app past the sidecar"
     ));
-    let mut edits = vec![Edit::rebuilt(
+    let mut edits = Vec::new();
+    // A native sidecar is told the probes first, from the app containers as they are.
+    if workload
+        .pod_spec
+        .init_containers
+        .iter()
+        .flatten()
+        .any(|c| c.name == crate::model::workload::PROXY_CONTAINER)
+    {
+        edits.push(Edit::rebuilt(
+            &format!("{}/spec/initContainers", workload.template_pointer),
+            Rebuild::AgentToldTheAppProbes { status_port: port },
+        ));
+    }
+    edits.push(Edit::rebuilt(
         &format!("{}/spec/containers", workload.template_pointer),
         Rebuild::AppProbesThroughTheAgent { status_port: port },
-    )];
+    ));
     // A later injection of the template then rewrites its probes too.
     if workload
         .annotation(keys::REWRITE_PROBES)

@@ -59,13 +59,8 @@ impl Edit {
         let Some(rebuild) = &self.rebuild else {
             return Ok(std::borrow::Cow::Borrowed(self));
         };
-        let mut node = doc;
-        for token in &self.path {
-            node = child(node, token)
-                .ok_or_else(|| format!("{} does not exist", pointer(&self.path)))?;
-        }
         let value = rebuild
-            .apply(node)
+            .apply_in(doc, &self.path)
             .map_err(|e| format!("{}: {e}", pointer(&self.path)))?;
         Ok(std::borrow::Cow::Owned(Edit {
             path: self.path.clone(),

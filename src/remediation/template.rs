@@ -18,32 +18,54 @@ pub enum Rebuild {
     /// next container only when it returns): what `holdApplicationUntilProxyStarts` injects.
     ProxyFirstHoldingTheApp,
     /// Every app container's HTTP, TCP and gRPC probe sent to the agent on `status_port`
-    /// (`/app-health/<container>/livez`, `readyz`, `startupz`), and the probes as they were
-    /// given to the agent in `ISTIO_KUBE_APP_PROBERS` on `istio-proxy`, which it then sends to
-    /// the app past the sidecar: what the injector writes with probe rewrite on (Istio's
-    /// `pkg/kube/inject/app_probe.go`).
+    /// (`/app-health/<container>/livez`, `readyz`, `startupz`), and, when `istio-proxy` is in
+    /// the list, the probes as they were given to the agent in `ISTIO_KUBE_APP_PROBERS`, which
+    /// it then sends to the app past the sidecar: what the injector writes with probe rewrite on
+    /// (Istio's `pkg/kube/inject/app_probe.go`).
     AppProbesThroughTheAgent { status_port: i32 },
+    /// The init containers with `ISTIO_KUBE_APP_PROBERS` on a native-sidecar `istio-proxy`,
+    /// from the probes of the app containers beside them (the list at the same level): planned
+    /// before [`Rebuild::AppProbesThroughTheAgent`] rewrites those.
+    AgentToldTheAppProbes { status_port: i32 },
 }
 
 /// The environment variable the agent reads the app's own probes from.
 pub const APP_PROBERS_ENV: &str = "ISTIO_KUBE_APP_PROBERS";
 
 impl Rebuild {
-    /// The containers list `current` rebuilt; an error names what is not as expected.
-    pub fn apply(&self, current: &Value) -> Result<Value, String> {
-        let Value::Array(containers) = current else {
-            return Err("the containers are not a list".to_string());
+    /// The list at `path` in `doc` rebuilt; an error names what is not as expected.
+    pub fn apply_in(&self, doc: &Value, path: &[String]) -> Result<Value, String> {
+        let at = |tokens: &[String]| {
+            tokens.iter().try_fold(doc, |node, token| match node {
+                Value::Object(map) => map.get(token),
+                Value::Array(items) => token.parse::<usize>().ok().and_then(|i| items.get(i)),
+                _ => None,
+            })
         };
-        let mut containers = containers.clone();
-        let proxy = containers
-            .iter()
-            .position(|c| c.get("name").and_then(Value::as_str) == Some(PROXY_CONTAINER))
-            .ok_or_else(|| format!("no {PROXY_CONTAINER} container"))?;
-        if !containers[proxy].is_object() {
-            return Err(format!("container {proxy} is not an object"));
+        let current = at(path).ok_or("it does not exist")?;
+        let Rebuild::AgentToldTheAppProbes { status_port } = self else {
+            return self.apply(current);
+        };
+        let mut list = list_with_proxy(current)?;
+        let apps = path
+            .split_last()
+            .and_then(|(_, parent)| at(parent))
+            .and_then(|spec| spec.get("containers"))
+            .and_then(Value::as_array)
+            .ok_or("no containers beside it")?;
+        let mut apps = apps.clone();
+        let probers = app_probes_through_the_agent(&mut apps, *status_port);
+        if !probers.is_empty() {
+            set_app_probers(&mut list.0[list.1], probers)?;
         }
+        Ok(Value::Array(list.0))
+    }
+
+    /// The containers list `current` rebuilt (a rebuild that reads only its own list).
+    pub fn apply(&self, current: &Value) -> Result<Value, String> {
         match self {
             Rebuild::ProxyFirstHoldingTheApp => {
+                let (mut containers, proxy) = list_with_proxy(current)?;
                 let mut proxy = containers.remove(proxy);
                 let lifecycle = proxy
                     .as_object_mut()
@@ -55,42 +77,80 @@ impl Rebuild {
                     lifecycle["postStart"] = json!({"exec": {"command": ["pilot-agent", "wait"]}});
                 }
                 containers.insert(0, proxy);
+                Ok(Value::Array(containers))
             }
             Rebuild::AppProbesThroughTheAgent { status_port } => {
-                let mut probers = Map::new();
-                for container in containers.iter_mut() {
-                    let Some(fields) = container.as_object_mut() else {
-                        continue;
-                    };
-                    let name = match fields.get("name").and_then(Value::as_str) {
-                        Some(n) if n != PROXY_CONTAINER => n.to_string(),
-                        _ => continue,
-                    };
-                    let named_ports = named_ports(fields);
-                    for (key, endpoint) in [
-                        ("readinessProbe", "readyz"),
-                        ("livenessProbe", "livez"),
-                        ("startupProbe", "startupz"),
-                    ] {
-                        let Some(probe) = fields.get(key).and_then(Value::as_object) else {
-                            continue;
-                        };
-                        let Some(prober) = prober(probe, &named_ports, *status_port) else {
-                            continue;
-                        };
-                        let url = format!("/app-health/{name}/{endpoint}");
-                        let rewritten = through_the_agent(probe, &url, *status_port);
-                        fields.insert(key.to_string(), rewritten);
-                        probers.insert(url, prober);
-                    }
-                }
-                if !probers.is_empty() {
+                // A native-sidecar proxy is among the init containers, told by
+                // `AgentToldTheAppProbes`.
+                let (mut containers, proxy) = list_maybe_with_proxy(current)?;
+                let probers = app_probes_through_the_agent(&mut containers, *status_port);
+                if let Some(proxy) = proxy
+                    && !probers.is_empty()
+                {
                     set_app_probers(&mut containers[proxy], probers)?;
                 }
+                Ok(Value::Array(containers))
+            }
+            Rebuild::AgentToldTheAppProbes { .. } => {
+                Err("the init containers are rebuilt beside their pod's containers".into())
             }
         }
-        Ok(Value::Array(containers))
     }
+}
+
+/// The list, and where `istio-proxy` is in it.
+fn list_with_proxy(current: &Value) -> Result<(Vec<Value>, usize), String> {
+    match list_maybe_with_proxy(current)? {
+        (list, Some(i)) => Ok((list, i)),
+        (_, None) => Err(format!("no {PROXY_CONTAINER} container")),
+    }
+}
+
+/// The list, and where `istio-proxy` is in it if it is.
+fn list_maybe_with_proxy(current: &Value) -> Result<(Vec<Value>, Option<usize>), String> {
+    let Value::Array(containers) = current else {
+        return Err("the containers are not a list".to_string());
+    };
+    let proxy = containers
+        .iter()
+        .position(|c| c.get("name").and_then(Value::as_str) == Some(PROXY_CONTAINER));
+    match proxy {
+        Some(i) if !containers[i].is_object() => Err(format!("container {i} is not an object")),
+        _ => Ok((containers.clone(), proxy)),
+    }
+}
+
+/// Rewrites the probes of the app containers in `containers` to go to the agent; what the agent
+/// is to be told of them, by URL.
+fn app_probes_through_the_agent(containers: &mut [Value], status_port: i32) -> Map<String, Value> {
+    let mut probers = Map::new();
+    for container in containers.iter_mut() {
+        let Some(fields) = container.as_object_mut() else {
+            continue;
+        };
+        let name = match fields.get("name").and_then(Value::as_str) {
+            Some(n) if n != PROXY_CONTAINER => n.to_string(),
+            _ => continue,
+        };
+        let named_ports = named_ports(fields);
+        for (key, endpoint) in [
+            ("readinessProbe", "readyz"),
+            ("livenessProbe", "livez"),
+            ("startupProbe", "startupz"),
+        ] {
+            let Some(probe) = fields.get(key).and_then(Value::as_object) else {
+                continue;
+            };
+            let Some(prober) = prober(probe, &named_ports, status_port) else {
+                continue;
+            };
+            let url = format!("/app-health/{name}/{endpoint}");
+            let rewritten = through_the_agent(probe, &url, status_port);
+            fields.insert(key.to_string(), rewritten);
+            probers.insert(url, prober);
+        }
+    }
+    probers
 }
 
 /// A container's named ports: a probe may name its port, and the agent needs the number.

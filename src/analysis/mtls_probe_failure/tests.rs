@@ -533,3 +533,48 @@ fn the_probe_rewrite_and_the_proxy_moved_first_compose_in_either_order() {
     assert_eq!(containers[0]["env"][1]["name"], "ISTIO_KUBE_APP_PROBERS");
     assert_eq!(containers[1]["readinessProbe"]["httpGet"]["port"], 15020);
 }
+
+/// `istioctl kube-inject` with native sidecars writes `istio-proxy` among the init containers
+/// (`restartPolicy: Always`): the agent is told the probes there, and the app's probes are
+/// rewritten in the containers (checked against kube-inject's output on microservices-demo).
+#[test]
+fn a_native_sidecar_written_into_the_template_is_told_the_probes_among_the_init_containers() {
+    let classic = pre_injected("disabled");
+    let proxy = r#"      - name: istio-proxy
+        image: "docker.io/istio/proxyv2:1.28.0"
+        args: [proxy, sidecar]
+        env: [{name: ISTIO_META_APP_CONTAINERS, value: server}]
+"#;
+    assert!(classic.contains(proxy));
+    let yaml = classic.replace(proxy, "").replace(
+        "      containers:\n",
+        "      - name: istio-proxy\n        restartPolicy: Always\n        image: \"docker.io/istio/proxyv2:1.28.0\"\n        env: [{name: ISTIO_META_APP_CONTAINERS, value: server}]\n      containers:\n",
+    );
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert!(has_evidence(
+        &f,
+        "istio-proxy is written into the pod template"
+    ));
+    assert_patch_consistent(&snap, &f);
+    let resource = f.remediation.resource.to_value();
+    let spec = &resource["spec"]["template"]["spec"];
+    assert_eq!(spec["initContainers"][1]["name"], "istio-proxy");
+    assert_eq!(
+        spec["initContainers"][1]["env"][1]["value"],
+        r#"{"/app-health/server/livez":{"grpc":{"port":9555,"service":null}},"/app-health/server/readyz":{"grpc":{"port":9555,"service":null}}}"#
+    );
+    assert_eq!(
+        spec["containers"][0]["readinessProbe"]["httpGet"]["path"],
+        "/app-health/server/readyz"
+    );
+    assert_eq!(spec["containers"].as_array().map(Vec::len), Some(1));
+    let docs = crate::snapshot::load::parse_documents("input.yaml", &yaml).expect("parse");
+    let fixed = crate::remediation::simulate::with_fix(&docs, &f.remediation).expect("applies");
+    let mut builder = crate::snapshot::SnapshotBuilder::new(Default::default());
+    for (at, value) in fixed {
+        builder.add(at, value).expect("add");
+    }
+    let after = builder.build().expect("build");
+    assert!(crate::analysis::test_support::findings_of(&after, Code::MtlsProbeFailure).is_empty());
+}
