@@ -54,19 +54,76 @@ impl Edit {
         }
     }
 
-    /// This edit with its value worked out against `doc` (itself when it has no rebuild).
-    fn against(&self, doc: &Value) -> Result<std::borrow::Cow<'_, Edit>, String> {
-        let Some(rebuild) = &self.rebuild else {
-            return Ok(std::borrow::Cow::Borrowed(self));
-        };
+    /// A rebuilt edit worked out against `doc`: the value at its path rebuilt, as the least
+    /// edits that make it (a probe replaced, an item appended, not the whole list), so the patch
+    /// shows, writes and tests only what changes, and a rollback is refused only when someone
+    /// changed those fields.
+    fn rebuilt_against(
+        &self,
+        doc: &Value,
+        rebuild: &template::Rebuild,
+    ) -> Result<Vec<Edit>, String> {
         let value = rebuild
             .apply_in(doc, &self.path)
             .map_err(|e| format!("{}: {e}", pointer(&self.path)))?;
-        Ok(std::borrow::Cow::Owned(Edit {
-            path: self.path.clone(),
-            value,
+        let mut current = doc;
+        for token in &self.path {
+            current = child(current, token)
+                .ok_or_else(|| format!("{} does not exist", pointer(&self.path)))?;
+        }
+        let mut edits = Vec::new();
+        least_edits(&mut self.path.clone(), current, &value, &mut edits);
+        Ok(edits)
+    }
+}
+
+/// The edits that turn `old` into `new` at `path`: into a mapping that keeps all its keys, and a
+/// list that keeps its items in place (the same `name` at each index) and may grow at its end;
+/// otherwise the value whole (a key removed, an item moved).
+fn least_edits(path: &mut Vec<String>, old: &Value, new: &Value, out: &mut Vec<Edit>) {
+    if old == new {
+        return;
+    }
+    let whole = |path: &[String], out: &mut Vec<Edit>| {
+        out.push(Edit {
+            path: path.to_vec(),
+            value: new.clone(),
             rebuild: None,
-        }))
+        })
+    };
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) if o.keys().all(|k| n.contains_key(k)) => {
+            for (key, value) in n {
+                path.push(key.clone());
+                match o.get(key) {
+                    Some(before) => least_edits(path, before, value, out),
+                    None => out.push(Edit {
+                        path: path.clone(),
+                        value: value.clone(),
+                        rebuild: None,
+                    }),
+                }
+                path.pop();
+            }
+        }
+        (Value::Array(o), Value::Array(n))
+            if n.len() >= o.len()
+                && o.iter().zip(n).all(|(a, b)| a.get("name") == b.get("name")) =>
+        {
+            for (i, value) in n.iter().enumerate() {
+                path.push(i.to_string());
+                match o.get(i) {
+                    Some(before) => least_edits(path, before, value, out),
+                    None => out.push(Edit {
+                        path: path.clone(),
+                        value: value.clone(),
+                        rebuild: None,
+                    }),
+                }
+                path.pop();
+            }
+        }
+        _ => whole(path, out),
     }
 }
 
@@ -318,10 +375,23 @@ pub fn plan_patch(doc: &Value, edits: &[Edit]) -> Result<Vec<Value>, String> {
 fn plan_patch_owned(mut working: Value, edits: &[Edit]) -> Result<(Vec<Value>, Value), String> {
     let mut ops = Vec::new();
     for edit in edits {
-        let edit = edit.against(&working)?;
-        let edit = edit.as_ref();
+        match &edit.rebuild {
+            Some(rebuild) => {
+                for edit in edit.rebuilt_against(&working, rebuild)? {
+                    plan_edit(&mut working, &edit, &mut ops)?;
+                }
+            }
+            None => plan_edit(&mut working, edit, &mut ops)?,
+        }
+    }
+    Ok((ops, working))
+}
+
+/// Plans one edit against `working` (the `test` and the change, pushed on `ops`) and applies it.
+fn plan_edit(working: &mut Value, edit: &Edit, ops: &mut Vec<Value>) -> Result<(), String> {
+    {
         let mut depth = 0;
-        let mut node = &working;
+        let mut node = &*working;
         for token in &edit.path {
             match child(node, token) {
                 Some(next) => {
@@ -337,7 +407,7 @@ fn plan_patch_owned(mut working: Value, edits: &[Edit]) -> Result<(Vec<Value>, V
         // Each pointer is built once, for the operations written and the one applied.
         let change = if depth == edit.path.len() {
             if *node == edit.value {
-                continue;
+                return Ok(());
             }
             let path = pointer(&edit.path);
             ops.push(operation("test", path.as_str().to_owned(), node.clone()));
@@ -365,9 +435,9 @@ fn plan_patch_owned(mut working: Value, edits: &[Edit]) -> Result<(Vec<Value>, V
             ops.push(operation("add", path.as_str().to_owned(), value.clone()));
             json_patch::PatchOperation::Add(json_patch::AddOperation { path, value })
         };
-        json_patch::patch(&mut working, &[change]).map_err(|e| e.to_string())?;
+        json_patch::patch(working, &[change]).map_err(|e| e.to_string())?;
     }
-    Ok((ops, working))
+    Ok(())
 }
 
 /// `{"op": .., "path": .., "value": ..}`, as `json!` writes it, without `json!`'s copy of the

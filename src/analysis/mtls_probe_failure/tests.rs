@@ -578,3 +578,54 @@ fn a_native_sidecar_written_into_the_template_is_told_the_probes_among_the_init_
     let after = builder.build().expect("build");
     assert!(crate::analysis::test_support::findings_of(&after, Code::MtlsProbeFailure).is_empty());
 }
+
+/// The rebuilt containers are patched as the least edits: each probe replaced, the proxy's
+/// variable appended, nothing else of the list written or pinned. So a reviewer (and `fix
+/// --diff`) sees only those, and a later change elsewhere in the containers (an image) does not
+/// stop the rollback.
+#[test]
+fn the_template_fix_patches_only_the_probes_and_the_variable() {
+    let snap = snapshot(&pre_injected("disabled"));
+    let f = only(&snap);
+    let ops = f.remediation.operations();
+    let paths: Vec<(&str, &str)> = ops
+        .iter()
+        .map(|op| {
+            (
+                op["op"].as_str().unwrap_or_default(),
+                op["path"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("test", "/spec/template/spec/containers/0/readinessProbe"),
+            ("replace", "/spec/template/spec/containers/0/readinessProbe"),
+            ("test", "/spec/template/spec/containers/0/livenessProbe"),
+            ("replace", "/spec/template/spec/containers/0/livenessProbe"),
+            ("test", "/spec/template/spec/containers/1/env"),
+            ("add", "/spec/template/spec/containers/1/env/1"),
+            (
+                "test",
+                "/spec/template/metadata/annotations/sidecar.istio.io~1rewriteAppHTTPProbers"
+            ),
+            (
+                "replace",
+                "/spec/template/metadata/annotations/sidecar.istio.io~1rewriteAppHTTPProbers"
+            ),
+        ]
+    );
+    let before = snap
+        .raw_object(&f.remediation.target)
+        .expect("target")
+        .clone();
+    let mut live = before.clone();
+    crate::remediation::apply(&mut live, &ops).expect("applies");
+    let back = crate::remediation::rollback_patch(&before, &ops).expect("rollback");
+    live["spec"]["template"]["spec"]["containers"][0]["image"] = json!("example/adservice:v2");
+    crate::remediation::apply(&mut live, &back).expect("rolls back past the image change");
+    let mut expected = before;
+    expected["spec"]["template"]["spec"]["containers"][0]["image"] = json!("example/adservice:v2");
+    assert_eq!(live, expected);
+}
