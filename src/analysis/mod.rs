@@ -637,6 +637,21 @@ spec: {selector: {app: web}, ports: [{name: http, port: 80}]}
             .collect()
     }
 
+    /// The findings of one code in `yaml` with `fix` applied to it.
+    pub fn findings_after_fix(
+        yaml: &str,
+        fix: &crate::remediation::Remediation,
+        code: super::Code,
+    ) -> Vec<super::Finding> {
+        let docs = parse_documents("input.yaml", yaml).expect("parse");
+        let fixed = crate::remediation::simulate::with_fix(&docs, fix).expect("applies");
+        let mut builder = SnapshotBuilder::new(Default::default());
+        for (at, value) in fixed {
+            builder.add(at, value).expect("add");
+        }
+        findings_of(&builder.build().expect("build"), code)
+    }
+
     /// The one finding of a code; fails the test when there is not exactly one.
     pub fn only_of(snap: &Snapshot, code: super::Code) -> super::Finding {
         let mut all = findings_of(snap, code);

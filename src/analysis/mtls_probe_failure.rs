@@ -130,11 +130,9 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
         if failing.is_empty() {
             continue;
         }
-        sink.push(if written_in {
-            finding_in_template(snapshot, w, workload, failing)
-        } else {
-            finding(snapshot, w, workload, &serving, failing)
-        });
+        sink.push(finding(
+            snapshot, w, workload, &serving, failing, written_in,
+        ));
     }
 }
 
@@ -144,9 +142,15 @@ fn finding(
     workload: &Workload,
     serving: &BTreeSet<i32>,
     failing: BTreeMap<i32, (BTreeSet<ProbeKind>, Vec<String>, String)>,
+    written_in: bool,
 ) -> Result<Finding, crate::remediation::PlanError> {
     let pod_says_off = workload.annotation(keys::REWRITE_PROBES).is_some();
-    let mut evidence = vec![if pod_says_off {
+    let mut evidence = vec![if written_in {
+        "istio-proxy is written into the pod template (istioctl kube-inject) and no injector \
+         injects it again: probes are rewritten only when a pod is injected, so these stay as \
+         written"
+            .to_string()
+    } else if pod_says_off {
         format!(
             "probe rewrite is off: pod annotation {}: \"false\"",
             keys::REWRITE_PROBES
@@ -170,6 +174,9 @@ fn finding(
             "port {port}: {} — STRICT mTLS from {policy}; {effect}",
             probes.join(", ")
         ));
+        if written_in {
+            continue;
+        }
         if serving.contains(port) {
             shared = true;
             evidence.push(format!(
@@ -179,34 +186,19 @@ fn finding(
             own_ports.insert(port.to_string());
         }
     }
-    let annotations = workload.annotations_pointer();
-    let mut edits = Vec::new();
-    if !own_ports.is_empty() {
-        let mut ports = port_list(workload.annotation(keys::EXCLUDE_INBOUND_PORTS));
-        let existing: Vec<String> = workload
-            .annotation(keys::EXCLUDE_INBOUND_PORTS)
-            .unwrap_or_default()
-            .split(',')
-            .map(|p| p.trim().to_string())
-            .filter(|p| !p.is_empty())
-            .collect();
-        ports.extend(own_ports.iter().cloned());
-        // Keep the user's order, then append the new ports.
-        let mut value = existing.clone();
-        value.extend(ports.into_iter().filter(|p| !existing.contains(p)));
-        edits.push(Edit::at(
-            &annotations,
-            Some(keys::EXCLUDE_INBOUND_PORTS),
-            json!(value.join(",")),
+    let edits = if written_in {
+        let port = status_port(workload);
+        evidence.push(format!(
+            "the fix writes the template as the injector does with probe rewrite on: each HTTP, \
+             TCP and gRPC probe of the app containers goes to the agent on port {port} \
+             (/app-health/<container>/livez, readyz, startupz), and {APP_PROBERS_ENV} on \
+             istio-proxy gives the agent the probes as they were, which it sends to the app past \
+             the sidecar"
         ));
-    }
-    if shared {
-        edits.push(Edit::at(
-            &annotations,
-            Some(keys::REWRITE_PROBES),
-            json!("true"),
-        ));
-    }
+        edits_in_template(workload, port)
+    } else {
+        annotation_edits(workload, &own_ports, shared)
+    };
     // A pod-template change rolls the workload's pods: always a proposal.
     let remediation = Remediation::patch_raw(workload.object_ref(), &workload.raw, edits, false)?;
     Ok(Finding {
@@ -221,14 +213,51 @@ fn finding(
         services: Vec::new(),
         workload: Some(WorkloadRef::of(workload)),
         message: format!(
-            "probes of {} {} hit STRICT-mTLS ports the sidecar captures (ports {}) with probe rewrite off",
+            "probes of {} {} hit STRICT-mTLS ports the sidecar captures (ports {}), {}",
             workload.kind,
             workload.meta.name,
-            joined_ports(failing.keys())
+            joined_ports(failing.keys()),
+            if written_in {
+                "not rewritten when its proxy was written into the template"
+            } else {
+                "with probe rewrite off"
+            }
         ),
         evidence,
         remediation,
     })
+}
+
+/// The annotations the injector reads: the probe's own ports kept out of capture (merged with
+/// the user's list, in its order), and probe rewrite on for a probe on a serving port.
+fn annotation_edits(workload: &Workload, own_ports: &BTreeSet<String>, shared: bool) -> Vec<Edit> {
+    let annotations = workload.annotations_pointer();
+    let mut edits = Vec::new();
+    if !own_ports.is_empty() {
+        let written: Vec<String> = workload
+            .annotation(keys::EXCLUDE_INBOUND_PORTS)
+            .unwrap_or_default()
+            .split(',')
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .collect();
+        // Keep the user's order, then append the new ports.
+        let mut value = written.clone();
+        value.extend(own_ports.iter().filter(|p| !written.contains(p)).cloned());
+        edits.push(Edit::at(
+            &annotations,
+            Some(keys::EXCLUDE_INBOUND_PORTS),
+            json!(value.join(",")),
+        ));
+    }
+    if shared {
+        edits.push(Edit::at(
+            &annotations,
+            Some(keys::REWRITE_PROBES),
+            json!("true"),
+        ));
+    }
+    edits
 }
 
 /// The agent's port for the kubelet's probes: the pod's `status.sidecar.istio.io/port`, else
@@ -246,39 +275,7 @@ fn status_port(workload: &Workload) -> i32 {
 /// nothing while a re-analysis called the fix verified. The fix writes into the template what
 /// the injector writes with probe rewrite on. Found by injecting microservices-demo with
 /// `istioctl kube-inject` and probe rewrite off.
-fn finding_in_template(
-    snapshot: &Snapshot,
-    w: usize,
-    workload: &Workload,
-    failing: BTreeMap<i32, (BTreeSet<ProbeKind>, Vec<String>, String)>,
-) -> Result<Finding, crate::remediation::PlanError> {
-    let port = status_port(workload);
-    let mut evidence = vec![
-        "istio-proxy is written into the pod template (istioctl kube-inject) and no injector \
-         injects it again: probes are rewritten only when a pod is injected, so these stay as \
-         written"
-            .to_string(),
-    ];
-    let mut only_tcp = true;
-    for (probe_port, (kinds, probes, policy)) in &failing {
-        let tcp = kinds.iter().all(|k| *k == ProbeKind::Tcp);
-        only_tcp &= tcp;
-        let effect = if tcp {
-            "the proxy accepts the TCP connection itself, so the probe passes even when the app is down"
-        } else {
-            "the kubelet has no mesh certificate, so the probe fails the mTLS handshake"
-        };
-        evidence.push(format!(
-            "port {probe_port}: {} — STRICT mTLS from {policy}; {effect}",
-            probes.join(", ")
-        ));
-    }
-    evidence.push(format!(
-        "the fix writes the template as the injector does with probe rewrite on: each HTTP, TCP \
-         and gRPC probe of the app containers goes to the agent on port {port} \
-         (/app-health/<container>/livez, readyz, startupz), and {APP_PROBERS_ENV} on istio-proxy \
-         gives the agent the probes as they were, which it sends to the app past the sidecar"
-    ));
+fn edits_in_template(workload: &Workload, port: i32) -> Vec<Edit> {
     let mut edits = Vec::new();
     // A native sidecar is told the probes first, from the app containers as they are.
     if workload
@@ -308,28 +305,7 @@ fn finding_in_template(
             json!("true"),
         ));
     }
-    // A pod-template change rolls the workload's pods: always a proposal.
-    let remediation = Remediation::patch_raw(workload.object_ref(), &workload.raw, edits, false)?;
-    Ok(Finding {
-        code: Code::MtlsProbeFailure,
-        severity: if only_tcp {
-            Severity::Warning
-        } else {
-            Severity::Error
-        },
-        namespace: workload.meta.namespace.clone(),
-        service: first_service(snapshot, w),
-        services: Vec::new(),
-        workload: Some(WorkloadRef::of(workload)),
-        message: format!(
-            "probes of {} {} hit STRICT-mTLS ports the sidecar captures (ports {}), not rewritten when its proxy was written into the template",
-            workload.kind,
-            workload.meta.name,
-            joined_ports(failing.keys())
-        ),
-        evidence,
-        remediation,
-    })
+    edits
 }
 
 #[cfg(test)]

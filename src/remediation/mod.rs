@@ -46,6 +46,15 @@ impl Edit {
         }
     }
 
+    /// `value` at `path` (tokens, unescaped).
+    fn at_path(path: Vec<String>, value: Value) -> Edit {
+        Edit {
+            path,
+            value,
+            rebuild: None,
+        }
+    }
+
     /// The value at `pointer` rebuilt ([`template::Rebuild`]) from the object being patched.
     pub fn rebuilt(pointer: &str, rebuild: template::Rebuild) -> Edit {
         Edit {
@@ -84,26 +93,20 @@ fn least_edits(path: &mut Vec<String>, old: &Value, new: &Value, out: &mut Vec<E
     if old == new {
         return;
     }
-    let whole = |path: &[String], out: &mut Vec<Edit>| {
-        out.push(Edit {
-            path: path.to_vec(),
-            value: new.clone(),
-            rebuild: None,
-        })
-    };
+    // Into the child at `token`: edited where it was, set where it is new.
+    let mut descend =
+        |path: &mut Vec<String>, token: String, before: Option<&Value>, value: &Value| {
+            path.push(token);
+            match before {
+                Some(before) => least_edits(path, before, value, out),
+                None => out.push(Edit::at_path(path.clone(), value.clone())),
+            }
+            path.pop();
+        };
     match (old, new) {
         (Value::Object(o), Value::Object(n)) if o.keys().all(|k| n.contains_key(k)) => {
             for (key, value) in n {
-                path.push(key.clone());
-                match o.get(key) {
-                    Some(before) => least_edits(path, before, value, out),
-                    None => out.push(Edit {
-                        path: path.clone(),
-                        value: value.clone(),
-                        rebuild: None,
-                    }),
-                }
-                path.pop();
+                descend(path, key.clone(), o.get(key), value);
             }
         }
         (Value::Array(o), Value::Array(n))
@@ -111,19 +114,10 @@ fn least_edits(path: &mut Vec<String>, old: &Value, new: &Value, out: &mut Vec<E
                 && o.iter().zip(n).all(|(a, b)| a.get("name") == b.get("name")) =>
         {
             for (i, value) in n.iter().enumerate() {
-                path.push(i.to_string());
-                match o.get(i) {
-                    Some(before) => least_edits(path, before, value, out),
-                    None => out.push(Edit {
-                        path: path.clone(),
-                        value: value.clone(),
-                        rebuild: None,
-                    }),
-                }
-                path.pop();
+                descend(path, i.to_string(), o.get(i), value);
             }
         }
-        _ => whole(path, out),
+        _ => out.push(Edit::at_path(path.clone(), new.clone())),
     }
 }
 
@@ -617,6 +611,49 @@ mod tests {
 
     fn doc() -> Value {
         json!({"spec": {"a": {"b": 1}, "list": [{"x": 1}]}, "metadata": {"annotations": {"k/1": "v"}}})
+    }
+
+    /// What a rebuilt value is patched as: the changed leaves of mappings that keep their keys,
+    /// items appended at the end; the value whole where a key goes or an item moves.
+    #[test]
+    fn least_edits_descend_only_where_nothing_is_removed_or_moved() {
+        let edits = |old: Value, new: Value| {
+            let mut out = Vec::new();
+            least_edits(&mut vec!["c".to_string()], &old, &new, &mut out);
+            out.into_iter()
+                .map(|e| (e.path.join("/"), e.value))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(edits(json!({"a": 1}), json!({"a": 1})), []);
+        assert_eq!(
+            edits(
+                json!({"a": 1, "b": {"x": 1}}),
+                json!({"a": 2, "b": {"x": 1, "y": 2}})
+            ),
+            [("c/a".into(), json!(2)), ("c/b/y".into(), json!(2))]
+        );
+        // A key removed (a gRPC probe becoming an HTTP one): the mapping whole.
+        assert_eq!(
+            edits(json!({"grpc": {}, "p": 1}), json!({"httpGet": {}, "p": 1})),
+            [("c".into(), json!({"httpGet": {}, "p": 1}))]
+        );
+        assert_eq!(
+            edits(
+                json!([{"name": "a"}]),
+                json!([{"name": "a", "v": 1}, {"name": "b"}])
+            ),
+            [
+                ("c/0/v".into(), json!(1)),
+                ("c/1".into(), json!({"name": "b"}))
+            ]
+        );
+        // Items moved, or a list that shrinks: the list whole.
+        let moved = json!([{"name": "b"}, {"name": "a"}]);
+        assert_eq!(
+            edits(json!([{"name": "a"}, {"name": "b"}]), moved.clone()),
+            [("c".into(), moved)]
+        );
+        assert_eq!(edits(json!([1, 2]), json!([1])), [("c".into(), json!([1]))]);
     }
 
     #[test]

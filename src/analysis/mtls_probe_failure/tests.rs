@@ -474,14 +474,14 @@ fn a_proxy_written_into_the_template_gets_its_probes_rewritten_in_the_template()
         "true"
     );
     // With the fix applied, nothing is left to find.
-    let docs = crate::snapshot::load::parse_documents("input.yaml", &yaml).expect("parse");
-    let fixed = crate::remediation::simulate::with_fix(&docs, &f.remediation).expect("applies");
-    let mut builder = crate::snapshot::SnapshotBuilder::new(Default::default());
-    for (at, value) in fixed {
-        builder.add(at, value).expect("add");
-    }
-    let after = builder.build().expect("build");
-    assert!(crate::analysis::test_support::findings_of(&after, Code::MtlsProbeFailure).is_empty());
+    assert!(
+        crate::analysis::test_support::findings_after_fix(
+            &yaml,
+            &f.remediation,
+            Code::MtlsProbeFailure
+        )
+        .is_empty()
+    );
 
     // Where the webhook injects the pod again, it does so with the annotation: the annotation fix.
     let f = only(&snapshot(&pre_injected("enabled")));
@@ -569,14 +569,14 @@ fn a_native_sidecar_written_into_the_template_is_told_the_probes_among_the_init_
         "/app-health/server/readyz"
     );
     assert_eq!(spec["containers"].as_array().map(Vec::len), Some(1));
-    let docs = crate::snapshot::load::parse_documents("input.yaml", &yaml).expect("parse");
-    let fixed = crate::remediation::simulate::with_fix(&docs, &f.remediation).expect("applies");
-    let mut builder = crate::snapshot::SnapshotBuilder::new(Default::default());
-    for (at, value) in fixed {
-        builder.add(at, value).expect("add");
-    }
-    let after = builder.build().expect("build");
-    assert!(crate::analysis::test_support::findings_of(&after, Code::MtlsProbeFailure).is_empty());
+    assert!(
+        crate::analysis::test_support::findings_after_fix(
+            &yaml,
+            &f.remediation,
+            Code::MtlsProbeFailure
+        )
+        .is_empty()
+    );
 }
 
 /// The rebuilt containers are patched as the least edits: each probe replaced, the proxy's

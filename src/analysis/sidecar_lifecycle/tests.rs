@@ -676,14 +676,9 @@ fn a_proxy_written_into_the_template_is_held_by_the_template_not_the_annotation(
             .is_none()
     );
     // With the fix applied, nothing is left to find.
-    let docs = crate::snapshot::load::parse_documents("input.yaml", &yaml).expect("parse");
-    let fixed = crate::remediation::simulate::with_fix(&docs, &f.remediation).expect("applies");
-    let mut builder = crate::snapshot::SnapshotBuilder::new(Default::default());
-    for (at, value) in fixed {
-        builder.add(at, value).expect("add");
-    }
-    let after = builder.build().expect("build");
-    assert!(crate::analysis::test_support::findings_of(&after, CODE).is_empty());
+    assert!(
+        crate::analysis::test_support::findings_after_fix(&yaml, &f.remediation, CODE).is_empty()
+    );
 
     // The annotation alone does not hold a written-in proxy: still a finding.
     let annotated = yaml.replace(
