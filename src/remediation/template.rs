@@ -245,7 +245,10 @@ fn set_app_probers(proxy: &mut Value, mut probers: Map<String, Value>) -> Result
         .iter()
         .position(|e| e.get("name").and_then(Value::as_str) == Some(APP_PROBERS_ENV));
     if let Some(i) = existing {
-        let before = env[i].get("value").and_then(Value::as_str).unwrap_or("{}");
+        // Set some other way (`valueFrom`): the user's, not replaced.
+        let before = env[i].get("value").and_then(Value::as_str).ok_or_else(|| {
+            format!("{PROXY_CONTAINER}'s {APP_PROBERS_ENV} has no value of its own to add to")
+        })?;
         let before: Map<String, Value> = serde_json::from_str(before).map_err(|e| {
             format!("{PROXY_CONTAINER}'s {APP_PROBERS_ENV} is not a JSON object: {e}")
         })?;
@@ -385,6 +388,13 @@ mod tests {
             err.contains("ISTIO_KUBE_APP_PROBERS is not a JSON object"),
             "{err}"
         );
+        let from_elsewhere = containers(
+            "- {name: app, readinessProbe: {tcpSocket: {port: 80}}}\n- {name: istio-proxy, env: [{name: ISTIO_KUBE_APP_PROBERS, valueFrom: {configMapKeyRef: {name: p, key: k}}}]}\n",
+        );
+        let err = Rebuild::AppProbesThroughTheAgent { status_port: 15020 }
+            .apply(&from_elsewhere)
+            .expect_err("valueFrom");
+        assert!(err.contains("has no value of its own"), "{err}");
     }
 
     #[test]
