@@ -6,7 +6,9 @@
 //! Fix: when the probe has a port of its own, keep that port out of capture
 //! (`traffic.sidecar.istio.io/excludeInboundPorts`, merged with what is there). When the probe
 //! shares the serving port, re-enable probe rewrite instead: excluding the serving port would
-//! also take real traffic out of mTLS.
+//! also take real traffic out of mTLS. For a proxy written into the template (kube-inject output
+//! no webhook injects again) both annotations act only at injection, so the fix rewrites the
+//! probes in the template as the injector does (`remediation::template`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -213,14 +215,14 @@ fn finding(
         services: Vec::new(),
         workload: Some(WorkloadRef::of(workload)),
         message: format!(
-            "probes of {} {} hit STRICT-mTLS ports the sidecar captures (ports {}), {}",
+            "probes of {} {} hit STRICT-mTLS ports the sidecar captures (ports {}){}",
             workload.kind,
             workload.meta.name,
             joined_ports(failing.keys()),
             if written_in {
-                "not rewritten when its proxy was written into the template"
+                ", not rewritten when its proxy was written into the template"
             } else {
-                "with probe rewrite off"
+                " with probe rewrite off"
             }
         ),
         evidence,
