@@ -1676,3 +1676,60 @@ async fn a_pre_injected_template_is_fixed_in_its_containers_and_rolls_back_exact
     );
     operator.stop();
 }
+
+/// A Pod of its own (no controller) whose probes fail under STRICT mTLS with probe rewrite off:
+/// a Pod reads its containers and annotations only when it is created, so a live patch would
+/// change nothing (the annotation) or be refused (a probe). The Remediation is a proposal whose
+/// approval is refused with the reason; the Pod is never written.
+#[tokio::test]
+async fn a_pod_of_its_own_gets_a_proposal_never_a_live_patch() {
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+    let ns = support::namespace(&admin, "loop-bare-pod").await;
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "api", "namespace": ns, "labels": {"app": "api"},
+                     "annotations": {"sidecar.istio.io/rewriteAppHTTPProbers": "false"}},
+        "spec": {"containers": [{"name": "app", "image": "example/api:1",
+                                 "ports": [{"containerPort": 8080}],
+                                 "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}}}]}});
+    let before = support::apply(&admin, &pod).await.expect("applied");
+    let strict = object(
+        &ns,
+        "PeerAuthentication",
+        "security.istio.io/v1",
+        "default",
+        json!({"mtls": {"mode": "STRICT"}}),
+    );
+    support::apply(&admin, &strict).await.expect("applied");
+    patch_namespace(
+        &admin,
+        &ns,
+        json!({"metadata": {"labels": {"istio-injection": "enabled"},
+                            "annotations": {"meshmedic.io/mode": "apply"}}}),
+    )
+    .await;
+    let operator = Replica::start(cp.meshmedic_config(), "lease-bare-pod", "replica-bare-pod");
+    let rem = find(&admin, &ns, "Pod", "api").await;
+    assert!(answers(&rem, "mtls-probe-failure"), "{:?}", rem.spec.causes);
+    let name = rem.name_any();
+    let refused = meshmedic::cli::approve::approve(&admin, &ns, &name, None, false)
+        .await
+        .expect_err("a Pod is not written");
+    assert!(
+        refused.contains("only when it is created") && refused.contains("meshmedic fix"),
+        "{refused}"
+    );
+    tokio::time::sleep(Duration::from_secs(APPLY_SETTLE_SECONDS + 3)).await;
+    let r = get_remediation(&admin, &ns, &name).await;
+    assert!(!written(&r), "{:?}", r.status);
+    assert_eq!(r.status.as_ref().map(|s| s.phase), Some(Phase::Proposed));
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(admin.clone(), &ns);
+    assert_eq!(
+        pods.get("api").await.expect("pod").resource_version(),
+        before.resource_version(),
+        "the Pod is not written"
+    );
+    operator.stop();
+}

@@ -69,8 +69,8 @@ pub fn line_diff(old: &str, new: &str) -> String {
 /// The change a Remediation would make, as a diff of its target (current → planned).
 pub async fn show(client: &Client, rem: &Remediation) -> Result<String, String> {
     let target = &rem.spec.target;
-    let api = target_api(client, target)
-        .ok_or_else(|| format!("meshmedic does not write {} objects", target.kind))?;
+    let api =
+        target_api(client, target).ok_or_else(|| crate::controller::apply::not_written(target))?;
     let live = api
         .get_opt(&target.name)
         .await

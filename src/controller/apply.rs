@@ -22,6 +22,21 @@ use crate::model::remediation::{
 
 pub const FIELD_MANAGER: &str = "meshmedic";
 
+/// Why meshmedic writes no object of the target's kind, for the person who approved it.
+pub fn not_written(target: &ObjectRef) -> String {
+    match target.kind.as_str() {
+        // A Pod of its own: a patch of its annotations would change nothing (and a re-analysis
+        // of the object would call it verified); its probes cannot be changed at all.
+        "Pod" => format!(
+            "meshmedic does not write Pod objects: a Pod reads its containers, probes and the \
+             annotations the injector and the proxy read only when it is created; fix the \
+             manifest {} is created from (`meshmedic fix` writes it) and create it again",
+            target.name
+        ),
+        kind => format!("meshmedic does not write {kind} objects"),
+    }
+}
+
 /// The resource of a target kind meshmedic may patch or create.
 pub fn target_api(client: &Client, target: &ObjectRef) -> Option<Api<DynamicObject>> {
     let (group, version) = target
@@ -124,12 +139,7 @@ pub async fn apply_fix(
         }
     };
     let Some(tapi) = target_api(client, target) else {
-        return fail(
-            &status,
-            Phase::Failed,
-            "Unsupported",
-            format!("meshmedic does not write {} objects", target.kind),
-        );
+        return fail(&status, Phase::Failed, "Unsupported", not_written(target));
     };
     let live = match tapi.get_opt(&target.name).await {
         Ok(o) => o,
@@ -396,11 +406,7 @@ pub async fn rollback_fix(
         }
     }
     let Some(tapi) = target_api(client, target) else {
-        return refuse(
-            &status,
-            "Unsupported",
-            format!("meshmedic does not write {} objects", target.kind),
-        );
+        return refuse(&status, "Unsupported", not_written(target));
     };
     let done = |mut status: RemediationStatus, message: String, rv: Option<String>| {
         status.original = None;
