@@ -389,6 +389,18 @@ fn json_string(s: &str) -> String {
     Value::String(s.to_string()).to_string()
 }
 
+/// A string that needs quotes, in the document's natural style: single-quoted when it holds
+/// double quotes and nothing single quotes cannot (a line of printable text without `'`), as
+/// `istioctl kube-inject` writes JSON into an env value; else double-quoted.
+fn natural_quoted(s: &str) -> String {
+    let single = s.contains('"') && !s.contains('\'') && !s.chars().any(char::is_control);
+    if single {
+        format!("'{s}'")
+    } else {
+        json_string(s)
+    }
+}
+
 /// A string scalar: in the old quoting when there was one; else plain when YAML 1.1 and 1.2
 /// both read it back as this string; else double-quoted.
 fn scalar_text(s: &str, style: Style, quote: Option<char>) -> String {
@@ -397,7 +409,7 @@ fn scalar_text(s: &str, style: Style, quote: Option<char>) -> String {
         (Some(_), _) | (None, Style::Quoted | Style::Json) => json_string(s),
         (None, Style::Natural) if is_plain_safe(s) => s.to_string(),
         (None, Style::Natural) if is_literal_safe(s) => block_literal(s, 2, 2),
-        (None, Style::Natural) => json_string(s),
+        (None, Style::Natural) => natural_quoted(s),
     }
 }
 
@@ -536,6 +548,7 @@ fn push_block_value(out: &mut String, v: &Value, indent: usize, unit: usize, sty
 fn inline_scalar(v: &Value, style: Style) -> String {
     match v {
         Value::String(s) if style == Style::Natural && is_plain_safe(s) => s.clone(),
+        Value::String(s) if style == Style::Natural => natural_quoted(s),
         Value::String(s) => json_string(s),
         other => flow_text(other, style),
     }
@@ -566,6 +579,27 @@ mod tests {
         assert_eq!(
             out,
             "# head\na: 1\n---\nspec:\n  # keep\n  t: \"60s\"   # why\n  u: x\n"
+        );
+    }
+
+    /// JSON in a string (the agent's ISTIO_KUBE_APP_PROBERS) reads as kube-inject writes it:
+    /// single-quoted; a string with both kinds of quote, or a control character, double-quoted.
+    #[test]
+    fn a_new_string_with_double_quotes_is_single_quoted() {
+        let text = "env:\n- name: A\n  value: x\n";
+        let probers = r#"{"/app-health/app/readyz":{"tcpSocket":{"port":80}}}"#;
+        let p = patch(
+            0,
+            json!([{"op": "add", "path": "/env/1", "value": {"name": "P", "value": probers}},
+                   {"op": "add", "path": "/env/2", "value": {"name": "Q", "value": "it's \"x\""}},
+                   {"op": "add", "path": "/env/3", "value": {"name": "R", "value": "a\"\tb"}}]),
+        );
+        let out = edit_text("f.yaml", text, &[p]).unwrap();
+        assert_eq!(
+            out,
+            format!(
+                "env:\n- name: A\n  value: x\n- name: P\n  value: '{probers}'\n- name: Q\n  value: \"it's \\\"x\\\"\"\n- name: R\n  value: \"a\\\"\\tb\"\n"
+            )
         );
     }
 
