@@ -19,7 +19,7 @@ use serde_json::json;
 use super::{Code, Finding, Severity, Sink, WorkloadRef, app_ports, first_service, joined_ports};
 use crate::model::istio::MtlsMode;
 use crate::model::keys;
-use crate::model::workload::Workload;
+use crate::model::workload::{Container, Workload};
 use crate::remediation::template::{APP_PROBERS_ENV, Rebuild};
 use crate::remediation::{Edit, Remediation};
 use crate::snapshot::Snapshot;
@@ -31,15 +31,29 @@ enum ProbeKind {
     Tcp,
 }
 
-fn probe_port(workload: &Workload, probe: &Probe) -> Option<(ProbeKind, i32)> {
+/// The port a probe reaches, resolved as the kubelet does: a named port among the ports of the
+/// probe's own container (a name only another container declares is a probe that never runs,
+/// and not one the injector rewrites either).
+fn probe_port(container: &Container, probe: &Probe) -> Option<(ProbeKind, i32)> {
+    let resolve = |port: &IntOrString| match port {
+        IntOrString::Int(n) => Some(*n),
+        IntOrString::String(name) => name.parse().ok().or_else(|| {
+            container
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(name.as_str()))
+                .map(|p| p.container_port)
+        }),
+    };
     if let Some(h) = &probe.http_get {
-        return workload.resolve_port(&h.port).map(|p| (ProbeKind::Http, p));
+        return resolve(&h.port).map(|p| (ProbeKind::Http, p));
     }
     if let Some(g) = &probe.grpc {
         return Some((ProbeKind::Grpc, g.port));
     }
     if let Some(t) = &probe.tcp_socket {
-        return workload.resolve_port(&t.port).map(|p| (ProbeKind::Tcp, p));
+        return resolve(&t.port).map(|p| (ProbeKind::Tcp, p));
     }
     None
 }
@@ -101,8 +115,7 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
                 ("readinessProbe", &c.readiness_probe),
                 ("startupProbe", &c.startup_probe),
             ] {
-                let Some((kind, port)) = probe.as_ref().and_then(|p| probe_port(workload, p))
-                else {
+                let Some((kind, port)) = probe.as_ref().and_then(|p| probe_port(c, p)) else {
                     continue;
                 };
                 // The proxy's own ports are never captured, and a probe there is one the

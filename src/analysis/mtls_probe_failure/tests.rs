@@ -629,3 +629,27 @@ fn the_template_fix_patches_only_the_probes_and_the_variable() {
     expected["spec"]["template"]["spec"]["containers"][0]["image"] = json!("example/adservice:v2");
     assert_eq!(live, expected);
 }
+
+/// The kubelet resolves a probe's named port among its own container's ports: a name only
+/// another container declares is a probe that never reaches anything, not an mTLS failure (and
+/// the injector would not rewrite it either).
+#[test]
+fn a_named_probe_port_is_its_own_containers() {
+    let own = mesh(
+        REWRITE_OFF,
+        "{httpGet: {path: /healthz, port: health}}",
+        &strict(),
+    );
+    assert!(has_evidence(&only(&snapshot(&own)), "port 8081"));
+    let elsewhere = own
+        .replace(
+            "ports: [{name: http, containerPort: 8080}, {name: health, containerPort: 8081}]",
+            "ports: [{name: http, containerPort: 8080}]",
+        )
+        .replace(
+            "        readinessProbe: {httpGet: {path: /healthz, port: health}}\n",
+            "        readinessProbe: {httpGet: {path: /healthz, port: health}}\n      - name: helper\n        image: \"example/helper:1\"\n        ports: [{name: health, containerPort: 8081}]\n",
+        );
+    assert!(elsewhere.contains("name: helper"), "{elsewhere}");
+    none(&elsewhere);
+}
