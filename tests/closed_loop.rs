@@ -1610,14 +1610,7 @@ async fn a_pre_injected_template_is_fixed_in_its_containers_and_rolls_back_exact
                             "env": [{"name": "ISTIO_META_APP_CONTAINERS", "value": "orders"}]}]}}}),
     );
     support::apply(&admin, &deployment).await.expect("applied");
-    let strict = object(
-        &ns,
-        "PeerAuthentication",
-        "security.istio.io/v1",
-        "default",
-        json!({"mtls": {"mode": "STRICT"}}),
-    );
-    support::apply(&admin, &strict).await.expect("applied");
+    strict_mtls(&admin, &ns).await;
     patch_namespace(
         &admin,
         &ns,
@@ -1695,14 +1688,7 @@ async fn a_pod_of_its_own_gets_a_proposal_never_a_live_patch() {
                                  "ports": [{"containerPort": 8080}],
                                  "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080}}}]}});
     let before = support::apply(&admin, &pod).await.expect("applied");
-    let strict = object(
-        &ns,
-        "PeerAuthentication",
-        "security.istio.io/v1",
-        "default",
-        json!({"mtls": {"mode": "STRICT"}}),
-    );
-    support::apply(&admin, &strict).await.expect("applied");
+    strict_mtls(&admin, &ns).await;
     patch_namespace(
         &admin,
         &ns,
@@ -1732,4 +1718,16 @@ async fn a_pod_of_its_own_gets_a_proposal_never_a_live_patch() {
         "the Pod is not written"
     );
     operator.stop();
+}
+
+/// A namespace-wide PeerAuthentication `default` with STRICT mTLS in `ns`.
+async fn strict_mtls(admin: &kube::Client, ns: &str) {
+    let strict = object(
+        ns,
+        "PeerAuthentication",
+        "security.istio.io/v1",
+        "default",
+        json!({"mtls": {"mode": "STRICT"}}),
+    );
+    support::apply(admin, &strict).await.expect("applied");
 }
