@@ -571,16 +571,7 @@ async fn a_meaningless_annotation_is_told_once_with_an_event_and_the_safe_readin
 
     let events: Api<Event> = Api::namespaced(admin.clone(), &ns);
     let told = |evs: &[Event], key: &str| {
-        evs.iter()
-            .filter(|e| {
-                // Other tests' operators watch every namespace too: count this one's.
-                e.reporting_instance.as_deref() == Some("replica-bad")
-                    && e.reason.as_deref() == Some("InvalidAnnotation")
-                    && e.type_.as_deref() == Some("Warning")
-                    && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Namespace")
-                    && e.note.as_deref().is_some_and(|n| n.contains(key))
-            })
-            .count()
+        namespace_warnings(evs, "replica-bad", "InvalidAnnotation", &[key])
     };
     eventually(
         Duration::from_secs(30),
@@ -593,27 +584,12 @@ async fn a_meaningless_annotation_is_told_once_with_an_event_and_the_safe_readin
     )
     .await;
     // Mode off is the safe reading: nothing proposed. Later passes (touch the namespace's
-    // objects) tell nothing again.
-    touch_three_times(&admin, &ns).await;
-    let evs = events
-        .list(&Default::default())
-        .await
-        .expect("events")
-        .items;
-    assert_eq!(told(&evs, "meshmedic.io/mode"), 1);
-    assert!(remediations(&admin, &ns).await.is_empty());
-
-    // Corrected: the namespace is analysed as asked.
-    patch_namespace(
+    // objects) tell nothing again; corrected, the namespace is analysed as asked.
+    told_once_then_proposed_when(
         &admin,
         &ns,
+        |evs| told(evs, "meshmedic.io/mode"),
         json!({"metadata": {"annotations": {"meshmedic.io/mode": "propose"}}}),
-    )
-    .await;
-    eventually(
-        Duration::from_secs(30),
-        "Remediations once corrected",
-        || async { (!remediations(&admin, &ns).await.is_empty()).then_some(()) },
     )
     .await;
     operator.stop();
@@ -703,18 +679,15 @@ async fn an_opted_in_namespace_with_nothing_meshed_is_told_once_with_an_event() 
     let operator = Replica::start(cp.meshmedic_config(), "lease-nothing-meshed", "replica-nm");
     let events: Api<Event> = Api::namespaced(admin.clone(), &ns);
     let told = |evs: &[Event]| {
-        evs.iter()
-            .filter(|e| {
-                e.reporting_instance.as_deref() == Some("replica-nm")
-                    && e.reason.as_deref() == Some("NothingMeshed")
-                    && e.type_.as_deref() == Some("Warning")
-                    && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Namespace")
-                    && e.note.as_deref().is_some_and(|n| {
-                        n.contains("none of its 1 workload(s) runs with an Istio proxy")
-                            && n.contains("no istio-injection or istio.io/rev label")
-                    })
-            })
-            .count()
+        namespace_warnings(
+            evs,
+            "replica-nm",
+            "NothingMeshed",
+            &[
+                "none of its 1 workload(s) runs with an Istio proxy",
+                "no istio-injection or istio.io/rev label",
+            ],
+        )
     };
     eventually(
         Duration::from_secs(30),
@@ -725,29 +698,63 @@ async fn an_opted_in_namespace_with_nothing_meshed_is_told_once_with_an_event() 
         },
     )
     .await;
-    // Later passes over the namespace tell nothing again.
-    touch_three_times(&admin, &ns).await;
+    // Later passes over the namespace tell nothing again; labelled for injection, the
+    // gallery's idle-timeout cause is proposed.
+    told_once_then_proposed_when(
+        &admin,
+        &ns,
+        told,
+        json!({"metadata": {"labels": {"istio-injection": "enabled"}}}),
+    )
+    .await;
+    operator.stop();
+}
+
+/// Warning Events on a Namespace from the operator replica `instance` (other tests' operators
+/// watch every namespace too) with `reason`, whose note says each of `note_has`.
+fn namespace_warnings(
+    evs: &[k8s_openapi::api::events::v1::Event],
+    instance: &str,
+    reason: &str,
+    note_has: &[&str],
+) -> usize {
+    evs.iter()
+        .filter(|e| {
+            e.reporting_instance.as_deref() == Some(instance)
+                && e.reason.as_deref() == Some(reason)
+                && e.type_.as_deref() == Some("Warning")
+                && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Namespace")
+                && e.note
+                    .as_deref()
+                    .is_some_and(|n| note_has.iter().all(|h| n.contains(h)))
+        })
+        .count()
+}
+
+/// After three more passes over `ns`, `told` still counts one Event and nothing is proposed;
+/// once the Namespace is patched with `correction`, a Remediation appears.
+async fn told_once_then_proposed_when(
+    admin: &kube::Client,
+    ns: &str,
+    told: impl Fn(&[k8s_openapi::api::events::v1::Event]) -> usize,
+    correction: serde_json::Value,
+) {
+    touch_three_times(admin, ns).await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(admin.clone(), ns);
     let evs = events
         .list(&Default::default())
         .await
         .expect("events")
         .items;
     assert_eq!(told(&evs), 1);
-    assert!(remediations(&admin, &ns).await.is_empty());
-    // Labelled for injection: the gallery's idle-timeout cause is proposed.
-    patch_namespace(
-        &admin,
-        &ns,
-        json!({"metadata": {"labels": {"istio-injection": "enabled"}}}),
-    )
-    .await;
+    assert!(remediations(admin, ns).await.is_empty());
+    patch_namespace(admin, ns, correction).await;
     eventually(
         Duration::from_secs(30),
-        "a Remediation once meshed",
-        || async { (!remediations(&admin, &ns).await.is_empty()).then_some(()) },
+        "a Remediation once corrected",
+        || async { (!remediations(admin, ns).await.is_empty()).then_some(()) },
     )
     .await;
-    operator.stop();
 }
 
 /// Three passes over `ns`: its Namespace relabelled, 700 ms apart.

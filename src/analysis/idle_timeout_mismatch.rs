@@ -131,16 +131,14 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
             BTreeMap::new();
         let mut evidence_extra = Vec::new();
         let mut any_injected = false;
+        let pooled = pooled_ports(snapshot, s);
         for workload in snapshot.workloads_of(s) {
             if !snapshot.is_injected(workload) {
                 continue;
             }
             any_injected = true;
             let applied = snapshot.destination_rule_for(&host, ns, ns, &workload.pod_labels);
-            for port in app_ports(&service.spec) {
-                if service_port_protocol(snapshot, s, port) == Protocol::Tcp {
-                    continue;
-                }
+            for &port in &pooled {
                 let Some((target_port, after, why)) = app_closes(snapshot, workload, service, port)
                 else {
                     continue;
@@ -245,6 +243,14 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
             ));
         }
     }
+}
+
+/// The ports of Service `s` whose connections a proxy pools as HTTP: its app ports that are not
+/// TCP (worked out once per Service; what the pods say of a port is read across all of them).
+fn pooled_ports(snapshot: &Snapshot, s: usize) -> Vec<&ServicePort> {
+    app_ports(&snapshot.services[s].spec)
+        .filter(|p| service_port_protocol(snapshot, s, p) != Protocol::Tcp)
+        .collect()
 }
 
 /// What the app behind a Service port does with idle connections, when it closes them:
@@ -401,11 +407,9 @@ fn gateway_problems(
     };
     let rule = dr_index.map(|i| &snapshot.destination_rules[i]);
     let mut found = false;
+    let pooled = pooled_ports(snapshot, s);
     for workload in snapshot.workloads_of(s) {
-        for port in app_ports(&service.spec) {
-            if service_port_protocol(snapshot, s, port) == Protocol::Tcp {
-                continue;
-            }
+        for &port in &pooled {
             let Some((_, after, why)) = app_closes(snapshot, workload, service, port) else {
                 continue;
             };
