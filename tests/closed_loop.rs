@@ -1576,9 +1576,10 @@ async fn a_target_in_a_namespace_not_opted_in_is_proposed_never_written() {
 /// runs as the template says, so the fix puts `istio-proxy` first with its `pilot-agent wait`
 /// hook, as the injector would. Injected with probe rewrite off and under STRICT mTLS, its
 /// readiness probe fails too, and that fix rewrites the probe in the template as the injector
-/// does (the annotation would change nothing). Both fixes rebuild the containers list, and one
-/// Remediation carries both. Approved, it is written once and verified on the live object;
-/// rolled back, the template is the original exactly.
+/// does (the annotation would change nothing), and, the proxy image being 1.28 here, whose
+/// agent serves lifecycle hooks, its HTTP preStop hook with it. Both fixes rebuild the
+/// containers list, and one Remediation carries both. Approved, it is written once and verified
+/// on the live object; rolled back, the template is the original exactly.
 #[tokio::test]
 async fn a_pre_injected_template_is_fixed_in_its_containers_and_rolls_back_exactly() {
     install_once().await;
@@ -1597,15 +1598,16 @@ async fn a_pre_injected_template_is_fixed_in_its_containers_and_rolls_back_exact
                                     "{\"initContainers\":[\"istio-init\"],\"containers\":[\"istio-proxy\"],\"revision\":\"default\"}",
                                     "sidecar.istio.io/rewriteAppHTTPProbers": "false"}},
                    "spec": {
-                       "initContainers": [{"name": "istio-init", "image": "docker.io/istio/proxyv2:1.13.2",
+                       "initContainers": [{"name": "istio-init", "image": "docker.io/istio/proxyv2:1.28.0",
                                            "args": ["istio-iptables", "-p", "15001"]}],
                        "containers": [
                            {"name": "orders", "image": "ghcr.io/stefanprodan/podinfo:6.1.0",
                             "ports": [{"name": "http", "containerPort": 9898}],
                             "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"},
                                                "periodSeconds": 5},
+                            "lifecycle": {"preStop": {"httpGet": {"path": "/drain", "port": 9898}}},
                             "resources": {"requests": {"cpu": "10m"}}},
-                           {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.13.2",
+                           {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.28.0",
                             "args": ["proxy", "sidecar"],
                             "env": [{"name": "ISTIO_META_APP_CONTAINERS", "value": "orders"}]}]}}}),
     );
@@ -1652,10 +1654,16 @@ async fn a_pre_injected_template_is_fixed_in_its_containers_and_rolls_back_exact
                "periodSeconds": 5, "timeoutSeconds": 1, "successThreshold": 1,
                "failureThreshold": 3})
     );
+    // A 1.28 agent serves lifecycle hooks: the preStop hook goes to it too.
+    assert_eq!(
+        containers[1]["lifecycle"],
+        json!({"preStop": {"httpGet": {"path": "/app-lifecycle/orders/prestopz", "port": 15020,
+                                       "scheme": "HTTP"}}})
+    );
     assert_eq!(
         containers[0]["env"][1],
         json!({"name": "ISTIO_KUBE_APP_PROBERS",
-               "value": "{\"/app-health/orders/readyz\":{\"httpGet\":{\"path\":\"/readyz\",\"port\":9898,\"scheme\":\"HTTP\"},\"timeoutSeconds\":1}}"})
+               "value": "{\"/app-health/orders/readyz\":{\"httpGet\":{\"path\":\"/readyz\",\"port\":9898,\"scheme\":\"HTTP\"},\"timeoutSeconds\":1},\"/app-lifecycle/orders/prestopz\":{\"httpGet\":{\"path\":\"/drain\",\"port\":9898,\"scheme\":\"HTTP\"}}}"})
     );
     meshmedic::cli::rollback::rollback(&admin, &ns, &name)
         .await

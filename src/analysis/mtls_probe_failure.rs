@@ -1,7 +1,11 @@
 //! `mtls-probe-failure`: kubelet probes an app port that the sidecar captures, probe rewrite is
 //! off, and the effective PeerAuthentication for that port is STRICT. The kubelet has no
 //! Istio-issued certificate, so HTTP and gRPC probes fail (503) and the pod never becomes ready;
-//! a TCP probe is answered by the proxy itself and passes even when the app is down.
+//! a TCP probe is answered by the proxy itself and passes even when the app is down. The
+//! kubelet sends a container's HTTP lifecycle hooks the same way: a failing `postStart` kills
+//! the container, a failing `preStop` skips the app's own shutdown step. Since Istio 1.25 the
+//! injector rewrites hooks with the probes (before, it leaves them as written, whatever the
+//! setting, so they are judged only from 1.25 on).
 //!
 //! Fix: when the probe has a port of its own, keep that port out of capture
 //! (`traffic.sidecar.istio.io/excludeInboundPorts`, merged with what is there). When the probe
@@ -29,13 +33,36 @@ enum ProbeKind {
     Http,
     Grpc,
     Tcp,
+    /// An HTTP `postStart` hook: when it fails, the kubelet kills the container.
+    PostStartHook,
+    /// An HTTP `preStop` hook: when it fails, the kubelet goes on to stop the container.
+    PreStopHook,
 }
 
-/// The port a probe reaches, resolved as the kubelet does: a named port among the ports of the
-/// probe's own container (a name only another container declares is a probe that never runs,
-/// and not one the injector rewrites either).
-fn probe_port(container: &Container, probe: &Probe) -> Option<(ProbeKind, i32)> {
-    let resolve = |port: &IntOrString| match port {
+impl ProbeKind {
+    fn hook(self) -> bool {
+        matches!(self, ProbeKind::PostStartHook | ProbeKind::PreStopHook)
+    }
+
+    /// Whether it keeps the pod from serving (an error), not only from being checked or
+    /// stopped as written (a warning).
+    fn keeps_pod_from_serving(self) -> bool {
+        matches!(
+            self,
+            ProbeKind::Http | ProbeKind::Grpc | ProbeKind::PostStartHook
+        )
+    }
+}
+
+/// Istio's injector rewrites lifecycle hooks with the probes from 1.25 on
+/// (`convertAppLifecycleHandler`), and that version's agent serves `/app-lifecycle/`.
+const HOOKS_REWRITTEN_SINCE: (u32, u32) = (1, 25);
+
+/// A port as the kubelet resolves it: a named port among the ports of the probe's or hook's own
+/// container (a name only another container declares is one that never runs, and not one the
+/// injector rewrites either).
+fn resolve(container: &Container, port: &IntOrString) -> Option<i32> {
+    match port {
         IntOrString::Int(n) => Some(*n),
         IntOrString::String(name) => name.parse().ok().or_else(|| {
             container
@@ -45,17 +72,74 @@ fn probe_port(container: &Container, probe: &Probe) -> Option<(ProbeKind, i32)> 
                 .find(|p| p.name.as_deref() == Some(name.as_str()))
                 .map(|p| p.container_port)
         }),
-    };
+    }
+}
+
+/// The port a probe reaches.
+fn probe_port(container: &Container, probe: &Probe) -> Option<(ProbeKind, i32)> {
     if let Some(h) = &probe.http_get {
-        return resolve(&h.port).map(|p| (ProbeKind::Http, p));
+        return resolve(container, &h.port).map(|p| (ProbeKind::Http, p));
     }
     if let Some(g) = &probe.grpc {
         return Some((ProbeKind::Grpc, g.port));
     }
     if let Some(t) = &probe.tcp_socket {
-        return resolve(&t.port).map(|p| (ProbeKind::Tcp, p));
+        return resolve(container, &t.port).map(|p| (ProbeKind::Tcp, p));
     }
     None
+}
+
+/// A container's HTTP lifecycle hooks and the ports they reach. (A `tcpSocket` hook is one the
+/// kubelet does not run, "invalid handler", mesh or not.)
+fn hook_ports(container: &Container) -> Vec<(&'static str, ProbeKind, i32)> {
+    let Some(lifecycle) = &container.lifecycle else {
+        return Vec::new();
+    };
+    [
+        (
+            "lifecycle.postStart",
+            ProbeKind::PostStartHook,
+            &lifecycle.post_start,
+        ),
+        (
+            "lifecycle.preStop",
+            ProbeKind::PreStopHook,
+            &lifecycle.pre_stop,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, kind, hook)| {
+        let port = resolve(container, &hook.as_ref()?.http_get.as_ref()?.port)?;
+        Some((name, kind, port))
+    })
+    .collect()
+}
+
+/// Whether an app container has a hook the injector sends to the agent (HTTP or TCP, judged
+/// or not): then the template fix rewrites it too, and says so.
+fn any_hook_for_the_agent(workload: &Workload) -> bool {
+    workload.app_containers().any(|c| {
+        c.lifecycle.as_ref().is_some_and(|l| {
+            [&l.post_start, &l.pre_stop]
+                .into_iter()
+                .flatten()
+                .any(|h| h.http_get.is_some() || h.tcp_socket.is_some())
+        })
+    })
+}
+
+/// Whether the injector (the agent, for a proxy written into the template: its image) rewrites
+/// lifecycle hooks: from Istio 1.25; a proxy image without a version tag is taken to be
+/// istiod's.
+fn hooks_rewritten(snapshot: &Snapshot, workload: &Workload, written_in: bool) -> bool {
+    let proxy_image = written_in
+        .then(|| workload.proxy_container()?.image.as_deref())
+        .flatten();
+    let (major, minor) = HOOKS_REWRITTEN_SINCE;
+    proxy_image
+        .and_then(|image| crate::snapshot::IstioVersion::of_image(image, str::to_string))
+        .unwrap_or_else(|| snapshot.istio_version.clone())
+        .at_least(major, minor)
 }
 
 fn port_list(value: Option<&str>) -> BTreeSet<String> {
@@ -109,15 +193,20 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
         // Probe port → (kinds, which probes, policy that makes it STRICT).
         let mut failing: BTreeMap<i32, (BTreeSet<ProbeKind>, Vec<String>, String)> =
             BTreeMap::new();
+        let hooks = hooks_rewritten(snapshot, workload, written_in);
         for c in workload.app_containers() {
-            for (name, probe) in [
+            let probes = [
                 ("livenessProbe", &c.liveness_probe),
                 ("readinessProbe", &c.readiness_probe),
                 ("startupProbe", &c.startup_probe),
-            ] {
-                let Some((kind, port)) = probe.as_ref().and_then(|p| probe_port(c, p)) else {
-                    continue;
-                };
+            ]
+            .into_iter()
+            .filter_map(|(name, probe)| {
+                let (kind, port) = probe_port(c, probe.as_deref()?)?;
+                Some((name, kind, port))
+            });
+            let hooks = if hooks { hook_ports(c) } else { Vec::new() };
+            for (name, kind, port) in probes.chain(hooks) {
                 // The proxy's own ports are never captured, and a probe there is one the
                 // injector already rewrote (`/app-health/…` on 15020, as `istioctl kube-inject`
                 // writes it into a template): the kubelet reaches the proxy in plain HTTP.
@@ -146,7 +235,7 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
             continue;
         }
         sink.push(finding(
-            snapshot, w, workload, &serving, failing, written_in,
+            snapshot, w, workload, &serving, failing, written_in, hooks,
         ));
     }
 }
@@ -158,6 +247,7 @@ fn finding(
     serving: &BTreeSet<i32>,
     failing: BTreeMap<i32, (BTreeSet<ProbeKind>, Vec<String>, String)>,
     written_in: bool,
+    hooks_rewritten: bool,
 ) -> Result<Finding, crate::remediation::PlanError> {
     let pod_says_off = workload.annotation(keys::REWRITE_PROBES).is_some();
     let mut evidence = vec![if written_in {
@@ -176,15 +266,38 @@ fn finding(
     }];
     let mut own_ports = BTreeSet::new();
     let mut shared = false;
-    let mut only_tcp = true;
+    let mut serious = false;
+    let mut any_hook = false;
+    let mut any_probe = false;
     for (port, (kinds, probes, policy)) in &failing {
-        let tcp = kinds.iter().all(|k| *k == ProbeKind::Tcp);
-        only_tcp &= tcp;
-        let effect = if tcp {
+        serious |= kinds.iter().any(|k| k.keeps_pod_from_serving());
+        any_hook |= kinds.iter().any(|k| k.hook());
+        any_probe |= kinds.iter().any(|k| !k.hook());
+        let mut effect = if kinds.iter().all(|k| *k == ProbeKind::Tcp) {
             "the proxy accepts the TCP connection itself, so the probe passes even when the app is down"
+                .to_string()
+        } else if kinds.iter().all(|k| k.hook()) {
+            "the kubelet has no mesh certificate, so the hook's request fails the mTLS handshake"
+                .to_string()
+        } else if kinds.iter().any(|k| k.hook()) {
+            "the kubelet has no mesh certificate, so the probe and the hook fail the mTLS handshake"
+                .to_string()
         } else {
-            "the kubelet has no mesh certificate, so the probe fails the mTLS handshake"
+            "the kubelet has no mesh certificate, so the probe fails the mTLS handshake".to_string()
         };
+        if kinds.contains(&ProbeKind::PostStartHook) {
+            effect.push_str(
+                "; a postStart hook that fails makes the kubelet kill the container, which \
+                 restarts into the same failure",
+            );
+        }
+        if kinds.contains(&ProbeKind::PreStopHook) {
+            effect.push_str(
+                "; a preStop hook that fails is given up with an event and the container \
+                 stopped at once, without the app's own shutdown step (requests in flight when \
+                 a pod goes get 503)",
+            );
+        }
         evidence.push(format!(
             "port {port}: {} — STRICT mTLS from {policy}; {effect}",
             probes.join(", ")
@@ -206,11 +319,17 @@ fn finding(
         evidence.push(format!(
             "the fix writes the template as the injector does with probe rewrite on: each HTTP, \
              TCP and gRPC probe of the app containers goes to the agent on port {port} \
-             (/app-health/<container>/livez, readyz, startupz), and {APP_PROBERS_ENV} on \
+             (/app-health/<container>/livez, readyz, startupz){}, and {APP_PROBERS_ENV} on \
              istio-proxy gives the agent the probes as they were, which it sends to the app past \
-             the sidecar"
+             the sidecar",
+            if hooks_rewritten && any_hook_for_the_agent(workload) {
+                ", each HTTP and TCP lifecycle hook too (/app-lifecycle/<container>/prestopz, \
+                 poststartz)"
+            } else {
+                ""
+            }
         ));
-        edits_in_template(workload, port)
+        edits_in_template(workload, port, hooks_rewritten)
     } else {
         annotation_edits(workload, &own_ports, shared)
     };
@@ -218,17 +337,22 @@ fn finding(
     let remediation = Remediation::patch_raw(workload.object_ref(), &workload.raw, edits, false)?;
     Ok(Finding {
         code: Code::MtlsProbeFailure,
-        severity: if only_tcp {
-            Severity::Warning
-        } else {
+        severity: if serious {
             Severity::Error
+        } else {
+            Severity::Warning
         },
         namespace: workload.meta.namespace.clone(),
         service: first_service(snapshot, w),
         services: Vec::new(),
         workload: Some(WorkloadRef::of(workload)),
         message: format!(
-            "probes of {} {} hit STRICT-mTLS ports the sidecar captures (ports {}){}",
+            "{} of {} {} hit STRICT-mTLS ports the sidecar captures (ports {}){}",
+            match (any_probe, any_hook) {
+                (true, true) => "probes and lifecycle hooks",
+                (false, true) => "lifecycle hooks",
+                _ => "probes",
+            },
             workload.kind,
             workload.meta.name,
             joined_ports(failing.keys()),
@@ -290,7 +414,7 @@ fn status_port(workload: &Workload) -> i32 {
 /// nothing while a re-analysis called the fix verified. The fix writes into the template what
 /// the injector writes with probe rewrite on. Found by injecting microservices-demo with
 /// `istioctl kube-inject` and probe rewrite off.
-fn edits_in_template(workload: &Workload, port: i32) -> Vec<Edit> {
+fn edits_in_template(workload: &Workload, port: i32, lifecycle_hooks: bool) -> Vec<Edit> {
     let mut edits = Vec::new();
     // A native sidecar is told the probes first, from the app containers as they are.
     if workload
@@ -302,12 +426,18 @@ fn edits_in_template(workload: &Workload, port: i32) -> Vec<Edit> {
     {
         edits.push(Edit::rebuilt(
             &format!("{}/spec/initContainers", workload.template_pointer),
-            Rebuild::AgentToldTheAppProbes { status_port: port },
+            Rebuild::AgentToldTheAppProbes {
+                status_port: port,
+                lifecycle_hooks,
+            },
         ));
     }
     edits.push(Edit::rebuilt(
         &format!("{}/spec/containers", workload.template_pointer),
-        Rebuild::AppProbesThroughTheAgent { status_port: port },
+        Rebuild::AppProbesThroughTheAgent {
+            status_port: port,
+            lifecycle_hooks,
+        },
     ));
     // A later injection of the template then rewrites its probes too.
     if workload

@@ -18,15 +18,24 @@ pub enum Rebuild {
     /// next container only when it returns): what `holdApplicationUntilProxyStarts` injects.
     ProxyFirstHoldingTheApp,
     /// Every app container's HTTP, TCP and gRPC probe sent to the agent on `status_port`
-    /// (`/app-health/<container>/livez`, `readyz`, `startupz`), and, when `istio-proxy` is in
-    /// the list, the probes as they were given to the agent in `ISTIO_KUBE_APP_PROBERS`, which
-    /// it then sends to the app past the sidecar: what the injector writes with probe rewrite on
-    /// (Istio's `pkg/kube/inject/app_probe.go`).
-    AppProbesThroughTheAgent { status_port: i32 },
+    /// (`/app-health/<container>/livez`, `readyz`, `startupz`), with `lifecycle_hooks` its HTTP
+    /// and TCP `preStop` and `postStart` hooks too (`/app-lifecycle/<container>/prestopz`,
+    /// `poststartz`), and, when `istio-proxy` is in the list, the probes and hooks as they were
+    /// given to the agent in `ISTIO_KUBE_APP_PROBERS`, which it then sends to the app past the
+    /// sidecar: what the injector writes with probe rewrite on (Istio's
+    /// `pkg/kube/inject/app_probe.go`; hooks since Istio 1.25, whose agent serves
+    /// `/app-lifecycle/`).
+    AppProbesThroughTheAgent {
+        status_port: i32,
+        lifecycle_hooks: bool,
+    },
     /// The init containers with `ISTIO_KUBE_APP_PROBERS` on a native-sidecar `istio-proxy`,
-    /// from the probes of the app containers beside them (the list at the same level): planned
-    /// before [`Rebuild::AppProbesThroughTheAgent`] rewrites those.
-    AgentToldTheAppProbes { status_port: i32 },
+    /// from the probes (and hooks) of the app containers beside them (the list at the same
+    /// level): planned before [`Rebuild::AppProbesThroughTheAgent`] rewrites those.
+    AgentToldTheAppProbes {
+        status_port: i32,
+        lifecycle_hooks: bool,
+    },
 }
 
 /// The environment variable the agent reads the app's own probes from.
@@ -43,7 +52,11 @@ impl Rebuild {
             })
         };
         let current = at(path).ok_or("it does not exist")?;
-        let Rebuild::AgentToldTheAppProbes { status_port } = self else {
+        let Rebuild::AgentToldTheAppProbes {
+            status_port,
+            lifecycle_hooks,
+        } = self
+        else {
             return self.apply(current);
         };
         let mut list = list_with_proxy(current)?;
@@ -54,7 +67,7 @@ impl Rebuild {
             .and_then(Value::as_array)
             .ok_or("no containers beside it")?;
         let mut apps = apps.clone();
-        let probers = app_probes_through_the_agent(&mut apps, *status_port);
+        let probers = app_probes_through_the_agent(&mut apps, *status_port, *lifecycle_hooks);
         if !probers.is_empty() {
             set_app_probers(&mut list.0[list.1], probers)?;
         }
@@ -79,11 +92,15 @@ impl Rebuild {
                 containers.insert(0, proxy);
                 Ok(Value::Array(containers))
             }
-            Rebuild::AppProbesThroughTheAgent { status_port } => {
+            Rebuild::AppProbesThroughTheAgent {
+                status_port,
+                lifecycle_hooks,
+            } => {
                 // A native-sidecar proxy is among the init containers, told by
                 // `AgentToldTheAppProbes`.
                 let (mut containers, proxy) = list_maybe_with_proxy(current)?;
-                let probers = app_probes_through_the_agent(&mut containers, *status_port);
+                let probers =
+                    app_probes_through_the_agent(&mut containers, *status_port, *lifecycle_hooks);
                 if let Some(proxy) = proxy
                     && !probers.is_empty()
                 {
@@ -120,9 +137,13 @@ fn list_maybe_with_proxy(current: &Value) -> Result<(Vec<Value>, Option<usize>),
     }
 }
 
-/// Rewrites the probes of the app containers in `containers` to go to the agent; what the agent
-/// is to be told of them, by URL.
-fn app_probes_through_the_agent(containers: &mut [Value], status_port: i32) -> Map<String, Value> {
+/// Rewrites the probes (and with `lifecycle_hooks` the HTTP and TCP lifecycle hooks) of the app
+/// containers in `containers` to go to the agent; what the agent is to be told of them, by URL.
+fn app_probes_through_the_agent(
+    containers: &mut [Value],
+    status_port: i32,
+    lifecycle_hooks: bool,
+) -> Map<String, Value> {
     let mut probers = Map::new();
     for container in containers.iter_mut() {
         let Some(fields) = container.as_object_mut() else {
@@ -147,6 +168,30 @@ fn app_probes_through_the_agent(containers: &mut [Value], status_port: i32) -> M
             let url = format!("/app-health/{name}/{endpoint}");
             let rewritten = through_the_agent(probe, &url, status_port);
             fields.insert(key.to_string(), rewritten);
+            probers.insert(url, prober);
+        }
+        if !lifecycle_hooks {
+            continue;
+        }
+        let Some(hooks) = fields.get_mut("lifecycle").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        for (key, endpoint) in [("preStop", "prestopz"), ("postStart", "poststartz")] {
+            // A hook is an HTTP GET, a TCP connection, a command or a sleep, without a
+            // timeout; the last two run past no proxy and are left as they are (and `grpc` is
+            // no hook's, so not read as one).
+            let Some(hook) = hooks.get(key).and_then(Value::as_object) else {
+                continue;
+            };
+            if hook.contains_key("grpc") {
+                continue;
+            }
+            let Some(prober) = prober(hook, &named_ports, status_port) else {
+                continue;
+            };
+            let url = format!("/app-lifecycle/{name}/{endpoint}");
+            let rewritten = through_the_agent(hook, &url, status_port);
+            hooks.insert(key.to_string(), rewritten);
             probers.insert(url, prober);
         }
     }
@@ -301,9 +346,12 @@ mod tests {
   env: [{name: ISTIO_META_APP_CONTAINERS, value: "server,web,redis"}]
 "#,
         );
-        let after = Rebuild::AppProbesThroughTheAgent { status_port: 15020 }
-            .apply(&before)
-            .expect("rebuilt");
+        let after = Rebuild::AppProbesThroughTheAgent {
+            status_port: 15020,
+            lifecycle_hooks: true,
+        }
+        .apply(&before)
+        .expect("rebuilt");
         assert_eq!(
             after[0]["readinessProbe"],
             json!({"periodSeconds": 15, "httpGet": {"path": "/app-health/server/readyz", "port": 15020}})
@@ -344,7 +392,11 @@ mod tests {
         );
         // Applied again, nothing changes: every probe already goes to the agent.
         assert_eq!(
-            Rebuild::AppProbesThroughTheAgent { status_port: 15020 }.apply(&after),
+            Rebuild::AppProbesThroughTheAgent {
+                status_port: 15020,
+                lifecycle_hooks: true,
+            }
+            .apply(&after),
             Ok(after.clone())
         );
     }
@@ -362,9 +414,12 @@ mod tests {
     value: '{"/app-health/app/livez":{"httpGet":{"path":"/live","port":8080}}}'
 "#,
         );
-        let after = Rebuild::AppProbesThroughTheAgent { status_port: 15020 }
-            .apply(&before)
-            .expect("rebuilt");
+        let after = Rebuild::AppProbesThroughTheAgent {
+            status_port: 15020,
+            lifecycle_hooks: true,
+        }
+        .apply(&before)
+        .expect("rebuilt");
         assert_eq!(after[0]["readinessProbe"]["httpGet"]["scheme"], "HTTP");
         assert_eq!(after[0]["livenessProbe"], before[0]["livenessProbe"]);
         let probers: Value =
@@ -381,9 +436,12 @@ mod tests {
         let broken = containers(
             "- {name: app, readinessProbe: {tcpSocket: {port: 80}}}\n- {name: istio-proxy, env: [{name: ISTIO_KUBE_APP_PROBERS, value: 'x'}]}\n",
         );
-        let err = Rebuild::AppProbesThroughTheAgent { status_port: 15020 }
-            .apply(&broken)
-            .expect_err("not JSON");
+        let err = Rebuild::AppProbesThroughTheAgent {
+            status_port: 15020,
+            lifecycle_hooks: true,
+        }
+        .apply(&broken)
+        .expect_err("not JSON");
         assert!(
             err.contains("ISTIO_KUBE_APP_PROBERS is not a JSON object"),
             "{err}"
@@ -391,10 +449,49 @@ mod tests {
         let from_elsewhere = containers(
             "- {name: app, readinessProbe: {tcpSocket: {port: 80}}}\n- {name: istio-proxy, env: [{name: ISTIO_KUBE_APP_PROBERS, valueFrom: {configMapKeyRef: {name: p, key: k}}}]}\n",
         );
-        let err = Rebuild::AppProbesThroughTheAgent { status_port: 15020 }
-            .apply(&from_elsewhere)
-            .expect_err("valueFrom");
+        let err = Rebuild::AppProbesThroughTheAgent {
+            status_port: 15020,
+            lifecycle_hooks: true,
+        }
+        .apply(&from_elsewhere)
+        .expect_err("valueFrom");
         assert!(err.contains("has no value of its own"), "{err}");
+    }
+
+    /// Istio 1.25's injector (`convertAppLifecycleHandler`): an HTTP or TCP hook goes to the
+    /// agent like a probe, its named port given to the agent as a number; a command is left as
+    /// it is; an older agent serves no hooks, so with `lifecycle_hooks` off none is touched.
+    #[test]
+    fn lifecycle_hooks_go_to_the_agent_with_the_probes() {
+        let before = containers(
+            r#"
+- name: app
+  ports: [{name: admin, containerPort: 9000}]
+  lifecycle:
+    preStop: {httpGet: {path: /drain, port: admin, httpHeaders: [{name: X, value: z}]}}
+    postStart: {exec: {command: [warm]}}
+- name: istio-proxy
+"#,
+        );
+        let rebuild = |lifecycle_hooks| Rebuild::AppProbesThroughTheAgent {
+            status_port: 15021,
+            lifecycle_hooks,
+        };
+        let after = rebuild(true).apply(&before).expect("rebuilt");
+        assert_eq!(
+            after[0]["lifecycle"],
+            json!({
+                "preStop": {"httpGet": {"path": "/app-lifecycle/app/prestopz", "port": 15021,
+                    "httpHeaders": [{"name": "X", "value": "z"}]}},
+                "postStart": {"exec": {"command": ["warm"]}},
+            })
+        );
+        assert_eq!(
+            after[1]["env"][0]["value"],
+            r#"{"/app-lifecycle/app/prestopz":{"httpGet":{"path":"/drain","port":9000,"httpHeaders":[{"name":"X","value":"z"}]}}}"#
+        );
+        assert_eq!(rebuild(true).apply(&after), Ok(after.clone()));
+        assert_eq!(rebuild(false).apply(&before), Ok(before.clone()));
     }
 
     #[test]

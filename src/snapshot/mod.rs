@@ -97,6 +97,18 @@ impl IstioVersion {
         })
     }
 
+    /// The version in an image's tag: `docker.io/istio/pilot:1.28.1`,
+    /// `gcr.io/istio-release/proxyv2:1.28.1-distroless`; none for a digest
+    /// (`...@sha256:...`) or no tag. `source` is told the image without its digest.
+    pub fn of_image(image: &str, source: impl FnOnce(&str) -> String) -> Option<IstioVersion> {
+        let image = image.split('@').next().unwrap_or(image);
+        let tag = image.rsplit_once(':')?.1;
+        if tag.contains('/') {
+            return None;
+        }
+        IstioVersion::parse(tag, &source(image))
+    }
+
     pub fn at_least(&self, major: u32, minor: u32) -> bool {
         (self.major, self.minor) >= (major, minor)
     }

@@ -336,14 +336,7 @@ fn stated(source: &str) -> String {
 }
 
 fn istiod_version(image: &str, object: &str) -> Option<IstioVersion> {
-    // `docker.io/istio/pilot:1.28.1`, `gcr.io/istio-release/pilot:1.28.1-distroless`, digests
-    // (`...@sha256:...`) have no version.
-    let image = image.split('@').next().unwrap_or(image);
-    let tag = image.rsplit_once(':')?.1;
-    if tag.contains('/') {
-        return None;
-    }
-    IstioVersion::parse(tag, &format!("istiod image {image} ({object})"))
+    IstioVersion::of_image(image, |image| format!("istiod image {image} ({object})"))
 }
 
 impl MeshProfile {

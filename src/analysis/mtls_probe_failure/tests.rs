@@ -1,11 +1,11 @@
 use serde_json::json;
 
 use crate::analysis::test_support::{
-    assert_patch_consistent, has_evidence, none_of, only_of, snapshot,
+    assert_patch_consistent, findings_of, has_evidence, none_of, only_of, snapshot, snapshot_with,
 };
 use crate::analysis::{Code, Finding, Severity, WorkloadRef};
 use crate::remediation::Action;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, SnapshotOptions};
 
 const NS: &str = r#"
 apiVersion: v1
@@ -652,4 +652,171 @@ fn a_named_probe_port_is_its_own_containers() {
         );
     assert!(elsewhere.contains("name: helper"), "{elsewhere}");
     none(&elsewhere);
+}
+
+/// `mesh` with `lifecycle` on the app container (a flow mapping), beside the probe `probe`.
+fn mesh_with_hooks(annotations: &str, probe: &str, lifecycle: &str, extra: &str) -> String {
+    let yaml = mesh(annotations, probe, extra);
+    let probe_line = format!("        readinessProbe: {probe}\n");
+    assert!(yaml.contains(&probe_line));
+    yaml.replace(
+        &probe_line,
+        &format!("{probe_line}        lifecycle: {lifecycle}\n"),
+    )
+}
+
+fn istio(version: &str) -> SnapshotOptions {
+    SnapshotOptions {
+        istio_version: Some(version.into()),
+        ..SnapshotOptions::default()
+    }
+}
+
+/// The kubelet sends a container's HTTP lifecycle hooks as it sends its probes: to the pod's
+/// address, where the sidecar asks for a mesh certificate. A failing postStart kills the
+/// container; Istio's injector rewrites hooks with the probes since 1.25, so the fixes are the
+/// same as a probe's.
+#[test]
+fn an_http_lifecycle_hook_on_a_strict_port_is_judged_as_a_probe_is() {
+    let exec_probe = "{exec: {command: [/bin/true]}}";
+    // postStart on the serving port: the container is killed; probe rewrite is re-enabled.
+    let yaml = mesh_with_hooks(
+        REWRITE_OFF,
+        exec_probe,
+        "{postStart: {httpGet: {path: /warm, port: http}}}",
+        &strict(),
+    );
+    let f = only(&snapshot(&yaml));
+    assert_eq!(f.severity, Severity::Error);
+    assert!(
+        f.message.starts_with("lifecycle hooks of Deployment api"),
+        "{}",
+        f.message
+    );
+    assert!(has_evidence(&f, "port 8080: app.lifecycle.postStart"));
+    assert!(has_evidence(&f, "makes the kubelet kill the container"));
+    assert_eq!(
+        annotations(&f)["sidecar.istio.io/rewriteAppHTTPProbers"],
+        "true"
+    );
+
+    // preStop on a port of its own, beside a failing probe: the port is kept out of capture,
+    // and the finding is still an error for the probe.
+    let yaml = mesh_with_hooks(
+        REWRITE_OFF,
+        SERVING_PORT_PROBE,
+        "{preStop: {httpGet: {path: /drain, port: 8081}}}",
+        &strict(),
+    );
+    let f = only(&snapshot(&yaml));
+    assert_eq!(f.severity, Severity::Error);
+    assert!(f.message.starts_with("probes and lifecycle hooks of"));
+    assert!(has_evidence(&f, "port 8081: app.lifecycle.preStop"));
+    assert!(has_evidence(&f, "without the app's own shutdown step"));
+    assert_eq!(
+        annotations(&f)["traffic.sidecar.istio.io/excludeInboundPorts"],
+        "8081"
+    );
+    // A preStop hook alone lets the pod serve: a warning.
+    let yaml = mesh_with_hooks(
+        REWRITE_OFF,
+        exec_probe,
+        "{preStop: {httpGet: {path: /drain, port: 8081}}}",
+        &strict(),
+    );
+    assert_eq!(only(&snapshot(&yaml)).severity, Severity::Warning);
+
+    // Exec and sleep hooks run past no proxy; with rewrite on the injector rewrites the hook.
+    none(&mesh_with_hooks(
+        REWRITE_OFF,
+        exec_probe,
+        "{postStart: {exec: {command: [warm]}}, preStop: {sleep: {seconds: 5}}}",
+        &strict(),
+    ));
+    none(&mesh_with_hooks(
+        "{}",
+        exec_probe,
+        "{postStart: {httpGet: {path: /warm, port: 8080}}}",
+        &strict(),
+    ));
+}
+
+/// Before Istio 1.25 the injector left hooks as written whatever the setting, and its agent
+/// serves no `/app-lifecycle/`: no fix meshmedic can write, so hooks are not judged there.
+#[test]
+fn lifecycle_hooks_are_judged_from_istio_1_25() {
+    let yaml = mesh_with_hooks(
+        REWRITE_OFF,
+        "{exec: {command: [/bin/true]}}",
+        "{postStart: {httpGet: {path: /warm, port: 8080}}}",
+        &strict(),
+    );
+    let found = |version: &str| findings_of(&snapshot_with(&yaml, istio(version)), CODE).len();
+    assert_eq!(found("1.24"), 0);
+    assert_eq!(found("1.25"), 1);
+}
+
+/// A proxy written into the template: its hooks are rewritten in the template beside its probes
+/// (as `istioctl kube-inject` writes them with probe rewrite on: `/app-lifecycle/<container>/…`
+/// on the agent's port, a TCP hook made an HTTP GET, the hooks as they were in
+/// `ISTIO_KUBE_APP_PROBERS`), when the proxy image written there serves them.
+#[test]
+fn a_proxy_written_into_the_template_gets_its_hooks_rewritten_when_its_agent_serves_them() {
+    let yaml = pre_injected("disabled").replace(
+        "        livenessProbe: {grpc: {port: 9555, service: null}, initialDelaySeconds: 20}\n",
+        "        livenessProbe: {grpc: {port: 9555, service: null}, initialDelaySeconds: 20}\n        lifecycle:\n          postStart: {tcpSocket: {port: 9555}}\n          preStop: {httpGet: {path: /drain, port: 9555, scheme: HTTPS}}\n",
+    );
+    assert!(yaml.contains("preStop"));
+    let snap = snapshot(&yaml);
+    let f = only(&snap);
+    assert!(f.message.starts_with("probes and lifecycle hooks of"));
+    assert!(has_evidence(&f, "server.lifecycle.preStop"));
+    // The TCP hook is one the kubelet does not run: not judged, but rewritten as the injector
+    // does.
+    assert!(!has_evidence(&f, "server.lifecycle.postStart"));
+    assert!(has_evidence(&f, "/app-lifecycle/<container>/prestopz"));
+    assert_patch_consistent(&snap, &f);
+    let resource = f.remediation.resource.to_value();
+    let containers = &resource["spec"]["template"]["spec"]["containers"];
+    assert_eq!(
+        containers[0]["lifecycle"],
+        json!({
+            "postStart": {"httpGet": {"path": "/app-lifecycle/server/poststartz", "port": 15020}},
+            "preStop": {"httpGet": {"path": "/app-lifecycle/server/prestopz", "port": 15020, "scheme": "HTTP"}},
+        })
+    );
+    assert_eq!(
+        containers[1]["env"][1]["value"],
+        concat!(
+            r#"{"/app-health/server/livez":{"grpc":{"port":9555,"service":null}},"#,
+            r#""/app-health/server/readyz":{"grpc":{"port":9555,"service":null}},"#,
+            r#""/app-lifecycle/server/poststartz":{"tcpSocket":{"port":9555}},"#,
+            r#""/app-lifecycle/server/prestopz":{"httpGet":{"path":"/drain","port":9555,"scheme":"HTTPS"}}}"#
+        )
+    );
+    assert!(
+        crate::analysis::test_support::findings_after_fix(
+            &yaml,
+            &f.remediation,
+            Code::MtlsProbeFailure
+        )
+        .is_empty()
+    );
+
+    // A 1.24 proxy written in: its agent serves no hooks; the probes alone are rewritten.
+    let old = yaml.replace("proxyv2:1.28.0", "proxyv2:1.24.3");
+    let f = only(&snapshot(&old));
+    assert!(f.message.starts_with("probes of"), "{}", f.message);
+    let resource = f.remediation.resource.to_value();
+    let containers = &resource["spec"]["template"]["spec"]["containers"];
+    assert_eq!(
+        containers[0]["lifecycle"]["preStop"]["httpGet"]["path"],
+        "/drain"
+    );
+    assert!(
+        !containers[1]["env"][1]["value"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("app-lifecycle")
+    );
 }
