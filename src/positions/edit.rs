@@ -36,6 +36,25 @@ enum Style {
     Json,
 }
 
+/// How a document lays out its blocks, for new ones to follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Layout {
+    /// The indentation step (see [`indent_unit`]).
+    unit: usize,
+    /// Whether a list under a key has its dashes at the key's column (`kubectl`, `istioctl`
+    /// and Helm write them so), not one step in (see [`lists_indentless`]).
+    indentless_lists: bool,
+}
+
+impl Layout {
+    fn of(text: &str) -> Layout {
+        Layout {
+            unit: indent_unit(text),
+            indentless_lists: lists_indentless(text),
+        }
+    }
+}
+
 /// Applies patches to the text of one file; returns the new text. All or nothing per file.
 pub fn edit_text(file: &str, text: &str, patches: &[ObjectPatch]) -> Result<String, String> {
     let chunks = document_chunks(text);
@@ -133,7 +152,8 @@ fn read_back(file: &str, text: &str) -> Option<Value> {
 }
 
 fn apply_in_tree(old: &str, patches: &[&ObjectPatch], style: Style) -> Result<String, String> {
-    let unit = indent_unit(old);
+    let layout = Layout::of(old);
+    let unit = layout.unit;
     let mut text = old.to_string();
     for p in patches {
         for op in &p.ops {
@@ -143,6 +163,12 @@ fn apply_in_tree(old: &str, patches: &[&ObjectPatch], style: Style) -> Result<St
             match kind {
                 "test" => continue,
                 "replace" | "add" => {}
+                "move" => {
+                    let from = op.get("from").and_then(Value::as_str).unwrap_or_default();
+                    text = move_item(&text, p.source.item, from, path)
+                        .map_err(|e| format!("{}: {from} → {path}: {e}", p.object))?;
+                    continue;
+                }
                 other => return Err(format!("{}: operation {other} is not written", p.object)),
             }
             // One operation at a time on a fresh tree, so that byte offsets (quoting, the
@@ -153,7 +179,7 @@ fn apply_in_tree(old: &str, patches: &[&ObjectPatch], style: Style) -> Result<St
                 .object(p.source.item)
                 .ok_or_else(|| format!("{}: not found in its document", p.object))?;
             let tokens = pointer_tokens(path);
-            let block = put(&object, &tokens, &value, style, &text, unit)
+            let block = put(&object, &tokens, &value, style, &text, layout)
                 .map_err(|e| format!("{}: {path}: {e}", p.object))?;
             text = parsed.file.to_string();
             if block && unit > 2 {
@@ -163,6 +189,105 @@ fn apply_in_tree(old: &str, patches: &[&ObjectPatch], style: Style) -> Result<St
         }
     }
     Ok(text)
+}
+
+/// Moves item `from` of a block list to index `to` of the same list (RFC 6902 `move`: taken out,
+/// then put at `to` in the shorter list) by moving its lines, so the item keeps its text as the
+/// file has it: comments (those right above its dash go with it), quoting, block scalars, the
+/// list's own style. A flow list is refused.
+fn move_item(text: &str, item: Option<usize>, from: &str, to: &str) -> Result<String, String> {
+    let (from_tokens, to_tokens) = (pointer_tokens(from), pointer_tokens(to));
+    let (Some((i, list)), Some((j, to_list))) = (from_tokens.split_last(), to_tokens.split_last())
+    else {
+        return Err("not list items".to_string());
+    };
+    if list != to_list {
+        return Err("an item is moved within its list only".to_string());
+    }
+    let index = |token: &String| {
+        token
+            .parse::<usize>()
+            .map_err(|_| format!("{token} is not an index"))
+    };
+    let (i, j) = (index(i)?, index(j)?);
+    let parsed = ParsedChunk::parse(text).ok_or("the YAML editor cannot read this document")?;
+    let mut node = parsed
+        .object(item)
+        .ok_or("the object is not in its document")?;
+    for token in list {
+        node = if let Some(m) = node.as_mapping() {
+            m.get(token.as_str())
+        } else if let Some(s) = node.as_sequence() {
+            token.parse().ok().and_then(|k| s.get(k))
+        } else {
+            None
+        }
+        .ok_or_else(|| format!("no {token} on the path"))?;
+    }
+    let sequence = node.as_sequence().ok_or("not a list")?;
+    if sequence.is_flow_style() {
+        return Err("the items of a flow-style list are not moved in place".to_string());
+    }
+    let count = sequence.len();
+    if i >= count || j >= count {
+        return Err(format!("the list has {count} items"));
+    }
+    let line_start = |at: usize| text[..at].rfind('\n').map_or(0, |n| n + 1);
+    // Where each item's lines begin: its dash's line, and the comment lines right above it.
+    let mut begins = Vec::with_capacity(count);
+    let mut last_end = 0;
+    for k in 0..count {
+        let range = sequence.get(k).ok_or("an item is missing")?.byte_range();
+        let (start, end) = (range.start as usize, range.end as usize);
+        let before = text[..start].trim_end_matches([' ', '\n', '\r']);
+        let dash = before
+            .strip_suffix('-')
+            .map(str::len)
+            .ok_or("an item without its dash")?;
+        let mut begin = line_start(dash);
+        if !text[begin..dash].chars().all(|c| c == ' ') {
+            return Err("an item that does not start its line".to_string());
+        }
+        while begin > 0 {
+            let above = line_start(begin - 1);
+            if !text[above..begin].trim_start().starts_with('#') {
+                break;
+            }
+            begin = above;
+        }
+        begins.push(begin);
+        last_end = end;
+    }
+    let end_of_list = match text[last_end..].find('\n') {
+        _ if text[..last_end].ends_with('\n') => last_end,
+        Some(n) => last_end + n + 1,
+        None => text.len(),
+    };
+    let span = |k: usize| begins[k]..begins.get(k + 1).copied().unwrap_or(end_of_list);
+    let mut piece = text[span(i)].to_string();
+    if !piece.ends_with('\n') {
+        piece.push('\n');
+    }
+    let moved = span(i);
+    let mut out = String::with_capacity(text.len() + 1);
+    if j < i {
+        let at = begins[j];
+        out.push_str(&text[..at]);
+        out.push_str(&piece);
+        out.push_str(&text[at..moved.start]);
+        out.push_str(&text[moved.end..]);
+    } else {
+        // After the item now at `j` in the shorter list: the one at `j` in the list as it is.
+        let at = span(j).end;
+        out.push_str(&text[..moved.start]);
+        out.push_str(&text[moved.end..at]);
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&piece);
+        out.push_str(&text[at..]);
+    }
+    Ok(out)
 }
 
 /// The indentation step of a document: the smallest indentation a block mapping's entries
@@ -183,6 +308,31 @@ fn indent_unit(text: &str) -> usize {
         .filter(|&d| d > 0)
         .min()
         .unwrap_or(2)
+}
+
+/// Whether the document's lists under keys are mostly written with their dashes at the key's
+/// column (`containers:` then `- name: app` below its `c`); no list under a key: no.
+fn lists_indentless(text: &str) -> bool {
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .map(|l| (l.len() - l.trim_start_matches(' ').len(), l.trim()))
+        .filter(|(_, t)| !t.is_empty() && !t.starts_with('#'))
+        .collect();
+    let (mut at_key, mut deeper) = (0, 0);
+    for w in lines.windows(2) {
+        let ((key_indent, key), (item_indent, item)) = (w[0], w[1]);
+        if !key.ends_with(':') || !(item == "-" || item.starts_with("- ")) {
+            continue;
+        }
+        // The key's own column: after the dash of a `- key:` line.
+        let column = key_indent + if key.starts_with("- ") { 2 } else { 0 };
+        match item_indent.cmp(&column) {
+            std::cmp::Ordering::Equal => at_key += 1,
+            std::cmp::Ordering::Greater => deeper += 1,
+            std::cmp::Ordering::Less => {}
+        }
+    }
+    at_key > deeper
 }
 
 /// Shifts the lines of the node at `path` right by `by` spaces (the editor indents a new
@@ -227,7 +377,7 @@ fn put(
     value: &Value,
     style: Style,
     old_text: &str,
-    unit: usize,
+    layout: Layout,
 ) -> Result<bool, String> {
     let Some((last, parents)) = path.split_last() else {
         return Err("the whole object cannot be replaced in place".to_string());
@@ -248,14 +398,14 @@ fn put(
             .get(last.as_str())
             .and_then(|old| quote_of(&old, old_text));
         let flow = mapping.is_flow_style();
-        let snippet = Snippet::new(value, style, quote, flow, unit)?;
+        let snippet = Snippet::new(value, style, quote, flow, layout)?;
         set_in_mapping(mapping, last, &snippet);
         return Ok(!flow && is_block_collection(value));
     }
     if let Some(sequence) = node.as_sequence() {
         let flow = sequence.is_flow_style();
         if last == "-" {
-            let snippet = Snippet::new(value, style, None, flow, unit)?;
+            let snippet = Snippet::new(value, style, None, flow, layout)?;
             snippet.with(|v| sequence.push(v));
             return Ok(false);
         }
@@ -263,7 +413,7 @@ fn put(
             .parse()
             .map_err(|_| format!("{last} is not an index"))?;
         let quote = sequence.get(i).and_then(|old| quote_of(&old, old_text));
-        let snippet = Snippet::new(value, style, quote, flow, unit)?;
+        let snippet = Snippet::new(value, style, quote, flow, layout)?;
         if i < sequence.len() {
             snippet.with(|v| {
                 sequence.set(i, v);
@@ -311,13 +461,13 @@ impl Snippet {
         style: Style,
         quote: Option<char>,
         flow: bool,
-        unit: usize,
+        layout: Layout,
     ) -> Result<Snippet, String> {
         let text = match value {
             Value::Object(_) | Value::Array(_) if flow || is_empty_collection(value) => {
                 flow_text(value, style)
             }
-            Value::Object(_) | Value::Array(_) => block_text(value, 0, unit, style),
+            Value::Object(_) | Value::Array(_) => block_text(value, 0, layout, style),
             // A comma ends a plain scalar in a flow collection.
             Value::String(s) if flow && s.contains(',') => json_string(s),
             Value::String(s) => scalar_text(s, style, quote),
@@ -487,7 +637,8 @@ fn is_plain_safe(s: &str) -> bool {
 
 /// Block YAML for a collection, `unit` spaces a level (the editor puts the first level below
 /// its key itself).
-fn block_text(value: &Value, indent: usize, unit: usize, style: Style) -> String {
+fn block_text(value: &Value, indent: usize, layout: Layout, style: Style) -> String {
+    let unit = layout.unit;
     let pad = " ".repeat(indent);
     let mut out = String::new();
     match value {
@@ -499,7 +650,7 @@ fn block_text(value: &Value, indent: usize, unit: usize, style: Style) -> String
                     json_string(k)
                 };
                 out.push_str(&format!("{pad}{key}:"));
-                push_block_value(&mut out, v, indent, unit, style);
+                push_block_value(&mut out, v, indent, layout, style);
             }
         }
         Value::Array(items) => {
@@ -507,13 +658,13 @@ fn block_text(value: &Value, indent: usize, unit: usize, style: Style) -> String
             for item in items {
                 match item {
                     Value::Object(m) if !m.is_empty() => {
-                        let inner = block_text(item, indent + unit.max(2), unit, style);
+                        let inner = block_text(item, indent + unit.max(2), layout, style);
                         out.push_str(&dash);
                         out.push_str(&inner[indent + unit.max(2)..]);
                     }
                     _ => {
                         out.push_str(&format!("{pad}-"));
-                        push_block_value(&mut out, item, indent, unit, style);
+                        push_block_value(&mut out, item, indent, layout, style);
                     }
                 }
             }
@@ -523,15 +674,22 @@ fn block_text(value: &Value, indent: usize, unit: usize, style: Style) -> String
     out
 }
 
-fn push_block_value(out: &mut String, v: &Value, indent: usize, unit: usize, style: Style) {
+fn push_block_value(out: &mut String, v: &Value, indent: usize, layout: Layout, style: Style) {
+    let unit = layout.unit;
     match v {
         Value::Object(m) if !m.is_empty() => {
             out.push('\n');
-            out.push_str(&block_text(v, indent + unit, unit, style));
+            out.push_str(&block_text(v, indent + unit, layout, style));
         }
+        // A list under a key, with its dashes where the document puts them.
         Value::Array(a) if !a.is_empty() => {
             out.push('\n');
-            out.push_str(&block_text(v, indent + unit, unit, style));
+            let at = if layout.indentless_lists {
+                indent
+            } else {
+                indent + unit
+            };
+            out.push_str(&block_text(v, at, layout, style));
         }
         Value::String(s) if style == Style::Natural && is_literal_safe(s) => {
             out.push(' ');
@@ -580,6 +738,50 @@ mod tests {
             out,
             "# head\na: 1\n---\nspec:\n  # keep\n  t: \"60s\"   # why\n  u: x\n"
         );
+    }
+
+    /// A moved list item keeps its text (a comment above its dash, a block scalar, quoting);
+    /// an edit after the move lands in it where it now is, and a new list in it follows the
+    /// document's dashes (at the key's column here).
+    #[test]
+    fn a_moved_item_keeps_its_lines_and_new_lists_follow_the_document() {
+        let text = "spec:\n  containers:\n  # the app\n  - name: app\n    args:\n    - \"--x\"\n  - name: helper # side\n    image: h\n  # the proxy\n  - name: istio-proxy\n    env:\n    - name: PORTS\n      value: |-\n        [1,\n         2]\n";
+        let p = patch(
+            0,
+            json!([{"op": "test", "path": "/spec/containers/2/name", "value": "istio-proxy"},
+                   {"op": "move", "from": "/spec/containers/2", "path": "/spec/containers/0"},
+                   {"op": "add", "path": "/spec/containers/0/lifecycle",
+                    "value": {"postStart": {"exec": {"command": ["pilot-agent", "wait"]}}}}]),
+        );
+        let out = edit_text("f.yaml", text, &[p]).unwrap();
+        assert_eq!(
+            out,
+            "spec:\n  containers:\n  # the proxy\n  - name: istio-proxy\n    env:\n    - name: PORTS\n      value: |-\n        [1,\n         2]\n    lifecycle:\n      postStart:\n        exec:\n          command:\n          - pilot-agent\n          - wait\n  # the app\n  - name: app\n    args:\n    - \"--x\"\n  - name: helper # side\n    image: h\n"
+        );
+        // Forward past another item, the last one without a final newline.
+        let text = "l:\n- name: a\n- name: b\n- name: c";
+        let p = patch(0, json!([{"op": "move", "from": "/l/0", "path": "/l/1"}]));
+        assert_eq!(
+            edit_text("f.yaml", text, &[p]).unwrap(),
+            "l:\n- name: b\n- name: a\n- name: c"
+        );
+        let p = patch(0, json!([{"op": "move", "from": "/l/2", "path": "/l/0"}]));
+        assert_eq!(
+            edit_text("f.yaml", text, &[p]).unwrap(),
+            "l:\n- name: c\n- name: a\n- name: b\n"
+        );
+        // A flow list: refused, never rewritten some other way.
+        let p = patch(0, json!([{"op": "move", "from": "/l/1", "path": "/l/0"}]));
+        let err = edit_text("f.yaml", "l: [{name: a}, {name: b}]\n", &[p]).unwrap_err();
+        assert!(err.contains("flow-style"), "{err}");
+    }
+
+    #[test]
+    fn lists_under_keys_are_told_indentless_or_indented() {
+        assert!(lists_indentless("a:\n- 1\nb:\n  c:\n  - x\n  - y\n"));
+        assert!(!lists_indentless("a:\n  - 1\nb:\n  - 2\n"));
+        assert!(lists_indentless("- name: a\n  args:\n  - x\n"));
+        assert!(!lists_indentless("a: 1\n"));
     }
 
     /// JSON in a string (the agent's ISTIO_KUBE_APP_PROBERS) reads as kube-inject writes it:

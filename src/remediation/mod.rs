@@ -19,12 +19,14 @@ pub mod template;
 
 /// One change: put `value` at `path` (JSON pointer tokens, unescaped), or, with `rebuild`, the
 /// value at `path` rebuilt from what is there when the patch is planned (so the change composes
-/// with others on the same list).
+/// with others on the same list), or, with `moved_from`, the list item at that index moved to
+/// the index `path` ends with (a reorder written as a move, not the list rewritten).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Edit {
     pub path: Vec<String>,
     pub value: Value,
     pub rebuild: Option<template::Rebuild>,
+    pub moved_from: Option<usize>,
 }
 
 impl Edit {
@@ -39,11 +41,7 @@ impl Edit {
         if let Some(key) = key {
             path.push(key.to_string());
         }
-        Edit {
-            path,
-            value,
-            rebuild: None,
-        }
+        Edit::at_path(path, value)
     }
 
     /// `value` at `path` (tokens, unescaped).
@@ -52,6 +50,17 @@ impl Edit {
             path,
             value,
             rebuild: None,
+            moved_from: None,
+        }
+    }
+
+    /// The item at index `from` of the list at `list` moved to index `to`.
+    fn moved(list: &[String], from: usize, to: usize) -> Edit {
+        let mut path = list.to_vec();
+        path.push(to.to_string());
+        Edit {
+            moved_from: Some(from),
+            ..Edit::at_path(path, Value::Null)
         }
     }
 
@@ -87,26 +96,32 @@ impl Edit {
 }
 
 /// The edits that turn `old` into `new` at `path`: into a mapping that keeps all its keys, and a
-/// list that keeps its items in place (the same `name` at each index) and may grow at its end;
-/// otherwise the value whole (a key removed, an item moved).
+/// list of named items (containers, env) that keeps its items, in their order or moved (each
+/// move one edit, as the proxy moved first), and may grow at its end; otherwise the value whole
+/// (a key removed, an item removed).
 fn least_edits(path: &mut Vec<String>, old: &Value, new: &Value, out: &mut Vec<Edit>) {
     if old == new {
         return;
     }
     // Into the child at `token`: edited where it was, set where it is new.
-    let mut descend =
-        |path: &mut Vec<String>, token: String, before: Option<&Value>, value: &Value| {
-            path.push(token);
-            match before {
-                Some(before) => least_edits(path, before, value, out),
-                None => out.push(Edit::at_path(path.clone(), value.clone())),
-            }
-            path.pop();
-        };
+    fn descend(
+        path: &mut Vec<String>,
+        token: String,
+        before: Option<&Value>,
+        value: &Value,
+        out: &mut Vec<Edit>,
+    ) {
+        path.push(token);
+        match before {
+            Some(before) => least_edits(path, before, value, out),
+            None => out.push(Edit::at_path(path.clone(), value.clone())),
+        }
+        path.pop();
+    }
     match (old, new) {
         (Value::Object(o), Value::Object(n)) if o.keys().all(|k| n.contains_key(k)) => {
             for (key, value) in n {
-                descend(path, key.clone(), o.get(key), value);
+                descend(path, key.clone(), o.get(key), value, out);
             }
         }
         (Value::Array(o), Value::Array(n))
@@ -114,11 +129,60 @@ fn least_edits(path: &mut Vec<String>, old: &Value, new: &Value, out: &mut Vec<E
                 && o.iter().zip(n).all(|(a, b)| a.get("name") == b.get("name")) =>
         {
             for (i, value) in n.iter().enumerate() {
-                descend(path, i.to_string(), o.get(i), value);
+                descend(path, i.to_string(), o.get(i), value, out);
             }
         }
+        (Value::Array(o), Value::Array(n)) => match moves_between(o, n) {
+            Some(moves) => {
+                for &(from, to) in &moves {
+                    out.push(Edit::moved(path, from, to));
+                }
+                // Then each item edited where it now is (an old one, found by its name).
+                for (i, value) in n.iter().enumerate() {
+                    let before = (i < o.len())
+                        .then(|| o.iter().find(|item| item.get("name") == value.get("name")))
+                        .flatten();
+                    descend(path, i.to_string(), before, value, out);
+                }
+            }
+            None => out.push(Edit::at_path(path.clone(), new.clone())),
+        },
         _ => out.push(Edit::at_path(path.clone(), new.clone())),
     }
+}
+
+/// The moves (from, to; each on the list as the moves before it left it, as RFC 6902 applies
+/// them) that put the named items of `old` in the order the first `old.len()` items of `new`
+/// have; `None` unless those are the same items (each name a string, given once).
+fn moves_between(old: &[Value], new: &[Value]) -> Option<Vec<(usize, usize)>> {
+    let names = |items: &[Value]| -> Option<Vec<String>> {
+        let names: Vec<String> = items
+            .iter()
+            .map(|item| item.get("name")?.as_str().map(str::to_string))
+            .collect::<Option<_>>()?;
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        (sorted.len() == names.len()).then_some(names)
+    };
+    let mut current = names(old)?;
+    let wanted = names(new.get(..old.len())?)?;
+    let (mut a, mut b) = (current.clone(), wanted.clone());
+    a.sort();
+    b.sort();
+    if a != b {
+        return None;
+    }
+    let mut moves = Vec::new();
+    for (to, name) in wanted.iter().enumerate() {
+        let from = current.iter().position(|n| n == name)?;
+        if from != to {
+            let item = current.remove(from);
+            current.insert(to, item);
+            moves.push((from, to));
+        }
+    }
+    Some(moves)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -383,6 +447,9 @@ fn plan_patch_owned(mut working: Value, edits: &[Edit]) -> Result<(Vec<Value>, V
 
 /// Plans one edit against `working` (the `test` and the change, pushed on `ops`) and applies it.
 fn plan_edit(working: &mut Value, edit: &Edit, ops: &mut Vec<Value>) -> Result<(), String> {
+    if let Some(from) = edit.moved_from {
+        return plan_move(working, edit, from, ops);
+    }
     {
         let mut depth = 0;
         let mut node = &*working;
@@ -434,6 +501,41 @@ fn plan_edit(working: &mut Value, edit: &Edit, ops: &mut Vec<Value>) -> Result<(
     Ok(())
 }
 
+/// Plans a move within a list: a `test` of the moved item's name where it is, then the `move`
+/// (its content is not pinned: the change is where it is, not what it holds).
+fn plan_move(
+    working: &mut Value,
+    edit: &Edit,
+    from: usize,
+    ops: &mut Vec<Value>,
+) -> Result<(), String> {
+    let (_, list) = edit
+        .path
+        .split_last()
+        .ok_or("a move needs a list item's path")?;
+    let mut from_path = list.to_vec();
+    from_path.push(from.to_string());
+    let from_pointer = pointer(&from_path);
+    let mut name_path = from_path.clone();
+    name_path.push("name".to_string());
+    let name = working
+        .pointer(pointer(&name_path).as_str())
+        .cloned()
+        .ok_or_else(|| format!("{from_pointer} has no name"))?;
+    let to = pointer(&edit.path);
+    ops.push(operation(
+        "test",
+        pointer(&name_path).as_str().to_owned(),
+        name,
+    ));
+    ops.push(json!({"op": "move", "from": from_pointer.as_str(), "path": to.as_str()}));
+    let change = json_patch::PatchOperation::Move(json_patch::MoveOperation {
+        from: from_pointer,
+        path: to,
+    });
+    json_patch::patch(working, &[change]).map_err(|e| e.to_string())
+}
+
 /// `{"op": .., "path": .., "value": ..}`, as `json!` writes it, without `json!`'s copy of the
 /// value through the serializer.
 fn operation(op: &str, path: String, value: Value) -> Value {
@@ -459,33 +561,50 @@ pub fn apply(doc: &mut Value, ops: &[Value]) -> Result<(), String> {
     json_patch::patch(doc, &patch).map_err(|e| e.to_string())
 }
 
-/// The patch that undoes `forward` on the object it was applied to: for every path it changed,
-/// `test` the new value and restore the old one (or remove what it added).
+/// The patch that undoes `forward` on the object it was applied to: each operation's inverse,
+/// worked out on the object as the operations before it left it (a move shifts the paths after
+/// it), last first; each pins with a `test` what its operation left there, so a change made
+/// since makes the rollback fail instead of being overwritten.
 pub fn rollback_patch(before: &Value, forward: &[Value]) -> Result<Vec<Value>, String> {
-    let mut after = before.clone();
-    apply(&mut after, forward)?;
-    let mut ops = Vec::new();
-    for op in forward.iter().rev() {
+    let mut state = before.clone();
+    let mut inverses: Vec<Vec<Value>> = Vec::with_capacity(forward.len());
+    for op in forward {
         let kind = op.get("op").and_then(Value::as_str).unwrap_or_default();
         let path = op.get("path").and_then(Value::as_str).unwrap_or_default();
-        let new = after.pointer(path).cloned().unwrap_or(Value::Null);
-        match (kind, before.pointer(path)) {
+        let old = state.pointer(path).cloned();
+        let into_list = path
+            .rsplit_once('/')
+            .and_then(|(parent, _)| state.pointer(parent))
+            .is_some_and(Value::is_array);
+        apply(&mut state, std::slice::from_ref(op))?;
+        let new = state.pointer(path).cloned().unwrap_or(Value::Null);
+        let test = json!({"op": "test", "path": path, "value": new});
+        inverses.push(match (kind, old) {
             ("replace", Some(old)) => {
-                ops.push(json!({"op": "test", "path": path, "value": new}));
-                ops.push(json!({"op": "replace", "path": path, "value": old}));
+                vec![test, json!({"op": "replace", "path": path, "value": old})]
             }
-            ("add", None) => {
-                ops.push(json!({"op": "test", "path": path, "value": new}));
-                ops.push(json!({"op": "remove", "path": path}));
-            }
+            // An item added to a list is removed, whatever was at its index before.
+            ("add", _) if into_list => vec![test, json!({"op": "remove", "path": path})],
+            ("add", None) => vec![test, json!({"op": "remove", "path": path})],
             ("add", Some(old)) => {
-                ops.push(json!({"op": "test", "path": path, "value": new}));
-                ops.push(json!({"op": "replace", "path": path, "value": old}));
+                vec![test, json!({"op": "replace", "path": path, "value": old})]
             }
-            _ => {}
-        }
+            // Moved back; what the later operations changed inside the item is undone before
+            // this, so its name is pinned, not its content.
+            ("move", _) => {
+                let from = op.get("from").and_then(Value::as_str).unwrap_or_default();
+                let name = format!("{path}/name");
+                let mut ops = Vec::new();
+                if let Some(n) = state.pointer(&name) {
+                    ops.push(json!({"op": "test", "path": name, "value": n}));
+                }
+                ops.push(json!({"op": "move", "from": path, "path": from}));
+                ops
+            }
+            _ => Vec::new(),
+        });
     }
-    Ok(ops)
+    Ok(inverses.into_iter().rev().flatten().collect())
 }
 
 impl Remediation {
@@ -647,13 +766,71 @@ mod tests {
                 ("c/1".into(), json!({"name": "b"}))
             ]
         );
-        // Items moved, or a list that shrinks: the list whole.
-        let moved = json!([{"name": "b"}, {"name": "a"}]);
-        assert_eq!(
-            edits(json!([{"name": "a"}, {"name": "b"}]), moved.clone()),
-            [("c".into(), moved)]
-        );
+        // A list that shrinks, or whose named items are not each given once: the list whole.
         assert_eq!(edits(json!([1, 2]), json!([1])), [("c".into(), json!([1]))]);
+        let twice = json!([{"name": "b"}, {"name": "a", "x": 1}, {"name": "a"}]);
+        assert_eq!(
+            edits(
+                json!([{"name": "a", "x": 1}, {"name": "a"}, {"name": "b"}]),
+                twice.clone()
+            ),
+            [("c".into(), twice)]
+        );
+    }
+
+    /// Named items moved (the proxy first) are moves, each on the list as the moves before left
+    /// it, then the edits inside the items where they now are; the patch applies to the new list
+    /// and its rollback to the old one.
+    #[test]
+    fn named_items_moved_are_moves_not_the_list_rewritten() {
+        let old = json!({"c": [{"name": "a"}, {"name": "b"}, {"name": "p", "v": 1}]});
+        let new =
+            json!({"c": [{"name": "p", "v": 2}, {"name": "a"}, {"name": "b"}, {"name": "n"}]});
+        let mut out = Vec::new();
+        least_edits(&mut vec!["c".to_string()], &old["c"], &new["c"], &mut out);
+        let shown: Vec<(String, Option<usize>, Value)> = out
+            .iter()
+            .map(|e| (e.path.join("/"), e.moved_from, e.value.clone()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("c/0".into(), Some(2), Value::Null),
+                ("c/0/v".into(), None, json!(2)),
+                ("c/3".into(), None, json!({"name": "n"})),
+            ]
+        );
+        let ops = plan_patch(&old, &out).expect("planned");
+        assert_eq!(
+            ops[..2],
+            [
+                json!({"op": "test", "path": "/c/2/name", "value": "p"}),
+                json!({"op": "move", "from": "/c/2", "path": "/c/0"}),
+            ]
+        );
+        let mut doc = old.clone();
+        apply(&mut doc, &ops).expect("applies");
+        assert_eq!(doc, new);
+        let back = rollback_patch(&old, &ops).expect("rollback");
+        apply(&mut doc, &back).expect("rolls back");
+        assert_eq!(doc, old);
+        // Two items swapped past each other: two moves.
+        let old = json!([{"name": "a"}, {"name": "b"}, {"name": "c"}]);
+        let new = json!([{"name": "c"}, {"name": "b"}, {"name": "a"}]);
+        let mut out = Vec::new();
+        least_edits(&mut vec!["l".to_string()], &old, &new, &mut out);
+        let moves: Vec<_> = out
+            .iter()
+            .map(|e| (e.moved_from, e.path.join("/")))
+            .collect();
+        assert_eq!(moves, [(Some(2), "l/0".into()), (Some(2), "l/1".into())]);
+        let mut doc = json!({"l": old.clone()});
+        let ops = plan_patch(&doc, &out).expect("planned");
+        apply(&mut doc, &ops).expect("applies");
+        assert_eq!(doc["l"], new);
+        let back = rollback_patch(&json!({"l": old.clone()}), &ops).expect("rollback");
+        apply(&mut doc, &back).expect("rolls back");
+        assert_eq!(doc["l"], old);
     }
 
     #[test]
