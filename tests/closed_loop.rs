@@ -1578,8 +1578,10 @@ async fn a_target_in_a_namespace_not_opted_in_is_proposed_never_written() {
 /// readiness probe fails too, and that fix rewrites the probe in the template as the injector
 /// does (the annotation would change nothing), and, the proxy image being 1.28 here, whose
 /// agent serves lifecycle hooks, its HTTP preStop hook with it. Both fixes rebuild the
-/// containers list, and one Remediation carries both. Approved, it is written once and verified
-/// on the live object; rolled back, the template is the original exactly.
+/// containers list, and one Remediation carries both. Approved, it is written once (the proxy
+/// moved, not the list rewritten) and verified on the live object; the app's image bumped
+/// since, the rollback moves the proxy back by its name and keeps the image: the template is
+/// the original exactly but for that image.
 #[tokio::test]
 async fn a_pre_injected_template_is_fixed_in_its_containers_and_rolls_back_exactly() {
     install_once().await;
@@ -1665,15 +1667,33 @@ async fn a_pre_injected_template_is_fixed_in_its_containers_and_rolls_back_exact
         json!({"name": "ISTIO_KUBE_APP_PROBERS",
                "value": "{\"/app-health/orders/readyz\":{\"httpGet\":{\"path\":\"/readyz\",\"port\":9898,\"scheme\":\"HTTP\"},\"timeoutSeconds\":1},\"/app-lifecycle/orders/prestopz\":{\"httpGet\":{\"path\":\"/drain\",\"port\":9898,\"scheme\":\"HTTP\"}}}"})
     );
+    // A release bumps the app's image after the approval (the app is second now): not a field
+    // meshmedic wrote, so the rollback keeps it, the proxy moved back by its name.
+    let bumped = "ghcr.io/stefanprodan/podinfo:6.2.0";
+    api.patch(
+        "orders",
+        &PatchParams::default(),
+        &Patch::<()>::Json(
+            serde_json::from_value(json!([
+                {"op": "test", "path": "/spec/template/spec/containers/1/name", "value": "orders"},
+                {"op": "replace", "path": "/spec/template/spec/containers/1/image", "value": bumped}
+            ]))
+            .expect("patch"),
+        ),
+    )
+    .await
+    .expect("image bumped");
     meshmedic::cli::rollback::rollback(&admin, &ns, &name)
         .await
         .expect("rollback");
     wait_phase(&admin, &ns, &name, Phase::RolledBack).await;
     let after = api.get("orders").await.expect("deployment");
+    let mut expected = before.data["spec"]["template"].clone();
+    expected["spec"]["containers"][0]["image"] = json!(bumped);
     assert_eq!(
         serde_json::to_vec(&after.data["spec"]["template"]).expect("json"),
-        serde_json::to_vec(&before.data["spec"]["template"]).expect("json"),
-        "the pod template byte-identical to the original"
+        serde_json::to_vec(&expected).expect("json"),
+        "the pod template as it was, with the new image"
     );
     operator.stop();
 }

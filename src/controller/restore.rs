@@ -54,23 +54,64 @@ pub fn conflicts(prefix: &str, original: &Value, written: &Value, current: &Valu
 /// RFC 6902 operations that take every path meshmedic changed from its written value back to the
 /// original one. Each is pinned with a `test` of the written value where there is one, so a
 /// concurrent edit makes the whole patch fail (nothing written) instead of being overwritten.
-/// Everything else in the object is left as it is.
+/// Everything else in the object is left as it is. Named items that only changed places (the
+/// proxy moved first) are moved back, each pinned by its name, and then compared by name: an
+/// item someone edited since keeps the edit where meshmedic did not write.
 pub fn restore_ops(prefix: &str, original: &Value, written: &Value) -> Vec<Value> {
     let mut ops = Vec::new();
-    for path in changed_paths(prefix, original, written) {
-        let old = at(original, prefix, &path);
-        let new = at(written, prefix, &path);
-        if let Some(new) = new {
-            ops.push(json!({"op": "test", "path": path, "value": new}));
-        }
-        match (old, new) {
-            (Some(old), Some(_)) => ops.push(json!({"op": "replace", "path": path, "value": old})),
-            (None, Some(_)) => ops.push(json!({"op": "remove", "path": path})),
-            (Some(old), None) => ops.push(json!({"op": "add", "path": path, "value": old})),
-            (None, None) => {}
-        }
-    }
+    restore(prefix, Some(original), Some(written), &mut ops);
     ops
+}
+
+fn restore(path: &str, old: Option<&Value>, new: Option<&Value>, ops: &mut Vec<Value>) {
+    match (old, new) {
+        (Some(Value::Object(x)), Some(Value::Object(y))) => {
+            for (k, v) in x {
+                restore(&format!("{path}/{}", escape(k)), Some(v), y.get(k), ops);
+            }
+            for (k, v) in y {
+                if !x.contains_key(k) {
+                    restore(&format!("{path}/{}", escape(k)), None, Some(v), ops);
+                }
+            }
+        }
+        (Some(Value::Array(x)), Some(Value::Array(y))) if x.len() == y.len() => {
+            let moves = crate::remediation::moves_between(y, x).filter(|m| !m.is_empty());
+            let Some(moves) = moves else {
+                for (i, (v, w)) in x.iter().zip(y).enumerate() {
+                    restore(&format!("{path}/{i}"), Some(v), Some(w), ops);
+                }
+                return;
+            };
+            // The written order, moved item by item into the original one.
+            let mut order: Vec<&Value> = y.iter().collect();
+            for (from, to) in moves {
+                let item = order.remove(from);
+                ops.push(json!({"op": "test", "path": format!("{path}/{from}/name"),
+                                "value": item.get("name")}));
+                ops.push(json!({"op": "move", "from": format!("{path}/{from}"),
+                                "path": format!("{path}/{to}")}));
+                order.insert(to, item);
+            }
+            for (i, (v, w)) in x.iter().zip(order).enumerate() {
+                restore(&format!("{path}/{i}"), Some(v), Some(w), ops);
+            }
+        }
+        (old, new) if old != new => {
+            if let Some(new) = new {
+                ops.push(json!({"op": "test", "path": path, "value": new}));
+            }
+            match (old, new) {
+                (Some(old), Some(_)) => {
+                    ops.push(json!({"op": "replace", "path": path, "value": old}))
+                }
+                (None, Some(_)) => ops.push(json!({"op": "remove", "path": path})),
+                (Some(old), None) => ops.push(json!({"op": "add", "path": path, "value": old})),
+                (None, None) => {}
+            }
+        }
+        _ => {}
+    }
 }
 
 fn overlaps(a: &str, b: &str) -> bool {
@@ -84,17 +125,29 @@ fn value_at<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
 
 /// Whether every field meshmedic owns still holds the last value meshmedic wrote there (a field
 /// written by several writes is judged by the last one). Err: the first path someone changed.
+/// The undo's moves are made on a copy as they come, so the fields after them are read where
+/// the undo finds them.
 pub fn intact(spec: &Value, undos: &[Vec<Value>]) -> Result<(), String> {
-    let doc = json!({ "spec": spec });
+    let mut doc = json!({ "spec": spec });
     let mut covered: Vec<String> = Vec::new();
     for ops in undos.iter().rev() {
         let mut touched = Vec::new();
         for op in ops {
             let path = op.get("path").and_then(Value::as_str).unwrap_or_default();
             touched.push(path.to_string());
-            if op.get("op").and_then(Value::as_str) != Some("test")
-                || covered.iter().any(|c| overlaps(c, path))
-            {
+            match op.get("op").and_then(Value::as_str) {
+                Some("move") => {
+                    if let Some(from) = op.get("from").and_then(Value::as_str) {
+                        touched.push(from.to_string());
+                    }
+                    crate::remediation::apply(&mut doc, std::slice::from_ref(op))
+                        .map_err(|_| path.to_string())?;
+                    continue;
+                }
+                Some("test") => {}
+                _ => continue,
+            }
+            if covered.iter().any(|c| overlaps(c, path)) {
                 continue;
             }
             if value_at(&doc, path) != op.get("value") {
@@ -212,6 +265,59 @@ mod tests {
         let mut obj = json!({"metadata": {"name": "cart"}, "spec": written});
         apply(&mut obj, &ops).unwrap();
         assert_eq!(obj["spec"], original);
+    }
+
+    /// The proxy moved first, its hook added; then someone bumps the app's image. The rollback
+    /// moves the proxy back and removes the hook, and keeps the image: the containers are
+    /// compared by name, not by where they are.
+    #[test]
+    fn containers_moved_back_by_name_keep_a_later_edit_to_another_container() {
+        let original = json!({"containers": [{"name": "app", "image": "a:1"},
+                                            {"name": "worker", "image": "w:1"},
+                                            {"name": "istio-proxy", "image": "p"}]});
+        let written = json!({"containers": [
+            {"name": "istio-proxy", "image": "p",
+             "lifecycle": {"postStart": {"exec": {"command": ["pilot-agent", "wait"]}}}},
+            {"name": "app", "image": "a:1"},
+            {"name": "worker", "image": "w:1"}]});
+        let undos = vec![restore_ops("/spec", &original, &written)];
+        assert_eq!(
+            undos[0][..2],
+            [
+                json!({"op": "test", "path": "/spec/containers/0/name", "value": "istio-proxy"}),
+                json!({"op": "move", "from": "/spec/containers/0", "path": "/spec/containers/2"}),
+            ]
+        );
+        let mut current = written.clone();
+        current["containers"][1]["image"] = json!("a:2");
+        assert_eq!(intact(&written, &undos), Ok(()));
+        assert_eq!(intact(&current, &undos), Ok(()));
+        let restored = undo(&current, &undos).expect("undone");
+        let mut expected = original.clone();
+        expected["containers"][0]["image"] = json!("a:2");
+        assert_eq!(restored, expected);
+        // The patch the rollback sends: from the live spec to the restored one.
+        let mut obj = json!({"spec": current.clone()});
+        apply(&mut obj, &restore_ops("/spec", &restored, &current)).expect("applies");
+        assert_eq!(obj["spec"], expected);
+        // The hook meshmedic wrote, changed by someone: refused, naming it.
+        let mut hook = written.clone();
+        hook["containers"][0]["lifecycle"]["postStart"]["exec"]["command"] = json!(["x"]);
+        assert_eq!(
+            undo(&hook, &undos),
+            Err("/spec/containers/2/lifecycle".to_string())
+        );
+        assert!(intact(&hook, &undos).is_err());
+        // The order changed by someone since: refused at the move.
+        let mut reordered = written.clone();
+        reordered["containers"]
+            .as_array_mut()
+            .expect("list")
+            .swap(0, 1);
+        assert_eq!(
+            undo(&reordered, &undos),
+            Err("/spec/containers/0/name".to_string())
+        );
     }
 
     #[test]

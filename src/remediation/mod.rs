@@ -151,10 +151,12 @@ fn least_edits(path: &mut Vec<String>, old: &Value, new: &Value, out: &mut Vec<E
     }
 }
 
-/// The moves (from, to; each on the list as the moves before it left it, as RFC 6902 applies
-/// them) that put the named items of `old` in the order the first `old.len()` items of `new`
-/// have; `None` unless those are the same items (each name a string, given once).
-fn moves_between(old: &[Value], new: &[Value]) -> Option<Vec<(usize, usize)>> {
+/// The fewest moves (from, to; each on the list as the moves before it left it, as RFC 6902
+/// applies them) that put the named items of `old` in the order the first `old.len()` items of
+/// `new` have: the items already in order among themselves stay (a longest run of them, in
+/// order though not side by side) and each other one goes right after the item that precedes it
+/// in `new`. `None` unless those are the same items (each name a string, given once).
+pub fn moves_between(old: &[Value], new: &[Value]) -> Option<Vec<(usize, usize)>> {
     let names = |items: &[Value]| -> Option<Vec<String>> {
         let names: Vec<String> = items
             .iter()
@@ -165,24 +167,49 @@ fn moves_between(old: &[Value], new: &[Value]) -> Option<Vec<(usize, usize)>> {
         sorted.dedup();
         (sorted.len() == names.len()).then_some(names)
     };
-    let mut current = names(old)?;
+    let old_names = names(old)?;
     let wanted = names(new.get(..old.len())?)?;
-    let (mut a, mut b) = (current.clone(), wanted.clone());
-    a.sort();
-    b.sort();
-    if a != b {
-        return None;
-    }
-    let mut moves = Vec::new();
-    for (to, name) in wanted.iter().enumerate() {
-        let from = current.iter().position(|n| n == name)?;
-        if from != to {
-            let item = current.remove(from);
-            current.insert(to, item);
-            moves.push((from, to));
+    // Each old item's place in the new order.
+    let target: Vec<usize> = old_names
+        .iter()
+        .map(|n| wanted.iter().position(|w| w == n))
+        .collect::<Option<_>>()?;
+    // A longest increasing run of targets (quadratic: lists of containers are short).
+    let count = target.len();
+    let mut length = vec![1usize; count];
+    let mut previous = vec![None; count];
+    for i in 0..count {
+        for j in 0..i {
+            if target[j] < target[i] && length[j] + 1 > length[i] {
+                length[i] = length[j] + 1;
+                previous[i] = Some(j);
+            }
         }
     }
-    Some(moves)
+    let mut stays = vec![false; count];
+    let mut at = (0..count).max_by_key(|&i| (length[i], std::cmp::Reverse(i)));
+    while let Some(i) = at {
+        stays[i] = true;
+        at = previous[i];
+    }
+    let mut current = target.clone();
+    let mut moved: Vec<usize> = (0..count)
+        .filter(|&i| !stays[i])
+        .map(|i| target[i])
+        .collect();
+    moved.sort_unstable();
+    let mut moves = Vec::with_capacity(moved.len());
+    for t in moved {
+        let from = current.iter().position(|&c| c == t)?;
+        current.remove(from);
+        let to = match t.checked_sub(1) {
+            None => 0,
+            Some(before) => current.iter().position(|&c| c == before)? + 1,
+        };
+        current.insert(to, t);
+        moves.push((from, to));
+    }
+    (current.iter().enumerate().all(|(i, &t)| i == t)).then_some(moves)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -831,6 +858,59 @@ mod tests {
         let back = rollback_patch(&json!({"l": old.clone()}), &ops).expect("rollback");
         apply(&mut doc, &back).expect("rolls back");
         assert_eq!(doc["l"], old);
+    }
+
+    /// Every order of five named items: the moves make the new order, and there are as few as
+    /// the items out of a longest in-order run.
+    #[test]
+    fn moves_between_every_order_of_five_are_right_and_fewest() {
+        fn permutations(items: Vec<usize>) -> Vec<Vec<usize>> {
+            if items.len() <= 1 {
+                return vec![items];
+            }
+            let mut out = Vec::new();
+            for i in 0..items.len() {
+                let mut rest = items.clone();
+                let first = rest.remove(i);
+                for mut p in permutations(rest) {
+                    p.insert(0, first);
+                    out.push(p);
+                }
+            }
+            out
+        }
+        let named = |order: &[usize]| -> Vec<Value> {
+            order
+                .iter()
+                .map(|i| json!({"name": format!("c{i}")}))
+                .collect()
+        };
+        let old = named(&[0, 1, 2, 3, 4]);
+        for order in permutations(vec![0, 1, 2, 3, 4]) {
+            let new = named(&order);
+            let moves = moves_between(&old, &new).expect("same items");
+            let mut list = Value::Array(old.clone());
+            for (from, to) in &moves {
+                let op =
+                    json!({"op": "move", "from": format!("/{from}"), "path": format!("/{to}")});
+                apply(&mut list, &[op]).expect("moves");
+            }
+            assert_eq!(list, Value::Array(new.clone()), "{order:?}");
+            let longest_in_order = (0..order.len())
+                .fold(vec![0usize; order.len()], |mut run, i| {
+                    run[i] = 1
+                        + (0..i)
+                            .filter(|&j| order[j] < order[i])
+                            .map(|j| run[j])
+                            .max()
+                            .unwrap_or(0);
+                    run
+                })
+                .into_iter()
+                .max()
+                .unwrap_or(0);
+            assert_eq!(moves.len(), order.len() - longest_in_order, "{order:?}");
+        }
     }
 
     #[test]
