@@ -165,6 +165,8 @@ pub fn intact(spec: &Value, undos: &[Vec<Value>]) -> Result<(), String> {
 /// else's edit: Err with its path, and nothing is to be written.
 pub fn undo(spec: &Value, undos: &[Vec<Value>]) -> Result<Value, String> {
     let mut doc = json!({ "spec": spec });
+    // The moves made so far, to name a conflict where the target has it now.
+    let mut moved: Vec<(String, String)> = Vec::new();
     for ops in undos.iter().rev() {
         let mut k = 0;
         while k < ops.len() {
@@ -188,13 +190,61 @@ pub fn undo(spec: &Value, undos: &[Vec<Value>]) -> Result<Value, String> {
                 continue; // already as it was before this write
             }
             if now != expected {
-                return Err(path.to_string());
+                return Err(as_it_is_now(path, &moved));
             }
             crate::remediation::apply(&mut doc, std::slice::from_ref(restore))
-                .map_err(|e| format!("{path} ({e})"))?;
+                .map_err(|e| format!("{} ({e})", as_it_is_now(path, &moved)))?;
+            if restore.get("op").and_then(Value::as_str) == Some("move") {
+                let from = restore
+                    .get("from")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let to = restore
+                    .get("path")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                moved.push((from.to_string(), to.to_string()));
+            }
         }
     }
     Ok(doc.get("spec").cloned().unwrap_or(Value::Null))
+}
+
+/// `path`, read after the `moved` list items were moved (from, to), as it is in the target
+/// before them: the path a person finds the field at.
+fn as_it_is_now(path: &str, moved: &[(String, String)]) -> String {
+    let mut path = path.to_string();
+    for (from, to) in moved.iter().rev() {
+        let (Some((list, f)), Some((_, t))) = (from.rsplit_once('/'), to.rsplit_once('/')) else {
+            continue;
+        };
+        let (Ok(f), Ok(t)) = (f.parse::<usize>(), t.parse::<usize>()) else {
+            continue;
+        };
+        let Some(rest) = path.strip_prefix(&format!("{list}/")) else {
+            continue;
+        };
+        let (index, tail) = rest.split_once('/').map_or((rest, ""), |(i, r)| (i, r));
+        let Ok(i) = index.parse::<usize>() else {
+            continue;
+        };
+        // The move took the item at `f` out and put it at `t`: the items between shifted.
+        let before = if i == t {
+            f
+        } else if f < t && (f..t).contains(&i) {
+            i + 1
+        } else if t < f && (t + 1..=f).contains(&i) {
+            i - 1
+        } else {
+            i
+        };
+        path = if tail.is_empty() {
+            format!("{list}/{before}")
+        } else {
+            format!("{list}/{before}/{tail}")
+        };
+    }
+    path
 }
 
 /// The undo log as one RFC 6902 patch (last write first): atomic on the API server.
@@ -303,9 +353,24 @@ mod tests {
         // The hook meshmedic wrote, changed by someone: refused, naming it.
         let mut hook = written.clone();
         hook["containers"][0]["lifecycle"]["postStart"]["exec"]["command"] = json!(["x"]);
+        // Named where it is in the target, the proxy still first (and the items it passed
+        // one place further on).
+        let moved = [(
+            "/spec/containers/0".to_string(),
+            "/spec/containers/2".to_string(),
+        )];
+        assert_eq!(
+            as_it_is_now("/spec/containers/0/image", &moved),
+            "/spec/containers/1/image"
+        );
+        assert_eq!(
+            as_it_is_now("/spec/containers/2", &moved),
+            "/spec/containers/0"
+        );
+        assert_eq!(as_it_is_now("/spec/other/2", &moved), "/spec/other/2");
         assert_eq!(
             undo(&hook, &undos),
-            Err("/spec/containers/2/lifecycle".to_string())
+            Err("/spec/containers/0/lifecycle".to_string())
         );
         assert!(intact(&hook, &undos).is_err());
         // The order changed by someone since: refused at the move.
