@@ -290,14 +290,18 @@ fn move_item(text: &str, item: Option<usize>, from: &str, to: &str) -> Result<St
     Ok(out)
 }
 
+/// The lines that hold YAML (not blank, not a comment): (indentation, trimmed text).
+fn content_lines(text: &str) -> Vec<(usize, &str)> {
+    text.lines()
+        .map(|l| (l.len() - l.trim_start_matches(' ').len(), l.trim()))
+        .filter(|(_, t)| !t.is_empty() && !t.starts_with('#'))
+        .collect()
+}
+
 /// The indentation step of a document: the smallest indentation a block mapping's entries
 /// have beyond their parent key (2 when the document has no nesting to tell).
 fn indent_unit(text: &str) -> usize {
-    let lines: Vec<(usize, &str)> = text
-        .lines()
-        .map(|l| (l.len() - l.trim_start_matches(' ').len(), l.trim()))
-        .filter(|(_, t)| !t.is_empty() && !t.starts_with('#'))
-        .collect();
+    let lines = content_lines(text);
     lines
         .windows(2)
         .filter(|w| w[0].1.ends_with(':') && !w[1].1.starts_with('-'))
@@ -313,11 +317,7 @@ fn indent_unit(text: &str) -> usize {
 /// Whether the document's lists under keys are mostly written with their dashes at the key's
 /// column (`containers:` then `- name: app` below its `c`); no list under a key: no.
 fn lists_indentless(text: &str) -> bool {
-    let lines: Vec<(usize, &str)> = text
-        .lines()
-        .map(|l| (l.len() - l.trim_start_matches(' ').len(), l.trim()))
-        .filter(|(_, t)| !t.is_empty() && !t.starts_with('#'))
-        .collect();
+    let lines = content_lines(text);
     let (mut at_key, mut deeper) = (0, 0);
     for w in lines.windows(2) {
         let ((key_indent, key), (item_indent, item)) = (w[0], w[1]);

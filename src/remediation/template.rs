@@ -154,21 +154,24 @@ fn app_probes_through_the_agent(
             _ => continue,
         };
         let named_ports = named_ports(fields);
+        // Each probe or hook in `map` under `key`, to the agent at `url`.
+        let mut through = |map: &mut Map<String, Value>, key: &str, url: String| {
+            let Some(action) = map.get(key).and_then(Value::as_object) else {
+                return;
+            };
+            let Some(prober) = prober(action, &named_ports, status_port) else {
+                return;
+            };
+            let rewritten = through_the_agent(action, &url, status_port);
+            map.insert(key.to_string(), rewritten);
+            probers.insert(url, prober);
+        };
         for (key, endpoint) in [
             ("readinessProbe", "readyz"),
             ("livenessProbe", "livez"),
             ("startupProbe", "startupz"),
         ] {
-            let Some(probe) = fields.get(key).and_then(Value::as_object) else {
-                continue;
-            };
-            let Some(prober) = prober(probe, &named_ports, status_port) else {
-                continue;
-            };
-            let url = format!("/app-health/{name}/{endpoint}");
-            let rewritten = through_the_agent(probe, &url, status_port);
-            fields.insert(key.to_string(), rewritten);
-            probers.insert(url, prober);
+            through(fields, key, format!("/app-health/{name}/{endpoint}"));
         }
         if !lifecycle_hooks {
             continue;
@@ -180,19 +183,13 @@ fn app_probes_through_the_agent(
             // A hook is an HTTP GET, a TCP connection, a command or a sleep, without a
             // timeout; the last two run past no proxy and are left as they are (and `grpc` is
             // no hook's, so not read as one).
-            let Some(hook) = hooks.get(key).and_then(Value::as_object) else {
-                continue;
-            };
-            if hook.contains_key("grpc") {
+            if hooks
+                .get(key)
+                .is_some_and(|hook| hook.get("grpc").is_some())
+            {
                 continue;
             }
-            let Some(prober) = prober(hook, &named_ports, status_port) else {
-                continue;
-            };
-            let url = format!("/app-lifecycle/{name}/{endpoint}");
-            let rewritten = through_the_agent(hook, &url, status_port);
-            hooks.insert(key.to_string(), rewritten);
-            probers.insert(url, prober);
+            through(hooks, key, format!("/app-lifecycle/{name}/{endpoint}"));
         }
     }
     probers
