@@ -480,8 +480,11 @@ fn plan_edit(working: &mut Value, edit: &Edit, ops: &mut Vec<Value>) -> Result<(
     {
         let mut depth = 0;
         let mut node = &*working;
-        for token in &edit.path {
+        for (i, token) in edit.path.iter().enumerate() {
             match child(node, token) {
+                // A key given with no value (`annotations:` and nothing under it) on the way
+                // is as good as absent, as the API server reads it: set whole below.
+                Some(Value::Null) if i + 1 < edit.path.len() => break,
                 Some(next) => {
                     node = next;
                     depth += 1;
@@ -911,6 +914,42 @@ mod tests {
                 .unwrap_or(0);
             assert_eq!(moves.len(), order.len() - longest_in_order, "{order:?}");
         }
+    }
+
+    /// `annotations:` with nothing under it is null: an annotation is set by putting the whole
+    /// mapping there (JSON Patch `add` replaces a key's value), its parent pinned. Found on
+    /// christian-posta/istio-demos, whose Deployments have such templates: their fixes could
+    /// not be planned and their findings were lost.
+    #[test]
+    fn a_key_given_with_no_value_on_the_way_is_set_whole() {
+        let doc = json!({"spec": {"template": {"metadata": {"annotations": null, "labels": {"a": "b"}}}}});
+        let ops = plan_patch(
+            &doc,
+            &[Edit::at(
+                "/spec/template/metadata/annotations",
+                Some("sidecar.istio.io/x"),
+                json!("1"),
+            )],
+        )
+        .expect("planned");
+        assert_eq!(
+            ops,
+            [
+                json!({"op": "test", "path": "/spec/template/metadata",
+                       "value": {"annotations": null, "labels": {"a": "b"}}}),
+                json!({"op": "add", "path": "/spec/template/metadata/annotations",
+                       "value": {"sidecar.istio.io/x": "1"}}),
+            ]
+        );
+        let mut patched = doc.clone();
+        apply(&mut patched, &ops).expect("applies");
+        assert_eq!(
+            patched["spec"]["template"]["metadata"]["annotations"],
+            json!({"sidecar.istio.io/x": "1"})
+        );
+        let back = rollback_patch(&doc, &ops).expect("rollback");
+        apply(&mut patched, &back).expect("rolls back");
+        assert_eq!(patched, doc);
     }
 
     #[test]
