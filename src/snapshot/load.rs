@@ -952,11 +952,17 @@ fn read_document_parts(
                 message: format!(
                     "not valid YAML: {}{}",
                     e.message,
-                    if placeholder_near(&chunk, e.line) {
-                        "; `${…}` there is a placeholder for envsubst or a CI tool, not YAML: \
-                         substitute it first (envsubst < FILE | meshmedic analyze -)"
-                    } else {
-                        ""
+                    match placeholder_near(&chunk, e.line) {
+                        Some(Placeholder::Shell) => {
+                            "; `${…}` there is a placeholder for envsubst or a CI tool, not \
+                             YAML: substitute it first (envsubst < FILE | meshmedic analyze -)"
+                        }
+                        Some(Placeholder::Delimited) => {
+                            "; `%…%` or `@…@` there is a placeholder a script or a build tool \
+                             replaces (sed, Maven resource filtering), not YAML: substitute it \
+                             first and give meshmedic the result (… | meshmedic analyze -)"
+                        }
+                        None => "",
                     }
                 ),
             })),
@@ -1018,17 +1024,49 @@ fn read_document_parts(
     })
 }
 
-/// Whether a `${…}` placeholder (envsubst, a CI templating step) stands on the 1-based `line` of
-/// `document` or the line before it, where a YAML error it causes is reported (an unquoted
-/// `${urls}` alone on a line of a sequence, in retaildevcrews/istio, is "could not find expected
-/// ':'" on the next line).
-fn placeholder_near(document: &str, line: usize) -> bool {
+/// A template placeholder a tool replaces before the text is YAML.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Placeholder {
+    /// `${NAME}`: envsubst, CI variables.
+    Shell,
+    /// `%NAME%` or `@name@` at the start of a value, where YAML reserves both characters: sed
+    /// scripts (RedHatGov/service-mesh-workshop-code's `image: %USER_PROFILE_IMAGE_URI%:1.0`),
+    /// Maven resource filtering (`@project.version@`).
+    Delimited,
+}
+
+/// The placeholder on the 1-based `line` of `document` or the line before it, where a YAML error
+/// it causes is reported (an unquoted `${urls}` alone on a line of a sequence, in
+/// retaildevcrews/istio, is "could not find expected ':'" on the next line).
+fn placeholder_near(document: &str, line: usize) -> Option<Placeholder> {
     let first = line.saturating_sub(2);
-    document
-        .lines()
-        .skip(first)
-        .take(line - first)
+    let near: Vec<&str> = document.lines().skip(first).take(line - first).collect();
+    if near
+        .iter()
         .any(|l| l.find("${").is_some_and(|i| l[i..].contains('}')))
+    {
+        return Some(Placeholder::Shell);
+    }
+    // A value (after `key: ` or `- `) that starts with the delimiter and closes it on the line.
+    let delimited = |l: &&str| {
+        let value = l
+            .split_once(": ")
+            .map(|(_, v)| v)
+            .or_else(|| l.trim_start().strip_prefix("- "))
+            .unwrap_or_default()
+            .trim_start();
+        ['%', '@'].into_iter().any(|d| {
+            value.strip_prefix(d).is_some_and(|rest| {
+                rest.split_once(d).is_some_and(|(name, _)| {
+                    !name.is_empty()
+                        && name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+                })
+            })
+        })
+    };
+    near.iter().any(delimited).then_some(Placeholder::Delimited)
 }
 
 /// Splits a file into its YAML documents and parses each (JSON is YAML too); the first broken
@@ -1157,6 +1195,27 @@ pub(crate) mod tests {
             panic!("{:?}", docs.len())
         };
         assert!(!bad.message.contains("envsubst"), "{}", bad.message);
+        // `%…%` and `@…@` where a value starts: YAML reserves both characters there.
+        for (value, ok) in [
+            ("%USER_PROFILE_IMAGE_URI%:1.0", true),
+            ("@project.version@", true),
+            ("@ not a placeholder", false),
+        ] {
+            let text = format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: a}}\nspec:\n  image: {value}\n"
+            );
+            let docs = read_documents("p.yaml", &text);
+            let Some(Err(bad)) = docs.first() else {
+                panic!("{value}: {:?}", docs.len())
+            };
+            assert_eq!(
+                bad.message
+                    .contains("placeholder a script or a build tool replaces"),
+                ok,
+                "{}",
+                bad.message
+            );
+        }
         // A placeholder that YAML reads as text is no error at all.
         let fine = "apiVersion: v1\nkind: Service\nmetadata: {name: \"${NAME}\"}\n";
         assert!(read_documents("ok.yaml", fine)[0].is_ok());
