@@ -74,6 +74,12 @@ fn none(yaml: &str) {
     none_of(yaml, CODE)
 }
 
+/// With `f`'s fix applied to `yaml`, nothing of this code is left to find.
+fn assert_fix_leaves_nothing(yaml: &str, f: &Finding) {
+    let left = crate::analysis::test_support::findings_after_fix(yaml, &f.remediation, CODE);
+    assert!(left.is_empty(), "{left:?}");
+}
+
 fn annotations(f: &Finding) -> &serde_json::Value {
     &f.remediation.resource["spec"]["template"]["metadata"]["annotations"]
 }
@@ -474,14 +480,7 @@ fn a_proxy_written_into_the_template_gets_its_probes_rewritten_in_the_template()
         "true"
     );
     // With the fix applied, nothing is left to find.
-    assert!(
-        crate::analysis::test_support::findings_after_fix(
-            &yaml,
-            &f.remediation,
-            Code::MtlsProbeFailure
-        )
-        .is_empty()
-    );
+    assert_fix_leaves_nothing(&yaml, &f);
 
     // Where the webhook injects the pod again, it does so with the annotation: the annotation fix.
     let f = only(&snapshot(&pre_injected("enabled")));
@@ -569,14 +568,7 @@ fn a_native_sidecar_written_into_the_template_is_told_the_probes_among_the_init_
         "/app-health/server/readyz"
     );
     assert_eq!(spec["containers"].as_array().map(Vec::len), Some(1));
-    assert!(
-        crate::analysis::test_support::findings_after_fix(
-            &yaml,
-            &f.remediation,
-            Code::MtlsProbeFailure
-        )
-        .is_empty()
-    );
+    assert_fix_leaves_nothing(&yaml, &f);
 }
 
 /// The rebuilt containers are patched as the least edits: each probe replaced, the proxy's
@@ -678,15 +670,17 @@ fn istio(version: &str) -> SnapshotOptions {
 /// same as a probe's.
 #[test]
 fn an_http_lifecycle_hook_on_a_strict_port_is_judged_as_a_probe_is() {
-    let exec_probe = "{exec: {command: [/bin/true]}}";
+    const EXEC_PROBE: &str = "{exec: {command: [/bin/true]}}";
+    // The mesh under STRICT mTLS with `annotations` on the template, `probe` and `hooks`.
+    let with = |annotations: &str, probe: &str, hooks: &str| {
+        mesh_with_hooks(annotations, probe, hooks, &strict())
+    };
     // postStart on the serving port: the container is killed; probe rewrite is re-enabled.
-    let yaml = mesh_with_hooks(
+    let f = only(&snapshot(&with(
         REWRITE_OFF,
-        exec_probe,
+        EXEC_PROBE,
         "{postStart: {httpGet: {path: /warm, port: http}}}",
-        &strict(),
-    );
-    let f = only(&snapshot(&yaml));
+    )));
     assert_eq!(f.severity, Severity::Error);
     assert!(
         f.message.starts_with("lifecycle hooks of Deployment api"),
@@ -702,13 +696,8 @@ fn an_http_lifecycle_hook_on_a_strict_port_is_judged_as_a_probe_is() {
 
     // preStop on a port of its own, beside a failing probe: the port is kept out of capture,
     // and the finding is still an error for the probe.
-    let yaml = mesh_with_hooks(
-        REWRITE_OFF,
-        SERVING_PORT_PROBE,
-        "{preStop: {httpGet: {path: /drain, port: 8081}}}",
-        &strict(),
-    );
-    let f = only(&snapshot(&yaml));
+    let pre_stop = "{preStop: {httpGet: {path: /drain, port: 8081}}}";
+    let f = only(&snapshot(&with(REWRITE_OFF, SERVING_PORT_PROBE, pre_stop)));
     assert_eq!(f.severity, Severity::Error);
     assert!(f.message.starts_with("probes and lifecycle hooks of"));
     assert!(has_evidence(&f, "port 8081: app.lifecycle.preStop"));
@@ -718,26 +707,19 @@ fn an_http_lifecycle_hook_on_a_strict_port_is_judged_as_a_probe_is() {
         "8081"
     );
     // A preStop hook alone lets the pod serve: a warning.
-    let yaml = mesh_with_hooks(
-        REWRITE_OFF,
-        exec_probe,
-        "{preStop: {httpGet: {path: /drain, port: 8081}}}",
-        &strict(),
-    );
-    assert_eq!(only(&snapshot(&yaml)).severity, Severity::Warning);
+    let f = only(&snapshot(&with(REWRITE_OFF, EXEC_PROBE, pre_stop)));
+    assert_eq!(f.severity, Severity::Warning);
 
     // Exec and sleep hooks run past no proxy; with rewrite on the injector rewrites the hook.
-    none(&mesh_with_hooks(
+    none(&with(
         REWRITE_OFF,
-        exec_probe,
+        EXEC_PROBE,
         "{postStart: {exec: {command: [warm]}}, preStop: {sleep: {seconds: 5}}}",
-        &strict(),
     ));
-    none(&mesh_with_hooks(
+    none(&with(
         "{}",
-        exec_probe,
+        EXEC_PROBE,
         "{postStart: {httpGet: {path: /warm, port: 8080}}}",
-        &strict(),
     ));
 }
 
@@ -794,14 +776,7 @@ fn a_proxy_written_into_the_template_gets_its_hooks_rewritten_when_its_agent_ser
             r#""/app-lifecycle/server/prestopz":{"httpGet":{"path":"/drain","port":9555,"scheme":"HTTPS"}}}"#
         )
     );
-    assert!(
-        crate::analysis::test_support::findings_after_fix(
-            &yaml,
-            &f.remediation,
-            Code::MtlsProbeFailure
-        )
-        .is_empty()
-    );
+    assert_fix_leaves_nothing(&yaml, &f);
 
     // A 1.24 proxy written in: its agent serves no hooks; the probes alone are rewritten.
     let old = yaml.replace("proxyv2:1.28.0", "proxyv2:1.24.3");
