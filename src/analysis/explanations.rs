@@ -39,7 +39,7 @@ pub fn explanation(code: Code) -> &'static str {
             "The app binds 127.0.0.1 instead of 0.0.0.0. The sidecar forwards inbound traffic to the pod IP, which the app does not listen on, so every request from another pod answers 503. Cure: bind 0.0.0.0; until then a Sidecar whose ingress sends the port to 127.0.0.1 restores traffic."
         }
         Code::MtlsProbeFailure => {
-            "With mTLS on, the sidecar intercepts all inbound traffic, kubelet's health checks included; kubelet has no Istio certificate, so the handshake fails and every probe fails (503). Its HTTP lifecycle hooks fail the same way: a failing postStart kills the container, a failing preStop skips the app's shutdown step. Cure: let kubelet reach the app directly: exclude the probe port from interception, or have the injector rewrite the probes (and, since Istio 1.25, the hooks)."
+            "With mTLS on, the sidecar intercepts all inbound traffic, kubelet's health checks included; kubelet has no Istio certificate, so the handshake fails and every probe fails (503). The kubelet sends a container's HTTP lifecycle hooks the same way, and they fail too: a failing postStart kills the container, a failing preStop skips the app's shutdown step. Cure: let kubelet reach the app directly: exclude the probe port from interception, or have the injector rewrite the probes (and, since Istio 1.25, the hooks)."
         }
     }
 }
