@@ -1670,16 +1670,19 @@ async fn a_pre_injected_template_is_fixed_in_its_containers_and_rolls_back_exact
     // A release bumps the app's image after the approval (the app is second now): not a field
     // meshmedic wrote, so the rollback keeps it, the proxy moved back by its name.
     let bumped = "ghcr.io/stefanprodan/podinfo:6.2.0";
-    api.patch(
-        "orders",
-        &PatchParams::default(),
-        &Patch::<()>::Json(
-            serde_json::from_value(json!([
-                {"op": "test", "path": "/spec/template/spec/containers/1/name", "value": "orders"},
-                {"op": "replace", "path": "/spec/template/spec/containers/1/image", "value": bumped}
-            ]))
-            .expect("patch"),
-        ),
+    let orders = support::Target {
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        namespace: Some(ns.clone()),
+        name: "orders".into(),
+    };
+    support::json_patch(
+        &admin,
+        &orders,
+        &json!([
+            {"op": "test", "path": "/spec/template/spec/containers/1/name", "value": "orders"},
+            {"op": "replace", "path": "/spec/template/spec/containers/1/image", "value": bumped}
+        ]),
     )
     .await
     .expect("image bumped");

@@ -26,7 +26,7 @@ use crate::model::keys;
 use crate::model::workload::{Container, Workload};
 use crate::remediation::template::{APP_PROBERS_ENV, Rebuild};
 use crate::remediation::{Edit, Remediation};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{IstioVersion, Snapshot};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum ProbeKind {
@@ -136,10 +136,10 @@ fn hooks_rewritten(snapshot: &Snapshot, workload: &Workload, written_in: bool) -
         .then(|| workload.proxy_container()?.image.as_deref())
         .flatten();
     let (major, minor) = HOOKS_REWRITTEN_SINCE;
-    proxy_image
-        .and_then(|image| crate::snapshot::IstioVersion::of_image(image, str::to_string))
-        .unwrap_or_else(|| snapshot.istio_version.clone())
-        .at_least(major, minor)
+    match proxy_image.and_then(|image| IstioVersion::of_image(image, str::to_string)) {
+        Some(version) => version.at_least(major, minor),
+        None => snapshot.istio_version.at_least(major, minor),
+    }
 }
 
 fn port_list(value: Option<&str>) -> BTreeSet<String> {

@@ -48,9 +48,10 @@ struct Layout {
 
 impl Layout {
     fn of(text: &str) -> Layout {
+        let lines = content_lines(text);
         Layout {
-            unit: indent_unit(text),
-            indentless_lists: lists_indentless(text),
+            unit: indent_unit(&lines),
+            indentless_lists: lists_indentless(&lines),
         }
     }
 }
@@ -258,10 +259,13 @@ fn move_item(text: &str, item: Option<usize>, from: &str, to: &str) -> Result<St
         begins.push(begin);
         last_end = end;
     }
-    let end_of_list = match text[last_end..].find('\n') {
-        _ if text[..last_end].ends_with('\n') => last_end,
-        Some(n) => last_end + n + 1,
-        None => text.len(),
+    // The end of the last item's last line.
+    let end_of_list = if text[..last_end].ends_with('\n') {
+        last_end
+    } else {
+        text[last_end..]
+            .find('\n')
+            .map_or(text.len(), |n| last_end + n + 1)
     };
     let span = |k: usize| begins[k]..begins.get(k + 1).copied().unwrap_or(end_of_list);
     let mut piece = text[span(i)].to_string();
@@ -300,8 +304,7 @@ fn content_lines(text: &str) -> Vec<(usize, &str)> {
 
 /// The indentation step of a document: the smallest indentation a block mapping's entries
 /// have beyond their parent key (2 when the document has no nesting to tell).
-fn indent_unit(text: &str) -> usize {
-    let lines = content_lines(text);
+fn indent_unit(lines: &[(usize, &str)]) -> usize {
     lines
         .windows(2)
         .filter(|w| w[0].1.ends_with(':') && !w[1].1.starts_with('-'))
@@ -316,8 +319,7 @@ fn indent_unit(text: &str) -> usize {
 
 /// Whether the document's lists under keys are mostly written with their dashes at the key's
 /// column (`containers:` then `- name: app` below its `c`); no list under a key: no.
-fn lists_indentless(text: &str) -> bool {
-    let lines = content_lines(text);
+fn lists_indentless(lines: &[(usize, &str)]) -> bool {
     let (mut at_key, mut deeper) = (0, 0);
     for w in lines.windows(2) {
         let ((key_indent, key), (item_indent, item)) = (w[0], w[1]);
@@ -778,10 +780,14 @@ mod tests {
 
     #[test]
     fn lists_under_keys_are_told_indentless_or_indented() {
-        assert!(lists_indentless("a:\n- 1\nb:\n  c:\n  - x\n  - y\n"));
-        assert!(!lists_indentless("a:\n  - 1\nb:\n  - 2\n"));
-        assert!(lists_indentless("- name: a\n  args:\n  - x\n"));
-        assert!(!lists_indentless("a: 1\n"));
+        assert!(lists_indentless(&content_lines(
+            "a:\n- 1\nb:\n  c:\n  - x\n  - y\n"
+        )));
+        assert!(!lists_indentless(&content_lines("a:\n  - 1\nb:\n  - 2\n")));
+        assert!(lists_indentless(&content_lines(
+            "- name: a\n  args:\n  - x\n"
+        )));
+        assert!(!lists_indentless(&content_lines("a: 1\n")));
     }
 
     /// JSON in a string (the agent's ISTIO_KUBE_APP_PROBERS) reads as kube-inject writes it:

@@ -546,18 +546,13 @@ fn plan_move(
     let mut from_path = list.to_vec();
     from_path.push(from.to_string());
     let from_pointer = pointer(&from_path);
-    let mut name_path = from_path.clone();
-    name_path.push("name".to_string());
+    let name_pointer = format!("{}/name", from_pointer.as_str());
     let name = working
-        .pointer(pointer(&name_path).as_str())
+        .pointer(&name_pointer)
         .cloned()
         .ok_or_else(|| format!("{from_pointer} has no name"))?;
     let to = pointer(&edit.path);
-    ops.push(operation(
-        "test",
-        pointer(&name_path).as_str().to_owned(),
-        name,
-    ));
+    ops.push(operation("test", name_pointer, name));
     ops.push(json!({"op": "move", "from": from_pointer.as_str(), "path": to.as_str()}));
     let change = json_patch::PatchOperation::Move(json_patch::MoveOperation {
         from: from_pointer,
