@@ -453,6 +453,24 @@ pub(crate) fn proxy_written_into_template(
     snapshot.injecting_revision(workload).is_none() && workload.proxy_container().is_some()
 }
 
+/// Whether the Istio that acts on `workload`'s proxy is `(major, minor)` or later: for a proxy
+/// written into the template, its own image's version (that template runs as written); else,
+/// or when the image has no version tag, istiod's.
+pub(crate) fn proxy_istio_at_least(
+    snapshot: &Snapshot,
+    workload: &crate::model::workload::Workload,
+    written_in: bool,
+    (major, minor): (u32, u32),
+) -> bool {
+    let image = written_in
+        .then(|| workload.proxy_container()?.image.as_deref())
+        .flatten();
+    match image.and_then(|i| crate::snapshot::IstioVersion::of_image(i, str::to_string)) {
+        Some(version) => version.at_least(major, minor),
+        None => snapshot.istio_version.at_least(major, minor),
+    }
+}
+
 /// A Service with an HTTP port whose pods, all in the input, run with no Istio proxy at all
 /// (not ambient, where ztunnel carries the gateway's connections): what a gateway's Envoy
 /// reaches directly, pooling its own connections to the app.

@@ -26,7 +26,7 @@ use crate::model::keys;
 use crate::model::workload::{Container, Workload};
 use crate::remediation::template::{APP_PROBERS_ENV, Rebuild};
 use crate::remediation::{Edit, Remediation};
-use crate::snapshot::{IstioVersion, Snapshot};
+use crate::snapshot::Snapshot;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum ProbeKind {
@@ -128,20 +128,6 @@ fn any_hook_for_the_agent(workload: &Workload) -> bool {
     })
 }
 
-/// Whether the injector (the agent, for a proxy written into the template: its image) rewrites
-/// lifecycle hooks: from Istio 1.25; a proxy image without a version tag is taken to be
-/// istiod's.
-fn hooks_rewritten(snapshot: &Snapshot, workload: &Workload, written_in: bool) -> bool {
-    let proxy_image = written_in
-        .then(|| workload.proxy_container()?.image.as_deref())
-        .flatten();
-    let (major, minor) = HOOKS_REWRITTEN_SINCE;
-    match proxy_image.and_then(|image| IstioVersion::of_image(image, str::to_string)) {
-        Some(version) => version.at_least(major, minor),
-        None => snapshot.istio_version.at_least(major, minor),
-    }
-}
-
 fn port_list(value: Option<&str>) -> BTreeSet<String> {
     value
         .unwrap_or_default()
@@ -193,7 +179,8 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
         // Probe port → (kinds, which probes, policy that makes it STRICT).
         let mut failing: BTreeMap<i32, (BTreeSet<ProbeKind>, Vec<String>, String)> =
             BTreeMap::new();
-        let hooks = hooks_rewritten(snapshot, workload, written_in);
+        let hooks =
+            super::proxy_istio_at_least(snapshot, workload, written_in, HOOKS_REWRITTEN_SINCE);
         for c in workload.app_containers() {
             let probes = [
                 ("livenessProbe", &c.liveness_probe),

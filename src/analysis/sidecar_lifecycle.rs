@@ -159,6 +159,15 @@ fn exit_on_zero(config: &ProxyConfig, workload: &Workload) -> bool {
         })
 }
 
+/// The agent has `pilot-agent wait` and the injector a hold (mesh-wide, in its values) from
+/// Istio 1.7; before, no app can be held and the startup race has no fix to write.
+const WAIT_SINCE: (u32, u32) = (1, 7);
+
+/// A pod's proxy config (`proxy.istio.io/config`) asks for the hold from Istio 1.8
+/// (`.ProxyConfig.HoldApplicationUntilProxyStarts` in the injection template; 1.7 read only the
+/// injector's values), so the annotation fix is written from 1.8 on.
+const HOLD_IN_PROXY_CONFIG_SINCE: (u32, u32) = (1, 8);
+
 pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
     for (w, workload) in snapshot.workloads.iter().enumerate() {
         if !sink.wants(&workload.meta.namespace) {
@@ -188,10 +197,17 @@ pub fn detect(snapshot: &Snapshot, sink: &mut Sink) {
         // the app.
         let written = written_in_proxy(snapshot, workload);
         let startup_problem = match &written {
-            Some(proxy) => !proxy.holds_the_app && !proxy.other_post_start,
+            Some(proxy) => {
+                !proxy.holds_the_app
+                    && !proxy.other_post_start
+                    && super::proxy_istio_at_least(snapshot, workload, true, WAIT_SINCE)
+            }
             None => {
                 config.hold_application_until_proxy_starts != Some(true)
                     && !snapshot.profile().hold_application_until_proxy_starts
+                    && snapshot
+                        .istio_version
+                        .at_least(HOLD_IN_PROXY_CONFIG_SINCE.0, HOLD_IN_PROXY_CONFIG_SINCE.1)
             }
         };
         if shutdown_problem.is_none() && !startup_problem {

@@ -523,6 +523,27 @@ fn nothing_known_assumes_the_documented_default_a_native_mesh() {
     assert_eq!(findings_of(&snap, CODE).len(), 1);
 }
 
+/// Before Istio 1.8 a pod's proxy config cannot ask for the hold (1.7 read it only from the
+/// injector's values, 1.5 and 1.6 had none), so the annotation fix would change nothing: the
+/// startup race is not judged there. Found on christian-posta/istio-demos, whose istiod is
+/// `pilot:1.5.0-beta.5`.
+#[test]
+fn the_startup_race_is_judged_where_a_hold_can_be_asked_for() {
+    let found = |version: &str| {
+        let snap = snapshot_with(
+            &mesh("{}", NO_PRE_STOP),
+            SnapshotOptions {
+                istio_version: Some(version.into()),
+                ..SnapshotOptions::default()
+            },
+        );
+        findings_of(&snap, CODE).len()
+    };
+    assert_eq!(found("1.5"), 0);
+    assert_eq!(found("1.7"), 0);
+    assert_eq!(found("1.8"), 1);
+}
+
 #[test]
 fn the_injector_values_hold_the_app() {
     let yaml = format!(
