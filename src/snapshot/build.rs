@@ -348,6 +348,16 @@ impl SnapshotBuilder {
             || is_list
             || !decoded_early(group_of(api_version), kind)
         {
+            // Only counted: its tree and text are not kept (a repository's
+            // CustomResourceDefinitions are most of its bytes; README, Benchmarks).
+            if !is_list
+                && doc.is_mapping()
+                && !kind.is_empty()
+                && !api_version.is_empty()
+                && !read_later(group_of(api_version), kind)
+            {
+                return Prepared(PreparedInner::Skipped(skipped_key(api_version, kind)));
+            }
             return Prepared(PreparedInner::Later(Box::new((at, doc.into_value(), raw))));
         }
         let object = describe(kind, &doc);
@@ -367,6 +377,10 @@ impl SnapshotBuilder {
             PreparedInner::Later(later) => {
                 let (at, value, raw) = *later;
                 self.add_read(at, value, raw)
+            }
+            PreparedInner::Skipped(key) => {
+                *self.snapshot_parts.skipped.entry(key).or_default() += 1;
+                Ok(())
             }
         }
     }
@@ -405,7 +419,16 @@ impl SnapshotBuilder {
         value: Value,
     ) -> Result<()> {
         let parts = &mut self.snapshot_parts;
-        match (group_of(api_version), kind) {
+        let group = group_of(api_version);
+        // The same test as the one that skips a document while it is read (`prepare_doc`).
+        if !read_later(group, kind) {
+            *parts
+                .skipped
+                .entry(skipped_key(api_version, kind))
+                .or_default() += 1;
+            return Ok(());
+        }
+        match (group, kind) {
             ("", "Namespace") => {
                 let ns: Namespace = decode(&at, object, &value)?;
                 let meta = Meta::from_owned_meta(ns.metadata, "");
@@ -461,7 +484,7 @@ impl SnapshotBuilder {
             _ => {
                 *parts
                     .skipped
-                    .entry(format!("{api_version}/{kind}"))
+                    .entry(skipped_key(api_version, kind))
                     .or_default() += 1;
             }
         }
@@ -957,8 +980,34 @@ enum PreparedInner {
     Decoded(Decoded),
     /// A known kind whose fields have the wrong type.
     Refused(Box<Error>),
-    /// Decoded by the builder (other kinds, lists; few per mesh).
+    /// Decoded by the builder (the kinds [`read_later`] names, lists; few per mesh).
     Later(Box<(Source, Value, Option<Raw>)>),
+    /// A kind the analysis does not read, as `skipped` counts it.
+    Skipped(String),
+}
+
+impl Prepared {
+    /// A kind the analysis does not read: nothing of it is kept but its count.
+    pub fn is_skipped(&self) -> bool {
+        matches!(self.0, PreparedInner::Skipped(_))
+    }
+}
+
+/// The kinds [`SnapshotBuilder::add_other`] reads; it counts every other one in `skipped`.
+fn read_later(group: &str, kind: &str) -> bool {
+    matches!(
+        (group, kind),
+        ("", "Namespace" | "ConfigMap" | "Node")
+            | (
+                "admissionregistration.k8s.io",
+                "MutatingWebhookConfiguration"
+            )
+    )
+}
+
+/// How `skipped` names a kind.
+fn skipped_key(api_version: &str, kind: &str) -> String {
+    format!("{api_version}/{kind}")
 }
 
 /// Whether a Service's selector picks the pods of `w`. A Rollout's pods also carry the

@@ -74,6 +74,21 @@ pub struct Entry {
     prefix: String,
 }
 
+impl Entry {
+    fn is_skipped(&self) -> bool {
+        self.prepared.is_skipped()
+    }
+}
+
+impl ObjectDocument {
+    /// Read ahead, and of kinds the analysis only counts.
+    fn is_skipped(&self) -> bool {
+        self.prepared
+            .as_ref()
+            .is_some_and(|entries| entries.iter().all(Entry::is_skipped))
+    }
+}
+
 impl std::fmt::Debug for Entry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Entry({}, {:?})", self.source, self.key)
@@ -120,6 +135,16 @@ impl Documents {
     /// Moves every document of `other` after these.
     pub fn append(&mut self, other: &mut Documents) {
         self.0.append(&mut other.0);
+    }
+
+    /// How many parts: [`Documents::after_part`] of it gives what is added after.
+    fn parts(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The documents of the parts from `part` on.
+    fn after_part(&self, part: usize) -> impl Iterator<Item = &ObjectDocument> {
+        self.0.iter().skip(part).flatten()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &ObjectDocument> {
@@ -601,9 +626,12 @@ fn parse_file(
     prepare: bool,
     threads: Option<usize>,
 ) {
-    let before = input.objects.len();
+    let before = input.objects.parts();
     read_file(file, &name, &text, charts, input, prepare, threads);
-    if input.objects.len() > before && name != "-" {
+    // Only a file with an object the analysis reads can hold a finding: a repository's
+    // CustomResourceDefinitions alone were nine tenths of kubeflow/manifests' 25 MB.
+    let analysed = input.objects.after_part(before).any(|o| !o.is_skipped());
+    if analysed && name != "-" {
         input.texts.push((name, text));
     }
 }
@@ -937,6 +965,12 @@ fn read_document_parts(
                     let value = std::mem::take(&mut doc.value);
                     prepare_entries(source.clone(), value, doc.text.clone())
                 });
+                if prepared
+                    .as_ref()
+                    .is_some_and(|entries| entries.iter().all(Entry::is_skipped))
+                {
+                    doc.text = None;
+                }
                 Some(Ok(ObjectDocument {
                     source,
                     first_line,
@@ -975,16 +1009,19 @@ fn read_document_parts(
         {
             let source = Source::new(name.clone(), document);
             let text = DocText::of(shared, &chunk);
-            let prepared = Some(prepare_borrowed(source.clone(), node, text.clone()));
+            let prepared = prepare_borrowed(source.clone(), node, text.clone());
+            // A document of a kind the analysis does not read never needs its text (no error
+            // can come of it, no finding points into it).
+            let text = (!prepared.iter().all(Entry::is_skipped)).then_some(text);
             return Some(Ok(ObjectDocument {
                 source,
                 first_line,
                 document: Document {
                     value: Value::Null,
                     lines: HashMap::new(),
-                    text: Some(text),
+                    text,
                 },
-                prepared,
+                prepared: Some(prepared),
             }));
         }
         read_value(document, first_line, chunk)
@@ -1301,6 +1338,81 @@ pub(crate) mod tests {
                 .collect();
             proptest::prop_assert_eq!(searched, split_documents_line_by_line(&text));
         }
+    }
+
+    /// Kinds the analysis does not read are only counted while they are read ahead: the
+    /// snapshot is the one made from their whole trees, and a file holding nothing else keeps
+    /// no text (no finding can point into it).
+    #[test]
+    fn kinds_the_analysis_does_not_read_are_counted_and_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let crd = |name: &str| {
+            format!(
+                "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n\
+                 metadata: {{name: {name}}}\nspec:\n  group: x.io\n  names: {{kind: X}}\n"
+            )
+        };
+        std::fs::write(
+            dir.path().join("crds.yaml"),
+            format!(
+                "{}---\n{}---\n{{\"apiVersion\": \"v1\", \"kind\": \"ServiceAccount\", \
+                 \"metadata\": {{\"name\": \"j\"}}}}\n",
+                crd("a.x.io"),
+                crd("b.x.io")
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("mixed.yaml"),
+            format!(
+                "{}---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: \
+                 {{istio-injection: enabled}}\n---\napiVersion: v1\nkind: Service\nmetadata: \
+                 {{name: web, namespace: shop}}\nspec: {{ports: [{{port: 80}}]}}\n---\n\
+                 apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\n\
+                 metadata:\n  name: istio-revision-tag-prod\n  labels: {{istio.io/tag: prod, \
+                 istio.io/rev: 1-28}}\n---\napiVersion: admissionregistration.k8s.io/v1\n\
+                 kind: MutatingWebhookConfiguration\nmetadata: {{name: other}}\n---\n\
+                 apiVersion: v1\nkind: Node\nmetadata: {{name: n}}\nstatus: {{nodeInfo: \
+                 {{kubeletVersion: v1.33.2}}}}\n---\napiVersion: v1\nkind: List\nitems:\n\
+                 - {{apiVersion: rbac.authorization.k8s.io/v1, kind: ClusterRole, metadata: \
+                 {{name: r}}}}\n---\napiVersion: apiextensions.k8s.io/v1\n\
+                 kind: CustomResourceDefinition\nmetadata: {{name: [broken\n",
+                crd("c.x.io")
+            ),
+        )
+        .unwrap();
+        let paths = [dir.path().to_path_buf()];
+        let mut ahead = read_paths_on(&paths, true, Some(1), LARGE_FILE).unwrap();
+        let mut later = read_paths(&paths).unwrap();
+        let texts: Vec<&str> = ahead.texts.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(texts.len(), 1, "{texts:?}");
+        assert!(texts[0].ends_with("mixed.yaml"), "{texts:?}");
+        let (a, read_ahead) = ahead.build(SnapshotOptions::default()).unwrap();
+        let (l, read_later) = later.build(SnapshotOptions::default()).unwrap();
+        assert_eq!(read_ahead, read_later);
+        assert_eq!(read_ahead, 10);
+        assert_eq!(a.skipped, l.skipped);
+        assert_eq!(
+            a.skipped.keys().collect::<Vec<_>>(),
+            [
+                "admissionregistration.k8s.io/v1/MutatingWebhookConfiguration",
+                "apiextensions.k8s.io/v1/CustomResourceDefinition",
+                "rbac.authorization.k8s.io/v1/ClusterRole",
+                "v1/ServiceAccount",
+            ]
+        );
+        assert_eq!(
+            a.skipped["apiextensions.k8s.io/v1/CustomResourceDefinition"],
+            3
+        );
+        assert_eq!(format!("{:?}", a.namespaces), format!("{:?}", l.namespaces));
+        assert_eq!(a.profile.tags, l.profile.tags);
+        assert_eq!(a.profile.tags.len(), 1);
+        assert_eq!(format!("{:?}", a.profile), format!("{:?}", l.profile));
+        assert_eq!(a.services.len(), 1);
+        let broken = |input: &Input| format!("{:?}", input.invalid_documents);
+        assert_eq!(broken(&ahead), broken(&later));
+        assert_eq!(ahead.invalid_documents.len(), 1, "{}", broken(&ahead));
     }
 
     /// `text` read as the file `name`, alone, as `analyze` reads a file.
