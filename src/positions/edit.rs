@@ -183,8 +183,16 @@ fn apply_in_tree(old: &str, patches: &[&ObjectPatch], style: Style) -> Result<St
             let block = put(&object, &tokens, &value, style, &text, layout)
                 .map_err(|e| format!("{}: {path}: {e}", p.object))?;
             text = parsed.file.to_string();
-            if block && unit > 2 {
-                text = reindent_inserted(&text, p.source.item, &tokens, unit - 2)
+            // The editor puts a new block two spaces below its key; the document may put a
+            // mapping's keys further in, and a list's dashes at the key's own column.
+            // (A step under two, seen in a few files, is left as the editor writes it.)
+            let shift = if value.is_array() && layout.indentless_lists {
+                -2
+            } else {
+                unit.saturating_sub(2) as isize
+            };
+            if block && shift != 0 {
+                text = reindent_inserted(&text, p.source.item, &tokens, shift)
                     .ok_or_else(|| format!("{}: {path}: cannot indent the new block", p.object))?;
             }
         }
@@ -337,13 +345,14 @@ fn lists_indentless(lines: &[(usize, &str)]) -> bool {
     at_key > deeper
 }
 
-/// Shifts the lines of the node at `path` right by `by` spaces (the editor indents a new
-/// block two spaces below its key; the document uses more).
+/// Shifts the lines of the node at `path` by `by` spaces, right or (negative) left: the editor
+/// indents a new block two spaces below its key, the document may use another step. `None`
+/// when a line has fewer spaces than a left shift takes.
 fn reindent_inserted(
     text: &str,
     item: Option<usize>,
     path: &[String],
-    by: usize,
+    by: isize,
 ) -> Option<String> {
     let parsed = ParsedChunk::parse(text)?;
     let mut node = parsed.object(item)?;
@@ -359,14 +368,23 @@ fn reindent_inserted(
     let range = node.byte_range();
     let (start, end) = (range.start as usize, range.end as usize);
     let first_line = text[..start].rfind('\n').map_or(0, |i| i + 1);
-    let pad = " ".repeat(by);
+    let pad = " ".repeat(by.max(0).unsigned_abs());
+    let cut = by.min(0).unsigned_abs();
     let mut out = String::with_capacity(text.len() + 64);
     out.push_str(&text[..first_line]);
     for line in text[first_line..end].split_inclusive('\n') {
-        if !line.trim().is_empty() {
+        if line.trim().is_empty() {
+            out.push_str(line);
+        } else if cut > 0 {
+            out.push_str(
+                line.get(..cut)
+                    .filter(|s| s.bytes().all(|b| b == b' '))
+                    .and(line.get(cut..))?,
+            );
+        } else {
             out.push_str(&pad);
+            out.push_str(line);
         }
-        out.push_str(line);
     }
     out.push_str(&text[end..]);
     Some(out)
@@ -599,16 +617,27 @@ fn block_literal(s: &str, indent: usize, relative: usize) -> String {
 /// Plain scalars that every YAML reader (1.1 and 1.2) reads back as this very string: no
 /// indicator characters, not a bool/null word, and nothing a resolver could take for a number
 /// or a date (whatever starts like a number needs a letter other than `e`, and no radix prefix).
+/// A command-line flag (`--host=0.0.0.0`) and a Kubernetes variable reference (`$(POD_IP)`)
+/// are plain, as people write them: a leading `-` is an indicator only before a space, and it
+/// is kept from a number by refusing a digit or `.` after it.
 fn is_plain_safe(s: &str) -> bool {
-    let Some(first) = s.chars().next() else {
+    let mut chars = s.chars();
+    let Some(first) = chars.next() else {
         return false;
     };
-    if !(first.is_ascii_alphanumeric() || first == '/') {
+    let flag = first == '-'
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '-');
+    // `---` at a line's start (a key) would end the document.
+    if !(first.is_ascii_alphanumeric() || first == '/' || first == '$' || flag)
+        || s.starts_with("---")
+    {
         return false;
     }
     if !s
         .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-_./,=+@".contains(c))
+        .all(|c| c.is_ascii_alphanumeric() || "-_./,=+@$()".contains(c))
     {
         return false;
     }
@@ -841,6 +870,59 @@ mod tests {
             "true"
         );
         assert_eq!(back[0].1["metadata"]["annotations"]["ports"], "8080");
+    }
+
+    proptest::proptest! {
+        /// A string written plain reads back as that string, in block and flow style, by
+        /// kubectl's YAML 1.1 reading (meshmedic's own) and by a YAML 1.2 reader.
+        #[test]
+        fn plain_strings_read_back_as_themselves(s in "[-a-zA-Z0-9_./,=+@$():# ]{1,12}") {
+            proptest::prop_assume!(is_plain_safe(&s));
+            let mut texts = vec![format!("k: {s}\n"), format!("l:\n- {s}\n")];
+            if !s.contains(',') {
+                texts.push(format!("k: {{a: {s}}}\nl: [{s}]\n"));
+            }
+            for text in texts {
+                let v11 = crate::snapshot::yaml::from_str(&text).unwrap();
+                let v12: Value = serde_saphyr::from_str(&text).unwrap();
+                for v in [&v11, &v12] {
+                    let back = v.get("k").map(|k| k.get("a").unwrap_or(k)).or(v.get("l").map(|l| &l[0]));
+                    proptest::prop_assert_eq!(back, Some(&Value::String(s.clone())), "{}", text);
+                    if let Some(l) = v.get("l") {
+                        proptest::prop_assert_eq!(&l[0], &Value::String(s.clone()), "{}", text);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn flags_and_variable_references_are_plain_numbers_are_not() {
+        for s in [
+            "--host=0.0.0.0",
+            "-v",
+            "$(POD_IP)",
+            "--proxyLogLevel=warning",
+            "/healthz",
+        ] {
+            assert!(is_plain_safe(s), "{s}");
+        }
+        for s in [
+            "-1", "-.5", "-.inf", "- x", "-", "---x", "1e3", "0x1f", "yes", "a: b", "a #b",
+        ] {
+            assert!(!is_plain_safe(s), "{s}");
+        }
+        let text = "spec:\n  containers:\n  - name: app\n";
+        let p = patch(
+            0,
+            json!([{"op": "add", "path": "/spec/containers/0/args",
+                    "value": ["--host=0.0.0.0", "$(POD_IP)", "-1"]},
+                   {"op": "add", "path": "/spec/containers/0/command", "value": "--x"}]),
+        );
+        assert_eq!(
+            edit_text("f.yaml", text, &[p]).unwrap(),
+            "spec:\n  containers:\n  - name: app\n    args:\n    - --host=0.0.0.0\n    - $(POD_IP)\n    - \"-1\"\n    command: --x\n"
+        );
     }
 
     #[test]
