@@ -403,12 +403,49 @@ fn object_key(value: &impl Fields) -> Option<ObjectKey> {
         .rsplit_once('/')
         .map(|(g, _)| g);
     let name = value.str_at(&["metadata", "name"])?;
+    // The API server ignores a cluster-scoped object's namespace: two definitions that differ
+    // only there are one object (a Sail `Istio` with and without `namespace: istio-system`).
     let namespace = match value.str_at(&["metadata", "namespace"]) {
+        _ if cluster_scoped(group.unwrap_or_default(), kind) => "",
         Some(ns) => ns,
-        None if kind == "Namespace" => "",
         None => "default",
     };
     ObjectKey::new(kind, group, namespace, name)
+}
+
+/// Kinds without a namespace, of Kubernetes and of the projects a mesh repository holds.
+fn cluster_scoped(group: &str, kind: &str) -> bool {
+    matches!(
+        (group, kind),
+        (
+            "",
+            "Namespace" | "Node" | "PersistentVolume" | "ComponentStatus"
+        ) | (
+            "rbac.authorization.k8s.io",
+            "ClusterRole" | "ClusterRoleBinding"
+        ) | ("apiextensions.k8s.io", "CustomResourceDefinition")
+            | (
+                "admissionregistration.k8s.io",
+                "MutatingWebhookConfiguration"
+                    | "ValidatingWebhookConfiguration"
+                    | "ValidatingAdmissionPolicy"
+                    | "ValidatingAdmissionPolicyBinding"
+            )
+            | (
+                "storage.k8s.io",
+                "StorageClass" | "CSIDriver" | "CSINode" | "VolumeAttachment"
+            )
+            | ("scheduling.k8s.io", "PriorityClass")
+            | ("node.k8s.io", "RuntimeClass")
+            | ("networking.k8s.io", "IngressClass")
+            | ("apiregistration.k8s.io", "APIService")
+            | ("gateway.networking.k8s.io", "GatewayClass")
+            | ("cert-manager.io", "ClusterIssuer")
+            | (
+                "sailoperator.io",
+                "Istio" | "IstioCNI" | "ZTunnel" | "IstioRevision" | "IstioRevisionTag"
+            )
+    )
 }
 
 /// The items of a `kind: List` (each with its source and field-path prefix), or the object.
@@ -1726,6 +1763,18 @@ spec:
         // The same letters split elsewhere are another object.
         assert_ne!(service, key("Service", None, "shopc", "art"));
         assert_ne!(service, key("Services", None, "hop", "cart"));
+        // A cluster-scoped object's namespace is not part of it.
+        let istio = |text: &str| object_key(&crate::snapshot::yaml::from_str(text).unwrap());
+        assert_eq!(
+            istio("apiVersion: sailoperator.io/v1\nkind: Istio\nmetadata: {name: default}\n"),
+            istio(
+                "apiVersion: sailoperator.io/v1\nkind: Istio\nmetadata: {name: default, namespace: istio-system}\n"
+            )
+        );
+        assert_ne!(
+            istio("apiVersion: v1\nkind: Service\nmetadata: {name: a}\n"),
+            istio("apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: b}\n")
+        );
         let rule = key("DestinationRule", Some("networking.istio.io"), "", "r");
         assert_eq!(
             rule.parts(),
