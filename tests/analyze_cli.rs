@@ -299,6 +299,88 @@ fn istio_version_and_mesh_config_flags() {
     );
 }
 
+/// An IstioOperator (or a Sail Istio) in the input sets the mesh config, the injector's values
+/// and the version istioctl installs; a rendered `istio` ConfigMap wins over it; `--mesh-config`
+/// takes one too, and refuses any other object instead of reading it as Istio's defaults.
+#[test]
+fn installation_specs_are_read_and_rendered_config_wins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {istio-injection: enabled}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n      - {name: web, image: example/web:1, ports: [{containerPort: 8080}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: 8080}]\n";
+    let iop = "apiVersion: install.istio.io/v1alpha1\nkind: IstioOperator\nmetadata: {name: mesh, namespace: istio-system}\nspec:\n  tag: 1.24.3\n  meshConfig:\n    defaultHttpRetryPolicy: {attempts: 2, retryOn: \"connect-failure,reset\"}\n  values:\n    global:\n      proxy: {holdApplicationUntilProxyStarts: true}\n";
+    std::fs::write(dir.path().join("app.yaml"), app).expect("write");
+    let install = dir.path().join("iop.yaml");
+    std::fs::write(&install, iop).expect("write");
+    let path = dir.path().to_str().expect("utf-8");
+    let retries = |report: &Value| {
+        report["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .filter(|f| f["code"] == "missing-reset-retry")
+            .count()
+    };
+    let report = json_of(&meshmedic(&["analyze", path, "-o", "json"]));
+    assert_eq!(retries(&report), 0, "{report}");
+    assert_eq!(report["istioVersion"]["minor"], 24);
+    let source = report["istioVersion"]["source"].as_str().expect("source");
+    assert!(
+        source.starts_with("IstioOperator istio-system/mesh (")
+            && source.ends_with("iop.yaml (document 0)) spec.tag 1.24.3"),
+        "{source}"
+    );
+    let profile = &report["profile"];
+    assert!(
+        profile["meshConfig"]
+            .as_str()
+            .expect("meshConfig")
+            .starts_with("spec.meshConfig of IstioOperator istio-system/mesh"),
+        "{profile}"
+    );
+    assert_eq!(profile["holdApplicationUntilProxyStarts"], true);
+    let assumptions = profile["assumptions"].to_string();
+    assert!(!assumptions.contains("\"Istio 1.24:"), "{assumptions}");
+    assert!(!assumptions.contains("injector:"), "{assumptions}");
+
+    // The rendered ConfigMap, as `istioctl manifest generate` writes it, is what istiod reads.
+    std::fs::write(
+        dir.path().join("rendered.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |\n    accessLogFile: /dev/stdout\n",
+    )
+    .expect("write");
+    let report = json_of(&meshmedic(&["analyze", path, "-o", "json"]));
+    assert_eq!(retries(&report), 1, "{report}");
+    std::fs::remove_file(dir.path().join("rendered.yaml")).expect("remove");
+
+    // The same spec given as --mesh-config, beside the app alone.
+    let app_file = dir.path().join("app.yaml");
+    let app_file = app_file.to_str().expect("utf-8");
+    let report = json_of(&meshmedic(&["analyze", app_file, "-o", "json"]));
+    assert_eq!(retries(&report), 1, "{report}");
+    let report = json_of(&meshmedic(&[
+        "analyze",
+        app_file,
+        "-o",
+        "json",
+        "--mesh-config",
+        install.to_str().expect("utf-8"),
+    ]));
+    assert_eq!(retries(&report), 0, "{report}");
+    // Anything else is refused, naming what it is.
+    let out = meshmedic(&[
+        "analyze",
+        "examples/shop",
+        "--mesh-config",
+        dir.path().join("app.yaml").to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("Namespace: field `kind`"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("IstioOperator"), "{}", stderr(&out));
+}
+
 // --- The mesh profile: flags, the profile file, and the assumptions in every output --------------
 
 const PROFILE_REPO: &str = "tests/fixtures/profile/repo.yaml";

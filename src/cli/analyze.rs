@@ -384,7 +384,9 @@ pub fn render_input_problems(report: &Report) -> String {
     out
 }
 
-/// Reads `--mesh-config`: MeshConfig YAML, or an `istio` ConfigMap holding it under `data.mesh`.
+/// Reads `--mesh-config`: MeshConfig YAML, an `istio` ConfigMap holding it under `data.mesh`, or
+/// an installation spec holding it (`IstioOperator` `spec.meshConfig`, Sail `Istio`
+/// `spec.values.meshConfig`). Another object is refused, not read as an empty mesh config.
 pub fn read_mesh_config(path: &PathBuf) -> Result<(Source, MeshConfig)> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
@@ -395,7 +397,16 @@ pub fn read_mesh_config(path: &PathBuf) -> Result<(Source, MeshConfig)> {
     let Some((source, value)) = docs.into_iter().next() else {
         return Ok((Source::new(name, 0), MeshConfig::default()));
     };
-    let (value, prefix) = if value.get("kind").and_then(Value::as_str) == Some("ConfigMap") {
+    let kind = value
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let group = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .and_then(|v| v.rsplit_once('/'))
+        .map_or("", |(group, _)| group);
+    let (value, prefix) = if kind == "ConfigMap" {
         let mesh = value
             .pointer("/data/mesh")
             .and_then(Value::as_str)
@@ -406,9 +417,30 @@ pub fn read_mesh_config(path: &PathBuf) -> Result<(Source, MeshConfig)> {
             field: "data.mesh".to_string(),
             message: format!("not valid YAML: {e}"),
         })?;
-        (parsed, "data.mesh.")
+        (parsed, "data.mesh.".to_string())
+    } else if crate::snapshot::install::is_install(group, kind) {
+        // `istioctl install -f` and the Sail operator take the mesh config from these.
+        let field = crate::snapshot::install::mesh_config_field(kind);
+        let pointer = format!("/{}", field.replace('.', "/"));
+        let mesh = value.pointer(&pointer).cloned().unwrap_or(Value::Null);
+        let mesh = if mesh.is_null() {
+            Value::Object(Default::default())
+        } else {
+            mesh
+        };
+        (mesh, format!("{field}."))
+    } else if !kind.is_empty() {
+        // Read as a mesh config, any other object would be Istio's defaults, silently.
+        return Err(Error::InvalidField {
+            at: source,
+            object: kind.to_string(),
+            field: "kind".to_string(),
+            message: "--mesh-config takes the mesh config itself, the istio ConfigMap, an \
+                      IstioOperator or a Sail operator Istio"
+                .to_string(),
+        });
     } else {
-        (value, "")
+        (value, String::new())
     };
     let mesh: MeshConfig =
         serde_path_to_error::deserialize(&value).map_err(|e| Error::InvalidField {

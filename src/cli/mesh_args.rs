@@ -9,12 +9,13 @@ use crate::snapshot::SnapshotOptions;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct MeshArgs {
-    /// Istio mesh config (the `mesh` key of the `istio` ConfigMap, or the ConfigMap itself);
-    /// wins over a ConfigMap among the manifests.
+    /// Istio mesh config (the `mesh` key of the `istio` ConfigMap, the ConfigMap itself, or the
+    /// IstioOperator or Sail operator Istio that sets it); wins over those among the manifests.
     #[arg(long, value_name = "FILE")]
     pub mesh_config: Option<PathBuf>,
     /// Istio version whose defaults apply (e.g. 1.23); default: the istiod image's tag in the
-    /// input, else the newest known.
+    /// input, else an IstioOperator's `spec.tag` or a Sail Istio's `spec.version`, else the
+    /// newest known.
     #[arg(long, value_name = "VERSION")]
     pub istio_version: Option<String>,
     /// The oldest kubelet's version (e.g. 1.32): with Istio ≥ 1.27 it decides whether sidecars

@@ -50,6 +50,8 @@ struct Parts {
     http_routes: Vec<Box<Obj<HttpRouteSpec>>>,
     /// (source, `ns/name`, mesh config).
     mesh_configs: Vec<(Source, String, MeshConfig)>,
+    /// The same from installation specs (`snapshot::install`), read when no ConfigMap has one.
+    install_mesh_configs: Vec<(Source, String, MeshConfig)>,
     profile: ProfileInputs,
     skipped: BTreeMap<String, usize>,
     config_maps: super::app_config::AppConfigMaps,
@@ -438,6 +440,28 @@ impl SnapshotBuilder {
                 let cm: ConfigMap = decode(&at, object, &value)?;
                 self.add_config_map(at, object, cm)?;
             }
+            (group, kind) if super::install::is_install(group, kind) => {
+                // Unnamed as often as not: the file says which one.
+                let named = format!("{object} ({at})");
+                let Some(install) = super::install::read(&at, &named, kind, &value)? else {
+                    *parts
+                        .skipped
+                        .entry(skipped_key(api_version, kind))
+                        .or_default() += 1;
+                    return Ok(());
+                };
+                if let Some((mesh, field)) = install.mesh_config {
+                    let mesh_config: MeshConfig = decode(&at, object, &mesh)
+                        .map_err(|e| prefix_field(e, &format!("{field}.")))?;
+                    parts
+                        .install_mesh_configs
+                        .push((at, object.to_string(), mesh_config));
+                }
+                parts
+                    .profile
+                    .installs
+                    .push((install.istiod, install.injector));
+            }
             // Kubelet versions decide whether istiod injects native sidecars.
             ("", "Node") => {
                 let name = value
@@ -585,6 +609,7 @@ impl SnapshotBuilder {
         parts.mesh_configs.sort_by(|a, b| {
             (!a.1.ends_with("/istio"), &a.0).cmp(&(!b.1.ends_with("/istio"), &b.0))
         });
+        parts.install_mesh_configs.sort_by(|a, b| a.0.cmp(&b.0));
         let (mesh_source, mesh) = match options.mesh_config {
             Some((source, mesh)) => {
                 parts.profile.mesh_config = Some(format!("--mesh-config {}", source.file));
@@ -595,7 +620,29 @@ impl SnapshotBuilder {
                     parts.profile.mesh_config = Some(format!("{object} ({source})"));
                     (Some(source), mesh)
                 }
-                None => (None, MeshConfig::default()),
+                // From an installation spec only when it is the one: several are overlays or
+                // variants, and which is installed the input does not say.
+                None => match <[_; 1]>::try_from(parts.install_mesh_configs) {
+                    Ok([(source, object, mesh)]) => {
+                        let field = super::install::mesh_config_field(
+                            object.split(' ').next().unwrap_or_default(),
+                        );
+                        parts.profile.mesh_config = Some(format!("{field} of {object} ({source})"));
+                        (Some(source), mesh)
+                    }
+                    Err(several) if !several.is_empty() => {
+                        parts.profile.mesh_config = Some(format!(
+                            "Istio defaults ({} installation specs in the input set one, the \
+                             first {} ({}): none is read; give the installed one with \
+                             --mesh-config)",
+                            several.len(),
+                            several[0].1,
+                            several[0].0
+                        ));
+                        (None, MeshConfig::default())
+                    }
+                    Err(_) => (None, MeshConfig::default()),
+                },
             },
         };
         let overrides = ProfileOverrides {
@@ -1002,7 +1049,7 @@ fn read_later(group: &str, kind: &str) -> bool {
                 "admissionregistration.k8s.io",
                 "MutatingWebhookConfiguration"
             )
-    )
+    ) || super::install::is_install(group, kind)
 }
 
 /// How `skipped` names a kind.
@@ -1327,6 +1374,7 @@ fn istiod_of(d: &Deployment) -> Option<IstiodSeen> {
     Some(IstiodSeen {
         revision,
         image: discovery.image.clone(),
+        version: None,
         native_sidecars,
         object: format!(
             "Deployment {}/{name}",

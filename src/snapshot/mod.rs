@@ -7,6 +7,7 @@ pub mod build;
 pub mod cluster;
 pub mod hosts;
 pub mod injection;
+pub mod install;
 pub mod load;
 pub mod lookup;
 pub mod profile;

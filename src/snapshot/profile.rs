@@ -262,8 +262,10 @@ pub struct InjectorSettings {
 pub struct IstiodSeen {
     pub revision: String,
     pub image: Option<String>,
+    /// The version an installation spec states (`snapshot::install`); an image's tag wins.
+    pub version: Option<IstioVersion>,
     pub native_sidecars: Option<String>,
-    /// `Deployment ns/name`.
+    /// `Deployment ns/name` (or the installation spec, `IstioOperator ns/name`).
     pub object: String,
 }
 
@@ -271,6 +273,10 @@ pub struct IstiodSeen {
 #[derive(Clone, Debug, Default)]
 pub struct ProfileInputs {
     pub istiods: Vec<IstiodSeen>,
+    /// istiods and their injectors as installation specs describe them (`snapshot::install`):
+    /// read for a revision only when one spec describes it; an istiod Deployment or an injector
+    /// ConfigMap of the revision wins.
+    pub installs: Vec<(IstiodSeen, InjectorSettings)>,
     /// (node name, kubelet version text).
     pub nodes: Vec<(String, String)>,
     /// revision → injector settings.
@@ -333,6 +339,14 @@ fn stated(source: &str) -> String {
     } else {
         source.to_string()
     }
+}
+
+/// Whether a version was read from the input (an istiod image, an installation spec), not
+/// stated by the user or assumed.
+fn read_from_input(source: &str) -> bool {
+    source.starts_with("istiod image")
+        || source.starts_with("IstioOperator ")
+        || source.starts_with("Istio ")
 }
 
 fn istiod_version(image: &str, object: &str) -> Option<IstioVersion> {
@@ -405,6 +419,32 @@ impl MeshProfile {
         for istiod in &inputs.istiods {
             seen.entry(istiod.revision.clone()).or_insert(istiod);
         }
+        // Several specs of one revision are overlays (`istioctl install -f a -f b`) or variants
+        // of a demo: which one is installed, the input does not say.
+        let mut installs: BTreeMap<&str, Vec<&(IstiodSeen, InjectorSettings)>> = BTreeMap::new();
+        for install in &inputs.installs {
+            installs
+                .entry(&install.0.revision)
+                .or_default()
+                .push(install);
+        }
+        let mut injectors = inputs.injectors.clone();
+        for (revision, specs) in &installs {
+            if let [(istiod, injector)] = specs.as_slice() {
+                seen.entry(revision.to_string()).or_insert(istiod);
+                injectors
+                    .entry(revision.to_string())
+                    .or_insert_with(|| injector.clone());
+            } else {
+                assumptions.push(format!(
+                    "{} installation specs for revision {revision} in the input (the first {}): \
+                     none is read; give the installed version with --istio-version and its mesh \
+                     config with --mesh-config",
+                    specs.len(),
+                    specs[0].0.object
+                ));
+            }
+        }
         // A single revisioned istiod and no default one: it serves `istio-injection=enabled`
         // through the `default` tag in most installs; the tags say so when they are present.
         let default_revision = inputs
@@ -433,11 +473,12 @@ impl MeshProfile {
                     .image
                     .as_deref()
                     .and_then(|i| istiod_version(i, &d.object))
+                    .or_else(|| d.version.clone())
                     .or_else(|| stated_istio.clone())
                     .unwrap_or_else(IstioVersion::assumed),
                 _ => stated_istio.clone().unwrap_or_else(IstioVersion::assumed),
             };
-            let injector = inputs.injectors.get(&revision);
+            let injector = injectors.get(&revision);
             let stated_native = if is_default {
                 file.and_then(|f| f.native_sidecars.clone())
                     .map(|v| (v, file_source("nativeSidecars")))
@@ -488,7 +529,7 @@ impl MeshProfile {
             revisions.insert("default".to_string(), alias);
         }
         let istio = default_plane.version.clone();
-        if !istio.source.starts_with("istiod image") {
+        if !read_from_input(&istio.source) {
             assumptions.push(format!(
                 "Istio {}.{}: {}",
                 istio.major,
@@ -506,10 +547,9 @@ impl MeshProfile {
             ));
         }
 
-        let injector = inputs
-            .injectors
+        let injector = injectors
             .get(&default_revision)
-            .or_else(|| inputs.injectors.get("default"))
+            .or_else(|| injectors.get("default"))
             .cloned()
             .unwrap_or_default();
         let pick = |stated: Option<bool>, read: Option<bool>, default: bool| -> bool {
@@ -552,7 +592,7 @@ impl MeshProfile {
             .mesh_config
             .clone()
             .unwrap_or_else(|| "Istio defaults (no mesh config in the input)".to_string());
-        if inputs.mesh_config.is_none() {
+        if inputs.mesh_config.is_none() || mesh_config.starts_with("Istio defaults") {
             assumptions.push(format!("mesh config: {mesh_config}"));
         }
         Ok(MeshProfile {
@@ -655,6 +695,7 @@ mod tests {
         IstiodSeen {
             revision: revision.to_string(),
             image: Some(image.to_string()),
+            version: None,
             native_sidecars: env.map(str::to_string),
             object: format!("Deployment istio-system/istiod-{revision}"),
         }
