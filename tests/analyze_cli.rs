@@ -365,6 +365,22 @@ fn installation_specs_are_read_and_rendered_config_wins() {
         install.to_str().expect("utf-8"),
     ]));
     assert_eq!(retries(&report), 0, "{report}");
+    // And istiod's Helm values, whose `meshConfig` is the same.
+    let values = dir.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        "global: {hub: docker.io/istio}\nmeshConfig:\n  defaultHttpRetryPolicy: {attempts: 2, retryOn: reset}\n",
+    )
+    .expect("write");
+    let report = json_of(&meshmedic(&[
+        "analyze",
+        app_file,
+        "-o",
+        "json",
+        "--mesh-config",
+        values.to_str().expect("utf-8"),
+    ]));
+    assert_eq!(retries(&report), 0, "{report}");
     // Anything else is refused, naming what it is.
     let out = meshmedic(&[
         "analyze",

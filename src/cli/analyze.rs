@@ -384,9 +384,10 @@ pub fn render_input_problems(report: &Report) -> String {
     out
 }
 
-/// Reads `--mesh-config`: MeshConfig YAML, an `istio` ConfigMap holding it under `data.mesh`, or
-/// an installation spec holding it (`IstioOperator` `spec.meshConfig`, Sail `Istio`
-/// `spec.values.meshConfig`). Another object is refused, not read as an empty mesh config.
+/// Reads `--mesh-config`: MeshConfig YAML, an `istio` ConfigMap holding it under `data.mesh`, an
+/// installation spec holding it (`IstioOperator` `spec.meshConfig`, Sail `Istio`
+/// `spec.values.meshConfig`), or the istiod chart's Helm values (`meshConfig`). Another object is
+/// refused, not read as an empty mesh config.
 pub fn read_mesh_config(path: &PathBuf) -> Result<(Source, MeshConfig)> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
@@ -439,6 +440,15 @@ pub fn read_mesh_config(path: &PathBuf) -> Result<(Source, MeshConfig)> {
                       IstioOperator or a Sail operator Istio"
                 .to_string(),
         });
+    } else if let Some(mesh) = value.get("meshConfig") {
+        // The istiod Helm chart's values (`helm install istiod -f values.yaml`): no field of a
+        // mesh config is called `meshConfig`, so read as one, this file was Istio's defaults.
+        let mesh = if mesh.is_null() {
+            Value::Object(Default::default())
+        } else {
+            mesh.clone()
+        };
+        (mesh, "meshConfig.".to_string())
     } else {
         (value, String::new())
     };

@@ -9,8 +9,9 @@ use crate::snapshot::SnapshotOptions;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct MeshArgs {
-    /// Istio mesh config (the `mesh` key of the `istio` ConfigMap, the ConfigMap itself, or the
-    /// IstioOperator or Sail operator Istio that sets it); wins over those among the manifests.
+    /// Istio mesh config (the `mesh` key of the `istio` ConfigMap, the ConfigMap itself, the
+    /// IstioOperator or Sail operator Istio that sets it, or istiod's Helm values); wins over
+    /// those among the manifests.
     #[arg(long, value_name = "FILE")]
     pub mesh_config: Option<PathBuf>,
     /// Istio version whose defaults apply (e.g. 1.23); default: the istiod image's tag in the
