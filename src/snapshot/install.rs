@@ -62,7 +62,6 @@ pub fn read(at: &Source, object: &str, kind: &str, value: &Value) -> Result<Opti
         match v {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            // `tag: 1.24` reads as a number; istioctl takes it as the tag `1.24`.
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
             Some(_) => Err(invalid(field, "expected a string")),
         }
@@ -90,6 +89,11 @@ pub fn read(at: &Source, object: &str, kind: &str, value: &Value) -> Result<Opti
     } else {
         ("spec.version", text("spec.version", spec.get("version"))?)
     };
+    // `tag: 1.20` unquoted is the number 1.2: which release was meant, the value cannot say.
+    let numeric = [spec.get("tag"), spec.get("version")]
+        .into_iter()
+        .flatten()
+        .any(Value::is_number);
     let named_revision = text("spec.revision", spec.get("revision"))?
         .or(text("spec.values.revision", values.get("revision"))?)
         .filter(|r| !r.is_empty());
@@ -109,7 +113,7 @@ pub fn read(at: &Source, object: &str, kind: &str, value: &Value) -> Result<Opti
             }
         }
     };
-    let version = version.and_then(|v| {
+    let version = version.filter(|_| !numeric).and_then(|v| {
         IstioVersion::parse(&v, &format!("{object} {version_field} {v}")).filter(|_| {
             v.trim_start_matches('v')
                 .starts_with(|c: char| c.is_ascii_digit())
@@ -322,8 +326,17 @@ mod tests {
             |spec: &str| read(&at, "IstioOperator /x", "IstioOperator", &iop(spec)).unwrap();
         let latest = read_ok("{tag: latest}").unwrap();
         assert!(latest.istiod.version.is_none());
-        let number = read_ok("{tag: 1.24}").unwrap();
-        assert_eq!(number.istiod.version.unwrap().minor, 24);
+        // Unquoted, 1.20 is the number 1.2: not read as a version at all.
+        assert!(read_ok("{tag: 1.20}").unwrap().istiod.version.is_none());
+        assert_eq!(
+            read_ok("{tag: '1.20'}")
+                .unwrap()
+                .istiod
+                .version
+                .unwrap()
+                .minor,
+            20
+        );
         // A gateway's IstioOperator installs no istiod.
         assert!(read_ok("{profile: empty, components: {ingressGateways: []}}").is_none());
         assert!(read_ok("{components: {pilot: {enabled: false}}}").is_none());
