@@ -402,11 +402,17 @@ pub fn read_mesh_config(path: &PathBuf) -> Result<(Source, MeshConfig)> {
         .get("kind")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let group = value
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .and_then(|v| v.rsplit_once('/'))
-        .map_or("", |(group, _)| group);
+    let group = crate::snapshot::build::group_of(
+        value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+    );
+    // A mesh config inside another document; absent or null is Istio's defaults.
+    let embedded = |mesh: Option<&Value>| match mesh {
+        None | Some(Value::Null) => Value::Object(Default::default()),
+        Some(mesh) => mesh.clone(),
+    };
     let (value, prefix) = if kind == "ConfigMap" {
         let mesh = value
             .pointer("/data/mesh")
@@ -421,15 +427,9 @@ pub fn read_mesh_config(path: &PathBuf) -> Result<(Source, MeshConfig)> {
         (parsed, "data.mesh.".to_string())
     } else if crate::snapshot::install::is_install(group, kind) {
         // `istioctl install -f` and the Sail operator take the mesh config from these.
+        let mesh = crate::snapshot::install::mesh_config_of(kind, &value);
         let field = crate::snapshot::install::mesh_config_field(kind);
-        let pointer = format!("/{}", field.replace('.', "/"));
-        let mesh = value.pointer(&pointer).cloned().unwrap_or(Value::Null);
-        let mesh = if mesh.is_null() {
-            Value::Object(Default::default())
-        } else {
-            mesh
-        };
-        (mesh, format!("{field}."))
+        (embedded(mesh), format!("{field}."))
     } else if !kind.is_empty() {
         // Read as a mesh config, any other object would be Istio's defaults, silently.
         return Err(Error::InvalidField {
@@ -443,12 +443,7 @@ pub fn read_mesh_config(path: &PathBuf) -> Result<(Source, MeshConfig)> {
     } else if let Some(mesh) = value.get("meshConfig") {
         // The istiod Helm chart's values (`helm install istiod -f values.yaml`): no field of a
         // mesh config is called `meshConfig`, so read as one, this file was Istio's defaults.
-        let mesh = if mesh.is_null() {
-            Value::Object(Default::default())
-        } else {
-            mesh.clone()
-        };
-        (mesh, "meshConfig.".to_string())
+        (embedded(Some(mesh)), "meshConfig.".to_string())
     } else {
         (value, String::new())
     };

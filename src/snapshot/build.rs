@@ -51,10 +51,22 @@ struct Parts {
     /// (source, `ns/name`, mesh config).
     mesh_configs: Vec<(Source, String, MeshConfig)>,
     /// The same from installation specs (`snapshot::install`), read when no ConfigMap has one.
-    install_mesh_configs: Vec<(Source, String, MeshConfig)>,
+    /// (source, `Kind ns/name`, the field it is at, mesh config).
+    install_mesh_configs: Vec<(Source, String, &'static str, MeshConfig)>,
     profile: ProfileInputs,
     skipped: BTreeMap<String, usize>,
     config_maps: super::app_config::AppConfigMaps,
+}
+
+impl Parts {
+    /// Counts an object of a kind the analysis does not read.
+    fn skip(&mut self, api_version: &str, kind: &str) {
+        self.count_skipped(skipped_key(api_version, kind));
+    }
+
+    fn count_skipped(&mut self, key: String) {
+        *self.skipped.entry(key).or_default() += 1;
+    }
 }
 
 const DEFAULT_NAMESPACE: &str = "default";
@@ -209,7 +221,7 @@ fn decode_again<T: DeserializeOwned>(
     }
 }
 
-fn group_of(api_version: &str) -> &str {
+pub(crate) fn group_of(api_version: &str) -> &str {
     api_version.rsplit_once('/').map_or("", |(g, _)| g)
 }
 
@@ -381,7 +393,7 @@ impl SnapshotBuilder {
                 self.add_read(at, value, raw)
             }
             PreparedInner::Skipped(key) => {
-                *self.snapshot_parts.skipped.entry(key).or_default() += 1;
+                self.snapshot_parts.count_skipped(key);
                 Ok(())
             }
         }
@@ -424,10 +436,7 @@ impl SnapshotBuilder {
         let group = group_of(api_version);
         // The same test as the one that skips a document while it is read (`prepare_doc`).
         if !read_later(group, kind) {
-            *parts
-                .skipped
-                .entry(skipped_key(api_version, kind))
-                .or_default() += 1;
+            parts.skip(api_version, kind);
             return Ok(());
         }
         match (group, kind) {
@@ -444,10 +453,7 @@ impl SnapshotBuilder {
                 // Unnamed as often as not: the file says which one.
                 let named = format!("{object} ({at})");
                 let Some(install) = super::install::read(&at, &named, kind, &value)? else {
-                    *parts
-                        .skipped
-                        .entry(skipped_key(api_version, kind))
-                        .or_default() += 1;
+                    parts.skip(api_version, kind);
                     return Ok(());
                 };
                 if let Some((mesh, field)) = install.mesh_config {
@@ -455,7 +461,7 @@ impl SnapshotBuilder {
                         .map_err(|e| prefix_field(e, &format!("{field}.")))?;
                     parts
                         .install_mesh_configs
-                        .push((at, object.to_string(), mesh_config));
+                        .push((at, object.to_string(), field, mesh_config));
                 }
                 parts
                     .profile
@@ -498,18 +504,12 @@ impl SnapshotBuilder {
                         parts.profile.tags.insert(tag, rev);
                     }
                     _ => {
-                        *parts
-                            .skipped
-                            .entry(format!("{api_version}/{kind}"))
-                            .or_default() += 1;
+                        parts.skip(api_version, kind);
                     }
                 }
             }
             _ => {
-                *parts
-                    .skipped
-                    .entry(skipped_key(api_version, kind))
-                    .or_default() += 1;
+                parts.skip(api_version, kind);
             }
         }
         Ok(())
@@ -623,10 +623,7 @@ impl SnapshotBuilder {
                 // From an installation spec only when it is the one: several are overlays or
                 // variants, and which is installed the input does not say.
                 None => match <[_; 1]>::try_from(parts.install_mesh_configs) {
-                    Ok([(source, object, mesh)]) => {
-                        let field = super::install::mesh_config_field(
-                            object.split(' ').next().unwrap_or_default(),
-                        );
+                    Ok([(source, object, field, mesh)]) => {
                         parts.profile.mesh_config = Some(format!("{field} of {object} ({source})"));
                         (Some(source), mesh)
                     }

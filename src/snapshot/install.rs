@@ -37,6 +37,16 @@ pub fn mesh_config_field(kind: &str) -> &'static str {
     }
 }
 
+/// The mesh config an installation spec of `kind` holds, as written (at [`mesh_config_field`]).
+pub fn mesh_config_of<'v>(kind: &str, value: &'v Value) -> Option<&'v Value> {
+    let spec = value.get("spec")?;
+    if kind == "IstioOperator" {
+        spec.get("meshConfig")
+    } else {
+        spec.get("values")?.get("meshConfig")
+    }
+}
+
 /// Reads an `IstioOperator` or a Sail `Istio` (`object` names it, `Kind ns/name (file)`).
 /// `None` for an IstioOperator that installs no istiod (`profile: empty` or `remote` without
 /// `components.pilot.enabled`, or pilot disabled): a gateway's or a CNI's, which sets nothing
@@ -84,16 +94,11 @@ pub fn read(at: &Source, object: &str, kind: &str, value: &Value) -> Result<Opti
         .and_then(Value::as_str)
         .unwrap_or("default");
     let is_operator = kind == "IstioOperator";
-    let (version_field, version) = if is_operator {
-        ("spec.tag", text("spec.tag", spec.get("tag"))?)
-    } else {
-        ("spec.version", text("spec.version", spec.get("version"))?)
-    };
+    let version_key = if is_operator { "tag" } else { "version" };
+    let version_field = format!("spec.{version_key}");
+    let version = text(&version_field, spec.get(version_key))?;
     // `tag: 1.20` unquoted is the number 1.2: which release was meant, the value cannot say.
-    let numeric = [spec.get("tag"), spec.get("version")]
-        .into_iter()
-        .flatten()
-        .any(Value::is_number);
+    let numeric = spec.get(version_key).is_some_and(Value::is_number);
     let named_revision = text("spec.revision", spec.get("revision"))?
         .or(text("spec.values.revision", values.get("revision"))?)
         .filter(|r| !r.is_empty());
@@ -113,12 +118,10 @@ pub fn read(at: &Source, object: &str, kind: &str, value: &Value) -> Result<Opti
             }
         }
     };
-    let version = version.filter(|_| !numeric).and_then(|v| {
-        IstioVersion::parse(&v, &format!("{object} {version_field} {v}")).filter(|_| {
-            v.trim_start_matches('v')
-                .starts_with(|c: char| c.is_ascii_digit())
-        })
-    });
+    // `latest` or `default` parse as no version.
+    let version = version
+        .filter(|_| !numeric)
+        .and_then(|v| IstioVersion::parse(&v, &format!("{object} {version_field} {v}")));
     // istiod's env in the operator's component overlay (`components.pilot.k8s.env`).
     let component_env = spec
         .pointer("/components/pilot/k8s/env")
@@ -133,12 +136,7 @@ pub fn read(at: &Source, object: &str, kind: &str, value: &Value) -> Result<Opti
         .pointer("/global/proxy/autoInject")
         .and_then(Value::as_str);
     let mesh_field = mesh_config_field(kind);
-    let mesh_config = if is_operator {
-        spec.get("meshConfig")
-    } else {
-        values.get("meshConfig")
-    };
-    let mesh_config = match mesh_config {
+    let mesh_config = match mesh_config_of(kind, value) {
         None | Some(Value::Null) => None,
         Some(mesh @ Value::Object(_)) => Some((mesh.clone(), mesh_field)),
         Some(_) => return Err(invalid(mesh_field, "expected a mapping")),

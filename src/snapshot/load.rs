@@ -74,18 +74,21 @@ pub struct Entry {
     prefix: String,
 }
 
-impl Entry {
-    fn is_skipped(&self) -> bool {
-        self.prepared.is_skipped()
-    }
-}
-
 impl ObjectDocument {
     /// Read ahead, and of kinds the analysis only counts.
     fn is_skipped(&self) -> bool {
         self.prepared
             .as_ref()
-            .is_some_and(|entries| entries.iter().all(Entry::is_skipped))
+            .is_some_and(|entries| entries.iter().all(|e| e.prepared.is_skipped()))
+    }
+
+    /// Drops the text of a document of kinds the analysis only counts: no error can come of
+    /// it, no finding points into it, and it keeps its file's text alive.
+    fn without_text_if_skipped(mut self) -> ObjectDocument {
+        if self.is_skipped() {
+            self.document.text = None;
+        }
+        self
     }
 }
 
@@ -1002,12 +1005,6 @@ fn read_document_parts(
                     let value = std::mem::take(&mut doc.value);
                     prepare_entries(source.clone(), value, doc.text.clone())
                 });
-                if prepared
-                    .as_ref()
-                    .is_some_and(|entries| entries.iter().all(Entry::is_skipped))
-                {
-                    doc.text = None;
-                }
                 Some(Ok(ObjectDocument {
                     source,
                     first_line,
@@ -1046,22 +1043,21 @@ fn read_document_parts(
         {
             let source = Source::new(name.clone(), document);
             let text = DocText::of(shared, &chunk);
-            let prepared = prepare_borrowed(source.clone(), node, text.clone());
-            // A document of a kind the analysis does not read never needs its text (no error
-            // can come of it, no finding points into it).
-            let text = (!prepared.iter().all(Entry::is_skipped)).then_some(text);
+            let prepared = Some(prepare_borrowed(source.clone(), node, text.clone()));
             return Some(Ok(ObjectDocument {
                 source,
                 first_line,
                 document: Document {
                     value: Value::Null,
                     lines: HashMap::new(),
-                    text,
+                    text: Some(text),
                 },
-                prepared: Some(prepared),
-            }));
+                prepared,
+            }
+            .without_text_if_skipped()));
         }
         read_value(document, first_line, chunk)
+            .map(|doc| doc.map(ObjectDocument::without_text_if_skipped))
     };
     // Documents are independent: a large file is parsed on `threads` cores, in order.
     let threads = threads.unwrap_or_else(worker_threads);

@@ -592,7 +592,7 @@ impl MeshProfile {
             .mesh_config
             .clone()
             .unwrap_or_else(|| "Istio defaults (no mesh config in the input)".to_string());
-        if inputs.mesh_config.is_none() || mesh_config.starts_with("Istio defaults") {
+        if mesh_config.starts_with("Istio defaults") {
             assumptions.push(format!("mesh config: {mesh_config}"));
         }
         Ok(MeshProfile {
