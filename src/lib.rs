@@ -4,6 +4,7 @@
 //! [`analysis`] (one pure detector per cause) → [`remediation`] (patches and new objects).
 //! [`logs`] diagnoses Envoy access logs; [`cli`] wires it all to the `meshmedic` binary.
 
+pub mod alloc;
 pub mod analysis;
 pub mod cli;
 pub mod controller;

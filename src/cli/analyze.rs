@@ -230,17 +230,11 @@ fn exit_code(args: &AnalyzeArgs, report: &Report) -> ExitCode {
 /// again; README, Benchmarks). Only when the option is still mimalloc's default (an
 /// environment's `MIMALLOC_PURGE_DELAY` wins), and never in the operator, which runs for days.
 fn purge_freed_memory_soon() {
-    use std::ffi::{c_int, c_long};
-    unsafe extern "C" {
-        fn mi_option_get(option: c_int) -> c_long;
-        fn mi_option_set(option: c_int, value: c_long);
-    }
-    // `mi_option_purge_delay` in mimalloc v3's mimalloc.h (libmimalloc-sys 0.1.49); should a
-    // later mimalloc number its options differently, the default (1000 ms) will not match and
-    // nothing is changed.
-    const PURGE_DELAY: c_int = 15;
-    // Links the crate that holds mimalloc (the binary's global allocator).
-    let _ = &mimalloc::MiMalloc;
+    use libmimalloc_sys::{mi_option_get, mi_option_set, mi_option_t};
+    // `mi_option_purge_delay` in mimalloc v3's mimalloc.h (libmimalloc-sys 0.1.49 names only
+    // v2's numbers); should a later mimalloc number its options differently, the default
+    // (1000 ms) will not match and nothing is changed.
+    const PURGE_DELAY: mi_option_t = 15;
     // SAFETY: plain option getters and setters of the linked mimalloc, thread-safe.
     unsafe {
         if mi_option_get(PURGE_DELAY) == 1000 {
