@@ -225,7 +225,7 @@ fn find_in_flow(text: &str, start: usize, path: &[String]) -> Option<(usize, usi
                 .ok()
                 .and_then(|i| items.get(i))
                 .map(|(at, v)| (*at, v)),
-            Flow::Plain(_) | Flow::Quoted(_) => None,
+            Flow::Scalar => None,
         };
         match next {
             Some((at, v)) => (offset, node) = (at, v),

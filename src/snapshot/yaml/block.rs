@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 
 use super::borrowed::Borrowed;
-use super::flow::{self, Flow, quoted};
+use super::flow::{self, quoted};
 use super::{Node, Scalar};
 
 /// What the parser builds: JSON, or the tree typed objects are decoded from without it
@@ -541,11 +541,11 @@ fn plain(text: &str, line: usize) -> Node {
 fn scalar<'a, B: Build<'a>>(text: &'a str, line: usize) -> Option<B> {
     match *text.as_bytes().first()? {
         b'{' | b'[' => {
-            let (node, end) = flow::parse(text, 0)?;
+            let (node, end) = flow::parse_with(&Resolved::<B>::new(line), text, 0)?;
             if !text[end..].trim_matches(' ').is_empty() {
                 return None;
             }
-            flow_value(node, line)
+            Some(node)
         }
         b'"' | b'\'' => {
             let (value, end) = quoted(text)?;
@@ -611,28 +611,54 @@ fn literal(header: &str, body: &[&str], parent: usize) -> Option<String> {
     Some(text)
 }
 
-/// A one-line flow collection, its scalars resolved as the full parser resolves them.
-fn flow_value<'a, B: Build<'a>>(node: Flow<'a>, line: usize) -> Option<B> {
-    Some(match node {
-        Flow::Mapping(entries) => {
-            let mut map = Vec::with_capacity(entries.len());
-            for (key, _, value) in entries {
-                if !plain_key(key) {
-                    return None;
-                }
-                map.push((B::key(key, line)?, flow_value(value, line)?));
-            }
-            B::map(map)?
+/// A one-line flow collection read straight into `B`, its scalars resolved as the full parser
+/// resolves them (on the 1-based `line`).
+struct Resolved<B> {
+    line: usize,
+    out: std::marker::PhantomData<B>,
+}
+
+impl<B> Resolved<B> {
+    fn new(line: usize) -> Resolved<B> {
+        Resolved {
+            line,
+            out: std::marker::PhantomData,
         }
-        Flow::Sequence(items) => B::seq(
-            items
-                .into_iter()
-                .map(|(_, item)| flow_value(item, line))
-                .collect::<Option<_>>()?,
-        ),
-        Flow::Quoted(value) => B::string(value),
-        Flow::Plain(text) => scalar(text, line)?,
-    })
+    }
+}
+
+impl<'a, B: Build<'a>> flow::FlowBuilder<'a> for Resolved<B> {
+    type Node = B;
+    type Map = Vec<(B::Key, B)>;
+    type Seq = Vec<B>;
+    fn map(&self) -> Self::Map {
+        Vec::new()
+    }
+    fn entry(&self, map: &mut Self::Map, key: &'a str, _at: usize, value: B) -> Option<()> {
+        if !plain_key(key) {
+            return None;
+        }
+        map.push((B::key(key, self.line)?, value));
+        Some(())
+    }
+    fn end_map(&self, map: Self::Map) -> Option<B> {
+        B::map(map)
+    }
+    fn seq(&self) -> Self::Seq {
+        Vec::new()
+    }
+    fn item(&self, seq: &mut Self::Seq, _at: usize, value: B) {
+        seq.push(value);
+    }
+    fn end_seq(&self, seq: Self::Seq) -> B {
+        B::seq(seq)
+    }
+    fn quoted(&self, value: String) -> B {
+        B::string(value)
+    }
+    fn plain(&self, text: &'a str) -> Option<B> {
+        scalar(text, self.line)
+    }
 }
 
 #[cfg(test)]

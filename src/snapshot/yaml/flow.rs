@@ -1,6 +1,7 @@
-//! One-line YAML flow collections (`{app: web, ports: [80, 443]}`), as a tree of their plain
-//! text with the offset of each key and item. The block parser ([`super::block`]) resolves the
-//! scalars into JSON; the block locator (`positions::block`) finds a field's offset in them.
+//! One-line YAML flow collections (`{app: web, ports: [80, 443]}`), read through a
+//! [`FlowBuilder`]: the block parser ([`super::block`]) builds its values straight from them,
+//! resolving each scalar; the block locator (`positions::block`) takes a tree of the offset of
+//! each key and item ([`parse`]) to find a field in them.
 //! Only what is plainly read: quoted keys, anchors, tags, comments, nested quotes, empty
 //! entries, a key without a value or `:` without a space give `None` (the full parser's job).
 
@@ -11,18 +12,78 @@ pub(crate) enum Flow<'a> {
     Mapping(Vec<(&'a str, usize, Flow<'a>)>),
     /// Items with their offsets.
     Sequence(Vec<(usize, Flow<'a>)>),
-    /// A plain scalar's text (resolved by the reader).
-    Plain(&'a str),
-    /// A quoted scalar's value.
-    Quoted(String),
+    /// A plain or quoted scalar (what the block parser reads of it, it reads with its own
+    /// [`FlowBuilder`]).
+    Scalar,
 }
 
 /// Deeper nesting is left to the full parser, which bounds it.
 const MAX_DEPTH: usize = 64;
 
+/// What a flow collection is read into: the [`Flow`] tree, or straight into what the block parser
+/// builds (no tree to build and walk again for each `{app: web}`).
+pub(crate) trait FlowBuilder<'a> {
+    type Node;
+    type Map;
+    type Seq;
+    fn map(&self) -> Self::Map;
+    /// A plain key (its text and offset) and its value; `None` for what the full parser reads.
+    fn entry(&self, map: &mut Self::Map, key: &'a str, at: usize, value: Self::Node) -> Option<()>;
+    fn end_map(&self, map: Self::Map) -> Option<Self::Node>;
+    fn seq(&self) -> Self::Seq;
+    fn item(&self, seq: &mut Self::Seq, at: usize, value: Self::Node);
+    fn end_seq(&self, seq: Self::Seq) -> Self::Node;
+    fn quoted(&self, value: String) -> Self::Node;
+    /// A plain scalar's text, never empty; `None` for what the full parser reads.
+    fn plain(&self, text: &'a str) -> Option<Self::Node>;
+}
+
+/// Builds the [`Flow`] tree.
+struct Tree;
+
+impl<'a> FlowBuilder<'a> for Tree {
+    type Node = Flow<'a>;
+    type Map = Vec<(&'a str, usize, Flow<'a>)>;
+    type Seq = Vec<(usize, Flow<'a>)>;
+    fn map(&self) -> Self::Map {
+        Vec::new()
+    }
+    fn entry(&self, map: &mut Self::Map, key: &'a str, at: usize, value: Flow<'a>) -> Option<()> {
+        map.push((key, at, value));
+        Some(())
+    }
+    fn end_map(&self, map: Self::Map) -> Option<Flow<'a>> {
+        Some(Flow::Mapping(map))
+    }
+    fn seq(&self) -> Self::Seq {
+        Vec::new()
+    }
+    fn item(&self, seq: &mut Self::Seq, at: usize, value: Flow<'a>) {
+        seq.push((at, value));
+    }
+    fn end_seq(&self, seq: Self::Seq) -> Flow<'a> {
+        Flow::Sequence(seq)
+    }
+    fn quoted(&self, _value: String) -> Flow<'a> {
+        Flow::Scalar
+    }
+    fn plain(&self, _text: &'a str) -> Option<Flow<'a>> {
+        Some(Flow::Scalar)
+    }
+}
+
 /// The flow collection starting at byte `start` of `text`, and where it ends; it must end on
 /// its line.
 pub(crate) fn parse(text: &str, start: usize) -> Option<(Flow<'_>, usize)> {
+    parse_with(&Tree, text, start)
+}
+
+/// [`parse`] into what `builder` builds.
+pub(crate) fn parse_with<'a, B: FlowBuilder<'a>>(
+    builder: &B,
+    text: &'a str,
+    start: usize,
+) -> Option<(B::Node, usize)> {
     // The memchr crate's search: the standard library's costs more per call than this short
     // line takes to scan.
     let end = memchr::memchr(b'\n', &text.as_bytes()[start..]).map_or(text.len(), |i| start + i);
@@ -34,7 +95,7 @@ pub(crate) fn parse(text: &str, start: usize) -> Option<(Flow<'_>, usize)> {
     if !matches!(parser.peek()?, b'{' | b'[') {
         return None;
     }
-    let node = parser.node()?;
+    let node = parser.node(builder)?;
     Some((node, parser.at))
 }
 
@@ -109,7 +170,7 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn node(&mut self) -> Option<Flow<'a>> {
+    fn node<B: FlowBuilder<'a>>(&mut self, builder: &B) -> Option<B::Node> {
         self.spaces();
         match self.peek()? {
             open @ (b'{' | b'[') => {
@@ -119,9 +180,9 @@ impl<'a> Parser<'a> {
                 }
                 self.at += 1;
                 let node = if open == b'{' {
-                    self.mapping()
+                    self.mapping(builder)
                 } else {
-                    self.sequence()
+                    self.sequence(builder)
                 };
                 self.depth -= 1;
                 node
@@ -129,23 +190,26 @@ impl<'a> Parser<'a> {
             b'"' | b'\'' => {
                 let (value, end) = quoted(&self.text[self.at..])?;
                 self.at += end;
-                Some(Flow::Quoted(value))
+                Some(builder.quoted(value))
             }
             b'&' | b'*' | b'!' | b'?' | b'|' | b'>' | b'#' | b'%' | b'@' | b'`' => None,
             _ => {
                 let text = self.plain(false)?;
-                (!text.is_empty()).then_some(Flow::Plain(text))
+                if text.is_empty() {
+                    return None;
+                }
+                builder.plain(text)
             }
         }
     }
 
-    fn mapping(&mut self) -> Option<Flow<'a>> {
-        let mut entries = Vec::new();
+    fn mapping<B: FlowBuilder<'a>>(&mut self, builder: &B) -> Option<B::Node> {
+        let mut entries = builder.map();
         loop {
             self.spaces();
             if self.peek()? == b'}' {
                 self.at += 1;
-                return Some(Flow::Mapping(entries));
+                return builder.end_map(entries);
             }
             let key_at = self.at;
             let key = self.plain(true)?;
@@ -157,28 +221,29 @@ impl<'a> Parser<'a> {
                 return None;
             }
             self.at += 1;
-            let value = self.node()?;
-            entries.push((key, key_at, value));
+            let value = self.node(builder)?;
+            builder.entry(&mut entries, key, key_at, value)?;
             if !self.separator(b'}')? {
                 self.at += 1;
-                return Some(Flow::Mapping(entries));
+                return builder.end_map(entries);
             }
         }
     }
 
-    fn sequence(&mut self) -> Option<Flow<'a>> {
-        let mut items = Vec::new();
+    fn sequence<B: FlowBuilder<'a>>(&mut self, builder: &B) -> Option<B::Node> {
+        let mut items = builder.seq();
         loop {
             self.spaces();
             if self.peek()? == b']' {
                 self.at += 1;
-                return Some(Flow::Sequence(items));
+                return Some(builder.end_seq(items));
             }
             let item_at = self.at;
-            items.push((item_at, self.node()?));
+            let item = self.node(builder)?;
+            builder.item(&mut items, item_at, item);
             if !self.separator(b']')? {
                 self.at += 1;
-                return Some(Flow::Sequence(items));
+                return Some(builder.end_seq(items));
             }
         }
     }
