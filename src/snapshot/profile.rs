@@ -195,7 +195,13 @@ impl ProfileFile {
         let value: Value = if text.trim().is_empty() {
             Value::Object(Default::default())
         } else {
-            serde_saphyr::from_str(&text).map_err(|e| Error::Syntax {
+            // Comments unread: with their events on, a long commented-out block where the reader
+            // looks ahead was "too many buffered comments" (see `snapshot::yaml`).
+            serde_saphyr::from_str_with_options(
+                &text,
+                serde_saphyr::options! { emit_comments: false },
+            )
+            .map_err(|e| Error::Syntax {
                 at: at.clone(),
                 message: e.to_string().lines().next().unwrap_or_default().to_string(),
             })?
@@ -783,6 +789,27 @@ mod tests {
         assert_eq!(p.kubernetes.minor, 32);
         assert_eq!(p.kubernetes.source, "--kubernetes-version");
         assert_eq!(p.istio.minor, 25, "the file's istioVersion");
+        assert!(p.assume_injected);
+    }
+
+    /// A profile file with a long commented-out block is read (the YAML reader's lookahead
+    /// limit on comments, see `snapshot::yaml`).
+    #[test]
+    fn a_profile_file_with_long_comments_is_read() {
+        let comments: String = (0..150).map(|i| format!("#  line {i}\n")).collect();
+        let file = ProfileFile::parse(
+            "p.yaml",
+            &format!(
+                "{comments}istioVersion:\n{comments}  1.25\nassumeInjected:\n{comments}  true\n"
+            ),
+        )
+        .unwrap();
+        let overrides = ProfileOverrides {
+            file: Some(file),
+            ..Default::default()
+        };
+        let p = MeshProfile::build(ProfileInputs::default(), &overrides).unwrap();
+        assert_eq!(p.istio.minor, 25);
         assert!(p.assume_injected);
     }
 
