@@ -41,6 +41,10 @@ pub fn locate(
     item: Option<usize>,
     path: Option<&[String]>,
 ) -> Option<(usize, Option<(usize, usize)>)> {
+    // A byte order mark: the tree places the object after it, as the YAML reader reads it.
+    if text.starts_with('\u{feff}') {
+        return None;
+    }
     let lines = lines(text)?;
     let root = Node::Mapping(0, 0);
     let first = lines.first()?;
@@ -170,6 +174,8 @@ fn value(lines: &[Line], key: usize) -> Option<Step> {
         Kind::Key(..) if next.indent > line.indent => {
             Step::Node(Node::Mapping(key + 1, next.indent))
         }
+        // `command:` with `["sh", "-c", ...]` on the line below.
+        Kind::Flow if next.indent > line.indent => Step::Flow(next.offset),
         _ => Step::Scalar,
     })
 }
@@ -300,6 +306,11 @@ fn lines(text: &str) -> Option<Vec<Line<'_>>> {
 
 /// A key line or a scalar; `None` for what only the tree reads right.
 fn classify(text: &str) -> Option<Kind<'_>> {
+    if memchr::memchr(b'\t', text.as_bytes()).is_some() {
+        // A tab separates as a space does (`metadata:<tab>`, in argocd-example-apps), which
+        // the key search here does not read.
+        return None;
+    }
     if text.starts_with(['"', '\'']) {
         // A quoted scalar that ends on its line (an item, a continuation); `"key": x` is not.
         return plain_line(text).then_some(Kind::Other);

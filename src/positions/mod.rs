@@ -133,6 +133,12 @@ impl FileIndex {
         let (at, line) = self.anchors[self.anchors.partition_point(|&(a, _)| a <= offset) - 1];
         let line = line + memchr::memchr_iter(b'\n', &bytes[at..offset]).count();
         let start = memchr::memrchr(b'\n', &bytes[..offset]).map_or(0, |i| i + 1);
+        // A byte order mark opening the file is no column in an editor.
+        let start = if start == 0 && self.text.starts_with('\u{feff}') {
+            '\u{feff}'.len_utf8().min(offset)
+        } else {
+            start
+        };
         let column = self
             .text
             .get(start..offset)
@@ -650,6 +656,58 @@ mod tests {
         let dirs = crate::snapshot::load::dirs_from_env("MESHMEDIC_POSITIONS_DIRS");
         let (documents, answered) = block_agrees_with_the_tree(&dirs);
         eprintln!("block locator: {answered} of {documents} documents without the tree");
+    }
+
+    /// A flow collection on the line below its key (anthos-service-mesh-workshop's probes):
+    /// the block locator enters it as the tree does, instead of stopping at the key.
+    #[test]
+    fn a_flow_collection_below_its_key() {
+        let text = "kind: Pod\nspec:\n  containers:\n  - name: a\n    command:\n      [\"sh\", \"-c\", \"x\"]\n";
+        let tokens: Vec<String> = ["spec", "containers", "0", "command", "1"]
+            .map(String::from)
+            .to_vec();
+        let (_, found) = block::locate(text, None, Some(&tokens)).unwrap();
+        let (offset, depth) = found.unwrap();
+        assert_eq!((&text[offset..offset + 4], depth), ("\"-c\"", 5));
+        let parsed = ParsedChunk::parse(text).unwrap();
+        let object = parsed.object(None).unwrap();
+        assert_eq!(
+            find_path(&object, &tokens),
+            (offset, 5),
+            "the tree's answer"
+        );
+    }
+
+    /// A tab after a key's colon is a separator (argocd-example-apps' guestbook-ui-svc.yaml):
+    /// such a document is left to the tree, which finds the key.
+    #[test]
+    fn tabs_after_keys() {
+        let text = "apiVersion: v1\t\nkind: Service\t\nmetadata:\t\n  name: web\t\n";
+        let tokens: Vec<String> = vec!["metadata".into(), "name".into()];
+        assert_eq!(block::locate(text, None, Some(&tokens)), None);
+        let source = Source {
+            file: "f".into(),
+            document: 0,
+            item: None,
+        };
+        let (_, field) = locate_in_text(text, &source, Some("/metadata/name")).unwrap();
+        assert_eq!(field, Some((true, (4, 3))));
+    }
+
+    /// A file opening with a byte order mark (trevorbox/service-mesh-patterns): the object is
+    /// placed after it, on the first column an editor shows.
+    #[test]
+    fn a_byte_order_mark_is_no_column() {
+        let text = "\u{feff}kind: ClusterRole\nmetadata:\n  name: x\n";
+        assert_eq!(block::locate(text, None, None), None);
+        let source = Source {
+            file: "f".into(),
+            document: 0,
+            item: None,
+        };
+        let (at, field) = locate_in_text(text, &source, Some("/metadata/name")).unwrap();
+        assert_eq!(at, (1, 1));
+        assert_eq!(field, Some((true, (3, 3))));
     }
 
     #[test]
