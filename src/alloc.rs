@@ -25,31 +25,40 @@ fn plain(align: usize, size: usize) -> bool {
     align <= std::mem::align_of::<usize>() && align <= size
 }
 
+/// A block for `layout` from `plain_block` (`mi_malloc`, `mi_zalloc`) when its alignment is one
+/// a plain block has, else from `aligned_block`.
+///
+/// # Safety
+/// `layout` has a non-zero size (GlobalAlloc's contract).
+#[inline]
+unsafe fn block(
+    layout: Layout,
+    plain_block: unsafe extern "C" fn(usize) -> *mut c_void,
+    aligned_block: unsafe extern "C" fn(usize, usize) -> *mut c_void,
+) -> *mut u8 {
+    // SAFETY: plain C allocation calls; mimalloc returns null on failure, as required.
+    unsafe {
+        if plain(layout.align(), layout.size()) {
+            plain_block(layout.size()).cast()
+        } else {
+            aligned_block(layout.size(), layout.align()).cast()
+        }
+    }
+}
+
 // SAFETY: each method forwards to the mimalloc function with the same contract; blocks from
 // either family are freed by `mi_free` and resized by `mi_realloc*`, which mimalloc allows.
 unsafe impl GlobalAlloc for Mimalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: plain C allocation calls; mimalloc returns null on failure, as required.
-        unsafe {
-            if plain(layout.align(), layout.size()) {
-                mi::mi_malloc(layout.size()).cast()
-            } else {
-                mi::mi_malloc_aligned(layout.size(), layout.align()).cast()
-            }
-        }
+        // SAFETY: GlobalAlloc's contract: a non-zero size.
+        unsafe { block(layout, mi::mi_malloc, mi::mi_malloc_aligned) }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as in `alloc`.
-        unsafe {
-            if plain(layout.align(), layout.size()) {
-                mi::mi_zalloc(layout.size()).cast()
-            } else {
-                mi::mi_zalloc_aligned(layout.size(), layout.align()).cast()
-            }
-        }
+        unsafe { block(layout, mi::mi_zalloc, mi::mi_zalloc_aligned) }
     }
 
     #[inline]
