@@ -12,8 +12,8 @@ pub(crate) enum Flow<'a> {
     Mapping(Vec<(&'a str, usize, Flow<'a>)>),
     /// Items with their offsets.
     Sequence(Vec<(usize, Flow<'a>)>),
-    /// A plain or quoted scalar (what the block parser reads of it, it reads with its own
-    /// [`FlowBuilder`]).
+    /// A plain or quoted scalar: the locator does not enter it, and the block parser reads
+    /// scalars through its own [`FlowBuilder`].
     Scalar,
 }
 
