@@ -8,6 +8,7 @@
 //! plans on the `Value`, which gives the canonical result or error.
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::{Edit, TEXT_DEPTH, pointer};
 use crate::snapshot::yaml::Borrowed;
@@ -15,12 +16,15 @@ use crate::snapshot::yaml::Borrowed;
 /// The patch for `edits` and the patched document, as compact JSON: what
 /// [`super::plan_patch_owned`] gives for the same document, written by `serde_json::to_string`.
 /// The operations are written as they are planned, not built as `Value`s first.
-pub(super) fn plan(mut doc: Borrowed<'_>, edits: &[Edit]) -> Option<(String, String)> {
+pub(super) fn plan(
+    mut doc: Borrowed<'_>,
+    edits: &[Edit],
+) -> Option<(Box<RawValue>, Box<RawValue>)> {
     // A value rebuilt from the document is worked out on the `Value` (rare: pod templates).
     if edits.iter().any(|e| e.rebuild.is_some()) {
         return None;
     }
-    let mut ops = Ops(String::from("["));
+    let mut ops = Ops(Vec::with_capacity(2 * edits.len()));
     for edit in edits {
         let mut depth = 0;
         let mut node = &doc;
@@ -66,13 +70,14 @@ pub(super) fn plan(mut doc: Borrowed<'_>, edits: &[Edit]) -> Option<(String, Str
     if doc.levels() > TEXT_DEPTH {
         return None;
     }
-    ops.0.push(']');
-    let json = serde_json::to_string(&doc).ok()?;
-    Some((ops.0, json))
+    let ops = serde_json::value::to_raw_value(&ops.0).ok()?;
+    let json = serde_json::value::to_raw_value(&doc).ok()?;
+    Some((ops, json))
 }
 
-/// A JSON Patch as compact JSON, written operation by operation.
-struct Ops(String);
+/// A JSON Patch as compact JSON, written operation by operation (the list is written as
+/// `[`, the operations' texts and `,` between them).
+struct Ops(Vec<Box<RawValue>>);
 
 impl Ops {
     /// `{"op":..,"path":..,"value":..}`, as `serde_json` writes such a `Value` (keys in that
@@ -89,12 +94,9 @@ impl Ops {
         if value.levels() + 1 > TEXT_DEPTH - 1 {
             return None;
         }
-        if self.0.len() > 1 {
-            self.0.push(',');
-        }
         // Writing to a `String` cannot fail (and keys are strings).
-        let text = serde_json::to_string(&Operation { op, path, value }).ok()?;
-        self.0.push_str(&text);
+        let text = serde_json::value::to_raw_value(&Operation { op, path, value }).ok()?;
+        self.0.push(text);
         Some(())
     }
 }
@@ -166,7 +168,8 @@ mod tests {
             )
         });
         match plan(tree, edits) {
-            Some(got) => {
+            Some((ops, doc)) => {
+                let got = (ops.get().to_string(), doc.get().to_string());
                 assert_eq!(Ok(got), expected, "{yaml}\n{edits:?}");
                 true
             }
