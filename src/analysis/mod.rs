@@ -188,12 +188,34 @@ pub struct Sink {
     /// Drop each fix's edits as its finding arrives: only composing fixes on one object reads
     /// them (`fix`, `-o yaml`, the operator), and at 10,000 services they were 4 MB of the peak.
     pub drop_edits: bool,
+    /// The namespace [`Sink::wants`] answered for last, and its answer.
+    last_wanted: std::cell::RefCell<(Option<String>, bool)>,
 }
 
 impl Sink {
     /// Whether the detectors should look at objects in this namespace.
     pub fn wants(&self, namespace: &str) -> bool {
-        self.scope.as_ref().is_none_or(|s| s.contains(namespace))
+        let Some(scope) = &self.scope else {
+            return true;
+        };
+        // Every detector passes over all the services or workloads, once per group of
+        // namespaces (`namespace_groups`): most in a row share a namespace (the order of their
+        // files), and a group is a range of namespaces, so most of the others are told by two
+        // comparisons.
+        let mut last = self.last_wanted.borrow_mut();
+        let (last_namespace, answer) = &mut *last;
+        if last_namespace.as_deref() == Some(namespace) {
+            return *answer;
+        }
+        let within = scope
+            .first()
+            .is_some_and(|first| namespace >= first.as_str())
+            && scope.last().is_some_and(|last| namespace <= last.as_str());
+        *answer = within && scope.contains(namespace);
+        let kept = last_namespace.get_or_insert_with(String::new);
+        kept.clear();
+        kept.push_str(namespace);
+        *answer
     }
 
     pub fn push(&mut self, finding: Result<Finding, crate::remediation::PlanError>) {
@@ -302,15 +324,65 @@ fn analyze_with(
         .filter(|f| !ignored(snapshot, f))
         .collect();
     sort_findings(&mut findings);
+    let mut errors = sink.errors;
+    // In one order however the work was split: by namespaces (`namespace_groups`) or not.
+    errors.sort();
     Report {
         findings,
-        istio_version: snapshot.istio_version.clone(),
-        profile: snapshot.profile().clone(),
-        skipped: snapshot.skipped.clone(),
-        errors: sink.errors,
-        skipped_files: Vec::new(),
-        invalid_documents: Vec::new(),
+        errors,
+        ..Report::without_findings(snapshot)
     }
+}
+
+impl Report {
+    /// The report of `snapshot` before any detector ran: no findings, no errors.
+    pub fn without_findings(snapshot: &Snapshot) -> Report {
+        Report {
+            findings: Vec::new(),
+            istio_version: snapshot.istio_version.clone(),
+            profile: snapshot.profile().clone(),
+            skipped: snapshot.skipped.clone(),
+            errors: Vec::new(),
+            skipped_files: Vec::new(),
+            invalid_documents: Vec::new(),
+        }
+    }
+}
+
+/// The namespaces of the snapshot's services and workloads (those in `scope`), in order, in
+/// groups of at least `objects` services and workloads each (the last may have fewer). Every
+/// detector looks at a service's or a workload's namespace (`Sink::wants`), and every finding is
+/// its namespace's: the findings of `analyze_in` on each group, one after the other, are the
+/// findings of the whole, in the report's order, and only one group's are held at a time. One
+/// group (or none) when there is not more than `objects` in all.
+pub fn namespace_groups(
+    snapshot: &Snapshot,
+    scope: Option<&std::collections::BTreeSet<String>>,
+    objects: usize,
+) -> Vec<std::collections::BTreeSet<String>> {
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    let namespaces = snapshot.services.iter().map(|s| s.meta.namespace.as_str());
+    let namespaces = namespaces.chain(snapshot.workloads.iter().map(|w| w.meta.namespace.as_str()));
+    for ns in namespaces {
+        if scope.is_none_or(|s| s.contains(ns)) {
+            *counts.entry(ns).or_default() += 1;
+        }
+    }
+    let mut groups = Vec::new();
+    let mut group = std::collections::BTreeSet::new();
+    let mut size = 0;
+    for (ns, n) in counts {
+        group.insert(ns.to_string());
+        size += n;
+        if size >= objects {
+            groups.push(std::mem::take(&mut group));
+            size = 0;
+        }
+    }
+    if !group.is_empty() {
+        groups.push(group);
+    }
+    groups
 }
 
 /// In the order of the report: by namespace, Service, code, workload and target, stably.

@@ -94,20 +94,12 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
     phases.done("read (split, YAML parse)");
     let (snapshot, read) = input.build(options)?;
     phases.done("build (typed objects, indexes)");
-    // A fix's edits are kept to compose fixes on one object; only `-o yaml` does that here.
-    let mut report = if args.output == Output::Yaml {
-        analyze_in(&snapshot, scope)
-    } else {
-        analyze_without_edits(&snapshot, scope)
-    };
-    phases.done("detectors and fixes");
     // Where each finding is in the files (issue 13 §1): `path:line:col`.
     let mut locator = crate::positions::Locator::with_texts(std::mem::take(&mut input.texts));
-    let locations = crate::positions::locate(&mut locator, &snapshot, &report.findings);
-    phases.done("locate findings");
-    report.skipped_files = std::mem::take(&mut input.skipped_files);
-    report.invalid_documents = std::mem::take(&mut input.invalid_documents);
-    eprint!("{}", render_input_problems(&report));
+    let mut rest = Report::without_findings(&snapshot);
+    rest.skipped_files = std::mem::take(&mut input.skipped_files);
+    rest.invalid_documents = std::mem::take(&mut input.invalid_documents);
+    eprint!("{}", render_input_problems(&rest));
     if let Some(first) = input.duplicates.first() {
         eprintln!(
             "meshmedic: note: {} object(s) defined more than once; the last definition of each is \
@@ -127,20 +119,35 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
     if args.output == Output::Json {
         // Streamed: written as it is serialized. A closed pipe (`| head`) is not an error
         // worth a message; any other failure to serialize is.
-        let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-        match write_json(&report, &locations, &mut out)
-            .and_then(|()| out.flush().map_err(serde_json::Error::io))
-        {
-            Err(e) if !e.is_io() => return Err(Error::Other(e.to_string())),
-            _ => {}
-        }
-        drop(out);
-        phases.done("render and write");
-        let code = exit_code(args, &report);
-        // As the snapshot below: the findings and their places are freed by the exit.
-        std::mem::forget((snapshot, report, locations, locator, input));
+        let out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+        let written = write_json_by_groups(
+            &snapshot,
+            scope,
+            &mut locator,
+            rest,
+            GROUP_OBJECTS,
+            args.fail_on,
+            out,
+        )?;
+        // Flushed; stdout's lock given back.
+        drop(written.out);
+        phases.done("detectors, fixes, locate, render and write, by groups of namespaces");
+        let code = exit_code(args, &written.rest, written.failed);
+        // As the snapshot below: freed by the exit.
+        std::mem::forget((snapshot, locator, input));
         return Ok(code);
     }
+    // A fix's edits are kept to compose fixes on one object; only `-o yaml` does that here.
+    let mut report = if args.output == Output::Yaml {
+        analyze_in(&snapshot, scope)
+    } else {
+        analyze_without_edits(&snapshot, scope)
+    };
+    phases.done("detectors and fixes");
+    let locations = crate::positions::locate(&mut locator, &snapshot, &report.findings);
+    phases.done("locate findings");
+    report.skipped_files = rest.skipped_files;
+    report.invalid_documents = rest.invalid_documents;
     let text = match args.output {
         Output::Table => render_table_at(&report, &locations),
         Output::Json => render_json(&report, &locations)?,
@@ -158,7 +165,8 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
     // A closed pipe (`| head`) is not an error worth a message.
     let _ = out.write_all(text.as_bytes());
     phases.done("write");
-    Ok(exit_code(args, &report))
+    let failed = fails(args.fail_on, &report.findings);
+    Ok(exit_code(args, &report, failed))
 }
 
 /// A repository rarely holds its Namespace objects: when that alone leaves every workload out
@@ -198,7 +206,14 @@ pub(super) fn unmeshed_input_note(
 
 /// 2 for fixes that could not be planned or (`--strict`) unreadable documents, 1 for a finding
 /// at `--fail-on`, else 0.
-fn exit_code(args: &AnalyzeArgs, report: &Report) -> ExitCode {
+/// `--fail-on`: whether a finding is at least that severe.
+fn fails(threshold: Option<Severity>, findings: &[Finding]) -> bool {
+    threshold.is_some_and(|threshold| findings.iter().any(|f| f.severity >= threshold))
+}
+
+/// The exit code of a run whose report is `report` (its findings are not read: `failed` says
+/// whether one of them fails the run).
+fn exit_code(args: &AnalyzeArgs, report: &Report, failed: bool) -> ExitCode {
     if !report.errors.is_empty() {
         for e in &report.errors {
             eprintln!("meshmedic: {e}");
@@ -212,14 +227,77 @@ fn exit_code(args: &AnalyzeArgs, report: &Report) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let failed = args
-        .fail_on
-        .is_some_and(|threshold| report.findings.iter().any(|f| f.severity >= threshold));
     if failed {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Services and workloads analysed, located and written at a time by `analyze -o json`: the
+/// findings of about 4,000 of them (about 3 MB) are held at once instead of all of them (17 MB
+/// of findings and places at 10,000 services, the run's peak; README, Benchmarks). Every group
+/// runs each detector over the snapshot's lists, skipping other namespaces, so fewer, larger
+/// groups cost less time.
+const GROUP_OBJECTS: usize = 4_000;
+
+/// What [`write_json_by_groups`] wrote: the report's fields but its findings, whether a
+/// finding failed the run (`--fail-on`), and the output (`None` once it closed).
+struct WrittenJson<W> {
+    rest: Report,
+    failed: bool,
+    out: Option<W>,
+}
+
+/// `analyze -o json`: the detectors run, the findings are located and written, a group of
+/// namespaces at a time ([`crate::analysis::namespace_groups`] with `objects`); the same bytes as
+/// [`write_json`] of the whole report. `rest` is the report without findings; its errors are
+/// those of every group, in order. A closed output stops the writing, not the analysis (the
+/// exit code still counts every finding).
+fn write_json_by_groups<W: Write>(
+    snapshot: &crate::snapshot::Snapshot,
+    scope: Option<std::collections::BTreeSet<String>>,
+    locator: &mut crate::positions::Locator,
+    mut rest: Report,
+    objects: usize,
+    fail_on: Option<Severity>,
+    out: W,
+) -> Result<WrittenJson<W>> {
+    let groups = crate::analysis::namespace_groups(snapshot, scope.as_ref(), objects);
+    // One group is the whole scope: no set of namespaces to look each object up in.
+    let scopes: Vec<_> = if groups.len() < 2 {
+        vec![scope]
+    } else {
+        groups.into_iter().map(Some).collect()
+    };
+    let serialize = |e: serde_json::Error| Error::Other(e.to_string());
+    let mut writer = Some(JsonWriter::new(out, &rest).map_err(serialize)?);
+    let mut failed = false;
+    for scope in scopes {
+        let part = analyze_without_edits(snapshot, scope);
+        failed |= fails(fail_on, &part.findings);
+        rest.errors.extend(part.errors);
+        let Some(w) = writer.as_mut() else { continue };
+        let locations = crate::positions::locate(locator, snapshot, &part.findings);
+        match w.findings(&part.findings, &locations) {
+            Ok(()) => {}
+            Err(e) if e.is_io() => writer = None,
+            Err(e) => return Err(serialize(e)),
+        }
+    }
+    rest.errors.sort();
+    let mut out = None;
+    if let Some(w) = writer {
+        match w.finish(&rest).and_then(|mut w| {
+            w.flush().map_err(serde_json::Error::io)?;
+            Ok(w)
+        }) {
+            Ok(w) => out = Some(w),
+            Err(e) if !e.is_io() => return Err(serialize(e)),
+            Err(_) => {}
+        }
+    }
+    Ok(WrittenJson { rest, failed, out })
 }
 
 /// mimalloc gives pages freed in a thread back to the OS 1 s after they are freed, by default.
@@ -477,12 +555,9 @@ pub fn render_json(report: &Report, locations: &[Option<Location>]) -> Result<St
 pub fn write_json(
     report: &Report,
     locations: &[Option<Location>],
-    mut out: impl Write,
+    out: impl Write,
 ) -> std::result::Result<(), serde_json::Error> {
-    use serde::ser::Error as _;
-
-    // Every field but the findings, in the report's order, with `"findings": []` where the
-    // findings go.
+    // Every field but the findings, in the report's order.
     let rest = Report {
         findings: Vec::new(),
         istio_version: report.istio_version.clone(),
@@ -492,64 +567,123 @@ pub fn write_json(
         skipped_files: report.skipped_files.clone(),
         invalid_documents: report.invalid_documents.clone(),
     };
-    let rest = serde_json::to_string_pretty(&rest)?;
-    // A top-level key is the only text after a newline and exactly two spaces.
-    const EMPTY: &str = "\n  \"findings\": []";
-    let Some(at) = rest.find(EMPTY) else {
-        return Err(serde_json::Error::custom(
+    let mut writer = JsonWriter::new(out, &rest)?;
+    writer.findings(&report.findings, locations)?;
+    writer.finish(&rest).map(drop)
+}
+
+/// The JSON report written as its findings come, in parts (a group of namespaces at a time,
+/// [`crate::analysis::namespace_groups`]), then the rest of the report: byte for byte what
+/// `serde_json::to_writer_pretty` writes for the whole report.
+pub struct JsonWriter<W: Write> {
+    out: W,
+    /// The report's text up to its findings' `[` (`findings` is the report's first field).
+    head: String,
+    /// Findings written so far.
+    written: usize,
+}
+
+/// Where the findings go in a report serialized without them: a top-level key is the only text
+/// after a newline and exactly two spaces.
+const EMPTY_FINDINGS: &str = "\n  \"findings\": []";
+
+/// `report` (without findings) as pretty JSON, and where its `"findings": []` starts.
+fn report_text(report: &Report) -> std::result::Result<(String, usize), serde_json::Error> {
+    use serde::ser::Error as _;
+    let text = serde_json::to_string_pretty(report)?;
+    match text.find(EMPTY_FINDINGS) {
+        Some(at) => Ok((text, at)),
+        None => Err(serde_json::Error::custom(
             "the report has no findings field",
-        ));
-    };
-    let io = serde_json::Error::io;
-    if report.findings.is_empty() {
-        out.write_all(rest.as_bytes()).map_err(io)?;
-        return out.write_all(b"\n").map_err(io);
+        )),
     }
-    out.write_all(&rest.as_bytes()[..at + EMPTY.len() - 1])
-        .map_err(io)?;
-    // Written as it is serialized, a batch at a time, each batch spread over the cores: one
-    // JSON tree of the whole report (20 MB of output at 10,000 services) was a sixth of the
-    // peak memory, and a tree per finding copied its corrected resource (README, Benchmarks).
-    // A batch's text is held until it is written: 256 findings are about 0.8 MB (1,024 were
-    // 3 MB of the peak at 10,000 services), still far more work than a thread's start.
-    const BATCH: usize = 256;
-    let threads = crate::snapshot::load::worker_threads();
-    for (b, batch) in report.findings.chunks(BATCH).enumerate() {
-        let first = b * BATCH;
-        let part = batch.len().div_ceil(threads);
-        let render = |i: usize| {
-            let end = (i + part).min(batch.len());
-            let mut buf = Vec::with_capacity((end - i) * 3072);
-            for (n, finding) in batch[i..end].iter().enumerate() {
-                let at = first + i + n;
-                let location = locations.get(at).and_then(Option::as_ref);
-                write_finding(&mut buf, finding, location, at)?;
-            }
-            Ok::<_, serde_json::Error>(buf)
-        };
-        let parts: Vec<std::result::Result<Vec<u8>, serde_json::Error>> = if threads < 2 {
-            vec![render(0)]
-        } else {
-            std::thread::scope(|scope| {
-                let render = &render;
-                let handles: Vec<_> = (0..batch.len())
-                    .step_by(part)
-                    .map(|i| scope.spawn(move || render(i)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                    .collect()
-            })
-        };
-        for part in parts {
-            out.write_all(&part?).map_err(io)?;
+}
+
+impl<W: Write> JsonWriter<W> {
+    /// A writer for a report shaped as `rest` (without findings).
+    pub fn new(out: W, rest: &Report) -> std::result::Result<JsonWriter<W>, serde_json::Error> {
+        let (mut head, at) = report_text(rest)?;
+        head.truncate(at + EMPTY_FINDINGS.len() - 1);
+        Ok(JsonWriter {
+            out,
+            head,
+            written: 0,
+        })
+    }
+
+    /// Writes `findings` (after those written before), each with its place.
+    pub fn findings(
+        &mut self,
+        findings: &[Finding],
+        locations: &[Option<Location>],
+    ) -> std::result::Result<(), serde_json::Error> {
+        let io = serde_json::Error::io;
+        if findings.is_empty() {
+            return Ok(());
         }
+        if self.written == 0 {
+            self.out.write_all(self.head.as_bytes()).map_err(io)?;
+        }
+        // Written as it is serialized, a batch at a time, each batch spread over the cores: one
+        // JSON tree of the whole report (20 MB of output at 10,000 services) was a sixth of the
+        // peak memory, and a tree per finding copied its corrected resource (README,
+        // Benchmarks). A batch's text is held until it is written: 256 findings are about 0.8
+        // MB (1,024 were 3 MB of the peak at 10,000 services), still far more work than a
+        // thread's start.
+        const BATCH: usize = 256;
+        let threads = crate::snapshot::load::worker_threads();
+        for (b, batch) in findings.chunks(BATCH).enumerate() {
+            let first = b * BATCH;
+            let part = batch.len().div_ceil(threads);
+            let render = |i: usize| {
+                let end = (i + part).min(batch.len());
+                let mut buf = Vec::with_capacity((end - i) * 3072);
+                for (n, finding) in batch[i..end].iter().enumerate() {
+                    let at = first + i + n;
+                    let location = locations.get(at).and_then(Option::as_ref);
+                    write_finding(&mut buf, finding, location, self.written + at)?;
+                }
+                Ok::<_, serde_json::Error>(buf)
+            };
+            let parts: Vec<std::result::Result<Vec<u8>, serde_json::Error>> = if threads < 2 {
+                vec![render(0)]
+            } else {
+                std::thread::scope(|scope| {
+                    let render = &render;
+                    let handles: Vec<_> = (0..batch.len())
+                        .step_by(part)
+                        .map(|i| scope.spawn(move || render(i)))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                        .collect()
+                })
+            };
+            for part in parts {
+                self.out.write_all(&part?).map_err(io)?;
+            }
+        }
+        self.written += findings.len();
+        Ok(())
     }
-    out.write_all(b"\n  ]").map_err(io)?;
-    out.write_all(&rest.as_bytes()[at + EMPTY.len()..])
-        .map_err(io)?;
-    out.write_all(b"\n").map_err(io)
+
+    /// Writes the rest of the report (`rest`'s fields after its findings, which must be empty:
+    /// those were written) and gives the output back.
+    pub fn finish(mut self, rest: &Report) -> std::result::Result<W, serde_json::Error> {
+        let io = serde_json::Error::io;
+        let (text, at) = report_text(rest)?;
+        if self.written == 0 {
+            self.out.write_all(text.as_bytes()).map_err(io)?;
+        } else {
+            self.out.write_all(b"\n  ]").map_err(io)?;
+            self.out
+                .write_all(&text.as_bytes()[at + EMPTY_FINDINGS.len()..])
+                .map_err(io)?;
+        }
+        self.out.write_all(b"\n").map_err(io)?;
+        Ok(self.out)
+    }
 }
 
 /// One element of the report's `findings`, as `serde_json::to_writer_pretty` writes it at that
@@ -906,6 +1040,124 @@ mod tests {
     use super::*;
     use serde::Serialize;
     use serde_json::json;
+
+    /// A mesh of `namespaces` × `services` (nginx behind a DestinationRule keeping idle
+    /// connections an hour, a VirtualService without retries: two findings a service), the
+    /// namespaces' objects interleaved and in reverse order, so no file order matches the
+    /// report's.
+    fn interleaved_mesh(namespaces: usize, services: usize) -> String {
+        let mut out = String::new();
+        for ns in (0..namespaces).rev() {
+            out += &format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ns-{ns}\n  labels: \
+                 {{istio-injection: enabled}}\n---\n"
+            );
+        }
+        for s in 0..services {
+            for ns in (0..namespaces).rev() {
+                let host = format!("svc-{s}.ns-{ns}.svc.cluster.local");
+                out += &format!(
+                    "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: svc-{s}, \
+                     namespace: ns-{ns}}}\nspec:\n  selector:\n    matchLabels: {{app: svc-{s}}}\n  \
+                     template:\n    metadata:\n      labels: {{app: svc-{s}}}\n    spec:\n      \
+                     containers:\n      - name: app\n        image: nginx:1.27\n        ports:\n        \
+                     - containerPort: 8080\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: \
+                     svc-{s}, namespace: ns-{ns}}}\nspec:\n  selector: {{app: svc-{s}}}\n  ports:\n  \
+                     - {{name: http, port: 80, targetPort: 8080}}\n---\napiVersion: \
+                     networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: svc-{s}, \
+                     namespace: ns-{ns}}}\nspec:\n  host: {host}\n  trafficPolicy:\n    \
+                     connectionPool:\n      http: {{idleTimeout: 1h}}\n---\napiVersion: \
+                     networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: svc-{s}, \
+                     namespace: ns-{ns}}}\nspec:\n  hosts: [{host}]\n  http:\n  - route:\n    - \
+                     destination: {{host: {host}}}\n---\n"
+                );
+            }
+        }
+        out
+    }
+
+    /// `analyze -o json` written by groups of namespaces, whatever their size, is byte for byte
+    /// the whole report written at once: the bundled examples, a repository fixture of three
+    /// namespaces, and a mesh whose file holds its namespaces out of order.
+    #[test]
+    fn the_report_written_by_groups_of_namespaces_is_the_whole_report() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mesh = dir.path().join("mesh.yaml");
+        std::fs::write(&mesh, interleaved_mesh(7, 6)).expect("write");
+        let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let (examples, repo) = (here.join("examples"), here.join("tests/fixtures/repo"));
+        for (paths, namespaces) in [(vec![examples], 1), (vec![repo], 3), (vec![mesh], 7)] {
+            let mut input = read_paths_prepared(&paths).expect("reads");
+            let (snapshot, _) = input
+                .build(crate::snapshot::SnapshotOptions::default())
+                .expect("builds");
+            let mut locator = crate::positions::Locator::with_texts(input.texts.clone());
+            let mut whole = analyze_without_edits(&snapshot, None);
+            whole.skipped_files = input.skipped_files.clone();
+            whole.invalid_documents = input.invalid_documents.clone();
+            let locations = crate::positions::locate(&mut locator, &snapshot, &whole.findings);
+            let expected = render_json(&whole, &locations).expect("renders");
+            assert!(
+                whole.findings.len() > 3,
+                "{paths:?}: {}",
+                whole.findings.len()
+            );
+            let groups = crate::analysis::namespace_groups(&snapshot, None, 1);
+            assert_eq!(groups.len(), namespaces, "{groups:?}");
+            for objects in [1, 5, 17, usize::MAX] {
+                let mut rest = Report::without_findings(&snapshot);
+                rest.skipped_files = input.skipped_files.clone();
+                rest.invalid_documents = input.invalid_documents.clone();
+                let mut locator = crate::positions::Locator::with_texts(input.texts.clone());
+                let written = write_json_by_groups(
+                    &snapshot,
+                    None,
+                    &mut locator,
+                    rest,
+                    objects,
+                    Some(Severity::Warning),
+                    Vec::new(),
+                )
+                .expect("writes");
+                assert!(written.failed);
+                let got = String::from_utf8(written.out.expect("written")).expect("utf-8");
+                assert!(
+                    got == expected,
+                    "{paths:?} by groups of {objects} objects differs"
+                );
+            }
+        }
+    }
+
+    /// Groups of namespaces: every namespace with a service or workload once, in order, each
+    /// group at least the size asked but the last, and only those in scope.
+    #[test]
+    fn namespace_groups_cover_the_namespaces_in_order() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mesh = dir.path().join("mesh.yaml");
+        std::fs::write(&mesh, interleaved_mesh(5, 3)).expect("write");
+        let mut input = read_paths_prepared(&[mesh]).expect("reads");
+        let (snapshot, _) = input
+            .build(crate::snapshot::SnapshotOptions::default())
+            .expect("builds");
+        let names = |groups: Vec<std::collections::BTreeSet<String>>| -> Vec<Vec<String>> {
+            groups
+                .into_iter()
+                .map(|g| g.into_iter().collect())
+                .collect()
+        };
+        // Six services and workloads a namespace.
+        let groups = crate::analysis::namespace_groups(&snapshot, None, 10);
+        assert_eq!(
+            names(groups),
+            [vec!["ns-0", "ns-1"], vec!["ns-2", "ns-3"], vec!["ns-4"]]
+        );
+        let all = crate::analysis::namespace_groups(&snapshot, None, usize::MAX);
+        assert_eq!(all.len(), 1);
+        let scope = ["ns-1", "ns-3", "other"].map(String::from).into();
+        let groups = crate::analysis::namespace_groups(&snapshot, Some(&scope), 1);
+        assert_eq!(names(groups), [vec!["ns-1"], vec!["ns-3"]]);
+    }
 
     /// Values whose layout has edge cases: empty containers at every level, strings that hold
     /// brackets, commas, colons, quotes and escapes, numbers at their limits.
