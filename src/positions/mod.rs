@@ -376,7 +376,7 @@ impl Locator {
             None
         };
         let file = self.files.get(&*source.file)?.as_ref()?;
-        let ((line, column), field_at) = match locate_in_file(file, source, field.as_deref()) {
+        let ((line, column), field_at) = match locate_in_file(file, source, field) {
             Some(found) => found,
             // The document is there but its tree could not be had: its first line.
             None => {
@@ -396,7 +396,7 @@ impl Locator {
             field: field
                 .zip(field_at)
                 .map(|(path, (exists, (l, c)))| FieldLocation {
-                    path,
+                    path: path.to_string(),
                     exists,
                     line: l,
                     column: c,

@@ -13,18 +13,24 @@ use serde_json::value::RawValue;
 use super::{Edit, TEXT_DEPTH, pointer};
 use crate::snapshot::yaml::Borrowed;
 
+/// A planned patch: its operations and the patched document as compact JSON, and the path of
+/// its first operation that is not a `test`.
+pub(super) struct Planned {
+    pub ops: Box<RawValue>,
+    pub json: Box<RawValue>,
+    pub changed: Option<Box<str>>,
+}
+
 /// The patch for `edits` and the patched document, as compact JSON: what
 /// [`super::plan_patch_owned`] gives for the same document, written by `serde_json::to_string`.
 /// The operations are written as they are planned, not built as `Value`s first.
-pub(super) fn plan(
-    mut doc: Borrowed<'_>,
-    edits: &[Edit],
-) -> Option<(Box<RawValue>, Box<RawValue>)> {
+pub(super) fn plan(mut doc: Borrowed<'_>, edits: &[Edit]) -> Option<Planned> {
     // A value rebuilt from the document is worked out on the `Value` (rare: pod templates).
     if edits.iter().any(|e| e.rebuild.is_some()) {
         return None;
     }
     let mut ops = Ops(Vec::with_capacity(2 * edits.len()));
+    let mut changed: Option<Box<str>> = None;
     for edit in edits {
         let mut depth = 0;
         let mut node = &doc;
@@ -45,6 +51,7 @@ pub(super) fn plan(
             let new = Borrowed::from_value(edit.value.clone());
             ops.push("test", path.as_str(), node)?;
             ops.push("replace", path.as_str(), &new)?;
+            changed.get_or_insert_with(|| path.as_str().into());
             *walk_mut(&mut doc, &edit.path)? = new;
         } else {
             if !matches!(node, Borrowed::Map(_) | Borrowed::Seq(_)) {
@@ -58,7 +65,9 @@ pub(super) fn plan(
             }
             let new = Borrowed::from_value(value);
             ops.push("test", pointer(&edit.path[..depth]).as_str(), node)?;
-            ops.push("add", pointer(&edit.path[..=depth]).as_str(), &new)?;
+            let path = pointer(&edit.path[..=depth]);
+            ops.push("add", path.as_str(), &new)?;
+            changed.get_or_insert_with(|| path.as_str().into());
             // `child` found no such key, or the index is the end of the list (or `-`).
             match walk_mut(&mut doc, &edit.path[..depth])? {
                 Borrowed::Map(entries) => entries.push((edit.path[depth].clone().into(), new)),
@@ -72,7 +81,7 @@ pub(super) fn plan(
     }
     let ops = serde_json::value::to_raw_value(&ops.0).ok()?;
     let json = serde_json::value::to_raw_value(&doc).ok()?;
-    Some((ops, json))
+    Some(Planned { ops, json, changed })
 }
 
 /// A JSON Patch as compact JSON, written operation by operation (the list is written as
@@ -161,15 +170,27 @@ mod tests {
     fn same(yaml: &str, edits: &[Edit]) -> bool {
         let tree = crate::snapshot::yaml::borrowed(yaml).expect("plain block YAML");
         let value = crate::snapshot::yaml::from_str(yaml).expect("yaml");
+        // The changed field as read back from the operations: their first that is no `test`.
+        let first_change = |ops: &[Value]| {
+            ops.iter()
+                .find(|op| op["op"] != "test")
+                .and_then(|op| op["path"].as_str())
+                .map(str::to_string)
+        };
         let expected = super::super::plan_patch_owned(value, edits).map(|(ops, doc)| {
             (
                 serde_json::to_string(&ops).expect("json"),
                 serde_json::to_string(&doc).expect("json"),
+                first_change(&ops),
             )
         });
         match plan(tree, edits) {
-            Some((ops, doc)) => {
-                let got = (ops.get().to_string(), doc.get().to_string());
+            Some(Planned { ops, json, changed }) => {
+                let got = (
+                    ops.get().to_string(),
+                    json.get().to_string(),
+                    changed.map(String::from),
+                );
                 assert_eq!(Ok(got), expected, "{yaml}\n{edits:?}");
                 true
             }
