@@ -188,7 +188,8 @@ pub struct Sink {
     /// Drop each fix's edits as its finding arrives: only composing fixes on one object reads
     /// them (`fix`, `-o yaml`, the operator), and at 10,000 services they were 4 MB of the peak.
     pub drop_edits: bool,
-    /// The namespace [`Sink::wants`] answered for last, and its answer.
+    /// The namespace [`Sink::wants`] answered for last, and its answer (for `scope` as it is:
+    /// a sink is made for one analysis, and its scope is not changed once detectors ran).
     last_wanted: std::cell::RefCell<(Option<String>, bool)>,
 }
 
