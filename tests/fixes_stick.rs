@@ -13,7 +13,10 @@ fn documents(dir: &Path) -> Vec<(meshmedic::error::Source, serde_json::Value)> {
     input
         .objects
         .into_iter()
-        .map(|o| (o.source, o.document.value))
+        .map(|o| {
+            let value = o.value().clone();
+            (o.source, value)
+        })
         .collect()
 }
 

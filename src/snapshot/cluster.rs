@@ -122,16 +122,15 @@ pub async fn read(
                         map.insert("apiVersion".into(), Value::String(ar.api_version.clone()));
                         map.insert("kind".into(), Value::String(ar.kind.clone()));
                     }
-                    out.push(ObjectDocument {
-                        source: Source::new("cluster", 0),
-                        first_line: 1,
-                        document: Document {
+                    out.push(ObjectDocument::of_value(
+                        Source::new("cluster", 0),
+                        1,
+                        Document {
                             value,
                             lines: Default::default(),
                             text: None,
                         },
-                        prepared: None,
-                    });
+                    ));
                     count += 1;
                 }
                 match page.metadata.continue_.filter(|c| !c.is_empty()) {
@@ -167,7 +166,9 @@ fn key(value: &Value) -> Option<(String, String, String)> {
 pub fn overlay(cluster: Vec<ObjectDocument>, local: &mut Input, namespace: &str) -> usize {
     let mut local_keys = HashSet::new();
     for obj in &mut local.objects {
-        let value = &mut obj.document.value;
+        let Some(value) = obj.value_mut() else {
+            continue;
+        };
         let is_list = value.get("items").is_some_and(Value::is_array)
             && value
                 .get("kind")
@@ -196,7 +197,7 @@ pub fn overlay(cluster: Vec<ObjectDocument>, local: &mut Input, namespace: &str)
     let before = cluster.len();
     let kept: Vec<ObjectDocument> = cluster
         .into_iter()
-        .filter(|o| key(&o.document.value).is_none_or(|k| !local_keys.contains(&k)))
+        .filter(|o| key(o.value()).is_none_or(|k| !local_keys.contains(&k)))
         .collect();
     let replaced = before - kept.len();
     let mut objects = super::load::Documents::default();
@@ -212,15 +213,14 @@ mod tests {
     use serde_json::json;
 
     fn doc(file: &str, value: Value) -> ObjectDocument {
-        ObjectDocument {
-            source: Source::new(file, 0),
-            first_line: 1,
-            document: Document {
+        ObjectDocument::of_value(
+            Source::new(file, 0),
+            1,
+            Document {
                 value,
                 ..Default::default()
             },
-            prepared: None,
-        }
+        )
     }
 
     #[test]
@@ -255,11 +255,8 @@ mod tests {
         assert_eq!(replaced, 2);
         let files: Vec<&str> = local.objects.iter().map(|o| &*o.source.file).collect();
         assert_eq!(files, ["cluster", "a.yaml", "list.yaml"]);
-        assert_eq!(
-            local.objects[1].document.value["metadata"]["namespace"],
-            "shop"
-        );
-        let items = &local.objects[2].document.value["items"];
+        assert_eq!(local.objects[1].value()["metadata"]["namespace"], "shop");
+        let items = &local.objects[2].value()["items"];
         assert!(items[0]["metadata"].get("namespace").is_none());
         assert_eq!(items[1]["metadata"]["namespace"], "other");
     }

@@ -58,9 +58,16 @@ pub struct ObjectDocument {
     pub source: Source,
     /// The document's first line in its file (1-based).
     pub first_line: usize,
-    pub document: Document,
+    /// The document read as a value (with the lines of its fields, or its text to find them);
+    /// `None` for one whose objects were decoded on the thread that read it (`prepared`), which
+    /// keeps only `text`. Boxed, and absent from those: a list of 40,000 documents held an
+    /// empty value and line map each, 4.5 MB of the peak at 10,000 services (README,
+    /// Benchmarks).
+    pub document: Option<Box<Document>>,
+    /// A prepared document's text, to find the line of a field an error names.
+    pub text: Option<DocText>,
     /// [`read_paths_prepared`]: the document's objects, already decoded on the thread that
-    /// parsed it (`document.value` is then null: its tree was dropped there).
+    /// parsed it.
     pub prepared: Option<Vec<Entry>>,
 }
 
@@ -86,9 +93,43 @@ impl ObjectDocument {
     /// it, no finding points into it, and it keeps its file's text alive.
     fn without_text_if_skipped(mut self) -> ObjectDocument {
         if self.is_skipped() {
-            self.document.text = None;
+            self.text = None;
+            if let Some(document) = &mut self.document {
+                document.text = None;
+            }
         }
         self
+    }
+
+    /// A document read as a value, with its lines.
+    pub fn of_value(source: Source, first_line: usize, document: Document) -> ObjectDocument {
+        ObjectDocument {
+            source,
+            first_line,
+            document: Some(Box::new(document)),
+            text: None,
+            prepared: None,
+        }
+    }
+
+    /// The document's value (null once its objects are decoded).
+    pub fn value(&self) -> &Value {
+        const NULL: &Value = &Value::Null;
+        self.document.as_ref().map_or(NULL, |d| &d.value)
+    }
+
+    /// The document's value, to change it (none once its objects are decoded).
+    pub fn value_mut(&mut self) -> Option<&mut Value> {
+        self.document.as_mut().map(|d| &mut d.value)
+    }
+
+    /// The line of a field path in the document, or of its nearest ancestor that has one.
+    fn line_of(&self, path: &str) -> Option<usize> {
+        match (&self.document, &self.text) {
+            (Some(document), _) => document.line_of(path),
+            (None, Some(text)) => yaml::parse_document(text).ok()?.line_of(path),
+            (None, None) => None,
+        }
     }
 }
 
@@ -241,7 +282,7 @@ impl Input {
         for obj in &mut objects {
             if obj.prepared.is_none() {
                 // Moved, not cloned: only the text (for an error's line) stays behind.
-                let value = std::mem::take(&mut obj.document.value);
+                let value = obj.value_mut().map(std::mem::take).unwrap_or_default();
                 obj.prepared = Some(prepare_entries(obj.source.clone(), value, None));
             }
         }
@@ -314,7 +355,7 @@ fn invalid_field(
     } else {
         format!("{prefix}.{field}")
     };
-    let line = obj.document.line_of(&path).unwrap_or(1);
+    let line = obj.line_of(&path).unwrap_or(1);
     Ok(InvalidDocument {
         file: source.file.to_string(),
         document: source.document,
@@ -724,7 +765,7 @@ fn read_file(
         let part: Vec<ObjectDocument> = part
             .into_iter()
             .filter_map(|doc| match doc {
-                Ok(obj) if obj.prepared.is_some() || is_object(&obj.document.value) => Some(obj),
+                Ok(obj) if obj.prepared.is_some() || is_object(obj.value()) => Some(obj),
                 Ok(other) => {
                     others.push(other);
                     None
@@ -999,17 +1040,18 @@ fn read_document_parts(
             shared, &chunk,
         ) {
             Ok(doc) if doc.value.is_null() => None,
-            Ok(mut doc) => {
+            Ok(doc) => {
                 let source = Source::new(name.clone(), document);
-                let prepared = (prepare && is_object(&doc.value)).then(|| {
-                    let value = std::mem::take(&mut doc.value);
-                    prepare_entries(source.clone(), value, doc.text.clone())
-                });
+                if !(prepare && is_object(&doc.value)) {
+                    return Some(Ok(ObjectDocument::of_value(source, first_line, doc)));
+                }
+                let prepared = prepare_entries(source.clone(), doc.value, doc.text.clone());
                 Some(Ok(ObjectDocument {
                     source,
                     first_line,
-                    document: doc,
-                    prepared,
+                    document: None,
+                    text: doc.text,
+                    prepared: Some(prepared),
                 }))
             }
             Err(e) => Some(Err(InvalidDocument {
@@ -1047,11 +1089,8 @@ fn read_document_parts(
             return Some(Ok(ObjectDocument {
                 source,
                 first_line,
-                document: Document {
-                    value: Value::Null,
-                    lines: HashMap::new(),
-                    text: Some(text),
-                },
+                document: None,
+                text: Some(text),
                 prepared,
             }
             .without_text_if_skipped()));
@@ -1145,7 +1184,10 @@ pub fn parse_documents(file: &str, text: &str) -> Result<Vec<(Source, Value)>> {
     let mut out = Vec::new();
     for doc in read_documents(file, text) {
         match doc {
-            Ok(d) => out.push((d.source, d.document.value)),
+            Ok(d) => {
+                let value = d.document.map(|d| d.value).unwrap_or_default();
+                out.push((d.source, value))
+            }
             Err(bad) => {
                 return Err(Error::Syntax {
                     at: Source::new(file, bad.document),
