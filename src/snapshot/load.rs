@@ -60,8 +60,8 @@ pub struct ObjectDocument {
     pub first_line: usize,
     /// The document read as a value (with the lines of its fields, or its text to find them);
     /// `None` for one whose objects were decoded on the thread that read it (`prepared`), which
-    /// keeps only `text`. Boxed, and absent from those: a list of 40,000 documents held an
-    /// empty value and line map each, 4.5 MB of the peak at 10,000 services (README,
+    /// keeps only `text`. Boxed, and absent from those: 40,000 documents held an empty value and
+    /// line map each until the build, 4.9 MB of the heap's peak at 10,000 services (README,
     /// Benchmarks).
     pub document: Option<Box<Document>>,
     /// A prepared document's text, to find the line of a field an error names.
