@@ -150,6 +150,7 @@ fn run_inner(args: &AnalyzeArgs) -> Result<ExitCode> {
     report.invalid_documents = rest.invalid_documents;
     let text = match args.output {
         Output::Table => render_table_at(&report, &locations),
+        // Written above, by groups; the whole report's text here only for the match.
         Output::Json => render_json(&report, &locations)?,
         Output::Yaml => {
             render_assumptions_comment(&report)
@@ -204,15 +205,13 @@ pub(super) fn unmeshed_input_note(
     (!notes.is_empty()).then(|| notes.join("\n"))
 }
 
-/// 2 for fixes that could not be planned or (`--strict`) unreadable documents, 1 for a finding
-/// at `--fail-on`, else 0.
 /// `--fail-on`: whether a finding is at least that severe.
 fn fails(threshold: Option<Severity>, findings: &[Finding]) -> bool {
     threshold.is_some_and(|threshold| findings.iter().any(|f| f.severity >= threshold))
 }
 
-/// The exit code of a run whose report is `report` (its findings are not read: `failed` says
-/// whether one of them fails the run).
+/// 2 for fixes that could not be planned or (`--strict`) unreadable documents, 1 for a finding
+/// at `--fail-on` (`failed`: the report's findings are not read here), else 0.
 fn exit_code(args: &AnalyzeArgs, report: &Report, failed: bool) -> ExitCode {
     if !report.errors.is_empty() {
         for e in &report.errors {
@@ -252,7 +251,7 @@ struct WrittenJson<W> {
 /// `analyze -o json`: the detectors run, the findings are located and written, a group of
 /// namespaces at a time ([`crate::analysis::namespace_groups`] with `objects`); the same bytes as
 /// [`write_json`] of the whole report. `rest` is the report without findings; its errors are
-/// those of every group, in order. A closed output stops the writing, not the analysis (the
+/// those of every group, sorted (as `analyze_in` sorts its own). A closed output stops the writing, not the analysis (the
 /// exit code still counts every finding).
 fn write_json_by_groups<W: Write>(
     snapshot: &crate::snapshot::Snapshot,
@@ -645,20 +644,11 @@ impl<W: Write> JsonWriter<W> {
                 }
                 Ok::<_, serde_json::Error>(buf)
             };
-            let parts: Vec<std::result::Result<Vec<u8>, serde_json::Error>> = if threads < 2 {
+            let parts = if threads < 2 {
                 vec![render(0)]
             } else {
-                std::thread::scope(|scope| {
-                    let render = &render;
-                    let handles: Vec<_> = (0..batch.len())
-                        .step_by(part)
-                        .map(|i| scope.spawn(move || render(i)))
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                        .collect()
-                })
+                let starts = (0..batch.len()).step_by(part).collect();
+                crate::snapshot::load::on_threads(starts, render)
             };
             for part in parts {
                 self.out.write_all(&part?).map_err(io)?;

@@ -425,22 +425,15 @@ pub fn locate(
             .collect();
     }
     let locator = &*locator;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = findings
-            .chunks(findings.len().div_ceil(threads))
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|f| locator.locate_loaded(snapshot, f))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
+    let parts: Vec<&[Finding]> = findings.chunks(findings.len().div_ceil(threads)).collect();
+    crate::snapshot::load::on_threads(parts, |part| {
+        part.iter()
+            .map(|f| locator.locate_loaded(snapshot, f))
+            .collect::<Vec<_>>()
     })
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 #[cfg(test)]

@@ -170,18 +170,11 @@ mod tests {
     fn same(yaml: &str, edits: &[Edit]) -> bool {
         let tree = crate::snapshot::yaml::borrowed(yaml).expect("plain block YAML");
         let value = crate::snapshot::yaml::from_str(yaml).expect("yaml");
-        // The changed field as read back from the operations: their first that is no `test`.
-        let first_change = |ops: &[Value]| {
-            ops.iter()
-                .find(|op| op["op"] != "test")
-                .and_then(|op| op["path"].as_str())
-                .map(str::to_string)
-        };
         let expected = super::super::plan_patch_owned(value, edits).map(|(ops, doc)| {
             (
                 serde_json::to_string(&ops).expect("json"),
                 serde_json::to_string(&doc).expect("json"),
-                first_change(&ops),
+                super::super::first_change(&ops).map(str::to_string),
             )
         });
         match plan(tree, edits) {

@@ -659,11 +659,7 @@ impl Remediation {
             message,
         };
         let (ops, resource) = plan_patch_owned(original, &edits).map_err(err)?;
-        let changed = ops
-            .iter()
-            .find(|op| op.get("op").and_then(Value::as_str) != Some("test"))
-            .and_then(|op| op.get("path")?.as_str())
-            .map(Box::from);
+        let changed = first_change(&ops).map(Box::from);
         Ok(Remediation {
             action: Action::Patch,
             target,
@@ -722,6 +718,13 @@ impl Remediation {
             changed: None,
         }
     }
+}
+
+/// The path of the first of `ops` that is not a `test`: the field a patch changes.
+fn first_change(ops: &[Value]) -> Option<&str> {
+    ops.iter()
+        .find(|op| op.get("op").and_then(Value::as_str) != Some("test"))
+        .and_then(|op| op.get("path")?.as_str())
 }
 
 fn str_at(v: &Value, pointer: &str) -> String {

@@ -127,7 +127,7 @@ impl ObjectDocument {
     fn line_of(&self, path: &str) -> Option<usize> {
         match (&self.document, &self.text) {
             (Some(document), _) => document.line_of(path),
-            (None, Some(text)) => yaml::parse_document(text).ok()?.line_of(path),
+            (None, Some(text)) => yaml::line_in(text, path),
             (None, None) => None,
         }
     }
@@ -559,6 +559,22 @@ pub(crate) fn worker_threads() -> usize {
     *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(8)))
 }
 
+/// `work` on each of `parts`, each on a thread of its own, the results in the parts' order; a
+/// panic on one of the threads goes on in the caller.
+pub(crate) fn on_threads<P: Send, T: Send>(parts: Vec<P>, work: impl Fn(P) -> T + Sync) -> Vec<T> {
+    std::thread::scope(|scope| {
+        let work = &work;
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|part| scope.spawn(move || work(part)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
 /// A file at least this large is parsed on every core by itself; smaller ones are read side by
 /// side, one file per core.
 const LARGE_FILE: usize = 1 << 20;
@@ -604,34 +620,31 @@ fn read_paths_on(
     // the order of `files`, so the result is the one a single thread gives (a test compares).
     // A large file is left for after them, to be parsed on every core.
     let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut read: Vec<(usize, Result<FileRead>)> = std::thread::scope(|scope| {
-        let work = || {
-            let mut charts = HashMap::new();
-            let mut done = Vec::new();
-            loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(file) = files.get(i) else { break };
-                let mut part = Input::default();
-                let left = read_one(
-                    paths,
-                    &patches,
-                    file,
-                    &mut charts,
-                    &mut part,
-                    prepare,
-                    Some(1),
-                    Some(large),
-                );
-                done.push((i, left.map(|left| (part, left))));
-            }
-            done
-        };
-        let handles: Vec<_> = (0..threads).map(|_| scope.spawn(work)).collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    });
+    let work = |_thread: usize| {
+        let mut charts = HashMap::new();
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(file) = files.get(i) else { break };
+            let mut part = Input::default();
+            let left = read_one(
+                paths,
+                &patches,
+                file,
+                &mut charts,
+                &mut part,
+                prepare,
+                Some(1),
+                Some(large),
+            );
+            done.push((i, left.map(|left| (part, left))));
+        }
+        done
+    };
+    let mut read: Vec<(usize, Result<FileRead>)> = on_threads((0..threads).collect(), work)
+        .into_iter()
+        .flatten()
+        .collect();
     read.sort_unstable_by_key(|(i, _)| *i);
     for (file, (_, one)) in files.iter().zip(read) {
         let (part, left) = one?;
@@ -1120,17 +1133,7 @@ fn read_document_parts(
         }
         parts.push(part);
     }
-    std::thread::scope(|scope| {
-        let read_all = &read_all;
-        let handles: Vec<_> = parts
-            .into_iter()
-            .map(|part| scope.spawn(move || read_all(part)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    })
+    on_threads(parts, read_all)
 }
 
 /// A template placeholder a tool replaces before the text is YAML.

@@ -78,7 +78,7 @@ impl Document {
         if self.lines.is_empty()
             && let Some(text) = &self.text
         {
-            return parse_document(text).ok()?.line_of(path);
+            return line_in(text, path);
         }
         let mut p = path;
         loop {
@@ -89,6 +89,12 @@ impl Document {
             p = &p[..cut];
         }
     }
+}
+
+/// The line of a field path in the document `text`, or of its nearest ancestor that has one,
+/// read again with the lines of its fields (only an error needs one).
+pub fn line_in(text: &str, path: &str) -> Option<usize> {
+    parse_document(text).ok()?.line_of(path)
 }
 
 /// Reads the first document of `text` as kubectl would send it. Empty text is `null`.
