@@ -21,6 +21,7 @@ use crate::analysis::Finding;
 use crate::error::Source;
 use crate::model::ObjectRef;
 use crate::remediation::Action;
+pub use crate::remediation::pointer_tokens;
 use crate::snapshot::Snapshot;
 
 /// A finding's place in the files.
@@ -154,18 +155,6 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     (line, text[line_start..offset].chars().count() + 1)
-}
-
-/// JSON pointer tokens, unescaped.
-pub fn pointer_tokens(pointer: &str) -> Vec<String> {
-    if pointer.is_empty() {
-        return Vec::new();
-    }
-    pointer
-        .split('/')
-        .skip(1)
-        .map(|t| t.replace("~1", "/").replace("~0", "~"))
-        .collect()
 }
 
 /// A parsed document: the lossless tree of one chunk.

@@ -18,6 +18,23 @@ mod borrowed;
 pub mod simulate;
 pub mod template;
 
+/// The tokens of an escaped JSON pointer (`/metadata/annotations/a~1b`), unescaped (`a/b`,
+/// RFC 6901: `~1` first, then `~0`). A token without `~`, nearly every one, is copied as it is:
+/// two `replace` calls a token were 2% of the instructions of a run at 5,000 services.
+pub fn pointer_tokens(pointer: &str) -> Vec<String> {
+    pointer
+        .split('/')
+        .skip(1)
+        .map(|t| {
+            if t.contains('~') {
+                t.replace("~1", "/").replace("~0", "~")
+            } else {
+                t.to_owned()
+            }
+        })
+        .collect()
+}
+
 /// One change: put `value` at `path` (JSON pointer tokens, unescaped), or, with `rebuild`, the
 /// value at `path` rebuilt from what is there when the patch is planned (so the change composes
 /// with others on the same list), or, with `moved_from`, the list item at that index moved to
@@ -34,11 +51,7 @@ impl Edit {
     /// `pointer` is an escaped JSON pointer such as `/spec/template/metadata/annotations`; `key`
     /// is appended unescaped (annotation keys contain `/`).
     pub fn at(pointer: &str, key: Option<&str>, value: Value) -> Edit {
-        let mut path: Vec<String> = pointer
-            .split('/')
-            .skip(1)
-            .map(|t| t.replace("~1", "/").replace("~0", "~"))
-            .collect();
+        let mut path = pointer_tokens(pointer);
         if let Some(key) = key {
             path.push(key.to_string());
         }
@@ -745,6 +758,24 @@ mod tests {
 
     fn doc() -> Value {
         json!({"spec": {"a": {"b": 1}, "list": [{"x": 1}]}, "metadata": {"annotations": {"k/1": "v"}}})
+    }
+
+    /// RFC 6901's unescaping, `~1` before `~0` (`~01` is `~1`, not `/`), with and without `~`.
+    #[test]
+    fn pointer_tokens_are_unescaped_as_rfc_6901_says() {
+        assert_eq!(pointer_tokens(""), Vec::<String>::new());
+        assert_eq!(pointer_tokens("/"), [""]);
+        assert_eq!(
+            pointer_tokens("/metadata/annotations/sidecar.istio.io~1inject/a~0b/~01/0"),
+            [
+                "metadata",
+                "annotations",
+                "sidecar.istio.io/inject",
+                "a~b",
+                "~1",
+                "0"
+            ]
+        );
     }
 
     /// What a rebuilt value is patched as: the changed leaves of mappings that keep their keys,
