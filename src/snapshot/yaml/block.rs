@@ -422,10 +422,12 @@ fn comment_start(text: &str) -> Option<usize> {
         .map(|i| i - 1)
 }
 
-/// Whether `: ` is in `text` (see [`comment_start`]).
-fn has_colon_space(text: &str) -> bool {
+/// Whether `: ` or a tab is in `text`, which make a plain scalar the full parser's: one pass
+/// (see [`comment_start`]) where a search for each was two, on every scalar of every document.
+fn has_colon_space_or_tab(text: &str) -> bool {
     let bytes = text.as_bytes();
-    memchr::memchr_iter(b':', bytes).any(|i| bytes.get(i + 1) == Some(&b' '))
+    memchr::memchr2_iter(b':', b'\t', bytes)
+        .any(|i| bytes[i] == b'\t' || bytes.get(i + 1) == Some(&b' '))
 }
 
 /// ` #` starts a comment outside quotes.
@@ -558,7 +560,7 @@ fn scalar<'a, B: Build<'a>>(text: &'a str, line: usize) -> Option<B> {
         b'?' | b':' => None,
         b'-' if text.len() == 1 || text.as_bytes()[1] == b' ' => None,
         _ => {
-            if has_colon_space(text) || text.ends_with(':') || text.contains('\t') {
+            if has_colon_space_or_tab(text) || text.ends_with(':') {
                 return None;
             }
             B::plain(text, line)
@@ -740,9 +742,14 @@ mod tests {
     fn pair_searches_find_what_str_find_finds() {
         for text in [
             "", "#", " #", "a #b", "a#b #c", "a: b", "a:b", "a::", ": ", "x:  #y", "é #", "#a #",
+            "\t", "a\tb", "a:\tb", "a:b\t",
         ] {
             assert_eq!(comment_start(text), text.find(" #"), "{text:?}");
-            assert_eq!(has_colon_space(text), text.contains(": "), "{text:?}");
+            assert_eq!(
+                has_colon_space_or_tab(text),
+                text.contains(": ") || text.contains('\t'),
+                "{text:?}"
+            );
         }
     }
 }
