@@ -544,6 +544,30 @@ fn scalar_tag(s: &Scalar) -> &'static str {
 
 /// go-yaml v2's resolution of an untagged plain scalar.
 fn resolve_plain(s: &str) -> Scalar {
+    // Every word below and every number starts with one of these bytes; most scalars (names,
+    // hosts, images) do not, and skip the comparisons with each word.
+    if let Some(first) = s.as_bytes().first()
+        && !matches!(
+            first,
+            b'y' | b'Y'
+                | b't'
+                | b'T'
+                | b'o'
+                | b'O'
+                | b'n'
+                | b'N'
+                | b'f'
+                | b'F'
+                | b'~'
+                | b'.'
+                | b'+'
+                | b'-'
+                | b'<'
+                | b'0'..=b'9'
+        )
+    {
+        return Scalar::Same;
+    }
     match s {
         "y" | "Y" | "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => {
             return Scalar::Bool(true);

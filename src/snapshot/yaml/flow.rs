@@ -20,6 +20,19 @@ pub(crate) enum Flow<'a> {
 /// Deeper nesting is left to the full parser, which bounds it.
 const MAX_DEPTH: usize = 64;
 
+/// The bytes [`Parser::plain`] looks at: the ones that end a flow scalar or make it the full
+/// parser's.
+const PLAIN_STOP: [bool; 256] = {
+    let mut table = [false; 256];
+    let stops = b",}]{[\"'#\t:";
+    let mut i = 0;
+    while i < stops.len() {
+        table[stops[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
 /// What a flow collection is read into: the [`Flow`] tree, or straight into what the block parser
 /// builds (no tree to build and walk again for each `{app: web}`).
 pub(crate) trait FlowBuilder<'a> {
@@ -267,6 +280,11 @@ impl<'a> Parser<'a> {
         let text: &'a str = self.text;
         let bytes = text.as_bytes();
         while let Some(&b) = bytes.get(self.at) {
+            // Most bytes of a name or a host are none of those below: one table lookup each.
+            if !PLAIN_STOP[usize::from(b)] {
+                self.at += 1;
+                continue;
+            }
             let next = bytes.get(self.at + 1).copied();
             match b {
                 b',' | b'}' | b']' => break,
