@@ -373,17 +373,7 @@ impl Locator {
                 (file.line_col(chunk.start), None)
             }
         };
-        let at = |line: usize, column: usize| {
-            // `path:line:col` joined by hand, not by `format!` (twice a finding, 0.4% of a run).
-            let mut numbers = itoa::Buffer::new();
-            let mut at = String::with_capacity(source.file.len() + 12);
-            at.push_str(&source.file);
-            at.push(':');
-            at.push_str(numbers.format(line));
-            at.push(':');
-            at.push_str(numbers.format(column));
-            at
-        };
+        let at = |line: usize, column: usize| format!("{}:{line}:{column}", source.file);
         Some(Location {
             object: object.to_string(),
             file: source.file.to_string(),
