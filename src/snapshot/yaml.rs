@@ -542,29 +542,24 @@ fn scalar_tag(s: &Scalar) -> &'static str {
     }
 }
 
+/// A table of the bytes in `bytes`: one lookup a byte where a scanner tests each against several.
+pub(crate) const fn byte_set(bytes: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < bytes.len() {
+        table[bytes[i] as usize] = true;
+        i += 1;
+    }
+    table
+}
+
 /// go-yaml v2's resolution of an untagged plain scalar.
 fn resolve_plain(s: &str) -> Scalar {
     // Every word below and every number starts with one of these bytes; most scalars (names,
     // hosts, images) do not, and skip the comparisons with each word.
-    if let Some(first) = s.as_bytes().first()
-        && !matches!(
-            first,
-            b'y' | b'Y'
-                | b't'
-                | b'T'
-                | b'o'
-                | b'O'
-                | b'n'
-                | b'N'
-                | b'f'
-                | b'F'
-                | b'~'
-                | b'.'
-                | b'+'
-                | b'-'
-                | b'<'
-                | b'0'..=b'9'
-        )
+    const WORD_OR_NUMBER_START: [bool; 256] = byte_set(b"yYtToOnNfF~.+-<0123456789");
+    if let Some(&first) = s.as_bytes().first()
+        && !WORD_OR_NUMBER_START[usize::from(first)]
     {
         return Scalar::Same;
     }
@@ -858,6 +853,19 @@ mod tests {
 
     fn read(text: &str) -> Value {
         from_str(text).unwrap_or_else(|e| panic!("{text:?}: {e}"))
+    }
+
+    /// The first-byte filter in `resolve_plain` lets every word it knows through.
+    #[test]
+    fn every_word_passes_the_first_byte_filter() {
+        for word in [
+            "y", "Y", "yes", "Yes", "YES", "true", "True", "TRUE", "on", "On", "ON", "n", "N",
+            "no", "No", "NO", "false", "False", "FALSE", "off", "Off", "OFF", "~", "null", "Null",
+            "NULL", ".nan", ".NaN", ".NAN", ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF",
+            "-.inf", "-.Inf", "-.INF", "<<", "0", "9", "+1", "-1", ".5",
+        ] {
+            assert!(!matches!(resolve_plain(word), Scalar::Same), "{word}");
+        }
     }
 
     /// Each pair: a plain scalar and the JSON sigs.k8s.io/yaml v1.6 makes of it (checked with

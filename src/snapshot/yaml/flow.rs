@@ -22,16 +22,7 @@ const MAX_DEPTH: usize = 64;
 
 /// The bytes [`Parser::plain`] looks at: the ones that end a flow scalar or make it the full
 /// parser's.
-const PLAIN_STOP: [bool; 256] = {
-    let mut table = [false; 256];
-    let stops = b",}]{[\"'#\t:";
-    let mut i = 0;
-    while i < stops.len() {
-        table[stops[i] as usize] = true;
-        i += 1;
-    }
-    table
-};
+const PLAIN_STOP: [bool; 256] = super::byte_set(b",}]{[\"'#\t:");
 
 /// What a flow collection is read into: the [`Flow`] tree, or straight into what the block parser
 /// builds (no tree to build and walk again for each `{app: web}`).
