@@ -293,3 +293,33 @@ impl<'a> Parser<'a> {
         Some(text[start..self.at].trim_end_matches(' '))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A byte the table lets through is an ordinary byte of a flow scalar, key or value; the
+    /// ones it stops at are exactly those `Parser::plain` treats otherwise.
+    #[test]
+    fn bytes_outside_the_stop_table_are_plain() {
+        for byte in 0x20u8..0x7f {
+            let c = char::from(byte);
+            for text in [format!("{{a: x{c}y}}"), format!("{{x{c}y: a}}")] {
+                let parsed = parse(&text, 0);
+                if PLAIN_STOP[usize::from(byte)] {
+                    continue;
+                }
+                match parsed {
+                    Some((Flow::Mapping(entries), end)) => {
+                        assert_eq!((entries.len(), end), (1, text.len()), "{text:?}");
+                    }
+                    other => panic!("{text:?}: {other:?}"),
+                }
+            }
+        }
+        for byte in [b',', b'}', b']', b'{', b'[', b'"', b'\'', b'#', b'\t', b':'] {
+            assert!(PLAIN_STOP[usize::from(byte)], "{}", char::from(byte));
+        }
+        assert_eq!(PLAIN_STOP.iter().filter(|&&stop| stop).count(), 10);
+    }
+}
