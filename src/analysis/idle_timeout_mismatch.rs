@@ -613,7 +613,7 @@ fn finding(
 /// Sets a value at a JSON pointer, creating objects on the way.
 fn set_pointer(doc: &mut Value, pointer: &str, value: Value) {
     let mut node = doc;
-    let tokens: Vec<&str> = pointer.split('/').skip(1).collect();
+    let tokens = crate::remediation::pointer_tokens(pointer);
     for (i, token) in tokens.iter().enumerate() {
         let last = i + 1 == tokens.len();
         node = match node {
@@ -630,10 +630,10 @@ fn set_pointer(doc: &mut Value, pointer: &str, value: Value) {
                     return;
                 };
                 if last {
-                    map.insert((*token).to_string(), value);
+                    map.insert(token.clone(), value);
                     return;
                 }
-                map.entry((*token).to_string()).or_insert_with(|| json!({}))
+                map.entry(token.clone()).or_insert_with(|| json!({}))
             }
         };
     }

@@ -251,8 +251,8 @@ struct WrittenJson<W> {
 /// `analyze -o json`: the detectors run, the findings are located and written, a group of
 /// namespaces at a time ([`crate::analysis::namespace_groups`] with `objects`); the same bytes as
 /// [`write_json`] of the whole report. `rest` is the report without findings; its errors are
-/// those of every group, sorted (as `analyze_in` sorts its own). A closed output stops the writing, not the analysis (the
-/// exit code still counts every finding).
+/// those of every group, sorted (as `analyze_in` sorts its own). A closed output stops the
+/// writing, not the analysis (the exit code still counts every finding).
 fn write_json_by_groups<W: Write>(
     snapshot: &crate::snapshot::Snapshot,
     scope: Option<std::collections::BTreeSet<String>>,
