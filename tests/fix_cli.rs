@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 const COMMENTED: &str = "tests/fixtures/fix/commented.yaml";
+const FLAGGER: &str = "tests/fixtures/fix/flagger.yaml";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -252,6 +253,67 @@ fn proposals_are_written_only_when_named_and_code_limits() {
     let bad = meshmedic(&["fix", path, "--code", "no-such-code"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(text(&bad.stderr).contains("unknown finding code"));
+}
+
+/// A release Flagger manages (tests/fixtures/fix/flagger.yaml): the findings on the routing
+/// Flagger writes are placed at, and fixed in, the Canary's `spec.service`; the rest of the
+/// file (the team's comment on its retries included) is untouched, and nothing is left.
+#[test]
+fn a_flagger_canarys_routing_is_fixed_in_the_canary() {
+    let (_dir, file) = copy_of(FLAGGER);
+    let path = file.to_str().expect("utf-8 path");
+    let before = std::fs::read_to_string(&file).expect("read");
+    let report = analyze_json(path);
+    let findings = report["findings"].as_array().expect("findings");
+    let mut codes: Vec<&str> = findings
+        .iter()
+        .map(|f| f["code"].as_str().expect("code"))
+        .collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        ["idle-timeout-mismatch", "missing-reset-retry"],
+        "{report:#}"
+    );
+    for f in findings {
+        assert_eq!(f["remediation"]["target"]["kind"], "Canary", "{f:#}");
+        assert_eq!(f["location"]["object"], "Canary shop/storefront", "{f:#}");
+    }
+    let retry = findings
+        .iter()
+        .find(|f| f["code"] == "missing-reset-retry")
+        .expect("retry finding");
+    assert_eq!(
+        retry["location"]["field"]["line"],
+        line_of(&before, "retryOn:"),
+        "{retry:#}"
+    );
+
+    let out = meshmedic(&["fix", path]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let after = std::fs::read_to_string(&file).expect("read");
+    let d = similar::TextDiff::from_lines(&before, &after)
+        .unified_diff()
+        .to_string();
+    let (removed, added) = changed_lines(&d);
+    assert_eq!(
+        removed,
+        ["-      retryOn: connect-failure,refused-stream"],
+        "{d}"
+    );
+    assert_eq!(
+        added,
+        [
+            "+      retryOn: connect-failure,refused-stream,reset,503",
+            "+      connectionPool:",
+            "+        http:",
+            "+          idleTimeout: 58s",
+        ],
+        "{d}"
+    );
+    assert!(after.contains("attempts: 3   # the team's own choice: kept"));
+    let report = analyze_json(path);
+    assert_eq!(report["findings"], serde_json::json!([]), "{report:#}");
 }
 
 #[test]

@@ -515,6 +515,9 @@ fn finding(
         })
         .collect();
     evidence.extend(evidence_extra.iter().cloned());
+    if let Some(t) = &target {
+        evidence.extend(snapshot.generated_note(&t.kind, &t.namespace, &t.name));
+    }
     evidence.sort();
     evidence.dedup();
 
@@ -539,7 +542,7 @@ fn finding(
             }
             // Lowering an idle timeout only opens a few more connections: safe to apply.
             match raw {
-                Some(raw) => Remediation::patch_raw(target, raw, edits, true)?,
+                Some(raw) => snapshot.plan_patch(target, raw, edits, true)?,
                 None => Remediation::patch(target, Value::Null, edits, true)?,
             }
         }

@@ -498,15 +498,18 @@ fn sidecar_findings(
         if all_non_idempotent {
             non_idempotent_notes(&mut evidence, snapshot, s);
         }
+        evidence.extend(snapshot.generated_note(&vs.kind, &vs.meta.namespace, &vs.meta.name));
         let message = format!(
             "{}routes of {} to {host} are not retried on connection reset (503 UC)",
             lead(code),
             vs.describe()
         );
         out.push(
-            Remediation::patch_raw(vs.object_ref(), &vs.raw, edits, true).map(|remediation| {
-                finding(code, severity, service, message, evidence, remediation)
-            }),
+            snapshot
+                .plan_patch(vs.object_ref(), &vs.raw, edits, true)
+                .map(|remediation| {
+                    finding(code, severity, service, message, evidence, remediation)
+                }),
         );
     }
     out
@@ -620,22 +623,25 @@ fn gateway_finding(
     if all_non_idempotent {
         non_idempotent_notes(&mut evidence, snapshot, s);
     }
+    evidence.extend(snapshot.generated_note(&vs.kind, &vs.meta.namespace, &vs.meta.name));
     let message = format!(
         "{}routes of {} (gateway) to {host} are not retried on connection reset (503 UC at the gateway)",
         lead(code),
         vs.describe()
     );
     Some(
-        Remediation::patch_raw(vs.object_ref(), &vs.raw, edits, true).map(|remediation| {
-            finding(
-                code,
-                Severity::Warning,
-                service,
-                message,
-                evidence,
-                remediation,
-            )
-        }),
+        snapshot
+            .plan_patch(vs.object_ref(), &vs.raw, edits, true)
+            .map(|remediation| {
+                finding(
+                    code,
+                    Severity::Warning,
+                    service,
+                    message,
+                    evidence,
+                    remediation,
+                )
+            }),
     )
 }
 
@@ -692,6 +698,7 @@ fn gateway_group_finding(
         }
         evidence.push(non_idempotent_note());
     }
+    evidence.extend(snapshot.generated_note(&vs.kind, &vs.meta.namespace, &vs.meta.name));
     let names: Vec<&str> = members
         .iter()
         .map(|&&(s, _)| snapshot.services[s].meta.name.as_str())
@@ -707,17 +714,19 @@ fn gateway_group_finding(
         names.len()
     );
     Some(
-        Remediation::patch_raw(vs.object_ref(), &vs.raw, edits, true).map(|remediation| Finding {
-            code,
-            severity: Severity::Warning,
-            namespace: ns.to_string(),
-            service: None,
-            services: names.iter().map(|n| n.to_string()).collect(),
-            workload: None,
-            message,
-            evidence,
-            remediation,
-        }),
+        snapshot
+            .plan_patch(vs.object_ref(), &vs.raw, edits, true)
+            .map(|remediation| Finding {
+                code,
+                severity: Severity::Warning,
+                namespace: ns.to_string(),
+                service: None,
+                services: names.iter().map(|n| n.to_string()).collect(),
+                workload: None,
+                message,
+                evidence,
+                remediation,
+            }),
     )
 }
 

@@ -2,6 +2,7 @@
 //! Istio kinds) and the small value types shared by every stage.
 
 pub mod duration;
+pub mod flagger;
 pub mod gateway_api;
 pub mod istio;
 pub mod remediation;

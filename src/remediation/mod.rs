@@ -455,7 +455,7 @@ pub struct PlanError {
 }
 
 /// The JSON pointer of `tokens` (RFC 6901 escapes), as json-patch's own type.
-fn pointer(tokens: &[String]) -> json_patch::jsonptr::PointerBuf {
+pub(crate) fn pointer(tokens: &[String]) -> json_patch::jsonptr::PointerBuf {
     json_patch::jsonptr::PointerBuf::from_tokens(tokens)
 }
 

@@ -17,6 +17,7 @@ use super::profile::{InjectorSettings, IstiodSeen, MeshProfile, ProfileInputs, P
 use super::{NamespaceIndex, Obj, Raw, Snapshot, SnapshotOptions, hosts, yaml};
 use crate::analysis::Code;
 use crate::error::{Error, Result, Source};
+use crate::model::flagger::{Canary, CanarySpec};
 use crate::model::gateway_api::HttpRouteSpec;
 use crate::model::istio::ProxyConfig;
 use crate::model::istio::{
@@ -48,6 +49,8 @@ struct Parts {
     envoy_filters: Vec<Box<Obj<EnvoyFilterSpec>>>,
     telemetries: Vec<Box<Obj<TelemetrySpec>>>,
     http_routes: Vec<Box<Obj<HttpRouteSpec>>>,
+    /// Flagger Canaries routed with Istio, with what Flagger writes for each.
+    canaries: Vec<Box<CanaryRouting>>,
     /// (source, `ns/name`, mesh config).
     mesh_configs: Vec<(Source, String, MeshConfig)>,
     /// The same from installation specs (`snapshot::install`), read when no ConfigMap has one.
@@ -414,6 +417,7 @@ impl SnapshotBuilder {
             Decoded::PeerAuthentication(o) => parts.peer_authentications.push(o),
             Decoded::Telemetry(o) => parts.telemetries.push(o),
             Decoded::HttpRoute(o) => parts.http_routes.push(o),
+            Decoded::Canary(o) => parts.canaries.push(o),
             Decoded::IstiodThenError(istiod, e) => {
                 parts.profile.istiods.push(*istiod);
                 return Err(*e);
@@ -604,6 +608,8 @@ impl SnapshotBuilder {
             options,
             snapshot_parts: mut parts,
         } = self;
+        let mut generated = HashMap::new();
+        let mut canaries = add_canary_routing(&mut parts, &mut generated);
 
         // `istio` (the default revision) wins over `istio-<rev>`; `--mesh-config` over both.
         parts.mesh_configs.sort_by(|a, b| {
@@ -676,6 +682,7 @@ impl SnapshotBuilder {
         order(&mut parts.envoy_filters);
         order(&mut parts.telemetries);
         order(&mut parts.http_routes);
+        order(&mut canaries);
         parts.workloads.sort_by(|a, b| {
             (&a.meta.namespace, &a.kind, &a.meta.name).cmp(&(
                 &b.meta.namespace,
@@ -718,6 +725,8 @@ impl SnapshotBuilder {
             envoy_filters: parts.envoy_filters,
             telemetries: parts.telemetries,
             http_routes: parts.http_routes,
+            canaries,
+            generated,
             mesh_route_parents: HashMap::new(),
             mesh,
             mesh_source,
@@ -823,10 +832,16 @@ fn select_workloads(snapshot: &Snapshot) -> (Vec<Vec<usize>>, Vec<Vec<usize>>) {
                     .map(Vec::as_slice)
                     .unwrap_or_default()
             });
+            // The workload detectors do not see the Service Flagger writes for a Canary: their
+            // fixes select pods by label, and Flagger's primary pods carry another value of
+            // its label than the target's.
+            let flaggers = snapshot.is_generated("Service", ns, &svc.meta.name);
             for &w in candidates {
                 if selects_pods_of(selector, &workloads[w]) {
                     picked.push(w);
-                    workload_services[w].push(s);
+                    if !flaggers {
+                        workload_services[w].push(s);
+                    }
                 }
             }
         }
@@ -1078,6 +1093,7 @@ enum Decoded {
     PeerAuthentication(Box<Obj<PeerAuthenticationSpec>>),
     Telemetry(Box<Obj<TelemetrySpec>>),
     HttpRoute(Box<Obj<HttpRouteSpec>>),
+    Canary(Box<CanaryRouting>),
     /// An istiod Deployment whose template is refused (the error), though its version counts.
     IstiodThenError(Box<IstiodSeen>, Box<Error>),
     /// Left out: a pod (or ReplicaSet, Job) that a controller made.
@@ -1091,6 +1107,7 @@ fn decoded_early(group: &str, kind: &str) -> bool {
         || matches!(
             (group, kind),
             ("argoproj.io", "Rollout")
+                | ("flagger.app", "Canary")
                 | (
                     "networking.istio.io",
                     "DestinationRule" | "VirtualService" | "Sidecar" | "EnvoyFilter"
@@ -1290,6 +1307,14 @@ fn decode_known<'de>(
             let labels = r.spec.selector.and_then(|s| s.match_labels);
             return workload(templated(r.metadata, at, raw, template, labels), None);
         }
+        ("flagger.app", "Canary") => {
+            let (c, raw): (Canary, Raw) = decode_keep(&at, object, value, raw)?;
+            // Another provider's Canary (Linkerd, Gateway API, ...) writes no Istio rule.
+            if !c.spec.routes_with_istio() {
+                return Ok(Decoded::Nothing);
+            }
+            Decoded::Canary(Box::new(canary_routing(at, api_version, object, c, raw)?))
+        }
         ("networking.istio.io", "DestinationRule") => istio!(DestinationRule),
         ("networking.istio.io", "VirtualService") => istio!(VirtualService),
         ("networking.istio.io", "Sidecar") => istio!(Sidecar),
@@ -1300,6 +1325,177 @@ fn decode_known<'de>(
         // decoded_early() names no other kind.
         _ => Decoded::Nothing,
     })
+}
+
+/// A Canary and the Istio objects Flagger writes for it (see [`super::flagger`]); the Service
+/// is finished (its selector) by [`SnapshotBuilder::build`], once the target is known.
+pub(super) struct CanaryRouting {
+    canary: Obj<CanarySpec>,
+    virtual_service: Obj<VirtualServiceSpec>,
+    destination_rule: Obj<DestinationRuleSpec>,
+    service: Obj<crate::model::service::ServiceSpec>,
+}
+
+/// Decodes what Flagger writes for `c` as Istio and Kubernetes objects, with the Canary's
+/// place: a field of them that is refused is named as the Canary's field it comes from.
+fn canary_routing(
+    at: Source,
+    api_version: &str,
+    object: &str,
+    c: Canary,
+    raw: Raw,
+) -> Result<CanaryRouting> {
+    let missing = |field: &str, message: &str| Error::InvalidField {
+        at: at.clone(),
+        object: object.to_string(),
+        field: field.to_string(),
+        message: message.to_string(),
+    };
+    if c.spec.target_ref.name.is_empty() {
+        return Err(missing(
+            "spec.targetRef.name",
+            "missing: Flagger needs the workload it releases",
+        ));
+    }
+    if c.spec.service.port == 0 {
+        return Err(missing(
+            "spec.service.port",
+            "missing: Flagger needs the port of the Service it writes",
+        ));
+    }
+    let meta = Meta::from_owned_meta(c.metadata, DEFAULT_NAMESPACE);
+    let ns = meta.namespace.as_str();
+    let from_canary = |kind: &str, e: Error| match e {
+        Error::InvalidField { field, message, .. } => Error::InvalidField {
+            at: at.clone(),
+            object: object.to_string(),
+            field: super::flagger::canary_field(kind, &field),
+            message,
+        },
+        other => other,
+    };
+    let istio_version = super::flagger::ISTIO_API_VERSION;
+    let vs = super::flagger::virtual_service(ns, &c.spec);
+    let virtual_service = istio_obj(
+        at.clone(),
+        istio_version,
+        "VirtualService",
+        &describe("VirtualService", &vs),
+        vs,
+        None,
+    )
+    .map_err(|e| from_canary("VirtualService", e))?;
+    let dr = super::flagger::destination_rule(ns, &c.spec);
+    let destination_rule = istio_obj(
+        at.clone(),
+        istio_version,
+        "DestinationRule",
+        &describe("DestinationRule", &dr),
+        dr,
+        None,
+    )
+    .map_err(|e| from_canary("DestinationRule", e))?;
+    let svc = super::flagger::service(ns, &c.spec, None);
+    let (decoded, svc_raw): (Service, Raw) =
+        decode_keep(&at, &describe("Service", &svc), svc, None)
+            .map_err(|e| from_canary("Service", e))?;
+    let service = Obj {
+        api_version: crate::model::type_name("v1"),
+        kind: crate::model::type_name("Service"),
+        meta: Meta::from_owned_meta(decoded.metadata, DEFAULT_NAMESPACE),
+        source: at.clone(),
+        raw: svc_raw,
+        spec: decoded.spec.map(Into::into).unwrap_or_default(),
+    };
+    Ok(CanaryRouting {
+        canary: Obj {
+            api_version: crate::model::type_name(api_version),
+            kind: crate::model::type_name("Canary"),
+            meta,
+            source: at,
+            raw,
+            spec: c.spec,
+        },
+        virtual_service,
+        destination_rule,
+        service,
+    })
+}
+
+/// Adds what Flagger writes for each Canary that the input does not already hold under the
+/// same name (a Service Flagger finds it adopts, keeping the user's selector here), and notes
+/// each as the Canary's in `generated`.
+#[allow(clippy::vec_box)]
+fn add_canary_routing(
+    parts: &mut Parts,
+    generated: &mut HashMap<(&'static str, String, String), String>,
+) -> Vec<Box<Obj<CanarySpec>>> {
+    if parts.canaries.is_empty() {
+        return Vec::new();
+    }
+    // The names taken in each list, looked up once per Canary.
+    fn names<T>(list: &[Box<Obj<T>>]) -> HashSet<(String, String)> {
+        list.iter()
+            .map(|o| (o.meta.namespace.clone(), o.meta.name.clone()))
+            .collect()
+    }
+    let mut taken_vs = names(&parts.virtual_services);
+    let mut taken_dr = names(&parts.destination_rules);
+    let mut taken_svc = names(&parts.services);
+    let mut canaries = Vec::with_capacity(parts.canaries.len());
+    for routing in std::mem::take(&mut parts.canaries) {
+        let CanaryRouting {
+            canary,
+            virtual_service,
+            destination_rule,
+            mut service,
+        } = *routing;
+        let ns = &canary.meta.namespace;
+        let mut note = |kind: &'static str, name: &str| {
+            generated.insert(
+                (kind, ns.clone(), name.to_string()),
+                canary.meta.name.clone(),
+            );
+        };
+        if taken_vs.insert((ns.clone(), virtual_service.meta.name.clone())) {
+            note("VirtualService", &virtual_service.meta.name);
+            parts.virtual_services.push(Box::new(virtual_service));
+        }
+        if taken_dr.insert((ns.clone(), destination_rule.meta.name.clone())) {
+            note("DestinationRule", &destination_rule.meta.name);
+            parts.destination_rules.push(Box::new(destination_rule));
+        }
+        if taken_svc.insert((ns.clone(), service.meta.name.clone())) {
+            let target = &canary.spec.target_ref;
+            let kind = if target.kind.is_empty() {
+                "Deployment"
+            } else {
+                target.kind.as_str()
+            };
+            let selector = parts
+                .workloads
+                .iter()
+                .find(|w| &w.meta.namespace == ns && w.kind == kind && w.meta.name == target.name)
+                .map(|w| &w.selector_labels);
+            if let Some(selector) = selector {
+                let svc = super::flagger::service(ns, &canary.spec, Some(selector));
+                service.spec.selector = svc
+                    .pointer("/spec/selector")
+                    .and_then(Value::as_object)
+                    .map(|labels| {
+                        let labels = labels
+                            .iter()
+                            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())));
+                        crate::model::Labels::from(labels.collect::<BTreeMap<_, _>>())
+                    });
+                service.raw = Raw::from(svc);
+            }
+            note("Service", &service.meta.name);
+            parts.services.push(Box::new(service));
+        }
+        canaries.push(Box::new(canary));
+    }
+    canaries
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -5,6 +5,7 @@
 pub mod app_config;
 pub mod build;
 pub mod cluster;
+pub mod flagger;
 pub mod hosts;
 pub mod injection;
 pub mod install;
@@ -168,6 +169,11 @@ pub struct Snapshot {
     pub telemetries: Vec<Box<Obj<TelemetrySpec>>>,
     /// Gateway API HTTPRoutes (see [`crate::model::gateway_api`]).
     pub http_routes: Vec<Box<Obj<crate::model::gateway_api::HttpRouteSpec>>>,
+    /// Flagger Canaries routed with Istio (see [`flagger`]).
+    pub canaries: Vec<Box<Obj<crate::model::flagger::CanarySpec>>>,
+    /// The objects Flagger writes for those Canaries, which the input does not hold:
+    /// (kind, namespace, name) → the Canary's name (same namespace).
+    pub(crate) generated: HashMap<(&'static str, String, String), String>,
     /// Index: Service (namespace, name) → the HTTPRoutes attached to it for mesh traffic.
     pub(crate) mesh_route_parents: HashMap<(String, String), Vec<usize>>,
     pub mesh: MeshConfig,
@@ -370,6 +376,7 @@ enum Slot {
     PeerAuthentication,
     EnvoyFilter,
     Telemetry,
+    Canary,
     Workload,
 }
 
@@ -383,6 +390,7 @@ impl Slot {
             "PeerAuthentication" => Slot::PeerAuthentication,
             "EnvoyFilter" => Slot::EnvoyFilter,
             "Telemetry" => Slot::Telemetry,
+            "Canary" => Slot::Canary,
             _ => Slot::Workload,
         }
     }
@@ -415,6 +423,7 @@ impl Snapshot {
             Slot::PeerAuthentication => parts(self.peer_authentications.get(i)?),
             Slot::EnvoyFilter => parts(self.envoy_filters.get(i)?),
             Slot::Telemetry => parts(self.telemetries.get(i)?),
+            Slot::Canary => parts(self.canaries.get(i)?),
             Slot::Workload => {
                 let w = self.workloads.get(i)?;
                 ObjectParts {
@@ -444,6 +453,7 @@ impl Snapshot {
             (Slot::PeerAuthentication, self.peer_authentications.len()),
             (Slot::EnvoyFilter, self.envoy_filters.len()),
             (Slot::Telemetry, self.telemetries.len()),
+            (Slot::Canary, self.canaries.len()),
             (Slot::Workload, self.workloads.len()),
         ];
         index
