@@ -1495,7 +1495,54 @@ fn add_canary_routing(
         }
         canaries.push(Box::new(canary));
     }
+    flaggers_own_objects(parts, &canaries, generated);
     canaries
+}
+
+/// Notes as the Canary's the VirtualServices, DestinationRules and Services of the input that
+/// Flagger wrote for it (a controller owner reference to it): a cluster's objects dumped with
+/// `kubectl get -o yaml`, or read live. Flagger rewrites them from the Canary as it does the
+/// ones modelled above.
+#[allow(clippy::vec_box)]
+fn flaggers_own_objects(
+    parts: &Parts,
+    canaries: &[Box<Obj<CanarySpec>>],
+    generated: &mut HashMap<(&'static str, String, String), String>,
+) {
+    let namespaces: HashSet<&str> = canaries.iter().map(|c| c.meta.namespace.as_str()).collect();
+    let owner = |raw: &Raw| -> Option<String> {
+        let refs = raw.pointer("/metadata/ownerReferences")?.as_array()?;
+        refs.iter()
+            .find(|r| {
+                r.get("controller").and_then(Value::as_bool) == Some(true)
+                    && r.get("kind").and_then(Value::as_str) == Some("Canary")
+                    && r.get("apiVersion")
+                        .and_then(Value::as_str)
+                        .is_some_and(|v| group_of(v) == "flagger.app")
+            })
+            .and_then(|r| r.get("name")?.as_str().map(str::to_string))
+    };
+    let mut mark = |kind: &'static str, meta: &Meta, raw: &Raw| {
+        if !namespaces.contains(meta.namespace.as_str()) {
+            return;
+        }
+        let Some(name) = owner(raw) else { return };
+        let known = canaries
+            .iter()
+            .any(|c| c.meta.namespace == meta.namespace && c.meta.name == name);
+        if known {
+            generated.insert((kind, meta.namespace.clone(), meta.name.clone()), name);
+        }
+    };
+    for o in &parts.virtual_services {
+        mark("VirtualService", &o.meta, &o.raw);
+    }
+    for o in &parts.destination_rules {
+        mark("DestinationRule", &o.meta, &o.raw);
+    }
+    for o in &parts.services {
+        mark("Service", &o.meta, &o.raw);
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

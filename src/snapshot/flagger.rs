@@ -249,6 +249,11 @@ impl Snapshot {
     /// [`Remediation::patch_raw`] of an object of the snapshot; for one Flagger writes, the
     /// same change made to the Canary field it comes from ([`canary_path`]), or an error
     /// naming the field when the Canary has none that becomes it.
+    ///
+    /// Edit by edit when the object's field holds what the Canary's does (always, for the
+    /// objects modelled from the Canary; for Flagger's own, unless the Canary was changed
+    /// since Flagger last wrote them); otherwise the Canary's field is set to the object's
+    /// field as fixed, so that what Flagger writes next is the fix, not a mix of both.
     pub fn plan_patch(
         &self,
         target: ObjectRef,
@@ -259,28 +264,65 @@ impl Snapshot {
         let Some(canary) = self.generator(&target.kind, &target.namespace, &target.name) else {
             return Remediation::patch_raw(target, raw, edits, safe_to_auto_apply);
         };
+        let error = |message: String| PlanError {
+            target: target.to_string(),
+            message: format!(
+                "written by Flagger from Canary {}/{}: {message}",
+                canary.meta.namespace, canary.meta.name
+            ),
+        };
+        let at = |tokens: &[String]| crate::remediation::pointer(tokens).to_string();
+        let (object, canary_object) = (raw.value(), canary.raw.value());
+        let root = source_root_len(&target.kind);
         let mut mapped: Vec<Edit> = Vec::with_capacity(edits.len());
-        for edit in edits {
+        // (the object's field, the Canary's) where they differ.
+        let mut whole: Vec<(Vec<String>, Vec<String>)> = Vec::new();
+        for edit in &edits {
             let path = canary_path(&target.kind, &edit.path)
                 .filter(|_| edit.moved_from.is_none())
-                .ok_or_else(|| PlanError {
-                    target: target.to_string(),
-                    message: format!(
-                        "written by Flagger from Canary {}/{}, and no field of the Canary \
-                         becomes {}: change it there by hand",
-                        canary.meta.namespace,
-                        canary.meta.name,
-                        crate::remediation::pointer(&edit.path)
-                    ),
+                .ok_or_else(|| {
+                    error(format!(
+                        "no field of the Canary becomes {}; change it there by hand",
+                        at(&edit.path)
+                    ))
                 })?;
-            let edit = Edit { path, ..edit };
+            let field = (edit.path[..root].to_vec(), path[..3].to_vec());
+            if object.pointer(&at(&field.0)) != canary_object.pointer(&at(&field.1)) {
+                if !whole.contains(&field) {
+                    whole.push(field);
+                }
+                continue;
+            }
+            let edit = Edit {
+                path,
+                ..edit.clone()
+            };
             // Each route of an A/B Canary takes the same retries: one change of the Canary.
             if !mapped.contains(&edit) {
                 mapped.push(edit);
             }
         }
+        if !whole.is_empty() {
+            let ops = crate::remediation::plan_patch(object, &edits).map_err(&error)?;
+            let mut fixed = object.clone();
+            crate::remediation::apply(&mut fixed, &ops).map_err(&error)?;
+            for (field, canary_field) in whole {
+                let value = fixed.pointer(&at(&field)).cloned().unwrap_or(Value::Null);
+                mapped.retain(|e| !e.path.starts_with(&canary_field));
+                let edit = Edit::at(&at(&canary_field), None, value);
+                if !mapped.contains(&edit) {
+                    mapped.push(edit);
+                }
+            }
+        }
         Remediation::patch_raw(canary.object_ref(), &canary.raw, mapped, safe_to_auto_apply)
     }
+}
+
+/// How many tokens of a path [`canary_path`] maps name the field Flagger copies whole
+/// (`spec/http/<i>/retries`, `spec/trafficPolicy`).
+fn source_root_len(kind: &str) -> usize {
+    if kind == "VirtualService" { 4 } else { 2 }
 }
 
 #[cfg(test)]
@@ -432,16 +474,31 @@ mod tests {
     const NS: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a, labels: {istio-injection: enabled}}\n";
 
     /// A Deployment `web` in `a` (nginx: closes idle connections after 65s; its loopback
-    /// binding below is for the workload detectors) and a Canary for it with `service`.
+    /// binding below is for the workload detectors) and a Canary for it with `service`. Each
+    /// fix is checked to remove its finding (`test_support::snapshot`).
     fn release(service: &str, extra: &str) -> Snapshot {
-        crate::analysis::test_support::snapshot(&format!(
+        crate::analysis::test_support::snapshot(&release_text(service, extra))
+    }
+
+    fn release_text(service: &str, extra: &str) -> String {
+        format!(
             "{NS}---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: a}}\n\
              spec:\n  selector: {{matchLabels: {{app: web, tier: front}}}}\n  template:\n    metadata: {{labels: {{app: web, tier: front}}}}\n\
              \x20   spec:\n      containers:\n      - name: nginx\n        image: nginx:1.27\n        args: [--bind, 127.0.0.1:8080]\n\
              \x20       ports: [{{containerPort: 8080}}]\n\
              ---\napiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata: {{name: web, namespace: a}}\n\
              spec:\n  targetRef: {{apiVersion: apps/v1, kind: Deployment, name: web}}\n  service: {service}\n{extra}"
-        ))
+        )
+    }
+
+    /// A snapshot of `text`, every document of which must be read.
+    fn built(text: &str) -> Snapshot {
+        let docs = crate::snapshot::load::parse_documents("t.yaml", text).expect("YAML");
+        let mut builder = crate::snapshot::SnapshotBuilder::new(Default::default());
+        for (at, value) in docs {
+            builder.add(at, value).expect("a valid object");
+        }
+        builder.build().expect("a snapshot")
     }
 
     fn findings(s: &Snapshot) -> Vec<crate::analysis::Finding> {
@@ -541,5 +598,63 @@ mod tests {
                 .contains("Canary a/web: field `spec.service.retries.attempts`"),
             "{err}"
         );
+    }
+
+    /// A cluster's objects as read (`kubectl get -o yaml`, or live): Flagger's own
+    /// VirtualService, owned by the Canary, is the Canary's too, and so is its fix; one owned
+    /// by another Canary, or by nothing, is not.
+    #[test]
+    fn objects_flagger_wrote_are_the_canarys() {
+        let owned = |canary: &str| {
+            format!(
+                "ownerReferences: [{{apiVersion: flagger.app/v1beta1, kind: Canary, name: {canary}, uid: u1, controller: true}}]"
+            )
+        };
+        let vs = |canary: &str| {
+            format!(
+                "---\napiVersion: networking.istio.io/v1beta1\nkind: VirtualService\n\
+                 metadata: {{name: web, namespace: a, {}}}\n\
+                 spec:\n  hosts: [web]\n  gateways: [mesh]\n  http:\n  - retries: {{attempts: 2, retryOn: connect-failure}}\n    \
+                 route:\n    - {{destination: {{host: web-primary}}, weight: 100}}\n    - {{destination: {{host: web-canary}}, weight: 0}}\n\
+                 ---\napiVersion: v1\nkind: Service\nmetadata: {{name: web-primary, namespace: a}}\n\
+                 spec: {{selector: {{app: web}}, ports: [{{name: http, port: 80, targetPort: 8080}}]}}\n",
+                owned(canary)
+            )
+        };
+        // Not `release`: the fix, made to the Canary, shows in Flagger's VirtualService only
+        // once Flagger has rewritten it, so the input analyses the same after it.
+        let retry_of = |s: &Snapshot| {
+            findings(s)
+                .into_iter()
+                .find(|f| f.code == crate::analysis::Code::MissingResetRetry)
+                .expect("a retry finding")
+                .remediation
+        };
+        let service =
+            "{port: 80, targetPort: 8080, retries: {attempts: 2, retryOn: connect-failure}}";
+        let s = built(&release_text(service, &vs("web")));
+        assert!(s.is_generated("VirtualService", "a", "web"));
+        let fix = retry_of(&s);
+        assert_eq!(fix.target.kind, "Canary");
+        assert_eq!(fix.changed_field(), Some("/spec/service/retries/retryOn"));
+        // The Canary changed since Flagger wrote its VirtualService (no retries now): the
+        // Canary's retries become the VirtualService's, fixed, not just a retryOn without
+        // attempts (which Istio would read as no retries).
+        let s = built(&release_text("{port: 80, targetPort: 8080}", &vs("web")));
+        let fix = retry_of(&s);
+        assert_eq!(fix.target.kind, "Canary");
+        assert_eq!(fix.changed_field(), Some("/spec/service/retries"));
+        assert_eq!(
+            fix.resource.to_value()["spec"]["service"]["retries"],
+            serde_json::json!({"attempts": 2, "retryOn": "connect-failure,reset,503"})
+        );
+        let other = release("{port: 80, targetPort: 8080}", &vs("api"));
+        // The other Canary `api` is not in the input: nothing is the Canary's.
+        assert!(!other.is_generated("VirtualService", "a", "web"));
+        let retry = findings(&other)
+            .into_iter()
+            .find(|f| f.code == crate::analysis::Code::MissingResetRetry)
+            .expect("a retry finding");
+        assert_eq!(retry.remediation.target.kind, "VirtualService");
     }
 }
