@@ -1499,10 +1499,10 @@ fn add_canary_routing(
     canaries
 }
 
-/// Notes as the Canary's the VirtualServices, DestinationRules and Services of the input that
-/// Flagger wrote for it (a controller owner reference to it): a cluster's objects dumped with
-/// `kubectl get -o yaml`, or read live. Flagger rewrites them from the Canary as it does the
-/// ones modelled above.
+/// Notes as the Canary's the VirtualServices and DestinationRules of the input that Flagger
+/// wrote for it (a controller owner reference to it): a cluster's objects dumped with
+/// `kubectl get -o yaml`. Flagger rewrites them from the Canary as it does the ones modelled
+/// above.
 #[allow(clippy::vec_box)]
 fn flaggers_own_objects(
     parts: &Parts,
@@ -1540,9 +1540,8 @@ fn flaggers_own_objects(
     for o in &parts.destination_rules {
         mark("DestinationRule", &o.meta, &o.raw);
     }
-    for o in &parts.services {
-        mark("Service", &o.meta, &o.raw);
-    }
+    // Not its Services: no fix changes a Service, and Flagger's select the primary's pods by
+    // the primary's own labels, so the workload detectors judge them as any other.
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -616,8 +616,9 @@ mod tests {
                  metadata: {{name: web, namespace: a, {}}}\n\
                  spec:\n  hosts: [web]\n  gateways: [mesh]\n  http:\n  - retries: {{attempts: 2, retryOn: connect-failure}}\n    \
                  route:\n    - {{destination: {{host: web-primary}}, weight: 100}}\n    - {{destination: {{host: web-canary}}, weight: 0}}\n\
-                 ---\napiVersion: v1\nkind: Service\nmetadata: {{name: web-primary, namespace: a}}\n\
+                 ---\napiVersion: v1\nkind: Service\nmetadata: {{name: web-primary, namespace: a, {}}}\n\
                  spec: {{selector: {{app: web}}, ports: [{{name: http, port: 80, targetPort: 8080}}]}}\n",
+                owned(canary),
                 owned(canary)
             )
         };
@@ -634,6 +635,8 @@ mod tests {
             "{port: 80, targetPort: 8080, retries: {attempts: 2, retryOn: connect-failure}}";
         let s = built(&release_text(service, &vs("web")));
         assert!(s.is_generated("VirtualService", "a", "web"));
+        // Flagger's Services select the primary's pods by the primary's labels: theirs.
+        assert!(!s.is_generated("Service", "a", "web-primary"));
         let fix = retry_of(&s);
         assert_eq!(fix.target.kind, "Canary");
         assert_eq!(fix.changed_field(), Some("/spec/service/retries/retryOn"));
