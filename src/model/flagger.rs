@@ -25,8 +25,7 @@ pub struct Canary {
 #[derive(Deserialize, Clone, Debug, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct CanarySpec {
-    /// `istio` or absent (Flagger's own default mesh provider is Istio); `istio` may be
-    /// followed by a version (`istio:v1alpha3`) in older Canaries.
+    /// The router: absent for the one Flagger was started with (Istio by default).
     #[serde(default)]
     pub provider: Option<String>,
     #[serde(default)]
@@ -97,11 +96,28 @@ pub struct CanaryAnalysis {
 }
 
 impl CanarySpec {
-    /// Whether Flagger routes this Canary through Istio (the only provider meshmedic models).
+    /// Whether Flagger routes this Canary through Istio's VirtualServices (the only router
+    /// meshmedic models): `istio`, no provider (Flagger's default), and a name Flagger does not
+    /// know, for which it logs a warning and uses Istio (flagger `pkg/router/factory.go`).
+    /// `smi:...:istio` goes through an SMI TrafficSplit, not a VirtualService.
     pub fn routes_with_istio(&self) -> bool {
+        const OTHERS: [&str; 11] = [
+            "linkerd",
+            "contour",
+            "knative",
+            "nginx",
+            "skipper",
+            "traefik",
+            "apisix",
+            "osm",
+            "kuma",
+            "kubernetes",
+            "appmesh",
+        ];
+        const OTHER_PREFIXES: [&str; 4] = ["appmesh:", "smi:", "gloo", "gatewayapi:"];
         match self.provider.as_deref() {
             None | Some("") => true,
-            Some(p) => p == "istio" || p.starts_with("istio:"),
+            Some(p) => !OTHERS.contains(&p) && !OTHER_PREFIXES.iter().any(|o| p.starts_with(o)),
         }
     }
 
@@ -120,5 +136,31 @@ impl CanarySpec {
             .or(self.canary_analysis.as_ref())
             .and_then(|a| a.match_.as_ref())
             .filter(|m| m.as_array().is_some_and(|a| !a.is_empty()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CanarySpec;
+
+    #[test]
+    fn istio_routes_as_flaggers_router_factory_picks_it() {
+        let with = |p: Option<&str>| CanarySpec {
+            provider: p.map(str::to_string),
+            ..CanarySpec::default()
+        };
+        for p in [None, Some(""), Some("istio"), Some("no-such-router")] {
+            assert!(with(p).routes_with_istio(), "{p:?}");
+        }
+        for p in [
+            "linkerd",
+            "kubernetes",
+            "appmesh:v1beta2",
+            "smi:v1alpha3:istio",
+            "gloo:v1",
+            "gatewayapi:v1",
+        ] {
+            assert!(!with(Some(p)).routes_with_istio(), "{p}");
+        }
     }
 }

@@ -1423,8 +1423,8 @@ fn canary_routing(
 }
 
 /// Adds what Flagger writes for each Canary that the input does not already hold under the
-/// same name (a Service Flagger finds it adopts, keeping the user's selector here), and notes
-/// each as the Canary's in `generated`.
+/// same name (Flagger adopts a Service of the apex's name; it is read as the input has it), and
+/// notes each as the Canary's in `generated`.
 #[allow(clippy::vec_box)]
 fn add_canary_routing(
     parts: &mut Parts,
@@ -1477,18 +1477,10 @@ fn add_canary_routing(
                 .iter()
                 .find(|w| &w.meta.namespace == ns && w.kind == kind && w.meta.name == target.name)
                 .map(|w| &w.selector_labels);
+            // Without the target in the input the Service selects nothing: no pods are known.
             if let Some(selector) = selector {
-                let svc = super::flagger::service(ns, &canary.spec, Some(selector));
-                service.spec.selector = svc
-                    .pointer("/spec/selector")
-                    .and_then(Value::as_object)
-                    .map(|labels| {
-                        let labels = labels
-                            .iter()
-                            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())));
-                        crate::model::Labels::from(labels.collect::<BTreeMap<_, _>>())
-                    });
-                service.raw = Raw::from(svc);
+                service.spec.selector = Some(super::flagger::apex_selector(selector));
+                service.raw = Raw::from(super::flagger::service(ns, &canary.spec, Some(selector)));
             }
             note("Service", &service.meta.name);
             parts.services.push(Box::new(service));

@@ -10,11 +10,13 @@
 //! `trafficPolicy`. Here the route goes to the apex Service, which selects the target's pods,
 //! and one DestinationRule (named as Flagger's primary one) holds that policy for the apex host.
 
+use std::collections::BTreeMap;
+
 use serde_json::{Value, json};
 
 use super::{Obj, Raw, Snapshot};
-use crate::model::ObjectRef;
 use crate::model::flagger::CanarySpec;
+use crate::model::{Labels, ObjectRef};
 use crate::remediation::{Edit, PlanError, Remediation};
 
 /// The version of Istio's API Flagger writes its rules in.
@@ -112,7 +114,7 @@ pub(super) fn destination_rule(namespace: &str, spec: &CanarySpec) -> Value {
 pub(super) fn service(
     namespace: &str,
     spec: &CanarySpec,
-    target_selector: Option<&crate::model::Labels>,
+    target_selector: Option<&Labels>,
 ) -> Value {
     let port = spec.service.port;
     let mut service_port = json!({
@@ -145,15 +147,22 @@ pub(super) fn service(
         "spec": {"type": "ClusterIP", "ports": [service_port]},
     });
     if let Some(selector) = target_selector {
-        let picked = SELECTOR_LABELS
-            .iter()
-            .find_map(|k| selector.get(k).map(|v| (*k, v)));
-        svc["spec"]["selector"] = match picked {
-            Some((k, v)) => json!({ k: v }),
-            None => json!(selector),
-        };
+        svc["spec"]["selector"] = json!(apex_selector(selector));
     }
     svc
+}
+
+/// The apex Service's selector, for a target selecting its pods by `target_selector`: the first
+/// of Flagger's labels it has, or all of it when it has none of them (Flagger itself refuses
+/// such a target).
+pub(super) fn apex_selector(target_selector: &Labels) -> Labels {
+    match SELECTOR_LABELS
+        .iter()
+        .find_map(|k| target_selector.get(k).map(|v| (*k, v)))
+    {
+        Some((k, v)) => Labels::from(BTreeMap::from([(k.to_string(), v.clone())])),
+        None => target_selector.clone(),
+    }
 }
 
 /// The Canary field that becomes the field at `path` (tokens) of the object of `kind` Flagger
