@@ -1365,6 +1365,7 @@ fn canary_routing(
     }
     let meta = Meta::from_owned_meta(c.metadata, DEFAULT_NAMESPACE);
     let ns = meta.namespace.as_str();
+    // A field of what Flagger writes that is refused is named as the Canary's field.
     let from_canary = |kind: &str, e: Error| match e {
         Error::InvalidField { field, message, .. } => Error::InvalidField {
             at: at.clone(),
@@ -1374,27 +1375,20 @@ fn canary_routing(
         },
         other => other,
     };
-    let istio_version = super::flagger::ISTIO_API_VERSION;
+    fn rule<T: DeserializeOwned + Default>(
+        at: &Source,
+        kind: &str,
+        value: Value,
+        from_canary: &dyn Fn(&str, Error) -> Error,
+    ) -> Result<Obj<T>> {
+        let name = describe(kind, &value);
+        let version = super::flagger::ISTIO_API_VERSION;
+        istio_obj(at.clone(), version, kind, &name, value, None).map_err(|e| from_canary(kind, e))
+    }
     let vs = super::flagger::virtual_service(ns, &c.spec);
-    let virtual_service = istio_obj(
-        at.clone(),
-        istio_version,
-        "VirtualService",
-        &describe("VirtualService", &vs),
-        vs,
-        None,
-    )
-    .map_err(|e| from_canary("VirtualService", e))?;
+    let virtual_service = rule(&at, "VirtualService", vs, &from_canary)?;
     let dr = super::flagger::destination_rule(ns, &c.spec);
-    let destination_rule = istio_obj(
-        at.clone(),
-        istio_version,
-        "DestinationRule",
-        &describe("DestinationRule", &dr),
-        dr,
-        None,
-    )
-    .map_err(|e| from_canary("DestinationRule", e))?;
+    let destination_rule = rule(&at, "DestinationRule", dr, &from_canary)?;
     let svc = super::flagger::service(ns, &c.spec, None);
     let (decoded, svc_raw): (Service, Raw) =
         decode_keep(&at, &describe("Service", &svc), svc, None)
