@@ -1496,17 +1496,16 @@ fn flaggers_own_objects(
     generated: &mut HashMap<(&'static str, String, String), String>,
 ) {
     let namespaces: HashSet<&str> = canaries.iter().map(|c| c.meta.namespace.as_str()).collect();
-    let owner = |raw: &Raw| -> Option<String> {
-        let refs = raw.pointer("/metadata/ownerReferences")?.as_array()?;
-        refs.iter()
-            .find(|r| {
-                r.get("controller").and_then(Value::as_bool) == Some(true)
-                    && r.get("kind").and_then(Value::as_str) == Some("Canary")
-                    && r.get("apiVersion")
-                        .and_then(Value::as_str)
-                        .is_some_and(|v| group_of(v) == "flagger.app")
-            })
-            .and_then(|r| r.get("name")?.as_str().map(str::to_string))
+    // The Canary that controls the object, as the GitOps check reads controllers.
+    let owner = |raw: &Raw| match crate::controller::gitops::controller(
+        raw.pointer("/metadata/ownerReferences"),
+    ) {
+        Some(crate::controller::gitops::GitOpsOwner::Controller {
+            api_version,
+            kind,
+            name,
+        }) if kind == "Canary" && group_of(&api_version) == "flagger.app" => Some(name),
+        _ => None,
     };
     let mut mark = |kind: &'static str, meta: &Meta, raw: &Raw| {
         if !namespaces.contains(meta.namespace.as_str()) {

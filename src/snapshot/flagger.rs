@@ -198,16 +198,13 @@ pub(super) fn canary_field(kind: &str, field: &str) -> String {
             .unwrap_or_default()
     };
     let mapped = match kind {
-        "VirtualService" => {
-            if let Some(rest) = field.strip_prefix("spec.http[") {
-                Some(in_route(rest)).filter(|f| !f.is_empty())
-            } else {
-                ["spec.hosts", "spec.gateways"]
-                    .iter()
-                    .find_map(|p| field.strip_prefix("spec.").filter(|_| field.starts_with(p)))
-                    .map(str::to_string)
+        "VirtualService" => match field.strip_prefix("spec.http[") {
+            Some(rest) => Some(in_route(rest)).filter(|f| !f.is_empty()),
+            None if field.starts_with("spec.hosts") || field.starts_with("spec.gateways") => {
+                field.strip_prefix("spec.").map(str::to_string)
             }
-        }
+            None => None,
+        },
         "DestinationRule" => field
             .strip_prefix("spec.")
             .filter(|f| f.starts_with("trafficPolicy"))
