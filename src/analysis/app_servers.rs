@@ -592,7 +592,7 @@ pub fn nginx_time(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::EnvVar;
+    use crate::model::workload::EnvVar;
 
     fn container(image: &str, args: &[&str]) -> Container {
         Container {
@@ -632,7 +632,6 @@ mod tests {
         c.env = Some(vec![EnvVar {
             name: "GUNICORN_CMD_ARGS".into(),
             value: Some("--worker-class=gthread".into()),
-            ..Default::default()
         }]);
         assert_eq!(after(app_idle(&c, None, &[])), Some(Duration::from_secs(2)));
     }
@@ -801,7 +800,6 @@ mod tests {
         jetty.env = Some(vec![EnvVar {
             name: "JAVA_OPTIONS".into(),
             value: Some("-Xmx1g -Djetty.http.idleTimeout=45000".into()),
-            ..Default::default()
         }]);
         assert_eq!(
             after(app_idle(&jetty, None, &[])),

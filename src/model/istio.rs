@@ -131,9 +131,11 @@ pub struct HttpRoute {
     #[serde(default, rename = "match")]
     pub matches: Vec<HttpMatchRequest>,
     pub retries: Option<HttpRetry>,
-    pub redirect: Option<Value>,
-    pub direct_response: Option<Value>,
-    pub delegate: Option<Value>,
+    // Boxed: the analysis asks only whether they are there, and three `Value`s inline were
+    // two thirds of every route's size (README, Benchmarks).
+    pub redirect: Option<Box<Value>>,
+    pub direct_response: Option<Box<Value>>,
+    pub delegate: Option<Box<Value>>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]

@@ -242,13 +242,15 @@ mod sizes {
     fn print_sizes() {
         use std::mem::size_of;
         eprintln!(
-            "Workload {} PodSpec {} (k8s-openapi {}) Container {} (k8s-openapi {}) Probe {} Obj<ServiceSpec> {} Obj<DR> {} Obj<VS> {} Meta {} Raw {} Value {}",
+            "Workload {} PodSpec {} (k8s-openapi {}) Container {} (k8s-openapi {}) Probe {} (k8s-openapi {}) HttpRoute {} Obj<ServiceSpec> {} Obj<DR> {} Obj<VS> {} Meta {} Raw {} Value {}",
             size_of::<crate::model::workload::Workload>(),
             size_of::<crate::model::workload::PodSpec>(),
             size_of::<k8s_openapi::api::core::v1::PodSpec>(),
             size_of::<crate::model::workload::Container>(),
             size_of::<k8s_openapi::api::core::v1::Container>(),
+            size_of::<crate::model::workload::Probe>(),
             size_of::<k8s_openapi::api::core::v1::Probe>(),
+            size_of::<crate::model::istio::HttpRoute>(),
             size_of::<super::super::Obj<crate::model::service::ServiceSpec>>(),
             size_of::<super::super::Obj<crate::model::istio::DestinationRuleSpec>>(),
             size_of::<super::super::Obj<crate::model::istio::VirtualServiceSpec>>(),
