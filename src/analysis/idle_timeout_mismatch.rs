@@ -275,7 +275,7 @@ fn app_closes(
                 .meta
                 .annotations
                 .get(keys::APP_IDLE_TIMEOUT)
-                .map(|v| (v.as_str(), service.describe()))
+                .map(|v| (v, service.describe()))
         });
     let mounts = mounted_files(snapshot, workload, container);
     match app_idle(

@@ -501,7 +501,7 @@ fn modes(snapshot: &Snapshot) -> BTreeMap<String, Mode> {
         .map(|(name, meta)| {
             (
                 name.clone(),
-                Mode::from_annotation(meta.annotations.get(keys::MODE).map(String::as_str)),
+                Mode::from_annotation(meta.annotations.get(keys::MODE)),
             )
         })
         .collect()
@@ -779,8 +779,7 @@ async fn reconcile_in(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
             snapshot
                 .namespaces
                 .get(ns)
-                .and_then(|m| m.annotations.get(plan::MIN_SEVERITY))
-                .map(String::as_str),
+                .and_then(|m| m.annotations.get(plan::MIN_SEVERITY)),
         );
         let eligible: Vec<&crate::analysis::Finding> = findings
             .iter()

@@ -80,7 +80,7 @@ pub fn namespace_annotation_problems(
     {
         problems.push((
             crate::model::keys::MODE,
-            v.clone(),
+            v.to_string(),
             format!(
                 "annotation {}: {v:?} is not one of off, propose, apply; the namespace is off (nothing is proposed or written)",
                 crate::model::keys::MODE
@@ -95,7 +95,7 @@ pub fn namespace_annotation_problems(
     {
         problems.push((
             MIN_SEVERITY,
-            v.clone(),
+            v.to_string(),
             format!(
                 "annotation {MIN_SEVERITY}: {v:?} is not one of info, warning, error; warning applies"
             ),

@@ -35,52 +35,159 @@ pub mod keys {
     pub const NS_REV: &str = "istio.io/rev";
 }
 
-/// Labels or annotations: string keys to string values, sorted by key, held as one boxed slice.
-/// A `BTreeMap` allocates a node of ~550 bytes for even one entry, and a workload carries five
-/// such maps (README, Benchmarks); this holds exactly its entries. Serialized as a map, in key
-/// order, as the `BTreeMap` was.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Labels(Box<[(String, String)]>);
+/// Labels or annotations: string keys to string values, sorted by key, held as one string.
+///
+/// Each pair is its key and its value, each after its length: one block a set, where a slice of
+/// `(String, String)` took 48 bytes a pair and a block for each string (five such sets a
+/// workload; README, Benchmarks). A length up to 65,535 is one `char` (`length_char`); a longer
+/// one, which only an annotation holds, is `LONG` and four `char`s of 16 bits each. Serialized
+/// as a map, in key order, as before.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Labels(Box<str>);
+
+/// Lengths at or above the surrogates (`U+D800`) are written this far up.
+const LENGTH_SKIP: u32 = 0x800;
+
+/// Stands before a length too long for one `char`.
+const LONG: char = '\u{10FFFF}';
+
+/// A number up to 65,535 as the `char` that stands for it (past the surrogates).
+fn length_char(n: u16) -> char {
+    let n = u32::from(n);
+    char::from_u32(if n < 0xD800 { n } else { n + LENGTH_SKIP }).unwrap_or(LONG)
+}
+
+/// The number a `char` of [`length_char`] stands for.
+fn char_length(c: char) -> usize {
+    let n = c as u32;
+    (if n < 0xD800 { n } else { n - LENGTH_SKIP }) as usize
+}
+
+/// Writes `len` as [`Labels`] reads it.
+fn push_length(text: &mut String, len: usize) {
+    match u16::try_from(len) {
+        Ok(n) => text.push(length_char(n)),
+        Err(_) => {
+            text.push(LONG);
+            let len = len as u64;
+            for shift in [48, 32, 16, 0] {
+                text.push(length_char((len >> shift) as u16));
+            }
+        }
+    }
+}
+
+/// The length written at `at` in a packed set, and where its string starts. Nearly every
+/// length is below 128, one byte: read as such, without decoding a `char`.
+#[inline]
+fn length_at(text: &str, at: usize) -> Option<(usize, usize)> {
+    let byte = *text.as_bytes().get(at)?;
+    if byte < 0x80 {
+        return Some((usize::from(byte), at + 1));
+    }
+    let mut chars = text.get(at..)?.chars();
+    let c = chars.next()?;
+    if c != LONG {
+        return Some((char_length(c), at + c.len_utf8()));
+    }
+    let mut len: u64 = 0;
+    let mut end = at + c.len_utf8();
+    for _ in 0..4 {
+        let part = chars.next()?;
+        len = (len << 16) | char_length(part) as u64;
+        end += part.len_utf8();
+    }
+    Some((usize::try_from(len).ok()?, end))
+}
+
+/// The pairs of a packed set, in order.
+#[derive(Clone)]
+pub struct LabelsIter<'a>(&'a str);
+
+impl<'a> LabelsIter<'a> {
+    /// The next length-prefixed string.
+    #[inline]
+    fn string(&mut self) -> Option<&'a str> {
+        let (len, start) = length_at(self.0, 0)?;
+        let text = self.0.get(start..start + len)?;
+        self.0 = self.0.get(start + len..)?;
+        Some(text)
+    }
+}
+
+impl<'a> Iterator for LabelsIter<'a> {
+    type Item = (&'a str, &'a str);
+    #[inline]
+    fn next(&mut self) -> Option<(&'a str, &'a str)> {
+        let key = self.string()?;
+        let value = self.string()?;
+        Some((key, value))
+    }
+}
 
 impl Labels {
-    pub fn get(&self, key: &str) -> Option<&String> {
-        // Most label sets hold a few entries: a scan's string comparisons stop at a length that
-        // differs (nearly every one), where a binary search compares bytes at each step (every
-        // detector asks for several keys of every workload).
-        if self.0.len() <= 8 {
-            return self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+    /// The value of `key`. Keys are compared as bytes, after their lengths: every detector
+    /// asks for several keys of every workload.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        let text = &*self.0;
+        let bytes = text.as_bytes();
+        let mut at = 0;
+        while at < bytes.len() {
+            let (key_len, key_start) = length_at(text, at)?;
+            let key_end = key_start + key_len;
+            let (value_len, value_start) = length_at(text, key_end)?;
+            let value_end = value_start + value_len;
+            if key_len == key.len() && bytes.get(key_start..key_end)? == key.as_bytes() {
+                return text.get(value_start..value_end);
+            }
+            at = value_end;
         }
-        self.0
-            .binary_search_by(|(k, _)| k.as_str().cmp(key))
-            .ok()
-            .map(|i| &self.0[i].1)
+        None
     }
 
     pub fn contains_key(&self, key: &str) -> bool {
         self.get(key).is_some()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
-        self.0.iter().map(|(k, v)| (k, v))
+    pub fn iter(&self) -> LabelsIter<'_> {
+        LabelsIter(&self.0)
     }
 
-    pub fn keys(&self) -> impl Iterator<Item = &String> {
-        self.0.iter().map(|(k, _)| k)
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.iter().map(|(k, _)| k)
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.iter().count()
     }
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The set of `pairs`, which must be sorted by key and unique (a `BTreeMap`'s order).
+    fn from_sorted<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> Labels {
+        let size: usize = pairs.clone().map(|(k, v)| k.len() + v.len() + 8).sum();
+        let mut text = String::with_capacity(size);
+        for (k, v) in pairs {
+            for part in [k, v] {
+                push_length(&mut text, part.len());
+                text.push_str(part);
+            }
+        }
+        Labels(text.into_boxed_str())
+    }
+}
+
+impl std::fmt::Debug for Labels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
 }
 
 impl From<BTreeMap<String, String>> for Labels {
     fn from(map: BTreeMap<String, String>) -> Labels {
-        // Already sorted by key, and unique.
-        Labels(map.into_iter().collect::<Vec<_>>().into_boxed_slice())
+        Labels::from_sorted(map.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
 }
 
@@ -91,19 +198,16 @@ impl FromIterator<(String, String)> for Labels {
 }
 
 impl<'a> IntoIterator for &'a Labels {
-    type Item = (&'a String, &'a String);
-    type IntoIter = std::iter::Map<
-        std::slice::Iter<'a, (String, String)>,
-        fn(&'a (String, String)) -> (&'a String, &'a String),
-    >;
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.iter().map(|(k, v)| (k, v))
+    type Item = (&'a str, &'a str);
+    type IntoIter = LabelsIter<'a>;
+    fn into_iter(self) -> LabelsIter<'a> {
+        self.iter()
     }
 }
 
 /// Read as a `BTreeMap<String, String>` is, by reading one (the same values and error
 /// messages; a key given twice keeps its last value): the map is dropped at once, only the
-/// slice is kept.
+/// packed text is kept.
 impl<'de> serde::Deserialize<'de> for Labels {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Labels, D::Error> {
         BTreeMap::<String, String>::deserialize(deserializer).map(Labels::from)
@@ -233,7 +337,7 @@ pub fn type_name(name: &str) -> TypeName {
 
 /// `true` when every label of `selector` is on `labels` (an empty selector selects everything).
 pub fn selects<'a>(
-    selector: impl IntoIterator<Item = (&'a String, &'a String)>,
+    selector: impl IntoIterator<Item = (&'a str, &'a str)>,
     labels: &Labels,
 ) -> bool {
     selector.into_iter().all(|(k, v)| labels.get(k) == Some(v))
@@ -281,7 +385,48 @@ mod tests {
         }
     }
 
-    /// `get` finds what a map finds, in small sets (scanned) and large ones (searched).
+    /// A set holds any strings: empty ones, multi-byte characters, a NUL, lengths on both
+    /// sides of the surrogates' numbers and past one `char` (annotations of 60,000 and
+    /// 200,000 bytes); it gives back what the map held, in its order, and serializes as the
+    /// map does.
+    #[test]
+    fn a_packed_set_gives_back_any_strings_in_order() {
+        let long = "é".repeat(30_000);
+        let map: BTreeMap<String, String> = [
+            ("", "empty key"),
+            ("app", ""),
+            ("über", "grüße 🚀"),
+            ("nul", "a\0b"),
+            ("edge", &"x".repeat(0xD7FF)),
+            ("past", &"y".repeat(0xD800)),
+            ("long", &long),
+            ("longer", &"z".repeat(200_000)),
+            ("max", &"m".repeat(0xFFFF)),
+            ("past-max", &"n".repeat(0x10000)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let labels = Labels::from(map.clone());
+        assert_eq!(
+            labels.iter().collect::<Vec<_>>(),
+            map.iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(labels.len(), map.len());
+        for (k, v) in &map {
+            assert_eq!(labels.get(k), Some(v.as_str()), "{k}");
+        }
+        assert_eq!(
+            serde_json::to_string(&labels).unwrap(),
+            serde_json::to_string(&map).unwrap()
+        );
+        assert!(Labels::default().is_empty());
+        assert_eq!(Labels::default().iter().count(), 0);
+    }
+
+    /// `get` finds what a map finds, in small sets and large ones.
     #[test]
     fn get_finds_what_a_map_finds_in_small_and_large_sets() {
         for size in [0, 1, 2, 8, 9, 40] {
@@ -295,7 +440,11 @@ mod tests {
                 .collect();
             let labels = Labels::from(map.clone());
             for probe in (0..size + 3).map(|i| format!("k{}", "x".repeat(i % 5)) + &i.to_string()) {
-                assert_eq!(labels.get(&probe), map.get(&probe), "{size} {probe}");
+                assert_eq!(
+                    labels.get(&probe),
+                    map.get(&probe).map(String::as_str),
+                    "{size} {probe}"
+                );
             }
             assert_eq!(labels.get(""), None);
             assert_eq!(labels.get("k"), None);

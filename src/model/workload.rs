@@ -332,7 +332,7 @@ impl Workload {
 
     /// The pod-template annotation a user set, if any.
     pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.pod_annotations.get(key).map(String::as_str)
+        self.pod_annotations.get(key)
     }
 
     /// JSON pointer to the pod template's annotations in `raw`.

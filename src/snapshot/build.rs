@@ -818,10 +818,10 @@ fn select_workloads(snapshot: &Snapshot) -> (Vec<Vec<usize>>, Vec<Vec<usize>>) {
             // so it cannot narrow the search.
             let rarest = selector
                 .iter()
-                .filter(|(k, _)| k.as_str() != crate::model::rollout::POD_TEMPLATE_HASH)
+                .filter(|(k, _)| *k != crate::model::rollout::POD_TEMPLATE_HASH)
                 .map(|(k, v)| {
                     by_label
-                        .get(&(ns, k.as_str(), v.as_str()))
+                        .get(&(ns, k, v))
                         .map(Vec::as_slice)
                         .unwrap_or_default()
                 })
@@ -1077,7 +1077,7 @@ fn selects_pods_of(selector: &crate::model::Labels, w: &Workload) -> bool {
     }
     selector
         .iter()
-        .filter(|(k, _)| k.as_str() != crate::model::rollout::POD_TEMPLATE_HASH)
+        .filter(|(k, _)| *k != crate::model::rollout::POD_TEMPLATE_HASH)
         .all(|(k, v)| w.pod_labels.get(k) == Some(v))
 }
 

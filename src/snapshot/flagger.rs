@@ -160,7 +160,7 @@ pub(super) fn apex_selector(target_selector: &Labels) -> Labels {
         .iter()
         .find_map(|k| target_selector.get(k).map(|v| (*k, v)))
     {
-        Some((k, v)) => Labels::from(BTreeMap::from([(k.to_string(), v.clone())])),
+        Some((k, v)) => Labels::from(BTreeMap::from([(k.to_string(), v.to_string())])),
         None => target_selector.clone(),
     }
 }

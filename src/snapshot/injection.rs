@@ -102,7 +102,7 @@ pub fn gateway_reason(w: &Workload) -> Option<String> {
         w.pod_labels
             .get(key)
             .or_else(|| w.meta.labels.get(key))
-            .cloned()
+            .map(str::to_string)
     };
     if let Some(t) = w.annotation(INJECT_TEMPLATES)
         && t.split(',').any(|t| t.trim() == "gateway")
@@ -310,7 +310,7 @@ impl Snapshot {
             return None;
         }
         let label = w.pod_labels.get(keys::INJECT).map(|v| v.trim());
-        let pod_rev = w.pod_labels.get(keys::NS_REV).map(String::as_str);
+        let pod_rev = w.pod_labels.get(keys::NS_REV);
         let profile = &self.profile;
         // The webhook for unlabelled namespaces: the pod's revision label, or its inject label.
         let by_object = || -> Option<&'a str> {
@@ -331,7 +331,7 @@ impl Snapshot {
                 (Some(v), _) => {
                     (v.trim() == "enabled" && label != Some("false")).then_some("default")
                 }
-                (None, Some(rev)) => (label != Some("false")).then_some(rev.as_str()),
+                (None, Some(rev)) => (label != Some("false")).then_some(rev),
                 (None, None) => by_object(),
             },
             // Nothing in the input says how the namespace is labelled. Istio's own namespace is
@@ -339,7 +339,7 @@ impl Snapshot {
             // Prometheus or Loki in samples/ run there without a sidecar).
             None if profile.assume_injected
                 && ns_name != self.root_namespace()
-                && w.pod_labels.get(DATAPLANE_MODE).map(String::as_str) != Some("ambient") =>
+                && w.pod_labels.get(DATAPLANE_MODE) != Some("ambient") =>
             {
                 (label != Some("false")).then(|| pod_rev.unwrap_or("default"))
             }
@@ -356,7 +356,7 @@ impl Snapshot {
     }
 
     fn is_ambient(&self, w: &Workload) -> bool {
-        match w.pod_labels.get(DATAPLANE_MODE).map(String::as_str) {
+        match w.pod_labels.get(DATAPLANE_MODE) {
             Some("ambient") => true,
             Some("none") => false,
             _ => self

@@ -468,7 +468,7 @@ pub(crate) fn mesh_bound(spec: &VirtualServiceSpec) -> bool {
 
 /// Carries the label meshmedic puts on what it creates.
 fn created_by_meshmedic(meta: &crate::model::Meta) -> bool {
-    meta.labels.get(keys::MANAGED_BY_LABEL).map(String::as_str) == Some(keys::MANAGED_BY_VALUE)
+    meta.labels.get(keys::MANAGED_BY_LABEL) == Some(keys::MANAGED_BY_VALUE)
 }
 
 /// DestinationRule pool levels for one port: `portLevelSettings` for it, then the top level.

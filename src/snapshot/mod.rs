@@ -247,9 +247,9 @@ impl SelectorIndex {
         match selector.and_then(|s| s.iter().next()) {
             Some((k, v)) => self
                 .first_label
-                .entry(k.clone())
+                .entry(k.to_string())
                 .or_default()
-                .entry(v.clone())
+                .entry(v.to_string())
                 .or_default()
                 .push(i),
             None if selector.is_some() => self.empty.push(i),
