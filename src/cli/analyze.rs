@@ -346,7 +346,7 @@ impl Phases {
         };
         // Resident memory in two parts: anonymous (the heap, stacks) and mapped from files (the
         // binary's code, which grows with the code a run goes through, not with its input:
-        // about 14 MiB at 10,000 services; README, Benchmarks).
+        // 12–14 MiB for any full run; README, Benchmarks).
         eprintln!(
             "meshmedic: phase {phase}: {:.3} s, RSS {} MiB (peak {} MiB; now {} MiB anonymous, \
              {} MiB from files)",
