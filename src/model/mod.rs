@@ -13,6 +13,7 @@ pub mod workload;
 pub use duration::GoDuration;
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use serde::Serialize;
 
@@ -79,12 +80,20 @@ fn push_length(text: &mut String, len: usize) {
 
 /// The length written at `at` in a packed set, and where its string starts. Nearly every
 /// length is below 128, one byte: read as such, without decoding a `char`.
-#[inline]
+#[inline(always)]
 fn length_at(text: &str, at: usize) -> Option<(usize, usize)> {
     let byte = *text.as_bytes().get(at)?;
     if byte < 0x80 {
         return Some((usize::from(byte), at + 1));
     }
+    long_length_at(text, at)
+}
+
+/// [`length_at`] of a length of 128 or more: a `char` of several bytes, or [`LONG`] and four.
+/// Kept out of line, so that the one-byte case inlines small into every lookup.
+#[cold]
+#[inline(never)]
+fn long_length_at(text: &str, at: usize) -> Option<(usize, usize)> {
     let mut chars = text.get(at..)?.chars();
     let c = chars.next()?;
     if c != LONG {
@@ -100,47 +109,57 @@ fn length_at(text: &str, at: usize) -> Option<(usize, usize)> {
     Some((usize::try_from(len).ok()?, end))
 }
 
-/// The pairs of a packed set, in order.
+/// Where each key and value of a packed set lies in its text, in order: what both
+/// [`Labels::get`] and [`LabelsIter`] walk.
 #[derive(Clone)]
-pub struct LabelsIter<'a>(&'a str);
+struct Spans<'a> {
+    text: &'a str,
+    at: usize,
+}
 
-impl<'a> LabelsIter<'a> {
-    /// The next length-prefixed string.
-    #[inline]
-    fn string(&mut self) -> Option<&'a str> {
-        let (len, start) = length_at(self.0, 0)?;
-        let text = self.0.get(start..start + len)?;
-        self.0 = self.0.get(start + len..)?;
-        Some(text)
+impl Iterator for Spans<'_> {
+    type Item = (Range<usize>, Range<usize>);
+    #[inline(always)]
+    fn next(&mut self) -> Option<(Range<usize>, Range<usize>)> {
+        let (key_len, key_start) = length_at(self.text, self.at)?;
+        let key_end = key_start + key_len;
+        let (value_len, value_start) = length_at(self.text, key_end)?;
+        let value_end = value_start + value_len;
+        self.at = value_end;
+        Some((key_start..key_end, value_start..value_end))
     }
 }
+
+/// The pairs of a packed set, in order.
+#[derive(Clone)]
+pub struct LabelsIter<'a>(Spans<'a>);
 
 impl<'a> Iterator for LabelsIter<'a> {
     type Item = (&'a str, &'a str);
     #[inline]
     fn next(&mut self) -> Option<(&'a str, &'a str)> {
-        let key = self.string()?;
-        let value = self.string()?;
-        Some((key, value))
+        let text = self.0.text;
+        let (key, value) = self.0.next()?;
+        Some((text.get(key)?, text.get(value)?))
     }
 }
 
 impl Labels {
+    fn spans(&self) -> Spans<'_> {
+        Spans {
+            text: &self.0,
+            at: 0,
+        }
+    }
+
     /// The value of `key`. Keys are compared as bytes, after their lengths: every detector
     /// asks for several keys of every workload.
     pub fn get(&self, key: &str) -> Option<&str> {
-        let text = &*self.0;
-        let bytes = text.as_bytes();
-        let mut at = 0;
-        while at < bytes.len() {
-            let (key_len, key_start) = length_at(text, at)?;
-            let key_end = key_start + key_len;
-            let (value_len, value_start) = length_at(text, key_end)?;
-            let value_end = value_start + value_len;
-            if key_len == key.len() && bytes.get(key_start..key_end)? == key.as_bytes() {
-                return text.get(value_start..value_end);
+        let bytes = self.0.as_bytes();
+        for (k, value) in self.spans() {
+            if k.len() == key.len() && bytes.get(k) == Some(key.as_bytes()) {
+                return self.0.get(value);
             }
-            at = value_end;
         }
         None
     }
@@ -150,7 +169,7 @@ impl Labels {
     }
 
     pub fn iter(&self) -> LabelsIter<'_> {
-        LabelsIter(&self.0)
+        LabelsIter(self.spans())
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &str> {

@@ -145,11 +145,23 @@ pub struct SleepAction {
     pub seconds: i64,
 }
 
+impl From<k8s_openapi::api::core::v1::HTTPGetAction> for PortAction {
+    fn from(a: k8s_openapi::api::core::v1::HTTPGetAction) -> PortAction {
+        PortAction { port: a.port }
+    }
+}
+
+impl From<k8s_openapi::api::core::v1::TCPSocketAction> for PortAction {
+    fn from(a: k8s_openapi::api::core::v1::TCPSocketAction) -> PortAction {
+        PortAction { port: a.port }
+    }
+}
+
 impl From<k8s_openapi::api::core::v1::Probe> for Probe {
     fn from(p: k8s_openapi::api::core::v1::Probe) -> Probe {
         Probe {
-            http_get: p.http_get.map(|a| PortAction { port: a.port }),
-            tcp_socket: p.tcp_socket.map(|a| PortAction { port: a.port }),
+            http_get: p.http_get.map(PortAction::from),
+            tcp_socket: p.tcp_socket.map(PortAction::from),
             grpc: p.grpc.map(|a| GrpcAction { port: a.port }),
         }
     }
@@ -159,8 +171,8 @@ impl From<k8s_openapi::api::core::v1::LifecycleHandler> for LifecycleHandler {
     fn from(h: k8s_openapi::api::core::v1::LifecycleHandler) -> LifecycleHandler {
         LifecycleHandler {
             exec: h.exec.map(|e| ExecAction { command: e.command }),
-            http_get: h.http_get.map(|a| PortAction { port: a.port }),
-            tcp_socket: h.tcp_socket.map(|a| PortAction { port: a.port }),
+            http_get: h.http_get.map(PortAction::from),
+            tcp_socket: h.tcp_socket.map(PortAction::from),
             sleep: h.sleep.map(|s| SleepAction { seconds: s.seconds }),
         }
     }
