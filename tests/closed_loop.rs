@@ -1762,3 +1762,124 @@ async fn strict_mtls(admin: &kube::Client, ns: &str) {
     );
     support::apply(admin, &strict).await.expect("applied");
 }
+
+/// An approval is used up by the write it allowed, even when its removal right after the write
+/// fails (here refused by an admission policy, as an apiserver hiccup would fail it): the pass
+/// that verifies the write removes it before recording Resolved, so a Remediation never reads
+/// "Resolved" with an approval standing that a later change could put to use. Found in CI, where
+/// another test's operator verified the write before the writer had removed the approval.
+#[tokio::test]
+async fn an_approval_whose_removal_fails_is_used_up_before_the_write_is_verified() {
+    install_once().await;
+    let cp = control_plane();
+    let admin = cp.admin();
+    let ns = shop(&admin, "loop-stuck-approval", Some("propose")).await;
+    let operator = Replica::start(cp.meshmedic_config(), "lease-stuck", "replica-stuck");
+    let rem = find(&admin, &ns, "VirtualService", "cart").await;
+    let name = rem.name_any();
+
+    // While the policy stands, no one may remove an approval in this namespace (a Remediation's
+    // status, a subresource, is still written). Its second rule lets the test see it in force.
+    let policy = format!("{ns}-keep-approvals");
+    let (policies, _, _) = support::dynamic_api(
+        &admin,
+        "admissionregistration.k8s.io/v1",
+        "ValidatingAdmissionPolicy",
+        None,
+    )
+    .await
+    .expect("policies");
+    let (bindings, _, _) = support::dynamic_api(
+        &admin,
+        "admissionregistration.k8s.io/v1",
+        "ValidatingAdmissionPolicyBinding",
+        None,
+    )
+    .await
+    .expect("bindings");
+    support::apply(
+        &admin,
+        &json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": policy},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [{
+                    "apiGroups": ["meshmedic.io"], "apiVersions": ["*"],
+                    "operations": ["UPDATE"], "resources": ["remediations"],
+                }]},
+                "validations": [
+                    {"expression": "!has(oldObject.spec.approvedDigest) || has(object.spec.approvedDigest)",
+                     "message": "approvals are kept for now"},
+                    {"expression": "!has(object.metadata.labels) || !('policy-probe' in object.metadata.labels)",
+                     "message": "probe"},
+                ],
+            },
+        }),
+    )
+    .await
+    .expect("the policy");
+    support::apply(
+        &admin,
+        &json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": policy},
+            "spec": {
+                "policyName": policy,
+                "validationActions": ["Deny"],
+                "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}},
+            },
+        }),
+    )
+    .await
+    .expect("the binding");
+    let api = Api::<Remediation>::namespaced(admin.clone(), &ns);
+    eventually(Duration::from_secs(30), "the policy in force", || async {
+        let probe = PatchParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        let label = json!({"metadata": {"labels": {"policy-probe": "x"}}});
+        api.patch(&name, &probe, &Patch::Merge(&label))
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+
+    approve(&admin, &ns, &name).await;
+    let applied = wait_for(&admin, &ns, &name, "the fix written", written).await;
+    assert!(
+        applied.spec.approved_digest.is_some(),
+        "removal was refused"
+    );
+    // Time for the writer's retries and for a verification pass (the write is seen at once).
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let held = api.get(&name).await.expect("the Remediation");
+    assert!(
+        !(phase(&held) == Phase::Resolved && held.spec.approved_digest.is_some()),
+        "recorded Resolved with the used approval standing"
+    );
+    assert_eq!(phase(&held), Phase::Applied, "verification waits");
+
+    // The apiserver accepts the removal again: the approval goes, then the write is verified.
+    bindings
+        .delete(&policy, &DeleteParams::default())
+        .await
+        .expect("binding deleted");
+    policies
+        .delete(&policy, &DeleteParams::default())
+        .await
+        .expect("policy deleted");
+    let resolved = wait_for(&admin, &ns, &name, "the fix verified", |r| {
+        phase(r) == Phase::Resolved && reason(r, "Verified").as_deref() == Some("Verified")
+    })
+    .await;
+    assert!(
+        resolved.spec.approved_digest.is_none(),
+        "the approval was used up"
+    );
+    operator.stop();
+}

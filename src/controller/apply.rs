@@ -96,7 +96,7 @@ pub fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 422 || s.code == 409)
 }
 
-fn is_not_found(e: &kube::Error) -> bool {
+pub fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 

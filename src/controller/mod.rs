@@ -915,7 +915,10 @@ async fn reconcile_in(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
             .await
             {
                 ctx.metrics.api_error("remediation");
-                tracing::warn!(namespace = %ns, remediation = %name, error = %e, "writing a Remediation failed");
+                tracing::warn!(namespace = %ns, remediation = %name, error = %e, "writing a Remediation failed; trying again shortly");
+                // Nothing else may bring this namespace up again before the resync (minutes):
+                // a write refused for a moment would leave its record half told that long.
+                ctx.pass_after(ns, RETRY_FAILED_WRITE);
             }
         }
         // Withheld Remediations say which kinds they wait for (and nothing else happens to
@@ -1130,8 +1133,43 @@ async fn retry_later(ctx: &Context, api: &Api<Remediation>, ns: &str, name: &str
     Ok(())
 }
 
+/// Removes the approval `digest` that a write just used, retrying what may be transient (the
+/// apiserver unreachable for a moment). A failed `test` means a person approved anew meanwhile:
+/// theirs is kept. `None` when not removed.
+async fn consume_used_approval(
+    ctx: &Context,
+    api: &Api<Remediation>,
+    ns: &str,
+    name: &str,
+    digest: &str,
+) -> Option<Remediation> {
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1..=CONSUME_ATTEMPTS {
+        match apply::consume_approval(api, name, digest, None).await {
+            Ok(u) => return Some(u),
+            Err(e) if apply::is_conflict(&e) || apply::is_not_found(&e) => return None,
+            Err(e) => {
+                ctx.metrics.api_error("consume_approval");
+                if attempt == CONSUME_ATTEMPTS {
+                    tracing::warn!(remediation = %name, namespace = %ns, error = %e, "the approval this write used is still set; the pass that records the write's outcome removes it");
+                    return None;
+                }
+                tracing::debug!(remediation = %name, namespace = %ns, error = %e, "removing a used approval; trying again");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+    None
+}
+
+const CONSUME_ATTEMPTS: u32 = 4;
+
 /// How long a pass that lost a race on a Remediation it cannot read waits for the watch.
 const RETRY_UNSEEN: Duration = Duration::from_secs(1);
+
+/// How long a pass whose write of a Remediation failed waits to decide again.
+const RETRY_FAILED_WRITE: Duration = Duration::from_secs(5);
 
 /// How long a pass that could not read a target to confirm its absence waits to try again.
 const RETRY_UNREADABLE: Duration = Duration::from_secs(10);
@@ -1240,10 +1278,10 @@ async fn execute(
             }
             if !auto && let Some(d) = r.spec.approved_digest.as_deref() {
                 // The approval is used up by the attempt it allowed: a failed write is retried
-                // only on a new approval (no retry loop).
-                match apply::consume_approval(api, name, d, None).await {
-                    Ok(u) => ctx.remember(u),
-                    Err(e) => tracing::debug!(error = %e, "approval not cleared"),
+                // only on a new approval (no retry loop). Should this fail for good, the pass
+                // that records the write's outcome consumes it (`Decision::Set`).
+                if let Some(u) = consume_used_approval(ctx, api, ns, name, d).await {
+                    ctx.remember(u);
                 }
             }
             apply::event(
@@ -1453,9 +1491,22 @@ async fn execute(
             // was already stale, or weeks ago). It is removed before the status says Proposed,
             // so no pass can apply it in between; conditional on the version read, so an
             // approval given again since is kept.
+            // Likewise an approval still standing beside the record of the write it allowed
+            // (Applied for reason Applied, the approved plan written): the writer's own removal
+            // failed, or another replica records the outcome first. Not after that record,
+            // where the same digest may be a person's new approval (after a revert, say).
+            let used = |d: &str| {
+                let view = rem_view(r);
+                view.phase == Phase::Applied
+                    && view.reason == "Applied"
+                    && view.applied_digest.as_deref() == Some(d)
+            };
             let consumed;
             let r = match r.spec.approved_digest.as_deref() {
-                Some(d) if matches!(reason, Reason::Reappeared | Reason::ApprovalOutdated) => {
+                Some(d)
+                    if matches!(reason, Reason::Reappeared | Reason::ApprovalOutdated)
+                        || used(d) =>
+                {
                     match apply::consume_approval(api, name, d, r.resource_version().as_deref())
                         .await
                     {
