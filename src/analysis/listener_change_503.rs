@@ -20,15 +20,34 @@ struct MetricChange {
     description: String,
 }
 
+/// The stats filter's name in Istio's listeners (its metric customisation patches it).
+const STATS_FILTER: &str = "istio.stats";
+
+/// Whether one of an EnvoyFilter's `configPatches` changes Istio's stats filter on sidecars:
+/// its value is that filter (inserted, added, or replacing another), or it merges into,
+/// replaces or removes the filter its match names. A patch that names `istio.stats` only as
+/// the place to insert another filter (Istio's egress SNI example) changes no metrics, and one
+/// for gateways alone (`context: GATEWAY`) rewrites the listeners clients outside the mesh
+/// connect to, whose requests no route's retry replays.
+fn changes_stats(patch: &serde_json::Value) -> bool {
+    if patch.pointer("/match/context").and_then(|c| c.as_str()) == Some("GATEWAY") {
+        return false;
+    }
+    if patch.pointer("/patch/value/name").and_then(|n| n.as_str()) == Some(STATS_FILTER) {
+        return true;
+    }
+    let filter = patch.pointer("/match/listener/filterChain/filter");
+    let target = filter
+        .and_then(|f| f.pointer("/subFilter/name").or_else(|| f.get("name")))
+        .and_then(|n| n.as_str());
+    let operation = patch.pointer("/patch/operation").and_then(|o| o.as_str());
+    target == Some(STATS_FILTER) && matches!(operation, Some("MERGE" | "REPLACE" | "REMOVE"))
+}
+
 fn metric_changes(snapshot: &Snapshot) -> Vec<MetricChange> {
     let mut out = Vec::new();
     for ef in &snapshot.envoy_filters {
-        let touches_stats = ef
-            .spec
-            .config_patches
-            .iter()
-            .any(|p| p.to_string().contains("istio.stats"));
-        if touches_stats {
+        if ef.spec.config_patches.iter().any(changes_stats) {
             out.push(MetricChange {
                 namespace: ef.meta.namespace.clone(),
                 labels: ef
@@ -36,7 +55,7 @@ fn metric_changes(snapshot: &Snapshot) -> Vec<MetricChange> {
                     .workload_selector
                     .as_ref()
                     .map(|s| s.labels().clone()),
-                description: format!("{} patches istio.stats", ef.describe()),
+                description: format!("{} patches {STATS_FILTER}", ef.describe()),
             });
         }
     }
@@ -146,7 +165,7 @@ metadata: {name: cart, namespace: shop}
 spec: {selector: {app: cart}, ports: [{name: http, port: 80, targetPort: 8080}]}
 "#;
 
-    const STATS_FILTER: &str = r#"
+    const STATS_ENVOY_FILTER: &str = r#"
 ---
 apiVersion: networking.istio.io/v1alpha3
 kind: EnvoyFilter
@@ -160,7 +179,7 @@ spec:
 
     #[test]
     fn root_namespace_stats_filter_reaches_every_service_without_reset() {
-        let snap = snapshot(&format!("{MESH}{STATS_FILTER}"));
+        let snap = snapshot(&format!("{MESH}{STATS_ENVOY_FILTER}"));
         let report = analyze(&snap);
         let f = report
             .findings
@@ -170,6 +189,54 @@ spec:
         assert_eq!(f.service.as_deref(), Some("cart"));
         assert!(f.evidence[0].contains("EnvoyFilter istio-system/stats-custom"));
         assert_patch_consistent(&snap, f);
+    }
+
+    /// Seen on a public repository: Istio's egress example inserts an SNI filter before
+    /// `istio.stats`, which changes no metrics; nor does a stats change for gateways alone.
+    /// Each of the stats filter's own changes counts, whatever the operation.
+    #[test]
+    fn only_patches_that_change_the_stats_filter_on_sidecars_count() {
+        let filter = |name: &str, patch: &str| {
+            format!(
+                "---\napiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {{name: {name}, namespace: istio-system}}\nspec:\n  configPatches:\n  - {patch}\n"
+            )
+        };
+        let sni = "{applyTo: NETWORK_FILTER, match: {context: SIDECAR_OUTBOUND, listener: {portNumber: 443, filterChain: {filter: {name: istio.stats}}}}, patch: {operation: INSERT_BEFORE, value: {name: forward_downstream_sni, config: {}}}}";
+        let gateway = "{applyTo: HTTP_FILTER, match: {context: GATEWAY, listener: {filterChain: {filter: {name: envoy.filters.network.http_connection_manager, subFilter: {name: istio.stats}}}}}, patch: {operation: MERGE, value: {name: istio.stats}}}";
+        let found = |yaml: &str| {
+            analyze(&snapshot(&format!("{MESH}{yaml}")))
+                .findings
+                .iter()
+                .filter(|f| f.code == Code::ListenerChange503)
+                .count()
+        };
+        assert_eq!(found(&filter("sni", sni)), 0, "an insertion point");
+        assert_eq!(found(&filter("gw", gateway)), 0, "gateways alone");
+        for (name, patch) in [
+            (
+                "merge-network",
+                "{applyTo: NETWORK_FILTER, match: {listener: {filterChain: {filter: {name: istio.stats}}}}, patch: {operation: MERGE, value: {typed_config: {}}}}",
+            ),
+            (
+                "remove",
+                "{applyTo: HTTP_FILTER, match: {context: SIDECAR_INBOUND, listener: {filterChain: {filter: {name: envoy.filters.network.http_connection_manager, subFilter: {name: istio.stats}}}}}, patch: {operation: REMOVE}}",
+            ),
+            (
+                "insert-stats",
+                "{applyTo: HTTP_FILTER, match: {context: ANY, listener: {filterChain: {filter: {name: envoy.filters.network.http_connection_manager, subFilter: {name: envoy.filters.http.router}}}}}, patch: {operation: INSERT_BEFORE, value: {name: istio.stats}}}",
+            ),
+        ] {
+            assert_eq!(found(&filter(name, patch)), 1, "{name}");
+        }
+        // The insertion point beside a change of the stats filter in one object: it counts.
+        let both = filter("both", sni).replace(
+            "  - {applyTo: NETWORK",
+            &format!(
+                "  - {}\n  - {{applyTo: NETWORK",
+                gateway.replace("GATEWAY", "SIDECAR_INBOUND")
+            ),
+        );
+        assert_eq!(found(&both), 1, "both");
     }
 
     #[test]
@@ -189,7 +256,7 @@ spec:
     #[test]
     fn no_finding_once_reset_is_retried() {
         let yaml = format!(
-            "{MESH}{STATS_FILTER}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: cart, namespace: shop}}\nspec:\n  hosts: [cart]\n  http:\n  - route: [{{destination: {{host: cart}}}}]\n    retries: {{attempts: 2, retryOn: \"reset,503\"}}\n"
+            "{MESH}{STATS_ENVOY_FILTER}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: cart, namespace: shop}}\nspec:\n  hosts: [cart]\n  http:\n  - route: [{{destination: {{host: cart}}}}]\n    retries: {{attempts: 2, retryOn: \"reset,503\"}}\n"
         );
         let report = analyze(&snapshot(&yaml));
         assert!(
@@ -222,7 +289,7 @@ spec:
             "metadata: {labels: {app: cart, tier: back}}",
         );
         let yaml = format!(
-            "{mesh}{STATS_FILTER}{}{}{}",
+            "{mesh}{STATS_ENVOY_FILTER}{}{}{}",
             telemetry("a-all", ""),
             telemetry("b-other", "selector: {matchLabels: {app: other}}, "),
             telemetry("c-tier", "selector: {matchLabels: {tier: back}}, "),
