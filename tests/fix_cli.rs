@@ -466,3 +466,47 @@ fn the_diff_applies_with_git_apply_and_equals_the_written_fix() {
     };
     assert_eq!(strip(a.path()), strip(b.path()));
 }
+
+/// Manifests without namespaces are applied with `kubectl apply -n NS`: new objects beside them
+/// name no namespace either (kubectl refuses `-n` with an object of another namespace), and
+/// their hosts are short, as Istio reads a short host in the rule's own namespace. Found on a
+/// public repository (PacktPublishing/Kubernetes-Service-Mesh-with-Istio), where the new objects
+/// named `default`.
+#[test]
+fn new_objects_for_manifests_without_a_namespace_name_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = dir.path().join("app");
+    std::fs::create_dir(&app).expect("mkdir");
+    std::fs::write(
+        app.join("web.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n\
+         spec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n\
+         \x20   spec: {containers: [{name: web, image: example/web:1}]}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {name: web}\n\
+         spec: {selector: {app: web}, ports: [{name: http, port: 80}]}\n",
+    )
+    .expect("write");
+    let path = app.to_str().expect("utf-8");
+    let out = meshmedic(&["fix", "--assume-injected", path]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let new = std::fs::read_to_string(app.join("web.meshmedic-new.yaml")).expect("new objects");
+    let docs = meshmedic::snapshot::load::parse_documents("new", &new).expect("yaml");
+    assert!(!docs.is_empty(), "{new}");
+    for (_, doc) in &docs {
+        assert!(doc.pointer("/metadata/namespace").is_none(), "{new}");
+    }
+    assert!(
+        new.contains("- web\n") && !new.contains("svc.cluster.local"),
+        "{new}"
+    );
+    // Read back (as `default`, like the manifests): nothing left to fix, nothing added twice.
+    let out = meshmedic(&["fix", "--diff", "--assume-injected", path]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    let report = meshmedic(&["analyze", "--assume-injected", "-o", "json", path]);
+    let report: Value = serde_json::from_slice(&report.stdout).expect("json");
+    assert_eq!(
+        report["findings"].as_array().map(Vec::len),
+        Some(0),
+        "{report}"
+    );
+}

@@ -375,6 +375,42 @@ fn object_ref_of(v: &Value) -> ObjectRef {
     }
 }
 
+/// Whether the object a finding is for was written without `metadata.namespace`: its files are
+/// applied with `kubectl apply -n NS` (or a kustomization's namespace), and a new object beside
+/// them must follow them there rather than name `default`, which kubectl would refuse with `-n`.
+fn implicit_namespace(snapshot: &Snapshot, finding: &Finding) -> bool {
+    positions::subject_object(snapshot, finding)
+        .and_then(|object| snapshot.raw_object(&object))
+        .is_some_and(|v| v.pointer("/metadata/namespace").is_none())
+}
+
+/// A new object for files without namespaces: no `metadata.namespace`, and each host of its own
+/// namespace (`NAME.NS.svc.DOMAIN`) written short, as Istio reads a short host in the rule's
+/// namespace, wherever it is applied. Hosts of other namespaces keep their full names.
+fn without_namespace(resource: &mut Value, namespace: &str, cluster_domain: &str) {
+    fn shorten(v: &mut Value, suffix: &str) {
+        match v {
+            Value::String(s) => {
+                if let Some(name) = s.strip_suffix(suffix)
+                    && !name.is_empty()
+                    && !name.contains('.')
+                {
+                    *s = name.to_string();
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|i| shorten(i, suffix)),
+            Value::Object(map) => map.values_mut().for_each(|i| shorten(i, suffix)),
+            _ => {}
+        }
+    }
+    if let Some(meta) = resource.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("namespace");
+    }
+    if let Some(spec) = resource.get_mut("spec") {
+        shorten(spec, &format!(".{namespace}.svc.{cluster_domain}"));
+    }
+}
+
 fn plan_creates(
     snapshot: &Snapshot,
     selection: &Selection,
@@ -403,14 +439,27 @@ fn plan_creates(
                 (old.clone(), old)
             }
         };
+        let implicit = implicit_namespace(snapshot, f);
         // Already there (an earlier run): nothing to add.
         let present = parse_documents(&file.display().to_string(), &new)
-            .map(|docs| docs.iter().any(|(_, v)| object_ref_of(v) == r.target))
+            .map(|docs| {
+                docs.iter().any(|(_, v)| {
+                    let mut found = object_ref_of(v);
+                    if found.namespace.is_empty() && implicit {
+                        found.namespace.clone_from(&r.target.namespace);
+                    }
+                    found == r.target
+                })
+            })
             .unwrap_or(false);
         if present || snapshot.raw_object(&r.target).is_some() {
             continue;
         }
-        let yaml = match serde_saphyr::to_string(&r.resource) {
+        let mut resource: Value = (*r.resource).clone();
+        if implicit {
+            without_namespace(&mut resource, &r.target.namespace, &snapshot.cluster_domain);
+        }
+        let yaml = match serde_saphyr::to_string(&resource) {
             Ok(y) => y,
             Err(e) => {
                 plan.errors.push(format!("{}: {e}", r.target));

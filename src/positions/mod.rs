@@ -274,6 +274,11 @@ pub fn source_of<'a>(snapshot: &'a Snapshot, target: &ObjectRef) -> Option<&'a S
 
 /// The object a finding points at, whether it is the one its fix patches, and where it was
 /// read: one lookup of the object (this ran four times per finding).
+/// The object a finding is placed at: the target it patches, else its workload or service.
+pub fn subject_object(snapshot: &Snapshot, finding: &Finding) -> Option<ObjectRef> {
+    subject_object_of(snapshot, finding).map(|(object, _, _)| object.into_owned())
+}
+
 fn subject_object_of<'a>(
     snapshot: &'a Snapshot,
     finding: &'a Finding,
