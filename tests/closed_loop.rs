@@ -1863,6 +1863,18 @@ async fn an_approval_whose_removal_fails_is_used_up_before_the_write_is_verified
         "recorded Resolved with the used approval standing"
     );
     assert_eq!(phase(&held), Phase::Applied, "verification waits");
+    // Refused though nothing changed, the write is tried again every few seconds, not in a
+    // loop (a live run saw 159 refusals in ten seconds before).
+    let (_, body) = http_get(operator.metrics_port, "/metrics").expect("metrics");
+    let refused: f64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("meshmedic_api_errors_total{operation=\"remediation\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        (1.0..=6.0).contains(&refused),
+        "{refused} refused writes in 8 s"
+    );
 
     // The apiserver accepts the removal again: the approval goes, then the write is verified.
     bindings

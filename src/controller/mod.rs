@@ -1110,7 +1110,20 @@ struct Seen {
 /// (while it lists again after an apiserver outage): a pass on the same stale view would lose
 /// the same race again, in a loop. When there is nothing newer to read (deleted, or the read
 /// failed, or not yet in the watch at all), the next pass waits a moment for the watch instead.
-async fn retry_later(ctx: &Context, api: &Api<Remediation>, ns: &str, name: &str) -> Result<()> {
+///
+/// `read` is the Remediation the refused write was made on (and `error` the apiserver's answer,
+/// when there is one to tell). Found again unchanged, nothing raced it: the apiserver refused
+/// the write itself (an admission policy or webhook answers 409 or 422 as a failed
+/// precondition does). Deciding again at once would send the same write in a loop (a live run
+/// saw 159 in ten seconds), so the next pass waits, as after any failed write.
+async fn retry_later(
+    ctx: &Context,
+    api: &Api<Remediation>,
+    ns: &str,
+    name: &str,
+    read: Option<&Remediation>,
+    error: Option<&kube::Error>,
+) -> Result<()> {
     // A pass reads the Remediations the watch holds, each replaced by a newer one remembered:
     // one the watch has not shown yet cannot be remembered into the pass.
     let watched = ctx
@@ -1118,6 +1131,14 @@ async fn retry_later(ctx: &Context, api: &Api<Remediation>, ns: &str, name: &str
         .get(&reflector::ObjectRef::new(name).within(ns))
         .is_some();
     match api.get_opt(name).await {
+        Ok(Some(fresh))
+            if read.is_some_and(|r| r.resource_version() == fresh.resource_version()) =>
+        {
+            ctx.metrics.api_error("remediation");
+            let error = error.map(ToString::to_string).unwrap_or_default();
+            tracing::warn!(remediation = %name, namespace = %ns, %error, "the apiserver refused a write of this Remediation although it had not changed (an admission policy or webhook?); trying again shortly");
+            ctx.pass_after(ns, RETRY_FAILED_WRITE);
+        }
         Ok(Some(fresh)) if watched => {
             ctx.remember(fresh);
             ctx.changes.mark(Some(ns), false).await;
@@ -1221,7 +1242,9 @@ async fn execute(
             {
                 match apply::upsert(api, name, ns, &p.spec, Some(r)).await {
                     Ok(updated) => ctx.remember(updated),
-                    Err(e) if apply::lost_race(&e) => return retry_later(ctx, api, ns, name).await,
+                    Err(e) if apply::lost_race(&e) => {
+                        return retry_later(ctx, api, ns, name, Some(r), Some(&e)).await;
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -1248,7 +1271,7 @@ async fn execute(
             let Some(updated) =
                 apply::publish(api, name, ns, &p.spec, rem, phase, reason, &message).await?
             else {
-                return retry_later(ctx, api, ns, name).await;
+                return retry_later(ctx, api, ns, name, rem, None).await;
             };
             apply::event(&ctx.recorder, &updated, !first, reason, &message).await;
             ctx.published(ns, name, &p.view.digest);
@@ -1257,7 +1280,7 @@ async fn execute(
         Decision::Withdraw => {
             let Some(r) = rem else { return Ok(()) };
             if !apply::withdraw(api, r).await? {
-                return retry_later(ctx, api, ns, name).await;
+                return retry_later(ctx, api, ns, name, Some(r), None).await;
             }
             ctx.metrics.outcome("withdrawn");
             tracing::info!(remediation = %name, namespace = %ns, "withdrawn: the cause went away within the settle time, untouched");
@@ -1435,10 +1458,12 @@ async fn execute(
                     }
                 ),
             };
+            // Counted once written: a write refused and tried again is one outcome.
+            let mut outcomes: Vec<&'static str> = Vec::new();
             if reason == Reason::Reverted {
                 // Counted once: a record written again to name an object beside is no new revert.
                 if !status.reverted {
-                    ctx.metrics.outcome("reverted");
+                    outcomes.push("reverted");
                 }
                 status.reverted = true;
             }
@@ -1453,7 +1478,7 @@ async fn execute(
                         "Verified",
                         &message,
                     );
-                    ctx.metrics.outcome("verified");
+                    outcomes.push("verified");
                 }
                 Reason::Ineffective | Reason::Mitigation => {
                     apply::set_condition(
@@ -1464,7 +1489,7 @@ async fn execute(
                         reason.as_str(),
                         &message,
                     );
-                    ctx.metrics.outcome(if reason == Reason::Ineffective {
+                    outcomes.push(if reason == Reason::Ineffective {
                         "ineffective"
                     } else {
                         "mitigation"
@@ -1482,7 +1507,7 @@ async fn execute(
                         &message,
                     );
                 }
-                Reason::WriteLimit | Reason::TargetChanged => ctx.metrics.outcome("refused"),
+                Reason::WriteLimit | Reason::TargetChanged => outcomes.push("refused"),
                 _ => {}
             }
             // An approval belongs to the plan and the episode it was given in: one the cause
@@ -1516,7 +1541,7 @@ async fn execute(
                         }
                         // A failed `test`: the Remediation changed since it was read.
                         Err(e) if apply::is_conflict(&e) => {
-                            return retry_later(ctx, api, ns, name).await;
+                            return retry_later(ctx, api, ns, name, Some(r), Some(&e)).await;
                         }
                         Err(e) => return Err(e.into()),
                     }
@@ -1525,9 +1550,14 @@ async fn execute(
             };
             let status = apply::with_phase(r, status, phase, reason.as_str(), &message);
             let updated = match apply::write_status(api, r, &status).await {
-                Err(e) if apply::lost_race(&e) => return retry_later(ctx, api, ns, name).await,
+                Err(e) if apply::lost_race(&e) => {
+                    return retry_later(ctx, api, ns, name, Some(r), Some(&e)).await;
+                }
                 r => r?,
             };
+            for outcome in outcomes {
+                ctx.metrics.outcome(outcome);
+            }
             ctx.remember(updated.clone());
             let warning = matches!(
                 reason,
