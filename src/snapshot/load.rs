@@ -578,6 +578,14 @@ pub(crate) fn on_threads<P: Send, T: Send>(parts: Vec<P>, work: impl Fn(P) -> T 
     })
 }
 
+/// A file named as Helm values are: `values.yaml`, `values-prod.yaml`, and as installers name
+/// them beside each other, `istiod-values.yaml` or `cni_values.minimal.yaml`.
+fn names_values(file_name: &str) -> bool {
+    file_name
+        .split(['-', '_', '.'])
+        .any(|word| word.eq_ignore_ascii_case("values"))
+}
+
 /// A file at least this large is parsed on every core by itself; smaller ones are read side by
 /// side, one file per core.
 const LARGE_FILE: usize = 1 << 20;
@@ -806,7 +814,7 @@ fn read_file(
     if objects.is_empty() && invalid.is_empty() {
         let reason = if others.is_empty() {
             "empty"
-        } else if file_name.starts_with("values") {
+        } else if names_values(file_name) {
             "Helm values file (no apiVersion/kind)"
         } else {
             "no Kubernetes objects (no document has apiVersion and kind)"
@@ -1909,6 +1917,10 @@ spec:
     fn files_without_objects_are_skipped_with_a_reason() {
         for (name, text, reason) in [
             ("values.yaml", "replicas: 2\n", "Helm values"),
+            // Seen on a public repository's Istio install directory.
+            ("istiod-values-minimum.yaml", "pilot: {}\n", "Helm values"),
+            ("cni_values.yaml", "cni: {}\n", "Helm values"),
+            ("valuesets.yaml", "a: 1\n", "no Kubernetes objects"),
             ("config.yaml", "a: 1\n---\nb: 2\n", "no Kubernetes objects"),
             ("empty.yaml", "# nothing\n", "empty"),
             ("Chart.yaml", "apiVersion: v2\nname: x\n", "Helm chart"),
