@@ -150,6 +150,8 @@ pub struct Context {
     /// When this replica first saw each Remediation's current plan published ((namespace,
     /// name) → (plan digest, when)): apply mode writes a plan only once it has settled.
     pub published_since: std::sync::Mutex<BTreeMap<(String, String), (String, Instant)>>,
+    /// Namespaces with a pass already scheduled after a failed write ([`Context::retry_failed`]).
+    pub retrying: Arc<std::sync::Mutex<BTreeSet<String>>>,
 }
 
 /// What [`Context::settle_clock`] tells of one Remediation's published plan.
@@ -243,6 +245,28 @@ impl Context {
         let (changes, ns) = (self.changes.clone(), ns.to_string());
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
+            changes.mark(Some(&ns), false).await;
+        });
+    }
+
+    /// Schedules a pass over `ns` after a failed write ([`RETRY_FAILED_WRITE`]), unless one is
+    /// scheduled already: a write refused for good (a webhook that denies it) is tried again
+    /// every few seconds, not once more for every event the namespace sees meanwhile, each of
+    /// which would start another retry of its own.
+    fn retry_failed(&self, ns: &str) {
+        let scheduled = self
+            .retrying
+            .lock()
+            .map_or(true, |mut r| r.insert(ns.to_string()));
+        if !scheduled {
+            return;
+        }
+        let (changes, retrying, ns) = (self.changes.clone(), self.retrying.clone(), ns.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(RETRY_FAILED_WRITE).await;
+            if let Ok(mut r) = retrying.lock() {
+                r.remove(&ns);
+            }
             changes.mark(Some(&ns), false).await;
         });
     }
@@ -375,6 +399,7 @@ pub async fn run_with(
         pending: Default::default(),
         told_annotations: Default::default(),
         told_nothing_meshed: Default::default(),
+        retrying: Default::default(),
         told_objects: Default::default(),
         published_since: Default::default(),
     });
@@ -918,7 +943,7 @@ async fn reconcile_in(ctx: &Context, dirty: stores::Dirty) -> Result<()> {
                 tracing::warn!(namespace = %ns, remediation = %name, error = %e, "writing a Remediation failed; trying again shortly");
                 // Nothing else may bring this namespace up again before the resync (minutes):
                 // a write refused for a moment would leave its record half told that long.
-                ctx.pass_after(ns, RETRY_FAILED_WRITE);
+                ctx.retry_failed(ns);
             }
         }
         // Withheld Remediations say which kinds they wait for (and nothing else happens to
@@ -1137,7 +1162,7 @@ async fn retry_later(
             ctx.metrics.api_error("remediation");
             let error = error.map(ToString::to_string).unwrap_or_default();
             tracing::warn!(remediation = %name, namespace = %ns, %error, "the apiserver refused a write of this Remediation although it had not changed (an admission policy or webhook?); trying again shortly");
-            ctx.pass_after(ns, RETRY_FAILED_WRITE);
+            ctx.retry_failed(ns);
         }
         Ok(Some(fresh)) if watched => {
             ctx.remember(fresh);
