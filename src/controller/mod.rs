@@ -1546,10 +1546,13 @@ async fn execute(
             // failed, or another replica records the outcome first. Not after that record,
             // where the same digest may be a person's new approval (after a revert, say).
             let used = |d: &str| {
-                let view = rem_view(r);
-                view.phase == Phase::Applied
-                    && view.reason == "Applied"
-                    && view.applied_digest.as_deref() == Some(d)
+                r.status.as_ref().is_some_and(|s| {
+                    s.phase == Phase::Applied
+                        && s.applied_digest.as_deref() == Some(d)
+                        && s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.reason == "Applied")
+                })
             };
             let consumed;
             let r = match r.spec.approved_digest.as_deref() {
